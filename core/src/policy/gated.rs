@@ -1,0 +1,121 @@
+//! The gated window: wait only when enough passengers are around, like PostgreSQL's
+//! `commit_delay`, which sleeps only when at least `commit_siblings` other transactions are
+//! active.
+
+use std::time::Duration;
+
+use super::Instant;
+use super::rate::RateEstimator;
+use super::scheduler::Due;
+
+/// Time constants of the rate estimate, in windows: long enough to smooth Poisson noise at the
+/// threshold (at λ·window = threshold = 2, 20 windows hold ~40 arrivals, a ±16 % estimate),
+/// short enough to follow a burst within a few milliseconds at sub-millisecond windows.
+const RATE_TAU_WINDOWS: u32 = 20;
+/// Floor of the rate estimate's time constant, so a tiny window does not make it jittery.
+const RATE_TAU_MIN: Duration = Duration::from_micros(500);
+
+#[derive(Debug, Clone)]
+pub(super) struct Gated {
+    window: Duration,
+    threshold: usize,
+    rate: RateEstimator,
+}
+
+impl Gated {
+    pub(super) fn new(window: Duration, threshold: usize) -> Gated {
+        let tau = (window * RATE_TAU_WINDOWS).max(RATE_TAU_MIN);
+        Gated {
+            window,
+            threshold,
+            rate: RateEstimator::new(tau),
+        }
+    }
+
+    pub(super) fn window(&self) -> Duration {
+        self.window
+    }
+
+    pub(super) fn on_arrival(&mut self, now: Instant, n: usize) {
+        self.rate.record(now, n);
+    }
+
+    /// Wait the window if `threshold` requests already wait, or are expected within a window;
+    /// otherwise go now.
+    pub(super) fn due(&self, now: Instant, opened: Instant, queued: usize) -> Due {
+        let expected = self.rate.rate_per_s(now) * self.window.as_secs_f64();
+        if queued >= self.threshold || expected >= self.threshold as f64 {
+            Due::At(opened + self.window)
+        } else {
+            Due::Now
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Action, Limits, Policy, Scheduler};
+    use super::*;
+
+    fn us(x: u64) -> Instant {
+        Instant::from_nanos(x * 1_000)
+    }
+
+    fn scheduler(window_us: u64, threshold: usize) -> Scheduler {
+        let limits = Limits { max_batch_size: 1000, max_in_flight: 4 };
+        Scheduler::new(Policy::gated(Duration::from_micros(window_us), threshold), limits).unwrap()
+    }
+
+    #[test]
+    fn never_waits_when_nothing_else_is_coming() {
+        let mut s = scheduler(1_000, 3);
+        // One request every 10 ms: 0.1 expected per window.
+        for i in 0..100 {
+            s.on_arrival(us(i * 10_000), 1);
+            assert_eq!(s.poll_action(), Some(Action::Dispatch { requests: 1 }));
+            assert_eq!(s.poll_timeout(), None);
+            s.on_complete(us(i * 10_000 + 100));
+        }
+    }
+
+    #[test]
+    fn waits_once_load_builds_and_stops_when_it_falls() {
+        let mut s = scheduler(1_000, 3);
+        let mut t = 0;
+        // Steady 10 per ms (10 per window) for 50 ms: once the estimate reaches 3, it waits.
+        let mut waited = 0;
+        for i in 0..500 {
+            t += 100;
+            s.on_arrival(us(t), 1);
+            if s.poll_action().is_some() {
+                s.on_complete(us(t));
+            } else if i >= 250 {
+                waited += 1;
+                let deadline = s.poll_timeout().expect("a waiting stop has a deadline");
+                assert!(deadline <= us(t) + Duration::from_millis(1));
+            }
+            // Flush whatever is due before the next arrival.
+            s.on_timeout(us(t + 99));
+            while s.poll_action().is_some() {
+                s.on_complete(us(t + 99));
+            }
+        }
+        // Within 25 ms (1.25 time constants of the estimate: 7 of 10 expected) it waits every time.
+        assert_eq!(waited, 250);
+        // Let the last window close and send it.
+        t += 2_000;
+        s.on_timeout(us(t));
+        while s.poll_action().is_some() {
+            s.on_complete(us(t));
+        }
+        assert_eq!(s.queued(), 0);
+        // Step down: one every 20 ms. After the estimate decays (20 windows), no more waiting.
+        t += 100_000;
+        for _ in 0..20 {
+            t += 20_000;
+            s.on_arrival(us(t), 1);
+            assert_eq!(s.poll_action(), Some(Action::Dispatch { requests: 1 }));
+            s.on_complete(us(t + 1));
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The departure state machine shared by the tokio driver and the simulator.
+
+use std::time::Duration;
+
+use super::adaptive::Adaptive;
+use super::gated::Gated;
+use super::{Action, Instant, Limits, Policy};
+use crate::ConfigError;
+
+/// Decides when waiting requests depart as one batch: a pure, clock-free state machine.
+///
+/// # Inputs
+/// - [`on_arrival(now, n)`](Scheduler::on_arrival): `n` requests joined the stop.
+/// - [`on_complete(now)`](Scheduler::on_complete): one dispatched batch finished (or was skipped
+///   because every caller had gone).
+/// - [`on_timeout(now)`](Scheduler::on_timeout): the clock reached a deadline returned by
+///   [`poll_timeout`](Scheduler::poll_timeout). A spurious or early timeout is a no-op.
+///
+/// # Outputs
+/// - [`poll_action()`](Scheduler::poll_action): the next [`Action`], or `None`. Call it until it
+///   returns `None` after every input; each `Dispatch` has already been accounted for (the
+///   requests have left the stop, a batch is in flight).
+/// - [`poll_timeout()`](Scheduler::poll_timeout): when to call `on_timeout` next, if nothing
+///   else happens first. `None` means "no timer": the next input will come from an arrival or a
+///   completion.
+///
+/// # Order and time
+/// Feed inputs, then drain `poll_action`, then read `poll_timeout`. Time never goes backwards:
+/// every input carries an instant at or after the previous one (an earlier one is treated as
+/// the latest seen, and flagged by a debug assertion).
+///
+/// # Examples
+///
+/// A 1 ms window: the first arrival opens it, the timeout closes it.
+///
+/// ```
+/// use busline::policy::{Action, Instant, Limits, Policy, Scheduler};
+/// use std::time::Duration;
+///
+/// let limits = Limits { max_batch_size: 100, max_in_flight: 1 };
+/// let mut s = Scheduler::new(Policy::window(Duration::from_millis(1)), limits).unwrap();
+/// let t0 = Instant::from_nanos(0);
+/// s.on_arrival(t0, 1);
+/// assert_eq!(s.poll_action(), None);
+/// assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(1)));
+/// s.on_arrival(t0 + Duration::from_micros(300), 2);
+/// s.on_timeout(t0 + Duration::from_millis(1));
+/// assert_eq!(s.poll_action(), Some(Action::Dispatch { requests: 3 }));
+/// assert_eq!(s.poll_action(), None);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    rule: Rule,
+    limits: Limits,
+    /// The latest instant any input carried.
+    now: Instant,
+    /// Requests at the stop, not yet dispatched.
+    queued: usize,
+    /// When the oldest waiting request arrived (the window opener); `None` when the stop is empty.
+    opened_at: Option<Instant>,
+    /// Batches dispatched and not yet completed.
+    in_flight: usize,
+    stats: SchedulerStats,
+}
+
+/// Counters a [`Scheduler`] keeps about its own decisions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SchedulerStats {
+    /// Requests that arrived.
+    pub arrivals: u64,
+    /// Batches dispatched.
+    pub dispatches: u64,
+    /// Batches completed.
+    pub completions: u64,
+}
+
+/// The per-policy part of the decision: given the common state, when may the stop depart?
+#[derive(Debug, Clone)]
+enum Rule {
+    Car,
+    Window(Duration),
+    Natural,
+    Gated(Gated),
+    Adaptive(Adaptive),
+}
+
+/// When the waiting requests may leave, according to a policy's rule (before the hard limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Due {
+    /// Now.
+    Now,
+    /// At this instant.
+    At(Instant),
+}
+
+impl Scheduler {
+    /// A scheduler applying `policy` within `limits`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] if a limit is zero or the policy's parameters are invalid.
+    pub fn new(policy: Policy, limits: Limits) -> Result<Scheduler, ConfigError> {
+        if limits.max_batch_size == 0 {
+            return Err(ConfigError::new("max_batch_size", "must be at least 1"));
+        }
+        if limits.max_in_flight == 0 {
+            return Err(ConfigError::new("max_in_flight", "must be at least 1"));
+        }
+        policy.validate()?;
+        let rule = match policy {
+            Policy::Car => Rule::Car,
+            Policy::Window { window } if window.is_zero() => Rule::Natural,
+            Policy::Window { window } => Rule::Window(window),
+            Policy::Natural => Rule::Natural,
+            Policy::Gated { window, threshold } => Rule::Gated(Gated::new(window, threshold)),
+            Policy::Adaptive(cfg) => Rule::Adaptive(Adaptive::new(cfg)),
+        };
+        Ok(Scheduler {
+            rule,
+            limits,
+            now: Instant::ZERO,
+            queued: 0,
+            opened_at: None,
+            in_flight: 0,
+            stats: SchedulerStats::default(),
+        })
+    }
+
+    /// The limits this scheduler obeys; under [`Policy::Car`] the batch size is 1.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_batch_size: self.max_batch_size(),
+            ..self.limits
+        }
+    }
+
+    /// Requests waiting at the stop.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Batches in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Counters of arrivals, dispatches and completions.
+    pub fn stats(&self) -> SchedulerStats {
+        self.stats
+    }
+
+    /// The window the policy currently applies when it waits (zero when it would not wait).
+    /// For the adaptive policy this is the tuned value; useful for reports.
+    pub fn current_window(&self) -> Duration {
+        match &self.rule {
+            Rule::Car | Rule::Natural => Duration::ZERO,
+            Rule::Window(w) => *w,
+            Rule::Gated(g) => g.window(),
+            Rule::Adaptive(a) => a.window(),
+        }
+    }
+
+    /// `n` requests arrived at `now`.
+    pub fn on_arrival(&mut self, now: Instant, n: usize) {
+        self.advance(now);
+        if n == 0 {
+            return;
+        }
+        if self.queued == 0 {
+            self.opened_at = Some(self.now);
+        }
+        self.queued += n;
+        self.stats.arrivals += n as u64;
+        match &mut self.rule {
+            Rule::Gated(g) => g.on_arrival(self.now, n),
+            Rule::Adaptive(a) => a.on_arrival(self.now, n),
+            Rule::Car | Rule::Window(_) | Rule::Natural => {}
+        }
+    }
+
+    /// One dispatched batch completed at `now`.
+    pub fn on_complete(&mut self, now: Instant) {
+        self.advance(now);
+        debug_assert!(self.in_flight > 0, "on_complete without a batch in flight");
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.stats.completions += 1;
+    }
+
+    /// The clock reached `now` (a deadline from [`poll_timeout`](Scheduler::poll_timeout), or
+    /// any other moment: an early or spurious call changes nothing).
+    pub fn on_timeout(&mut self, now: Instant) {
+        self.advance(now);
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if self.queued == 0 || self.in_flight >= self.limits.max_in_flight {
+            return None;
+        }
+        let max = self.max_batch_size();
+        let full = self.queued >= max;
+        if !full {
+            match self.due() {
+                Due::Now => {}
+                Due::At(t) if t <= self.now => {}
+                Due::At(_) => return None,
+            }
+        }
+        let requests = self.queued.min(max);
+        let opened_at = self.opened_at.unwrap_or(self.now);
+        self.queued -= requests;
+        // Whoever is left behind by a full bus starts the next one's window now.
+        self.opened_at = (self.queued > 0).then_some(self.now);
+        self.in_flight += 1;
+        self.stats.dispatches += 1;
+        if let Rule::Adaptive(a) = &mut self.rule {
+            a.on_dispatch(self.now, self.now - opened_at);
+        }
+        Some(Action::Dispatch { requests })
+    }
+
+    /// When [`on_timeout`](Scheduler::on_timeout) should be called next, if nothing else
+    /// happens first.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.queued == 0 || self.in_flight >= self.limits.max_in_flight {
+            // Nothing waits, or only a completion can let it go: no timer.
+            return None;
+        }
+        match self.due() {
+            Due::At(t) if t > self.now => Some(t),
+            // Due now: poll_action will dispatch; nothing to time.
+            _ => None,
+        }
+    }
+
+    fn max_batch_size(&self) -> usize {
+        match self.rule {
+            Rule::Car => 1,
+            _ => self.limits.max_batch_size,
+        }
+    }
+
+    fn due(&self) -> Due {
+        let opened = self.opened_at.unwrap_or(self.now);
+        match &self.rule {
+            Rule::Car | Rule::Natural => Due::Now,
+            Rule::Window(w) => Due::At(opened + *w),
+            Rule::Gated(g) => g.due(self.now, opened, self.queued),
+            Rule::Adaptive(a) => a.due(self.now, opened),
+        }
+    }
+
+    fn advance(&mut self, now: Instant) {
+        debug_assert!(now >= self.now, "time went backwards: {now:?} < {:?}", self.now);
+        self.now = self.now.max(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_batch_size: usize, max_in_flight: usize) -> Limits {
+        Limits {
+            max_batch_size,
+            max_in_flight,
+        }
+    }
+
+    fn ms(x: u64) -> Instant {
+        Instant::from_nanos(x * 1_000_000)
+    }
+
+    fn dispatch(n: usize) -> Option<Action> {
+        Some(Action::Dispatch { requests: n })
+    }
+
+    #[test]
+    fn zero_limits_are_config_errors() {
+        assert!(Scheduler::new(Policy::Natural, limits(0, 1)).is_err());
+        assert!(Scheduler::new(Policy::Natural, limits(1, 0)).is_err());
+    }
+
+    #[test]
+    fn car_sends_every_request_alone() {
+        let mut s = Scheduler::new(Policy::Car, limits(100, 8)).unwrap();
+        s.on_arrival(ms(0), 3);
+        assert_eq!(s.poll_action(), dispatch(1));
+        assert_eq!(s.poll_action(), dispatch(1));
+        assert_eq!(s.poll_action(), dispatch(1));
+        assert_eq!(s.poll_action(), None);
+        assert_eq!(s.in_flight(), 3);
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn window_waits_from_the_first_arrival() {
+        let mut s = Scheduler::new(Policy::window(Duration::from_millis(2)), limits(100, 1)).unwrap();
+        s.on_arrival(ms(10), 1);
+        s.on_arrival(ms(11), 1);
+        assert_eq!(s.poll_action(), None);
+        assert_eq!(s.poll_timeout(), Some(ms(12)));
+        s.on_timeout(ms(11)); // early: nothing happens
+        assert_eq!(s.poll_action(), None);
+        s.on_timeout(ms(12));
+        assert_eq!(s.poll_action(), dispatch(2));
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_full_bus_leaves_before_the_window() {
+        let mut s = Scheduler::new(Policy::window(Duration::from_millis(5)), limits(4, 2)).unwrap();
+        s.on_arrival(ms(0), 10);
+        assert_eq!(s.poll_action(), dispatch(4));
+        assert_eq!(s.poll_action(), dispatch(4));
+        // Both in-flight places taken: the remaining 2 wait, with no timer, for a completion.
+        assert_eq!(s.poll_action(), None);
+        assert_eq!(s.poll_timeout(), None);
+        s.on_complete(ms(1));
+        // The leftovers' window opened when the last full bus left, at 0 ms.
+        assert_eq!(s.poll_action(), None);
+        assert_eq!(s.poll_timeout(), Some(ms(5)));
+        s.on_timeout(ms(5));
+        assert_eq!(s.poll_action(), dispatch(2));
+    }
+
+    #[test]
+    fn zero_window_is_natural_batching() {
+        let mut s = Scheduler::new(Policy::window(Duration::ZERO), limits(100, 1)).unwrap();
+        s.on_arrival(ms(0), 1);
+        assert_eq!(s.poll_action(), dispatch(1));
+        // All busy: accumulate without a timer ...
+        s.on_arrival(ms(1), 5);
+        s.on_arrival(ms(2), 7);
+        assert_eq!(s.poll_action(), None);
+        assert_eq!(s.poll_timeout(), None);
+        // ... and send everything the moment the batch in flight completes.
+        s.on_complete(ms(3));
+        assert_eq!(s.poll_action(), dispatch(12));
+    }
+
+    #[test]
+    fn natural_never_waits_when_nothing_else_is_coming() {
+        let mut s = Scheduler::new(Policy::Natural, limits(100, 4)).unwrap();
+        for i in 0..10 {
+            s.on_arrival(ms(i * 100), 1);
+            assert_eq!(s.poll_action(), dispatch(1));
+            assert_eq!(s.poll_timeout(), None);
+            s.on_complete(ms(i * 100 + 1));
+        }
+    }
+
+    #[test]
+    fn counters_balance() {
+        let mut s = Scheduler::new(Policy::window(Duration::from_micros(100)), limits(3, 2)).unwrap();
+        let mut t = 0;
+        let mut done = 0;
+        for _ in 0..50 {
+            t += 137_000;
+            s.on_arrival(Instant::from_nanos(t), 2);
+            s.on_timeout(Instant::from_nanos(t + 100_000));
+            while let Some(Action::Dispatch { requests }) = s.poll_action() {
+                done += requests;
+            }
+            if s.in_flight() > 0 {
+                s.on_complete(Instant::from_nanos(t + 100_000));
+            }
+        }
+        assert_eq!(done + s.queued(), 100);
+        assert_eq!(s.stats().arrivals, 100);
+    }
+}
