@@ -1,0 +1,4 @@
+//! busline-sim: placeholder until the simulator lands.
+#![forbid(unsafe_code)]
+
+fn main() {}
