@@ -193,20 +193,53 @@ impl Scheduler {
         self.advance(now);
     }
 
+    /// `n` requests that arrived after the last [`on_arrival`](Scheduler::on_arrival) but
+    /// left with the batch just dispatched. A driver that only learns the exact number of
+    /// passengers when it seals the batch reports the difference here, so arrival counts and
+    /// rate estimates stay exact without queueing anyone.
+    pub fn on_late_boarding(&mut self, now: Instant, n: usize) {
+        self.advance(now);
+        if n == 0 {
+            return;
+        }
+        self.stats.arrivals += n as u64;
+        match &mut self.rule {
+            Rule::Gated(g) => g.on_arrival(self.now, n),
+            Rule::Adaptive(a) => a.on_arrival(self.now, n),
+            Rule::Car | Rule::Window(_) | Rule::Natural => {}
+        }
+    }
+
+    /// Would [`poll_action`](Scheduler::poll_action) return an action now?
+    pub fn has_action(&self) -> bool {
+        if self.queued == 0 || self.in_flight >= self.limits.max_in_flight {
+            return false;
+        }
+        if self.queued >= self.max_batch_size() {
+            return true;
+        }
+        match self.due() {
+            Due::Now => true,
+            Due::At(t) => t <= self.now,
+        }
+    }
+
     /// The next thing to do, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
-        if self.queued == 0 || self.in_flight >= self.limits.max_in_flight {
+        if !self.has_action() {
             return None;
         }
+        Some(self.dispatch())
+    }
+
+    /// Dispatches the oldest waiting requests now, whatever the policy and the in-flight limit
+    /// say (a driver that shuts down sends what is queued). `None` if nothing waits.
+    pub fn flush(&mut self) -> Option<Action> {
+        (self.queued > 0).then(|| self.dispatch())
+    }
+
+    fn dispatch(&mut self) -> Action {
         let max = self.max_batch_size();
-        let full = self.queued >= max;
-        if !full {
-            match self.due() {
-                Due::Now => {}
-                Due::At(t) if t <= self.now => {}
-                Due::At(_) => return None,
-            }
-        }
         let requests = self.queued.min(max);
         let opened_at = self.opened_at.unwrap_or(self.now);
         self.queued -= requests;
@@ -217,7 +250,7 @@ impl Scheduler {
         if let Rule::Adaptive(a) = &mut self.rule {
             a.on_dispatch(self.now, self.now - opened_at);
         }
-        Some(Action::Dispatch { requests })
+        Action::Dispatch { requests }
     }
 
     /// When [`on_timeout`](Scheduler::on_timeout) should be called next, if nothing else
@@ -349,6 +382,29 @@ mod tests {
             assert_eq!(s.poll_timeout(), None);
             s.on_complete(ms(i * 100 + 1));
         }
+    }
+
+    #[test]
+    fn late_boarders_are_counted_but_not_queued() {
+        let mut s = Scheduler::new(Policy::Natural, limits(100, 1)).unwrap();
+        s.on_arrival(ms(0), 2);
+        assert_eq!(s.poll_action(), dispatch(2));
+        s.on_late_boarding(ms(0), 3);
+        assert_eq!(s.queued(), 0);
+        assert_eq!(s.stats().arrivals, 5);
+    }
+
+    #[test]
+    fn flush_ignores_window_and_in_flight_limit() {
+        let mut s = Scheduler::new(Policy::window(Duration::from_secs(1)), limits(100, 1)).unwrap();
+        s.on_arrival(ms(0), 1);
+        assert_eq!(s.poll_action(), None);
+        assert_eq!(s.flush(), dispatch(1));
+        s.on_arrival(ms(1), 4);
+        assert!(!s.has_action());
+        assert_eq!(s.flush(), dispatch(4));
+        assert_eq!(s.in_flight(), 2);
+        assert_eq!(s.flush(), None);
     }
 
     #[test]

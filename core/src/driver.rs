@@ -1,0 +1,291 @@
+//! The tokio driver: feeds the [`Scheduler`] what happens, seals the buses it sends, runs their
+//! batch functions, and publishes their outcomes.
+//!
+//! One driver task per batcher. It is woken by the first and the last seat of each bus, by
+//! completed batches, by freed slots, by shutdown and by the precise timer (see `timer.rs`).
+//! Each poll: count completions and arrivals into the scheduler, let it decide, act, and arm
+//! the timer for its next deadline.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc as StdArc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+
+use crate::Error;
+use crate::policy::{Action, Instant, Scheduler};
+use crate::ring::Sealed;
+use crate::shared::{Outcome, Shared};
+use crate::stats::StatsCells;
+use crate::sync::Ordering;
+use crate::timer;
+
+pub(crate) struct Driver<K, V, E> {
+    shared: StdArc<Shared<K, V, E>>,
+    scheduler: Scheduler,
+    runtime: tokio::runtime::Handle,
+    /// Seats of the boarding slot already reported to the scheduler.
+    seen: usize,
+    /// The latest instant given to the scheduler (its inputs must not go backwards).
+    last_now: Instant,
+    /// The deadline the timer is armed for, if any.
+    armed: Option<Instant>,
+    /// Set once this poll has yielded to let already-runnable callers board (see `poll`).
+    yielded: bool,
+    /// Scratch set for de-duplicating a batch's keys.
+    dedup: HashSet<K>,
+}
+
+// The driver holds no self-references (its keys live in a `HashSet` on the heap).
+impl<K, V, E> Unpin for Driver<K, V, E> {}
+
+impl<K, V, E> fmt::Debug for Driver<K, V, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver").field("scheduler", &self.scheduler).finish_non_exhaustive()
+    }
+}
+
+impl<K, V, E> Driver<K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    pub(crate) fn new(
+        shared: StdArc<Shared<K, V, E>>,
+        scheduler: Scheduler,
+        runtime: tokio::runtime::Handle,
+    ) -> Driver<K, V, E> {
+        Driver {
+            shared,
+            scheduler,
+            runtime,
+            seen: 0,
+            last_now: Instant::ZERO,
+            armed: None,
+            yielded: false,
+            dedup: HashSet::new(),
+        }
+    }
+
+    /// Reports seats taken since the last look to the scheduler.
+    fn observe_arrivals(&mut self, now: Instant) {
+        let boarding = self.shared.ring.boarding();
+        if boarding.count > self.seen {
+            let at = if self.seen == 0 {
+                // The window opens at the first passenger's arrival, which it stamped.
+                let stamped = self.shared.ring.slot(boarding.slot).opened_at_ns();
+                stamped.map_or(now, Instant::from_nanos).max(self.last_now).min(now)
+            } else {
+                now
+            };
+            self.scheduler.on_arrival(at, boarding.count - self.seen);
+            self.seen = boarding.count;
+        }
+    }
+
+    /// Seals the boarding slot and launches its batch.
+    fn depart(&mut self, now: Instant, sealed: Sealed) {
+        // Passengers who boarded between our last look and the seal left with this bus.
+        if sealed.count > self.seen {
+            self.scheduler.on_late_boarding(now, sealed.count - self.seen);
+        }
+        self.seen = 0;
+        let shared = StdArc::clone(&self.shared);
+        let slot = shared.ring.slot(sealed.slot);
+        let stats = &shared.stats;
+        StatsCells::bump_single_writer(&stats.requests, sealed.count as u64);
+        if let Some(opened) = slot.opened_at_ns() {
+            let waited = now.saturating_duration_since(Instant::from_nanos(opened));
+            stats.queue_wait_us.record(waited.as_micros() as u64);
+        }
+        let dedup = &mut self.dedup;
+        // SAFETY: once per seal, by the driver, before the batch's reference is released.
+        unsafe {
+            slot.collect(sealed.count, |key| {
+                if !dedup.contains(key) {
+                    dedup.insert(key.clone());
+                }
+            })
+        };
+        if dedup.is_empty() {
+            // Every caller has gone: no batch to run.
+            shared.release(sealed.slot, 1);
+            self.scheduler.on_complete(now);
+            return;
+        }
+        let keys: Vec<K> = dedup.drain().collect();
+        StatsCells::bump_single_writer(&stats.batches, 1);
+        StatsCells::bump_single_writer(&stats.keys_sent, keys.len() as u64);
+        stats.batch_size.record(keys.len() as u64);
+        let batch = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.batch_fn)(keys)));
+        let mut publisher = Publisher { shared, slot: sealed.slot, published: false };
+        match batch {
+            Ok(batch) => {
+                self.runtime.spawn(async move {
+                    let result = AssertUnwindSafe(batch).catch_unwind().await;
+                    publisher.publish(match result {
+                        Ok(Ok(map)) => Ok(StdArc::new(map)),
+                        Ok(Err(e)) => Err(Error::Batch(StdArc::new(e))),
+                        Err(_) => Err(Error::Panicked),
+                    });
+                });
+            }
+            Err(_) => publisher.publish(Err(Error::Panicked)),
+        }
+    }
+}
+
+impl<K, V, E> Future for Driver<K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        // Register before looking, so anything that happens after the look wakes us.
+        this.shared.driver.register(cx.waker());
+        let shared = StdArc::clone(&this.shared);
+        let now = shared.now().max(this.last_now);
+        this.last_now = now;
+
+        // Acquire: pairs with the publishers' Release increments.
+        let completed = shared.completed.swap(0, Ordering::Acquire);
+        for _ in 0..completed {
+            this.scheduler.on_complete(now);
+        }
+
+        if !shared.ring.is_closed() {
+            this.observe_arrivals(now);
+            this.scheduler.on_timeout(now);
+            if shared.shutdown.load(Ordering::Acquire) {
+                // Close: every later claim is refused; what boarded leaves now, whatever the
+                // policy and the in-flight limit say.
+                let sealed = shared.ring.close();
+                if sealed.count == 0 {
+                    shared.release(sealed.slot, 1);
+                } else {
+                    this.scheduler.on_arrival(now, sealed.count - this.seen);
+                    this.seen = sealed.count;
+                    this.scheduler.flush();
+                    this.depart(now, sealed);
+                }
+                shared.room.notify_waiters();
+            } else {
+                loop {
+                    if !shared.ring.has_free_slot() {
+                        break;
+                    }
+                    if !this.scheduler.has_action() {
+                        break;
+                    }
+                    // Natural batching in a cooperative runtime: before sending a bus that is
+                    // not full, yield once, so callers that are already runnable get to board.
+                    // The bus then takes every request already queued (LMAX's smart batching)
+                    // instead of the one that woke us.
+                    let boarding = shared.ring.boarding();
+                    if !this.yielded && boarding.count < shared.ring.seats() {
+                        this.yielded = true;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    this.observe_arrivals(now);
+                    let Some(Action::Dispatch { .. }) = this.scheduler.poll_action() else {
+                        break;
+                    };
+                    let sealed = shared.ring.seal().expect("a free slot was checked");
+                    this.depart(now, sealed);
+                    if shared.room_wanted.swap(false, Ordering::SeqCst) {
+                        shared.room.notify_waiters();
+                    }
+                }
+                this.yielded = false;
+                let full = shared.ring.boarding().count >= shared.ring.seats();
+                let stuck = !shared.ring.has_free_slot()
+                    || this.scheduler.in_flight() >= this.scheduler.limits().max_in_flight;
+                shared.stalled.store(full && stuck, Ordering::Relaxed);
+            }
+        }
+
+        if shared.ring.is_closed() {
+            if this.scheduler.in_flight() == 0 {
+                shared.finished.store(true, Ordering::Release);
+                shared.finished_notify.notify_waiters();
+                return Poll::Ready(());
+            }
+            return Poll::Pending;
+        }
+
+        match this.scheduler.poll_timeout() {
+            Some(deadline) if this.armed.is_none_or(|armed| deadline < armed || armed <= now) => {
+                this.armed = Some(deadline);
+                let at = shared.origin + Duration::from_nanos(deadline.as_nanos());
+                timer::wake_at(at, cx.waker());
+            }
+            _ => {}
+        }
+        Poll::Pending
+    }
+}
+
+impl<K, V, E> Drop for Driver<K, V, E> {
+    fn drop(&mut self) {
+        // Dropped before finishing: its runtime is shutting down. Close, and answer whoever
+        // boarded with `Closed`, so no caller waits for a driver that is gone.
+        let shared = &self.shared;
+        if !shared.ring.is_closed() {
+            let sealed = shared.ring.close();
+            // SAFETY: once per seal, by the driver, before the batch's reference is released.
+            unsafe { shared.ring.slot(sealed.slot).collect(sealed.count, |_| {}) };
+            Publisher { shared: StdArc::clone(shared), slot: sealed.slot, published: false }
+                .publish(Err(Error::Closed));
+            shared.room.notify_waiters();
+        }
+        shared.finished.store(true, Ordering::Release);
+        shared.finished_notify.notify_waiters();
+    }
+}
+
+/// Publishes a batch's outcome exactly once: when the batch ends, or, if the batch task is
+/// dropped first (its runtime shut down), as [`Error::Closed`].
+struct Publisher<K, V, E> {
+    shared: StdArc<Shared<K, V, E>>,
+    slot: usize,
+    published: bool,
+}
+
+impl<K, V, E> Publisher<K, V, E> {
+    fn publish(&mut self, outcome: Outcome<K, V, E>) {
+        if self.published {
+            return;
+        }
+        self.published = true;
+        let stats = &self.shared.stats;
+        match &outcome {
+            Err(Error::Panicked) => StatsCells::bump(&stats.panicked_batches),
+            Err(_) => StatsCells::bump(&stats.failed_batches),
+            Ok(_) => {}
+        }
+        // SAFETY: we hold the batch's reference to the slot and publish once.
+        unsafe { self.shared.ring.slot(self.slot).publish(outcome) };
+        // Release: pairs with the driver's Acquire swap of `completed`.
+        self.shared.completed.fetch_add(1, Ordering::Release);
+        self.shared.release(self.slot, 1);
+        self.shared.wake_driver();
+    }
+}
+
+impl<K, V, E> Drop for Publisher<K, V, E> {
+    fn drop(&mut self) {
+        self.publish(Err(Error::Closed));
+    }
+}

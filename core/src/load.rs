@@ -1,0 +1,272 @@
+//! The caller's side: the futures returned by `load` and `load_shared`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc as StdArc;
+use std::task::{Context, Poll, ready};
+
+use tokio::sync::futures::Notified;
+
+use crate::Error;
+use crate::builder::Overflow;
+use crate::ring::Claim;
+use crate::shared::{BatchFuture, Outcome, Shared};
+use crate::stats::StatsCells;
+use crate::sync::Ordering;
+
+/// Turns the batch's outcome into what this caller asked for.
+type Reader<K, V, E, T> = fn(&Outcome<K, V, E>, &K) -> Result<T, Error<E>>;
+
+/// The future of [`Batcher::load`](crate::Batcher::load): this key's value, `None` if the batch
+/// function's map lacks it.
+///
+/// # Cancel safety
+///
+/// Dropping it before it completes gives up the request: if its batch has not left yet, the key
+/// is left out (and a batch with no caller left is not run); otherwise the answer is discarded.
+/// Nothing stays allocated.
+pub struct Load<'a, K, V, E>(Ticket<'a, K, V, E, Option<V>>);
+
+/// The future of [`Batcher::load_shared`](crate::Batcher::load_shared): the whole map the batch
+/// function returned for this request's batch, one `Arc` shared by every caller of that batch.
+///
+/// # Cancel safety
+///
+/// As for [`Load`].
+pub struct LoadShared<'a, K, V, E>(Ticket<'a, K, V, E, StdArc<HashMap<K, V>>>);
+
+impl<'a, K, V, E> Load<'a, K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    pub(crate) fn new(shared: &'a Shared<K, V, E>, key: K) -> Self {
+        Load(Ticket::new(shared, key, |outcome, key| match outcome {
+            Ok(map) => Ok(map.get(key).cloned()),
+            Err(e) => Err(e.clone()),
+        }))
+    }
+}
+
+impl<'a, K, V, E> LoadShared<'a, K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    pub(crate) fn new(shared: &'a Shared<K, V, E>, key: K) -> Self {
+        LoadShared(Ticket::new(shared, key, |outcome, _| outcome.clone()))
+    }
+}
+
+impl<K, V, E> Future for Load<'_, K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    type Output = Result<Option<V>, Error<E>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.poll(cx)
+    }
+}
+
+impl<K, V, E> Future for LoadShared<'_, K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    type Output = Result<StdArc<HashMap<K, V>>, Error<E>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.poll(cx)
+    }
+}
+
+impl<K, V, E> fmt::Debug for Load<'_, K, V, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Load").field(&self.0.stage_name()).finish()
+    }
+}
+
+impl<K, V, E> fmt::Debug for LoadShared<'_, K, V, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("LoadShared").field(&self.0.stage_name()).finish()
+    }
+}
+
+/// One request's journey: board (claim a seat and write the key), wait for the outcome, read
+/// it, release the seat. Lazy: nothing happens until the first poll.
+struct Ticket<'a, K, V, E, T> {
+    shared: &'a Shared<K, V, E>,
+    stage: Stage<'a, K, V, E>,
+    read: Reader<K, V, E, T>,
+}
+
+enum Stage<'a, K, V, E> {
+    /// Not yet boarded.
+    Boarding(K),
+    /// Seated; waiting for the outcome.
+    Seated { slot: usize, index: usize },
+    /// The bus was full: waiting for the next one.
+    WaitingForRoom { key: K, boarding: u64, notified: Pin<Box<Notified<'a>>> },
+    /// At capacity under `Overflow::RunAlone`: the batch function runs for this key alone.
+    Alone { key: K, batch: BatchFuture<K, V, E> },
+    /// Answered (or refused).
+    Done,
+}
+
+// `Stage` holds no self-references; the pinned parts are boxed.
+impl<K, V, E, T> Unpin for Ticket<'_, K, V, E, T> {}
+
+impl<'a, K, V, E, T> Ticket<'a, K, V, E, T>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    fn new(shared: &'a Shared<K, V, E>, key: K, read: Reader<K, V, E, T>) -> Self {
+        Ticket { shared, stage: Stage::Boarding(key), read }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, Error<E>>> {
+        let shared = self.shared;
+        loop {
+            match &mut self.stage {
+                Stage::Boarding(_) => {
+                    let Stage::Boarding(key) = std::mem::replace(&mut self.stage, Stage::Done) else {
+                        unreachable!()
+                    };
+                    match shared.ring.claim() {
+                        Claim::Seat { slot, index } => {
+                            self.board(slot, index, key);
+                        }
+                        Claim::Full { boarding } => {
+                            if let Some(refused) = self.overflow(key, boarding) {
+                                return Poll::Ready(refused);
+                            }
+                        }
+                        Claim::Closed => return Poll::Ready(Err(Error::Closed)),
+                    }
+                }
+                Stage::Seated { slot, index } => {
+                    let (slot, index) = (*slot, *index);
+                    let seat = shared.ring.slot(slot);
+                    ready!(seat.poll_done(index, cx));
+                    // SAFETY: we hold seat `index` (not yet released) and `poll_done` is Ready.
+                    let answer = unsafe { seat.read(index, |outcome, key| (self.read)(outcome, key)) };
+                    self.stage = Stage::Done;
+                    shared.release(slot, 1);
+                    return Poll::Ready(answer);
+                }
+                Stage::WaitingForRoom { boarding, notified, .. } => {
+                    // Announce ourselves, register, then check (the driver seals, then checks
+                    // `room_wanted`; SeqCst on both sides orders the two pairs).
+                    shared.room_wanted.store(true, Ordering::SeqCst);
+                    notified.as_mut().enable();
+                    if !shared.ring.has_moved_on(*boarding) {
+                        ready!(notified.as_mut().poll(cx));
+                    }
+                    let Stage::WaitingForRoom { key, .. } = std::mem::replace(&mut self.stage, Stage::Done)
+                    else {
+                        unreachable!()
+                    };
+                    self.stage = Stage::Boarding(key);
+                }
+                Stage::Alone { key, batch } => {
+                    let polled = std::panic::catch_unwind(AssertUnwindSafe(|| batch.as_mut().poll(cx)));
+                    let result = match polled {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Ok(Poll::Ready(result)) => Ok(result),
+                        Err(panic) => Err(panic),
+                    };
+                    let outcome: Outcome<K, V, E> = match result {
+                        Ok(Ok(map)) => Ok(StdArc::new(map)),
+                        Ok(Err(e)) => Err(Error::Batch(StdArc::new(e))),
+                        Err(_) => Err(Error::Panicked),
+                    };
+                    let answer = (self.read)(&outcome, key);
+                    self.stage = Stage::Done;
+                    return Poll::Ready(answer);
+                }
+                Stage::Done => panic!("`Load` polled after completion"),
+            }
+        }
+    }
+
+    /// Writes the key into the claimed seat, wakes the driver when the bus opens or fills.
+    #[inline]
+    fn board(&mut self, slot: usize, index: usize, key: K) {
+        let shared = self.shared;
+        let seat = shared.ring.slot(slot);
+        // SAFETY: the claim gave us seat `index` of `slot`; we write it once.
+        unsafe { seat.write(index, key) };
+        self.stage = Stage::Seated { slot, index };
+        if index == 0 {
+            // The first passenger opens the window: stamp it, so the window is measured from
+            // the arrival and not from when the driver gets to run.
+            seat.stamp_opened(shared.now().as_nanos());
+            shared.wake_driver();
+        }
+        if index + 1 == shared.ring.seats() {
+            shared.wake_driver();
+        }
+    }
+
+    /// The bus was full. Returns `Some(answer)` if the request is refused or answered at once.
+    fn overflow(&mut self, key: K, boarding: u64) -> Option<Result<T, Error<E>>> {
+        let shared = self.shared;
+        let at_capacity = shared.stalled.load(Ordering::Relaxed);
+        match shared.overflow {
+            Overflow::Reject if at_capacity => {
+                StatsCells::bump(&shared.stats.rejected);
+                return Some(Err(Error::Overloaded));
+            }
+            Overflow::RunAlone if at_capacity => {
+                StatsCells::bump(&shared.stats.ran_alone);
+                let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    (shared.batch_fn)(vec![key.clone()])
+                }));
+                match batch {
+                    Ok(batch) => self.stage = Stage::Alone { key, batch },
+                    Err(_) => return Some(Err(Error::Panicked)),
+                }
+                return None;
+            }
+            _ => {}
+        }
+        self.stage = Stage::WaitingForRoom { key, boarding, notified: Box::pin(shared.room.notified()) };
+        None
+    }
+}
+
+impl<K, V, E, T> Ticket<'_, K, V, E, T> {
+    fn stage_name(&self) -> &'static str {
+        match self.stage {
+            Stage::Boarding(_) => "boarding",
+            Stage::Seated { .. } => "seated",
+            Stage::WaitingForRoom { .. } => "waiting for room",
+            Stage::Alone { .. } => "running alone",
+            Stage::Done => "done",
+        }
+    }
+}
+
+impl<K, V, E, T> Drop for Ticket<'_, K, V, E, T> {
+    fn drop(&mut self) {
+        if let Stage::Seated { slot, index } = self.stage {
+            // Gave up while seated: tell the driver to leave the key out (if it has not
+            // collected it yet), then drop our reference.
+            self.shared.ring.slot(slot).cancel(index);
+            StatsCells::bump(&self.shared.stats.cancelled);
+            self.shared.release(slot, 1);
+        }
+    }
+}

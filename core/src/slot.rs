@@ -1,0 +1,314 @@
+//! A batch slot: the seats of one bus, its one shared result, and the wakers of its passengers.
+
+use std::mem::MaybeUninit;
+use std::task::{Context, Poll};
+
+use crate::sync::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering, UnsafeCell, WakerCell};
+
+/// A seat: one request's key, its progress, and its caller's waker.
+#[derive(Debug)]
+pub(crate) struct Entry<K> {
+    /// `EMPTY`, `WRITTEN` or `CANCELLED`.
+    state: AtomicU8,
+    /// Initialised while `state` is `WRITTEN` or `CANCELLED`.
+    key: UnsafeCell<MaybeUninit<K>>,
+    /// The waiting caller's waker.
+    waker: WakerCell,
+}
+
+/// The seat is free: its key is uninitialised. Grants the claiming producer the right to write
+/// the key.
+const EMPTY: u8 = 0;
+/// The producer has written the key. Grants every reader a shared read of the key until the
+/// slot is reset.
+const WRITTEN: u8 = 1;
+/// The caller has gone. The key is still initialised (the reset drops it); grants the driver
+/// the right to leave the key out of the batch.
+const CANCELLED: u8 = 2;
+
+impl<K> Entry<K> {
+    fn new() -> Entry<K> {
+        Entry {
+            state: AtomicU8::new(EMPTY),
+            key: UnsafeCell::new(MaybeUninit::uninit()),
+            waker: WakerCell::new(),
+        }
+    }
+}
+
+/// One bus: `seats` entries, the batch's result, and the count of parties still using it.
+#[derive(Debug)]
+pub(crate) struct Slot<K, R> {
+    /// Allocated by the driver when it first opens this slot (so a batcher that never sees
+    /// load allocates one slot), then kept.
+    entries: UnsafeCell<Box<[Entry<K>]>>,
+    /// The batch's outcome, written once by the batch's publisher.
+    result: UnsafeCell<Option<R>>,
+    /// Set (Release) once `result` is written. Grants readers a shared read of `result`.
+    done: AtomicBool,
+    /// Seats taken when the driver sealed this slot (`count` of the sealing swap, capped at the
+    /// number of seats). Written by the driver before it adds to `remaining`.
+    sealed_count: AtomicU64,
+    /// Parties that still use this slot after its seal: one per seated request (its caller),
+    /// plus one for the batch (the driver, then the batch's publisher). Releases may come
+    /// before the seal (a caller that gives up early), so it can dip below zero; the seal adds
+    /// `count + 1`, and the release that brings it to zero resets the slot.
+    remaining: AtomicI64,
+    /// Nanoseconds (driver clock) at which the first passenger sat down; 0 until stamped.
+    opened_at_ns: AtomicU64,
+}
+
+// SAFETY: a slot hands keys (`K`) and the outcome (`R`) from one thread to others: keys are
+// written by a producer, read by the driver and the caller, dropped by whoever releases last;
+// the outcome is written by the batch, read by every caller, dropped by the last releaser.
+// Every such access is ordered by the atomics documented above, so sending or sharing a slot
+// is sound when `K` and `R` are both `Send` and `Sync`.
+unsafe impl<K: Send + Sync, R: Send + Sync> Sync for Slot<K, R> {}
+// SAFETY: as above; a slot owns its keys and outcome.
+unsafe impl<K: Send + Sync, R: Send + Sync> Send for Slot<K, R> {}
+
+impl<K, R> Slot<K, R> {
+    pub(crate) fn new() -> Slot<K, R> {
+        Slot {
+            entries: UnsafeCell::new(Box::new([])),
+            result: UnsafeCell::new(None),
+            done: AtomicBool::new(false),
+            sealed_count: AtomicU64::new(0),
+            remaining: AtomicI64::new(0),
+            opened_at_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Makes sure the slot has `seats` entries.
+    ///
+    /// # Safety
+    ///
+    /// The caller (the driver) has exclusive access to the slot: it is free (no producer can
+    /// claim a seat in it, no caller or batch refers to it).
+    pub(crate) unsafe fn prepare(&self, seats: usize) {
+        // SAFETY: exclusive access, guaranteed by the caller.
+        self.entries.with_mut(|entries| unsafe {
+            if (&*entries).len() != seats {
+                *entries = (0..seats).map(|_| Entry::new()).collect();
+            }
+        });
+        self.opened_at_ns.store(0, Ordering::Relaxed);
+    }
+
+    /// Calls `f` with entry `index`.
+    ///
+    /// The entries box is only replaced in [`prepare`](Slot::prepare), while the slot is free;
+    /// everyone else reaches a slot through a claim or a seal that happens after it.
+    #[inline]
+    fn with_entry<T>(&self, index: usize, f: impl FnOnce(&Entry<K>) -> T) -> T {
+        // SAFETY: the box is replaced only while the slot is free (see `prepare`); every caller
+        // of this function holds a claim on the slot, which the head word's Release swap /
+        // Acquire claim ordered after that replacement.
+        self.entries.with(|entries| f(unsafe { &(&*entries)[index] }))
+    }
+
+    // ---- producer side -------------------------------------------------------------------
+
+    /// Writes `key` into seat `index` and publishes it to the driver.
+    ///
+    /// # Safety
+    ///
+    /// The caller claimed seat `index` of this slot's current epoch, and writes it once.
+    #[inline]
+    pub(crate) unsafe fn write(&self, index: usize, key: K) {
+        self.with_entry(index, |entry| {
+            // SAFETY: the claim grants this producer the only access to the seat while it is
+            // EMPTY; the driver waits for WRITTEN before it reads.
+            entry.key.with_mut(|slot| unsafe { (*slot).write(key) });
+            // Release: pairs with the driver's Acquire load in `collect`, which then reads the key.
+            entry.state.store(WRITTEN, Ordering::Release);
+        });
+    }
+
+    /// Records when the first passenger sat down (driver clock, nanoseconds; 0 means unknown).
+    pub(crate) fn stamp_opened(&self, now_ns: u64) {
+        self.opened_at_ns.store(now_ns.max(1), Ordering::Relaxed);
+    }
+
+    /// When the first passenger sat down, if it stamped it yet.
+    pub(crate) fn opened_at_ns(&self) -> Option<u64> {
+        match self.opened_at_ns.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    // ---- driver side ---------------------------------------------------------------------
+
+    /// Records the seal of `count` seats and takes the batch's reference. Must come before any
+    /// call to [`collect`](Slot::collect) or [`publish`](Slot::publish).
+    pub(crate) fn on_sealed(&self, count: usize) {
+        self.sealed_count.store(count as u64, Ordering::Relaxed);
+        // Release: the final releaser's Acquire sees `sealed_count`.
+        self.remaining.fetch_add(count as i64 + 1, Ordering::AcqRel);
+    }
+
+    /// Waits for each of the `count` sealed seats to be written, and calls `live` with the key of
+    /// every seat whose caller is still there. Returns how many seats were cancelled.
+    ///
+    /// # Safety
+    ///
+    /// Called once per seal, by the driver, after [`on_sealed`](Slot::on_sealed), before the
+    /// batch's reference is released.
+    pub(crate) unsafe fn collect(&self, count: usize, mut live: impl FnMut(&K)) -> usize {
+        let mut cancelled = 0;
+        for index in 0..count {
+            self.with_entry(index, |entry| {
+                // The producer of seat `index` has claimed it (it was counted by the seal) but
+                // may not have stored its key yet: it is between its `fetch_add` and its
+                // `store`, a handful of instructions. Spin, then yield, until it has.
+                let mut spins = 0u32;
+                let state = loop {
+                    // Acquire: pairs with the producer's Release store in `write`.
+                    let s = entry.state.load(Ordering::Acquire);
+                    if s != EMPTY {
+                        break s;
+                    }
+                    spins += 1;
+                    if spins < 64 {
+                        crate::sync::spin_loop();
+                    } else {
+                        crate::sync::yield_now();
+                    }
+                };
+                if state == WRITTEN {
+                    // SAFETY: WRITTEN grants shared reads of the key until the reset, which
+                    // cannot happen before the batch's reference is released.
+                    entry.key.with(|key| live(unsafe { (*key).assume_init_ref() }));
+                } else {
+                    cancelled += 1;
+                }
+            });
+        }
+        cancelled
+    }
+
+    /// Publishes the batch's outcome and wakes every passenger.
+    ///
+    /// # Safety
+    ///
+    /// Called at most once per seal, by the holder of the batch's reference, before releasing it.
+    pub(crate) unsafe fn publish(&self, outcome: R) {
+        // SAFETY: only the batch's holder writes `result`, once; readers read it only after
+        // they see `done`, which is stored below.
+        self.result.with_mut(|result| unsafe { *result = Some(outcome) });
+        #[cfg(not(feature = "loom-broken-publish"))]
+        // Release: pairs with the Acquire load in `poll_done`; the result is visible to
+        // whoever sees `done`.
+        self.done.store(true, Ordering::Release);
+        #[cfg(feature = "loom-broken-publish")]
+        // BROKEN ON PURPOSE (loom-tests): no Release, so a reader may see `done` but not the result.
+        self.done.store(true, Ordering::Relaxed);
+        let count = self.sealed_count.load(Ordering::Relaxed) as usize;
+        for index in 0..count {
+            self.with_entry(index, |entry| entry.waker.wake());
+        }
+    }
+
+    // ---- caller side ---------------------------------------------------------------------
+
+    /// Has the outcome been published? Registers `cx`'s waker first, so a publication that
+    /// comes after the check wakes this caller.
+    pub(crate) fn poll_done(&self, index: usize, cx: &mut Context<'_>) -> Poll<()> {
+        #[cfg(not(feature = "loom-broken-register"))]
+        self.with_entry(index, |entry| entry.waker.register(cx.waker()));
+        // Acquire: pairs with the Release store in `publish`.
+        let done = self.done.load(Ordering::Acquire);
+        #[cfg(feature = "loom-broken-register")]
+        // BROKEN ON PURPOSE (loom-tests): registering after the check loses a wake-up that
+        // lands in between.
+        self.with_entry(index, |entry| entry.waker.register(cx.waker()));
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    }
+
+    /// Calls `f` with the published outcome and the caller's key.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds seat `index` (not yet released) and `poll_done` returned `Ready`.
+    pub(crate) unsafe fn read<T>(&self, index: usize, f: impl FnOnce(&R, &K) -> T) -> T {
+        self.with_entry(index, |entry| {
+            // SAFETY: `done` was seen with Acquire, so `result` is written and no longer
+            // changes until the reset, which waits for this caller's release. The key was
+            // written by this very caller and stays until the reset.
+            self.result.with(|result| {
+                entry.key.with(|key| unsafe {
+                    let result = (*result).as_ref().expect("done implies a result");
+                    f(result, (*key).assume_init_ref())
+                })
+            })
+        })
+    }
+
+    /// The caller of seat `index` leaves before reading the outcome: the driver, if it has not
+    /// collected the seat yet, leaves its key out of the batch. The caller must still release.
+    pub(crate) fn cancel(&self, index: usize) {
+        // Release: pairs with the driver's Acquire load in `collect` (no data is handed over;
+        // the ordering keeps the cancel after the write of the key in the seat's history).
+        self.with_entry(index, |entry| entry.state.store(CANCELLED, Ordering::Release));
+    }
+
+    /// Drops `n` references. Returns `true` if that was the last one: the slot is then reset
+    /// (keys dropped, result dropped, seats emptied) and the caller must return it to the pool.
+    pub(crate) fn release(&self, n: i64) -> bool {
+        // AcqRel: every release publishes its reads of the slot, and the last one acquires
+        // them all before it resets the slot.
+        let prev = self.remaining.fetch_sub(n, Ordering::AcqRel);
+        if prev != n {
+            return false;
+        }
+        // SAFETY: the last reference is gone: no producer (all sealed seats were written
+        // before the batch's reference was dropped), no caller and no batch refers to the slot.
+        unsafe { self.reset() };
+        true
+    }
+
+    /// Drops the keys and the result and empties the seats.
+    ///
+    /// # Safety
+    ///
+    /// Nobody else refers to the slot.
+    unsafe fn reset(&self) {
+        let count = self.sealed_count.load(Ordering::Relaxed) as usize;
+        for index in 0..count {
+            self.with_entry(index, |entry| {
+                let state = entry.state.load(Ordering::Relaxed);
+                debug_assert_ne!(state, EMPTY, "a sealed seat was never written");
+                if state != EMPTY {
+                    // SAFETY: WRITTEN or CANCELLED: the key is initialised, and nobody reads it.
+                    entry.key.with_mut(|key| unsafe { (*key).assume_init_drop() });
+                }
+                entry.state.store(EMPTY, Ordering::Relaxed);
+                entry.waker.clear();
+            });
+        }
+        // SAFETY: exclusive access, as above.
+        self.result.with_mut(|result| unsafe { *result = None });
+        self.done.store(false, Ordering::Relaxed);
+        self.sealed_count.store(0, Ordering::Relaxed);
+    }
+}
+
+impl<K, R> Drop for Slot<K, R> {
+    fn drop(&mut self) {
+        // Seats still holding keys (a slot dropped while boarding or sealed: the batcher went
+        // away with its driver and every caller): drop those keys.
+        let seats = self.entries.with(|entries| {
+            // SAFETY: `&mut self`: nobody else refers to the slot.
+            unsafe { (&*entries).len() }
+        });
+        for index in 0..seats {
+            self.with_entry(index, |entry| {
+                if entry.state.load(Ordering::Relaxed) != EMPTY {
+                    // SAFETY: WRITTEN or CANCELLED: the key is initialised, and nobody reads it.
+                    entry.key.with_mut(|key| unsafe { (*key).assume_init_drop() });
+                }
+            });
+        }
+    }
+}
