@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
-use std::marker::PhantomData;
 use std::sync::Arc as StdArc;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -51,7 +50,6 @@ pub struct Builder<K, V, E> {
     max_in_flight: usize,
     capacity: Option<usize>,
     overflow: Overflow,
-    _types: PhantomData<fn() -> (K, V, E)>,
 }
 
 impl<K, V, E> fmt::Debug for Builder<K, V, E> {
@@ -86,7 +84,6 @@ where
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             capacity: None,
             overflow: Overflow::Wait,
-            _types: PhantomData,
         }
     }
 

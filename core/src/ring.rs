@@ -1,5 +1,9 @@
 //! The ingestion ring: a wait-free multi-producer claim on the seats of the boarding slot,
 //! sealed by the driver with one atomic swap.
+//!
+//! Items here are `pub` so that `--cfg busline_loom` can re-export them to the loom model
+//! checks (`crate::model`); the module itself is private, so they are not part of the API.
+#![cfg_attr(not(busline_loom), allow(unreachable_pub))]
 
 use crossbeam_utils::CachePadded;
 
@@ -7,11 +11,11 @@ use crate::slot::Slot;
 use crate::sync::{AtomicU64, Ordering};
 
 /// The most batch slots a ring can have: one bit each in the free mask.
-pub(crate) const MAX_SLOTS: usize = 64;
+pub const MAX_SLOTS: usize = 64;
 
 /// The stop: the head word every producer claims from, and the fixed set of batch slots.
 #[derive(Debug)]
-pub(crate) struct Ring<K, R> {
+pub struct Ring<K, R> {
     /// `{ closed, epoch, slot, count }`, see the accessors below.
     head: CachePadded<AtomicU64>,
     /// Bit `i` set: slot `i` is free (nobody refers to it; the driver may open it).
@@ -110,7 +114,7 @@ fn pack(epoch: u64, slot: usize) -> u64 {
 
 /// What a producer's claim got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Claim {
+pub enum Claim {
     /// Seat `index` of slot `slot` is this producer's.
     Seat {
         /// The boarding slot.
@@ -129,16 +133,16 @@ pub(crate) enum Claim {
 
 /// A slot the driver has just sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Sealed {
+pub struct Sealed {
     /// The sealed slot.
-    pub(crate) slot: usize,
+    pub slot: usize,
     /// Seats taken.
-    pub(crate) count: usize,
+    pub count: usize,
 }
 
 impl<K, R> Ring<K, R> {
     /// A ring of `slots` batch slots of `seats` seats each; slot 0 boards first.
-    pub(crate) fn new(slots: usize, seats: usize) -> Ring<K, R> {
+    pub fn new(slots: usize, seats: usize) -> Ring<K, R> {
         assert!((2..=MAX_SLOTS).contains(&slots), "2..=64 slots");
         assert!(seats >= 1 && seats <= u32::MAX as usize / 2, "seats out of range");
         let slots: Box<[Slot<K, R>]> = (0..slots).map(|_| Slot::new()).collect();
@@ -154,19 +158,19 @@ impl<K, R> Ring<K, R> {
     }
 
     /// Seats per slot.
-    pub(crate) fn seats(&self) -> usize {
+    pub fn seats(&self) -> usize {
         self.seats
     }
 
     /// Slot `index`.
     #[inline(always)]
-    pub(crate) fn slot(&self, index: usize) -> &Slot<K, R> {
+    pub fn slot(&self, index: usize) -> &Slot<K, R> {
         &self.slots[index]
     }
 
     /// Claims a seat on the boarding slot. Wait-free: one `fetch_add`.
     #[inline]
-    pub(crate) fn claim(&self) -> Claim {
+    pub fn claim(&self) -> Claim {
         #[cfg(not(feature = "loom-broken-claim"))]
         // Acquire: pairs with the driver's Release swap that opened this slot, so its
         // preparation (entries allocated, seats empty) is visible before we write a seat.
@@ -191,35 +195,35 @@ impl<K, R> Ring<K, R> {
     }
 
     /// Has the boarding slot changed since a [`Claim::Full`] saw `boarding`?
-    pub(crate) fn has_moved_on(&self, boarding: u64) -> bool {
+    pub fn has_moved_on(&self, boarding: u64) -> bool {
         self.head.load(Ordering::SeqCst) & !COUNT_MASK != boarding
     }
 
     /// The boarding slot and how many seats are taken in it (driver side; a snapshot).
-    pub(crate) fn boarding(&self) -> Sealed {
+    pub fn boarding(&self) -> Sealed {
         let word = self.head.load(Ordering::Relaxed);
         Sealed { slot: slot_of(word), count: count_of(word).min(self.seats) }
     }
 
     /// Is a free slot available for the next epoch?
-    pub(crate) fn has_free_slot(&self) -> bool {
+    pub fn has_free_slot(&self) -> bool {
         self.free.load(Ordering::Relaxed) != 0
     }
 
     /// Slots sealed and not yet released (excludes the boarding slot).
-    pub(crate) fn live_slots(&self) -> usize {
+    pub fn live_slots(&self) -> usize {
         let free = self.free.load(Ordering::Relaxed).count_ones() as usize;
         self.slots.len() - 1 - free
     }
 
     /// Whether the ring is closed.
-    pub(crate) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         is_closed(self.head.load(Ordering::Relaxed))
     }
 
     /// Seals the boarding slot and opens a free one. Returns `None` (and changes nothing) if no
     /// slot is free. Driver only: one caller at a time.
-    pub(crate) fn seal(&self) -> Option<Sealed> {
+    pub fn seal(&self) -> Option<Sealed> {
         // Acquire: pairs with the Release `fetch_or` in `release`: the reset of a freed slot
         // happens before we prepare and reopen it.
         let free = self.free.load(Ordering::Acquire);
@@ -241,7 +245,7 @@ impl<K, R> Ring<K, R> {
     }
 
     /// Seals the boarding slot for good: every later claim is refused. Driver only.
-    pub(crate) fn close(&self) -> Sealed {
+    pub fn close(&self) -> Sealed {
         let current = self.head.load(Ordering::Relaxed);
         debug_assert!(!is_closed(current), "closing a closed ring");
         // SeqCst: a producer that waits for room checks `has_moved_on` after announcing
@@ -258,7 +262,7 @@ impl<K, R> Ring<K, R> {
 
     /// Drops `n` references to slot `slot`; if they were the last, returns the slot to the free
     /// pool and returns `true` (the driver may want to know: it may be waiting for a slot).
-    pub(crate) fn release(&self, slot: usize, n: i64) -> bool {
+    pub fn release(&self, slot: usize, n: i64) -> bool {
         if self.slots[slot].release(n) {
             // Release: pairs with the Acquire load in `seal`.
             self.free.fetch_or(1 << slot, Ordering::Release);

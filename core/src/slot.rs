@@ -1,4 +1,8 @@
 //! A batch slot: the seats of one bus, its one shared result, and the wakers of its passengers.
+//!
+//! Items here are `pub` so that `--cfg busline_loom` can re-export them to the loom model
+//! checks (`crate::model`); the module itself is private, so they are not part of the API.
+#![cfg_attr(not(busline_loom), allow(unreachable_pub))]
 
 use std::mem::MaybeUninit;
 use std::task::{Context, Poll};
@@ -7,7 +11,7 @@ use crate::sync::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering, UnsafeCe
 
 /// A seat: one request's key, its progress, and its caller's waker.
 #[derive(Debug)]
-pub(crate) struct Entry<K> {
+pub struct Entry<K> {
     /// `EMPTY`, `WRITTEN` or `CANCELLED`.
     state: AtomicU8,
     /// Initialised while `state` is `WRITTEN` or `CANCELLED`.
@@ -38,7 +42,7 @@ impl<K> Entry<K> {
 
 /// One bus: `seats` entries, the batch's result, and the count of parties still using it.
 #[derive(Debug)]
-pub(crate) struct Slot<K, R> {
+pub struct Slot<K, R> {
     /// Allocated by the driver when it first opens this slot (so a batcher that never sees
     /// load allocates one slot), then kept.
     entries: UnsafeCell<Box<[Entry<K>]>>,
@@ -68,7 +72,7 @@ unsafe impl<K: Send + Sync, R: Send + Sync> Sync for Slot<K, R> {}
 unsafe impl<K: Send + Sync, R: Send + Sync> Send for Slot<K, R> {}
 
 impl<K, R> Slot<K, R> {
-    pub(crate) fn new() -> Slot<K, R> {
+    pub fn new() -> Slot<K, R> {
         Slot {
             entries: UnsafeCell::new(Box::new([])),
             result: UnsafeCell::new(None),
@@ -85,7 +89,7 @@ impl<K, R> Slot<K, R> {
     ///
     /// The caller (the driver) has exclusive access to the slot: it is free (no producer can
     /// claim a seat in it, no caller or batch refers to it).
-    pub(crate) unsafe fn prepare(&self, seats: usize) {
+    pub unsafe fn prepare(&self, seats: usize) {
         // SAFETY: exclusive access, guaranteed by the caller.
         self.entries.with_mut(|entries| unsafe {
             if (&*entries).len() != seats {
@@ -115,7 +119,7 @@ impl<K, R> Slot<K, R> {
     ///
     /// The caller claimed seat `index` of this slot's current epoch, and writes it once.
     #[inline]
-    pub(crate) unsafe fn write(&self, index: usize, key: K) {
+    pub unsafe fn write(&self, index: usize, key: K) {
         self.with_entry(index, |entry| {
             // SAFETY: the claim grants this producer the only access to the seat while it is
             // EMPTY; the driver waits for WRITTEN before it reads.
@@ -126,12 +130,12 @@ impl<K, R> Slot<K, R> {
     }
 
     /// Records when the first passenger sat down (driver clock, nanoseconds; 0 means unknown).
-    pub(crate) fn stamp_opened(&self, now_ns: u64) {
+    pub fn stamp_opened(&self, now_ns: u64) {
         self.opened_at_ns.store(now_ns.max(1), Ordering::Relaxed);
     }
 
     /// When the first passenger sat down, if it stamped it yet.
-    pub(crate) fn opened_at_ns(&self) -> Option<u64> {
+    pub fn opened_at_ns(&self) -> Option<u64> {
         match self.opened_at_ns.load(Ordering::Relaxed) {
             0 => None,
             t => Some(t),
@@ -142,7 +146,7 @@ impl<K, R> Slot<K, R> {
 
     /// Records the seal of `count` seats and takes the batch's reference. Must come before any
     /// call to [`collect`](Slot::collect) or [`publish`](Slot::publish).
-    pub(crate) fn on_sealed(&self, count: usize) {
+    pub fn on_sealed(&self, count: usize) {
         self.sealed_count.store(count as u64, Ordering::Relaxed);
         // Release: the final releaser's Acquire sees `sealed_count`.
         self.remaining.fetch_add(count as i64 + 1, Ordering::AcqRel);
@@ -155,7 +159,7 @@ impl<K, R> Slot<K, R> {
     ///
     /// Called once per seal, by the driver, after [`on_sealed`](Slot::on_sealed), before the
     /// batch's reference is released.
-    pub(crate) unsafe fn collect(&self, count: usize, mut live: impl FnMut(&K)) -> usize {
+    pub unsafe fn collect(&self, count: usize, mut live: impl FnMut(&K)) -> usize {
         let mut cancelled = 0;
         for index in 0..count {
             self.with_entry(index, |entry| {
@@ -193,7 +197,7 @@ impl<K, R> Slot<K, R> {
     /// # Safety
     ///
     /// Called at most once per seal, by the holder of the batch's reference, before releasing it.
-    pub(crate) unsafe fn publish(&self, outcome: R) {
+    pub unsafe fn publish(&self, outcome: R) {
         // SAFETY: only the batch's holder writes `result`, once; readers read it only after
         // they see `done`, which is stored below.
         self.result.with_mut(|result| unsafe { *result = Some(outcome) });
@@ -214,7 +218,7 @@ impl<K, R> Slot<K, R> {
 
     /// Has the outcome been published? Registers `cx`'s waker first, so a publication that
     /// comes after the check wakes this caller.
-    pub(crate) fn poll_done(&self, index: usize, cx: &mut Context<'_>) -> Poll<()> {
+    pub fn poll_done(&self, index: usize, cx: &mut Context<'_>) -> Poll<()> {
         #[cfg(not(feature = "loom-broken-register"))]
         self.with_entry(index, |entry| entry.waker.register(cx.waker()));
         // Acquire: pairs with the Release store in `publish`.
@@ -231,12 +235,12 @@ impl<K, R> Slot<K, R> {
     /// # Safety
     ///
     /// The caller holds seat `index` (not yet released) and `poll_done` returned `Ready`.
-    pub(crate) unsafe fn read<T>(&self, index: usize, f: impl FnOnce(&R, &K) -> T) -> T {
+    pub unsafe fn read<T>(&self, index: usize, f: impl FnOnce(&R, &K) -> T) -> T {
         self.with_entry(index, |entry| {
-            // SAFETY: `done` was seen with Acquire, so `result` is written and no longer
-            // changes until the reset, which waits for this caller's release. The key was
-            // written by this very caller and stays until the reset.
             self.result.with(|result| {
+                // SAFETY: `done` was seen with Acquire, so `result` is written and no longer
+                // changes until the reset, which waits for this caller's release. The key was
+                // written by this very caller and stays until the reset.
                 entry.key.with(|key| unsafe {
                     let result = (*result).as_ref().expect("done implies a result");
                     f(result, (*key).assume_init_ref())
@@ -247,7 +251,7 @@ impl<K, R> Slot<K, R> {
 
     /// The caller of seat `index` leaves before reading the outcome: the driver, if it has not
     /// collected the seat yet, leaves its key out of the batch. The caller must still release.
-    pub(crate) fn cancel(&self, index: usize) {
+    pub fn cancel(&self, index: usize) {
         // Release: pairs with the driver's Acquire load in `collect` (no data is handed over;
         // the ordering keeps the cancel after the write of the key in the seat's history).
         self.with_entry(index, |entry| entry.state.store(CANCELLED, Ordering::Release));
@@ -255,7 +259,7 @@ impl<K, R> Slot<K, R> {
 
     /// Drops `n` references. Returns `true` if that was the last one: the slot is then reset
     /// (keys dropped, result dropped, seats emptied) and the caller must return it to the pool.
-    pub(crate) fn release(&self, n: i64) -> bool {
+    pub fn release(&self, n: i64) -> bool {
         // AcqRel: every release publishes its reads of the slot, and the last one acquires
         // them all before it resets the slot.
         let prev = self.remaining.fetch_sub(n, Ordering::AcqRel);
