@@ -26,6 +26,11 @@ use crate::stats::StatsCells;
 use crate::sync::Ordering;
 use crate::timer;
 
+/// The most scheduler rounds a departure waits for more passengers (see `Driver::poll`).
+/// Measured with `examples/throughput.rs` (1,000 callers, 2 workers, window 0): 1 gives
+/// ~300 keys per batch; more rounds fill the bus further at a few microseconds each.
+const MAX_YIELDS: u32 = 4;
+
 pub(crate) struct Driver<K, V, E> {
     shared: StdArc<Shared<K, V, E>>,
     scheduler: Scheduler,
@@ -36,8 +41,10 @@ pub(crate) struct Driver<K, V, E> {
     last_now: Instant,
     /// The deadline the timer is armed for, if any.
     armed: Option<Instant>,
-    /// Set once this poll has yielded to let already-runnable callers board (see `poll`).
-    yielded: bool,
+    /// Yields made before the departure now due, and the seats taken at the last one (see
+    /// `poll`).
+    yields: u32,
+    seats_at_yield: usize,
     /// Scratch set for de-duplicating a batch's keys.
     dedup: HashSet<K>,
 }
@@ -69,7 +76,8 @@ where
             seen: 0,
             last_now: Instant::ZERO,
             armed: None,
-            yielded: false,
+            yields: 0,
+            seats_at_yield: 0,
             dedup: HashSet::new(),
         }
     }
@@ -189,12 +197,15 @@ where
                         break;
                     }
                     // Natural batching in a cooperative runtime: before sending a bus that is
-                    // not full, yield once, so callers that are already runnable get to board.
-                    // The bus then takes every request already queued (LMAX's smart batching)
-                    // instead of the one that woke us.
+                    // not full, yield, so callers that are already runnable get to board, and
+                    // yield again while each round brings new passengers (at most
+                    // `MAX_YIELDS`). The bus then takes every request already queued (LMAX's
+                    // smart batching) instead of the one that woke the driver.
                     let boarding = shared.ring.boarding();
-                    if !this.yielded && boarding.count < shared.ring.seats() {
-                        this.yielded = true;
+                    let growing = this.yields == 0 || boarding.count > this.seats_at_yield;
+                    if this.yields < MAX_YIELDS && growing && boarding.count < shared.ring.seats() {
+                        this.yields += 1;
+                        this.seats_at_yield = boarding.count;
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }
@@ -208,7 +219,7 @@ where
                         shared.room.notify_waiters();
                     }
                 }
-                this.yielded = false;
+                this.yields = 0;
                 let full = shared.ring.boarding().count >= shared.ring.seats();
                 let stuck = !shared.ring.has_free_slot()
                     || this.scheduler.in_flight() >= this.scheduler.limits().max_in_flight;

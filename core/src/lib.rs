@@ -49,6 +49,7 @@ pub use batcher::Batcher;
 pub use builder::{Builder, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IN_FLIGHT, Overflow};
 pub use error::{ConfigError, Error};
 pub use load::{Load, LoadShared};
+pub use policy::Policy;
 pub use stats::{Stats, Summary};
 
 /// The engine's internals, exposed only to the loom model checks (`--cfg busline_loom`).

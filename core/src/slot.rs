@@ -216,18 +216,31 @@ impl<K, R> Slot<K, R> {
 
     // ---- caller side ---------------------------------------------------------------------
 
-    /// Has the outcome been published? Registers `cx`'s waker first, so a publication that
-    /// comes after the check wakes this caller.
+    /// Has the outcome been published? If not, registers `cx`'s waker and checks again, so a
+    /// publication that lands after the check wakes this caller.
     pub fn poll_done(&self, index: usize, cx: &mut Context<'_>) -> Poll<()> {
+        // Fast path: a caller woken by the publication finds `done` without registering again.
+        // Acquire: pairs with the Release store in `publish`.
+        if self.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
         #[cfg(not(feature = "loom-broken-register"))]
         self.with_entry(index, |entry| entry.waker.register(cx.waker()));
-        // Acquire: pairs with the Release store in `publish`.
+        // Acquire: as above. Checked after registering: if `publish` stores `done` after
+        // this load, its wake (which follows the store) finds our waker.
         let done = self.done.load(Ordering::Acquire);
         #[cfg(feature = "loom-broken-register")]
         // BROKEN ON PURPOSE (loom-tests): registering after the check loses a wake-up that
         // lands in between.
         self.with_entry(index, |entry| entry.waker.register(cx.waker()));
-        if done { Poll::Ready(()) } else { Poll::Pending }
+        if done {
+            // Rare: published between the two checks. The publication's wake may have come
+            // before our registration; take our waker back so the cell holds nothing.
+            self.with_entry(index, |entry| entry.waker.clear());
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Calls `f` with the published outcome and the caller's key.
@@ -279,6 +292,10 @@ impl<K, R> Slot<K, R> {
     /// Nobody else refers to the slot.
     unsafe fn reset(&self) {
         let count = self.sealed_count.load(Ordering::Relaxed) as usize;
+        // A publication woke (and so emptied) every seat's waker cell; a caller that registered
+        // after it saw `done` on its second check and emptied its own. Without a publication
+        // (every caller left before departure), cells may still hold wakers.
+        let published = self.done.load(Ordering::Relaxed);
         for index in 0..count {
             self.with_entry(index, |entry| {
                 let state = entry.state.load(Ordering::Relaxed);
@@ -288,7 +305,9 @@ impl<K, R> Slot<K, R> {
                     entry.key.with_mut(|key| unsafe { (*key).assume_init_drop() });
                 }
                 entry.state.store(EMPTY, Ordering::Relaxed);
-                entry.waker.clear();
+                if !published {
+                    entry.waker.clear();
+                }
             });
         }
         // SAFETY: exclusive access, as above.
