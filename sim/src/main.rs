@@ -1,4 +1,89 @@
-//! busline-sim: placeholder until the simulator lands.
+//! The `busline-sim` command line: `run`, `sweep` and `report`.
 #![forbid(unsafe_code)]
 
-fn main() {}
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use busline_sim::engine::{RunOptions, run};
+use busline_sim::scenario::Scenario;
+use clap::{Parser, Subcommand};
+
+/// Simulates burst traffic against a modelled database under busline's batching policies.
+#[derive(Debug, Parser)]
+#[command(name = "busline-sim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs one scenario once and prints its figures.
+    Run {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// Override a key: `--set traffic.rate_per_s=800 --set policy.kind=car`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs one scenario under every window and the reference policies: CSV and plots.
+    Sweep {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// Override a key, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Windows to try, in ms (default: the scenario's `sweep.windows_ms`, else
+        /// 0,0.05,0.1,0.5,1,2,5,10,50,100,500).
+        #[arg(long, value_delimiter = ',')]
+        windows_ms: Option<Vec<f64>>,
+        /// Output directory.
+        #[arg(long, default_value = "sweep-out")]
+        out: PathBuf,
+    },
+    /// Sweeps every scenario of a directory and writes the report (what `make sim` runs).
+    Report {
+        /// Directory of scenario files.
+        #[arg(long, default_value = "sim/scenarios")]
+        scenarios: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "reports/sim")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { scenario, set, json } => {
+            let s = Scenario::load_with(&scenario, &set)?;
+            let out = run(&s, &RunOptions::default())
+                .with_context(|| format!("running {}", scenario.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out.summary)?);
+            } else {
+                let m = &out.summary;
+                println!("scenario {} / policy {}", m.scenario, m.policy);
+                println!("requests {}  queries {}  mean batch {:.2}  distinct keys/query {:.2}", m.requests, m.queries, m.mean_batch, m.mean_distinct_keys);
+                println!("queries/s {:.1}  offered/s {:.1}  simulated {:.3} s", m.queries_per_s, m.offered_per_s, m.sim_time_s);
+                let l = &m.latency_ms;
+                println!("latency ms: mean {:.4} p50 {:.4} p99 {:.4} p99.9 {:.4} max {:.4}", l.mean, l.p50, l.p99, l.p999, l.max);
+                let w = &m.added_wait_ms;
+                println!("added wait ms: mean {:.4} p50 {:.4} p99 {:.4} max {:.4}", w.mean, w.p50, w.p99, w.max);
+                println!("db wait ms: mean {:.4} p99 {:.4}  db utilization {:.3}", m.db_wait_ms.mean, m.db_wait_ms.p99, m.db_utilization);
+            }
+            eprintln!(
+                "{} requests in {:.3} s wall: {:.2} M simulated requests/s ({} events)",
+                out.summary.requests,
+                out.wall_s,
+                out.summary.requests as f64 / out.wall_s / 1e6,
+                out.events
+            );
+            Ok(())
+        }
+        Command::Sweep { .. } | Command::Report { .. } => anyhow::bail!("not yet implemented"),
+    }
+}

@@ -1,0 +1,273 @@
+//! The database: `servers` connections, a FIFO of queries waiting for one, service times drawn
+//! around `base + per_key × distinct keys`, and contention between running queries.
+//!
+//! # Contention
+//!
+//! With `k` queries running, each progresses at rate `1 / (1 + contention × (k - 1))`: every
+//! extra concurrent query slows every running one by that fraction (the congestion of the car
+//! analogy). A query's service time is its *work* at rate 1. Whenever `k` changes, every
+//! running query's remaining work is brought up to date at the old rate and its completion is
+//! rescheduled at the new rate; the old completion events become stale (their version no
+//! longer matches) and are ignored. This is processor sharing restricted to the running set.
+//! With `contention = 0` the rate is always 1 and nothing is ever rescheduled.
+
+use std::collections::VecDeque;
+
+use rand::rngs::SmallRng;
+use rand_distr::{Distribution, Exp1, StandardNormal};
+
+use crate::rng::{Stream, stream};
+use crate::scenario::{Scenario, ServiceKind};
+
+/// Draws service times (in ns) around a mean, from the scenario's service stream.
+#[derive(Debug, Clone)]
+pub struct ServiceSampler {
+    kind: ServiceKind,
+    sigma: f64,
+    rng: SmallRng,
+}
+
+impl ServiceSampler {
+    /// The sampler of `scenario`'s `[db]`.
+    pub fn new(scenario: &Scenario) -> ServiceSampler {
+        ServiceSampler {
+            kind: scenario.db.service,
+            sigma: scenario.db.lognormal_sigma,
+            rng: stream(scenario.seed, Stream::Service),
+        }
+    }
+
+    /// One service time of mean `mean_ns`, rounded to the nanosecond.
+    #[inline]
+    pub fn sample(&mut self, mean_ns: f64) -> u64 {
+        let x = match self.kind {
+            ServiceKind::Const => mean_ns,
+            ServiceKind::Exp => {
+                let e: f64 = Exp1.sample(&mut self.rng);
+                e * mean_ns
+            }
+            ServiceKind::Lognormal => {
+                let z: f64 = StandardNormal.sample(&mut self.rng);
+                mean_ns * (self.sigma * z - self.sigma * self.sigma / 2.0).exp()
+            }
+        };
+        x.round() as u64
+    }
+}
+
+/// What the database tells the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbEvent {
+    /// `query` got a connection at `at`.
+    Started {
+        /// The query.
+        query: u32,
+        /// When.
+        at: u64,
+    },
+    /// `query` will finish at `at` unless rescheduled; deliver `complete(at, query, version)`.
+    Due {
+        /// The query.
+        query: u32,
+        /// Its schedule's version.
+        version: u32,
+        /// When.
+        at: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    query: u32,
+    /// Work left at rate 1, in ns (only maintained under contention).
+    remaining: f64,
+    version: u32,
+}
+
+/// The database model. Queries are identified by the engine's `u32` ids.
+#[derive(Debug)]
+pub struct Db {
+    servers: usize,
+    contention: f64,
+    base_ns: f64,
+    per_key_ns: f64,
+    service: ServiceSampler,
+    running: Vec<Running>,
+    waiting: VecDeque<(u32, u32)>,
+    last_update: u64,
+    busy_ns: u128,
+    next_version: u32,
+}
+
+impl Db {
+    /// The database of `scenario`.
+    pub fn new(scenario: &Scenario) -> Db {
+        let c = &scenario.db;
+        Db {
+            servers: c.servers as usize,
+            contention: c.contention,
+            base_ns: c.base_ms * 1e6,
+            per_key_ns: c.per_key_ms * 1e6,
+            service: ServiceSampler::new(scenario),
+            running: Vec::with_capacity(c.servers as usize),
+            waiting: VecDeque::new(),
+            last_update: 0,
+            busy_ns: 0,
+            next_version: 0,
+        }
+    }
+
+    /// Queries running now.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Queries waiting for a connection.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Connection-nanoseconds spent serving, up to the last update.
+    pub fn busy_ns(&self) -> u128 {
+        self.busy_ns
+    }
+
+    /// `query`, asking for `distinct_keys` keys, is sent at `now`. It starts at once if a
+    /// connection is free, else waits its turn.
+    pub fn submit(&mut self, now: u64, query: u32, distinct_keys: u32, out: &mut Vec<DbEvent>) {
+        self.waiting.push_back((query, distinct_keys));
+        if self.running.len() < self.servers {
+            self.start_next(now, out);
+        }
+    }
+
+    /// Delivers a `Due` event. Returns `false` (and does nothing) if it is stale: the query was
+    /// rescheduled since. Otherwise the query is done, its connection serves the next waiting
+    /// query, and the rest are rescheduled under contention.
+    pub fn complete(&mut self, now: u64, query: u32, version: u32, out: &mut Vec<DbEvent>) -> bool {
+        let Some(i) = self.running.iter().position(|r| r.query == query && r.version == version)
+        else {
+            return false;
+        };
+        self.advance(now);
+        self.running.swap_remove(i);
+        if self.waiting.is_empty() {
+            self.reschedule(now, out);
+        } else {
+            self.start_next(now, out);
+        }
+        true
+    }
+
+    fn start_next(&mut self, now: u64, out: &mut Vec<DbEvent>) {
+        let Some((query, keys)) = self.waiting.pop_front() else { return };
+        self.advance(now);
+        let mean = self.base_ns + self.per_key_ns * f64::from(keys);
+        let work = self.service.sample(mean);
+        out.push(DbEvent::Started { query, at: now });
+        let version = self.bump();
+        self.running.push(Running { query, remaining: work as f64, version });
+        if self.contention == 0.0 {
+            out.push(DbEvent::Due { query, version, at: now + work });
+        } else {
+            self.reschedule(now, out);
+        }
+    }
+
+    /// Brings remaining work and busy time up to `now` at the current rate.
+    fn advance(&mut self, now: u64) {
+        let dt = now.saturating_sub(self.last_update);
+        self.busy_ns += u128::from(dt) * self.running.len() as u128;
+        if self.contention > 0.0 && dt > 0 {
+            let rate = self.rate();
+            for r in &mut self.running {
+                r.remaining = (r.remaining - dt as f64 * rate).max(0.0);
+            }
+        }
+        self.last_update = now;
+    }
+
+    /// New completion times for every running query at the current rate (under contention).
+    fn reschedule(&mut self, now: u64, out: &mut Vec<DbEvent>) {
+        if self.contention == 0.0 {
+            return;
+        }
+        let rate = self.rate();
+        for i in 0..self.running.len() {
+            let version = self.bump();
+            let r = &mut self.running[i];
+            r.version = version;
+            let at = now + (r.remaining / rate).ceil() as u64;
+            out.push(DbEvent::Due { query: r.query, version, at });
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        let extra = self.running.len().saturating_sub(1) as f64;
+        1.0 / (1.0 + self.contention * extra)
+    }
+
+    fn bump(&mut self) -> u32 {
+        self.next_version = self.next_version.wrapping_add(1);
+        self.next_version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn db(extra: &str) -> Db {
+        let text = format!(
+            "name = \"d\"\nrequests = 1\n[traffic]\nkind = \"poisson\"\nrate_per_s = 1.0\n[db]\nservice = \"const\"\n{extra}\n"
+        );
+        Db::new(&Scenario::parse_with(&text, Path::new("."), &[]).unwrap())
+    }
+
+    fn due(out: &[DbEvent], q: u32) -> (u32, u64) {
+        out.iter()
+            .rev()
+            .find_map(|e| match *e {
+                DbEvent::Due { query, version, at } if query == q => Some((version, at)),
+                _ => None,
+            })
+            .expect("a due event")
+    }
+
+    #[test]
+    fn fifo_beyond_the_servers() {
+        let mut d = db("servers = 1\nbase_ms = 1.0");
+        let mut out = Vec::new();
+        d.submit(0, 1, 1, &mut out);
+        d.submit(0, 2, 1, &mut out);
+        assert_eq!((d.running(), d.waiting()), (1, 1));
+        let (v, at) = due(&out, 1);
+        assert_eq!(at, 1_000_000);
+        out.clear();
+        assert!(d.complete(at, 1, v, &mut out));
+        assert_eq!(out[0], DbEvent::Started { query: 2, at: 1_000_000 });
+        assert_eq!(due(&out, 2).1, 2_000_000);
+        assert_eq!(d.busy_ns(), 1_000_000);
+    }
+
+    #[test]
+    fn contention_slows_and_reschedules() {
+        // Two 1 ms queries with 100 % contention: each runs at half speed while both run.
+        let mut d = db("servers = 2\nbase_ms = 1.0\ncontention = 1.0");
+        let mut out = Vec::new();
+        d.submit(0, 1, 1, &mut out);
+        let (v1_old, at1_old) = due(&out, 1);
+        assert_eq!(at1_old, 1_000_000);
+        d.submit(500_000, 2, 1, &mut out);
+        // Query 1 has 0.5 ms of work left at half speed: done at 1.5 ms. Query 2 at 2.5 ms
+        // unless query 1's departure speeds it up.
+        let (v1, at1) = due(&out, 1);
+        assert_eq!(at1, 1_500_000);
+        assert!(!d.complete(at1_old, 1, v1_old, &mut Vec::new()), "stale event ignored");
+        out.clear();
+        assert!(d.complete(at1, 1, v1, &mut out));
+        // Query 2 did 0.5 ms of work at half speed in [0.5, 1.5]; 0.5 ms left alone: 2.0 ms.
+        assert_eq!(due(&out, 2).1, 2_000_000);
+    }
+}

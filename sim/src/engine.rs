@@ -1,0 +1,463 @@
+//! The discrete-event engine: virtual time in integer nanoseconds, events ordered by
+//! `(time, sequence)` in a binary heap, the core's own [`Scheduler`] deciding every departure.
+//!
+//! # The loop
+//!
+//! Each event is one input to the world: an arrival (one request joins the stop and the
+//! scheduler hears `on_arrival`), a timeout (the scheduler's deadline: `on_timeout`), or a
+//! database completion (the batch's requests are answered; the scheduler hears `on_complete`).
+//! After every input the engine drains `poll_action`: each `Dispatch { requests }` takes the
+//! oldest `requests` requests from the engine's FIFO at the stop, counts their distinct keys
+//! and sends one query to the database. Then it reads `poll_timeout` and arms a timer event if
+//! the deadline changed (older timer events become stale and are skipped). The engine never
+//! decides when a batch leaves: that is `busline::policy`.
+//!
+//! # Checks (always on)
+//!
+//! Requests carry consecutive ids; every dispatch must take exactly the next ids (so each
+//! request boards exactly one batch, in order), every query is answered exactly once (its slot
+//! is live until then), and at the end every request that arrived has been answered, the stop,
+//! the database and the scheduler are empty, and queries sent = batches dispatched = queries
+//! completed. A violation is an error, not a silent miscount.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, VecDeque};
+use std::time::Instant as WallInstant;
+
+use anyhow::{Result, anyhow, bail, ensure};
+use busline::policy::{Action, Instant, Scheduler};
+
+use crate::db::{Db, DbEvent};
+use crate::keys::{DistinctCounter, Keys};
+use crate::scenario::{PolicyKind, Scenario};
+use crate::stats::{DbWaitSummary, Histogram, LatencySummary, RunSummary, TimeSeries, WaitSummary, ms};
+use crate::traffic::Traffic;
+
+/// Optional measurements of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Record a [`TimeSeries`] with buckets this wide (ns).
+    pub timeseries_bucket_ns: Option<u64>,
+    /// Record every request's queue wait (start of service − arrival), in completion order.
+    pub record_waits: bool,
+}
+
+/// Sample-path totals, for conservation and Little's-law checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathTotals {
+    /// Requests that arrived.
+    pub arrivals: u64,
+    /// Requests answered.
+    pub answered: u64,
+    /// Requests that boarded a batch.
+    pub dispatched_requests: u64,
+    /// Queries sent to the database.
+    pub queries_sent: u64,
+    /// Queries the database completed.
+    pub queries_completed: u64,
+    /// Batches the scheduler dispatched (its own counter).
+    pub scheduler_dispatches: u64,
+    /// ∫ (requests in the system) dt, in request-ns, accumulated event by event.
+    pub area_ns: u128,
+    /// Σ (answer − arrival) over requests, in ns.
+    pub sojourn_ns: u128,
+    /// Σ (start of service − arrival) over requests, in ns.
+    pub queue_wait_ns: u128,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    /// The summary (`run --json`, a sweep's CSV row).
+    pub summary: RunSummary,
+    /// Arrival to answer, ns, per request.
+    pub latency: Histogram,
+    /// Arrival to dispatch, ns, per request.
+    pub added_wait: Histogram,
+    /// Dispatch to start of service, ns, per query.
+    pub db_wait: Histogram,
+    /// Time series, if asked for.
+    pub timeseries: Option<TimeSeries>,
+    /// Per-request queue waits, if asked for.
+    pub queue_waits: Vec<u64>,
+    /// Sample-path totals.
+    pub totals: PathTotals,
+    /// Events processed (including stale ones).
+    pub events: u64,
+    /// Wall-clock seconds the run took.
+    pub wall_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Arrival,
+    Timeout { generation: u64 },
+    Done { query: u32, version: u32 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    time: u64,
+    seq: u64,
+    kind: Kind,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Event {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.time, self.seq).cmp(&(other.time, other.seq))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    id: u64,
+    arrival: u64,
+    key: u32,
+}
+
+/// One query's requests while it is at the database.
+#[derive(Debug, Default)]
+struct Slot {
+    live: bool,
+    dispatched_at: u64,
+    arrivals: Vec<u64>,
+}
+
+/// Runs `scenario` once.
+///
+/// # Errors
+///
+/// If the scenario's policy or limits are rejected by the core, a trace cannot be loaded, or an
+/// invariant check fails (a bug).
+pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunOutput> {
+    let started = WallInstant::now();
+    let mut e = Engine::new(scenario, opts)?;
+    e.run()?;
+    e.finish(scenario, started.elapsed().as_secs_f64())
+}
+
+struct Engine {
+    heap: BinaryHeap<Reverse<Event>>,
+    seq: u64,
+    now: u64,
+    scheduler: Scheduler,
+    traffic: Traffic,
+    keys: Keys,
+    trace_keys: bool,
+    /// The next arrival, drawn when its event was scheduled.
+    pending: Option<(u64, Option<u32>)>,
+    distinct: DistinctCounter,
+    db: Db,
+    db_out: Vec<DbEvent>,
+    stop: VecDeque<Waiting>,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    /// The armed timer: its instant and generation.
+    timer_at: Option<u64>,
+    timer_generation: u64,
+    next_id: u64,
+    in_system: u64,
+    limit_requests: u64,
+    limit_ns: u64,
+    last_arrival: u64,
+    latency: Histogram,
+    added_wait: Histogram,
+    db_wait: Histogram,
+    timeseries: Option<TimeSeries>,
+    record_waits: bool,
+    queue_waits: Vec<u64>,
+    totals: PathTotals,
+    distinct_sum: u64,
+    events: u64,
+}
+
+impl Engine {
+    fn new(scenario: &Scenario, opts: &RunOptions) -> Result<Engine> {
+        let policy = scenario.policy().map_err(|e| anyhow!("{e}"))?;
+        let scheduler = Scheduler::new(policy, scenario.limits()).map_err(|e| anyhow!("{e}"))?;
+        let traffic = Traffic::new(scenario)?;
+        let keys = Keys::new(scenario);
+        let trace_keys = traffic.trace_keys();
+        let key_space = trace_keys.unwrap_or(if keys.all_unique() { 0 } else { keys.key_space() });
+        Ok(Engine {
+            heap: BinaryHeap::with_capacity(64),
+            seq: 0,
+            now: 0,
+            scheduler,
+            traffic,
+            keys,
+            trace_keys: trace_keys.is_some(),
+            pending: None,
+            distinct: DistinctCounter::new(key_space),
+            db: Db::new(scenario),
+            db_out: Vec::with_capacity(16),
+            stop: VecDeque::with_capacity(1024),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            timer_at: None,
+            timer_generation: 0,
+            next_id: 0,
+            in_system: 0,
+            limit_requests: scenario.requests.unwrap_or(u64::MAX),
+            limit_ns: scenario.duration_s.map_or(u64::MAX, |s| (s * 1e9) as u64),
+            last_arrival: 0,
+            latency: Histogram::new(),
+            added_wait: Histogram::new(),
+            db_wait: Histogram::new(),
+            timeseries: opts.timeseries_bucket_ns.map(TimeSeries::new),
+            record_waits: opts.record_waits,
+            queue_waits: Vec::new(),
+            totals: PathTotals::default(),
+            distinct_sum: 0,
+            events: 0,
+        })
+    }
+
+    #[inline]
+    fn push(&mut self, time: u64, kind: Kind) {
+        self.seq += 1;
+        self.heap.push(Reverse(Event { time, seq: self.seq, kind }));
+    }
+
+    /// Schedules the next arrival, unless the run's request count or duration is reached.
+    fn schedule_arrival(&mut self) {
+        if self.next_id >= self.limit_requests {
+            return;
+        }
+        if let Some((t, _)) = self.peek_arrival()
+            && t < self.limit_ns
+        {
+            self.push(t, Kind::Arrival);
+        }
+    }
+
+    /// The next arrival, drawn now and held until its event fires.
+    fn peek_arrival(&mut self) -> Option<(u64, Option<u32>)> {
+        let next = self.traffic.next_arrival();
+        self.pending = next;
+        next
+    }
+
+    fn run(&mut self) -> Result<()> {
+        self.schedule_arrival();
+        while let Some(Reverse(ev)) = self.heap.pop() {
+            self.events += 1;
+            debug_assert!(ev.time >= self.now, "event in the past");
+            let dt = ev.time - self.now;
+            self.totals.area_ns += u128::from(self.in_system) * u128::from(dt);
+            self.now = ev.time;
+            let now = Instant::from_nanos(ev.time);
+            match ev.kind {
+                Kind::Arrival => {
+                    self.arrive()?;
+                    self.scheduler.on_arrival(now, 1);
+                    self.schedule_arrival();
+                }
+                Kind::Timeout { generation } => {
+                    if generation != self.timer_generation {
+                        continue; // superseded
+                    }
+                    self.timer_at = None;
+                    self.scheduler.on_timeout(now);
+                }
+                Kind::Done { query, version } => {
+                    if !self.db.complete(ev.time, query, version, &mut self.db_out) {
+                        continue; // rescheduled under contention
+                    }
+                    self.answer(query)?;
+                    self.scheduler.on_complete(now);
+                    self.handle_db_events()?;
+                }
+            }
+            self.dispatch()?;
+            self.arm_timer();
+        }
+        Ok(())
+    }
+
+    fn arrive(&mut self) -> Result<()> {
+        let (_, trace_key) = self.pending.take().ok_or_else(|| anyhow!("arrival without a drawn instant"))?;
+        let key = match trace_key {
+            Some(k) if self.trace_keys => k,
+            _ => self.keys.next_key(),
+        };
+        self.stop.push_back(Waiting { id: self.next_id, arrival: self.now, key });
+        self.next_id += 1;
+        self.in_system += 1;
+        self.totals.arrivals += 1;
+        self.last_arrival = self.now;
+        if let Some(ts) = &mut self.timeseries {
+            ts.at(self.now).arrivals += 1;
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self) -> Result<()> {
+        while let Some(action) = self.scheduler.poll_action() {
+            let requests = match action {
+                Action::Dispatch { requests } => requests,
+                other => bail!("unknown scheduler action {other:?}"),
+            };
+            ensure!(
+                requests >= 1 && requests <= self.stop.len(),
+                "dispatch of {requests} requests with {} waiting",
+                self.stop.len()
+            );
+            let q = self.free_slots.pop().unwrap_or_else(|| {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            });
+            let now = self.now;
+            let first = self.totals.dispatched_requests;
+            let slot = &mut self.slots[q as usize];
+            ensure!(!slot.live, "query slot {q} reused while live");
+            slot.live = true;
+            slot.dispatched_at = now;
+            slot.arrivals.clear();
+            for (i, w) in self.stop.iter().take(requests).enumerate() {
+                let expected = first + i as u64;
+                ensure!(w.id == expected, "request {} dispatched out of turn (expected {expected})", w.id);
+                slot.arrivals.push(w.arrival);
+                self.added_wait.record(now - w.arrival);
+            }
+            let distinct = if self.keys.all_unique() && !self.trace_keys {
+                requests as u32
+            } else {
+                self.distinct.count(self.stop.iter().take(requests).map(|w| w.key))
+            };
+            self.stop.drain(..requests);
+            self.totals.dispatched_requests += requests as u64;
+            self.totals.queries_sent += 1;
+            self.distinct_sum += u64::from(distinct);
+            if let Some(ts) = &mut self.timeseries {
+                ts.at(now).queries += 1;
+            }
+            self.db.submit(now, q, distinct, &mut self.db_out);
+            self.handle_db_events()?;
+        }
+        Ok(())
+    }
+
+    fn handle_db_events(&mut self) -> Result<()> {
+        for i in 0..self.db_out.len() {
+            match self.db_out[i] {
+                DbEvent::Started { query, at } => {
+                    let slot = &self.slots[query as usize];
+                    ensure!(slot.live, "query {query} started but not live");
+                    self.db_wait.record(at - slot.dispatched_at);
+                    for &a in &slot.arrivals {
+                        self.totals.queue_wait_ns += u128::from(at - a);
+                        if self.record_waits {
+                            self.queue_waits.push(at - a);
+                        }
+                    }
+                }
+                DbEvent::Due { query, version, at } => self.push(at, Kind::Done { query, version }),
+            }
+        }
+        self.db_out.clear();
+        Ok(())
+    }
+
+    fn answer(&mut self, q: u32) -> Result<()> {
+        let now = self.now;
+        let slot = &mut self.slots[q as usize];
+        ensure!(slot.live, "query {q} answered twice");
+        slot.live = false;
+        for &a in &slot.arrivals {
+            let l = now - a;
+            self.latency.record(l);
+            self.totals.sojourn_ns += u128::from(l);
+            if let Some(ts) = &mut self.timeseries {
+                ts.at(a).latency.record(l);
+            }
+        }
+        let n = slot.arrivals.len() as u64;
+        self.totals.answered += n;
+        self.totals.queries_completed += 1;
+        ensure!(self.in_system >= n, "more answers than requests in the system");
+        self.in_system -= n;
+        self.free_slots.push(q);
+        Ok(())
+    }
+
+    fn arm_timer(&mut self) {
+        let next = self.scheduler.poll_timeout().map(Instant::as_nanos);
+        if next == self.timer_at {
+            return;
+        }
+        self.timer_generation += 1;
+        self.timer_at = next;
+        if let Some(t) = next {
+            debug_assert!(t >= self.now, "deadline in the past");
+            let generation = self.timer_generation;
+            self.push(t.max(self.now), Kind::Timeout { generation });
+        }
+    }
+
+    fn finish(mut self, scenario: &Scenario, wall_s: f64) -> Result<RunOutput> {
+        let t = &mut self.totals;
+        t.scheduler_dispatches = self.scheduler.stats().dispatches;
+        ensure!(self.stop.is_empty(), "{} requests left at the stop", self.stop.len());
+        ensure!(self.db.running() == 0 && self.db.waiting() == 0, "queries left in the database");
+        ensure!(self.scheduler.queued() == 0 && self.scheduler.in_flight() == 0, "scheduler not idle at the end");
+        ensure!(t.answered == t.arrivals, "{} requests arrived, {} answered", t.arrivals, t.answered);
+        ensure!(t.dispatched_requests == t.arrivals, "requests dispatched != arrived");
+        ensure!(
+            t.queries_sent == t.queries_completed && t.queries_sent == t.scheduler_dispatches,
+            "queries sent {}, completed {}, batches dispatched {}",
+            t.queries_sent,
+            t.queries_completed,
+            t.scheduler_dispatches
+        );
+        ensure!(t.area_ns == t.sojourn_ns, "Little's law on the sample path: area {} != sojourn {}", t.area_ns, t.sojourn_ns);
+        let sim_ns = self.now.max(1);
+        let servers = u128::from(scenario.db.servers);
+        let p = &scenario.policy;
+        let queries = t.queries_sent;
+        let summary = RunSummary {
+            scenario: scenario.name.clone(),
+            policy: p.kind.name().to_string(),
+            window_ms: matches!(p.kind, PolicyKind::Window | PolicyKind::Gated).then_some(p.window_ms),
+            latency_budget_ms: (p.kind == PolicyKind::Adaptive).then_some(p.latency_budget_ms),
+            seed: scenario.seed,
+            requests: t.answered,
+            queries,
+            mean_batch: t.answered as f64 / queries.max(1) as f64,
+            mean_distinct_keys: self.distinct_sum as f64 / queries.max(1) as f64,
+            sim_time_s: sim_ns as f64 / 1e9,
+            offered_per_s: t.arrivals as f64 / (self.last_arrival.max(1) as f64 / 1e9),
+            queries_per_s: queries as f64 / (sim_ns as f64 / 1e9),
+            latency_ms: LatencySummary::of(&self.latency),
+            added_wait_ms: WaitSummary::of(&self.added_wait),
+            db_wait_ms: DbWaitSummary {
+                mean: ms(self.db_wait.mean()),
+                p99: ms(self.db_wait.quantile(0.99) as f64),
+            },
+            db_utilization: self.db.busy_ns() as f64 / (servers * u128::from(sim_ns)) as f64,
+            final_window_ms: self.scheduler.current_window().as_secs_f64() * 1e3,
+        };
+        Ok(RunOutput {
+            summary,
+            latency: self.latency,
+            added_wait: self.added_wait,
+            db_wait: self.db_wait,
+            timeseries: self.timeseries,
+            queue_waits: self.queue_waits,
+            totals: self.totals,
+            events: self.events,
+            wall_s,
+        })
+    }
+}

@@ -1,0 +1,22 @@
+//! busline-sim: a discrete-event simulator of burst traffic against a modelled database,
+//! driving busline's own departure policy (`busline::policy`) in virtual time.
+//!
+//! - [`scenario`]: the TOML scenario files and `--set` overrides.
+//! - [`traffic`], [`keys`], [`db`]: the models of arrivals, keys and the database.
+//! - [`engine`]: the event loop that feeds the core's `Scheduler` and checks invariants.
+//! - [`stats`]: histograms and per-run summaries; [`sweep`]: many runs in parallel;
+//!   [`report`]: CSV, plots, the policy checks and the report README.
+#![forbid(unsafe_code)]
+
+pub mod db;
+pub mod engine;
+pub mod keys;
+pub mod report;
+pub mod rng;
+pub mod scenario;
+pub mod stats;
+pub mod sweep;
+pub mod traffic;
+
+pub use engine::{RunOptions, RunOutput, run};
+pub use scenario::Scenario;

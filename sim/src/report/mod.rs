@@ -1,0 +1,1 @@
+//! Reports: CSV, plots, checks and the README of reports/sim.

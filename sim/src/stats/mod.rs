@@ -1,0 +1,115 @@
+//! What a run measured: histograms, the per-run summary, and time series.
+
+mod histogram;
+mod timeseries;
+
+pub use histogram::Histogram;
+pub use timeseries::{Bucket, TimeSeries};
+
+use serde::Serialize;
+
+/// Milliseconds from nanoseconds.
+pub fn ms(ns: f64) -> f64 {
+    ns / 1e6
+}
+
+/// Latency percentiles, in ms.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct LatencySummary {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl LatencySummary {
+    /// The summary of a histogram of nanoseconds.
+    pub fn of(h: &Histogram) -> LatencySummary {
+        LatencySummary {
+            mean: ms(h.mean()),
+            p50: ms(h.quantile(0.5) as f64),
+            p99: ms(h.quantile(0.99) as f64),
+            p999: ms(h.quantile(0.999) as f64),
+            max: ms(h.max() as f64),
+        }
+    }
+}
+
+/// The added wait (dispatch − arrival), in ms.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct WaitSummary {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl WaitSummary {
+    /// The summary of a histogram of nanoseconds.
+    pub fn of(h: &Histogram) -> WaitSummary {
+        WaitSummary {
+            mean: ms(h.mean()),
+            p50: ms(h.quantile(0.5) as f64),
+            p99: ms(h.quantile(0.99) as f64),
+            max: ms(h.max() as f64),
+        }
+    }
+}
+
+/// Time queries waited for a free connection, in ms.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct DbWaitSummary {
+    /// Mean over queries.
+    pub mean: f64,
+    /// 99th percentile over queries.
+    pub p99: f64,
+}
+
+/// The result of one run: what `run --json` prints and what a sweep's CSV row holds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunSummary {
+    /// Scenario name.
+    pub scenario: String,
+    /// Policy name (`Policy::name()`).
+    pub policy: String,
+    /// The window, for `window` and `gated`, in ms.
+    pub window_ms: Option<f64>,
+    /// The adaptive policy's latency budget, in ms.
+    pub latency_budget_ms: Option<f64>,
+    /// The seed.
+    pub seed: u64,
+    /// Requests answered (= arrived).
+    pub requests: u64,
+    /// Queries sent to the database (= batches dispatched = completed).
+    pub queries: u64,
+    /// Requests per query.
+    pub mean_batch: f64,
+    /// Distinct keys per query.
+    pub mean_distinct_keys: f64,
+    /// Simulated time from 0 to the last answer, in s.
+    pub sim_time_s: f64,
+    /// Arrivals per simulated second.
+    pub offered_per_s: f64,
+    /// Queries per simulated second.
+    pub queries_per_s: f64,
+    /// Arrival to answer.
+    pub latency_ms: LatencySummary,
+    /// Arrival to dispatch (the wait the policy added, including waiting for an in-flight slot).
+    pub added_wait_ms: WaitSummary,
+    /// Dispatch to the start of service (waiting for a connection).
+    pub db_wait_ms: DbWaitSummary,
+    /// Busy connection time over `servers × sim_time`.
+    pub db_utilization: f64,
+    /// The window the policy applied at the end of the run (adaptive: its tuned value), in ms.
+    pub final_window_ms: f64,
+}

@@ -1,0 +1,1 @@
+//! Sweeps: one scenario under many policies and windows, in parallel.
