@@ -11,7 +11,7 @@ use crate::slot::Slot;
 use crate::sync::{AtomicU64, Ordering};
 
 /// The most batch slots a ring can have: one bit each in the free mask.
-pub const MAX_SLOTS: usize = 64;
+pub(crate) const MAX_SLOTS: usize = 64;
 
 /// The stop: the head word every producer claims from, and the fixed set of batch slots.
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use crate::sync::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering, UnsafeCe
 
 /// A seat: one request's key, its progress, and its caller's waker.
 #[derive(Debug)]
-pub struct Entry<K> {
+pub(crate) struct Entry<K> {
     /// `EMPTY`, `WRITTEN` or `CANCELLED`.
     state: AtomicU8,
     /// Initialised while `state` is `WRITTEN` or `CANCELLED`.
@@ -72,6 +72,11 @@ unsafe impl<K: Send + Sync, R: Send + Sync> Sync for Slot<K, R> {}
 unsafe impl<K: Send + Sync, R: Send + Sync> Send for Slot<K, R> {}
 
 impl<K, R> Slot<K, R> {
+    /// An empty slot with no seats; [`prepare`](Slot::prepare) allocates them.
+    #[allow(
+        clippy::new_without_default,
+        reason = "internal type, `pub` only for the loom re-export; nothing wants a default slot"
+    )]
     pub fn new() -> Slot<K, R> {
         Slot {
             entries: UnsafeCell::new(Box::new([])),
