@@ -340,3 +340,17 @@ impl<K, R> Drop for Slot<K, R> {
         }
     }
 }
+
+#[cfg(all(test, not(busline_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seat_costs_at_most_64_bytes_beyond_its_key() {
+        let overhead = std::mem::size_of::<Entry<u64>>() - std::mem::size_of::<u64>();
+        eprintln!("seat overhead for u64 keys: {overhead} bytes");
+        assert!(overhead <= 64, "{overhead} bytes per pending request beyond the key");
+        let overhead = std::mem::size_of::<Entry<[u8; 24]>>() - 24;
+        assert!(overhead <= 64, "{overhead} bytes per pending request beyond the key");
+    }
+}

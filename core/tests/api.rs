@@ -170,3 +170,41 @@ async fn invalid_settings_are_config_errors() {
 fn building_outside_a_runtime_is_a_config_error() {
     assert_eq!(builder().build().unwrap_err().setting(), "runtime");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_in_flight_bounds_concurrent_batches() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r, p) = (running.clone(), peak.clone());
+    let b = Batcher::builder(move |keys: Vec<u32>| {
+        let (r, p) = (r.clone(), p.clone());
+        async move {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            r.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+        }
+    })
+    .max_batch_size(4)
+    .max_in_flight(3)
+    .build()
+    .unwrap();
+    let tasks: Vec<_> = (0..40u32)
+        .map(|t| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for i in 0..5 {
+                    assert_eq!(b.load(t * 10 + i).await.unwrap(), Some(t * 10 + i));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak <= 3, "{peak} batches ran at once");
+    assert!(peak >= 2, "the limit was never approached: {peak}");
+}
