@@ -240,7 +240,10 @@ impl<K, R> Ring<K, R> {
         debug_assert!(!is_closed(current), "sealing a closed ring");
         // Release: publishes the preparation of `next` to producers that claim in it.
         // Acquire: orders the reads of the sealed slot after every claim counted here.
-        let old = self.head.swap(pack(epoch_of(current) + 1, next), Ordering::AcqRel);
+        // SeqCst (free on x86, where every swap is a full barrier): a producer waiting for
+        // room announces itself, then checks `has_moved_on`; the driver seals, then checks the
+        // announcement. Both pairs are SeqCst, so one of the two sees the other.
+        let old = self.head.swap(pack(epoch_of(current) + 1, next), Ordering::SeqCst);
         Some(self.sealed(old))
     }
 
