@@ -179,6 +179,9 @@ struct Engine {
     queue_waits: Vec<u64>,
     totals: PathTotals,
     distinct_sum: u64,
+    /// `policy.latency_budget_ms` in ns, and how many added waits exceeded it (exact).
+    budget_ns: u64,
+    over_budget: u64,
     events: u64,
 }
 
@@ -220,6 +223,8 @@ impl Engine {
             queue_waits: Vec::new(),
             totals: PathTotals::default(),
             distinct_sum: 0,
+            budget_ns: (scenario.policy.latency_budget_ms * 1e6).round() as u64,
+            over_budget: 0,
             events: 0,
         })
     }
@@ -330,6 +335,7 @@ impl Engine {
                 ensure!(w.id == expected, "request {} dispatched out of turn (expected {expected})", w.id);
                 slot.arrivals.push(w.arrival);
                 self.added_wait.record(now - w.arrival);
+                self.over_budget += u64::from(now - w.arrival > self.budget_ns);
             }
             let distinct = if self.keys.all_unique() && !self.trace_keys {
                 requests as u32
@@ -441,6 +447,7 @@ impl Engine {
             queries_per_s: queries as f64 / (sim_ns as f64 / 1e9),
             latency_ms: LatencySummary::of(&self.latency),
             added_wait_ms: WaitSummary::of(&self.added_wait),
+            added_wait_over_budget: self.over_budget as f64 / t.arrivals.max(1) as f64,
             db_wait_ms: DbWaitSummary {
                 mean: ms(self.db_wait.mean()),
                 p99: ms(self.db_wait.quantile(0.99) as f64),

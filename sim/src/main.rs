@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use busline_sim::engine::{RunOptions, run};
+use busline_sim::report;
 use busline_sim::scenario::Scenario;
 use clap::{Parser, Subcommand};
 
@@ -84,6 +85,25 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Sweep { .. } | Command::Report { .. } => anyhow::bail!("not yet implemented"),
+        Command::Sweep { scenario, set, windows_ms, out } => {
+            let s = Scenario::load_with(&scenario, &set)?;
+            let a = report::sweep_command(&s, windows_ms.as_deref(), &out)?;
+            eprintln!("{} runs of {} written to {}", a.rows.len(), s.name, out.display());
+            for c in &a.checks {
+                eprintln!("{}: {} ({})", c.verdict(), c.name, c.detail);
+            }
+            Ok(())
+        }
+        Command::Report { scenarios, out } => {
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let all = report::report_command(&scenarios, &out, &command)?;
+            for a in &all {
+                for c in &a.checks {
+                    eprintln!("{}: {}: {} ({})", a.scenario.name, c.verdict(), c.name, c.detail);
+                }
+            }
+            eprintln!("report written to {}", out.display());
+            Ok(())
+        }
     }
 }

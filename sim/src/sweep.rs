@@ -1,1 +1,129 @@
-//! Sweeps: one scenario under many policies and windows, in parallel.
+//! Sweeps: one scenario under every window and the reference policies, in parallel.
+//!
+//! Every run of a sweep uses the scenario's seed, so every policy and window sees exactly the
+//! same arrivals and keys (see [`crate::rng`]). Runs are spread over all cores with rayon.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use crate::engine::{RunOptions, run};
+use crate::scenario::{DEFAULT_WINDOWS_MS, PolicyKind, Scenario};
+use crate::stats::RunSummary;
+
+/// The runs of a sweep: car, natural, gated and adaptive (the references), then the fixed
+/// window at each of `windows_ms`. Gated uses the window `policy.latency_budget_ms` and the
+/// scenario's threshold; adaptive uses the budget `policy.latency_budget_ms`.
+pub fn variants(scenario: &Scenario, windows_ms: &[f64]) -> Vec<Scenario> {
+    let budget = scenario.policy.latency_budget_ms;
+    let mut v = vec![
+        scenario.with_policy(PolicyKind::Car, None),
+        scenario.with_policy(PolicyKind::Natural, None),
+        scenario.with_policy(PolicyKind::Gated, Some(budget)),
+        scenario.with_policy(PolicyKind::Adaptive, None),
+    ];
+    v.extend(windows_ms.iter().map(|&w| scenario.with_policy(PolicyKind::Window, Some(w))));
+    v
+}
+
+/// The windows a sweep of `scenario` tries: `cli`, else the scenario's `sweep.windows_ms`,
+/// else the default list; plus the latency budget when `with_budget` (so the best window
+/// within the budget is always among them). Sorted, without duplicates.
+pub fn windows(scenario: &Scenario, cli: Option<&[f64]>, with_budget: bool) -> Vec<f64> {
+    let mut w: Vec<f64> = cli
+        .map(<[f64]>::to_vec)
+        .or_else(|| scenario.sweep.windows_ms.clone())
+        .unwrap_or_else(|| DEFAULT_WINDOWS_MS.to_vec());
+    if with_budget {
+        w.push(scenario.policy.latency_budget_ms);
+    }
+    w.sort_by(f64::total_cmp);
+    w.dedup();
+    w
+}
+
+/// A progress bar of `len` steps on stderr (hidden when stderr is not a terminal).
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} runs {elapsed}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+/// Runs every scenario of `runs` in parallel and returns their summaries in the same order.
+///
+/// # Errors
+///
+/// The first run that failed.
+pub fn run_all(runs: &[Scenario], bar: &ProgressBar) -> Result<Vec<RunSummary>> {
+    runs.par_iter()
+        .map(|s| {
+            let out = run(s, &RunOptions::default())
+                .with_context(|| format!("{} under {} {}", s.name, s.policy.kind, s.policy.window_ms))?;
+            bar.inc(1);
+            Ok(out.summary)
+        })
+        .collect()
+}
+
+/// The CSV header matching [`csv_row`].
+pub const CSV_HEADER: &str = "scenario,policy,window_ms,latency_budget_ms,seed,requests,queries,mean_batch,\
+mean_distinct_keys,sim_time_s,offered_per_s,queries_per_s,latency_ms_mean,latency_ms_p50,latency_ms_p99,\
+latency_ms_p999,latency_ms_max,added_wait_ms_mean,added_wait_ms_p50,added_wait_ms_p99,added_wait_ms_max,\
+added_wait_over_budget,db_wait_ms_mean,db_wait_ms_p99,db_utilization,final_window_ms";
+
+/// One run as a CSV row.
+pub fn csv_row(r: &RunSummary) -> String {
+    let opt = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_default();
+    format!(
+        "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.3},{:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}",
+        r.scenario,
+        r.policy,
+        opt(r.window_ms),
+        opt(r.latency_budget_ms),
+        r.seed,
+        r.requests,
+        r.queries,
+        r.mean_batch,
+        r.mean_distinct_keys,
+        r.sim_time_s,
+        r.offered_per_s,
+        r.queries_per_s,
+        r.latency_ms.mean,
+        r.latency_ms.p50,
+        r.latency_ms.p99,
+        r.latency_ms.p999,
+        r.latency_ms.max,
+        r.added_wait_ms.mean,
+        r.added_wait_ms.p50,
+        r.added_wait_ms.p99,
+        r.added_wait_ms.max,
+        r.added_wait_over_budget,
+        r.db_wait_ms.mean,
+        r.db_wait_ms.p99,
+        r.db_utilization,
+        r.final_window_ms,
+    )
+}
+
+/// Writes `rows` as CSV to `path`.
+///
+/// # Errors
+///
+/// If the file cannot be written.
+pub fn write_csv(path: &Path, rows: &[RunSummary]) -> Result<()> {
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    writeln!(f, "{CSV_HEADER}")?;
+    for r in rows {
+        writeln!(f, "{}", csv_row(r))?;
+    }
+    f.flush()?;
+    Ok(())
+}

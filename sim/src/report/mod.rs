@@ -1,1 +1,133 @@
-//! Reports: CSV, plots, checks and the README of reports/sim.
+//! Reports: a sweep's CSV and plots, the issue-5 checks, and `reports/sim/README.md`.
+
+pub mod checks;
+pub mod plots;
+mod readme;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+
+use crate::engine::{RunOptions, run};
+use crate::scenario::{PolicyKind, Scenario};
+use crate::stats::{RunSummary, TimeSeries};
+use crate::sweep;
+
+pub use checks::Check;
+
+/// One scenario's sweep with its time series and checks.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// The scenario as run.
+    pub scenario: Scenario,
+    /// Every run: the references (car, natural, gated, adaptive), then each window.
+    pub rows: Vec<RunSummary>,
+    /// (legend label, policy, series) for car, the best window, natural, gated, adaptive.
+    pub series: Vec<(String, String, TimeSeries)>,
+    /// The issue-5 checks.
+    pub checks: Vec<Check>,
+}
+
+/// Sweeps `scenario` over `windows_ms` and the references, re-runs the policies of the
+/// time-series plot with buckets on, and evaluates the checks.
+///
+/// # Errors
+///
+/// The first run that failed.
+pub fn analyse(scenario: &Scenario, windows_ms: &[f64]) -> Result<Analysis> {
+    let runs = sweep::variants(scenario, windows_ms);
+    let bar = sweep::progress(runs.len() as u64 + 5, &scenario.name);
+    let rows = sweep::run_all(&runs, &bar)?;
+    let checks = checks::evaluate(scenario, &rows);
+
+    let budget = scenario.policy.latency_budget_ms;
+    let best = checks::best_window_within(&rows).or_else(|| {
+        checks::windows(&rows).min_by(|a, b| a.latency_ms.p99.total_cmp(&b.latency_ms.p99))
+    });
+    let sim_s = rows.iter().map(|r| r.sim_time_s).fold(0.0, f64::max);
+    let bucket_ms = scenario.sweep.bucket_ms.unwrap_or(sim_s * 1e3 / 150.0).max(1e-3);
+    let mut picks: Vec<(String, Scenario)> = vec![("car".into(), scenario.with_policy(PolicyKind::Car, None))];
+    if let Some(b) = best {
+        let w = b.window_ms.unwrap_or(0.0);
+        picks.push((format!("best window ({w} ms)"), scenario.with_policy(PolicyKind::Window, Some(w))));
+    }
+    picks.push(("natural".into(), scenario.with_policy(PolicyKind::Natural, None)));
+    picks.push((format!("gated ({budget} ms)"), scenario.with_policy(PolicyKind::Gated, Some(budget))));
+    picks.push((format!("adaptive (B = {budget} ms)"), scenario.with_policy(PolicyKind::Adaptive, None)));
+    let opts = RunOptions { timeseries_bucket_ns: Some((bucket_ms * 1e6) as u64), ..RunOptions::default() };
+    let series = picks
+        .par_iter()
+        .map(|(label, s)| {
+            let out = run(s, &opts)?;
+            bar.inc(1);
+            let policy = if label.starts_with("best") { "window" } else { s.policy.kind.name() };
+            Ok((label.clone(), policy.to_string(), out.timeseries.unwrap_or_else(|| TimeSeries::new(1))))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    bar.finish_and_clear();
+    Ok(Analysis { scenario: scenario.clone(), rows, series, checks })
+}
+
+/// Writes one analysis's CSV (`<name>.csv`) and plots into `dir`.
+///
+/// # Errors
+///
+/// If a file cannot be written.
+pub fn write_analysis(dir: &Path, a: &Analysis) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    sweep::write_csv(&dir.join(format!("{}.csv", a.scenario.name)), &a.rows)?;
+    plots::write(dir, &a.scenario.name, &a.rows, &a.series)
+}
+
+/// `busline-sim sweep`: one scenario's CSV and plots.
+///
+/// # Errors
+///
+/// If a run fails or a file cannot be written.
+pub fn sweep_command(scenario: &Scenario, windows_ms: Option<&[f64]>, out: &Path) -> Result<Analysis> {
+    let windows = sweep::windows(scenario, windows_ms, false);
+    let a = analyse(scenario, &windows)?;
+    write_analysis(out, &a)?;
+    Ok(a)
+}
+
+/// The scenario files (`*.toml`) of a directory, sorted by name.
+///
+/// # Errors
+///
+/// If the directory cannot be read or holds no scenario.
+pub fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no scenario (*.toml) in {}", dir.display());
+    }
+    Ok(files)
+}
+
+/// `busline-sim report`: sweeps every scenario of `scenarios` (with its latency budget among
+/// the windows) and writes CSVs, plots and `README.md` into `out`.
+///
+/// # Errors
+///
+/// If a scenario is invalid, a run fails or a file cannot be written.
+pub fn report_command(scenarios: &Path, out: &Path, command: &str) -> Result<Vec<Analysis>> {
+    let started = std::time::Instant::now();
+    let mut all = Vec::new();
+    for path in scenario_files(scenarios)? {
+        let s = Scenario::load(&path)?;
+        let windows = sweep::windows(&s, None, true);
+        let a = analyse(&s, &windows)?;
+        write_analysis(out, &a)?;
+        all.push(a);
+    }
+    let rows: Vec<RunSummary> = all.iter().flat_map(|a| a.rows.iter().cloned()).collect();
+    sweep::write_csv(&out.join("all-runs.csv"), &rows)?;
+    readme::write(&out.join("README.md"), &all, command, started.elapsed().as_secs_f64())?;
+    Ok(all)
+}

@@ -106,6 +106,9 @@ pub struct RunSummary {
     pub latency_ms: LatencySummary,
     /// Arrival to dispatch (the wait the policy added, including waiting for an in-flight slot).
     pub added_wait_ms: WaitSummary,
+    /// Fraction of requests whose added wait exceeded `policy.latency_budget_ms` (exact, not
+    /// from the histogram): "p99 added wait <= B" holds exactly when this is <= 0.01.
+    pub added_wait_over_budget: f64,
     /// Dispatch to the start of service (waiting for a connection).
     pub db_wait_ms: DbWaitSummary,
     /// Busy connection time over `servers × sim_time`.

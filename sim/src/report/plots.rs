@@ -1,0 +1,397 @@
+//! The four plots of a sweep, each written as PNG and SVG.
+//!
+//! Text uses DejaVu Sans embedded from `sim/assets` (licence beside it), registered with
+//! plotters' `ab_glyph` backend, so no system font is needed.
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{Result, anyhow};
+use plotters_embedded_font as plotters;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::stats::{RunSummary, TimeSeries};
+
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+/// Registers the embedded font as plotters' `sans-serif` (once per process).
+pub fn register_font() {
+    REGISTER.call_once(|| {
+        // A failure here means the embedded file is not a font: a build bug, caught by tests.
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+            .unwrap_or_else(|_| panic!("embedded DejaVuSans.ttf is not a valid font"));
+    });
+}
+
+const SIZE: (u32, u32) = (1000, 650);
+
+fn color(policy: &str) -> RGBColor {
+    match policy {
+        "car" => RGBColor(200, 30, 30),
+        "natural" => RGBColor(30, 140, 60),
+        "gated" => RGBColor(150, 60, 180),
+        "adaptive" => RGBColor(230, 130, 0),
+        "window" => RGBColor(20, 90, 200),
+        _ => RGBColor(90, 90, 90),
+    }
+}
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("plotting: {e:?}")
+}
+
+/// Writes a plot function's PNG and SVG.
+macro_rules! write_both {
+    ($stem:expr, $size:expr, $func:ident ( $($arg:expr),* )) => {{
+        let png = $stem.with_extension("png");
+        let svg = $stem.with_extension("svg");
+        {
+            let root = BitMapBackend::new(&png, $size).into_drawing_area();
+            $func(&root, $($arg),*)?;
+            root.present().map_err(err)?;
+        }
+        {
+            let root = SVGBackend::new(&svg, $size).into_drawing_area();
+            $func(&root, $($arg),*)?;
+            root.present().map_err(err)?;
+        }
+        Ok::<(), anyhow::Error>(())
+    }};
+}
+
+fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
+    for v in values.filter(|v| *v > 0.0 && v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return 0.001..1.0;
+    }
+    (lo / 1.6)..(hi * 1.6)
+}
+
+fn windows(rows: &[RunSummary]) -> Vec<&RunSummary> {
+    let mut w: Vec<&RunSummary> = rows
+        .iter()
+        .filter(|r| r.policy == "window" && r.window_ms.unwrap_or(0.0) > 0.0)
+        .collect();
+    w.sort_by(|a, b| a.window_ms.partial_cmp(&b.window_ms).unwrap_or(std::cmp::Ordering::Equal));
+    w
+}
+
+fn references(rows: &[RunSummary]) -> Vec<&RunSummary> {
+    rows.iter().filter(|r| r.policy != "window").collect()
+}
+
+fn label(r: &RunSummary) -> String {
+    match (r.policy.as_str(), r.window_ms, r.latency_budget_ms) {
+        ("gated", Some(w), _) => format!("gated ({w} ms)"),
+        ("adaptive", _, Some(b)) => format!("adaptive (B = {b} ms)"),
+        ("window", Some(w), _) => format!("window {w} ms"),
+        (p, _, _) => p.to_string(),
+    }
+}
+
+/// Plot 1: DB queries per second against the window; references as horizontal lines.
+fn queries_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, rows: &[RunSummary]) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let ws = windows(rows);
+    let refs = references(rows);
+    let x = log_range(ws.iter().filter_map(|r| r.window_ms));
+    let y = log_range(rows.iter().map(|r| r.queries_per_s));
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x.clone().log_scale(), y.log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("window (ms, log scale)")
+        .y_desc("database queries per second (log scale)")
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .draw()
+        .map_err(err)?;
+    let c = color("window");
+    chart
+        .draw_series(LineSeries::new(ws.iter().map(|r| (r.window_ms.unwrap_or(0.0), r.queries_per_s)), c.stroke_width(3)))
+        .map_err(err)?
+        .label("fixed window")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+    chart
+        .draw_series(ws.iter().map(|r| Circle::new((r.window_ms.unwrap_or(0.0), r.queries_per_s), 4, c.filled())))
+        .map_err(err)?;
+    for r in refs {
+        let c = color(&r.policy);
+        chart
+            .draw_series(LineSeries::new([(x.start, r.queries_per_s), (x.end, r.queries_per_s)], c.stroke_width(2)))
+            .map_err(err)?
+            .label(label(r))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// A figure read from a run.
+type Metric = fn(&RunSummary) -> f64;
+
+/// Plot 2: latency p50 and p99 against the window; references' p99 as horizontal lines.
+fn latency_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, rows: &[RunSummary]) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let ws = windows(rows);
+    let x = log_range(ws.iter().filter_map(|r| r.window_ms));
+    let y = log_range(rows.iter().flat_map(|r| [r.latency_ms.p50, r.latency_ms.p99]));
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x.clone().log_scale(), y.log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("window (ms, log scale)")
+        .y_desc("latency, arrival to answer (ms, log scale)")
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .draw()
+        .map_err(err)?;
+    let series: [(&str, Metric, RGBColor); 2] = [
+        ("fixed window p50", |r| r.latency_ms.p50, RGBColor(100, 160, 240)),
+        ("fixed window p99", |r| r.latency_ms.p99, color("window")),
+    ];
+    for (name, f, c) in series {
+        chart
+            .draw_series(LineSeries::new(ws.iter().map(|r| (r.window_ms.unwrap_or(0.0), f(r))), c.stroke_width(3)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+        chart
+            .draw_series(ws.iter().map(|r| Circle::new((r.window_ms.unwrap_or(0.0), f(r)), 4, c.filled())))
+            .map_err(err)?;
+    }
+    for r in references(rows) {
+        let c = color(&r.policy);
+        let p99 = r.latency_ms.p99;
+        chart
+            .draw_series(LineSeries::new([(x.start, p99), (x.end, p99)], c.stroke_width(2)))
+            .map_err(err)?
+            .label(format!("{} p99", label(r)))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Plot 4: queries against p99 latency, one point per policy and window.
+fn frontier_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, rows: &[RunSummary]) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let x = log_range(rows.iter().map(|r| r.queries as f64));
+    let y = log_range(rows.iter().map(|r| r.latency_ms.p99));
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x.log_scale(), y.log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("database queries in the run (log scale)")
+        .y_desc("p99 latency (ms, log scale)")
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .draw()
+        .map_err(err)?;
+    let ws = windows(rows);
+    let c = color("window");
+    chart
+        .draw_series(LineSeries::new(ws.iter().map(|r| (r.queries as f64, r.latency_ms.p99)), c.mix(0.5).stroke_width(1)))
+        .map_err(err)?;
+    chart
+        .draw_series(ws.iter().map(|r| {
+            let p = (r.queries as f64, r.latency_ms.p99);
+            EmptyElement::at(p)
+                + Circle::new((0, 0), 5, c.filled())
+                + Text::new(format!("{}", r.window_ms.unwrap_or(0.0)), (6, -14), ("sans-serif", 13))
+        }))
+        .map_err(err)?
+        .label("fixed window (label: ms)")
+        .legend(move |(x, y)| Circle::new((x + 10, y), 5, c.filled()));
+    for r in references(rows) {
+        let c = color(&r.policy);
+        chart
+            .draw_series([TriangleMarker::new((r.queries as f64, r.latency_ms.p99), 9, c.filled())])
+            .map_err(err)?
+            .label(label(r))
+            .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 7, c.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Plot 3: offered load, queries per second and p99 latency over time, per policy.
+fn timeseries_plot<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    series: &[(String, String, TimeSeries)],
+) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 24)).map_err(err)?;
+    let panels = root.split_evenly((3, 1));
+    let Some((_, _, first)) = series.first() else { return Ok(()) };
+    let width = first.bucket_s();
+    let t_end = series.iter().map(|(_, _, s)| s.buckets.len()).max().unwrap_or(1) as f64 * width;
+    let rate = |n: u64| n as f64 / width;
+
+    // Offered load.
+    let offered: Vec<(f64, f64)> =
+        first.buckets.iter().enumerate().map(|(i, b)| ((i as f64 + 0.5) * width, rate(b.arrivals))).collect();
+    let y_max = offered.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let mut c = ChartBuilder::on(&panels[0])
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..t_end, 0.0..y_max)
+        .map_err(err)?;
+    c.configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("offered (req/s)")
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()
+        .map_err(err)?;
+    c.draw_series(LineSeries::new(offered, BLACK.stroke_width(2)))
+        .map_err(err)?
+        .label("offered load")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
+
+    // Queries per second.
+    let q_max = series
+        .iter()
+        .flat_map(|(_, _, s)| s.buckets.iter().map(|b| rate(b.queries)))
+        .fold(1.0, f64::max);
+    let mut c = ChartBuilder::on(&panels[1])
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..t_end, (0.5..q_max * 1.6).log_scale())
+        .map_err(err)?;
+    c.configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("queries/s (log)")
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()
+        .map_err(err)?;
+    for (name, policy, s) in series {
+        let col = color(policy);
+        let pts = s.buckets.iter().enumerate().map(|(i, b)| ((i as f64 + 0.5) * width, rate(b.queries).max(0.5)));
+        c.draw_series(LineSeries::new(pts, col.stroke_width(2)))
+            .map_err(err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+    }
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)?;
+
+    // p99 latency of the requests arriving in each bucket.
+    let p99 = |s: &TimeSeries| -> Vec<(f64, f64)> {
+        s.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.latency.count() > 0)
+            .map(|(i, b)| ((i as f64 + 0.5) * width, (b.latency.quantile(0.99) as f64 / 1e6).max(1e-3)))
+            .collect()
+    };
+    let y = log_range(series.iter().flat_map(|(_, _, s)| p99(s).into_iter().map(|p| p.1)));
+    let mut c = ChartBuilder::on(&panels[2])
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..t_end, y.log_scale())
+        .map_err(err)?;
+    c.configure_mesh()
+        .x_desc("arrival time (s)")
+        .y_desc("p99 latency (ms, log)")
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()
+        .map_err(err)?;
+    for (name, policy, s) in series {
+        let col = color(policy);
+        c.draw_series(LineSeries::new(p99(s), col.stroke_width(2)))
+            .map_err(err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+    }
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Writes the sweep plots of one scenario into `dir`: `<name>-queries`, `<name>-latency`,
+/// `<name>-frontier` (and `<name>-timeseries` when `series` is not empty), each `.png` and
+/// `.svg`. `series` holds (legend label, policy name, time series).
+///
+/// # Errors
+///
+/// If a file cannot be written.
+pub fn write(dir: &Path, name: &str, rows: &[RunSummary], series: &[(String, String, TimeSeries)]) -> Result<()> {
+    register_font();
+    let stem = |what: &str| dir.join(format!("{name}-{what}"));
+    let t = format!("{name}: database queries per second vs window");
+    write_both!(stem("queries"), SIZE, queries_plot(&t, rows))?;
+    let t = format!("{name}: latency vs window");
+    write_both!(stem("latency"), SIZE, latency_plot(&t, rows))?;
+    let t = format!("{name}: queries vs p99 latency (the trade-off frontier)");
+    write_both!(stem("frontier"), SIZE, frontier_plot(&t, rows))?;
+    if !series.is_empty() {
+        let t = format!("{name}: load, queries and p99 latency over time");
+        write_both!(stem("timeseries"), (1000, 950), timeseries_plot(&t, series))?;
+    }
+    Ok(())
+}
