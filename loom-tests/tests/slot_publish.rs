@@ -1,0 +1,116 @@
+//! A slot's outcome: the batch's publication (`publish`: write the result, store `done`, wake
+//! every seat) against its waiters (`poll_done`: register the waker, check `done`; then `read`).
+#![cfg(busline_loom)]
+
+use std::sync::Arc;
+
+use busline_loom_tests::harness::{
+    Boarded, Ledger, Ring, TestRing, Wakers, board, dispatch, model, wait_and_read,
+};
+
+/// Two callers seated in one sealed batch wait for its outcome (each in `block_on` over
+/// `poll_done`) while the driver publishes it and releases the batch's reference.
+fn publish_vs_register() {
+    let ring: Arc<TestRing> = Arc::new(Ring::new(2, 2));
+    let ledger = Ledger::new(2);
+    for id in 0..2 {
+        assert!(
+            matches!(board(&ring, ledger.key(id)), Boarded::Seated { slot: 0, index } if index == id)
+        );
+    }
+    let sealed = ring.seal().expect("slot 1 is free");
+    let wakers = Wakers::new();
+    let waiters: Vec<_> = (0..2)
+        .map(|id| {
+            let (ring, ledger, wakers) =
+                (Arc::clone(&ring), Arc::clone(&ledger), Arc::clone(&wakers));
+            loom::thread::spawn(move || wait_and_read(&ring, 0, id, id, &wakers, &ledger))
+        })
+        .collect();
+
+    // `dispatch` collects, publishes `[0, 1]` and releases the batch's reference.
+    let dispatched = dispatch(&ring, sealed, &ledger);
+    assert_eq!(dispatched.ran, Some(vec![0, 1]));
+    for waiter in waiters {
+        assert_eq!(
+            waiter.join().unwrap(),
+            vec![0, 1],
+            "a waiter read the published outcome"
+        );
+    }
+    assert_eq!(ledger.frees(), 1, "the slot is freed exactly once");
+    assert_eq!(
+        (ledger.drops(0), ledger.drops(1)),
+        (1, 1),
+        "the reset dropped both keys"
+    );
+    assert_eq!(
+        wakers.live(),
+        0,
+        "a seat's waker cell kept a waker past the reset"
+    );
+    drop(ring);
+    ledger.assert_all_dropped_once();
+}
+
+/// Proves: a waiter racing the publication is always woken (no lost wake-up: loom reports a
+/// deadlock otherwise) and reads the published outcome, with the result's write
+/// happening-before its read (no torn read: loom's cell tracking); the slot is then freed once
+/// and keeps no waker.
+#[test]
+#[cfg_attr(
+    any(
+        feature = "broken-claim",
+        feature = "broken-publish",
+        feature = "broken-register"
+    ),
+    ignore = "the core is built broken on purpose"
+)]
+fn publish_vs_register_wakes_and_reads_the_outcome() {
+    model("publish_vs_register", publish_vs_register);
+}
+
+/// Proves the model can fail: with `done` stored Relaxed (`loom-broken-publish`), a waiter that
+/// sees `done` reads `result` without a happens-before edge to its write, and loom reports the
+/// causality violation.
+#[test]
+#[cfg(feature = "broken-publish")]
+#[should_panic(expected = "Causality violation")]
+fn broken_publish_is_caught() {
+    model("broken_publish", publish_vs_register);
+}
+
+/// The model of [`broken_register_is_caught`], run in a child process (its failure aborts).
+#[test]
+#[cfg(feature = "broken-register")]
+#[ignore = "run by broken_register_is_caught in a child process"]
+fn broken_register_model() {
+    model("broken_register", publish_vs_register);
+}
+
+/// Proves the model can fail: with the waker registered after `done` is checked
+/// (`loom-broken-register`), a publication between the two finds no waker, the waiter sleeps
+/// forever, and loom reports the deadlock. (loom then aborts the process while unwinding the
+/// blocked `block_on`, so the model runs in a child process and this test reads its report.)
+#[test]
+#[cfg(feature = "broken-register")]
+fn broken_register_is_caught() {
+    let (passed, stderr) =
+        busline_loom_tests::harness::run_in_child_process("broken_register_model");
+    assert!(
+        !passed,
+        "the model passed with the broken register:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("deadlock"),
+        "the model failed, but not with loom's deadlock:\n{stderr}"
+    );
+    eprintln!(
+        "{}",
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("deadlock") || l.starts_with("loom model"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
