@@ -152,6 +152,7 @@ where
 
     /// Whether the batcher refuses new loads.
     pub fn is_closed(&self) -> bool {
+        // Acquire: pairs with the Release store in `Shared::request_shutdown`.
         self.shared.ring.is_closed() || self.shared.shutdown.load(Ordering::Acquire)
     }
 }

@@ -222,6 +222,8 @@ where
                     };
                     let sealed = shared.ring.seal().expect("a free slot was checked");
                     this.depart(now, sealed);
+                    // SeqCst: after the SeqCst seal, pairs with a waiting producer's SeqCst
+                    // announcement and check (see `Ring::seal`).
                     if shared.room_wanted.swap(false, Ordering::SeqCst) {
                         shared.room.notify_waiters();
                     }
@@ -236,6 +238,7 @@ where
 
         if shared.ring.is_closed() {
             if this.scheduler.in_flight() == 0 {
+                // Release: pairs with the Acquire load in `Batcher::shutdown`.
                 shared.finished.store(true, Ordering::Release);
                 shared.finished_notify.notify_waiters();
                 return Poll::Ready(());
@@ -274,6 +277,7 @@ impl<K, V, E> Drop for Driver<K, V, E> {
                 .publish(Err(Error::Closed));
             shared.room.notify_waiters();
         }
+        // Release: pairs with the Acquire load in `Batcher::shutdown`.
         shared.finished.store(true, Ordering::Release);
         shared.finished_notify.notify_waiters();
     }

@@ -196,6 +196,7 @@ impl<K, R> Ring<K, R> {
 
     /// Has the boarding slot changed since a [`Claim::Full`] saw `boarding`?
     pub fn has_moved_on(&self, boarding: u64) -> bool {
+        // SeqCst: pairs with the SeqCst seal and close swaps (see `seal`).
         self.head.load(Ordering::SeqCst) & !COUNT_MASK != boarding
     }
 

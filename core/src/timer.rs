@@ -137,25 +137,24 @@ fn set_fine_timer_slack() {}
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
 
-    struct Count(AtomicUsize);
+    struct Count(Mutex<usize>);
     impl Wake for Count {
         fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
+            *self.0.lock().unwrap() += 1;
         }
     }
 
     #[test]
     fn wakes_every_registration_in_order_of_deadline() {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let count = Arc::new(Count(Mutex::new(0)));
         let waker = Waker::from(count.clone());
         let start = Instant::now();
         for ms in [3, 1, 2] {
             wake_at(start + Duration::from_millis(ms), &waker);
         }
-        while count.0.load(Ordering::SeqCst) < 3 {
+        while *count.0.lock().unwrap() < 3 {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(start.elapsed() >= Duration::from_millis(3));
