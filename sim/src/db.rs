@@ -16,15 +16,22 @@ use std::collections::VecDeque;
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Exp1, StandardNormal};
 
-use crate::rng::{Stream, stream};
+use crate::rng::{Stream, keyed_stream};
 use crate::scenario::{Scenario, ServiceKind};
 
-/// Draws service times (in ns) around a mean, from the scenario's service stream.
+/// Draws service times (in ns) around a mean.
+///
+/// Common random numbers: a query's draw is keyed by the id of the first request it carries
+/// (from the scenario's service stream, re-seeded per key), not by the order queries reach the
+/// database. So two policies that send the same batch get the same service time for it, and a
+/// policy that sends one more or one fewer query early on does not shift every later draw:
+/// comparisons between policies measure the policies, not the noise of a shifted stream.
+/// Draws for distinct keys are independent, so the service times are still i.i.d.
 #[derive(Debug, Clone)]
 pub struct ServiceSampler {
     kind: ServiceKind,
     sigma: f64,
-    rng: SmallRng,
+    seed: u64,
 }
 
 impl ServiceSampler {
@@ -33,21 +40,23 @@ impl ServiceSampler {
         ServiceSampler {
             kind: scenario.db.service,
             sigma: scenario.db.lognormal_sigma,
-            rng: stream(scenario.seed, Stream::Service),
+            seed: scenario.seed,
         }
     }
 
-    /// One service time of mean `mean_ns`, rounded to the nanosecond.
+    /// The service time, of mean `mean_ns` and rounded to the nanosecond, of the query whose
+    /// first request is `key`.
     #[inline]
-    pub fn sample(&mut self, mean_ns: f64) -> u64 {
+    pub fn sample(&mut self, mean_ns: f64, key: u64) -> u64 {
+        let mut rng: SmallRng = keyed_stream(self.seed, Stream::Service, key);
         let x = match self.kind {
             ServiceKind::Const => mean_ns,
             ServiceKind::Exp => {
-                let e: f64 = Exp1.sample(&mut self.rng);
+                let e: f64 = Exp1.sample(&mut rng);
                 e * mean_ns
             }
             ServiceKind::Lognormal => {
-                let z: f64 = StandardNormal.sample(&mut self.rng);
+                let z: f64 = StandardNormal.sample(&mut rng);
                 mean_ns * (self.sigma * z - self.sigma * self.sigma / 2.0).exp()
             }
         };
@@ -93,7 +102,7 @@ pub struct Db {
     per_key_ns: f64,
     service: ServiceSampler,
     running: Vec<Running>,
-    waiting: VecDeque<(u32, u32)>,
+    waiting: VecDeque<(u32, u32, u64)>,
     last_update: u64,
     busy_ns: u128,
     next_version: u32,
@@ -134,8 +143,9 @@ impl Db {
 
     /// `query`, asking for `distinct_keys` keys, is sent at `now`. It starts at once if a
     /// connection is free, else waits its turn.
-    pub fn submit(&mut self, now: u64, query: u32, distinct_keys: u32, out: &mut Vec<DbEvent>) {
-        self.waiting.push_back((query, distinct_keys));
+    /// `first_request` keys the query's service time (see [`ServiceSampler`]).
+    pub fn submit(&mut self, now: u64, query: u32, distinct_keys: u32, first_request: u64, out: &mut Vec<DbEvent>) {
+        self.waiting.push_back((query, distinct_keys, first_request));
         if self.running.len() < self.servers {
             self.start_next(now, out);
         }
@@ -160,10 +170,10 @@ impl Db {
     }
 
     fn start_next(&mut self, now: u64, out: &mut Vec<DbEvent>) {
-        let Some((query, keys)) = self.waiting.pop_front() else { return };
+        let Some((query, keys, first_request)) = self.waiting.pop_front() else { return };
         self.advance(now);
         let mean = self.base_ns + self.per_key_ns * f64::from(keys);
-        let work = self.service.sample(mean);
+        let work = self.service.sample(mean, first_request);
         out.push(DbEvent::Started { query, at: now });
         let version = self.bump();
         self.running.push(Running { query, remaining: work as f64, version });
@@ -239,8 +249,8 @@ mod tests {
     fn fifo_beyond_the_servers() {
         let mut d = db("servers = 1\nbase_ms = 1.0");
         let mut out = Vec::new();
-        d.submit(0, 1, 1, &mut out);
-        d.submit(0, 2, 1, &mut out);
+        d.submit(0, 1, 1, 1, &mut out);
+        d.submit(0, 2, 1, 2, &mut out);
         assert_eq!((d.running(), d.waiting()), (1, 1));
         let (v, at) = due(&out, 1);
         assert_eq!(at, 1_000_000);
@@ -256,10 +266,10 @@ mod tests {
         // Two 1 ms queries with 100 % contention: each runs at half speed while both run.
         let mut d = db("servers = 2\nbase_ms = 1.0\ncontention = 1.0");
         let mut out = Vec::new();
-        d.submit(0, 1, 1, &mut out);
+        d.submit(0, 1, 1, 1, &mut out);
         let (v1_old, at1_old) = due(&out, 1);
         assert_eq!(at1_old, 1_000_000);
-        d.submit(500_000, 2, 1, &mut out);
+        d.submit(500_000, 2, 1, 2, &mut out);
         // Query 1 has 0.5 ms of work left at half speed: done at 1.5 ms. Query 2 at 2.5 ms
         // unless query 1's departure speeds it up.
         let (v1, at1) = due(&out, 1);

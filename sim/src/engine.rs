@@ -349,7 +349,7 @@ impl Engine {
             if let Some(ts) = &mut self.timeseries {
                 ts.at(now).queries += 1;
             }
-            self.db.submit(now, q, distinct, &mut self.db_out);
+            self.db.submit(now, q, distinct, first, &mut self.db_out);
             self.handle_db_events()?;
         }
         Ok(())

@@ -19,6 +19,15 @@ pub enum Stream {
     Service = 3,
 }
 
+/// The generator of `stream` for `seed`, re-seeded for `key` (one draw per key: common random
+/// numbers across policies).
+pub fn keyed_stream(seed: u64, stream: Stream, key: u64) -> SmallRng {
+    let mut z = seed ^ (stream as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ key.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    SmallRng::seed_from_u64(z ^ (z >> 31))
+}
+
 /// The generator of `stream` for `seed`.
 pub fn stream(seed: u64, stream: Stream) -> SmallRng {
     // SplitMix64 finaliser of (seed, stream): well-separated 64-bit seeds for nearby inputs.

@@ -292,9 +292,9 @@ pub struct PolicyConfig {
     /// adaptive: override of `AdaptiveConfig::lateness_memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lateness_memory: Option<u32>,
-    /// adaptive: override of `AdaptiveConfig::rate_tau`.
-    #[serde(default, deserialize_with = "opt_positive", skip_serializing_if = "Option::is_none")]
-    pub rate_tau_ms: Option<f64>,
+    /// adaptive: override of `AdaptiveConfig::rate_samples`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_samples: Option<u32>,
 }
 
 impl Default for PolicyConfig {
@@ -308,7 +308,7 @@ impl Default for PolicyConfig {
             latency_budget_ms: default_budget_ms(),
             gate: None,
             lateness_memory: None,
-            rate_tau_ms: None,
+            rate_samples: None,
         }
     }
 }
@@ -519,8 +519,8 @@ impl Scenario {
                 if let Some(m) = p.lateness_memory {
                     cfg.lateness_memory = m;
                 }
-                if let Some(tau) = p.rate_tau_ms {
-                    cfg.rate_tau = ms(tau);
+                if let Some(n) = p.rate_samples {
+                    cfg.rate_samples = n;
                 }
                 Policy::Adaptive(cfg)
             }

@@ -92,7 +92,7 @@ fn mm1_matches_the_lindley_recursion_exactly() {
         }
         total += u128::from(w);
         prev_arrival = a;
-        prev_service = service.sample(1e6);
+        prev_service = service.sample(1e6, i);
     }
     assert_eq!(out.totals.queue_wait_ns, total);
 }

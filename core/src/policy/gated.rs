@@ -8,12 +8,8 @@ use super::Instant;
 use super::rate::RateEstimator;
 use super::scheduler::Due;
 
-/// Time constants of the rate estimate, in windows: long enough to smooth Poisson noise at the
-/// threshold (at λ·window = threshold = 2, 20 windows hold ~40 arrivals, a ±16 % estimate),
-/// short enough to follow a burst within a few milliseconds at sub-millisecond windows.
-const RATE_TAU_WINDOWS: u32 = 20;
-/// Floor of the rate estimate's time constant, so a tiny window does not make it jittery.
-const RATE_TAU_MIN: Duration = Duration::from_micros(500);
+/// Arrivals the rate estimate averages over (see `rate.rs`): ±12.5 % on Poisson traffic.
+const RATE_SAMPLES: u32 = 32;
 
 #[derive(Debug, Clone)]
 pub(super) struct Gated {
@@ -24,12 +20,7 @@ pub(super) struct Gated {
 
 impl Gated {
     pub(super) fn new(window: Duration, threshold: usize) -> Gated {
-        let tau = (window * RATE_TAU_WINDOWS).max(RATE_TAU_MIN);
-        Gated {
-            window,
-            threshold,
-            rate: RateEstimator::new(tau),
-        }
+        Gated { window, threshold, rate: RateEstimator::new(RATE_SAMPLES) }
     }
 
     pub(super) fn window(&self) -> Duration {
@@ -105,7 +96,7 @@ mod tests {
                 s.on_complete(us(t + 99));
             }
         }
-        // By 25 ms (1.25 time constants of the estimate: 7 of 10 expected) nobody goes alone.
+        // Past the first half (the estimate has long converged), nobody goes alone.
         assert_eq!(alone, 0);
         // Let the last window close and send it.
         t += 2_000;
