@@ -255,8 +255,8 @@ impl AsyncGraphqlLoader {
 
 impl Loader for AsyncGraphqlLoader {
     #[inline]
-    fn load(&self, key: u64) -> impl Future<Output = u64> + Send {
-        async move { self.0.load_one(key).await.expect("async-graphql load").expect("key answered") }
+    async fn load(&self, key: u64) -> u64 {
+        self.0.load_one(key).await.expect("async-graphql load").expect("key answered")
     }
 }
 
@@ -321,8 +321,8 @@ impl BatchAintOneLoader {
 
 impl Loader for BatchAintOneLoader {
     #[inline]
-    fn load(&self, key: u64) -> impl Future<Output = u64> + Send {
-        async move { self.0.add((), key).await.expect("batch-aint-one add") }
+    async fn load(&self, key: u64) -> u64 {
+        self.0.add((), key).await.expect("batch-aint-one add")
     }
 }
 
