@@ -3,11 +3,19 @@
 #![cfg(busline_loom)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use busline_loom_tests::harness::{
     Boarded, Dispatch, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, board,
     board_waiting, dispatch, model, wait_and_read,
 };
+
+/// Executions in which the two requests rode different batches (one claim before the seal, one
+/// after), and in which a claim came after the close.
+static SPLIT: AtomicUsize = AtomicUsize::new(0);
+static REFUSED: AtomicUsize = AtomicUsize::new(0);
+/// Executions in which a request found the bus full and was then seated on a later one.
+static FULL_THEN_SEATED: AtomicUsize = AtomicUsize::new(0);
 
 /// Two producers board while the driver seals the boarding slot, then closes the ring (the
 /// close seals whatever boarded after the seal).
@@ -35,6 +43,12 @@ fn claim_vs_seal() {
     let dispatches = [first.clone(), last.clone()];
     let seated: Vec<usize> = (0..2).filter(|&id| seats[id].is_some()).collect();
     assert_dispatched_once(&dispatches, &seated);
+    if first.ids().len() == 1 && last.ids().len() == 1 {
+        SPLIT.fetch_add(1, SeqCst);
+    }
+    if seated.len() < 2 {
+        REFUSED.fetch_add(1, SeqCst);
+    }
     for (id, seat) in seats.iter().enumerate() {
         if let Some((slot, _)) = seat {
             let batch: &Dispatch = if first.ids().contains(&id) {
@@ -76,6 +90,14 @@ fn claim_vs_seal() {
 )]
 fn claim_vs_seal_lands_in_exactly_one_batch() {
     model("claim_vs_seal", claim_vs_seal);
+    assert!(
+        SPLIT.load(SeqCst) > 0,
+        "an execution put the two requests in different batches"
+    );
+    assert!(
+        REFUSED.load(SeqCst) > 0,
+        "an execution refused a claim after the close"
+    );
 }
 
 /// Proves the model can fail: with `claim` split into a load and a store
@@ -119,6 +141,9 @@ fn full_ring() {
             ride.fulls <= 2,
             "full more often than there were epochs: {ride:?}"
         );
+        if ride.fulls > 0 && ride.seat.is_some() {
+            FULL_THEN_SEATED.fetch_add(1, SeqCst);
+        }
     }
     let seated: Vec<usize> = (0..2).filter(|&id| rides[id].seat.is_some()).collect();
     assert_dispatched_once(&dispatches, &seated);
@@ -148,4 +173,8 @@ fn full_ring() {
 )]
 fn full_ring_meets_the_overflow_policy_once() {
     model("full_ring", full_ring);
+    assert!(
+        FULL_THEN_SEATED.load(SeqCst) > 0,
+        "an execution seated a request that had found the bus full"
+    );
 }
