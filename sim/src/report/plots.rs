@@ -251,7 +251,7 @@ fn frontier_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str,
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 15))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::LowerLeft)
         .draw()
         .map_err(err)?;
     Ok(())
@@ -300,15 +300,15 @@ fn timeseries_plot<DB: DrawingBackend>(
         .map_err(err)?;
 
     // Queries per second.
-    let q_max = series
-        .iter()
-        .flat_map(|(_, _, s)| s.buckets.iter().map(|b| rate(b.queries)))
-        .fold(1.0, f64::max);
+    let q_range = log_range(
+        series.iter().flat_map(|(_, _, s)| s.buckets.iter().map(|b| rate(b.queries))).filter(|&q| q > 0.0),
+    );
+    let q_floor = q_range.start;
     let mut c = ChartBuilder::on(&panels[1])
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(80)
-        .build_cartesian_2d(0.0..t_end, (0.5..q_max * 1.6).log_scale())
+        .build_cartesian_2d(0.0..t_end, q_range.log_scale())
         .map_err(err)?;
     c.configure_mesh()
         .x_desc("time (s)")
@@ -319,8 +319,10 @@ fn timeseries_plot<DB: DrawingBackend>(
         .map_err(err)?;
     for (name, policy, s) in series {
         let col = color(policy);
-        let pts = s.buckets.iter().enumerate().map(|(i, b)| ((i as f64 + 0.5) * width, rate(b.queries).max(0.5)));
-        c.draw_series(LineSeries::new(pts, col.stroke_width(2)))
+        let pts = s.buckets.iter().enumerate().map(|(i, b)| ((i as f64 + 0.5) * width, rate(b.queries).max(q_floor)));
+        // The best window is drawn wider, so it shows around a policy that tracks it.
+        let w = if policy == "window" { 5 } else { 2 };
+        c.draw_series(LineSeries::new(pts, col.stroke_width(w)))
             .map_err(err)?
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
@@ -358,7 +360,8 @@ fn timeseries_plot<DB: DrawingBackend>(
         .map_err(err)?;
     for (name, policy, s) in series {
         let col = color(policy);
-        c.draw_series(LineSeries::new(p99(s), col.stroke_width(2)))
+        let w = if policy == "window" { 5 } else { 2 };
+        c.draw_series(LineSeries::new(p99(s), col.stroke_width(w)))
             .map_err(err)?
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
