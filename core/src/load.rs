@@ -144,6 +144,15 @@ where
                     let Stage::Boarding(key) = std::mem::replace(&mut self.stage, Stage::Done) else {
                         unreachable!()
                     };
+                    // At capacity under `Reject` or `RunAlone`, do not even claim: a claim would
+                    // only count past the seats, and a long stall under load would otherwise
+                    // add to the head word's count without bound (see `ring.rs`).
+                    if shared.overflow != Overflow::Wait && shared.stalled.load(Ordering::Relaxed) {
+                        match self.at_capacity(key) {
+                            Some(answer) => return Poll::Ready(answer),
+                            None => continue,
+                        }
+                    }
                     match shared.ring.claim() {
                         Claim::Seat { slot, index } => {
                             self.board(slot, index, key);
@@ -223,27 +232,30 @@ where
     /// The bus was full. Returns `Some(answer)` if the request is refused or answered at once.
     fn overflow(&mut self, key: K, boarding: u64) -> Option<Result<T, Error<E>>> {
         let shared = self.shared;
-        let at_capacity = shared.stalled.load(Ordering::Relaxed);
-        match shared.overflow {
-            Overflow::Reject if at_capacity => {
-                StatsCells::bump(&shared.stats.rejected);
-                return Some(Err(Error::Overloaded));
-            }
-            Overflow::RunAlone if at_capacity => {
-                StatsCells::bump(&shared.stats.ran_alone);
-                let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    (shared.batch_fn)(vec![key.clone()])
-                }));
-                match batch {
-                    Ok(batch) => self.stage = Stage::Alone { key, batch },
-                    Err(_) => return Some(Err(Error::Panicked)),
-                }
-                return None;
-            }
-            _ => {}
+        if shared.overflow != Overflow::Wait && shared.stalled.load(Ordering::Relaxed) {
+            return self.at_capacity(key);
         }
         self.stage = Stage::WaitingForRoom { key, boarding, notified: Box::pin(shared.room.notified()) };
         None
+    }
+
+    /// At capacity under `Reject` or `RunAlone`: refuse, or start the batch function for this
+    /// key alone. Returns `Some(answer)` if the request is answered at once.
+    fn at_capacity(&mut self, key: K) -> Option<Result<T, Error<E>>> {
+        let shared = self.shared;
+        if shared.overflow == Overflow::Reject {
+            StatsCells::bump(&shared.stats.rejected);
+            return Some(Err(Error::Overloaded));
+        }
+        StatsCells::bump(&shared.stats.ran_alone);
+        let batch = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.batch_fn)(vec![key.clone()])));
+        match batch {
+            Ok(batch) => {
+                self.stage = Stage::Alone { key, batch };
+                None
+            }
+            Err(_) => Some(Err(Error::Panicked)),
+        }
     }
 }
 

@@ -28,7 +28,7 @@ pub struct Ring<K, R> {
 //
 // # States
 //
-// The head word packs `{ closed: 1, epoch: 25, slot: 6, count: 32 }`. `slot` is the batch slot
+// The head word packs `{ closed: 1, epoch: 17, slot: 6, count: 40 }`. `slot` is the batch slot
 // now boarding, `count` the number of claims made on it since it opened, `epoch` a sequence
 // number that tells one opening of a slot from the next, `closed` that the batcher accepts no
 // more requests. Producers only ever add to `count`; only the driver changes the other fields.
@@ -68,8 +68,13 @@ pub struct Ring<K, R> {
 //
 // - Claim vs seal: decided by the head word's modification order, above.
 // - A claim past the seats vs the seal: the full-bus producer never touches the slot; the
-//   count beyond `seats` is discarded by the `min`. `count` has 32 bits and grows by at most
-//   one per producer per epoch beyond the seats, so it cannot carry into `slot`.
+//   count beyond `seats` is discarded by the `min`. It must never carry into `slot`: under
+//   `Overflow::Wait` a producer claims again only once the epoch has changed (at most one
+//   claim past the seats per producer per epoch); under `Reject` and `RunAlone` a producer
+//   that sees the batcher at capacity does not claim at all, so only the arrivals between the
+//   bus filling and the driver noticing count past it. `count` has 40 bits: 10^12 claims, 30
+//   hours of 10 M/s, in one epoch. `epoch` (17 bits) only tells one opening of a slot from the
+//   next for a producer waiting for room, which re-checks within microseconds of its claim.
 // - Publish vs register: see `slot.rs` (register before check; publish before wake).
 // - Cancel vs collect: the driver either sees the seat WRITTEN (the key goes in the batch and the
 //   caller's release is one of the counted references) or CANCELLED (left out); the caller
@@ -81,11 +86,11 @@ pub struct Ring<K, R> {
 
 /// Bit set once the batcher is closed. Grants nothing: a claim that sees it is refused.
 const CLOSED: u64 = 1 << 63;
-const EPOCH_SHIFT: u32 = 38;
-const EPOCH_MASK: u64 = (1 << 25) - 1;
-const SLOT_SHIFT: u32 = 32;
+const EPOCH_SHIFT: u32 = 46;
+const EPOCH_MASK: u64 = (1 << 17) - 1;
+const SLOT_SHIFT: u32 = 40;
 const SLOT_MASK: u64 = (1 << 6) - 1;
-const COUNT_MASK: u64 = (1 << 32) - 1;
+const COUNT_MASK: u64 = (1 << 40) - 1;
 
 #[inline(always)]
 fn count_of(word: u64) -> usize {
@@ -211,10 +216,12 @@ impl<K, R> Ring<K, R> {
         self.free.load(Ordering::Relaxed) != 0
     }
 
-    /// Slots sealed and not yet released (excludes the boarding slot).
+    /// Slots sealed and not yet released (excludes the boarding slot, if any: a closed ring
+    /// has none, its last boarding slot was sealed by `close`).
     pub fn live_slots(&self) -> usize {
+        let boarding = usize::from(!self.is_closed());
         let free = self.free.load(Ordering::Relaxed).count_ones() as usize;
-        self.slots.len() - 1 - free
+        self.slots.len().saturating_sub(boarding + free)
     }
 
     /// Whether the ring is closed.
@@ -285,6 +292,7 @@ mod tests {
     fn packing_round_trips() {
         let w = pack(12345, 63) + 77;
         assert_eq!(epoch_of(w), 12345);
+        assert_eq!(CLOSED >> EPOCH_SHIFT, EPOCH_MASK + 1, "the fields tile the word");
         assert_eq!(slot_of(w), 63);
         assert_eq!(count_of(w), 77);
         assert!(!is_closed(w));

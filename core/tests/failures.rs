@@ -125,6 +125,39 @@ async fn shutdown_sends_what_is_queued_then_refuses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_leaves_no_live_slot() {
+    // Regression: `live_slots` underflowed on a closed ring whose slots were all released.
+    let b = Batcher::builder(|keys: Vec<u32>| async move {
+        Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+    })
+    .build()
+    .unwrap();
+    assert_eq!(b.load(1).await.unwrap(), Some(1));
+    b.shutdown().await;
+    assert_eq!(b.live_slots(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_rejections_at_capacity_leave_the_batcher_working() {
+    // Refused requests used to claim a seat number first, so a long stall could grow the head
+    // word's count without bound (now they do not claim; see ring.rs). Refuse many while
+    // stalled, then check the batcher still seats, answers and counts correctly.
+    let (b, gate) = gated_backend(1, Overflow::Reject);
+    let held = fill(&b).await;
+    for k in 0..10_000 {
+        assert!(matches!(b.load(100 + k).await, Err(Error::Overloaded)));
+    }
+    gate.add_permits(100);
+    for h in held {
+        assert!(h.await.unwrap().is_ok());
+    }
+    for k in 0..10 {
+        assert_eq!(b.load(20_000 + k).await.unwrap(), Some(20_000 + k));
+    }
+    assert_eq!(b.stats().rejected, 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_answers_callers_already_seated() {
     let b = Batcher::builder(|keys: Vec<u32>| async move {
         Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())

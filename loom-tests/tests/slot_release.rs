@@ -147,13 +147,12 @@ fn free_mask_keeps_every_bit() {
     model("free_mask", free_mask);
 }
 
-/// Regression test: reproduces a bug in `Ring::live_slots` (core/src/ring.rs): it computes
+/// Regression test: reproduces a bug `Ring::live_slots` (core/src/ring.rs) had: it computed
 /// `slots - 1 - free`, assuming one slot is always boarding, but after `close` the boarding
 /// slot is sealed too and, once released, returns to the free mask: `free == slots`, and the
-/// subtraction underflows (a panic in debug builds, `usize::MAX` in release builds), so
-/// `Batcher::live_slots` after `shutdown` panics or lies instead of returning 0.
+/// subtraction underflowed (a panic in debug builds, `usize::MAX` in release builds), so
+/// `Batcher::live_slots` after `shutdown` panicked or lied instead of returning 0.
 #[test]
-#[ignore = "reproduces an open core bug (see README.md): Ring::live_slots underflows after close"]
 fn regression_live_slots_after_close() {
     model("live_slots_after_close", || {
         let ring: TestRing = Ring::new(2, 1);
