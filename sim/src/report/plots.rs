@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Once;
 
 use anyhow::{Result, anyhow};
-use plotters_embedded_font as plotters;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
