@@ -48,8 +48,12 @@ pub fn header(command: &str) -> String {
     let dirty = run("git", &["status", "--porcelain", "--", "core", "benches"]).is_some_and(|s| !s.is_empty());
     let date = run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "unknown".into());
     let rustc = run("rustc", &["--version"]).unwrap_or_else(|| "unknown".into());
+    // Other work on the machine skews every figure: record how busy it was when the run began.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into());
     let mut s = String::new();
-    let _ = writeln!(s, "- machine: {cpus} CPUs ({model}), {rustc}");
+    let _ = writeln!(s, "- machine: {cpus} CPUs ({model}), {rustc}; load average at start: {load}");
     let _ = writeln!(
         s,
         "- commit: `{commit}`{}",
