@@ -86,14 +86,18 @@ pub struct Setup {
     pub window: Duration,
     /// The most keys in one batch.
     pub max_batch_size: usize,
-    /// The most batches running at once (busline, batch-aint-one, tower-batch-control).
+    /// The most batches running at once for the peers that have such a limit (batch-aint-one,
+    /// tower-batch-control); busline runs with its own default.
     pub max_in_flight: usize,
 }
 
+/// The concurrency limit given to the peers that have one: 8, a typical pool size.
+pub const PEER_MAX_IN_FLIGHT: usize = 8;
+
 impl Setup {
-    /// `window` with busline's default limits (1,024 keys, 8 batches in flight).
+    /// `window` with 1,024 keys per batch, and `PEER_MAX_IN_FLIGHT` for the peers.
     pub fn with_window(window: Duration) -> Setup {
-        Setup { window, max_batch_size: busline::DEFAULT_MAX_BATCH_SIZE, max_in_flight: busline::DEFAULT_MAX_IN_FLIGHT }
+        Setup { window, max_batch_size: busline::DEFAULT_MAX_BATCH_SIZE, max_in_flight: PEER_MAX_IN_FLIGHT }
     }
 }
 
@@ -183,8 +187,8 @@ macro_rules! with_loader {
 
 // ---- busline ---------------------------------------------------------------------------------
 
-/// busline: `Batcher::builder(f).window(w).max_batch_size(n).max_in_flight(m)`; window 0 is
-/// busline's natural batching (no timer).
+/// busline: `Batcher::builder(f).window(w).max_batch_size(n)` with its default `max_in_flight`
+/// ([`busline::DEFAULT_MAX_IN_FLIGHT`]); window 0 is busline's natural batching (no timer).
 #[derive(Clone, Debug)]
 pub struct BuslineLoader(busline::Batcher<u64, u64, Infallible>);
 
@@ -202,7 +206,6 @@ impl BuslineLoader {
         })
         .policy(policy)
         .max_batch_size(setup.max_batch_size)
-        .max_in_flight(setup.max_in_flight)
         .build()
         .expect("valid busline configuration");
         BuslineLoader(batcher)

@@ -7,10 +7,8 @@
 //! the timer for its next deadline.
 
 use std::fmt;
-use std::future::Future;
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc as StdArc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,7 +26,7 @@ use crate::timer;
 /// The most scheduler rounds a departure waits for more passengers (see `Driver::poll`).
 /// Measured with `examples/throughput.rs` (1,000 callers, 2 workers, window 0): 1 gives
 /// ~300 keys per batch; more rounds fill the bus further at a few microseconds each.
-const MAX_YIELDS: u32 = 4;
+const MAX_YIELDS: u32 = 16;
 
 /// Within this of a deadline the driver yields (stays runnable) rather than parks: waking a
 /// parked worker costs 20-80 µs on a 2-vCPU VM, more than a 50 µs window can absorb.
@@ -57,9 +55,6 @@ pub(crate) struct Driver<K, V, E> {
     /// batch's de-duplication quadratic in `max_batch_size`.
     dedup: hashbrown::HashSet<K>,
 }
-
-// The driver holds no self-references (its keys live in a `HashSet` on the heap).
-impl<K, V, E> Unpin for Driver<K, V, E> {}
 
 impl<K, V, E> fmt::Debug for Driver<K, V, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -157,16 +152,37 @@ where
     }
 }
 
-impl<K, V, E> Future for Driver<K, V, E>
+/// What one step of the driver ends with.
+enum Step {
+    /// Let the tasks already runnable go first, then step again.
+    Yield,
+    /// Finished: every accepted request has its answer.
+    Done,
+}
+
+impl<K, V, E> Driver<K, V, E>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
     E: Send + Sync + 'static,
 {
-    type Output = ();
+    /// The driver task: steps until finished. A step that wants to yield does so with
+    /// `tokio::task::yield_now`, which re-schedules the driver behind every task already
+    /// runnable. (Waking itself from inside `poll` would not: tokio may run a self-woken task
+    /// again at once from its LIFO slot, starving the callers the yield is meant to let board.)
+    pub(crate) async fn run(mut self) {
+        loop {
+            match std::future::poll_fn(|cx| self.step(cx)).await {
+                Step::Yield => tokio::task::yield_now().await,
+                Step::Done => return,
+            }
+        }
+    }
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
+    /// One look at everything, and the decisions it leads to. `Pending` parks the driver until
+    /// one of its wakers fires.
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        let this = self;
         // Register before looking, so anything that happens after the look wakes us.
         this.shared.driver.register(cx.waker());
         let shared = StdArc::clone(&this.shared);
@@ -213,8 +229,7 @@ where
                     if this.yields < MAX_YIELDS && growing && boarding.count < shared.ring.seats() {
                         this.yields += 1;
                         this.seats_at_yield = boarding.count;
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
+                        return Poll::Ready(Step::Yield);
                     }
                     this.observe_arrivals(now);
                     let Some(Action::Dispatch { .. }) = this.scheduler.poll_action() else {
@@ -241,15 +256,18 @@ where
                 // Release: pairs with the Acquire load in `Batcher::shutdown`.
                 shared.finished.store(true, Ordering::Release);
                 shared.finished_notify.notify_waiters();
-                return Poll::Ready(());
+                return Poll::Ready(Step::Done);
             }
             return Poll::Pending;
         }
 
         if let Some(deadline) = this.scheduler.poll_timeout() {
             if deadline - now <= SPIN_BEFORE_DEADLINE {
-                // Close to the deadline: stay runnable (yield) instead of parking, so no
-                // thread wake-up stands between the deadline and the departure.
+                // Close to the deadline: stay runnable instead of parking, so no thread
+                // wake-up stands between the deadline and the departure. A self-wake, not
+                // `yield_now`: tokio re-polls a self-woken task soon (LIFO slot), where
+                // `yield_now` waits for the worker's next maintenance pass (an epoll call),
+                // which made 50 and 100 us windows 20-60 us late.
                 cx.waker().wake_by_ref();
             } else {
                 // Far: the precise timer wakes us a little before, then we yield-spin.
