@@ -3,6 +3,7 @@
 //! Text uses DejaVu Sans embedded from `sim/assets` (licence beside it), registered with
 //! plotters' `ab_glyph` backend, so no system font is needed.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Once;
 
@@ -60,7 +61,7 @@ macro_rules! write_both {
     }};
 }
 
-fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+fn log_range(values: impl Iterator<Item = f64>) -> Range<f64> {
     let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
     for v in values.filter(|v| *v > 0.0 && v.is_finite()) {
         lo = lo.min(v);
@@ -85,6 +86,52 @@ fn references(rows: &[RunSummary]) -> Vec<&RunSummary> {
     rows.iter().filter(|r| r.policy != "window").collect()
 }
 
+/// A log-log chart with the report's caption, margins and labelled mesh.
+fn log_log_chart<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    (x, x_desc): (Range<f64>, &str),
+    (y, y_desc): (Range<f64>, &str),
+) -> Result<ChartContext<'a, DB, Cartesian2d<LogCoord<f64>, LogCoord<f64>>>> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x.log_scale(), y.log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
+/// The legend box, in the report's style.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    font_size: u32,
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", font_size))
+        .position(position)
+        .draw()
+        .map_err(err)
+}
+
+/// A legend key: a short line of `color`, `width` pixels wide.
+fn line_key(color: RGBColor, width: u32) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
+}
+
 fn label(r: &RunSummary) -> String {
     match (r.policy.as_str(), r.window_ms, r.latency_budget_ms) {
         ("gated", Some(w), _) => format!("gated ({w} ms)"),
@@ -101,27 +148,18 @@ fn queries_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, 
     let refs = references(rows);
     let x = log_range(ws.iter().filter_map(|r| r.window_ms));
     let y = log_range(rows.iter().map(|r| r.queries_per_s));
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 24))
-        .margin(15)
-        .x_label_area_size(50)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x.clone().log_scale(), y.log_scale())
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("window (ms, log scale)")
-        .y_desc("database queries per second (log scale)")
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
-        .draw()
-        .map_err(err)?;
+    let mut chart = log_log_chart(
+        root,
+        title,
+        (x.clone(), "window (ms, log scale)"),
+        (y, "database queries per second (log scale)"),
+    )?;
     let c = color("window");
     chart
         .draw_series(LineSeries::new(ws.iter().map(|r| (r.window_ms.unwrap_or(0.0), r.queries_per_s)), c.stroke_width(3)))
         .map_err(err)?
         .label("fixed window")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+        .legend(line_key(c, 3));
     chart
         .draw_series(ws.iter().map(|r| Circle::new((r.window_ms.unwrap_or(0.0), r.queries_per_s), 4, c.filled())))
         .map_err(err)?;
@@ -131,16 +169,9 @@ fn queries_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, 
             .draw_series(LineSeries::new([(x.start, r.queries_per_s), (x.end, r.queries_per_s)], c.stroke_width(2)))
             .map_err(err)?
             .label(label(r))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+            .legend(line_key(c, 2));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(err)?;
+    draw_legend(&mut chart, 15, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 
@@ -153,21 +184,12 @@ fn latency_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, 
     let ws = windows(rows);
     let x = log_range(ws.iter().filter_map(|r| r.window_ms));
     let y = log_range(rows.iter().flat_map(|r| [r.latency_ms.p50, r.latency_ms.p99]));
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 24))
-        .margin(15)
-        .x_label_area_size(50)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x.clone().log_scale(), y.log_scale())
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("window (ms, log scale)")
-        .y_desc("latency, arrival to answer (ms, log scale)")
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
-        .draw()
-        .map_err(err)?;
+    let mut chart = log_log_chart(
+        root,
+        title,
+        (x.clone(), "window (ms, log scale)"),
+        (y, "latency, arrival to answer (ms, log scale)"),
+    )?;
     let series: [(&str, Metric, RGBColor); 2] = [
         ("fixed window p50", |r| r.latency_ms.p50, RGBColor(100, 160, 240)),
         ("fixed window p99", |r| r.latency_ms.p99, color("window")),
@@ -177,7 +199,7 @@ fn latency_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, 
             .draw_series(LineSeries::new(ws.iter().map(|r| (r.window_ms.unwrap_or(0.0), f(r))), c.stroke_width(3)))
             .map_err(err)?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+            .legend(line_key(c, 3));
         chart
             .draw_series(ws.iter().map(|r| Circle::new((r.window_ms.unwrap_or(0.0), f(r)), 4, c.filled())))
             .map_err(err)?;
@@ -189,16 +211,9 @@ fn latency_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, 
             .draw_series(LineSeries::new([(x.start, p99), (x.end, p99)], c.stroke_width(2)))
             .map_err(err)?
             .label(format!("{} p99", label(r)))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+            .legend(line_key(c, 2));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(err)?;
+    draw_legend(&mut chart, 15, SeriesLabelPosition::UpperLeft)?;
     Ok(())
 }
 
@@ -207,21 +222,12 @@ fn frontier_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str,
     root.fill(&WHITE).map_err(err)?;
     let x = log_range(rows.iter().map(|r| r.queries as f64));
     let y = log_range(rows.iter().map(|r| r.latency_ms.p99));
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 24))
-        .margin(15)
-        .x_label_area_size(50)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x.log_scale(), y.log_scale())
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("database queries in the run (log scale)")
-        .y_desc("p99 latency (ms, log scale)")
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
-        .draw()
-        .map_err(err)?;
+    let mut chart = log_log_chart(
+        root,
+        title,
+        (x, "database queries in the run (log scale)"),
+        (y, "p99 latency (ms, log scale)"),
+    )?;
     let ws = windows(rows);
     let c = color("window");
     chart
@@ -245,14 +251,7 @@ fn frontier_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str,
             .label(label(r))
             .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 7, c.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .position(SeriesLabelPosition::LowerLeft)
-        .draw()
-        .map_err(err)?;
+    draw_legend(&mut chart, 15, SeriesLabelPosition::LowerLeft)?;
     Ok(())
 }
 
@@ -290,13 +289,8 @@ fn timeseries_plot<DB: DrawingBackend>(
     c.draw_series(LineSeries::new(offered, BLACK.stroke_width(2)))
         .map_err(err)?
         .label("offered load")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(err)?;
+        .legend(line_key(BLACK, 2));
+    draw_legend(&mut c, 13, SeriesLabelPosition::MiddleRight)?;
 
     // Queries per second.
     let q_range = log_range(
@@ -324,15 +318,9 @@ fn timeseries_plot<DB: DrawingBackend>(
         c.draw_series(LineSeries::new(pts, col.stroke_width(w)))
             .map_err(err)?
             .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+            .legend(line_key(col, 2));
     }
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(err)?;
+    draw_legend(&mut c, 13, SeriesLabelPosition::UpperRight)?;
 
     // p99 latency of the requests arriving in each bucket.
     let p99 = |s: &TimeSeries| -> Vec<(f64, f64)> {
@@ -363,15 +351,9 @@ fn timeseries_plot<DB: DrawingBackend>(
         c.draw_series(LineSeries::new(p99(s), col.stroke_width(w)))
             .map_err(err)?
             .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+            .legend(line_key(col, 2));
     }
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(err)?;
+    draw_legend(&mut c, 13, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 
