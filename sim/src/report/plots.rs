@@ -86,13 +86,16 @@ fn references(rows: &[RunSummary]) -> Vec<&RunSummary> {
     rows.iter().filter(|r| r.policy != "window").collect()
 }
 
+/// A chart with logarithmic axes.
+type LogLogChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<LogCoord<f64>, LogCoord<f64>>>;
+
 /// A log-log chart with the report's caption, margins and labelled mesh.
 fn log_log_chart<'a, DB: DrawingBackend>(
     root: &'a DrawingArea<DB, Shift>,
     title: &str,
     (x, x_desc): (Range<f64>, &str),
     (y, y_desc): (Range<f64>, &str),
-) -> Result<ChartContext<'a, DB, Cartesian2d<LogCoord<f64>, LogCoord<f64>>>> {
+) -> Result<LogLogChart<'a, DB>> {
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 24))
         .margin(15)
