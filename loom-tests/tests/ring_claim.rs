@@ -80,14 +80,7 @@ fn claim_vs_seal() {
 /// Proves: a claim racing the epoch swap lands in exactly one batch (the seal's or the next
 /// one's, never both, never neither), which is dispatched exactly once and read by its caller.
 #[test]
-#[cfg_attr(
-    any(
-        feature = "broken-claim",
-        feature = "broken-publish",
-        feature = "broken-register"
-    ),
-    ignore = "the core is built broken on purpose"
-)]
+#[cfg_attr(feature = "broken", ignore = "the core is built broken on purpose")]
 fn claim_vs_seal_lands_in_exactly_one_batch() {
     model("claim_vs_seal", claim_vs_seal);
     assert!(
@@ -163,14 +156,7 @@ fn full_ring() {
 /// claim; a Full one writes nothing, retries on the next epoch and is then seated exactly once
 /// (or refused once the ring is closed).
 #[test]
-#[cfg_attr(
-    any(
-        feature = "broken-claim",
-        feature = "broken-publish",
-        feature = "broken-register"
-    ),
-    ignore = "the core is built broken on purpose"
-)]
+#[cfg_attr(feature = "broken", ignore = "the core is built broken on purpose")]
 fn full_ring_meets_the_overflow_policy_once() {
     model("full_ring", full_ring);
     assert!(

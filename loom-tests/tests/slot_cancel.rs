@@ -78,14 +78,7 @@ fn cancel_vs_dispatch() {
 /// three releases (some may precede the seal), the other caller still reads its outcome, and no
 /// key or waker outlives the reset.
 #[test]
-#[cfg_attr(
-    any(
-        feature = "broken-claim",
-        feature = "broken-publish",
-        feature = "broken-register"
-    ),
-    ignore = "the core is built broken on purpose"
-)]
+#[cfg_attr(feature = "broken", ignore = "the core is built broken on purpose")]
 fn cancel_vs_dispatch_runs_with_or_without_it() {
     model("cancel_vs_dispatch", cancel_vs_dispatch);
     assert!(

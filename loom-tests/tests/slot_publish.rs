@@ -58,14 +58,7 @@ fn publish_vs_register() {
 /// happening-before its read (no torn read: loom's cell tracking); the slot is then freed once
 /// and keeps no waker.
 #[test]
-#[cfg_attr(
-    any(
-        feature = "broken-claim",
-        feature = "broken-publish",
-        feature = "broken-register"
-    ),
-    ignore = "the core is built broken on purpose"
-)]
+#[cfg_attr(feature = "broken", ignore = "the core is built broken on purpose")]
 fn publish_vs_register_wakes_and_reads_the_outcome() {
     model("publish_vs_register", publish_vs_register);
 }

@@ -102,14 +102,7 @@ fn slot_reuse() {
 /// tracking of the entries and result) happens after its last access, it never writes into a
 /// recycled slot nor reads another epoch's outcome, and every slot is freed once per epoch.
 #[test]
-#[cfg_attr(
-    any(
-        feature = "broken-claim",
-        feature = "broken-publish",
-        feature = "broken-register"
-    ),
-    ignore = "the core is built broken on purpose"
-)]
+#[cfg_attr(feature = "broken", ignore = "the core is built broken on purpose")]
 fn slot_reuse_waits_for_old_epochs() {
     model("slot_reuse", slot_reuse);
     assert!(
