@@ -2,7 +2,7 @@
 # Runs the core's unit tests that exercise its unsafe code (the ring and its batch slots) under
 # Miri, on the nightly toolchain. Installs the Miri component if it is missing.
 #
-# Usage: bash loom-tests/miri.sh [extra test filters...]
+# Usage: bash loom-tests/miri.sh [extra unit-test filters...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +17,10 @@ cargo +nightly miri setup
 # which Miri cannot run, and is filtered out rather than ignored.
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance -Zmiri-symbolic-alignment-check}"
 cargo +nightly miri test -p busline --lib -- ring:: slot:: "$@"
+
+# The whole Batcher path (claim to release, the tokio driver, the timer thread) on the public
+# API tests, minus the two heavy ones (tens of thousands of loads are hours under Miri).
+# -Zmiri-ignore-leaks: the process-wide timer thread and tokio's blocking pool outlive `main`
+# by design; -Zmiri-disable-isolation: the timer reads the real clock.
+MIRIFLAGS="$MIRIFLAGS -Zmiri-ignore-leaks -Zmiri-disable-isolation" \
+    cargo +nightly miri test -p busline --test api -- --skip every_policy --skip max_in_flight
