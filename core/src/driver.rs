@@ -3,8 +3,8 @@
 //!
 //! One driver task per batcher. It is woken by the first and the last seat of each bus, by
 //! completed batches, by freed slots, by shutdown and by the precise timer (see `timer.rs`).
-//! Each poll: count completions and arrivals into the scheduler, let it decide, act, and arm
-//! the timer for its next deadline.
+//! Each step: count completions and arrivals into the scheduler, let it decide, act, and arm
+//! the timer for its next deadline (or spin through its last microseconds).
 
 use std::fmt;
 use std::hash::Hash;
@@ -52,7 +52,7 @@ pub(crate) struct Driver<K, V, E> {
     /// The deadline the timer is armed for, if any.
     armed: Option<Instant>,
     /// Yields made before the departure now due, and the seats taken at the last one (see
-    /// `poll`).
+    /// `step`).
     yields: u32,
     seats_at_yield: usize,
     /// Scratch set for de-duplicating a batch's keys. hashbrown with foldhash: one hash per
