@@ -3,7 +3,7 @@
 //!
 //! Items here are `pub` so that `--cfg busline_loom` can re-export them to the loom model
 //! checks (`crate::model`); the module itself is private, so they are not part of the API.
-#![cfg_attr(not(busline_loom), allow(unreachable_pub))]
+#![cfg_attr(not(busline_loom), allow(unreachable_pub, reason = "pub only for the loom re-export in `crate::model`"))]
 
 use crossbeam_utils::CachePadded;
 
