@@ -143,21 +143,6 @@ pub async fn joined_loads<L: Loader>(loader: &L, first_key: u64, concurrency: us
     elapsed
 }
 
-/// Bytes of one seat in busline's ring, per pending request, for keys of type `K`.
-///
-/// busline's seat is `core::slot::Entry<K>` (private): `{ state: AtomicU8, key:
-/// UnsafeCell<MaybeUninit<K>>, waker: AtomicWaker }`. This mirrors that layout; keep it in step
-/// with `core/src/slot.rs` (or have core expose the size, see the benches README).
-pub fn seat_size<K>() -> usize {
-    #[allow(dead_code, reason = "a layout mirror: only its size is read")]
-    struct SeatMirror<K> {
-        state: std::sync::atomic::AtomicU8,
-        key: std::cell::UnsafeCell<std::mem::MaybeUninit<K>>,
-        waker: atomic_waker::AtomicWaker,
-    }
-    std::mem::size_of::<SeatMirror<K>>()
-}
-
 // ---- real-time policies ----------------------------------------------------------------------
 
 /// The mock backend of the real-time policy comparison: `pool` connections (a semaphore); a call

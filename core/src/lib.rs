@@ -52,6 +52,21 @@ pub use load::{Load, LoadShared};
 pub use policy::Policy;
 pub use stats::{Stats, Summary};
 
+/// Bytes one pending request occupies in a batcher's preallocated seats for keys of type `K`,
+/// the key included: its state, its key and its caller's waker. (The caller's `Load` future
+/// lives in the caller's task and is not counted.) A batcher preallocates, lazily, up to
+/// `capacity` seats.
+///
+/// # Examples
+///
+/// ```
+/// // 8 bytes of key, 32 of bookkeeping.
+/// assert_eq!(busline::seat_bytes::<u64>(), 40);
+/// ```
+pub const fn seat_bytes<K>() -> usize {
+    std::mem::size_of::<slot::Entry<K>>()
+}
+
 /// The engine's internals, exposed only to the loom model checks (`--cfg busline_loom`).
 #[cfg(busline_loom)]
 #[doc(hidden)]

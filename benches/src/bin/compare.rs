@@ -338,7 +338,7 @@ fn submit_cost(args: &Args) -> std::io::Result<String> {
     }
     drop(rt);
 
-    let seat = scenarios::seat_size::<u64>();
+    let seat = busline::seat_bytes::<u64>();
     let future = std::mem::size_of::<busline::Load<'static, u64, u64, Infallible>>();
     let quant = |v: &[f64], q: f64| {
         let mut v = v.to_vec();
@@ -406,7 +406,7 @@ fn submit_cost(args: &Args) -> std::io::Result<String> {
     let _ = writeln!(
         s,
         "\nMemory per pending request: a seat in busline's ring is {seat} bytes for u64 keys (`Entry<u64>`: state byte, \
-         key, `AtomicWaker`; size computed from a layout mirror in the bench, see benches/README.md), preallocated: \
+         key, `AtomicWaker`; `busline::seat_bytes::<u64>()`), preallocated: \
          (max_in_flight + 2) × max_batch_size seats = {} KiB with the defaults. The caller's `Load` future is {future} \
          bytes (in the caller's task).",
         (busline::DEFAULT_MAX_IN_FLIGHT + 2) * busline::DEFAULT_MAX_BATCH_SIZE * seat / 1024
