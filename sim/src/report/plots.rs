@@ -9,6 +9,7 @@ use std::sync::Once;
 
 use anyhow::{Result, anyhow};
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::stats::{RunSummary, TimeSeries};
@@ -112,6 +113,50 @@ fn log_log_chart<'a, DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     Ok(chart)
+}
+
+/// A time-series panel: linear time axis, logarithmic value axis.
+type TimePanel<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
+
+/// A time-series panel with its labelled mesh.
+fn time_panel<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    t_end: f64,
+    y: Range<f64>,
+    (x_desc, y_desc): (&str, &str),
+) -> Result<TimePanel<'a, DB>> {
+    let mut c = ChartBuilder::on(area)
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..t_end, y.log_scale())
+        .map_err(err)?;
+    c.configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()
+        .map_err(err)?;
+    Ok(c)
+}
+
+/// One line per policy (`series`: legend label, policy name, time series), then the legend.
+/// The best window is drawn wider, so it shows around a policy that tracks it.
+fn draw_policy_lines<'a, DB: DrawingBackend + 'a>(
+    c: &mut TimePanel<'a, DB>,
+    series: &[(String, String, TimeSeries)],
+    points: impl Fn(&TimeSeries) -> Vec<(f64, f64)>,
+) -> Result<()> {
+    for (name, policy, s) in series {
+        let col = color(policy);
+        let w = if policy == "window" { 5 } else { 2 };
+        c.draw_series(LineSeries::new(points(s), col.stroke_width(w)))
+            .map_err(err)?
+            .label(name.as_str())
+            .legend(line_key(col, 2));
+    }
+    draw_legend(c, 13, SeriesLabelPosition::UpperRight)
 }
 
 /// The legend box, in the report's style.
@@ -300,30 +345,10 @@ fn timeseries_plot<DB: DrawingBackend>(
         series.iter().flat_map(|(_, _, s)| s.buckets.iter().map(|b| rate(b.queries))).filter(|&q| q > 0.0),
     );
     let q_floor = q_range.start;
-    let mut c = ChartBuilder::on(&panels[1])
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.0..t_end, q_range.log_scale())
-        .map_err(err)?;
-    c.configure_mesh()
-        .x_desc("time (s)")
-        .y_desc("queries/s (log)")
-        .label_style(("sans-serif", 13))
-        .axis_desc_style(("sans-serif", 15))
-        .draw()
-        .map_err(err)?;
-    for (name, policy, s) in series {
-        let col = color(policy);
-        let pts = s.buckets.iter().enumerate().map(|(i, b)| ((i as f64 + 0.5) * width, rate(b.queries).max(q_floor)));
-        // The best window is drawn wider, so it shows around a policy that tracks it.
-        let w = if policy == "window" { 5 } else { 2 };
-        c.draw_series(LineSeries::new(pts, col.stroke_width(w)))
-            .map_err(err)?
-            .label(name.as_str())
-            .legend(line_key(col, 2));
-    }
-    draw_legend(&mut c, 13, SeriesLabelPosition::UpperRight)?;
+    let mut c = time_panel(&panels[1], t_end, q_range, ("time (s)", "queries/s (log)"))?;
+    draw_policy_lines(&mut c, series, |s| {
+        s.buckets.iter().enumerate().map(|(i, b)| ((i as f64 + 0.5) * width, rate(b.queries).max(q_floor))).collect()
+    })?;
 
     // p99 latency of the requests arriving in each bucket.
     let p99 = |s: &TimeSeries| -> Vec<(f64, f64)> {
@@ -335,29 +360,8 @@ fn timeseries_plot<DB: DrawingBackend>(
             .collect()
     };
     let y = log_range(series.iter().flat_map(|(_, _, s)| p99(s).into_iter().map(|p| p.1)));
-    let mut c = ChartBuilder::on(&panels[2])
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.0..t_end, y.log_scale())
-        .map_err(err)?;
-    c.configure_mesh()
-        .x_desc("arrival time (s)")
-        .y_desc("p99 latency (ms, log)")
-        .label_style(("sans-serif", 13))
-        .axis_desc_style(("sans-serif", 15))
-        .draw()
-        .map_err(err)?;
-    for (name, policy, s) in series {
-        let col = color(policy);
-        let w = if policy == "window" { 5 } else { 2 };
-        c.draw_series(LineSeries::new(p99(s), col.stroke_width(w)))
-            .map_err(err)?
-            .label(name.as_str())
-            .legend(line_key(col, 2));
-    }
-    draw_legend(&mut c, 13, SeriesLabelPosition::UpperRight)?;
-    Ok(())
+    let mut c = time_panel(&panels[2], t_end, y, ("arrival time (s)", "p99 latency (ms, log)"))?;
+    draw_policy_lines(&mut c, series, p99)
 }
 
 /// Writes the sweep plots of one scenario into `dir`: `<name>-queries`, `<name>-latency`,
