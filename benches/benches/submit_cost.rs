@@ -60,13 +60,8 @@ fn joined<L: Loader>(group: &mut BenchmarkGroup<'_, WallTime>, rt: &tokio::runti
     let mut next_key = 0u64;
     group.bench_function(id, |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += scenarios::joined_loads(&loader, next_key, JOINED).await;
-                    next_key += JOINED as u64;
-                }
-                total
+            scenarios::repeat_timed(rt, iters, JOINED as u64, &mut next_key, |first| {
+                scenarios::joined_loads(&loader, first, JOINED)
             })
         });
     });

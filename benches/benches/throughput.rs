@@ -2,7 +2,6 @@
 //! flight) on a 2-worker runtime, per implementation and window. Keys per batch are not shown
 //! by criterion: the `compare` runner reports them (reports/bench/README.md).
 
-use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,13 +17,8 @@ fn bench_one<L: Loader>(group: &mut BenchmarkGroup<'_, WallTime>, rt: &tokio::ru
     let mut next_key = 0u64;
     group.bench_function(id, |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += scenarios::throughput(&loader, TASKS, LOADS_PER_TASK, next_key).await;
-                    next_key += (TASKS * LOADS_PER_TASK) as u64;
-                }
-                black_box(total)
+            scenarios::repeat_timed(rt, iters, (TASKS * LOADS_PER_TASK) as u64, &mut next_key, |first| {
+                scenarios::throughput(&loader, TASKS, LOADS_PER_TASK, first)
             })
         });
     });

@@ -37,6 +37,30 @@ pub async fn throughput<L: Loader>(loader: &L, tasks: usize, loads_per_task: usi
     start.elapsed()
 }
 
+/// Runs `scenario(first_key)` `iters` times on `rt`, each run with `keys` fresh keys from
+/// `*next_key` on, and returns the sum of the times the runs report: the body of a criterion
+/// `iter_custom` for the scenarios above, which time themselves.
+pub fn repeat_timed<F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    iters: u64,
+    keys: u64,
+    next_key: &mut u64,
+    mut scenario: F,
+) -> Duration
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = Duration>,
+{
+    rt.block_on(async {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            total += scenario(*next_key).await;
+            *next_key += keys;
+        }
+        black_box(total)
+    })
+}
+
 /// A multi-thread tokio runtime with `workers` workers and the timer on.
 pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
