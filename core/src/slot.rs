@@ -7,6 +7,8 @@
 use std::mem::MaybeUninit;
 use std::task::{Context, Poll};
 
+use crossbeam_utils::CachePadded;
+
 use crate::sync::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering, UnsafeCell, WakerCell};
 
 /// A seat: one request's key, its progress, and its caller's waker.
@@ -57,7 +59,11 @@ pub struct Slot<K, R> {
     /// plus one for the batch (the driver, then the batch's publisher). Releases may come
     /// before the seal (a caller that gives up early), so it can dip below zero; the seal adds
     /// `count + 1`, and the release that brings it to zero resets the slot.
-    remaining: AtomicI64,
+    ///
+    /// On a cache line of its own: every caller of the batch decrements it, and on the line of
+    /// `done`, `entries` and `result` (which every caller reads) each decrement would make
+    /// the other cores' readers miss.
+    remaining: CachePadded<AtomicI64>,
     /// Nanoseconds (driver clock) at which the first passenger sat down; 0 until stamped.
     opened_at_ns: AtomicU64,
 }
@@ -83,7 +89,7 @@ impl<K, R> Slot<K, R> {
             result: UnsafeCell::new(None),
             done: AtomicBool::new(false),
             sealed_count: AtomicU64::new(0),
-            remaining: AtomicI64::new(0),
+            remaining: CachePadded::new(AtomicI64::new(0)),
             opened_at_ns: AtomicU64::new(0),
         }
     }
