@@ -224,6 +224,14 @@ impl Scheduler {
         }
     }
 
+    /// Whether the waiting requests' departure is timed (a window that opened with the first
+    /// of them) rather than immediate (natural batching, or a car). A driver in a cooperative
+    /// runtime may let callers that are already runnable board before an immediate departure;
+    /// a timed one has had its wait.
+    pub fn is_timed(&self) -> bool {
+        matches!(self.due(), Due::At(_))
+    }
+
     /// The next thing to do, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
         if !self.has_action() {
@@ -325,6 +333,18 @@ mod tests {
         assert_eq!(s.poll_action(), None);
         assert_eq!(s.in_flight(), 3);
         assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn only_windows_time_their_departures() {
+        let timed = |policy: Policy| {
+            let mut s = Scheduler::new(policy, limits(100, 1)).unwrap();
+            s.on_arrival(ms(0), 1);
+            s.is_timed()
+        };
+        assert!(timed(Policy::window(Duration::from_millis(1))));
+        assert!(!timed(Policy::Natural));
+        assert!(!timed(Policy::Car));
     }
 
     #[test]
