@@ -1,7 +1,8 @@
 //! How close to the configured window does a lone caller's bus leave?
 //! `cargo run --release -p busline --example window_precision`
-//! Prints, per window, the median and p99 of (batch function called - load started) and the
-//! same for `tokio::time::sleep` for reference. (The benches crate's compare runner reports
+//! Prints, per window, the median and p99 of (batch function called - load started) for a
+//! caller in a spawned task (as in a service), and the same for `tokio::time::sleep` for
+//! reference. `-- --block-on` loads from `block_on` instead (outside the runtime's workers). (The benches crate's compare runner reports
 //! the same measurement in reports/bench/.)
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ fn quantiles(mut v: Vec<Duration>) -> (Duration, Duration) {
 }
 
 fn main() {
+    let block_on = std::env::args().any(|a| a == "--block-on");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         println!("window_us  busline_p50_us  busline_p99_us  tokio_sleep_p50_us  tokio_sleep_p99_us");
@@ -32,8 +34,20 @@ fn main() {
             let mut waits = Vec::new();
             let mut sleeps = Vec::new();
             for i in 0..reps {
-                let start = Instant::now();
-                b.load(i).await.unwrap();
+                let start = if block_on {
+                    let start = Instant::now();
+                    b.load(i).await.unwrap();
+                    start
+                } else {
+                    let b = b.clone();
+                    tokio::spawn(async move {
+                        let start = Instant::now();
+                        b.load(i).await.unwrap();
+                        start
+                    })
+                    .await
+                    .unwrap()
+                };
                 waits.push(called.lock().unwrap().take().unwrap() - start);
                 let start = Instant::now();
                 tokio::time::sleep(window).await;
