@@ -26,15 +26,26 @@ struct Args {
     rounds: Option<usize>,
     out: PathBuf,
     only: Option<Vec<String>>,
+    /// Contenders to run (by name); all when `None`. For quick looks: a filtered run's tables
+    /// lack the peers the targets compare with.
+    contenders: Option<Vec<String>>,
 }
 
 impl Args {
+    fn contenders(&self) -> Vec<Contender> {
+        Contender::ALL
+            .into_iter()
+            .filter(|c| self.contenders.as_ref().is_none_or(|names| names.iter().any(|n| n == c.name())))
+            .collect()
+    }
+
     fn parse() -> Args {
         let mut args = Args {
             quick: false,
             rounds: None,
             out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/bench"),
             only: None,
+            contenders: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -43,8 +54,9 @@ impl Args {
                 "--rounds" => args.rounds = it.next().and_then(|n| n.parse().ok()),
                 "--out" => args.out = it.next().map(PathBuf::from).expect("--out DIR"),
                 "--only" => args.only = it.next().map(|s| s.split(',').map(str::to_string).collect()),
+                "--contenders" => args.contenders = it.next().map(|s| s.split(',').map(str::to_string).collect()),
                 "-h" | "--help" => {
-                    println!("compare [--quick] [--rounds N] [--out DIR] [--only throughput,submit,window,policies]");
+                    println!("compare [--quick] [--rounds N] [--out DIR] [--only throughput,submit,window,policies] [--contenders busline,dataloader,...]");
                     std::process::exit(0);
                 }
                 other => panic!("unknown argument {other:?}; see --help"),
@@ -127,7 +139,7 @@ fn throughput(args: &Args) -> std::io::Result<String> {
     let mut next_key = 0u64;
     for round in 0..rounds {
         // Rotate the order every round so no contender always runs first (or just after another).
-        let mut order = Contender::ALL.to_vec();
+        let mut order = args.contenders();
         let n = order.len();
         order.rotate_left(round % n);
         for contender in order {
@@ -425,25 +437,38 @@ fn window_precision(args: &Args) -> std::io::Result<String> {
     for window_us in PRECISION_WINDOWS_US {
         let window = Duration::from_micros(window_us);
         let reps = scenarios::repetitions(window, budget, min_reps, max_reps);
-        for contender in Contender::ALL.into_iter().filter(|c| c.supports(window)) {
-            let counters = Arc::new(Counters::default());
-            let mut waits = rt.block_on(async {
-                with_loader!(contender, Setup::with_window(window), Arc::clone(&counters), |loader| {
-                    let mut waits = Vec::with_capacity(reps);
-                    for i in 0..reps + 3 {
-                        let lone = scenarios::lone_load(&loader, &counters, i as u64).await;
-                        if i >= 3 {
-                            waits.push(lone.to_batch);
+        for contender in args.contenders().into_iter().filter(|c| c.supports(window)) {
+            // The caller as in a service: a task on a worker. For busline, also a caller outside
+            // the runtime (`block_on`), whose load has to wake a parked worker for the driver.
+            let outside = if contender == Contender::Busline { &[false, true][..] } else { &[false][..] };
+            for &outside in outside {
+                let counters = Arc::new(Counters::default());
+                let mut waits = rt.block_on(async {
+                    with_loader!(contender, Setup::with_window(window), Arc::clone(&counters), |loader| {
+                        let mut waits = Vec::with_capacity(reps);
+                        for i in 0..reps + 3 {
+                            let lone = if outside {
+                                scenarios::lone_load(&loader, &counters, i as u64).await
+                            } else {
+                                let (loader, counters) = (loader.clone(), Arc::clone(&counters));
+                                tokio::spawn(async move { scenarios::lone_load(&loader, &counters, i as u64).await })
+                                    .await
+                                    .expect("lone caller task")
+                            };
+                            if i >= 3 {
+                                waits.push(lone.to_batch);
+                            }
+                            // Let the batch finish and everything settle before the next lone caller.
+                            tokio::time::sleep(Duration::from_micros(200)).await;
                         }
-                        // Let the batch finish and everything settle before the next lone caller.
-                        tokio::time::sleep(Duration::from_micros(200)).await;
-                    }
-                    waits
-                })
-            });
-            waits.sort_unstable();
-            eprintln!("window {window_us} us {}: median {:.0} us", contender.name(), us(quantile(&waits, 0.5)));
-            rows.push((contender.name().to_string(), window_us, waits));
+                        waits
+                    })
+                });
+                waits.sort_unstable();
+                let name = if outside { format!("{} (caller in block_on)", contender.name()) } else { contender.name().to_string() };
+                eprintln!("window {window_us} us {name}: median {:.0} us", us(quantile(&waits, 0.5)));
+                rows.push((name, window_us, waits));
+            }
         }
         for (name, is_tokio) in [("tokio::time::sleep", true), ("bench clock (mock backend)", false)] {
             let mut waits = rt.block_on(async {
@@ -500,9 +525,11 @@ fn window_precision(args: &Args) -> std::io::Result<String> {
     let _ = writeln!(s, "\n## window precision\n");
     let _ = writeln!(
         s,
-        "A lone caller (nothing else running, multi-thread runtime with 2 workers): the added wait of a batch's first \
-         caller, from calling `load()` to the batch function being called (timestamped inside it), per configured \
-         window; each load is followed by a 200 µs pause. Repetitions per window: about {} ms of windows, {min_reps}–{max_reps} \
+        "A lone caller (nothing else running, multi-thread runtime with 2 workers), a spawned task as in a service: the \
+         added wait of a batch's first caller, from calling `load()` (timestamped in the task) to the batch function \
+         being called (timestamped inside it), per configured window; each load is followed by a 200 µs pause. For \
+         busline also a caller outside the runtime (awaiting in `block_on`): its load must wake a parked worker to run \
+         the driver, which costs 20–130 µs on these VMs. Repetitions per window: about {} ms of windows, {min_reps}–{max_reps} \
          (the `n` column); with fewer than 100, p99 is close to the maximum. `tokio::time::sleep(window)` and the \
          benches' own condvar clock (used by the policy scenario's mock backend) are shown for reference. Target for \
          busline: within 10 % + 20 µs of the window. Cells: median / p99 in µs. Raw: window_precision.csv.\n",
