@@ -39,10 +39,11 @@ fn main() {
         let secs = start.elapsed().as_secs_f64();
         let s = b.stats();
         println!(
-            "window {window_us} us: {:.2} M loads/s, {} batches, {:.1} keys/batch, queue wait p50 {} us p99 {} us",
+            "window {window_us} us: {:.2} M loads/s, {} batches, {:.1} keys/batch, queue wait mean {:.0} us p50 {} us p99 {} us",
             (per_task * tasks) as f64 / secs / 1e6,
             s.batches,
             s.batch_size.mean,
+            s.queue_wait_us.mean,
             s.queue_wait_us.p50,
             s.queue_wait_us.p99
         );
