@@ -5,6 +5,7 @@
 
 pub mod adapters;
 pub mod clock;
+pub mod placement;
 pub mod report;
 pub mod scenarios;
 

@@ -61,13 +61,10 @@ where
     })
 }
 
-/// A multi-thread tokio runtime with `workers` workers and the timer on.
+/// A multi-thread tokio runtime with `workers` workers and the timer on, placed as
+/// [`Placement::from_env`](crate::placement::Placement::from_env) says (pinned by default).
 pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    crate::placement::runtime(workers, crate::placement::Placement::from_env())
 }
 
 /// A current-thread tokio runtime with the timer on.

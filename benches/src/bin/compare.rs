@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use busline::policy::Policy;
 use busline_benches::adapters::{Contender, Counters, Setup};
+use busline_benches::placement::{self, Placement};
 use busline_benches::report::{self, median, ms, quantile, us};
 use busline_benches::scenarios::{self, Burst, MockBackend};
 use busline_benches::{PRECISION_WINDOWS_US, THROUGHPUT_WINDOWS_US, with_loader};
@@ -29,6 +30,9 @@ struct Args {
     /// Contenders to run (by name); all when `None`. For quick looks: a filtered run's tables
     /// lack the peers the targets compare with.
     contenders: Option<Vec<String>>,
+    /// Worker placements the throughput section runs under (the other sections use the
+    /// first).
+    placements: Vec<Placement>,
 }
 
 impl Args {
@@ -46,6 +50,7 @@ impl Args {
             out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/bench"),
             only: None,
             contenders: None,
+            placements: Placement::ALL.to_vec(),
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -55,8 +60,15 @@ impl Args {
                 "--out" => args.out = it.next().map(PathBuf::from).expect("--out DIR"),
                 "--only" => args.only = it.next().map(|s| s.split(',').map(str::to_string).collect()),
                 "--contenders" => args.contenders = it.next().map(|s| s.split(',').map(str::to_string).collect()),
+                "--placement" => {
+                    let p = it.next().expect("--placement pinned|os|both");
+                    args.placements = match p.as_str() {
+                        "both" => Placement::ALL.to_vec(),
+                        p => vec![Placement::parse(p).unwrap_or_else(|| panic!("--placement {p:?}: want pinned, os or both"))],
+                    };
+                }
                 "-h" | "--help" => {
-                    println!("compare [--quick] [--rounds N] [--out DIR] [--only throughput,submit,window,policies] [--contenders busline,dataloader,...]");
+                    println!("compare [--quick] [--rounds N] [--out DIR] [--only throughput,submit,window,policies] [--contenders busline,dataloader,...] [--placement pinned|os|both]");
                     std::process::exit(0);
                 }
                 other => panic!("unknown argument {other:?}; see --help"),
@@ -103,6 +115,14 @@ fn main() -> std::io::Result<()> {
     if args.wants("policies") {
         sections += &policies(&args)?;
     }
+    let placements: Vec<&str> = args.placements.iter().map(|p| p.name()).collect();
+    let _ = writeln!(
+        readme,
+        "- tokio workers: throughput under {} placement; window precision and policies with {} workers \
+         (benches/src/placement.rs)",
+        placements.join(" and "),
+        args.placements[0].name()
+    );
     let _ = writeln!(readme, "- total run time: {:.0} s", started.elapsed().as_secs_f64());
     readme += &sections;
     report::write(&args.out, "README.md", &readme)?;
@@ -132,9 +152,17 @@ impl ThroughputRow {
 }
 
 fn throughput(args: &Args) -> std::io::Result<String> {
+    let mut s = String::new();
+    for &placement in &args.placements {
+        s += &throughput_placed(args, placement)?;
+    }
+    Ok(s)
+}
+
+fn throughput_placed(args: &Args, placement: Placement) -> std::io::Result<String> {
     let (tasks, per_task) = if args.quick { (100, 20) } else { (1_000, 100) };
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 10 });
-    let rt = scenarios::runtime(2);
+    let rt = placement::runtime(2, placement);
     let mut rows: Vec<ThroughputRow> = Vec::new();
     let mut next_key = 0u64;
     for round in 0..rounds {
@@ -165,7 +193,8 @@ fn throughput(args: &Args) -> std::io::Result<String> {
                 });
                 let row = ThroughputRow { round, contender, window_us, loads: tasks * per_task, elapsed, batches, keys };
                 eprintln!(
-                    "throughput round {round} {:>20} window {window_us:>5} us: {:>10.0} loads/s, {:>7.1} keys/batch",
+                    "throughput {} round {round} {:>20} window {window_us:>5} us: {:>10.0} loads/s, {:>7.1} keys/batch",
+                    placement.name(),
                     contender.name(),
                     row.loads_per_s(),
                     row.keys_per_batch()
@@ -193,7 +222,8 @@ fn throughput(args: &Args) -> std::io::Result<String> {
             r.keys_per_batch()
         );
     }
-    report::write(&args.out, "throughput.csv", &csv)?;
+    let csv_name = format!("throughput-{}.csv", placement.name());
+    report::write(&args.out, &csv_name, &csv)?;
 
     let of = |c: Contender, w: u64| rows.iter().filter(move |r| r.contender == c && r.window_us == w);
     // busline ÷ contender, per round (same run), then the median over rounds.
@@ -219,15 +249,19 @@ fn throughput(args: &Args) -> std::io::Result<String> {
     };
 
     let mut s = String::new();
-    let _ = writeln!(s, "\n## throughput\n");
+    let (title, placed) = match placement {
+        Placement::Pinned => ("workers pinned", "each worker pinned to a CPU of its own"),
+        Placement::Os => ("workers placed by the OS", "worker threads placed by the OS scheduler"),
+    };
+    let _ = writeln!(s, "\n## throughput, {title}\n");
     let _ = writeln!(
         s,
         "{tasks} tokio tasks, each doing {per_task} sequential `load(key)` of its own unique u64 keys ({} loads, {tasks} in \
-         flight), multi-thread runtime with 2 workers, the batch function builds a HashMap at once. Each contender × window \
-         is built fresh, warmed up with a tenth of the run, then timed; {rounds} rounds, contenders interleaved (order \
-         rotated each round). loads/s: median (min–max) over the rounds; keys/batch: batch-function calls counted in each \
-         adapter, median over rounds; busline ÷ this: the ratio within each round, median over rounds. Raw rows: \
-         throughput.csv.\n",
+         flight), multi-thread runtime with 2 workers ({placed}; see benches/src/placement.rs for why both are shown), the \
+         batch function builds a HashMap at once. Each contender × window is built fresh, warmed up with a tenth of the \
+         run, then timed; {rounds} rounds, contenders interleaved (order rotated each round). loads/s: median (min–max) \
+         over the rounds; keys/batch: batch-function calls counted in each adapter, median over rounds; busline ÷ this: \
+         the ratio within each round, median over rounds. Raw rows: {csv_name}.\n",
         tasks * per_task
     );
     let _ = writeln!(s, "| implementation | window | loads/s median | min–max | keys/batch | busline ÷ this |");
@@ -254,7 +288,7 @@ fn throughput(args: &Args) -> std::io::Result<String> {
     // Targets: >= 4 M loads/s at window 0; >= 2× the best of the three named peers at every
     // window (same-run ratio) while batching at least as well as their median.
     let named = [Contender::AsyncGraphql, Contender::BatchAintOne, Contender::TowerBatch];
-    let _ = writeln!(s, "\n### targets\n");
+    let _ = writeln!(s, "\n### targets, {title}\n");
     let _ = writeln!(s, "| target | measured | met |");
     let _ = writeln!(s, "|---|---|---|");
     if let Some((med, ..)) = summary(Contender::Busline, 0) {
@@ -431,7 +465,7 @@ fn submit_cost(args: &Args) -> std::io::Result<String> {
 fn window_precision(args: &Args) -> std::io::Result<String> {
     let budget = if args.quick { Duration::from_millis(30) } else { Duration::from_millis(500) };
     let (min_reps, max_reps) = if args.quick { (3, 20) } else { (40, 1000) };
-    let rt = scenarios::runtime(2);
+    let rt = placement::runtime(2, args.placements[0]);
     // (implementation, window_us, sorted added waits)
     let mut rows: Vec<(String, u64, Vec<Duration>)> = Vec::new();
     for window_us in PRECISION_WINDOWS_US {
@@ -602,7 +636,7 @@ fn policies(args: &Args) -> std::io::Result<String> {
         ("gated 1 ms, threshold 4", Policy::gated(Duration::from_millis(1), 4)),
         ("adaptive, budget 2 ms", Policy::adaptive(Duration::from_millis(2))),
     ];
-    let rt = scenarios::runtime(2);
+    let rt = placement::runtime(2, args.placements[0]);
     let mut runs: Vec<(usize, &str, scenarios::PolicyRun)> = Vec::new();
     for round in 0..rounds {
         let arrivals = burst.schedule(0xB05 + round as u64);

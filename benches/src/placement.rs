@@ -1,0 +1,125 @@
+//! Where the benches' tokio worker threads run.
+//!
+//! On the 2-vCPU VMs these benches run on, Linux sometimes puts both tokio workers on one vCPU
+//! and leaves the other idle for milliseconds: a worker that unparks the other (tokio does so
+//! whenever it queues work while a worker sleeps) pulls the wakee onto its own CPU (wake-affine
+//! placement), the wakee preempts it, finds little to steal, parks, and is woken again a few
+//! microseconds later. `perf sched timehist` during a throughput run showed the two workers
+//! alternating every ~4 µs on CPU 1 while CPU 0 sat idle for 17 ms, and a worker runnable but
+//! not running for 4 ms. Runs caught in that state lose half their CPU, and busline's
+//! natural batching falls into small buses (tens of keys instead of ~900) for the rest of the
+//! run: that was the bimodality of window-0 results.
+//!
+//! [`Placement::Pinned`] gives each worker a CPU of its own (`sched_setaffinity`), as
+//! latency-critical services often do; it applies to every contender alike. The compare
+//! runner reports throughput under both placements.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Where worker threads run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Wherever the OS schedules them.
+    Os,
+    /// Worker `i` on the `i`-th CPU this process may use (modulo their number); Linux only,
+    /// elsewhere like `Os`.
+    Pinned,
+}
+
+impl Placement {
+    /// Both, the default first.
+    pub const ALL: [Placement; 2] = [Placement::Pinned, Placement::Os];
+
+    /// `pinned` or `os`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Os => "os",
+            Placement::Pinned => "pinned",
+        }
+    }
+
+    /// Parses [`name`](Placement::name).
+    pub fn parse(s: &str) -> Option<Placement> {
+        Placement::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    /// The placement the criterion benches use: `BUSLINE_BENCH_PLACEMENT` (`pinned` or `os`),
+    /// pinned if unset.
+    pub fn from_env() -> Placement {
+        match std::env::var("BUSLINE_BENCH_PLACEMENT") {
+            Ok(s) => Placement::parse(&s).unwrap_or_else(|| panic!("BUSLINE_BENCH_PLACEMENT={s:?}: want pinned or os")),
+            Err(_) => Placement::Pinned,
+        }
+    }
+}
+
+/// A multi-thread tokio runtime with `workers` workers placed as asked, and the timer on.
+pub fn runtime(workers: usize, placement: Placement) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(workers).enable_all();
+    let cpus = allowed_cpus();
+    if placement == Placement::Pinned && !cpus.is_empty() {
+        // The workers are the first `workers` threads the runtime starts (at build); blocking
+        // threads, started later on demand, are left to the OS.
+        let started = Arc::new(AtomicUsize::new(0));
+        builder.on_thread_start(move || {
+            let n = started.fetch_add(1, Ordering::Relaxed);
+            if n < workers {
+                pin_current_thread(cpus[n % cpus.len()]);
+            }
+        });
+    }
+    builder.build().expect("tokio runtime")
+}
+
+/// The CPUs the calling thread may run on.
+#[cfg(target_os = "linux")]
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: all-zeroes is a valid (empty) `cpu_set_t`; sched_getaffinity(0, ..) writes at
+    // most `size_of::<cpu_set_t>()` bytes into it; CPU_ISSET reads within it (i < CPU_SETSIZE).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&i| libc::CPU_ISSET(i, &set)).collect()
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allowed_cpus() -> Vec<usize> {
+    Vec::new()
+}
+
+#[cfg(target_os = "linux")]
+fn pin_current_thread(cpu: usize) {
+    // SAFETY: all-zeroes is a valid (empty) `cpu_set_t`; CPU_SET writes within it (`cpu` came
+    // from `allowed_cpus`, below CPU_SETSIZE); sched_setaffinity(0, ..) reads the set and
+    // changes only the calling thread's affinity.
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    assert!(ok, "pinning a worker to CPU {cpu}: {}", std::io::Error::last_os_error());
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_current_thread(_cpu: usize) {}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn cpus_seen_by_a_worker(placement: Placement) -> usize {
+        let rt = runtime(2, placement);
+        rt.block_on(async { tokio::spawn(async { allowed_cpus().len() }).await.expect("task") })
+    }
+
+    #[test]
+    fn pinned_workers_run_on_one_cpu_each() {
+        assert_eq!(cpus_seen_by_a_worker(Placement::Pinned), 1);
+        assert_eq!(cpus_seen_by_a_worker(Placement::Os), allowed_cpus().len());
+    }
+}
