@@ -375,3 +375,47 @@ async fn callers_gone_after_departure_leave_nothing_allocated() {
     }
     assert_eq!(b.live_slots(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_set_aside_holds_its_slot_until_it_is_read() {
+    // Two slots (one boarding, one for a batch), one key per batch.
+    let (answered_tx, answered_rx) = tokio::sync::oneshot::channel::<()>();
+    let answered_tx = Mutex::new(Some(answered_tx));
+    let b: Batcher<u32, u32, ()> = Batcher::builder(move |keys: Vec<u32>| {
+        let tx = answered_tx.lock().unwrap().take();
+        async move {
+            if let Some(tx) = tx {
+                let _ = tx.send(());
+            }
+            Ok(keys.into_iter().map(|k| (k, k * 10)).collect::<HashMap<_, _>>())
+        }
+    })
+    .max_batch_size(1)
+    .max_in_flight(1)
+    .capacity(2)
+    .build()
+    .unwrap();
+
+    let mut aside = Box::pin(b.load(1));
+    assert!(poll_once(aside.as_mut()).await.is_pending(), "boarded");
+    answered_rx.await.unwrap();
+    // `aside` is answered (or about to be) but not polled: its slot stays taken, so the next
+    // bus has no slot to leave in.
+    let mut next = tokio::spawn({
+        let b = b.clone();
+        async move { b.load(2).await }
+    });
+    assert!(tokio::time::timeout(Duration::from_millis(50), &mut next).await.is_err(), "left without a slot");
+    assert_eq!(b.live_slots(), 1);
+    // Reading the answer frees the slot, and the next bus leaves.
+    assert!(matches!(aside.await, Ok(Some(10))));
+    let next = tokio::time::timeout(Duration::from_secs(10), next).await.expect("the next bus left");
+    assert!(matches!(next.unwrap(), Ok(Some(20))));
+    for _ in 0..500 {
+        if b.live_slots() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(b.live_slots(), 0);
+}
