@@ -297,9 +297,22 @@ fn throughput_placed(args: &Args, placement: Placement) -> std::io::Result<Strin
     for w in THROUGHPUT_WINDOWS_US {
         let worst = named.iter().filter_map(|&c| ratio(c, w).map(|r| (r, c))).min_by(|a, b| a.0.total_cmp(&b.0));
         if let Some((r, c)) = worst {
+            // With a window, each caller's next load waits for its bus, which leaves `w` after
+            // its first passenger: `tasks` callers cannot exceed tasks / w loads/s.
+            let cap = (w > 0).then(|| tasks as f64 / (w as f64 * 1e-6));
+            let unreachable = match (cap, summary(c, w)) {
+                (Some(cap), Some((peer, ..))) if 2.0 * peer > cap => format!(
+                    "; unreachable here: {tasks} callers and a {} window cap anyone at {}, and 2× {} is {}",
+                    window_label(w),
+                    mega(cap),
+                    c.name(),
+                    mega(2.0 * peer)
+                ),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 s,
-                "| ≥ 2× the best of async-graphql, batch-aint-one, tower-batch-control at {} | {r:.2}× ({} is the closest) | {} |",
+                "| ≥ 2× the best of async-graphql, batch-aint-one, tower-batch-control at {} | {r:.2}× ({} is the closest{unreachable}) | {} |",
                 window_label(w),
                 c.name(),
                 yes(r >= 2.0)
