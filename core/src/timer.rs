@@ -4,17 +4,21 @@
 //! ~2.3 ms on the reference machine, and a 50 µs window would cost a whole tick. Windows from
 //! 50 µs to a few ms need better, so the driver's deadlines go to one dedicated thread instead:
 //!
-//! 1. It sleeps on a condition variable until `SPIN_BEFORE` ahead of the earliest deadline.
-//!    On Linux it first sets its timer slack to 1 ns (`PR_SET_TIMERSLACK`), so the kernel does
-//!    not defer the wake-up by the default 50 µs slack.
-//! 2. It then spins (reading the clock, with a spin hint) until the deadline, and wakes the
-//!    driver's task.
+//! 1. It sleeps on a condition variable until the earliest deadline, or, for a
+//!    [`Precision::Spin`] deadline, until `SPIN_BEFORE` ahead of it. On Linux it first sets its
+//!    timer slack to 1 ns (`PR_SET_TIMERSLACK`), so the kernel does not defer the wake-up by the
+//!    default 50 µs slack.
+//! 2. For a `Spin` deadline it then spins (reading the clock, with a spin hint) until the
+//!    deadline. It wakes the driver's task.
 //!
 //! The driver asks to be woken a little before its deadline (`TIMER_EARLY` in `driver.rs`) and
 //! covers the rest by yielding (staying runnable) rather than parking, because waking a parked
-//! tokio worker costs tens of microseconds too. The spins cost at most ~100 µs of a core per
-//! window, and only while a window is open; an idle batcher registers no deadline and the
-//! thread sleeps. `examples/window_precision.rs` measures the result against tokio's `sleep`.
+//! tokio worker costs tens of microseconds too. It asks for a spin only for a lightly loaded
+//! bus, whose workers may be parked; under load the workers are awake and the driver's own
+//! stretch covers the sleep's wake-up latency, so no core is burnt on the spin. A spin costs at
+//! most ~100 µs of a core per window, and only while a window is open; an idle batcher
+//! registers no deadline and the thread sleeps. `examples/window_precision.rs` measures the
+//! result against tokio's `sleep`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -26,9 +30,20 @@ use std::time::{Duration, Instant};
 /// of a 2-vCPU VM is 10–60 µs; 100 µs covers it with room.
 const SPIN_BEFORE: Duration = Duration::from_micros(100);
 
+/// How a deadline is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Precision {
+    /// Sleep until `SPIN_BEFORE` ahead, then spin: wakes within a microsecond or two.
+    Spin,
+    /// Sleep until the deadline (1 ns timer slack): late by the thread's wake-up latency,
+    /// 10-60 µs on a 2-vCPU VM, with no core burnt.
+    Sleep,
+}
+
 struct Entry {
     deadline: Instant,
     seq: u64,
+    precision: Precision,
     waker: Waker,
 }
 
@@ -75,14 +90,15 @@ fn timer() -> &'static Timer {
     })
 }
 
-/// Wakes `waker` at `deadline` (or just after). Each call registers one wake-up.
-pub(crate) fn wake_at(deadline: Instant, waker: &Waker) {
+/// Wakes `waker` at `deadline` (or just after, see [`Precision`]). Each call registers one
+/// wake-up.
+pub(crate) fn wake_at(deadline: Instant, precision: Precision, waker: &Waker) {
     let timer = timer();
     let mut q = timer.queue.lock().unwrap_or_else(|e| e.into_inner());
     q.seq += 1;
     let seq = q.seq;
     let earliest = q.heap.peek().is_none_or(|Reverse(e)| deadline < e.deadline);
-    q.heap.push(Reverse(Entry { deadline, seq, waker: waker.clone() }));
+    q.heap.push(Reverse(Entry { deadline, seq, precision, waker: waker.clone() }));
     drop(q);
     if earliest {
         timer.changed.notify_one();
@@ -99,14 +115,18 @@ impl Timer {
                 continue;
             };
             let deadline = next.deadline;
+            let spin = match next.precision {
+                Precision::Spin => SPIN_BEFORE,
+                Precision::Sleep => Duration::ZERO,
+            };
             let now = Instant::now();
             if deadline <= now {
                 let Reverse(entry) = q.heap.pop().expect("peeked");
                 drop(q);
                 entry.waker.wake();
                 q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            } else if deadline - now > SPIN_BEFORE {
-                let sleep = deadline - now - SPIN_BEFORE;
+            } else if deadline - now > spin {
+                let sleep = deadline - now - spin;
                 q = self.changed.wait_timeout(q, sleep).unwrap_or_else(|e| e.into_inner()).0;
             } else {
                 // Spin outside the lock: a new, earlier deadline may come in meanwhile; it is
@@ -152,8 +172,8 @@ mod tests {
         let count = Arc::new(Count(Mutex::new(0)));
         let waker = Waker::from(count.clone());
         let start = Instant::now();
-        for ms in [3, 1, 2] {
-            wake_at(start + Duration::from_millis(ms), &waker);
+        for (ms, precision) in [(3, Precision::Sleep), (1, Precision::Spin), (2, Precision::Sleep)] {
+            wake_at(start + Duration::from_millis(ms), precision, &waker);
         }
         while *count.0.lock().unwrap() < 3 {
             std::thread::sleep(Duration::from_millis(1));
