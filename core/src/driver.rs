@@ -33,8 +33,9 @@ const MAX_YIELDS: u32 = 16;
 /// Another round is waited for only if the last one added more than 1/`ROUND_GROWTH` of the
 /// passengers aboard when it started (and at least one). Waiting until a round adds nobody
 /// gathered all 1,000 callers of the benches' run into one bus and ran stop-and-go: every
-/// worker idles while that bus is collected, run and fanned out, and a worker that parks then
-/// is unparked onto its waker's CPU (the OS-placement trouble in benches/src/placement.rs).
+/// worker idles while that bus is collected, run and fanned out (busline's workers used ~1 of
+/// the 2 cores), and a worker that parks must be woken again, which invites the OS to stack it
+/// on its waker's CPU (benches/src/placement.rs).
 /// Leaving once growth slows lets the stragglers form the next bus while this one runs: two
 /// buses of ~460 alternate. Compare runner, window 0, median of 10 rounds, workers pinned:
 /// 7.1 M loads/s at 1/2, 6.8-7.2 M at 1/4 (two sets), 6.9 M at 1/8, 5.6 M at 1/16, and 5.8 M
@@ -251,11 +252,11 @@ where
                     // Natural batching in a cooperative runtime: before sending a bus that is
                     // not full, yield, so callers that are already runnable get to board, and
                     // yield again while each round brings enough new passengers (at most
-                    // `MAX_YIELDS`; see `ROUND_GROWTH`). The bus then takes every request already queued (LMAX's
-                    // smart batching) instead of the one that woke the driver. Not for a timed
-                    // departure: its window was the wait, and each yield under load (a whole
-                    // run-queue pass) would stretch it (a 100 us window left after ~150 us in
-                    // the 1,000-caller run; ~127 us without these yields).
+                    // `MAX_YIELDS`; see `ROUND_GROWTH`). The bus then takes the requests already
+                    // queued (LMAX's smart batching) instead of the one that woke the driver.
+                    // Not for a timed departure: its window was the wait, and each yield under
+                    // load (a whole run-queue pass) would stretch it (a 100 us window left after
+                    // ~150 us in the 1,000-caller run; ~127 us without these yields).
                     let boarding = shared.ring.boarding();
                     let growing = this.yields == 0
                         || boarding.count > this.seats_at_yield + this.seats_at_yield / ROUND_GROWTH;
