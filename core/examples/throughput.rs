@@ -1,5 +1,5 @@
 //! Quick look at throughput: 1,000 tasks doing sequential loads of unique keys on 2 workers.
-//! `cargo run --release -p busline --example throughput -- [window_us] [loads] [max_in_flight]`
+//! `cargo run --release -p busline --example throughput -- [window_us] [loads] [max_in_flight] [tasks]`
 //! (the benches crate compares against peers; this is the smoke version).
 
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ fn main() {
     let window_us: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
     let loads: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let max_in_flight: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(busline::DEFAULT_MAX_IN_FLIGHT);
-    let tasks = 1_000u64;
+    let tasks: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
         let b = busline::Batcher::builder(|keys: Vec<u64>| async move {
