@@ -4,25 +4,28 @@
 //! ~2.3 ms on the reference machine, and a 50 µs window would cost a whole tick. Windows from
 //! 50 µs to a few ms need better, so the driver's deadlines go to one dedicated thread instead:
 //!
-//! 1. It sleeps on a condition variable until the earliest deadline, or, for a
-//!    [`Precision::Spin`] deadline, until `SPIN_BEFORE` ahead of it. On Linux it first sets its
-//!    timer slack to 1 ns (`PR_SET_TIMERSLACK`), so the kernel does not defer the wake-up by the
-//!    default 50 µs slack.
-//! 2. For a `Spin` deadline it then spins (reading the clock, with a spin hint) until the
-//!    deadline. It wakes the driver's task.
+//! 1. It sleeps on a condition variable until `SPIN_BEFORE` ahead of the earliest deadline.
+//!    On Linux it first sets its timer slack to 1 ns (`PR_SET_TIMERSLACK`), so the kernel does
+//!    not defer the wake-up by the default 50 µs slack.
+//! 2. It then asks the deadline's [`SkipSpin`] whether the spin is needed. If so it spins
+//!    (reading the clock, with a spin hint, in short slices between which it serves the other
+//!    deadlines) until the deadline; if not, it sleeps on to the deadline itself. It wakes the
+//!    driver's task at the deadline, deadlines due together in their order.
 //!
 //! The driver asks to be woken a little before its deadline (`TIMER_EARLY` in `driver.rs`) and
 //! covers the rest by yielding (staying runnable) rather than parking, because waking a parked
-//! tokio worker costs tens of microseconds too. It asks for a spin only for a lightly loaded
-//! bus, whose workers may be parked; under load the workers are awake and the driver's own
-//! stretch covers the sleep's wake-up latency, so no core is burnt on the spin. A spin costs at
-//! most ~100 µs of a core per window, and only while a window is open; an idle batcher
-//! registers no deadline and the thread sleeps. `examples/window_precision.rs` measures the
-//! result against tokio's `sleep`.
+//! tokio worker costs tens of microseconds too. Its `SkipSpin` says "skip" when the bus is
+//! busy: its workers are awake with callers then, and the driver's own last stretch covers the
+//! sleep's wake-up latency, so no core is burnt on a spin. (Asked when the spin would begin,
+//! not when the deadline is set: a bus is armed when its first passenger boards, long before it
+//! fills.) A spin costs at most ~100 µs of a core per window, and only while a lightly loaded
+//! window is open; an idle batcher registers no deadline and the thread sleeps.
+//! `examples/window_precision.rs` measures the result against tokio's `sleep`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -30,26 +33,28 @@ use std::time::{Duration, Instant};
 /// of a 2-vCPU VM is 10–60 µs; 100 µs covers it with room.
 const SPIN_BEFORE: Duration = Duration::from_micros(100);
 
-/// How a deadline is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Precision {
-    /// Sleep until `SPIN_BEFORE` ahead, then spin: wakes within a microsecond or two.
-    Spin,
-    /// Sleep until the deadline (1 ns timer slack): late by the thread's wake-up latency,
-    /// 10-60 µs on a 2-vCPU VM, with no core burnt.
-    Sleep,
-}
+/// How long the thread spins before it looks at its queue again (new deadlines, deadlines
+/// due, spins no longer needed).
+const SPIN_SLICE: Duration = Duration::from_micros(2);
+
+/// Asked (on the timer thread, outside its lock; it should be quick) when the last
+/// `SPIN_BEFORE` before a deadline begins, and again every `SPIN_SLICE` of the spin: `true` if
+/// the thread may sleep to the deadline instead of spinning to it.
+pub(crate) type SkipSpin = Arc<dyn Fn() -> bool + Send + Sync>;
 
 struct Entry {
+    /// When the thread must look at this entry: `SPIN_BEFORE` ahead of the deadline, or the
+    /// deadline itself once the spin is skipped.
+    start: Instant,
     deadline: Instant,
     seq: u64,
-    precision: Precision,
+    skip_spin: SkipSpin,
     waker: Waker,
 }
 
 impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
-        (self.deadline, self.seq) == (other.deadline, other.seq)
+        (self.start, self.seq) == (other.start, other.seq)
     }
 }
 impl Eq for Entry {}
@@ -60,12 +65,13 @@ impl PartialOrd for Entry {
 }
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.deadline, self.seq).cmp(&(other.deadline, other.seq))
+        (self.start, self.seq).cmp(&(other.start, other.seq))
     }
 }
 
 #[derive(Default)]
 struct Queue {
+    /// Ordered by `start`, the time the thread must act on an entry.
     heap: BinaryHeap<Reverse<Entry>>,
     seq: u64,
 }
@@ -90,15 +96,17 @@ fn timer() -> &'static Timer {
     })
 }
 
-/// Wakes `waker` at `deadline` (or just after, see [`Precision`]). Each call registers one
-/// wake-up.
-pub(crate) fn wake_at(deadline: Instant, precision: Precision, waker: &Waker) {
+/// Wakes `waker` at `deadline` (or just after: within a microsecond or two with a spin, by the
+/// thread's wake-up latency, 10–60 µs on a 2-vCPU VM, when `skip_spin` says to skip it). Each
+/// call registers one wake-up.
+pub(crate) fn wake_at(deadline: Instant, skip_spin: &SkipSpin, waker: &Waker) {
     let timer = timer();
+    let start = deadline.checked_sub(SPIN_BEFORE).unwrap_or(deadline);
     let mut q = timer.queue.lock().unwrap_or_else(|e| e.into_inner());
     q.seq += 1;
     let seq = q.seq;
-    let earliest = q.heap.peek().is_none_or(|Reverse(e)| deadline < e.deadline);
-    q.heap.push(Reverse(Entry { deadline, seq, precision, waker: waker.clone() }));
+    let earliest = q.heap.peek().is_none_or(|Reverse(e)| start < e.start);
+    q.heap.push(Reverse(Entry { start, deadline, seq, skip_spin: Arc::clone(skip_spin), waker: waker.clone() }));
     drop(q);
     if earliest {
         timer.changed.notify_one();
@@ -108,35 +116,57 @@ pub(crate) fn wake_at(deadline: Instant, precision: Precision, waker: &Waker) {
 impl Timer {
     fn run(&self) {
         set_fine_timer_slack();
+        let mut due: Vec<(Instant, u64, Waker)> = Vec::new();
+        let mut started: Vec<Entry> = Vec::new();
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let Some(Reverse(next)) = q.heap.peek() else {
-                q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
-                continue;
-            };
-            let deadline = next.deadline;
-            let spin = match next.precision {
-                Precision::Spin => SPIN_BEFORE,
-                Precision::Sleep => Duration::ZERO,
-            };
             let now = Instant::now();
-            if deadline <= now {
+            // Every entry whose start has come: due, or to be asked about its spin.
+            while q.heap.peek().is_some_and(|Reverse(e)| e.start <= now) {
                 let Reverse(entry) = q.heap.pop().expect("peeked");
-                drop(q);
-                entry.waker.wake();
-                q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            } else if deadline - now > spin {
-                let sleep = deadline - now - spin;
-                q = self.changed.wait_timeout(q, sleep).unwrap_or_else(|e| e.into_inner()).0;
-            } else {
-                // Spin outside the lock: a new, earlier deadline may come in meanwhile; it is
-                // at most SPIN_BEFORE late, and is picked up on the next turn.
-                drop(q);
-                while Instant::now() < deadline {
+                if entry.deadline <= now {
+                    due.push((entry.deadline, entry.seq, entry.waker));
+                } else {
+                    started.push(entry);
+                }
+            }
+            if due.is_empty() && started.is_empty() {
+                q = match q.heap.peek() {
+                    Some(Reverse(next)) => {
+                        let sleep = next.start - now;
+                        self.changed.wait_timeout(q, sleep).unwrap_or_else(|e| e.into_inner()).0
+                    }
+                    None => self.changed.wait(q).unwrap_or_else(|e| e.into_inner()),
+                };
+                continue;
+            }
+            // Outside the lock: drivers may arm deadlines meanwhile, and waking a task or asking
+            // a driver (whose answer may drop the last reference to its batcher) runs code that
+            // is not ours.
+            drop(q);
+            due.sort_unstable_by_key(|&(deadline, seq, _)| (deadline, seq));
+            for (.., waker) in due.drain(..) {
+                waker.wake();
+            }
+            let mut spin = false;
+            for entry in &mut started {
+                if entry.start < entry.deadline {
+                    // A panicking answer counts as "skip": the deadline is still kept, less tightly.
+                    let skip = std::panic::catch_unwind(AssertUnwindSafe(|| (entry.skip_spin)())).unwrap_or(true);
+                    if skip {
+                        entry.start = entry.deadline;
+                    }
+                }
+                spin |= entry.start < entry.deadline;
+            }
+            if spin {
+                let until = now + SPIN_SLICE;
+                while Instant::now() < until {
                     std::hint::spin_loop();
                 }
-                q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             }
+            q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.heap.extend(started.drain(..).map(Reverse));
         }
     }
 }
@@ -157,27 +187,33 @@ fn set_fine_timer_slack() {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::task::Wake;
 
-    struct Count(Mutex<usize>);
-    impl Wake for Count {
+    struct Record(usize, Arc<Mutex<Vec<usize>>>);
+    impl Wake for Record {
         fn wake(self: Arc<Self>) {
-            *self.0.lock().unwrap() += 1;
+            self.1.lock().unwrap().push(self.0);
         }
     }
 
     #[test]
-    fn wakes_every_registration_in_order_of_deadline() {
-        let count = Arc::new(Count(Mutex::new(0)));
-        let waker = Waker::from(count.clone());
+    fn wakes_every_registration_once_in_order_of_deadline() {
+        let fired = Arc::new(Mutex::new(Vec::new()));
+        let spin: SkipSpin = Arc::new(|| false);
+        let skip: SkipSpin = Arc::new(|| true);
         let start = Instant::now();
-        for (ms, precision) in [(3, Precision::Sleep), (1, Precision::Spin), (2, Precision::Sleep)] {
-            wake_at(start + Duration::from_millis(ms), precision, &waker);
+        // Deadlines 0.5 ms apart, spins of 0.1 ms: a skipped spin's entry must not hold up a
+        // spinning one that starts before its deadline, nor the other way round.
+        let plan = [(4, &skip), (1, &spin), (2, &skip), (3, &spin), (0, &skip)];
+        for (i, &(half_ms, skip_spin)) in plan.iter().enumerate() {
+            let waker = Waker::from(Arc::new(Record(i, Arc::clone(&fired))));
+            wake_at(start + Duration::from_micros(1000 + 500 * half_ms), skip_spin, &waker);
         }
-        while *count.0.lock().unwrap() < 3 {
+        while fired.lock().unwrap().len() < plan.len() {
             std::thread::sleep(Duration::from_millis(1));
         }
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(*fired.lock().unwrap(), vec![4, 1, 2, 3, 0], "in order of deadline, once each");
         assert!(start.elapsed() >= Duration::from_millis(3));
     }
 }
