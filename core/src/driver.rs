@@ -55,7 +55,7 @@ const ROUND_GROWTH: usize = 4;
 const BUSY_PASSENGERS: usize = 16;
 
 /// Within this of a deadline a driver whose bus is lightly loaded stays runnable (self-wakes)
-/// rather than parks: waking a parked worker costs 20-80 µs on a 2-vCPU VM, more than a 50 µs
+/// rather than parks: waking a parked worker costs 20-130 µs on a 2-vCPU VM, more than a 50 µs
 /// window can absorb, and few callers need the worker meanwhile.
 const SPIN_FEW: Duration = Duration::from_micros(100);
 /// The same, when many passengers wait: the workers are busy with callers, so no parked worker

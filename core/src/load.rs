@@ -33,12 +33,13 @@ type Reader<K, V, E, T> = fn(&Outcome<K, V, E>, &K) -> Result<T, Error<E>>;
 /// # Await it or drop it
 ///
 /// A `Load` takes its seat on its first poll, and keeps it until it is polled to completion or
-/// dropped. Its batch's slot (one of the `capacity / max_batch_size` batches the batcher holds)
-/// is reused only when every seat in it has been read or given up. A future set aside after a
-/// first poll (say, `select!` on `&mut load`, then other work for a long while) therefore holds
-/// a slot after its answer has come; with every slot so held, new loads wait for room (or get
-/// `Overloaded`, see [`Overflow`]). Futures that are awaited, or dropped when abandoned (as
-/// `tokio::time::timeout` does), never hold one.
+/// dropped. Its batch's slot (one of the batches the batcher holds: `capacity` divided by
+/// `max_batch_size`, rounded up, or `max_in_flight + 2` by default) is reused only when every
+/// seat in it has been read or given up. A future set aside after a first poll (say, `select!`
+/// on `&mut load`, then other work for a long while) therefore holds a slot after its answer
+/// has come; with every slot so held, new loads are at capacity: they wait for room, get
+/// `Overloaded` or run alone, as [`Overflow`] says. Futures that are awaited, or dropped when
+/// abandoned (as `tokio::time::timeout` does), never hold one.
 pub struct Load<'a, K, V, E>(Ticket<'a, K, V, E, Option<V>>);
 
 /// The future of [`Batcher::load_shared`](crate::Batcher::load_shared): the whole map the batch

@@ -59,7 +59,14 @@ impl Args {
                 "--rounds" => args.rounds = it.next().and_then(|n| n.parse().ok()),
                 "--out" => args.out = it.next().map(PathBuf::from).expect("--out DIR"),
                 "--only" => args.only = it.next().map(|s| s.split(',').map(str::to_string).collect()),
-                "--contenders" => args.contenders = it.next().map(|s| s.split(',').map(str::to_string).collect()),
+                "--contenders" => {
+                    let names: Vec<String> = it.next().expect("--contenders a,b").split(',').map(str::to_string).collect();
+                    if let Some(bad) = names.iter().find(|n| Contender::ALL.iter().all(|c| c.name() != n.as_str())) {
+                        let known: Vec<&str> = Contender::ALL.iter().map(|c| c.name()).collect();
+                        panic!("--contenders: unknown {bad:?}; known: {}", known.join(", "));
+                    }
+                    args.contenders = Some(names);
+                }
                 "--placement" => {
                     let p = it.next().expect("--placement pinned|os|both");
                     args.placements = match p.as_str() {
@@ -118,8 +125,7 @@ fn main() -> std::io::Result<()> {
     let placements: Vec<&str> = args.placements.iter().map(|p| p.name()).collect();
     let _ = writeln!(
         readme,
-        "- tokio workers: throughput under {} placement; window precision and policies with {} workers \
-         (benches/src/placement.rs)",
+        "- tokio workers: {} (throughput: each; the other sections: {}; see benches/src/placement.rs)",
         placements.join(" and "),
         args.placements[0].name()
     );

@@ -336,15 +336,25 @@ mod tests {
     }
 
     #[test]
-    fn only_windows_time_their_departures() {
+    fn windows_time_their_departures_cars_and_natural_batching_do_not() {
         let timed = |policy: Policy| {
             let mut s = Scheduler::new(policy, limits(100, 1)).unwrap();
             s.on_arrival(ms(0), 1);
             s.is_timed()
         };
         assert!(timed(Policy::window(Duration::from_millis(1))));
+        assert!(!timed(Policy::window(Duration::ZERO)), "a zero window is natural batching");
         assert!(!timed(Policy::Natural));
         assert!(!timed(Policy::Car));
+        // Gated, at one arrival a second against a 1 ms window: a car below its threshold of
+        // waiting requests, a window from it on.
+        let mut s = Scheduler::new(Policy::gated(Duration::from_millis(1), 4), limits(100, 1)).unwrap();
+        for second in 0..3 {
+            s.on_arrival(ms(1000 * second), 1);
+        }
+        assert!(!s.is_timed());
+        s.on_arrival(ms(3000), 1);
+        assert!(s.is_timed());
     }
 
     #[test]
