@@ -148,19 +148,21 @@ impl Timer {
             for (.., waker) in due.drain(..) {
                 waker.wake();
             }
-            let mut spin = false;
+            // The earliest deadline still spun for, if any.
+            let mut spin_to: Option<Instant> = None;
             for entry in &mut started {
                 if entry.start < entry.deadline {
                     // A panicking answer counts as "skip": the deadline is still kept, less tightly.
                     let skip = std::panic::catch_unwind(AssertUnwindSafe(|| (entry.skip_spin)())).unwrap_or(true);
                     if skip {
                         entry.start = entry.deadline;
+                    } else {
+                        spin_to = Some(spin_to.map_or(entry.deadline, |t| t.min(entry.deadline)));
                     }
                 }
-                spin |= entry.start < entry.deadline;
             }
-            if spin {
-                let until = now + SPIN_SLICE;
+            if let Some(deadline) = spin_to {
+                let until = deadline.min(now + SPIN_SLICE);
                 while Instant::now() < until {
                     std::hint::spin_loop();
                 }
