@@ -97,19 +97,27 @@ fn allowed_cpus() -> Vec<usize> {
     Vec::new()
 }
 
+/// Lets the calling thread run only on `cpus` (all of which `allowed_cpus` returned).
 #[cfg(target_os = "linux")]
-fn pin_current_thread(cpu: usize) {
-    // SAFETY: all-zeroes is a valid (empty) `cpu_set_t`; CPU_SET writes within it (`cpu` came
-    // from `allowed_cpus`, below CPU_SETSIZE); sched_setaffinity(0, ..) reads the set and
+fn set_current_thread_affinity(cpus: &[usize]) -> std::io::Result<()> {
+    // SAFETY: all-zeroes is a valid (empty) `cpu_set_t`; CPU_SET writes within it (every cpu
+    // came from `allowed_cpus`, below CPU_SETSIZE); sched_setaffinity(0, ..) reads the set and
     // changes only the calling thread's affinity.
     let ok = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
     };
-    if !ok {
+    if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+#[cfg(target_os = "linux")]
+fn pin_current_thread(cpu: usize) {
+    if let Err(e) = set_current_thread_affinity(&[cpu]) {
         // Not fatal (a panic here would kill the worker): the run goes on unpinned, and says so.
-        eprintln!("warning: pinning a worker to CPU {cpu}: {}", std::io::Error::last_os_error());
+        eprintln!("warning: pinning a worker to CPU {cpu}: {e}");
     }
 }
 
@@ -139,14 +147,7 @@ mod tests {
     fn pinning_permitted() -> bool {
         std::thread::spawn(|| {
             let cpus = allowed_cpus();
-            // SAFETY: as in `pin_current_thread`; the set holds only CPUs we may already use.
-            unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                for &cpu in &cpus {
-                    libc::CPU_SET(cpu, &mut set);
-                }
-                !cpus.is_empty() && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-            }
+            !cpus.is_empty() && set_current_thread_affinity(&cpus).is_ok()
         })
         .join()
         .expect("probe thread")
