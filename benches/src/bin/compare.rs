@@ -27,29 +27,22 @@ struct Args {
     rounds: Option<usize>,
     out: PathBuf,
     only: Option<Vec<String>>,
-    /// Contenders to run (by name); all when `None`. For quick looks: a filtered run's tables
-    /// lack the peers the targets compare with.
-    contenders: Option<Vec<String>>,
+    /// Contenders to run, in `Contender::ALL`'s order; all by default. For quick looks: a
+    /// filtered run's tables lack the peers the targets compare with.
+    contenders: Vec<Contender>,
     /// Worker placements the throughput section runs under (the other sections use the
     /// first).
     placements: Vec<Placement>,
 }
 
 impl Args {
-    fn contenders(&self) -> Vec<Contender> {
-        Contender::ALL
-            .into_iter()
-            .filter(|c| self.contenders.as_ref().is_none_or(|names| names.iter().any(|n| n == c.name())))
-            .collect()
-    }
-
     fn parse() -> Args {
         let mut args = Args {
             quick: false,
             rounds: None,
             out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/bench"),
             only: None,
-            contenders: None,
+            contenders: Contender::ALL.to_vec(),
             placements: Placement::ALL.to_vec(),
         };
         let mut it = std::env::args().skip(1);
@@ -60,12 +53,13 @@ impl Args {
                 "--out" => args.out = it.next().map(PathBuf::from).expect("--out DIR"),
                 "--only" => args.only = it.next().map(|s| s.split(',').map(str::to_string).collect()),
                 "--contenders" => {
-                    let names: Vec<String> = it.next().expect("--contenders a,b").split(',').map(str::to_string).collect();
-                    if let Some(bad) = names.iter().find(|n| Contender::ALL.iter().all(|c| c.name() != n.as_str())) {
+                    let names = it.next().expect("--contenders a,b");
+                    let names: Vec<&str> = names.split(',').collect();
+                    if let Some(bad) = names.iter().find(|&&n| Contender::ALL.iter().all(|c| c.name() != n)) {
                         let known: Vec<&str> = Contender::ALL.iter().map(|c| c.name()).collect();
                         panic!("--contenders: unknown {bad:?}; known: {}", known.join(", "));
                     }
-                    args.contenders = Some(names);
+                    args.contenders = Contender::ALL.into_iter().filter(|c| names.contains(&c.name())).collect();
                 }
                 "--placement" => {
                     let p = it.next().expect("--placement pinned|os|both");
@@ -173,7 +167,7 @@ fn throughput_placed(args: &Args, placement: Placement) -> std::io::Result<Strin
     let mut next_key = 0u64;
     for round in 0..rounds {
         // Rotate the order every round so no contender always runs first (or just after another).
-        let mut order = args.contenders();
+        let mut order = args.contenders.clone();
         let n = order.len();
         order.rotate_left(round % n);
         for contender in order {
@@ -490,7 +484,7 @@ fn window_precision(args: &Args) -> std::io::Result<String> {
     for window_us in PRECISION_WINDOWS_US {
         let window = Duration::from_micros(window_us);
         let reps = scenarios::repetitions(window, budget, min_reps, max_reps);
-        for contender in args.contenders().into_iter().filter(|c| c.supports(window)) {
+        for contender in args.contenders.iter().copied().filter(|c| c.supports(window)) {
             // The caller as in a service: a task on a worker. For busline, also a caller outside
             // the runtime (`block_on`), whose load has to wake a parked worker for the driver.
             let outside = if contender == Contender::Busline { &[false, true][..] } else { &[false][..] };
