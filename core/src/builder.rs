@@ -141,6 +141,49 @@ where
     /// A [`ConfigError`] naming the setting if one is out of range, or `runtime` if called
     /// outside a tokio runtime.
     pub fn build(self) -> Result<Batcher<K, V, E>, ConfigError> {
+        let (scheduler, slots) = self.plan()?;
+        let seats = scheduler.limits().max_batch_size;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| ConfigError::new("runtime", "build() must be called within a tokio runtime"))?;
+        let shared = StdArc::new(Shared {
+            ring: Ring::new(slots, seats),
+            driver: CachePadded::new(WakerCell::new()),
+            completed: CachePadded::new(AtomicU64::new(0)),
+            room: Notify::new(),
+            room_wanted: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            handles: AtomicU64::new(1),
+            finished: AtomicBool::new(false),
+            finished_notify: Notify::new(),
+            overflow: self.overflow,
+            batch_fn: self.batch_fn,
+            stats: StatsCells::new(),
+            origin: StdInstant::now(),
+        });
+        runtime.spawn(Driver::new(StdArc::clone(&shared), scheduler, runtime.clone()).run());
+        Ok(Batcher::from_shared(shared))
+    }
+
+    /// Checks the settings without starting anything.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.plan().map(drop)
+    }
+
+    /// The same settings around another batch function (the partitions' per-group batchers).
+    pub(crate) fn with_batch_fn(&self, batch_fn: BatchFn<K, V, E>) -> Builder<K, V, E> {
+        Builder {
+            batch_fn,
+            policy: self.policy,
+            max_batch_size: self.max_batch_size,
+            max_in_flight: self.max_in_flight,
+            capacity: self.capacity,
+            overflow: self.overflow,
+        }
+    }
+
+    /// The validated scheduler and the number of batch slots.
+    fn plan(&self) -> Result<(Scheduler, usize), ConfigError> {
         if self.max_batch_size == 0 {
             return Err(ConfigError::new("max_batch_size", "must be at least 1"));
         }
@@ -183,25 +226,6 @@ where
                 slots
             }
         };
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| ConfigError::new("runtime", "build() must be called within a tokio runtime"))?;
-        let shared = StdArc::new(Shared {
-            ring: Ring::new(slots, seats),
-            driver: CachePadded::new(WakerCell::new()),
-            completed: CachePadded::new(AtomicU64::new(0)),
-            room: Notify::new(),
-            room_wanted: AtomicBool::new(false),
-            stalled: AtomicBool::new(false),
-            shutdown: AtomicBool::new(false),
-            handles: AtomicU64::new(1),
-            finished: AtomicBool::new(false),
-            finished_notify: Notify::new(),
-            overflow: self.overflow,
-            batch_fn: self.batch_fn,
-            stats: StatsCells::new(),
-            origin: StdInstant::now(),
-        });
-        runtime.spawn(Driver::new(StdArc::clone(&shared), scheduler, runtime.clone()).run());
-        Ok(Batcher::from_shared(shared))
+        Ok((scheduler, slots))
     }
 }

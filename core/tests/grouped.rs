@@ -1,0 +1,204 @@
+//! Partitions: groups never share a batch, depart independently, are reclaimed when idle, are
+//! bounded by `max_groups`, and a group whose `Hash` panics fails only its own caller.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use busline::{Error, Grouped};
+
+type Calls = Arc<Mutex<Vec<(u32, Vec<u32>)>>>;
+
+fn recording(window: Duration) -> (Grouped<u32, u32, String, String>, Calls) {
+    let calls: Calls = Arc::default();
+    let seen = calls.clone();
+    let g = Grouped::builder(move |group: u32, keys: Vec<u32>| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push((group, keys.clone()));
+            Ok(keys.into_iter().map(|k| (k, format!("{group}/{k}"))).collect::<HashMap<_, _>>())
+        }
+    })
+    .window(window)
+    .build()
+    .unwrap();
+    (g, calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_never_share_a_batch_and_the_batch_knows_its_group() {
+    let (g, calls) = recording(Duration::from_millis(20));
+    let loads = (0..60u32).map(|i| g.load(i % 3, i));
+    let answers = futures_util::future::join_all(loads).await;
+    for (i, a) in answers.into_iter().enumerate() {
+        assert_eq!(a.unwrap(), Some(format!("{}/{i}", i % 3)));
+    }
+    let calls = calls.lock().unwrap();
+    assert!(calls.len() >= 3, "one batch per group at least: {calls:?}");
+    for (group, keys) in calls.iter() {
+        assert!(keys.iter().all(|k| k % 3 == *group), "group {group} got {keys:?}");
+    }
+    // The window gathered each group's 20 callers into one call.
+    assert_eq!(calls.len(), 3, "{calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_group_does_not_hold_up_another() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let opened = gate.clone();
+    let g: Grouped<&'static str, u32, u32, String> = Grouped::builder(move |group: &'static str, keys: Vec<u32>| {
+        let gate = opened.clone();
+        async move {
+            if group == "slow" {
+                gate.notified().await;
+            }
+            Ok(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+        }
+    })
+    .build()
+    .unwrap();
+    let slow = {
+        let g = g.clone();
+        tokio::spawn(async move { g.load("slow", 1).await })
+    };
+    tokio::task::yield_now().await;
+    // The slow group's batch is in flight and blocked; the fast group runs regardless.
+    for k in 0..100 {
+        assert_eq!(g.load("fast", k).await.unwrap(), Some(k));
+    }
+    assert!(!slow.is_finished());
+    gate.notify_one();
+    assert_eq!(slow.await.unwrap().unwrap(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_groups_are_reclaimed() {
+    let (g, _) = recording(Duration::ZERO);
+    for group in 0..1_000u32 {
+        assert_eq!(g.load(group, 1).await.unwrap(), Some(format!("{group}/1")));
+    }
+    assert_eq!(g.live_groups(), 0);
+    // Concurrent waves: many groups live at once, all reclaimed after.
+    for wave in 0..10u32 {
+        let loads = (0..500u32).map(|i| g.load(wave * 1000 + i % 50, i));
+        for a in futures_util::future::join_all(loads).await {
+            a.unwrap();
+        }
+    }
+    assert_eq!(g.live_groups(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_groups_a_new_group_is_refused_never_merged() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let opened = gate.clone();
+    let g: Grouped<u32, u32, u32, String> = Grouped::builder(move |group: u32, keys: Vec<u32>| {
+        let gate = opened.clone();
+        async move {
+            let _permit = gate.acquire().await.unwrap();
+            Ok(keys.into_iter().map(|k| (k, group)).collect::<HashMap<_, _>>())
+        }
+    })
+    .max_groups(2)
+    .build()
+    .unwrap();
+    let a = tokio::spawn({
+        let g = g.clone();
+        async move { g.load(1, 10).await }
+    });
+    let b = tokio::spawn({
+        let g = g.clone();
+        async move { g.load(2, 20).await }
+    });
+    while g.live_groups() < 2 {
+        tokio::task::yield_now().await;
+    }
+    assert!(matches!(g.load(3, 30).await, Err(Error::Overloaded)));
+    gate.add_permits(10);
+    assert_eq!(a.await.unwrap().unwrap(), Some(1));
+    assert_eq!(b.await.unwrap().unwrap(), Some(2));
+    assert_eq!(g.live_groups(), 0);
+    // Room again: the third group gets its own batch, with its own group.
+    assert_eq!(g.load(3, 30).await.unwrap(), Some(3));
+}
+
+#[test]
+fn zero_max_groups_is_a_config_error() {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(async {
+        let err = Grouped::builder(|_: u32, keys: Vec<u32>| async move {
+            Ok::<_, String>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+        })
+        .max_groups(0)
+        .build()
+        .unwrap_err();
+        assert_eq!(err.setting(), "max_groups");
+        let err = Grouped::builder(|_: u32, keys: Vec<u32>| async move {
+            Ok::<_, String>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+        })
+        .max_batch_size(0)
+        .build()
+        .unwrap_err();
+        assert_eq!(err.setting(), "max_batch_size");
+    });
+}
+
+/// A group whose `Hash` panics for one value.
+#[derive(Clone, PartialEq, Eq, Debug)]
+struct Tenant(u32);
+impl Hash for Tenant {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        assert_ne!(self.0, 13, "unlucky tenant");
+        self.0.hash(state);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_hash_panics_fails_only_its_caller() {
+    let g: Grouped<Tenant, u32, u32, String> = Grouped::builder(|t: Tenant, keys: Vec<u32>| async move {
+        Ok(keys.into_iter().map(|k| (k, t.0)).collect::<HashMap<_, _>>())
+    })
+    .build()
+    .unwrap();
+    let (bad, good) = tokio::join!(g.load(Tenant(13), 1), g.load(Tenant(7), 1));
+    assert!(matches!(bad, Err(Error::Panicked)), "{bad:?}");
+    assert_eq!(good.unwrap(), Some(7));
+    assert_eq!(g.load(Tenant(8), 2).await.unwrap(), Some(8), "still serving");
+    assert_eq!(g.live_groups(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_loads_leave_no_group_behind() {
+    let (g, _) = recording(Duration::from_millis(50));
+    for group in 0..200u32 {
+        let load = g.load(group, 1);
+        // Give up before the window closes.
+        assert!(tokio::time::timeout(Duration::from_micros(10), load).await.is_err());
+    }
+    assert_eq!(g.live_groups(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tasks_many_groups_every_answer_checked() {
+    let (g, _) = recording(Duration::ZERO);
+    let tasks: Vec<_> = (0..64u32)
+        .map(|t| {
+            let g = g.clone();
+            tokio::spawn(async move {
+                let mut x = t.wrapping_mul(2_654_435_761);
+                for i in 0..2_000u32 {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    let group = x % 37;
+                    assert_eq!(g.load(group, i).await.unwrap(), Some(format!("{group}/{i}")));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(g.live_groups(), 0);
+}

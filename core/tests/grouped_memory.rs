@@ -1,0 +1,85 @@
+//! After 100,000 distinct groups have come and gone, `live_groups()` is back to 0 and the
+//! memory the process holds is back to where it started: reclaimed groups leave nothing behind.
+//! (Its own test binary: the counting allocator sees every allocation of the process.)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use busline::Grouped;
+
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_bytes() -> isize {
+    LIVE_BYTES.load(Ordering::Relaxed)
+}
+
+#[test]
+fn a_hundred_thousand_groups_come_and_go_and_memory_returns() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let g: Grouped<u64, u32, u32, String> = Grouped::builder(|group: u64, keys: Vec<u32>| async move {
+            Ok(keys.into_iter().map(|k| (k, group as u32)).collect::<HashMap<_, _>>())
+        })
+        .build()
+        .unwrap();
+        // Warm up what is allocated once per process or per map (tokio's blocking pool and
+        // timer, the map's first table), then take the baseline.
+        for group in 0..1_000u64 {
+            g.load(group, 1).await.unwrap();
+        }
+        settle(&g, isize::MAX).await;
+        let start = live_bytes();
+        for wave in 0..100u64 {
+            let loads = (0..1_000u64).map(|i| g.load(1_000 + wave * 1_000 + i, i as u32));
+            for (i, answer) in futures_util::future::join_all(loads).await.into_iter().enumerate() {
+                assert_eq!(answer.unwrap(), Some((1_000 + wave * 1_000 + i as u64) as u32));
+            }
+        }
+        assert_eq!(g.live_groups(), 0);
+        let end = settle(&g, start).await;
+        eprintln!("live bytes: {start} before, {end} after 100,000 groups");
+        // Slack for the allocator's own bookkeeping of tokio's worker-local queues and the
+        // map's current table, which may have been rebuilt at another size: 64 KiB.
+        assert!(
+            end - start <= 64 * 1024,
+            "{} bytes more after 100,000 groups came and went ({} -> {})",
+            end - start,
+            start,
+            end
+        );
+    });
+}
+
+/// Waits (bounded) for retired groups' drivers to finish and their memory to be freed.
+async fn settle<G, K, V, E>(g: &Grouped<G, K, V, E>, target: isize) -> isize {
+    let mut last = live_bytes();
+    for _ in 0..2_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        let now = live_bytes();
+        if g.live_groups() == 0 && (now <= target.saturating_add(64 * 1024) || (target == isize::MAX && now == last)) {
+            return now;
+        }
+        last = now;
+    }
+    live_bytes()
+}
