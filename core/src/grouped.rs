@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::{Batcher, Builder, ConfigError, Error, Policy};
-use crate::builder::Overflow;
+use crate::Overflow;
 
 /// Set in a group's `active` word once the group is retired. Grants nothing: a load that sees it
 /// must find or create another entry.
@@ -137,8 +137,9 @@ where
         let batch_fn: GroupFn<G, K, V, E> = Arc::new(move |group, keys| Box::pin(batch_fn(group, keys)));
         GroupedBuilder {
             batch_fn,
-            template: Builder::new(|_keys: Vec<K>| async { unreachable!("the template's batch function is replaced per group") }),
+            template: Batcher::builder(|_keys: Vec<K>| async { unreachable!("the template's batch function is replaced per group") }),
             max_groups: DEFAULT_MAX_GROUPS,
+            runtime: None,
         }
     }
 
@@ -306,6 +307,7 @@ pub struct GroupedBuilder<G, K, V, E> {
     batch_fn: GroupFn<G, K, V, E>,
     template: Builder<K, V, E>,
     max_groups: usize,
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl<G, K, V, E> fmt::Debug for GroupedBuilder<G, K, V, E> {
@@ -360,6 +362,24 @@ where
         self
     }
 
+    /// See [`Builder::batch_timeout`].
+    pub fn batch_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.template = self.template.batch_timeout(timeout);
+        self
+    }
+
+    /// See [`Builder::spin`].
+    pub fn spin(mut self, spin: bool) -> Self {
+        self.template = self.template.spin(spin);
+        self
+    }
+
+    /// The runtime every group's driver runs on. Default: the runtime `build` is called in.
+    pub fn runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
     /// The most groups live at once; a load for a new group beyond it fails with
     /// [`Error::Overloaded`]. Default [`DEFAULT_MAX_GROUPS`]; zero is a [`ConfigError`].
     pub fn max_groups(mut self, max_groups: usize) -> Self {
@@ -379,6 +399,13 @@ where
             return Err(ConfigError::new("max_groups", "must be at least 1"));
         }
         self.template.validate()?;
+        // Groups are created inside loads, wherever those are polled: pin them to one runtime.
+        let runtime = match self.runtime {
+            Some(runtime) => runtime,
+            None => tokio::runtime::Handle::try_current()
+                .map_err(|_| ConfigError::new("runtime", "build() must be called within a tokio runtime"))?,
+        };
+        let template = self.template.runtime(runtime);
         Ok(Grouped {
             inner: Arc::new(Inner {
                 // Retired groups are freed in batches once no reader can still see them; the
@@ -388,7 +415,7 @@ where
                 live: AtomicUsize::new(0),
                 max_groups: self.max_groups,
                 batch_fn: self.batch_fn,
-                template: self.template,
+                template,
             }),
         })
     }
