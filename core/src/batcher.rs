@@ -46,7 +46,14 @@ use crate::stats::Stats;
 /// ```
 pub struct Batcher<K, V, E> {
     handle: StdArc<Handle<K, V, E>>,
+    /// `tower::Service::poll_ready`'s wait for room, if it is waiting (per clone).
+    #[cfg(feature = "tower")]
+    pub(crate) readiness: Option<Readiness>,
 }
+
+/// A wait for room, as `poll_ready` keeps it between polls.
+#[cfg(feature = "tower")]
+pub(crate) type Readiness = std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>>;
 
 /// What the handles share: the batcher's state, and, in its `Drop`, the shutdown that the last
 /// handle's drop requests. One `Arc` for every clone, so that cloning and dropping a handle
@@ -68,12 +75,13 @@ where
     E: Send + Sync + 'static,
 {
     pub(crate) fn from_shared(shared: StdArc<Shared<K, V, E>>) -> Self {
-        Batcher { handle: StdArc::new(Handle { shared }) }
+        Batcher {
+            handle: StdArc::new(Handle { shared }),
+            #[cfg(feature = "tower")]
+            readiness: None,
+        }
     }
 
-    fn shared(&self) -> &Shared<K, V, E> {
-        &self.handle.shared
-    }
 
     /// Loads one key through the next batch.
     ///
@@ -180,9 +188,19 @@ where
     }
 }
 
+impl<K, V, E> Batcher<K, V, E> {
+    pub(crate) fn shared(&self) -> &StdArc<Shared<K, V, E>> {
+        &self.handle.shared
+    }
+}
+
 impl<K, V, E> Clone for Batcher<K, V, E> {
     fn clone(&self) -> Self {
-        Batcher { handle: StdArc::clone(&self.handle) }
+        Batcher {
+            handle: StdArc::clone(&self.handle),
+            #[cfg(feature = "tower")]
+            readiness: None,
+        }
     }
 }
 

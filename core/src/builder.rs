@@ -8,11 +8,14 @@ use std::hash::Hash;
 use std::sync::Arc as StdArc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 
 use crate::ConfigError;
 use crate::batcher::Batcher;
+use crate::answers::Answered;
 use crate::clock::Clock;
+use crate::observe::Observer;
 use crate::driver::Driver;
 use crate::policy::Policy;
 use crate::ring::Ring;
@@ -27,13 +30,18 @@ pub struct Builder<K, V, E> {
     batch_fn: BatchFn<K, V, E>,
     settings: Settings,
     runtime: Option<tokio::runtime::Handle>,
+    name: StdArc<str>,
 }
+
+/// The name a batcher reports itself under when none is given (see [`Builder::name`]).
+pub const DEFAULT_NAME: &str = "busline";
 
 impl<K, V, E> fmt::Debug for Builder<K, V, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("settings", &self.settings)
             .field("runtime", &self.runtime)
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
@@ -52,9 +60,56 @@ where
         F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<HashMap<K, V>, E>> + Send + 'static,
     {
-        let batch_fn: BatchFn<K, V, E> =
-            StdArc::new(move |keys| Box::pin(batch_fn(keys)) as BatchFuture<K, V, E>);
-        Builder { batch_fn, settings: Settings::default(), runtime: None }
+        let batch_fn: BatchFn<K, V, E> = StdArc::new(move |keys| {
+            Box::pin(batch_fn(keys).map(|answer| answer.map(Answered::plain))) as BatchFuture<K, V, E>
+        });
+        Builder::with(batch_fn)
+    }
+
+    /// Like [`builder`](Batcher::builder), for a batch function that answers each key on its
+    /// own: `Ok(map)` where each key maps to `Ok(value)` or to its own `Err(e)`. A key's error
+    /// reaches only that key's callers, as [`Error::Key`](crate::Error::Key) (its duplicate
+    /// callers share one `Arc`); a key missing from the map is still `Ok(None)` ("not found",
+    /// not "failed"); the outer `Err` still fails the whole batch.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let users = busline::Batcher::builder_per_key(|ids: Vec<u32>| async move {
+    ///     let answers: HashMap<u32, Result<String, String>> = ids
+    ///         .into_iter()
+    ///         .filter(|&id| id != 404) // not found: left out
+    ///         .map(|id| (id, if id == 13 { Err(format!("row {id} is corrupt")) } else { Ok(format!("user {id}")) }))
+    ///         .collect();
+    ///     Ok::<_, String>(answers)
+    /// })
+    /// .build()?;
+    ///
+    /// let (a, b, c) = tokio::join!(users.load(1), users.load(13), users.load(404));
+    /// assert_eq!(a?, Some("user 1".to_string()));
+    /// assert_eq!(b.unwrap_err().key_error().map(String::as_str), Some("row 13 is corrupt"));
+    /// assert_eq!(c?, None);
+    /// # Ok(()) }
+    /// ```
+    pub fn builder_per_key<F, Fut>(batch_fn: F) -> Builder<K, V, E>
+    where
+        F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<HashMap<K, Result<V, E>>, E>> + Send + 'static,
+    {
+        let batch_fn: BatchFn<K, V, E> = StdArc::new(move |keys| {
+            Box::pin(batch_fn(keys).map(|answer| answer.map(Answered::per_key))) as BatchFuture<K, V, E>
+        });
+        Builder::with(batch_fn)
+    }
+}
+
+impl<K, V, E> Builder<K, V, E> {
+    fn with(batch_fn: BatchFn<K, V, E>) -> Self {
+        Builder { batch_fn, settings: Settings::default(), runtime: None, name: DEFAULT_NAME.into() }
     }
 }
 
@@ -138,6 +193,14 @@ where
         self
     }
 
+    /// The name the batcher reports itself under: the `batcher` label of its metrics and the
+    /// `batcher` field of its batch spans (features `metrics` and `tracing`). Default
+    /// [`DEFAULT_NAME`]. Give each batcher of a service its own.
+    pub fn name(mut self, name: impl Into<StdArc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Starts the batcher's driver on its runtime.
     ///
     /// # Errors
@@ -147,6 +210,7 @@ where
     /// runtime has no time driver.
     pub fn build(self) -> Result<Batcher<K, V, E>, ConfigError> {
         let timed = self.settings.is_timed();
+        let policy = self.settings.policy.name();
         let validated = self.settings.validate()?;
         let runtime = match self.runtime {
             Some(runtime) => runtime,
@@ -176,6 +240,7 @@ where
             batch_fn: self.batch_fn,
             batch_timeout: validated.batch_timeout,
             stats: StatsCells::new(),
+            observer: Observer::new(&self.name, policy),
             clock,
         });
         let driver = Driver::new(StdArc::clone(&shared), validated.scheduler, runtime.clone(), validated.spin);
@@ -193,7 +258,7 @@ impl<K, V, E> Builder<K, V, E> {
     /// The same settings (and runtime) around another batch function: the partitions'
     /// per-group batchers.
     pub(crate) fn with_batch_fn(&self, batch_fn: BatchFn<K, V, E>) -> Builder<K, V, E> {
-        Builder { batch_fn, settings: self.settings.clone(), runtime: self.runtime.clone() }
+        Builder { batch_fn, settings: self.settings.clone(), runtime: self.runtime.clone(), name: StdArc::clone(&self.name) }
     }
 }
 

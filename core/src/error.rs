@@ -12,6 +12,10 @@ use std::sync::Arc;
 pub enum Error<E> {
     /// The batch function returned this error for the batch that carried this request.
     Batch(Arc<E>),
+    /// A per-key batch function ([`Batcher::builder_per_key`](crate::Batcher::builder_per_key))
+    /// returned this error for this request's key alone; the batch's other keys were answered.
+    /// Every caller of that key in that batch holds the same `Arc`.
+    Key(Arc<E>),
     /// User code panicked while this request's batch was prepared or computed: the batch
     /// function (its call or its future), or the `Hash`, `Eq` or `Clone` of a key in the batch.
     /// The panic was caught; later batches run normally.
@@ -30,6 +34,7 @@ impl<E> Clone for Error<E> {
     fn clone(&self) -> Self {
         match self {
             Error::Batch(e) => Error::Batch(Arc::clone(e)),
+            Error::Key(e) => Error::Key(Arc::clone(e)),
             Error::Panicked => Error::Panicked,
             Error::Closed => Error::Closed,
             Error::Overloaded => Error::Overloaded,
@@ -39,10 +44,18 @@ impl<E> Clone for Error<E> {
 }
 
 impl<E> Error<E> {
-    /// The batch function's error, if that is what this is.
+    /// The batch function's error for the whole batch, if that is what this is.
     pub fn batch_error(&self) -> Option<&E> {
         match self {
             Error::Batch(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The per-key batch function's error for this key, if that is what this is.
+    pub fn key_error(&self) -> Option<&E> {
+        match self {
+            Error::Key(e) => Some(e),
             _ => None,
         }
     }
@@ -52,6 +65,7 @@ impl<E: fmt::Debug> fmt::Debug for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Batch(e) => f.debug_tuple("Batch").field(e).finish(),
+            Error::Key(e) => f.debug_tuple("Key").field(e).finish(),
             Error::Panicked => f.write_str("Panicked"),
             Error::Closed => f.write_str("Closed"),
             Error::Overloaded => f.write_str("Overloaded"),
@@ -64,6 +78,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Batch(e) => write!(f, "batch failed: {e}"),
+            Error::Key(e) => write!(f, "key failed: {e}"),
             Error::Panicked => f.write_str("batch function panicked"),
             Error::Closed => f.write_str("batcher is closed"),
             Error::Overloaded => f.write_str("batcher is overloaded"),
@@ -75,7 +90,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
 impl<E: StdError + 'static> StdError for Error<E> {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            Error::Batch(e) => Some(&**e),
+            Error::Batch(e) | Error::Key(e) => Some(&**e),
             _ => None,
         }
     }

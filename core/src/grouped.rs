@@ -44,6 +44,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use futures_util::FutureExt;
+
 use crate::{Batcher, Builder, ConfigError, Error, Policy};
 use crate::Overflow;
 
@@ -134,7 +136,9 @@ where
         F: Fn(G, Vec<K>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<std::collections::HashMap<K, V>, E>> + Send + 'static,
     {
-        let batch_fn: GroupFn<G, K, V, E> = Arc::new(move |group, keys| Box::pin(batch_fn(group, keys)));
+        let batch_fn: GroupFn<G, K, V, E> = Arc::new(move |group, keys| {
+            Box::pin(batch_fn(group, keys).map(|answer| answer.map(crate::answers::Answered::plain)))
+        });
         GroupedBuilder {
             batch_fn,
             template: Batcher::builder(|_keys: Vec<K>| async { unreachable!("the template's batch function is replaced per group") }),

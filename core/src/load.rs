@@ -41,6 +41,7 @@ type Reader<K, V, E, T> = fn(&Outcome<K, V, E>, &K) -> Result<T, Error<E>>;
 /// has come; with every slot so held, new loads are at capacity: they wait for room, get
 /// `Overloaded` or run alone, as [`Overflow`] says. Futures that are awaited, or dropped when
 /// abandoned (as `tokio::time::timeout` does), never hold one.
+#[must_use = "a `Load` does nothing unless awaited (or polled)"]
 pub struct Load<'a, K, V, E>(Ticket<'a, K, V, E, Option<V>>);
 
 /// The future of [`Batcher::load_shared`](crate::Batcher::load_shared): the whole map the batch
@@ -49,6 +50,7 @@ pub struct Load<'a, K, V, E>(Ticket<'a, K, V, E, Option<V>>);
 /// # Cancel safety
 ///
 /// As for [`Load`].
+#[must_use = "a `LoadShared` does nothing unless awaited (or polled)"]
 pub struct LoadShared<'a, K, V, E>(Ticket<'a, K, V, E, StdArc<HashMap<K, V>>>);
 
 impl<'a, K, V, E> Load<'a, K, V, E>
@@ -59,7 +61,7 @@ where
 {
     pub(crate) fn new(shared: &'a Shared<K, V, E>, key: K) -> Self {
         Load(Ticket::new(shared, key, |outcome, key| match outcome {
-            Ok(map) => Ok(map.get(key).cloned()),
+            Ok(answers) => answers.get(key),
             Err(e) => Err(e.clone()),
         }))
     }
@@ -72,7 +74,10 @@ where
     E: Send + Sync + 'static,
 {
     pub(crate) fn new(shared: &'a Shared<K, V, E>, key: K) -> Self {
-        LoadShared(Ticket::new(shared, key, |outcome, _| outcome.clone()))
+        LoadShared(Ticket::new(shared, key, |outcome, _| match outcome {
+            Ok(answers) => Ok(StdArc::clone(&answers.values)),
+            Err(e) => Err(e.clone()),
+        }))
     }
 }
 
@@ -120,6 +125,9 @@ struct Ticket<'a, K, V, E, T> {
     shared: &'a Shared<K, V, E>,
     stage: Stage<'a, K, V, E>,
     read: Reader<K, V, E, T>,
+    /// The caller's `busline.load` span, linked to the batch that serves it.
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
 enum Stage<'a, K, V, E> {
@@ -154,7 +162,13 @@ where
     E: Send + Sync + 'static,
 {
     fn new(shared: &'a Shared<K, V, E>, key: K, read: Reader<K, V, E, T>) -> Self {
-        Ticket { shared, stage: Stage::Boarding(key), read }
+        Ticket {
+            shared,
+            stage: Stage::Boarding(key),
+            read,
+            #[cfg(feature = "tracing")]
+            span: crate::observe::tracing::load_span(),
+        }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, Error<E>>> {
@@ -176,7 +190,13 @@ where
                     // The reader runs user code (the key's `Hash` and `Eq`, the value's `Clone`).
                     let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         // SAFETY: we hold seat `index` (not yet released) and `poll_done` is Ready.
-                        unsafe { seat.read(index, |held, key| (self.read)(held.outcome(), key)) }
+                        unsafe {
+                            seat.read(index, |held, key| {
+                                #[cfg(feature = "tracing")]
+                                crate::observe::tracing::served(&self.span, &held.trace().span);
+                                (self.read)(held.outcome(), key)
+                            })
+                        }
                     }))
                     .unwrap_or(Err(Error::Panicked));
                     self.stage = Stage::Done;
@@ -202,7 +222,7 @@ where
                     let answer = std::panic::catch_unwind(AssertUnwindSafe(|| (self.read)(&outcome, &solo.key)))
                         .unwrap_or(Err(Error::Panicked));
                     if drop_quietly(batch) | drop_quietly(Held::new(outcome)) {
-                        StatsCells::bump(&shared.stats.panicked_drops);
+                        shared.panicked_drop();
                     }
                     self.stage = Stage::Done;
                     return Poll::Ready(answer);
@@ -252,6 +272,7 @@ where
         let shared = self.shared;
         if shared.overflow == Overflow::Reject {
             StatsCells::bump(&shared.stats.rejected);
+            shared.observer.rejected();
             return Some(Err(Error::Overloaded));
         }
         if !shared.signals.begin_alone() {
@@ -260,6 +281,7 @@ where
         // Ends the run (for shutdown's count) however it ends.
         let admitted = Admitted(&shared.signals);
         StatsCells::bump(&shared.stats.ran_alone);
+        shared.observer.ran_alone();
         let call = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.batch_fn)(vec![key.clone()])));
         match call {
             Ok(batch) => {
@@ -301,6 +323,7 @@ impl<K, V, E, T> Drop for Ticket<'_, K, V, E, T> {
             // collected it yet), then drop our reference.
             self.shared.ring.slot(slot).cancel(index);
             StatsCells::bump(&self.shared.stats.cancelled);
+            self.shared.observer.cancelled();
             self.shared.release(slot, 1);
         }
     }

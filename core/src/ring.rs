@@ -205,6 +205,14 @@ impl<K, R> Ring<K, R> {
         self.head.load(Ordering::SeqCst) & !COUNT_MASK != boarding
     }
 
+    /// The `{ epoch, slot }` part of the head word now: what a [`Claim::Full`] would report, for
+    /// a waiter that has not claimed (a `tower` service waiting to be ready).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code, reason = "used by the tower service only"))]
+    pub fn boarding_word(&self) -> u64 {
+        // Acquire: as `has_moved_on`.
+        self.head.load(Ordering::Acquire) & !COUNT_MASK
+    }
+
     /// The boarding slot and how many seats are taken in it (driver side; a snapshot).
     pub fn boarding(&self) -> Sealed {
         let word = self.head.load(Ordering::Relaxed);

@@ -1,7 +1,6 @@
 //! The state a batcher's handles, callers, driver and batch tasks share. Everything above this
 //! module (the handle, the driver, the callers' futures) reaches the others only through it.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -12,43 +11,60 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 
 use crate::Error;
+use crate::answers::{Answered, Answers};
 use crate::clock::Clock;
+use crate::observe::{BatchTrace, Observer};
 use crate::ring::Ring;
 use crate::settings::Overflow;
 use crate::signals::{self, Signals};
 use crate::stats::StatsCells;
 use crate::sync::{AtomicBool, Ordering};
 
-/// What every caller of one batch reads: the one shared map, or the one shared error.
-pub(crate) type Outcome<K, V, E> = Result<StdArc<HashMap<K, V>>, Error<E>>;
+/// What every caller of one batch reads: the one shared answers, or the one shared error.
+pub(crate) type Outcome<K, V, E> = Result<Answers<K, V, E>, Error<E>>;
 
-/// The user's batch function, type-erased (one boxed future per batch).
+/// The user's batch function, type-erased (one boxed future per batch), its answer in the
+/// engine's form (`answers.rs`).
 pub(crate) type BatchFuture<K, V, E> =
-    Pin<Box<dyn Future<Output = Result<HashMap<K, V>, E>> + Send + 'static>>;
+    Pin<Box<dyn Future<Output = Result<Answered<K, V, E>, E>> + Send + 'static>>;
 pub(crate) type BatchFn<K, V, E> = StdArc<dyn Fn(Vec<K>) -> BatchFuture<K, V, E> + Send + Sync>;
 
 /// A batch call awaited by [`await_batch`]: its outcome, and its future to drop afterwards.
 pub(crate) type AwaitedBatch<K, V, E> = Pin<Box<dyn Future<Output = (Outcome<K, V, E>, BatchFuture<K, V, E>)> + Send>>;
 
-/// A batch's outcome as a slot holds it: dropping it runs the user's `Drop` of the map (its
-/// keys and values) or of the error, and a panic there is caught, so that it cannot unwind
-/// through whoever releases the slot last.
+/// A batch's outcome as a slot holds it, with the batch's trace (its span, under the `tracing`
+/// feature; nothing otherwise). Dropping it runs the user's `Drop` of the map (its keys and
+/// values) or of the error, and a panic there is caught, so that it cannot unwind through
+/// whoever releases the slot last.
 #[derive(Debug)]
-pub(crate) struct Held<K, V, E>(Option<Outcome<K, V, E>>);
+pub(crate) struct Held<K, V, E> {
+    outcome: Option<Outcome<K, V, E>>,
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code, reason = "read by the tracing observer only"))]
+    trace: BatchTrace,
+}
 
 impl<K, V, E> Held<K, V, E> {
     pub(crate) fn new(outcome: Outcome<K, V, E>) -> Self {
-        Held(Some(outcome))
+        Held::traced(outcome, BatchTrace::default())
+    }
+
+    pub(crate) fn traced(outcome: Outcome<K, V, E>, trace: BatchTrace) -> Self {
+        Held { outcome: Some(outcome), trace }
     }
 
     pub(crate) fn outcome(&self) -> &Outcome<K, V, E> {
-        self.0.as_ref().expect("taken only by drop")
+        self.outcome.as_ref().expect("taken only by drop")
+    }
+
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code, reason = "read by the tracing observer only"))]
+    pub(crate) fn trace(&self) -> &BatchTrace {
+        &self.trace
     }
 }
 
 impl<K, V, E> Drop for Held<K, V, E> {
     fn drop(&mut self) {
-        if let Some(outcome) = self.0.take() {
+        if let Some(outcome) = self.outcome.take() {
             drop_quietly(outcome);
         }
     }
@@ -75,6 +91,9 @@ pub(crate) struct Shared<K, V, E> {
     /// A batch call running longer is dropped and its callers get `Error::Timeout`.
     pub(crate) batch_timeout: Option<Duration>,
     pub(crate) stats: StatsCells,
+    /// Metrics handles and the batch span factory (empty without the `metrics` and `tracing`
+    /// features).
+    pub(crate) observer: Observer,
     pub(crate) clock: Clock,
 }
 
@@ -101,10 +120,31 @@ impl<K, V, E> Shared<K, V, E> {
         let released =
             std::panic::catch_unwind(AssertUnwindSafe(|| signals::release(&self.ring, &self.signals, slot, n)));
         if released.is_err() {
-            StatsCells::bump(&self.stats.panicked_drops);
+            self.panicked_drop();
             // The slot may not have reached the free mask; the driver looks again.
             self.signals.wake_driver();
         }
+    }
+
+    /// Counts a panic caught in user code's `Drop` (keys, values, errors, futures).
+    pub(crate) fn panicked_drop(&self) {
+        StatsCells::bump(&self.stats.panicked_drops);
+        self.observer.panicked();
+    }
+
+    /// Waits until the bus that was boarding as `{ epoch, slot }` = `boarding` has left (or the
+    /// batcher closed): announce, register, check, as a producer that found the bus full does.
+    #[cfg(feature = "tower")]
+    pub(crate) async fn room_after(&self, boarding: u64) {
+        let notified = self.room.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        // SeqCst: as the producers' announcement in `load.rs`.
+        self.room_wanted.store(true, Ordering::SeqCst);
+        if self.ring.has_moved_on(boarding) {
+            return;
+        }
+        notified.await;
     }
 
     /// Whether the driver has finished.
@@ -135,7 +175,7 @@ pub(crate) async fn await_batch<K, V, E>(
         }
     };
     let outcome = match finished {
-        Some(Ok(Ok(map))) => Ok(StdArc::new(map)),
+        Some(Ok(Ok(answered))) => Ok(Answers::from(answered)),
         Some(Ok(Err(e))) => Err(Error::Batch(StdArc::new(e))),
         Some(Err(_panic)) => Err(Error::Panicked),
         None => Err(Error::Timeout),

@@ -10,6 +10,7 @@ use std::sync::Arc as StdArc;
 use std::time::Duration;
 
 use crate::Error;
+use crate::observe::{BatchTrace, Departure, Ending};
 use crate::ring::Sealed;
 use crate::shared::{Held, Outcome, Shared, await_batch, drop_quietly};
 use crate::signals;
@@ -44,7 +45,7 @@ where
         Err(_) => {
             // The set may hold clones; drop them (their `Drop` is user code too) with the set.
             if drop_quietly(std::mem::take(dedup)) {
-                StatsCells::bump(&shared.stats.panicked_drops);
+                shared.panicked_drop();
             }
             Err(Panicked)
         }
@@ -74,7 +75,7 @@ pub(super) fn run<K, V, E>(
                 // After the callers have their answer: a future dropped early (timed out) runs
                 // the user's `Drop` of whatever it held.
                 if drop_quietly(batch) {
-                    StatsCells::bump(&shared.stats.panicked_drops);
+                    shared.panicked_drop();
                 }
             });
         }
@@ -88,12 +89,20 @@ pub(super) struct Publisher<K, V, E> {
     shared: StdArc<Shared<K, V, E>>,
     slot: usize,
     published: bool,
+    /// The batch as its observers follow it, and when its call started (set at departure).
+    trace: Option<(BatchTrace, std::time::Instant)>,
 }
 
 impl<K, V, E> Publisher<K, V, E> {
     /// The publisher of the batch sealed in `slot`; holds the batch's reference to it.
     pub(super) fn new(shared: StdArc<Shared<K, V, E>>, slot: usize) -> Self {
-        Publisher { shared, slot, published: false }
+        Publisher { shared, slot, published: false, trace: None }
+    }
+
+    /// The batch departs with `departure`: tells the observers (metrics, the batch's span).
+    pub(super) fn departed(&mut self, departure: &Departure) {
+        let trace = self.shared.observer.departed(departure);
+        self.trace = Some((trace, std::time::Instant::now()));
     }
 
     /// Publishes `outcome` to the batch's callers and drops the batch's reference.
@@ -120,13 +129,20 @@ impl<K, V, E> Publisher<K, V, E> {
             Ok(_) => {}
         }
         let shared = &*self.shared;
+        let held = match self.trace.take() {
+            Some((trace, started)) => {
+                shared.observer.finished(&trace, Ending::of(&outcome), started.elapsed());
+                Held::traced(outcome, trace)
+            }
+            None => Held::new(outcome),
+        };
         // The release inside may be the slot's last and reset it, dropping keys (user code).
         let published = std::panic::catch_unwind(AssertUnwindSafe(|| {
             // SAFETY: we hold the batch's reference to the slot and publish once.
-            unsafe { signals::publish(&shared.ring, &shared.signals, self.slot, Held::new(outcome)) }
+            unsafe { signals::publish(&shared.ring, &shared.signals, self.slot, held) }
         }));
         if published.is_err() {
-            StatsCells::bump(&stats.panicked_drops);
+            self.shared.panicked_drop();
             shared.signals.wake_driver();
         }
     }

@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 
 use crate::Error;
 use crate::clock::PauseDetector;
+use crate::observe::Departure;
 use crate::policy::{Action, Instant, Scheduler};
 use crate::ring::Sealed;
 use crate::shared::{Held, Shared};
@@ -251,11 +252,12 @@ where
         let shared = &*self.shared;
         let stats = &shared.stats;
         StatsCells::bump_single_writer(&stats.requests, sealed.count as u64);
-        if let Some(opened) = shared.ring.slot(sealed.slot).opened_at_ns() {
-            let waited = now.saturating_duration_since(Instant::from_nanos(opened));
+        let opened = shared.ring.slot(sealed.slot).opened_at_ns();
+        let queue_wait = opened.map(|opened| now.saturating_duration_since(Instant::from_nanos(opened)));
+        if let Some(waited) = queue_wait {
             stats.queue_wait_us.record(waited.as_micros() as u64);
         }
-        let publisher = Publisher::new(StdArc::clone(&self.shared), sealed.slot);
+        let mut publisher = Publisher::new(StdArc::clone(&self.shared), sealed.slot);
         let keys = match batch::collect(shared, sealed, &mut self.dedup) {
             Ok(keys) => keys,
             Err(batch::Panicked) => return publisher.publish(Err(Error::Panicked)),
@@ -269,6 +271,12 @@ where
         StatsCells::bump_single_writer(&stats.batches, 1);
         StatsCells::bump_single_writer(&stats.keys_sent, keys.len() as u64);
         stats.batch_size.record(keys.len() as u64);
+        publisher.departed(&Departure {
+            requests: sealed.count,
+            keys: keys.len(),
+            queue_wait: queue_wait.unwrap_or_default(),
+            window: self.scheduler.current_window(),
+        });
         batch::run(&self.runtime, publisher, keys, shared.batch_timeout);
     }
 }
@@ -282,7 +290,7 @@ impl<K, V, E> Drop for Driver<K, V, E> {
             signals::abandon(&shared.ring, &shared.signals, Held::new(Err(Error::Closed)))
         }));
         if abandoned.is_err() {
-            StatsCells::bump(&shared.stats.panicked_drops);
+            shared.panicked_drop();
         }
         shared.room.notify_waiters();
         shared.finish();

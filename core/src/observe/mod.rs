@@ -1,0 +1,172 @@
+//! What a batcher tells the outside world: `metrics` counters and histograms, `tracing` spans.
+//!
+//! One seam for both optional integrations. The engine calls the functions of [`Observer`] at
+//! the few moments of a batch's life (departure, completion) and on the rare paths of a request
+//! (refused, run alone, given up); with the `metrics` and `tracing` features off every one of
+//! them is an empty inline function of a zero-sized type, so the hot path costs what it cost
+//! before. Nothing here runs per boarded request on the common path: requests are counted per
+//! batch, by the driver.
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `metrics` | the counters, gauges and histograms of [`metrics`](self::metrics), through the `metrics` facade (any recorder: Prometheus, StatsD, ...) |
+//! | `tracing` | one span per batch that `follows_from` each caller's span; each caller's `busline.load` span records the batch that served it |
+
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(feature = "tracing")]
+pub(crate) mod tracing;
+
+use std::time::Duration;
+
+/// How a batch call ended, as the observers name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// The batch function returned its map.
+    Ok,
+    /// The batch function returned an error.
+    Failed,
+    /// The batch function panicked (its call or its future).
+    Panicked,
+    /// The call ran past `batch_timeout` and was dropped.
+    TimedOut,
+    /// The runtime went away before the call finished.
+    Closed,
+}
+
+impl Ending {
+    /// How the batch whose outcome is `outcome` ended.
+    pub(crate) fn of<T, E>(outcome: &Result<T, crate::Error<E>>) -> Ending {
+        match outcome {
+            Ok(_) => Ending::Ok,
+            Err(crate::Error::Panicked) => Ending::Panicked,
+            Err(crate::Error::Timeout) => Ending::TimedOut,
+            Err(crate::Error::Closed) => Ending::Closed,
+            Err(_) => Ending::Failed,
+        }
+    }
+
+    #[cfg_attr(
+        not(any(feature = "metrics", feature = "tracing")),
+        allow(dead_code, reason = "named by the metrics and tracing observers only")
+    )]
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Ending::Ok => "ok",
+            Ending::Failed => "error",
+            Ending::Panicked => "panicked",
+            Ending::TimedOut => "timeout",
+            Ending::Closed => "closed",
+        }
+    }
+}
+
+/// What the driver knows about a batch when it departs.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(
+    not(any(feature = "metrics", feature = "tracing")),
+    allow(dead_code, reason = "read by the metrics and tracing observers only")
+)]
+pub(crate) struct Departure {
+    /// Requests aboard (duplicates included).
+    pub(crate) requests: usize,
+    /// Distinct keys sent to the batch function.
+    pub(crate) keys: usize,
+    /// How long the first request waited before departure.
+    pub(crate) queue_wait: Duration,
+    /// The window the policy applied to this batch.
+    pub(crate) window: Duration,
+}
+
+/// A batcher's observers: metric handles (registered once, at build) and the batch span factory.
+#[derive(Debug)]
+pub(crate) struct Observer {
+    #[cfg(feature = "metrics")]
+    metrics: metrics::Handles,
+    #[cfg(feature = "tracing")]
+    name: std::sync::Arc<str>,
+    #[cfg(feature = "tracing")]
+    policy: &'static str,
+}
+
+/// A departed batch as its observers follow it; carried with the batch to its completion and
+/// published with its outcome (each caller links its own span to the batch's).
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "tracing"), derive(Default))]
+pub(crate) struct BatchTrace {
+    #[cfg(feature = "tracing")]
+    pub(crate) span: ::tracing::Span,
+}
+
+#[cfg(feature = "tracing")]
+impl Default for BatchTrace {
+    fn default() -> BatchTrace {
+        BatchTrace { span: ::tracing::Span::none() }
+    }
+}
+
+impl Observer {
+    /// Registers the metric handles of a batcher labelled `name` that applies `policy` (its
+    /// [`Policy::name`](crate::Policy::name)).
+    pub(crate) fn new(name: &std::sync::Arc<str>, policy: &'static str) -> Observer {
+        let _ = (name, policy);
+        Observer {
+            #[cfg(feature = "metrics")]
+            metrics: metrics::Handles::new(name),
+            #[cfg(feature = "tracing")]
+            name: std::sync::Arc::clone(name),
+            #[cfg(feature = "tracing")]
+            policy,
+        }
+    }
+
+    /// A batch departs.
+    #[inline]
+    pub(crate) fn departed(&self, departure: &Departure) -> BatchTrace {
+        let _ = departure;
+        #[cfg(feature = "metrics")]
+        self.metrics.departed(departure);
+        BatchTrace {
+            #[cfg(feature = "tracing")]
+            span: tracing::batch_span(&self.name, self.policy, departure),
+        }
+    }
+
+    /// A batch call ended after `took`.
+    #[inline]
+    pub(crate) fn finished(&self, trace: &BatchTrace, ending: Ending, took: Duration) {
+        let _ = (trace, ending, took);
+        #[cfg(feature = "metrics")]
+        self.metrics.finished(ending, took);
+        #[cfg(feature = "tracing")]
+        tracing::finished(&trace.span, ending, took);
+    }
+
+    /// A request was refused at capacity.
+    #[inline]
+    pub(crate) fn rejected(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.rejected.increment(1);
+    }
+
+    /// A request ran alone at capacity.
+    #[inline]
+    pub(crate) fn ran_alone(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.ran_alone.increment(1);
+    }
+
+    /// A request's caller gave up before its answer.
+    #[inline]
+    pub(crate) fn cancelled(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.cancelled.increment(1);
+    }
+
+    /// A panic in user code was caught (outside the batch call itself, which `finished` counts).
+    #[inline]
+    pub(crate) fn panicked(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.panics.increment(1);
+    }
+}

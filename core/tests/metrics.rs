@@ -1,0 +1,132 @@
+//! The `metrics` feature: a batcher's series reach the installed recorder with the batcher's
+//! name, and count what happened. (Its own test binary: the recorder is process-wide.)
+#![cfg(feature = "metrics")]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use busline::{Batcher, Error, Overflow};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::{CompositeKey, MetricKind};
+
+/// Each series of one batcher: (kind, name, labels) -> value.
+type Series = HashMap<(MetricKind, String, Vec<(String, String)>), DebugValue>;
+
+fn snapshot(snapshotter: &Snapshotter, batcher: &str) -> Series {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value): (CompositeKey, _, _, DebugValue)| {
+            let (kind, key) = key.into_parts();
+            let labels: Vec<(String, String)> =
+                key.labels().map(|l| (l.key().to_string(), l.value().to_string())).collect();
+            labels
+                .iter()
+                .any(|(k, v)| k == "batcher" && v == batcher)
+                .then(|| ((kind, key.name().to_string(), labels), value))
+        })
+        .collect()
+}
+
+fn counter(snap: &Series, name: &str, outcome: Option<&str>) -> u64 {
+    snap.iter()
+        .filter(|((kind, n, labels), _)| {
+            *kind == MetricKind::Counter
+                && n == name
+                && outcome.is_none_or(|o| labels.iter().any(|(k, v)| k == "outcome" && v == o))
+        })
+        .map(|(_, v)| match v {
+            DebugValue::Counter(c) => *c,
+            _ => 0,
+        })
+        .sum()
+}
+
+fn histogram_len(snap: &Series, name: &str) -> usize {
+    snap.iter()
+        .filter(|((kind, n, _), _)| *kind == MetricKind::Histogram && n == name)
+        .map(|(_, v)| match v {
+            DebugValue::Histogram(h) => h.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn every_series_counts_what_happened() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().expect("the only recorder in this process");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let users: Batcher<u32, u32, std::io::Error> = Batcher::builder(|keys: Vec<u32>| async move {
+            if keys.contains(&13) {
+                return Err(std::io::Error::other("unlucky"));
+            }
+            if keys.contains(&99) {
+                panic!("the batch function panicked");
+            }
+            Ok(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+        })
+        .name("users")
+        .window(Duration::from_millis(5))
+        .build()
+        .unwrap();
+        let answers = futures_util::future::join_all((0..10).map(|k| users.load(k))).await;
+        assert!(answers.into_iter().all(|a| a.is_ok()));
+        assert!(matches!(users.load(13).await, Err(Error::Batch(_))));
+        assert!(matches!(users.load(99).await, Err(Error::Panicked)));
+        // Given up before the window closes.
+        assert!(tokio::time::timeout(Duration::from_micros(50), users.load(5)).await.is_err());
+        users.shutdown().await;
+
+        let snap = snapshot(&snapshotter, "users");
+        assert_eq!(counter(&snap, "busline_requests_total", None), 12, "{snap:#?}");
+        assert_eq!(counter(&snap, "busline_batches_total", Some("ok")), 1);
+        assert_eq!(counter(&snap, "busline_batches_total", Some("error")), 1);
+        assert_eq!(counter(&snap, "busline_batches_total", Some("panicked")), 1);
+        assert_eq!(counter(&snap, "busline_cancelled_total", None), 1);
+        assert_eq!(histogram_len(&snap, "busline_batch_keys"), 3);
+        assert_eq!(histogram_len(&snap, "busline_queue_wait_seconds"), 3);
+        assert_eq!(histogram_len(&snap, "busline_batch_duration_seconds"), 3);
+
+        // A full bus that cannot leave, under `Reject`: refusals are counted.
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let permits = gate.clone();
+        let strict: Batcher<u32, u32, std::io::Error> = Batcher::builder(move |keys: Vec<u32>| {
+            let permits = permits.clone();
+            async move {
+                permits.acquire().await.unwrap().forget();
+                Ok(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+            }
+        })
+        .name("strict")
+        .max_batch_size(1)
+        .max_in_flight(1)
+        .overflow(Overflow::Reject)
+        .build()
+        .unwrap();
+        let first = tokio::spawn({
+            let strict = strict.clone();
+            async move { strict.load(1).await }
+        });
+        let mut refused = 0;
+        for k in 2..200 {
+            if let Ok(Err(Error::Overloaded)) = tokio::time::timeout(Duration::from_millis(1), strict.load(k)).await {
+                refused += 1;
+            }
+        }
+        gate.add_permits(1_000);
+        first.await.unwrap().unwrap();
+        assert!(refused > 0);
+        let snap = snapshot(&snapshotter, "strict");
+        assert_eq!(counter(&snap, "busline_rejected_total", None), refused);
+    });
+}
+
+#[test]
+fn the_names_table_lists_every_series() {
+    assert_eq!(busline::observe::metrics::NAMES.len(), 12);
+    assert!(busline::observe::metrics::NAMES.iter().all(|n| n.starts_with("busline_")));
+}

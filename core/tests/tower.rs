@@ -1,0 +1,127 @@
+//! The `tower` feature: readiness reflects capacity, so tower's layers compose around a batcher
+//! (timeout, load-shed), and `Grouped` serves `(group, key)` requests.
+#![cfg(feature = "tower")]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use busline::{Batcher, Error, Grouped};
+use tokio::sync::Semaphore;
+use tower05::{Service, ServiceBuilder, ServiceExt};
+
+/// A batcher at capacity after two loads: one seat per bus, one batch in flight, and batch
+/// calls that wait for a permit.
+fn gated() -> (Batcher<u32, u32, std::io::Error>, Arc<Semaphore>) {
+    let gate = Arc::new(Semaphore::new(0));
+    let permits = gate.clone();
+    let b = Batcher::builder(move |keys: Vec<u32>| {
+        let permits = permits.clone();
+        async move {
+            permits.acquire().await.unwrap().forget();
+            Ok(keys.into_iter().map(|k| (k, k + 1)).collect::<HashMap<_, _>>())
+        }
+    })
+    .max_batch_size(1)
+    .max_in_flight(1)
+    .build()
+    .unwrap();
+    (b, gate)
+}
+
+/// Fills `b` to capacity: one batch in flight, one full bus waiting.
+async fn fill(b: &Batcher<u32, u32, std::io::Error>) -> Vec<tokio::task::JoinHandle<Result<Option<u32>, Error<std::io::Error>>>> {
+    let mut loads = Vec::new();
+    for k in [1, 2] {
+        let caller = b.clone();
+        loads.push(tokio::spawn(async move { caller.load(k).await }));
+        while b.stats().requests < u64::from(k) - 1 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // Wait until the driver has seen the full bus stuck behind the running batch.
+    let mut svc = b.clone();
+    for _ in 0..10_000 {
+        if tokio::time::timeout(Duration::from_millis(1), svc.ready()).await.is_err() {
+            return loads;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the batcher never reached capacity");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_pending_at_capacity_and_returns_when_the_bus_leaves() {
+    let (b, gate) = gated();
+    let loads = fill(&b).await;
+    let mut svc = b.clone();
+    assert!(tokio::time::timeout(Duration::from_millis(20), svc.ready()).await.is_err(), "ready at capacity");
+    let ready = tokio::spawn(async move {
+        svc.ready().await.unwrap();
+        svc.call(3).await
+    });
+    gate.add_permits(100);
+    assert_eq!(ready.await.unwrap().unwrap(), Some(4));
+    for load in loads {
+        load.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_shed_refuses_at_capacity_instead_of_queueing() {
+    let (b, gate) = gated();
+    let loads = fill(&b).await;
+    let mut shed = ServiceBuilder::new().load_shed().service(b.clone());
+    let err = shed.ready().await.unwrap().call(9).await.unwrap_err();
+    assert!(err.is::<tower05::load_shed::error::Overloaded>(), "{err}");
+    gate.add_permits(100);
+    for load in loads {
+        load.await.unwrap().unwrap();
+    }
+    // Room again: the same stack serves.
+    let mut shed = ServiceBuilder::new().load_shed().service(b.clone());
+    assert_eq!(shed.ready().await.unwrap().call(9).await.unwrap(), Some(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_and_load_shed_stack_on_a_batcher() {
+    let b: Batcher<u32, u32, std::io::Error> = Batcher::builder(|keys: Vec<u32>| async move {
+        if keys.contains(&13) {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        Ok(keys.into_iter().map(|k| (k, k * 2)).collect::<HashMap<_, _>>())
+    })
+    // The caller's timeout does not stop the batch call; the batcher's own bound does, so that
+    // shutdown below does not wait for the hung call forever.
+    .batch_timeout(Duration::from_millis(200))
+    .build()
+    .unwrap();
+    let mut svc = ServiceBuilder::new().load_shed().timeout(Duration::from_millis(50)).service(b.clone());
+    assert_eq!(svc.ready().await.unwrap().call(21).await.unwrap(), Some(42));
+    let err = svc.ready().await.unwrap().call(13).await.unwrap_err();
+    assert!(err.is::<tower05::timeout::error::Elapsed>(), "{err}");
+    // The batcher's errors pass through as themselves: once shut down, it is not ready.
+    b.shutdown().await;
+    let err = svc.ready().await.expect_err("a closed batcher is not ready");
+    assert!(err.downcast_ref::<Error<std::io::Error>>().is_some_and(|e| matches!(e, Error::Closed)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_batcher_is_not_ready() {
+    let (b, _gate) = gated();
+    b.shutdown().await;
+    let mut svc = b.clone();
+    assert!(matches!(svc.ready().await, Err(Error::Closed)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_serves_group_key_pairs() {
+    let g: Grouped<String, u32, String, std::io::Error> = Grouped::builder(|tenant: String, keys: Vec<u32>| async move {
+        Ok(keys.into_iter().map(|k| (k, format!("{tenant}:{k}"))).collect::<HashMap<_, _>>())
+    })
+    .build()
+    .unwrap();
+    let mut svc = ServiceBuilder::new().timeout(Duration::from_secs(5)).service(g);
+    let answer = svc.ready().await.unwrap().call(("acme".to_string(), 3)).await.unwrap();
+    assert_eq!(answer, Some("acme:3".to_string()));
+}
