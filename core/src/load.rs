@@ -14,7 +14,7 @@ use tokio::sync::futures::Notified;
 
 use crate::Error;
 use crate::settings::Overflow;
-use crate::shared::{AwaitedBatch, Held, Outcome, Shared, await_batch, drop_quietly};
+use crate::shared::{AwaitedBatch, Held, Outcome, SeatKey, Shared, Slot, await_batch, drop_quietly};
 use crate::signals::{self, Boarded, Gate, Signals};
 use crate::stats::StatsCells;
 use crate::sync::Ordering;
@@ -176,7 +176,7 @@ where
                     // The reader runs user code (the key's `Hash` and `Eq`, the value's `Clone`).
                     let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         // SAFETY: we hold seat `index` (not yet released) and `poll_done` is Ready.
-                        unsafe { seat.read(index, |held, key| (self.read)(held.outcome(), key)) }
+                        unsafe { seat.read(index, |held, key| (self.read)(held.outcome(), key.get())) }
                     }))
                     .unwrap_or(Err(Error::Panicked));
                     self.stage = Stage::Done;
@@ -201,9 +201,8 @@ where
                     let (outcome, batch) = ready!(solo.run.as_mut().poll(cx));
                     let answer = std::panic::catch_unwind(AssertUnwindSafe(|| (self.read)(&outcome, &solo.key)))
                         .unwrap_or(Err(Error::Panicked));
-                    if drop_quietly(batch) | drop_quietly(Held::new(outcome)) {
-                        StatsCells::bump(&shared.stats.panicked_drops);
-                    }
+                    drop_quietly(batch);
+                    drop(Held::new(outcome));
                     self.stage = Stage::Done;
                     return Poll::Ready(answer);
                 }
@@ -227,20 +226,20 @@ where
                 Gate::Shutdown => return Some(Err(Error::Closed)),
             }
         }
-        let stamp = |seat: &crate::slot::Slot<K, Held<K, V, E>>| seat.stamp_opened(shared.clock.now().as_nanos());
-        match signals::board(&shared.ring, &shared.signals, key, stamp) {
+        let stamp = |seat: &Slot<K, V, E>| seat.stamp_opened(shared.clock.now().as_nanos());
+        match signals::board(&shared.ring, &shared.signals, SeatKey::new(key), stamp) {
             Boarded::Seat { slot, index } => {
                 self.stage = Stage::Seated { slot, index };
                 None
             }
-            Boarded::Full { boarding, key } => match shared.overflow {
-                Overflow::Wait => {
+            Boarded::Full { boarding, key } => match (shared.overflow, key.into_inner()) {
+                (Overflow::Wait, key) => {
                     let notified = Box::pin(shared.room.notified());
                     self.stage = Stage::WaitingForRoom { key, boarding, notified };
                     None
                 }
                 // They decide at once: a full bus is capacity to them.
-                _ => self.at_capacity(key),
+                (_, key) => self.at_capacity(key),
             },
             Boarded::Closed(_) => Some(Err(Error::Closed)),
         }

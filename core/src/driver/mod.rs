@@ -13,7 +13,6 @@ mod batch;
 
 use std::fmt;
 use std::hash::Hash;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc as StdArc;
 use std::task::{Context, Poll};
 
@@ -278,12 +277,7 @@ impl<K, V, E> Drop for Driver<K, V, E> {
         // Dropped before finishing: its runtime is shutting down. Close, and answer whoever
         // boarded with `Closed`, so no caller waits for a driver that is gone.
         let shared = &*self.shared;
-        let abandoned = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            signals::abandon(&shared.ring, &shared.signals, Held::new(Err(Error::Closed)))
-        }));
-        if abandoned.is_err() {
-            StatsCells::bump(&shared.stats.panicked_drops);
-        }
+        signals::abandon(&shared.ring, &shared.signals, Held::new(Err(Error::Closed)));
         shared.room.notify_waiters();
         shared.finish();
     }
