@@ -38,7 +38,8 @@
 //! # Time, and tokio's paused clock
 //!
 //! Windows are kept on tokio's clock. While it runs, a precise timer thread closes them within
-//! microseconds ([`Builder::spin`] trades that precision for idle CPU). When a test pauses
+//! microseconds; with [`Builder::spin`] off, tokio's own timer does, to its 1 ms resolution,
+//! for less CPU. When a test pauses
 //! tokio's clock (`#[tokio::test(start_paused = true)]`, `tokio::time::pause`), the driver
 //! notices (the paused clock stands still while the OS clock moves) and keeps its deadlines
 //! with `tokio::time::sleep_until` instead: auto-advance then closes windows, and batch
@@ -124,6 +125,7 @@ pub const fn seat_bytes<K>() -> usize {
 #[doc(hidden)]
 pub mod model {
     pub use crate::ring::{Claim, Ring, Sealed};
-    pub use crate::signals::{Boarded, Gate, Look, Signals, abandon, board, publish, release};
+    pub use crate::settings::Overflow;
+    pub use crate::signals::{Admission, Boarded, Gate, Look, Signals, abandon, admit, board, publish, release};
     pub use crate::slot::Slot;
 }

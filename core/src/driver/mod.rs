@@ -121,7 +121,7 @@ where
     /// one of its wakers fires.
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         // Register before looking, so anything that happens after the look wakes us.
-        let look = self.shared.signals.look(cx.waker());
+        let look = self.shared.signals.look(&self.shared.ring, cx.waker());
         let reading = self.shared.clock.now();
         let paused = self.pause.observe(reading);
         let now = reading.max(self.last_now);
