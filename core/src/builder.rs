@@ -106,7 +106,9 @@ where
     }
 
     /// The most keys one batch function call receives; a full bus leaves at once.
-    /// Default [`DEFAULT_MAX_BATCH_SIZE`]. Zero is a [`ConfigError`].
+    /// Default [`DEFAULT_MAX_BATCH_SIZE`]. Zero is a [`ConfigError`]; `usize::MAX` means no limit.
+    /// Seats are allocated as requests arrive, so a large limit costs no memory until a batch
+    /// grows that large.
     pub fn max_batch_size(mut self, max_batch_size: usize) -> Self {
         self.max_batch_size = max_batch_size;
         self
@@ -144,9 +146,6 @@ where
         if self.max_batch_size == 0 {
             return Err(ConfigError::new("max_batch_size", "must be at least 1"));
         }
-        if self.max_batch_size > (1 << 30) {
-            return Err(ConfigError::new("max_batch_size", "must be at most 2^30"));
-        }
         if self.max_in_flight == 0 {
             return Err(ConfigError::new("max_in_flight", "must be at least 1"));
         }
@@ -170,14 +169,14 @@ where
                         format!(
                             "must hold max_in_flight + 1 = {} batches of {seats}, i.e. at least {}",
                             self.max_in_flight + 1,
-                            (self.max_in_flight + 1) * seats
+                            (self.max_in_flight + 1).saturating_mul(seats)
                         ),
                     ));
                 }
                 if slots > MAX_SLOTS {
                     return Err(ConfigError::new(
                         "capacity",
-                        format!("must be at most {MAX_SLOTS} batches of {seats}, i.e. {}", MAX_SLOTS * seats),
+                        format!("must be at most {MAX_SLOTS} batches of {seats}, i.e. {}", MAX_SLOTS.saturating_mul(seats)),
                     ));
                 }
                 slots
@@ -190,7 +189,6 @@ where
             driver: CachePadded::new(WakerCell::new()),
             completed: CachePadded::new(AtomicU64::new(0)),
             room: Notify::new(),
-            room_wanted: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             handles: AtomicU64::new(1),

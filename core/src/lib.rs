@@ -10,7 +10,8 @@
 //! # Where things live
 //! - [`Batcher`], [`Builder`]: the handle and its settings (`batcher.rs`, `builder.rs`).
 //! - [`policy`]: when a batch departs, as a pure state machine the simulator drives too.
-//! - `ring.rs`, `slot.rs`: the wait-free ingestion ring and its batch slots (all the `unsafe`).
+//! - `ring.rs`, `slot.rs`, `seats.rs`: the wait-free ingestion ring, its batch slots and their
+//!   seats, allocated in segments as load arrives (all the `unsafe`).
 //! - `driver.rs`: the tokio task that seals buses, runs batch functions, publishes outcomes.
 //! - `load.rs`: the caller's futures. `timer.rs`: sub-millisecond deadlines.
 //! - `sync.rs`: the loom facade.
@@ -39,6 +40,7 @@ mod error;
 mod load;
 pub mod policy;
 mod ring;
+mod seats;
 mod shared;
 mod slot;
 mod stats;
@@ -52,10 +54,13 @@ pub use load::{Load, LoadShared};
 pub use policy::Policy;
 pub use stats::{Stats, Summary};
 
-/// Bytes one pending request occupies in a batcher's preallocated seats for keys of type `K`,
-/// the key included: its state, its key and its caller's waker. (The caller's `Load` future
-/// lives in the caller's task and is not counted.) A batcher preallocates, lazily, up to
-/// `capacity` seats.
+/// Bytes one seat occupies for keys of type `K`, the key included: its state, its key and its
+/// caller's waker. (The caller's `Load` future lives in the caller's task and is not counted.)
+///
+/// Seats are allocated as requests arrive, in segments that grow with the batch (see
+/// `seats.rs`), and go back to a small per-batcher pool when their batch is done: a batcher
+/// holding `n` pending requests in a bus has allocated at most `n + n / 4 + 32` seats for them,
+/// whatever `max_batch_size` says.
 ///
 /// # Examples
 ///
@@ -71,6 +76,18 @@ pub const fn seat_bytes<K>() -> usize {
 #[cfg(busline_loom)]
 #[doc(hidden)]
 pub mod model {
-    pub use crate::ring::{Claim, Ring, Sealed};
+    pub use crate::ring::{Claim, MAX_SEATS, Ring, Sealed};
+    pub use crate::seats::{POOL_SEATS, live_segments};
     pub use crate::slot::Slot;
+    pub use crate::sync::{Bug, break_on_purpose};
+
+    /// A ring whose boarding slot's `count` starts at `count` (see `Ring::with_count`).
+    pub fn ring_with_count<K, R>(slots: usize, seats: usize, count: u64) -> Ring<K, R> {
+        Ring::with_count(slots, seats, count)
+    }
+
+    /// The raw `count` of `ring`'s head word.
+    pub fn head_count<K, R>(ring: &Ring<K, R>) -> u64 {
+        ring.head_count()
+    }
 }

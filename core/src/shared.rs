@@ -31,10 +31,8 @@ pub(crate) struct Shared<K, V, E> {
     pub(crate) driver: CachePadded<WakerCell>,
     /// Batches completed that the driver has not yet counted.
     pub(crate) completed: CachePadded<AtomicU64>,
-    /// Producers that found the bus full and wait for the next one.
+    /// Producers that found the bus full and wait for the next one (see `Ring::want_room`).
     pub(crate) room: Notify,
-    /// Set by a producer before it waits on `room`; the driver notifies only when it is set.
-    pub(crate) room_wanted: AtomicBool,
     /// Set by the driver while a full bus cannot leave (every in-flight place or every slot
     /// busy): the batcher is at capacity.
     pub(crate) stalled: AtomicBool,
