@@ -192,7 +192,6 @@ impl<K, R> Ring<K, R> {
     /// As [`new`](Ring::new), with the boarding slot's `count` starting at `count` instead of
     /// 0, as if that many claims had been made (tests of the head word's bound; seats below
     /// `count` must not be sealed, nobody wrote them).
-    #[cfg_attr(not(any(test, busline_loom)), allow(dead_code, reason = "used by tests and loom models"))]
     pub(crate) fn with_count(slots: usize, seats: usize, count: u64) -> Ring<K, R> {
         assert!((2..=MAX_SLOTS).contains(&slots), "2..=64 slots");
         assert!(seats >= 1, "a slot has at least one seat");
