@@ -127,6 +127,6 @@ fn every_series_counts_what_happened() {
 
 #[test]
 fn the_names_table_lists_every_series() {
-    assert_eq!(busline::observe::metrics::NAMES.len(), 12);
+    assert_eq!(busline::observe::metrics::NAMES.len(), 11);
     assert!(busline::observe::metrics::NAMES.iter().all(|n| n.starts_with("busline_")));
 }

@@ -35,7 +35,7 @@ where
         // SAFETY: once per seal, by the driver, before the batch's reference is released.
         unsafe {
             slot.collect(sealed.count, |key| {
-                dedup.get_or_insert_with(key, K::clone);
+                dedup.get_or_insert_with(key.get(), K::clone);
             })
         }
     }));
@@ -44,9 +44,7 @@ where
         Ok(_) => Ok(dedup.drain().collect()),
         Err(_) => {
             // The set may hold clones; drop them (their `Drop` is user code too) with the set.
-            if drop_quietly(std::mem::take(dedup)) {
-                shared.panicked_drop();
-            }
+            drop_quietly(std::mem::take(dedup));
             Err(Panicked)
         }
     }
@@ -70,13 +68,10 @@ pub(super) fn run<K, V, E>(
         Ok(batch) => {
             runtime.spawn(async move {
                 let (outcome, batch) = await_batch(batch, timeout).await;
-                let shared = StdArc::clone(&publisher.shared);
                 publisher.publish(outcome);
                 // After the callers have their answer: a future dropped early (timed out) runs
                 // the user's `Drop` of whatever it held.
-                if drop_quietly(batch) {
-                    shared.panicked_drop();
-                }
+                drop_quietly(batch);
             });
         }
         Err(_) => publisher.publish(Err(Error::Panicked)),
@@ -136,15 +131,8 @@ impl<K, V, E> Publisher<K, V, E> {
             }
             None => Held::new(outcome),
         };
-        // The release inside may be the slot's last and reset it, dropping keys (user code).
-        let published = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: we hold the batch's reference to the slot and publish once.
-            unsafe { signals::publish(&shared.ring, &shared.signals, self.slot, held) }
-        }));
-        if published.is_err() {
-            self.shared.panicked_drop();
-            shared.signals.wake_driver();
-        }
+        // SAFETY: we hold the batch's reference to the slot and publish once.
+        unsafe { signals::publish(&shared.ring, &shared.signals, self.slot, held) };
     }
 }
 

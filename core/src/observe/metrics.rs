@@ -9,7 +9,7 @@
 //! | name | kind | labels | what |
 //! |---|---|---|---|
 //! | `busline_requests_total` | counter | `batcher` | requests that boarded a batch (duplicates included), counted per batch |
-//! | `busline_batches_total` | counter | `batcher`, `outcome` | batch calls ended, by outcome: `ok`, `error`, `panicked`, `timeout`, `closed` |
+//! | `busline_batches_total` | counter | `batcher`, `outcome` | batch calls ended, by outcome: `ok`, `error`, `panicked` (the batch function, its future, or a key's `Hash`/`Eq`/`Clone` panicked), `timeout`, `closed` |
 //! | `busline_batch_keys` | histogram | `batcher` | distinct keys per batch call |
 //! | `busline_batch_requests` | histogram | `batcher` | requests per batch call (coalescing: requests ÷ calls) |
 //! | `busline_queue_wait_seconds` | histogram | `batcher` | how long each batch's first request waited before departure |
@@ -18,7 +18,6 @@
 //! | `busline_rejected_total` | counter | `batcher` | requests refused with `Error::Overloaded` |
 //! | `busline_ran_alone_total` | counter | `batcher` | requests run alone at capacity (`Overflow::RunAlone`) |
 //! | `busline_cancelled_total` | counter | `batcher` | requests whose caller gave up before the answer |
-//! | `busline_panics_total` | counter | `batcher` | panics caught in user code outside the batch call (keys' `Hash`/`Eq`/`Clone`/`Drop`, values' `Drop`) |
 //! | `busline_timeouts_total` | counter | `batcher` | batch calls dropped at `batch_timeout` |
 
 use std::time::Duration;
@@ -28,7 +27,7 @@ use metrics::{Counter, Gauge, Histogram, Unit, counter, describe_counter, descri
 use super::{Departure, Ending};
 
 /// Every metric name this crate emits, for dashboards and tests.
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 11] = [
     "busline_requests_total",
     "busline_batches_total",
     "busline_batch_keys",
@@ -39,7 +38,6 @@ pub const NAMES: [&str; 12] = [
     "busline_rejected_total",
     "busline_ran_alone_total",
     "busline_cancelled_total",
-    "busline_panics_total",
     "busline_timeouts_total",
 ];
 
@@ -59,7 +57,6 @@ pub(crate) struct Handles {
     pub(crate) rejected: Counter,
     pub(crate) ran_alone: Counter,
     pub(crate) cancelled: Counter,
-    pub(crate) panics: Counter,
     timeouts: Counter,
 }
 
@@ -81,7 +78,6 @@ impl Handles {
             rejected: counter!("busline_rejected_total", "batcher" => batcher.clone()),
             ran_alone: counter!("busline_ran_alone_total", "batcher" => batcher.clone()),
             cancelled: counter!("busline_cancelled_total", "batcher" => batcher.clone()),
-            panics: counter!("busline_panics_total", "batcher" => batcher.clone()),
             timeouts: counter!("busline_timeouts_total", "batcher" => batcher),
         }
     }
@@ -122,7 +118,6 @@ fn describe() {
         describe_counter!("busline_rejected_total", Unit::Count, "Requests refused at capacity.");
         describe_counter!("busline_ran_alone_total", Unit::Count, "Requests run alone at capacity.");
         describe_counter!("busline_cancelled_total", Unit::Count, "Requests given up by their caller.");
-        describe_counter!("busline_panics_total", Unit::Count, "Panics caught in user code outside batch calls.");
         describe_counter!("busline_timeouts_total", Unit::Count, "Batch calls dropped at batch_timeout.");
     });
 }

@@ -162,11 +162,4 @@ impl Observer {
         #[cfg(feature = "metrics")]
         self.metrics.cancelled.increment(1);
     }
-
-    /// A panic in user code was caught (outside the batch call itself, which `finished` counts).
-    #[inline]
-    pub(crate) fn panicked(&self) {
-        #[cfg(feature = "metrics")]
-        self.metrics.panics.increment(1);
-    }
 }
