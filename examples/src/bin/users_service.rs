@@ -3,7 +3,7 @@
 //!
 //! Each HTTP request calls `users.load(id)`, the caller's API unchanged; under a burst, the
 //! batcher turns the concurrent requests into a few `WHERE id IN (...)` calls (simulated here by
-//! a function that costs 1 ms + 5 µs per key). tower's `load_shed` and `timeout` layers sit
+//! a function that costs 5 ms + 5 µs per key). tower's `load_shed` and `timeout` layers sit
 //! around the batcher as around any service: its readiness reflects its capacity.
 
 use std::collections::HashMap;
@@ -27,9 +27,10 @@ struct User {
 
 type Users = Batcher<u64, User, std::io::Error>;
 
-/// The backend: one query for a whole batch of ids, as `SELECT ... WHERE id IN (...)` would be.
+/// The backend: one query for a whole batch of ids, as `SELECT ... WHERE id IN (...)` would be,
+/// costing 5 ms + 5 µs per key (a round trip to a busy database).
 async fn fetch_users(ids: Vec<u64>) -> Result<HashMap<u64, User>, std::io::Error> {
-    tokio::time::sleep(Duration::from_micros(1_000 + 5 * ids.len() as u64)).await;
+    tokio::time::sleep(Duration::from_micros(5_000 + 5 * ids.len() as u64)).await;
     Ok(ids.into_iter().filter(|&id| id < 100_000).map(|id| (id, User { id, name: format!("user {id}") })).collect())
 }
 
