@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export LOOM_MAX_PREEMPTIONS="${1:-${LOOM_MAX_PREEMPTIONS:-3}}"
-export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--cfg busline_loom"
+export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--cfg busline_loom -C debug-assertions"
 cargo_test=(cargo test -p busline-loom-tests --release --target-dir target/loom)
 start=$(date +%s)
 

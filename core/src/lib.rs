@@ -126,6 +126,8 @@ pub const fn seat_bytes<K>() -> usize {
 pub mod model {
     pub use crate::ring::{Claim, Ring, Sealed};
     pub use crate::settings::Overflow;
-    pub use crate::signals::{Admission, Boarded, Gate, Look, Signals, abandon, admit, board, publish, release};
+    pub use crate::signals::{
+        Admission, Boarded, DriverBug, Gate, Look, Signals, abandon, admit, board, break_on_purpose, publish, release,
+    };
     pub use crate::slot::Slot;
 }
