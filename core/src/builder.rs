@@ -81,7 +81,8 @@ where
 
     /// The most keys one batch function call receives; a full bus leaves at once.
     /// Default [`DEFAULT_MAX_BATCH_SIZE`](crate::DEFAULT_MAX_BATCH_SIZE). Zero is a
-    /// [`ConfigError`].
+    /// [`ConfigError`]; `usize::MAX` means no limit. Seats are allocated as requests arrive,
+    /// so a large limit costs no memory until a batch grows that large.
     pub fn max_batch_size(mut self, max_batch_size: usize) -> Self {
         self.settings.max_batch_size = max_batch_size;
         self
@@ -170,7 +171,6 @@ where
             ring: Ring::new(validated.slots, validated.seats),
             signals: Signals::new(),
             room: Notify::new(),
-            room_wanted: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             finished_notify: Notify::new(),
             overflow: validated.overflow,

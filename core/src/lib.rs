@@ -11,7 +11,8 @@
 //! - [`Batcher`], [`Builder`]: the handle and how it is configured and started (`batcher.rs`,
 //!   `builder.rs`; the settings and their validation in `settings.rs`).
 //! - [`policy`]: when a batch departs, as a pure state machine the simulator drives too.
-//! - `ring.rs`, `slot.rs`: the wait-free ingestion ring and its batch slots (all the `unsafe`).
+//! - `ring.rs`, `slot.rs`, `seats.rs`: the wait-free ingestion ring, its batch slots and their
+//!   seats, allocated in segments as load arrives (all the `unsafe`).
 //! - `driver/`: the tokio task that seals buses (`mod.rs`), runs each bus's lifecycle
 //!   (`batch.rs`: collect, run, publish) and keeps deadlines (`alarm.rs`).
 //! - `load.rs`: the caller's futures. `signals.rs`: the lock-free signals between driver,
@@ -89,6 +90,7 @@ mod error;
 mod load;
 pub mod policy;
 mod ring;
+mod seats;
 mod settings;
 mod shared;
 mod signals;
@@ -105,10 +107,13 @@ pub use load::{Load, LoadShared};
 pub use policy::Policy;
 pub use stats::{Stats, Summary};
 
-/// Bytes one pending request occupies in a batcher's preallocated seats for keys of type `K`,
-/// the key included: its state, its key and its caller's waker. (The caller's `Load` future
-/// lives in the caller's task and is not counted.) A batcher preallocates, lazily, up to
-/// `capacity` seats.
+/// Bytes one seat occupies for keys of type `K`, the key included: its state, its key and its
+/// caller's waker. (The caller's `Load` future lives in the caller's task and is not counted.)
+///
+/// Seats are allocated as requests arrive, in segments that grow with the batch (see
+/// `seats.rs`), and go back to a small per-batcher pool when their batch is done: a batcher
+/// holding `n` pending requests in a bus has allocated at most `n + n / 4 + 32` seats for them,
+/// whatever `max_batch_size` says.
 ///
 /// # Examples
 ///
@@ -124,10 +129,20 @@ pub const fn seat_bytes<K>() -> usize {
 #[cfg(busline_loom)]
 #[doc(hidden)]
 pub mod model {
-    pub use crate::ring::{Claim, Ring, Sealed};
+    pub use crate::ring::{Claim, MAX_SEATS, Ring, Sealed};
+    pub use crate::seats::{POOL_SEATS, live_segments};
     pub use crate::settings::Overflow;
-    pub use crate::signals::{
-        Admission, Boarded, DriverBug, Gate, Look, Signals, abandon, admit, board, break_on_purpose, publish, release,
-    };
+    pub use crate::signals::{Admission, Boarded, Gate, Look, Signals, abandon, admit, board, publish, release};
     pub use crate::slot::Slot;
+    pub use crate::sync::{Bug, break_on_purpose};
+
+    /// A ring whose boarding slot's `count` starts at `count` (see `Ring::with_count`).
+    pub fn ring_with_count<K, R>(slots: usize, seats: usize, count: u64) -> Ring<K, R> {
+        Ring::with_count(slots, seats, count)
+    }
+
+    /// The raw `count` of `ring`'s head word.
+    pub fn head_count<K, R>(ring: &Ring<K, R>) -> u64 {
+        ring.head_count()
+    }
 }

@@ -16,7 +16,6 @@ use crate::Error;
 use crate::shared::{AwaitedBatch, Held, Outcome, SeatKey, Shared, Slot, await_batch, drop_quietly};
 use crate::signals::{self, Admission, Signals};
 use crate::stats::StatsCells;
-use crate::sync::Ordering;
 
 /// Turns the batch's outcome into what this caller asked for.
 type Reader<K, V, E, T> = fn(&Outcome<K, V, E>, &K) -> Result<T, Error<E>>;
@@ -183,11 +182,10 @@ where
                     return Poll::Ready(answer);
                 }
                 Stage::WaitingForRoom { boarding, notified, .. } => {
-                    // Announce ourselves, register, then check (the driver seals, then checks
-                    // `room_wanted`; SeqCst on both sides orders the two pairs).
-                    shared.room_wanted.store(true, Ordering::SeqCst);
+                    // Register, announce ourselves, then check (the driver seals, then checks
+                    // the announcement; see `Ring::want_room`).
                     notified.as_mut().enable();
-                    if !shared.ring.has_moved_on(*boarding) {
+                    if !shared.ring.want_room(*boarding) {
                         ready!(notified.as_mut().poll(cx));
                     }
                     let Stage::WaitingForRoom { key, .. } = std::mem::replace(&mut self.stage, Stage::Done)

@@ -99,10 +99,8 @@ pub(crate) fn drop_quietly<T>(value: T) -> bool {
 pub(crate) struct Shared<K, V, E> {
     pub(crate) ring: SeatRing<K, V, E>,
     pub(crate) signals: Signals,
-    /// Producers that found the bus full and wait for the next one.
+    /// Producers that found the bus full and wait for the next one (see `Ring::want_room`).
     pub(crate) room: Notify,
-    /// Set by a producer before it waits on `room`; the driver notifies only when it is set.
-    pub(crate) room_wanted: AtomicBool,
     /// Set by the driver when it has finished (every accepted request answered).
     pub(crate) finished: AtomicBool,
     pub(crate) finished_notify: Notify,

@@ -134,7 +134,7 @@ impl Signals {
     /// shutdown, the boarding bus, a free slot. Anything signalled after this look wakes
     /// `waker`; anything before it is in the look.
     pub fn look<K, R>(&self, ring: &Ring<K, R>, waker: &Waker) -> Look {
-        if !broken(DriverBug::Look) {
+        if !broken(Bug::DriverLook) {
             self.driver.register(waker);
         }
         // Acquire: pairs with the publishers' Release increments in `complete`.
@@ -144,7 +144,7 @@ impl Signals {
         // before it by the waker cell's own acquire-release; one after it wakes the new waker.
         let boarding = ring.boarding();
         let free_slot = ring.has_free_slot();
-        if broken(DriverBug::Look) {
+        if broken(Bug::DriverLook) {
             // BROKEN ON PURPOSE (loom-tests): looking, then registering, misses a wake-up that
             // lands in between, and the driver sleeps on a bus that is boarding.
             self.driver.register(waker);
@@ -197,7 +197,7 @@ impl Signals {
         // AcqRel, and the flags read with a read-modify-write: the caller's side of the pair
         // (see the essay).
         self.alone.fetch_add(1, Ordering::AcqRel);
-        let flags = if broken(DriverBug::SoloAdmission) {
+        let flags = if broken(Bug::SoloAdmission) {
             // BROKEN ON PURPOSE (loom-tests): with plain loads on both sides (here and in
             // `solo_runs`), the caller may read the flags from before the shutdown request
             // while the driver reads `alone` from before this admission (store buffering), so
@@ -226,7 +226,7 @@ impl Signals {
     /// Driver, once it has seen shutdown: solo runs still going. A read-modify-write, so that
     /// it reads the latest count (see the essay).
     pub fn solo_runs(&self) -> u64 {
-        if broken(DriverBug::SoloAdmission) {
+        if broken(Bug::SoloAdmission) {
             // BROKEN ON PURPOSE (loom-tests): see `begin_alone`.
             return self.alone.load(Ordering::Acquire);
         }
@@ -374,9 +374,9 @@ fn at_capacity<K>(signals: &Signals, overflow: Overflow, key: K) -> Admission<K>
 /// so nobody waits for a driver that is gone. Returns the bus it closed, or `None` if the ring
 /// was already closed.
 pub fn abandon<K, R>(ring: &Ring<K, R>, signals: &Signals, outcome: R) -> Option<Sealed> {
-    // BROKEN ON PURPOSE (loom-tests) under `DriverBug::Abandon`: no check, so a driver dropped
+    // BROKEN ON PURPOSE (loom-tests) under `Bug::Abandon`: no check, so a driver dropped
     // after a normal shutdown closes the ring a second time.
-    if ring.is_closed() && !broken(DriverBug::Abandon) {
+    if ring.is_closed() && !broken(Bug::Abandon) {
         return None;
     }
     let sealed = ring.close();
@@ -387,49 +387,22 @@ pub fn abandon<K, R>(ring: &Ring<K, R>, signals: &Signals, outcome: R) -> Option
     Some(sealed)
 }
 
-/// Deliberate bugs in this file's protocol, switched on one at a time by the loom tests'
-/// `*broken*` models to show that each model can fail. They exist only under
-/// `--cfg busline_loom`; every other build compiles the correct code alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriverBug {
-    /// `Signals::look` reads before it registers the driver's waker.
-    Look,
-    /// `Signals::begin_alone` reads the shutdown flag, and `Signals::solo_runs` the run count,
-    /// with plain loads instead of read-modify-writes (the Dekker pair with acquire loads).
+// The deliberate bugs of this file's protocol (`crate::sync::Bug`), switched on one at a time
+// by the loom tests' `*broken*` models. Outside the loom build they do not exist, and
+// `broken` is a constant `false`.
+#[cfg(busline_loom)]
+use crate::sync::{Bug, broken};
+
+#[cfg(not(busline_loom))]
+#[derive(Clone, Copy)]
+enum Bug {
+    DriverLook,
     SoloAdmission,
-    /// `abandon` closes the ring without checking whether it is closed already.
     Abandon,
 }
 
-#[cfg(busline_loom)]
-mod deliberate {
-    use std::cell::Cell;
-
-    use super::DriverBug;
-
-    std::thread_local! {
-        // loom runs a model's threads on the test's own thread, so one switch serves them all.
-        static BROKEN: Cell<Option<DriverBug>> = const { Cell::new(None) };
-    }
-
-    /// Switches `bug` on (or every bug off) for the models run on this thread.
-    pub fn break_on_purpose(bug: Option<DriverBug>) {
-        BROKEN.with(|b| b.set(bug));
-    }
-
-    pub(super) fn broken(bug: DriverBug) -> bool {
-        BROKEN.with(|b| b.get() == Some(bug))
-    }
-}
-
-#[cfg(busline_loom)]
-pub use deliberate::break_on_purpose;
-#[cfg(busline_loom)]
-use deliberate::broken;
-
-/// Outside the loom build no bug is ever on.
 #[cfg(not(busline_loom))]
 #[inline(always)]
-const fn broken(_: DriverBug) -> bool {
+const fn broken(_: Bug) -> bool {
     false
 }

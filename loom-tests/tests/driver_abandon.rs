@@ -7,7 +7,7 @@
 use std::future::poll_fn;
 use std::sync::Arc;
 
-use busline::model::{Boarded, DriverBug, Ring, Signals, abandon, board, break_on_purpose, release};
+use busline::model::{Boarded, Bug, Ring, Signals, abandon, board, break_on_purpose, release};
 use busline_loom_tests::harness::{Ledger, TestRing, model};
 
 /// The outcome `abandon` publishes in these models (stands for `Error::Closed`).
@@ -84,14 +84,14 @@ fn driver_drop_after_shutdown_is_a_no_op() {
 #[test]
 #[ignore = "run by broken_abandon_is_caught in a child process"]
 fn broken_abandon_model() {
-    break_on_purpose(Some(DriverBug::Abandon));
+    break_on_purpose(Some(Bug::Abandon));
     model("broken_abandon", || {
         abandon_vs_producers(true);
     });
 }
 
 /// Proves the model can fail: with `abandon` closing without checking whether the ring is
-/// already closed (`DriverBug::Abandon`), the drop after a shutdown closes again, and the
+/// already closed (`Bug::Abandon`), the drop after a shutdown closes again, and the
 /// core's own assertion (run with `-C debug-assertions`) catches it. (The panic unwinds through
 /// the producers' loom objects, which aborts the process, so the model runs in a child
 /// process and this test reads its report.)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::task::Poll;
 
-use busline::model::{Admission, DriverBug, Overflow, Ring, Signals, abandon, admit, board, break_on_purpose, release};
+use busline::model::{Admission, Bug, Overflow, Ring, Signals, abandon, admit, board, break_on_purpose, release};
 use busline_loom_tests::harness::{Ledger, TestRing, model};
 
 /// What the caller ended with.
@@ -140,12 +140,12 @@ fn shutdown_vs_wait_on_a_full_bus() {
 }
 
 /// Proves the model can fail: with the solo run's admission reading the flags with a plain load
-/// (`DriverBug::SoloAdmission`), the caller can miss the shutdown while the driver
+/// (`Bug::SoloAdmission`), the caller can miss the shutdown while the driver
 /// reads a run count from before the admission, and a batch call starts after the finish.
 #[test]
 #[should_panic(expected = "a solo run started after the driver finished")]
 fn broken_solo_admission_is_caught() {
-    break_on_purpose(Some(DriverBug::SoloAdmission));
+    break_on_purpose(Some(Bug::SoloAdmission));
     model("broken_solo_admission", || {
         shutdown_vs_caller(Overflow::RunAlone, true);
     });

@@ -8,7 +8,7 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::Poll;
 
-use busline::model::{Boarded, DriverBug, Ring, Sealed, Signals, board, break_on_purpose, publish, release};
+use busline::model::{Boarded, Bug, Ring, Sealed, Signals, board, break_on_purpose, publish, release};
 use busline_loom_tests::harness::{Ledger, TestRing, model};
 
 /// 2 slots of 1 seat. Before the threads start, request 0 is seated in slot 0 and sealed:
@@ -78,12 +78,12 @@ fn driver_wakes_on_release_and_first_seat() {
 #[test]
 #[ignore = "run by broken_look_is_caught in a child process"]
 fn broken_look_model() {
-    break_on_purpose(Some(DriverBug::Look));
+    break_on_purpose(Some(Bug::DriverLook));
     model("broken_look", wake_on_release_and_first_seat);
 }
 
 /// Proves the model can fail: with the driver's look reading before it registers
-/// (`DriverBug::Look`), a release or a first seat between the two wakes nobody and
+/// (`Bug::DriverLook`), a release or a first seat between the two wakes nobody and
 /// the driver sleeps on a boarding bus: loom reports the deadlock. (loom then aborts the
 /// process while unwinding the blocked `block_on`, so the model runs in a child process.)
 #[test]

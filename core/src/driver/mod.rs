@@ -23,7 +23,6 @@ use crate::ring::Sealed;
 use crate::shared::{Held, Shared};
 use crate::signals;
 use crate::stats::StatsCells;
-use crate::sync::Ordering;
 
 use alarm::{Alarm, BUSY_PASSENGERS};
 use batch::Publisher;
@@ -177,9 +176,9 @@ where
             };
             let sealed = shared.ring.seal().expect("a free slot was checked");
             self.depart(now, sealed);
-            // SeqCst: after the SeqCst seal, pairs with a waiting producer's SeqCst
-            // announcement and check (see `Ring::seal`).
-            if shared.room_wanted.swap(false, Ordering::SeqCst) {
+            // After the seal: a producer waiting for room announced itself, or will see the
+            // new epoch (see `Ring::want_room`).
+            if shared.ring.take_room_wanted() {
                 shared.room.notify_waiters();
             }
         }
