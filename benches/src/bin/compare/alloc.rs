@@ -75,3 +75,29 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only test in this binary, so no other test thread allocates during its span.
+    #[test]
+    fn counts_what_is_allocated_and_not_freed() {
+        start();
+        let base = live();
+        let mut v: Vec<u8> = Vec::with_capacity(1000);
+        assert_eq!(live() - base, 1000);
+        v.reserve_exact(3000);
+        assert_eq!(live() - base, v.capacity() as isize, "a realloc counts its new size");
+        let boxed = Box::new([0u64; 16]);
+        assert_eq!(live() - base, v.capacity() as isize + 128);
+        drop(v);
+        drop(boxed);
+        assert_eq!(live() - base, 0, "freed blocks count negative");
+        stop();
+        let off = live();
+        let untracked = vec![0u8; 4096];
+        assert_eq!(live(), off, "nothing counts while counting is off");
+        drop(untracked);
+    }
+}
