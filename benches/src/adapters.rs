@@ -104,14 +104,14 @@ pub const PEER_MAX_IN_FLIGHT: usize = 8;
 /// `Setup::max_batch_size` meaning "no limit": each contender maps it to its own largest setting.
 pub const NO_LIMIT: usize = usize::MAX;
 
-/// busline's largest `max_batch_size` while its builder refuses `usize::MAX`: the core on main
-/// preallocates every batch slot's seats (40 bytes each for u64 keys), and 2^24 is the "no limit"
-/// a user tries in issue 9 (0.64 GB per slot). The builder accepts up to 2^30, but 40 GB per
-/// slot does not fit in this machine's 24 GB.
+/// busline's "no limit" with a core whose builder refuses `usize::MAX` (before issue 9's seats
+/// that follow the load, the core preallocated every batch slot's seats, 40 bytes each for u64
+/// keys): 2^24, the "no limit" a user tried in issue 9 (0.64 GB per slot). Such a builder accepted
+/// up to 2^30, but 40 GB per slot does not fit in these machines' 24 GB.
 pub const BUSLINE_FALLBACK_NO_LIMIT: usize = 1 << 24;
 
 /// What busline runs with when asked for [`NO_LIMIT`]: `usize::MAX` if its builder accepts it
-/// (seats that follow the load, issue 9), else [`BUSLINE_FALLBACK_NO_LIMIT`]. Asked of the
+/// (it does since its seats follow the load, issue 9), else [`BUSLINE_FALLBACK_NO_LIMIT`]. Asked of the
 /// builder once per process; call within a tokio runtime.
 pub fn busline_no_limit() -> usize {
     static NO_LIMIT_SETTING: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
@@ -205,7 +205,7 @@ impl Contender {
     pub fn no_limit_note(self) -> &'static str {
         match self {
             Contender::Busline => {
-                "`usize::MAX` once the builder accepts it; until then 2^24 (the core preallocates every slot's seats)"
+                "`usize::MAX` if its builder accepts it, else 2^24 (a core that preallocates every slot's seats)"
             }
             #[cfg(feature = "peers")]
             Contender::BatchAintOne => {
