@@ -5,7 +5,7 @@ CARGO ?= cargo
 LOOM_MAX_PREEMPTIONS ?= 3
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build lint test loom miri sim bench bench-build ci clean
+.PHONY: all build lint test test-benches loom miri sim bench bench-build ci clean
 
 all: build
 
@@ -15,10 +15,19 @@ build:
 # Clippy with warnings denied, on the normal build and on the loom build of the core.
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p busline-benches --all-targets --no-default-features -- -D warnings
 	RUSTFLAGS="--cfg busline_loom" $(CARGO) clippy -p busline -p busline-loom-tests --all-targets --target-dir target/loom -- -D warnings
 
+# Every crate's tests, without compiling the benches' peer crates (async-graphql and the rest:
+# most of a cold build, and only the benches use them). The benches' own unit tests run without
+# the `peers` feature; `make test-benches` (CI) runs them with it.
 test:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --exclude busline-benches
+	$(CARGO) test -p busline-benches --no-default-features
+
+# The benches with their peer crates: unit tests, and each criterion bench once (test mode).
+test-benches:
+	$(CARGO) test -p busline-benches --all-targets
 
 # Model-check the core's lock-free protocol (release mode), then show each broken variant fails.
 loom:
@@ -40,8 +49,8 @@ bench:
 bench-build:
 	$(CARGO) bench --workspace --no-run
 
-# What .ci/run runs on a fresh clone (`build` compiles the benches too, unoptimised).
-ci: build lint test
+# What .ci/run runs on a fresh clone (`build` compiles the benches and their peers, unoptimised).
+ci: build lint test test-benches
 	$(MAKE) loom LOOM_MAX_PREEMPTIONS=2
 
 clean:

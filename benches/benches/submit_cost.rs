@@ -74,7 +74,7 @@ fn submit_cost(c: &mut Criterion) {
     boarding(&mut group, &rt, false);
     boarding(&mut group, &rt, true);
     group.throughput(Throughput::Elements(JOINED as u64));
-    for contender in Contender::ALL {
+    for &contender in Contender::ALL {
         let id = BenchmarkId::new(contender.name(), "joined_1024");
         let _context = rt.enter();
         with_loader!(contender, Setup::with_window(Duration::ZERO), Arc::new(Counters::default()), |loader| {

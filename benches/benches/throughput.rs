@@ -35,7 +35,7 @@ fn throughput(c: &mut Criterion) {
         .throughput(Throughput::Elements((TASKS * LOADS_PER_TASK) as u64));
     for window_us in THROUGHPUT_WINDOWS_US {
         let window = Duration::from_micros(window_us);
-        for contender in Contender::ALL.into_iter().filter(|c| c.supports(window)) {
+        for contender in Contender::ALL.iter().copied().filter(|c| c.supports(window)) {
             let id = BenchmarkId::new(contender.name(), format!("window_{window_us}us"));
             // The crates spawn their workers when built: build inside the runtime's context.
             let _context = rt.enter();

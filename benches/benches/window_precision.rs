@@ -48,7 +48,7 @@ fn window_precision(c: &mut Criterion) {
     for window_us in PRECISION_WINDOWS_US {
         let window = Duration::from_micros(window_us);
         let parameter = format!("{window_us}us");
-        for contender in Contender::ALL.into_iter().filter(|c| c.supports(window)) {
+        for contender in Contender::ALL.iter().copied().filter(|c| c.supports(window)) {
             let id = BenchmarkId::new(contender.name(), &parameter);
             let counters = Arc::new(Counters::default());
             let _context = rt.enter();

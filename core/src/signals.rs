@@ -51,14 +51,17 @@ pub struct Signals {
 // `request_shutdown` sets `SHUTDOWN`; the driver then closes the ring (later claims are
 // refused), sends what boarded, waits for its batches, and finishes. Solo runs do not board,
 // so they are counted apart: a caller admits itself (`alone += 1`), then reads the flags; the
-// driver, once it has seen `SHUTDOWN`, reads `alone` and finishes only at zero. Every one of
-// these is a read-modify-write (the flags read as `fetch_or(0)`, the count as `fetch_add(0)`),
-// so each reads the latest value of its word, and the AcqRel chain orders them: if the caller
-// read the flags before `SHUTDOWN` was set, the shutdown request synchronises with that read,
-// so the admission happens before the driver's read of `alone`, which then counts the run.
-// Otherwise the caller sees `SHUTDOWN` and answers `Closed`. (Plain SeqCst loads and stores
-// would do on hardware, but loom treats SeqCst as AcqRel, and the RMWs make the argument hold
-// without a total order.) So once `shutdown()` has returned, no batch call starts.
+// driver, once it has seen `SHUTDOWN`, reads `alone` and finishes only at zero. With plain
+// acquire loads this Dekker pair is broken (each side may read the other's word from before
+// the other's write). So both reads are read-modify-writes (the flags as `fetch_or(0)`, the
+// count as `fetch_add(0)`), each reading the latest value of its word: if the caller read the
+// flags before `SHUTDOWN` was set, the request's RMW read from the caller's, so the admission
+// happens before the driver's read of `alone`, which counts the run; if the driver read
+// `alone` before the admission, the admission's RMW read from the driver's, so the caller sees
+// the `SHUTDOWN` the driver had seen and answers `Closed`. (Either RMW alone would do; both
+// cost nothing on these rare paths. SeqCst loads would do on hardware, but loom treats SeqCst
+// as AcqRel; the RMWs make the argument hold without a total order.) So once `shutdown()`
+// has returned, no batch call starts.
 //
 // # The stall flag
 //
@@ -131,8 +134,9 @@ impl Signals {
     /// shutdown, the boarding bus, a free slot. Anything signalled after this look wakes
     /// `waker`; anything before it is in the look.
     pub fn look<K, R>(&self, ring: &Ring<K, R>, waker: &Waker) -> Look {
-        #[cfg(not(busline_loom_broken = "look"))]
-        self.driver.register(waker);
+        if !broken(Bug::DriverLook) {
+            self.driver.register(waker);
+        }
         // Acquire: pairs with the publishers' Release increments in `complete`.
         let completed = self.completed.swap(0, Ordering::Acquire);
         let shutdown = self.is_shutdown();
@@ -140,10 +144,11 @@ impl Signals {
         // before it by the waker cell's own acquire-release; one after it wakes the new waker.
         let boarding = ring.boarding();
         let free_slot = ring.has_free_slot();
-        #[cfg(busline_loom_broken = "look")]
-        // BROKEN ON PURPOSE (loom-tests): looking, then registering, misses a wake-up that
-        // lands in between, and the driver sleeps on a bus that is boarding.
-        self.driver.register(waker);
+        if broken(Bug::DriverLook) {
+            // BROKEN ON PURPOSE (loom-tests): looking, then registering, misses a wake-up that
+            // lands in between, and the driver sleeps on a bus that is boarding.
+            self.driver.register(waker);
+        }
         Look { completed, shutdown, boarding, free_slot }
     }
 
@@ -192,13 +197,15 @@ impl Signals {
         // AcqRel, and the flags read with a read-modify-write: the caller's side of the pair
         // (see the essay).
         self.alone.fetch_add(1, Ordering::AcqRel);
-        #[cfg(not(busline_loom_broken = "solo_admission"))]
-        let flags = self.flags.fetch_or(0, Ordering::AcqRel);
-        #[cfg(busline_loom_broken = "solo_admission")]
-        // BROKEN ON PURPOSE (loom-tests): a plain load may read the flags from before the
-        // shutdown request while the driver reads `alone` from before this admission, so the
-        // driver finishes and the run starts after.
-        let flags = self.flags.load(Ordering::Acquire);
+        let flags = if broken(Bug::SoloAdmission) {
+            // BROKEN ON PURPOSE (loom-tests): with plain loads on both sides (here and in
+            // `solo_runs`), the caller may read the flags from before the shutdown request
+            // while the driver reads `alone` from before this admission (store buffering), so
+            // the driver finishes and the run starts after.
+            self.flags.load(Ordering::Acquire)
+        } else {
+            self.flags.fetch_or(0, Ordering::AcqRel)
+        };
         if flags & SHUTDOWN != 0 {
             self.end_alone();
             return false;
@@ -219,6 +226,10 @@ impl Signals {
     /// Driver, once it has seen shutdown: solo runs still going. A read-modify-write, so that
     /// it reads the latest count (see the essay).
     pub fn solo_runs(&self) -> u64 {
+        if broken(Bug::SoloAdmission) {
+            // BROKEN ON PURPOSE (loom-tests): see `begin_alone`.
+            return self.alone.load(Ordering::Acquire);
+        }
         self.alone.fetch_add(0, Ordering::AcqRel)
     }
 
@@ -363,7 +374,9 @@ fn at_capacity<K>(signals: &Signals, overflow: Overflow, key: K) -> Admission<K>
 /// so nobody waits for a driver that is gone. Returns the bus it closed, or `None` if the ring
 /// was already closed.
 pub fn abandon<K, R>(ring: &Ring<K, R>, signals: &Signals, outcome: R) -> Option<Sealed> {
-    if ring.is_closed() {
+    // BROKEN ON PURPOSE (loom-tests) under `Bug::Abandon`: no check, so a driver dropped
+    // after a normal shutdown closes the ring a second time.
+    if ring.is_closed() && !broken(Bug::Abandon) {
         return None;
     }
     let sealed = ring.close();
@@ -372,4 +385,24 @@ pub fn abandon<K, R>(ring: &Ring<K, R>, signals: &Signals, outcome: R) -> Option
     // SAFETY: `close` gave the driver the batch's reference; published once.
     unsafe { publish(ring, signals, sealed.slot, outcome) };
     Some(sealed)
+}
+
+// The deliberate bugs of this file's protocol (`crate::sync::Bug`), switched on one at a time
+// by the loom tests' `*broken*` models. Outside the loom build they do not exist, and
+// `broken` is a constant `false`.
+#[cfg(busline_loom)]
+use crate::sync::{Bug, broken};
+
+#[cfg(not(busline_loom))]
+#[derive(Clone, Copy)]
+enum Bug {
+    DriverLook,
+    SoloAdmission,
+    Abandon,
+}
+
+#[cfg(not(busline_loom))]
+#[inline(always)]
+const fn broken(_: Bug) -> bool {
+    false
 }

@@ -134,6 +134,14 @@ mod broken {
         Install,
         /// The pool's take is `Relaxed` instead of `Acquire`.
         PoolTake,
+        /// `Signals::look` reads before it registers the driver's waker.
+        DriverLook,
+        /// `Signals::begin_alone` reads the shutdown flag, and `Signals::solo_runs` the run
+        /// count, with plain loads instead of read-modify-writes (the Dekker pair with acquire
+        /// loads).
+        SoloAdmission,
+        /// `signals::abandon` closes the ring without checking whether it is closed already.
+        Abandon,
     }
 
     thread_local! {

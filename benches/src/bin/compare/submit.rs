@@ -1,0 +1,146 @@
+//! What one load costs busline's caller (the submit), and the whole coalesced path per load on
+//! one thread for every contender.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use busline_benches::adapters::{Contender, Counters, Setup};
+use busline_benches::report::{self, Run, median, quantile};
+use busline_benches::{scenarios, with_loader};
+
+use crate::{Args, Verdict, yes};
+
+/// Issue 9's target for a submit.
+const SUBMIT_TARGET_NS: f64 = 20.0;
+
+pub(crate) fn section(args: &Args, run: &Run, verdicts: &mut Vec<Verdict>) -> std::io::Result<String> {
+    const CHUNK: usize = 512; // half of a 1,024-seat bus: the driver seals between two chunks.
+    let chunks = if args.quick { 50 } else { 4_000 };
+    let rt = scenarios::current_thread_runtime();
+    let (board, cancel) = rt.block_on(async {
+        let batcher = scenarios::parked_batcher(Arc::new(Counters::default()));
+        let mut key = 0u64;
+        let mut board = Vec::with_capacity(chunks);
+        let mut cancel = Vec::with_capacity(chunks);
+        for i in 0..chunks * 2 {
+            let d = if i % 2 == 0 {
+                scenarios::board_only(&batcher, key, CHUNK)
+            } else {
+                scenarios::board_and_cancel(&batcher, key, CHUNK)
+            };
+            key += CHUNK as u64;
+            let per = d.as_secs_f64() * 1e9 / CHUNK as f64;
+            if i % 2 == 0 { board.push(per) } else { cancel.push(per) }
+            scenarios::let_driver_run().await;
+        }
+        (board, cancel)
+    });
+    // One thread, 1,024 loads awaited together with join_all: the whole coalesced path.
+    let concurrency = 1024;
+    let reps = if args.quick { 5 } else { 300 };
+    let mut joined: Vec<(Contender, f64)> = Vec::new();
+    for &contender in &args.contenders {
+        let counters = Arc::new(Counters::default());
+        let per = rt.block_on(async {
+            with_loader!(contender, Setup::with_window(Duration::ZERO), Arc::clone(&counters), |loader| {
+                let mut per = Vec::with_capacity(reps);
+                let mut key = 0u64;
+                for i in 0..reps + 2 {
+                    let d = scenarios::joined_loads(&loader, key, concurrency).await;
+                    key += concurrency as u64;
+                    if i >= 2 {
+                        per.push(d.as_secs_f64() * 1e9 / concurrency as f64);
+                    }
+                }
+                median(&per)
+            })
+        });
+        eprintln!("submit: {} joined load {per:.0} ns", contender.name());
+        joined.push((contender, per));
+    }
+    drop(rt);
+
+    let seat = busline::seat_bytes::<u64>();
+    let future = std::mem::size_of::<busline::Load<'static, u64, u64, Infallible>>();
+    let quant = |v: &[f64], q: f64| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        quantile(&v, q)
+    };
+    let mut csv = String::from("measure,implementation,ns_per_load_median,ns_per_load_p10,ns_per_load_p90,samples\n");
+    let _ = writeln!(csv, "board_only,busline,{:.2},{:.2},{:.2},{}", median(&board), quant(&board, 0.1), quant(&board, 0.9), board.len());
+    let _ = writeln!(
+        csv,
+        "board_and_cancel,busline,{:.2},{:.2},{:.2},{}",
+        median(&cancel),
+        quant(&cancel, 0.1),
+        quant(&cancel, 0.9),
+        cancel.len()
+    );
+    for (c, per) in &joined {
+        let _ = writeln!(csv, "joined_1024_current_thread,{},{per:.2},,,{reps}", c.name());
+    }
+    let _ = writeln!(csv, "seat_bytes,busline,{seat},,,");
+    let _ = writeln!(csv, "load_future_bytes,busline,{future},,,");
+    report::write_csv(&args.out, "submit_cost.csv", run, &csv)?;
+
+    let mut s = String::new();
+    let _ = writeln!(s, "\n## submit cost\n");
+    let _ = writeln!(
+        s,
+        "Current-thread runtime, one caller, u64 keys. **board**: the first poll of `load(k)` on a batcher whose window \
+         (1 h) never closes in time: claim a seat, write the key, register the caller's waker (the bus's first request \
+         also stamps the window and wakes the driver; the 1,024th wakes it again); timed over chunks of {CHUNK} polls, \
+         the futures dropped untimed after each chunk, then the driver runs and seals the full bus. **board + cancel**: \
+         the same poll, then the future is dropped at once (timed): adds marking the seat cancelled and releasing it. \
+         Median of {} chunks (p10–p90). Target: submit ≤ 20 ns.\n",
+        board.len()
+    );
+    let _ = writeln!(s, "| measure | ns per load: median | p10–p90 | target ≤ 20 ns |");
+    let _ = writeln!(s, "|---|---:|---:|---|");
+    let _ = writeln!(
+        s,
+        "| board (busline) | {:.1} | {:.1}–{:.1} | {} |",
+        median(&board),
+        quant(&board, 0.1),
+        quant(&board, 0.9),
+        yes(median(&board) <= SUBMIT_TARGET_NS)
+    );
+    let _ = writeln!(
+        s,
+        "| board + cancel (busline) | {:.1} | {:.1}–{:.1} | |",
+        median(&cancel),
+        quant(&cancel, 0.1),
+        quant(&cancel, 0.9)
+    );
+    s += &run.caption();
+    verdicts.push(Verdict::new(
+        "submit (board: the first poll of `load`)",
+        format!("≤ {SUBMIT_TARGET_NS:.0} ns"),
+        format!("{:.1} ns (p10–p90 {:.1}–{:.1})", median(&board), quant(&board, 0.1), quant(&board, 0.9)),
+        median(&board) <= SUBMIT_TARGET_NS,
+    ));
+    let _ = writeln!(
+        s,
+        "\nThe whole path on one thread: {concurrency} loads of distinct keys awaited together (`join_all`, no spawn) on a \
+         current-thread runtime, window 0 (each crate's closest setting; tower-batch-control's `sleep(0)` waits for \
+         tokio's next 1 ms tick); wall time ÷ {concurrency}, median of {reps} repetitions. For busline this is board, \
+         the driver's seal and collect, the batch function's map, publish, wake, read and release.\n"
+    );
+    let _ = writeln!(s, "| implementation | ns per load (1,024 joined, one thread) |");
+    let _ = writeln!(s, "|---|---:|");
+    for (c, per) in &joined {
+        let _ = writeln!(s, "| {} | {per:.0} |", c.name());
+    }
+    s += &run.caption();
+    let _ = writeln!(
+        s,
+        "\nA busline seat is {seat} bytes for u64 keys (`busline::seat_bytes::<u64>()`); the caller's `Load` future is \
+         {future} bytes (in the caller's task). What a pending request costs the whole batcher, counted, is in \
+         \"bytes per pending request\"."
+    );
+    Ok(s)
+}
+
