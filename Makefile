@@ -5,7 +5,7 @@ CARGO ?= cargo
 LOOM_MAX_PREEMPTIONS ?= 3
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build lint test test-benches loom miri sim bench bench-build ci clean
+.PHONY: all build lint test test-benches examples loom miri sim bench bench-build ci clean
 
 all: build
 
@@ -15,6 +15,7 @@ build:
 # Clippy with warnings denied, on the normal build and on the loom build of the core.
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p busline --all-targets --all-features -- -D warnings
 	$(CARGO) clippy -p busline-benches --all-targets --no-default-features -- -D warnings
 	RUSTFLAGS="--cfg busline_loom" $(CARGO) clippy -p busline -p busline-loom-tests --all-targets --target-dir target/loom -- -D warnings
 
@@ -22,8 +23,13 @@ lint:
 # most of a cold build, and only the benches use them). The benches' own unit tests run without
 # the `peers` feature; `make test-benches` (CI) runs them with it.
 test:
-	$(CARGO) test --workspace --exclude busline-benches
+	$(CARGO) test --workspace --exclude busline-benches --exclude busline-examples
+	$(CARGO) test -p busline --all-features
 	$(CARGO) test -p busline-benches --no-default-features
+
+# The examples crate (axum, Prometheus): builds it and runs each example's self-test.
+examples:
+	$(CARGO) run -p busline-examples --bin users_service
 
 # The benches with their peer crates: unit tests, and each criterion bench once (test mode).
 test-benches:
@@ -50,7 +56,7 @@ bench-build:
 	$(CARGO) bench --workspace --no-run
 
 # What .ci/run runs on a fresh clone (`build` compiles the benches and their peers, unoptimised).
-ci: build lint test test-benches
+ci: build lint test test-benches examples
 	$(MAKE) loom LOOM_MAX_PREEMPTIONS=2
 
 clean:
