@@ -1,4 +1,4 @@
-//! The `busline-sim` command line: `run`, `sweep` and `report`.
+//! The `busline-sim` command line: `run`, `sweep`, `fleet` and `report`.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -45,11 +45,29 @@ enum Command {
         #[arg(long, default_value = "sweep-out")]
         out: PathBuf,
     },
+    /// Runs one scenario with 1, 2, 4, ... service instances under every routing and the
+    /// reference policies: CSV, plots and a Markdown summary.
+    Fleet {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// Override a key, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Fleet sizes to try.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64,128,256")]
+        instances: Vec<u32>,
+        /// Output directory.
+        #[arg(long, default_value = "fleet-out")]
+        out: PathBuf,
+    },
     /// Sweeps every scenario of a directory and writes the report (what `make sim` runs).
     Report {
         /// Directory of scenario files.
         #[arg(long, default_value = "sim/scenarios")]
         scenarios: PathBuf,
+        /// A fleet study to include (a scenario file run at 1 to 256 instances); repeatable.
+        #[arg(long = "fleet", value_name = "SCENARIO")]
+        fleet: Vec<PathBuf>,
         /// Output directory.
         #[arg(long, default_value = "reports/sim")]
         out: PathBuf,
@@ -85,6 +103,9 @@ fn run_cli(cli: Cli) -> Result<()> {
                 let w = &m.added_wait_ms;
                 println!("added wait ms: mean {:.4} p50 {:.4} p99 {:.4} max {:.4}", w.mean, w.p50, w.p99, w.max);
                 println!("db wait ms: mean {:.4} p99 {:.4}  db utilization {:.3}", m.db_wait_ms.mean, m.db_wait_ms.p99, m.db_utilization);
+                if s.fleet.instances > 1 {
+                    println!("fleet: {} instances, {} routing", s.fleet.instances, s.fleet.routing);
+                }
             }
             eprintln!(
                 "{} requests in {:.3} s wall: {:.2} M simulated requests/s ({} events)",
@@ -104,9 +125,16 @@ fn run_cli(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Report { scenarios, out } => {
+        Command::Fleet { scenario, set, instances, out } => {
+            let s = Scenario::load_with(&scenario, &set)?;
+            let study = report::fleet::study(&s, &instances)?;
+            report::fleet::write(&out, &study)?;
+            eprintln!("{} fleet runs of {} written to {}", study.rows.len(), s.name, out.display());
+            Ok(())
+        }
+        Command::Report { scenarios, fleet, out } => {
             let command = std::env::args().collect::<Vec<_>>().join(" ");
-            let all = report::report_command(&scenarios, &out, &command)?;
+            let all = report::report_command(&scenarios, &fleet, &out, &command)?;
             for a in &all {
                 for c in &a.checks {
                     eprintln!("{}: {}: {} ({})", a.scenario.name, c.verdict(), c.name, c.detail);

@@ -17,6 +17,8 @@ pub enum Stream {
     Keys = 2,
     /// Database service times.
     Service = 3,
+    /// The load balancer's random picks (`[fleet] routing = "random"`).
+    Routing = 4,
 }
 
 /// The generator of `stream` for `seed`, re-seeded for `key` (one draw per key: common random
