@@ -413,7 +413,7 @@ impl Engine {
                 self.added_wait.record(now - w.arrival);
                 self.over_budget += u64::from(now - w.arrival > self.budget_ns);
             }
-            let distinct = if self.keys.all_unique() && !self.trace_keys {
+            let distinct = if requests == 1 || (self.keys.all_unique() && !self.trace_keys) {
                 requests as u32
             } else {
                 self.distinct.count(inst.stop.iter().take(requests).map(|w| w.key))

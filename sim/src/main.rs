@@ -89,6 +89,7 @@ fn run_cli(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run { scenario, set, json } => {
             let s = Scenario::load_with(&scenario, &set)?;
+            let cpu_before = thread_cpu_ns();
             let out = run(&s, &RunOptions::default())
                 .with_context(|| format!("running {}", scenario.display()))?;
             if json {
@@ -107,12 +108,17 @@ fn run_cli(cli: Cli) -> Result<()> {
                     println!("fleet: {} instances, {} routing", s.fleet.instances, s.fleet.routing);
                 }
             }
+            let cpu_s = cpu_before.zip(thread_cpu_ns()).map(|(a, b)| b.saturating_sub(a) as f64 / 1e9);
             eprintln!(
-                "{} requests in {:.3} s wall: {:.2} M simulated requests/s ({} events)",
+                "{} requests in {:.3} s wall: {:.2} M simulated requests/s ({} events){}",
                 out.summary.requests,
                 out.wall_s,
                 out.summary.requests as f64 / out.wall_s / 1e6,
-                out.events
+                out.events,
+                cpu_s.map_or(String::new(), |c| format!(
+                    "; {c:.3} s on the CPU: {:.2} M simulated requests per CPU-second",
+                    out.summary.requests as f64 / c / 1e6
+                ))
             );
             Ok(())
         }
@@ -144,4 +150,10 @@ fn run_cli(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Nanoseconds this thread has spent on a CPU (Linux: `/proc/thread-self/schedstat`), so a
+/// run's speed per core can be told apart from the time it waited for one on a busy machine.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
 }

@@ -97,6 +97,8 @@ fn fleet_plot<DB: DrawingBackend>(
             .x_desc("instances (log)")
             .y_desc(if routing == Routing::Random { y_desc } else { "" })
             .x_label_formatter(&|v| format!("{}", v.round()))
+            .y_label_formatter(&|v| compact(*v))
+            .light_line_style(WHITE.mix(0.0))
             .label_style(("sans-serif", 13))
             .axis_desc_style(("sans-serif", 14))
             .draw()
@@ -117,16 +119,29 @@ fn fleet_plot<DB: DrawingBackend>(
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             let Some(policy) = pts.first().map(|p| p.2) else { continue };
             let c = color(policy);
+            // Car widest: where a policy sends as many queries as car, car shows around it.
+            let w = if policy == "car" { 6 } else { 2 };
             chart
-                .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), c.stroke_width(2)))
+                .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), c.stroke_width(w)))
                 .map_err(err)?;
             chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, c.filled()))).map_err(err)?;
             if !keys.iter().any(|k| &k.0 == l) {
-                keys.push((l.clone(), c, Key::Line(2)));
+                keys.push((l.clone(), c, Key::Line(w)));
             }
         }
     }
     side_legend(&legend_area, &keys, 14)
+}
+
+/// A tick label without trailing zeros: 0.5, 2, 1500, 45k.
+fn compact(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.0}k", v / 1e3)
+    } else if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{}", (v * 1e3).round() / 1e3)
+    }
 }
 
 fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
@@ -180,7 +195,7 @@ pub fn markdown(study: &FleetStudy, link_prefix: &str) -> String {
     );
     // The paragraph: what the study shows, from its own figures.
     let get = |routing, policy: &str, n| find(rows, routing, policy, n);
-    if let (Some(w1), Some(wn), Some(car), Some(a1), Some(an), Some(nat1), Some(natn), Some(aff), Some(rnd)) = (
+    if let (Some(w1), Some(wn), Some(car), Some(a1), Some(an), Some(nat1), Some(natn), Some(aff), Some(rnd), Some(rr)) = (
         get(Routing::Random, "window", lo),
         get(Routing::Random, "window", hi),
         get(Routing::Random, "car", hi),
@@ -190,6 +205,7 @@ pub fn markdown(study: &FleetStudy, link_prefix: &str) -> String {
         get(Routing::Random, "natural", hi),
         get(Routing::KeyAffinity, "window", hi),
         get(Routing::Random, "window", hi),
+        get(Routing::RoundRobin, "window", hi),
     ) {
         let _ = writeln!(
             md,
@@ -197,13 +213,16 @@ pub fn markdown(study: &FleetStudy, link_prefix: &str) -> String {
              window of B = {b} ms collects {:.2} requests per query at {lo} instance(s) but {:.2} at {hi} \
              (the formula 1 + λT/N), so the database's queries/s grow from {:.0} to {:.0} — car sends {:.0}. \
              Adaptive goes from {:.0} to {:.0} queries/s and natural batching from {:.0} to {:.0}: \
-             no policy can make {hi} instances batch like one, because none may wait longer than its budget. \
+             none of them batches at {hi} instances as at one, since none waits longer than B. \
              p99 latency: window {:.3} → {:.3} ms, adaptive {:.3} → {:.3} ms, car {:.3} ms at {hi}. \
              What routing buys back: at {hi} instances key affinity looks up {:.3} distinct keys per request \
              against {:.3} for random routing ({:.3} at one instance), because every request for a key reaches \
              the instance that already holds that key's other requests; it does not bring back the batch \
              size ({:.2} vs {:.2} requests per query). Database utilisation: window {:.3} → {:.3} \
-             (random), {:.3} with key affinity at {hi}.\n",
+             (random), {:.3} with key affinity at {hi}. Round robin spaces each instance's requests \
+             evenly, which for a window is worse than random once an instance gets about one request \
+             per window: at {hi} instances the window catches {:.2} requests per query with round \
+             robin against {:.2} with random routing.\n",
             w1.mean_batch,
             wn.mean_batch,
             w1.queries_per_s,
@@ -226,6 +245,8 @@ pub fn markdown(study: &FleetStudy, link_prefix: &str) -> String {
             w1.db_utilization,
             wn.db_utilization,
             aff.db_utilization,
+            rr.mean_batch,
+            wn.mean_batch,
         );
     }
     for (what, metric, fmt3) in [
