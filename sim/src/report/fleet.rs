@@ -254,6 +254,10 @@ pub fn markdown(study: &FleetStudy, link_prefix: &str) -> String {
         ("p99 latency (ms)", |r: &RunSummary| r.latency_ms.p99, true),
         ("distinct keys looked up per request", keys_per_request, true),
         ("database utilisation", |r: &RunSummary| r.db_utilization, true),
+        ("mean wait the policy added, arrival to release (ms)", |r: &RunSummary| r.added_wait_ms.mean, true),
+        ("mean wait for an in-flight place, release to dispatch (ms)", |r: &RunSummary| r.in_flight_wait_ms.mean, true),
+        ("mean wait for a connection, dispatch to service (ms)", |r: &RunSummary| r.connection_wait_ms.mean, true),
+        ("mean service time (ms)", |r: &RunSummary| r.service_ms.mean, true),
     ] {
         let _ = writeln!(md, "{what} by number of instances:\n");
         let _ = write!(md, "| routing | policy |");
