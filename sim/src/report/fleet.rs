@@ -150,7 +150,8 @@ fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
         lo = lo.min(v);
         hi = hi.max(v);
     }
-    if lo.is_finite() { (lo / 1.4)..(hi * 1.4) } else { 0.001..1.0 }
+    // Whole decades, so a log axis always has labelled ticks (1, 2, ... 10).
+    if lo.is_finite() { 10f64.powf(lo.log10().floor())..10f64.powf(hi.log10().ceil()) } else { 0.001..1.0 }
 }
 
 fn find<'a>(rows: &'a [FleetRow], routing: Routing, policy: &str, n: u32) -> Option<&'a RunSummary> {
@@ -217,8 +218,8 @@ pub fn markdown(study: &FleetStudy, link_prefix: &str) -> String {
              p99 latency: window {:.3} → {:.3} ms, adaptive {:.3} → {:.3} ms, car {:.3} ms at {hi}. \
              What routing buys back: at {hi} instances key affinity looks up {:.3} distinct keys per request \
              against {:.3} for random routing ({:.3} at one instance), because every request for a key reaches \
-             the instance that already holds that key's other requests; it does not bring back the batch \
-             size ({:.2} vs {:.2} requests per query). Database utilisation: window {:.3} → {:.3} \
+             the instance that already holds that key's other requests (requests per query: {:.2} with key \
+             affinity, {:.2} with random routing). Database utilisation: window {:.3} → {:.3} \
              (random), {:.3} with key affinity at {hi}. Round robin spaces each instance's requests \
              evenly, which for a window is worse than random once an instance gets about one request \
              per window: at {hi} instances the window catches {:.2} requests per query with round \
