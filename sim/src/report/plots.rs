@@ -77,6 +77,8 @@ pub(super) enum Key {
     Circle,
     /// A filled triangle.
     Triangle,
+    /// An open circle (a ring around a marker).
+    Ring,
 }
 
 /// A legend in its own strip (`area`, beside the axes): an entry per line, from the top. It
@@ -94,6 +96,7 @@ pub(super) fn side_legend<DB: DrawingBackend>(
             Key::Line(w) => area.draw(&PathElement::new(vec![(6, y), (30, y)], c.stroke_width(w))),
             Key::Circle => area.draw(&Circle::new((18, y), 5, c.filled())),
             Key::Triangle => area.draw(&TriangleMarker::new((18, y), 7, c.filled())),
+            Key::Ring => area.draw(&Circle::new((18, y), 7, c.stroke_width(2))),
         }
         .map_err(err)?;
         area.draw(&Text::new(text.clone(), (36, y - font_size as i32 / 2 - 1), ("sans-serif", font_size)))
@@ -322,6 +325,19 @@ fn frontier_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str,
             .map_err(err)?;
         keys.push((label(r), c, Key::Triangle));
     }
+    // Dominated points: another run of the sweep has >= 1 % fewer queries and a >= 2 % lower
+    // p99 (frontier::beats). A black ring around the marker.
+    let ring = BLACK.stroke_width(2);
+    chart
+        .draw_series(
+            rows.iter()
+                .filter(|r| r.policy != "window" || r.window_ms.unwrap_or(0.0) > 0.0)
+                .filter(|r| super::frontier::dominated(rows, r))
+                .map(|r| Circle::new((r.queries as f64, r.latency_ms.p99), 11, ring)),
+        )
+        .map_err(err)?;
+    keys.push(("dominated (another run: >= 1 %".to_string(), BLACK, Key::Ring));
+    keys.push(("  fewer queries, >= 2 % lower p99)".to_string(), WHITE, Key::Line(0)));
     side_legend(&legend, &keys, 15)
 }
 
