@@ -43,9 +43,9 @@ loom:
 miri:
 	bash loom-tests/miri.sh
 
-# Car-vs-bus simulation of the bundled scenarios: writes reports/sim/.
+# Car-vs-bus simulation of the bundled scenarios and one fleet study: writes reports/sim/.
 sim:
-	$(CARGO) run --release -p busline-sim -- report --scenarios sim/scenarios --out reports/sim
+	$(CARGO) run --release -p busline-sim -- report --scenarios sim/scenarios --fleet sim/scenarios/fleet/fleet-zipf.toml --out reports/sim
 
 # Benchmarks against the peer crates: writes reports/bench/.
 bench:

@@ -5,18 +5,22 @@
 //!
 //! With `k` queries running, each progresses at rate `1 / (1 + contention × (k - 1))`: every
 //! extra concurrent query slows every running one by that fraction (the congestion of the car
-//! analogy). A query's service time is its *work* at rate 1. Whenever `k` changes, every
-//! running query's remaining work is brought up to date at the old rate and its completion is
-//! rescheduled at the new rate; the old completion events become stale (their version no
-//! longer matches) and are ignored. This is processor sharing restricted to the running set.
-//! With `contention = 0` the rate is always 1 and nothing is ever rescheduled.
+//! analogy). A query's service time is its *work* at rate 1. This is processor sharing
+//! restricted to the running set, kept in *virtual time*: a clock `v` of work done by each
+//! running query, advancing at the current rate. A query that starts at `v0` with work `w`
+//! finishes when `v` reaches `v0 + w`, whatever the rates in between, so the running queries
+//! finish in the order of those marks and only the first of them needs a completion event.
+//! Whenever `k` changes, that one event is rescheduled at the new rate (the old one becomes
+//! stale: its version no longer matches): O(1) events per change instead of O(k).
+//! With `contention = 0` the rate is always 1: each query gets its completion event when it
+//! starts, and nothing is ever rescheduled.
 
 use std::collections::VecDeque;
 
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Exp1, StandardNormal};
 
-use crate::rng::{Stream, keyed_stream};
+use crate::rng::{Stream, ceil_ns, keyed_stream, round_ns};
 use crate::scenario::{Scenario, ServiceKind};
 
 /// Draws service times (in ns) around a mean.
@@ -60,7 +64,7 @@ impl ServiceSampler {
                 mean_ns * (self.sigma * z - self.sigma * self.sigma / 2.0).exp()
             }
         };
-        x.round() as u64
+        round_ns(x)
     }
 }
 
@@ -88,8 +92,8 @@ pub enum DbEvent {
 #[derive(Debug, Clone, Copy)]
 struct Running {
     query: u32,
-    /// Work left at rate 1, in ns (only maintained under contention).
-    remaining: f64,
+    /// Under contention: the virtual time at which the query's work is done.
+    done_at_v: f64,
     version: u32,
 }
 
@@ -103,6 +107,10 @@ pub struct Db {
     service: ServiceSampler,
     running: Vec<Running>,
     waiting: VecDeque<(u32, u32, u64)>,
+    /// Virtual time: work done by each running query since the start (under contention).
+    v: f64,
+    /// Under contention: the running query whose completion event is live, if any.
+    due: Option<u32>,
     last_update: u64,
     busy_ns: u128,
     next_version: u32,
@@ -120,6 +128,8 @@ impl Db {
             service: ServiceSampler::new(scenario),
             running: Vec::with_capacity(c.servers as usize),
             waiting: VecDeque::new(),
+            v: 0.0,
+            due: None,
             last_update: 0,
             busy_ns: 0,
             next_version: 0,
@@ -155,12 +165,16 @@ impl Db {
     /// rescheduled since. Otherwise the query is done, its connection serves the next waiting
     /// query, and the rest are rescheduled under contention.
     pub fn complete(&mut self, now: u64, query: u32, version: u32, out: &mut Vec<DbEvent>) -> bool {
-        let Some(i) = self.running.iter().position(|r| r.query == query && r.version == version)
-        else {
+        // Under contention only the query first to finish holds a live event; the versions
+        // tell its latest event from those it had before being rescheduled.
+        let live = |r: &Running| r.query == query && r.version == version;
+        let Some(i) = self.running.iter().position(live) else { return false };
+        if self.contention > 0.0 && self.due != Some(query) {
             return false;
-        };
+        }
         self.advance(now);
         self.running.swap_remove(i);
+        self.due = None;
         if self.waiting.is_empty() {
             self.reschedule(now, out);
         } else {
@@ -176,7 +190,7 @@ impl Db {
         let work = self.service.sample(mean, first_request);
         out.push(DbEvent::Started { query, at: now });
         let version = self.bump();
-        self.running.push(Running { query, remaining: work as f64, version });
+        self.running.push(Running { query, done_at_v: self.v + work as f64, version });
         if self.contention == 0.0 {
             out.push(DbEvent::Due { query, version, at: now + work });
         } else {
@@ -184,32 +198,35 @@ impl Db {
         }
     }
 
-    /// Brings remaining work and busy time up to `now` at the current rate.
+    /// Brings virtual time and busy time up to `now` at the current rate.
     fn advance(&mut self, now: u64) {
         let dt = now.saturating_sub(self.last_update);
         self.busy_ns += u128::from(dt) * self.running.len() as u128;
         if self.contention > 0.0 && dt > 0 {
-            let rate = self.rate();
-            for r in &mut self.running {
-                r.remaining = (r.remaining - dt as f64 * rate).max(0.0);
-            }
+            self.v += dt as f64 * self.rate();
         }
         self.last_update = now;
     }
 
-    /// New completion times for every running query at the current rate (under contention).
+    /// Under contention: a new completion event for the running query that finishes first, at
+    /// the current rate (the previous event, if any, becomes stale).
     fn reschedule(&mut self, now: u64, out: &mut Vec<DbEvent>) {
         if self.contention == 0.0 {
             return;
         }
+        let Some(first) = (0..self.running.len())
+            .min_by(|&a, &b| self.running[a].done_at_v.total_cmp(&self.running[b].done_at_v))
+        else {
+            self.due = None;
+            return;
+        };
         let rate = self.rate();
-        for i in 0..self.running.len() {
-            let version = self.bump();
-            let r = &mut self.running[i];
-            r.version = version;
-            let at = now + (r.remaining / rate).ceil() as u64;
-            out.push(DbEvent::Due { query: r.query, version, at });
-        }
+        let version = self.bump();
+        let r = &mut self.running[first];
+        r.version = version;
+        self.due = Some(r.query);
+        let at = now + ceil_ns((r.done_at_v - self.v).max(0.0) / rate);
+        out.push(DbEvent::Due { query: r.query, version, at });
     }
 
     fn rate(&self) -> f64 {

@@ -1,26 +1,38 @@
 //! The discrete-event engine: virtual time in integer nanoseconds, events ordered by
-//! `(time, sequence)` in a binary heap, the core's own [`Scheduler`] deciding every departure.
+//! `(time, sequence)`, the core's own [`Scheduler`] deciding every departure — one scheduler per
+//! service instance of the fleet (`[fleet]`; one instance unless the scenario says otherwise).
 //!
 //! # The loop
 //!
-//! Each event is one input to the world: an arrival (one request joins the stop and the
-//! scheduler hears `on_arrival`), a timeout (the scheduler's deadline: `on_timeout`), or a
-//! database completion (the batch's requests are answered; the scheduler hears `on_complete`).
-//! After every input the engine drains `poll_action`: each `Dispatch { requests, ready_at }`
-//! takes the oldest `requests` requests from the engine's FIFO at the stop, counts their
-//! distinct keys and sends one query to the database. `ready_at` (when the policy released the
-//! bus) splits each request's wait into the policy's part and the backend's (see
-//! [`crate::stats`]). Then it reads `poll_timeout` and arms a timer event if
-//! the deadline changed (older timer events become stale and are skipped). The engine never
-//! decides when a batch leaves: that is `busline::policy`.
+//! Each event is one input to the world: an arrival (the load balancer, [`Router`], picks an
+//! instance; the request joins that instance's stop and its scheduler hears `on_arrival`), a
+//! timeout (an instance's deadline: `on_timeout`), or a database completion (the batch's
+//! requests are answered, its instance's pool connection is freed, and that instance's
+//! scheduler hears `on_complete`). Every event concerns one instance, and after it the engine
+//! *serves* that instance only: it drains `poll_action` — each `Dispatch { requests, ready_at }`
+//! takes the oldest `requests` requests from the instance's FIFO, counts their distinct keys
+//! and sends one query (through the instance's pool, if any, to the shared database);
+//! `ready_at` (when the policy released the bus) splits each request's wait into the policy's
+//! part and the backend's (see [`crate::stats`]) — then reads
+//! `poll_timeout` and arms a timer event if the deadline changed (older timer events become
+//! stale and are skipped). The engine never decides when a batch leaves: that is
+//! `busline::policy`.
+//!
+//! # Cost per event
+//!
+//! Nothing per event grows with the fleet: instances live in a `Vec`, one heap holds every
+//! event, only an instance with a deadline has a timer in it, and routing is O(1) or
+//! O(log instances). The next arrival is held beside the heap rather than in it (there is
+//! always exactly one), carrying the sequence number it would have had in the heap, so the
+//! order of events is the same as with one heap for all.
 //!
 //! # Checks (always on)
 //!
-//! Requests carry consecutive ids; every dispatch must take exactly the next ids (so each
-//! request boards exactly one batch, in order), every query is answered exactly once (its slot
-//! is live until then), and at the end every request that arrived has been answered, the stop,
-//! the database and the scheduler are empty, and queries sent = batches dispatched = queries
-//! completed. A violation is an error, not a silent miscount.
+//! Requests carry increasing ids; every dispatch must take its instance's oldest requests in
+//! order (so each request boards exactly one batch), every query is answered exactly once (its
+//! slot is live until then), and at the end every request that arrived has been answered, the
+//! stops, pools, database and schedulers are empty, and queries sent = batches dispatched =
+//! queries completed. A violation is an error, not a silent miscount.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
@@ -31,6 +43,7 @@ use busline::policy::{Action, Instant, Scheduler};
 
 use crate::db::{Db, DbEvent};
 use crate::keys::{DistinctCounter, Keys};
+use crate::routing::Router;
 use crate::scenario::{PolicyKind, Scenario};
 use crate::stats::{Histogram, LatencySummary, RunSummary, TimeSeries, WaitSummary};
 use crate::traffic::Traffic;
@@ -107,7 +120,7 @@ pub struct RunOutput {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Arrival,
-    Timeout { generation: u64 },
+    Timeout { instance: u32, generation: u32 },
     Done { query: u32, version: u32 },
 }
 
@@ -142,15 +155,39 @@ struct Waiting {
     key: u32,
 }
 
-/// One query's requests while it is at the database.
+/// One query's requests while it is at the database (or waiting for a connection).
 #[derive(Debug, Default)]
 struct Slot {
     live: bool,
+    instance: u32,
     dispatched_at: u64,
     /// When the policy released the bus (`Action::Dispatch::ready_at`).
     ready_at: u64,
     started_at: u64,
     arrivals: Vec<u64>,
+}
+
+/// A query that waits for a connection of its instance's pool.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    query: u32,
+    distinct: u32,
+    first_request: u64,
+}
+
+/// One service instance: its own scheduler, stop, timer and connection pool.
+#[derive(Debug)]
+struct Instance {
+    scheduler: Scheduler,
+    stop: VecDeque<Waiting>,
+    /// The armed timer: its instant and generation.
+    timer_at: Option<u64>,
+    timer_generation: u32,
+    /// The id of the last request that boarded here (FIFO check); `None` before the first.
+    last_boarded: Option<u64>,
+    /// Connections of the pool in use (queries at the database), and queries waiting for one.
+    pool_in_use: u32,
+    pool_queue: VecDeque<Pending>,
 }
 
 /// Runs `scenario` once.
@@ -170,21 +207,21 @@ struct Engine {
     heap: BinaryHeap<Reverse<Event>>,
     seq: u64,
     now: u64,
-    scheduler: Scheduler,
+    instances: Vec<Instance>,
+    router: Router,
+    /// Connections per instance (`u32::MAX`: no pool of its own).
+    pool_size: u32,
     traffic: Traffic,
     keys: Keys,
     trace_keys: bool,
-    /// The next arrival, drawn when its event was scheduled.
-    pending: Option<(u64, Option<u32>)>,
+    /// The next arrival: its instant, sequence number and trace key, drawn when it was
+    /// scheduled and held beside the heap until it fires.
+    next_arrival: Option<(u64, u64, Option<u32>)>,
     distinct: DistinctCounter,
     db: Db,
     db_out: Vec<DbEvent>,
-    stop: VecDeque<Waiting>,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
-    /// The armed timer: its instant and generation.
-    timer_at: Option<u64>,
-    timer_generation: u64,
     next_id: u64,
     in_system: u64,
     limit_requests: u64,
@@ -211,6 +248,19 @@ impl Engine {
     fn new(scenario: &Scenario, opts: &RunOptions) -> Result<Engine> {
         let policy = scenario.policy().map_err(|e| anyhow!("{e}"))?;
         let scheduler = Scheduler::new(policy, scenario.limits()).map_err(|e| anyhow!("{e}"))?;
+        let router = Router::new(scenario);
+        let n = router.instances() as usize;
+        let instances = (0..n)
+            .map(|_| Instance {
+                scheduler: scheduler.clone(),
+                stop: VecDeque::with_capacity(if n == 1 { 1024 } else { 16 }),
+                timer_at: None,
+                timer_generation: 0,
+                last_boarded: None,
+                pool_in_use: 0,
+                pool_queue: VecDeque::new(),
+            })
+            .collect();
         let traffic = Traffic::new(scenario)?;
         let keys = Keys::new(scenario);
         let trace_keys = traffic.trace_keys();
@@ -219,19 +269,18 @@ impl Engine {
             heap: BinaryHeap::with_capacity(64),
             seq: 0,
             now: 0,
-            scheduler,
+            instances,
+            router,
+            pool_size: scenario.db.pool_per_instance.unwrap_or(u32::MAX),
             traffic,
             keys,
             trace_keys: trace_keys.is_some(),
-            pending: None,
+            next_arrival: None,
             distinct: DistinctCounter::new(key_space),
             db: Db::new(scenario),
             db_out: Vec::with_capacity(16),
-            stop: VecDeque::with_capacity(1024),
             slots: Vec::new(),
             free_slots: Vec::new(),
-            timer_at: None,
-            timer_generation: 0,
             next_id: 0,
             in_system: 0,
             limit_requests: scenario.requests.unwrap_or(u64::MAX),
@@ -260,69 +309,82 @@ impl Engine {
         self.heap.push(Reverse(Event { time, seq: self.seq, kind }));
     }
 
-    /// Schedules the next arrival, unless the run's request count or duration is reached.
+    /// Draws the next arrival, unless the run's request count or duration is reached.
     fn schedule_arrival(&mut self) {
         if self.next_id >= self.limit_requests {
             return;
         }
-        if let Some((t, _)) = self.peek_arrival()
+        if let Some((t, key)) = self.traffic.next_arrival()
             && t < self.limit_ns
         {
-            self.push(t, Kind::Arrival);
+            self.seq += 1;
+            self.next_arrival = Some((t, self.seq, key));
         }
     }
 
-    /// The next arrival, drawn now and held until its event fires.
-    fn peek_arrival(&mut self) -> Option<(u64, Option<u32>)> {
-        let next = self.traffic.next_arrival();
-        self.pending = next;
-        next
+    /// The earliest event: the heap's top or the next arrival, by `(time, seq)`.
+    #[inline]
+    fn next_event(&mut self) -> Option<Event> {
+        let heap_first = self.heap.peek().map(|Reverse(e)| (e.time, e.seq));
+        match (self.next_arrival, heap_first) {
+            (Some((t, seq, _)), h) if h.is_none_or(|h| (t, seq) < h) => {
+                Some(Event { time: t, seq, kind: Kind::Arrival })
+            }
+            _ => self.heap.pop().map(|Reverse(e)| e),
+        }
     }
 
     fn run(&mut self) -> Result<()> {
         self.schedule_arrival();
-        while let Some(Reverse(ev)) = self.heap.pop() {
+        while let Some(ev) = self.next_event() {
             self.events += 1;
             debug_assert!(ev.time >= self.now, "event in the past");
             let dt = ev.time - self.now;
             self.totals.area_ns += u128::from(self.in_system) * u128::from(dt);
             self.now = ev.time;
             let now = Instant::from_nanos(ev.time);
-            match ev.kind {
+            let instance = match ev.kind {
                 Kind::Arrival => {
-                    self.arrive()?;
-                    self.scheduler.on_arrival(now, 1);
+                    let i = self.arrive()?;
+                    self.instances[i as usize].scheduler.on_arrival(now, 1);
                     self.schedule_arrival();
+                    i
                 }
-                Kind::Timeout { generation } => {
-                    if generation != self.timer_generation {
+                Kind::Timeout { instance, generation } => {
+                    let inst = &mut self.instances[instance as usize];
+                    if generation != inst.timer_generation {
                         continue; // superseded
                     }
-                    self.timer_at = None;
-                    self.scheduler.on_timeout(now);
+                    inst.timer_at = None;
+                    inst.scheduler.on_timeout(now);
+                    instance
                 }
                 Kind::Done { query, version } => {
                     if !self.db.complete(ev.time, query, version, &mut self.db_out) {
                         continue; // rescheduled under contention
                     }
-                    self.answer(query)?;
-                    self.scheduler.on_complete(now);
+                    let i = self.answer(query)?;
+                    self.instances[i as usize].scheduler.on_complete(now);
                     self.handle_db_events()?;
+                    self.release_connection(i)?;
+                    i
                 }
-            }
-            self.dispatch()?;
-            self.arm_timer();
+            };
+            self.serve(instance)?;
         }
         Ok(())
     }
 
-    fn arrive(&mut self) -> Result<()> {
-        let (_, trace_key) = self.pending.take().ok_or_else(|| anyhow!("arrival without a drawn instant"))?;
+    /// The request whose arrival fires now joins the stop of the instance the balancer picks,
+    /// which is returned.
+    fn arrive(&mut self) -> Result<u32> {
+        let (_, _, trace_key) = self.next_arrival.take().ok_or_else(|| anyhow!("arrival without a drawn instant"))?;
         let key = match trace_key {
             Some(k) if self.trace_keys => k,
             _ => self.keys.next_key(),
         };
-        self.stop.push_back(Waiting { id: self.next_id, arrival: self.now, key });
+        let i = self.router.pick(key);
+        self.instances[i as usize].stop.push_back(Waiting { id: self.next_id, arrival: self.now, key });
         self.next_id += 1;
         self.in_system += 1;
         self.totals.arrivals += 1;
@@ -330,36 +392,50 @@ impl Engine {
         if let Some(ts) = &mut self.timeseries {
             ts.at(self.now).arrivals += 1;
         }
+        Ok(i)
+    }
+
+    /// After an input to instance `i`: its dispatches, then its timer.
+    #[inline]
+    fn serve(&mut self, i: u32) -> Result<()> {
+        self.dispatch(i)?;
+        self.arm_timer(i);
         Ok(())
     }
 
-    fn dispatch(&mut self) -> Result<()> {
-        while let Some(action) = self.scheduler.poll_action() {
+    fn dispatch(&mut self, i: u32) -> Result<()> {
+        while let Some(action) = self.instances[i as usize].scheduler.poll_action() {
             let (requests, ready_at) = match action {
                 Action::Dispatch { requests, ready_at } => (requests, ready_at.as_nanos()),
                 other => bail!("unknown scheduler action {other:?}"),
             };
-            ensure!(
-                requests >= 1 && requests <= self.stop.len(),
-                "dispatch of {requests} requests with {} waiting",
-                self.stop.len()
-            );
             let q = self.free_slots.pop().unwrap_or_else(|| {
                 self.slots.push(Slot::default());
                 (self.slots.len() - 1) as u32
             });
             let now = self.now;
-            let first = self.totals.dispatched_requests;
+            let inst = &mut self.instances[i as usize];
+            ensure!(
+                requests >= 1 && requests <= inst.stop.len(),
+                "dispatch of {requests} requests with {} waiting at instance {i}",
+                inst.stop.len()
+            );
             let slot = &mut self.slots[q as usize];
             ensure!(!slot.live, "query slot {q} reused while live");
             ensure!(ready_at <= now, "bus released at {ready_at} after its dispatch at {now}");
             slot.live = true;
+            slot.instance = i;
             slot.dispatched_at = now;
             slot.ready_at = ready_at;
             slot.arrivals.clear();
-            for (i, w) in self.stop.iter().take(requests).enumerate() {
-                let expected = first + i as u64;
-                ensure!(w.id == expected, "request {} dispatched out of turn (expected {expected})", w.id);
+            let first = inst.stop[0].id;
+            for w in inst.stop.iter().take(requests) {
+                ensure!(
+                    inst.last_boarded.is_none_or(|last| w.id > last),
+                    "request {} boarded out of turn at instance {i}",
+                    w.id
+                );
+                inst.last_boarded = Some(w.id);
                 slot.arrivals.push(w.arrival);
                 // Released at `ready_at`, or on boarding if the bus was already released.
                 let released = ready_at.max(w.arrival);
@@ -370,22 +446,46 @@ impl Engine {
                 self.totals.in_flight_wait_ns += u128::from(now - released);
                 self.over_budget += u64::from(added > self.budget_ns);
             }
-            let distinct = if self.keys.all_unique() && !self.trace_keys {
+            let distinct = if requests == 1 || (self.keys.all_unique() && !self.trace_keys) {
                 requests as u32
             } else {
-                self.distinct.count(self.stop.iter().take(requests).map(|w| w.key))
+                self.distinct.count(inst.stop.iter().take(requests).map(|w| w.key))
             };
-            self.stop.drain(..requests);
+            inst.stop.drain(..requests);
             self.totals.dispatched_requests += requests as u64;
             self.totals.queries_sent += 1;
             self.distinct_sum += u64::from(distinct);
             if let Some(ts) = &mut self.timeseries {
                 ts.at(now).queries += 1;
             }
-            self.db.submit(now, q, distinct, first, &mut self.db_out);
-            self.handle_db_events()?;
+            let query = Pending { query: q, distinct, first_request: first };
+            if inst.pool_in_use < self.pool_size {
+                inst.pool_in_use += 1;
+                self.send(query)?;
+            } else {
+                inst.pool_queue.push_back(query);
+            }
         }
         Ok(())
+    }
+
+    /// `query` has a connection: it goes to the database.
+    fn send(&mut self, p: Pending) -> Result<()> {
+        self.db.submit(self.now, p.query, p.distinct, p.first_request, &mut self.db_out);
+        self.handle_db_events()
+    }
+
+    /// A query of instance `i` completed: its pool connection serves the next query waiting.
+    fn release_connection(&mut self, i: u32) -> Result<()> {
+        let inst = &mut self.instances[i as usize];
+        ensure!(inst.pool_in_use > 0, "instance {i} freed a connection it did not hold");
+        match inst.pool_queue.pop_front() {
+            Some(next) => self.send(next),
+            None => {
+                inst.pool_in_use -= 1;
+                Ok(())
+            }
+        }
     }
 
     fn handle_db_events(&mut self) -> Result<()> {
@@ -414,7 +514,8 @@ impl Engine {
         Ok(())
     }
 
-    fn answer(&mut self, q: u32) -> Result<()> {
+    /// Answers query `q`'s requests; returns its instance.
+    fn answer(&mut self, q: u32) -> Result<u32> {
         let now = self.now;
         let slot = &mut self.slots[q as usize];
         ensure!(slot.live, "query {q} answered twice");
@@ -436,29 +537,34 @@ impl Engine {
         ensure!(self.in_system >= n, "more answers than requests in the system");
         self.in_system -= n;
         self.free_slots.push(q);
-        Ok(())
+        Ok(slot.instance)
     }
 
-    fn arm_timer(&mut self) {
-        let next = self.scheduler.poll_timeout().map(Instant::as_nanos);
-        if next == self.timer_at {
+    fn arm_timer(&mut self, i: u32) {
+        let inst = &mut self.instances[i as usize];
+        let next = inst.scheduler.poll_timeout().map(Instant::as_nanos);
+        if next == inst.timer_at {
             return;
         }
-        self.timer_generation += 1;
-        self.timer_at = next;
+        inst.timer_generation = inst.timer_generation.wrapping_add(1);
+        inst.timer_at = next;
         if let Some(t) = next {
             debug_assert!(t >= self.now, "deadline in the past");
-            let generation = self.timer_generation;
-            self.push(t.max(self.now), Kind::Timeout { generation });
+            let generation = inst.timer_generation;
+            self.push(t.max(self.now), Kind::Timeout { instance: i, generation });
         }
     }
 
     fn finish(mut self, scenario: &Scenario, wall_s: f64) -> Result<RunOutput> {
         let t = &mut self.totals;
-        t.scheduler_dispatches = self.scheduler.stats().dispatches;
-        ensure!(self.stop.is_empty(), "{} requests left at the stop", self.stop.len());
+        for (i, inst) in self.instances.iter().enumerate() {
+            let s = &inst.scheduler;
+            t.scheduler_dispatches += s.stats().dispatches;
+            ensure!(inst.stop.is_empty(), "{} requests left at the stop of instance {i}", inst.stop.len());
+            ensure!(s.queued() == 0 && s.in_flight() == 0, "scheduler of instance {i} not idle at the end");
+            ensure!(inst.pool_in_use == 0 && inst.pool_queue.is_empty(), "connections of instance {i} held at the end");
+        }
         ensure!(self.db.running() == 0 && self.db.waiting() == 0, "queries left in the database");
-        ensure!(self.scheduler.queued() == 0 && self.scheduler.in_flight() == 0, "scheduler not idle at the end");
         ensure!(t.answered == t.arrivals, "{} requests arrived, {} answered", t.arrivals, t.answered);
         ensure!(t.dispatched_requests == t.arrivals, "requests dispatched != arrived");
         ensure!(
@@ -496,7 +602,9 @@ impl Engine {
             db_wait_ms: WaitSummary::of(&self.db_wait),
             service_ms: WaitSummary::of(&self.service),
             db_utilization: self.db.busy_ns() as f64 / (servers * u128::from(sim_ns)) as f64,
-            final_window_ms: self.scheduler.current_window().as_secs_f64() * 1e3,
+            final_window_ms: self.instances.iter().map(|i| i.scheduler.current_window().as_secs_f64()).sum::<f64>()
+                / self.instances.len() as f64
+                * 1e3,
         };
         Ok(RunOutput {
             summary,

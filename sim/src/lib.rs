@@ -3,16 +3,20 @@
 //!
 //! - [`scenario`]: the TOML scenario files and `--set` overrides.
 //! - [`traffic`], [`keys`], [`db`]: the models of arrivals, keys and the database.
-//! - [`engine`]: the event loop that feeds the core's `Scheduler` and checks invariants.
+//! - [`engine`]: the event loop that feeds the core's `Scheduler` (one per service instance)
+//!   and checks invariants; [`routing`]: the load balancer in front of a fleet.
 //! - [`stats`]: histograms and per-run summaries; [`sweep`]: many runs in parallel;
+//!   [`fleet`]: a scenario against the number of instances;
 //!   [`report`]: CSV, plots, the policy checks and the report README.
 #![forbid(unsafe_code)]
 
 pub mod db;
 pub mod engine;
+pub mod fleet;
 pub mod keys;
 pub mod report;
 pub mod rng;
+pub mod routing;
 pub mod scenario;
 pub mod stats;
 pub mod sweep;

@@ -1,4 +1,4 @@
-//! The `busline-sim` command line: `run`, `sweep` and `report`.
+//! The `busline-sim` command line: `run`, `sweep`, `fleet` and `report`.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -45,11 +45,29 @@ enum Command {
         #[arg(long, default_value = "sweep-out")]
         out: PathBuf,
     },
+    /// Runs one scenario with 1, 2, 4, ... service instances under every routing and the
+    /// reference policies: CSV, plots and a Markdown summary.
+    Fleet {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// Override a key, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Fleet sizes to try.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64,128,256")]
+        instances: Vec<u32>,
+        /// Output directory.
+        #[arg(long, default_value = "fleet-out")]
+        out: PathBuf,
+    },
     /// Sweeps every scenario of a directory and writes the report (what `make sim` runs).
     Report {
         /// Directory of scenario files.
         #[arg(long, default_value = "sim/scenarios")]
         scenarios: PathBuf,
+        /// A fleet study to include (a scenario file run at 1 to 256 instances); repeatable.
+        #[arg(long = "fleet", value_name = "SCENARIO")]
+        fleet: Vec<PathBuf>,
         /// Output directory.
         #[arg(long, default_value = "reports/sim")]
         out: PathBuf,
@@ -71,6 +89,7 @@ fn run_cli(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run { scenario, set, json } => {
             let s = Scenario::load_with(&scenario, &set)?;
+            let cpu_before = thread_cpu_ns();
             let out = run(&s, &RunOptions::default())
                 .with_context(|| format!("running {}", scenario.display()))?;
             if json {
@@ -91,13 +110,21 @@ fn run_cli(cli: Cli) -> Result<()> {
                 w("  of which: connection (dispatch → connection)", &m.connection_wait_ms);
                 w("service ms", &m.service_ms);
                 println!("db utilization {:.3}", m.db_utilization);
+                if s.fleet.instances > 1 {
+                    println!("fleet: {} instances, {} routing", s.fleet.instances, s.fleet.routing);
+                }
             }
+            let cpu_s = cpu_before.zip(thread_cpu_ns()).map(|(a, b)| b.saturating_sub(a) as f64 / 1e9);
             eprintln!(
-                "{} requests in {:.3} s wall: {:.2} M simulated requests/s ({} events)",
+                "{} requests in {:.3} s wall: {:.2} M simulated requests/s ({} events){}",
                 out.summary.requests,
                 out.wall_s,
                 out.summary.requests as f64 / out.wall_s / 1e6,
-                out.events
+                out.events,
+                cpu_s.map_or(String::new(), |c| format!(
+                    "; {c:.3} s on the CPU: {:.2} M simulated requests per CPU-second",
+                    out.summary.requests as f64 / c / 1e6
+                ))
             );
             Ok(())
         }
@@ -110,9 +137,16 @@ fn run_cli(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Report { scenarios, out } => {
+        Command::Fleet { scenario, set, instances, out } => {
+            let s = Scenario::load_with(&scenario, &set)?;
+            let study = report::fleet::study(&s, &instances)?;
+            report::fleet::write(&out, &study)?;
+            eprintln!("{} fleet runs of {} written to {}", study.rows.len(), s.name, out.display());
+            Ok(())
+        }
+        Command::Report { scenarios, fleet, out } => {
             let command = std::env::args().collect::<Vec<_>>().join(" ");
-            let all = report::report_command(&scenarios, &out, &command)?;
+            let all = report::report_command(&scenarios, &fleet, &out, &command)?;
             for a in &all {
                 for c in &a.checks {
                     eprintln!("{}: {}: {} ({})", a.scenario.name, c.verdict(), c.name, c.detail);
@@ -122,4 +156,10 @@ fn run_cli(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Nanoseconds this thread has spent on a CPU (Linux: `/proc/thread-self/schedstat`), so a
+/// run's speed per core can be told apart from the time it waited for one on a busy machine.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
 }

@@ -51,6 +51,9 @@ pub struct Scenario {
     /// What `sweep` and `report` do with this scenario.
     #[serde(default)]
     pub sweep: SweepConfig,
+    /// The service instances in front of the database, and how requests reach them.
+    #[serde(default)]
+    pub fleet: FleetConfig,
     /// Directory relative paths (a trace file) are resolved against: the scenario file's.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -224,6 +227,11 @@ pub struct DbConfig {
     /// lognormal: shape σ of the underlying normal (default 0.5).
     #[serde(default = "default_sigma", deserialize_with = "non_negative")]
     pub lognormal_sigma: f64,
+    /// Connections each service instance may hold at once (its own pool, in front of the
+    /// shared database's `servers`); queries beyond wait in the instance's FIFO. None: no
+    /// per-instance limit.
+    #[serde(default, deserialize_with = "opt_positive_u32", skip_serializing_if = "Option::is_none")]
+    pub pool_per_instance: Option<u32>,
 }
 
 impl Default for DbConfig {
@@ -235,6 +243,7 @@ impl Default for DbConfig {
             per_key_ms: 0.0,
             contention: 0.0,
             lognormal_sigma: default_sigma(),
+            pool_per_instance: None,
         }
     }
 }
@@ -378,6 +387,72 @@ pub struct SweepConfig {
     /// within 5 % of car's here.
     #[serde(default)]
     pub low_load: bool,
+}
+
+/// `[fleet]`: how many service instances run the batcher, and how a load balancer spreads the
+/// requests over them. Every instance runs its own scheduler with the scenario's policy; all
+/// share the one `[db]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// Service instances.
+    #[serde(default = "one", deserialize_with = "positive_u32")]
+    pub instances: u32,
+    /// How the load balancer picks an instance for each request.
+    #[serde(default = "default_routing")]
+    pub routing: Routing,
+    /// key_affinity: points per instance on the consistent-hash ring.
+    #[serde(default = "default_vnodes", deserialize_with = "positive_u32")]
+    pub vnodes: u32,
+    /// Zipf exponent of the instances' shares (instance i gets a share ∝ (i + 1)^-skew): an
+    /// uneven balancer. 0 (the default): even.
+    #[serde(default, deserialize_with = "non_negative")]
+    pub instance_skew: f64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig { instances: 1, routing: default_routing(), vnodes: default_vnodes(), instance_skew: 0.0 }
+    }
+}
+
+fn default_routing() -> Routing {
+    Routing::Random
+}
+fn default_vnodes() -> u32 {
+    100
+}
+
+/// How a load balancer spreads requests over the instances.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    /// Each request to an instance drawn at random (by share).
+    Random,
+    /// Requests in turn (by share, when skewed).
+    RoundRobin,
+    /// Consistent hashing on the request's key: a key always reaches the same instance.
+    KeyAffinity,
+}
+
+impl Routing {
+    /// Every routing, in report order.
+    pub const ALL: [Routing; 3] = [Routing::Random, Routing::RoundRobin, Routing::KeyAffinity];
+
+    /// The name, as scenario files spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Routing::Random => "random",
+            Routing::RoundRobin => "round_robin",
+            Routing::KeyAffinity => "key_affinity",
+        }
+    }
+}
+
+impl fmt::Display for Routing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Scenario {
@@ -529,12 +604,14 @@ impl Scenario {
         Ok(policy)
     }
 
-    /// The scheduler's hard limits: `policy.max_batch`, and `policy.max_in_flight` or else
-    /// `db.servers`.
+    /// The scheduler's hard limits (each instance's): `policy.max_batch`, and
+    /// `policy.max_in_flight` or else `db.servers`.
+    /// With `db.pool_per_instance`, the default in-flight limit is that pool instead.
     pub fn limits(&self) -> Limits {
+        let connections = self.db.pool_per_instance.unwrap_or(self.db.servers);
         Limits {
             max_batch_size: self.policy.max_batch,
-            max_in_flight: self.policy.max_in_flight.unwrap_or(self.db.servers as usize),
+            max_in_flight: self.policy.max_in_flight.unwrap_or(connections as usize),
         }
     }
 
@@ -641,6 +718,10 @@ fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
         .ok()
         .filter(|&v| v > 0)
         .ok_or_else(|| de::Error::custom(format!("invalid value {v}: must be an integer >= 1")))
+}
+
+fn opt_positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    positive_u32(d).map(Some)
 }
 
 fn opt_positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {

@@ -1,6 +1,7 @@
 //! Reports: a sweep's CSV and plots, the issue-5 checks, and `reports/sim/README.md`.
 
 pub mod checks;
+pub mod fleet;
 pub mod frontier;
 pub mod generated;
 pub mod plots;
@@ -118,12 +119,13 @@ pub fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// `busline-sim report`: sweeps every scenario of `scenarios` (with its latency budget among
-/// the windows) and writes CSVs, plots and `README.md` into `out`.
+/// the windows), runs the fleet study of each of `fleets` (at the default fleet sizes), and
+/// writes CSVs, plots and `README.md` into `out`.
 ///
 /// # Errors
 ///
 /// If a scenario is invalid, a run fails or a file cannot be written.
-pub fn report_command(scenarios: &Path, out: &Path, command: &str) -> Result<Vec<Analysis>> {
+pub fn report_command(scenarios: &Path, fleets: &[PathBuf], out: &Path, command: &str) -> Result<Vec<Analysis>> {
     let started = std::time::Instant::now();
     let mut all = Vec::new();
     for path in scenario_files(scenarios)? {
@@ -133,6 +135,13 @@ pub fn report_command(scenarios: &Path, out: &Path, command: &str) -> Result<Vec
         write_analysis(out, &a)?;
         all.push(a);
     }
+    let mut sections = Vec::new();
+    for path in fleets {
+        let s = Scenario::load(path)?;
+        let study = fleet::study(&s, &crate::fleet::DEFAULT_INSTANCES)?;
+        fleet::write(out, &study)?;
+        sections.push(fleet::markdown(&study, ""));
+    }
     let rows: Vec<RunSummary> = all.iter().flat_map(|a| a.rows.iter().cloned()).collect();
     sweep::write_csv(&out.join("all-runs.csv"), &rows)?;
     // Scenarios nobody tuned the policies to (issue 10): the same checks, worst case reported.
@@ -141,6 +150,6 @@ pub fn report_command(scenarios: &Path, out: &Path, command: &str) -> Result<Vec
     bar.finish_and_clear();
     let rows: Vec<RunSummary> = generated.iter().flat_map(|o| o.rows.iter().cloned()).collect();
     sweep::write_csv(&out.join("generated-runs.csv"), &rows)?;
-    readme::write(&out.join("README.md"), &all, &generated, command, started.elapsed().as_secs_f64())?;
+    readme::write(&out.join("README.md"), &all, &generated, &sections, command, started.elapsed().as_secs_f64())?;
     Ok(all)
 }

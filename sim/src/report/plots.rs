@@ -1,7 +1,8 @@
 //! The four plots of a sweep, each written as PNG and SVG.
 //!
 //! Text uses DejaVu Sans embedded from `sim/assets` (licence beside it), registered with
-//! plotters' `ab_glyph` backend, so no system font is needed.
+//! plotters' `ab_glyph` backend, so no system font is needed. Legends sit in their own strip
+//! beside the axes ([`side_legend`]), so they never cover data.
 
 use std::ops::Range;
 use std::path::Path;
@@ -26,9 +27,13 @@ pub fn register_font() {
     });
 }
 
-const SIZE: (u32, u32) = (1000, 650);
+const SIZE: (u32, u32) = (1200, 650);
 
-fn color(policy: &str) -> RGBColor {
+/// Width of the legend strip beside a plot, in pixels.
+const LEGEND_W: u32 = 230;
+
+/// A policy's colour in every plot.
+pub(super) fn color(policy: &str) -> RGBColor {
     match policy {
         "car" => RGBColor(200, 30, 30),
         "natural" => RGBColor(30, 140, 60),
@@ -39,7 +44,7 @@ fn color(policy: &str) -> RGBColor {
     }
 }
 
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+pub(super) fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plotting: {e:?}")
 }
 
@@ -60,6 +65,50 @@ macro_rules! write_both {
         }
         Ok::<(), anyhow::Error>(())
     }};
+}
+pub(super) use write_both;
+
+/// How a legend entry is drawn.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Key {
+    /// A line this many pixels wide.
+    Line(u32),
+    /// A filled circle.
+    Circle,
+    /// A filled triangle.
+    Triangle,
+    /// An open circle (a ring around a marker).
+    Ring,
+}
+
+/// A legend in its own strip (`area`, beside the axes): an entry per line, from the top. It
+/// never covers data, whatever the data does.
+pub(super) fn side_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    entries: &[(String, RGBColor, Key)],
+    font_size: u32,
+) -> Result<()> {
+    let step = font_size as i32 + 10;
+    let top = 40;
+    for (k, (text, c, key)) in entries.iter().enumerate() {
+        let y = top + k as i32 * step;
+        match *key {
+            Key::Line(w) => area.draw(&PathElement::new(vec![(6, y), (30, y)], c.stroke_width(w))),
+            Key::Circle => area.draw(&Circle::new((18, y), 5, c.filled())),
+            Key::Triangle => area.draw(&TriangleMarker::new((18, y), 7, c.filled())),
+            Key::Ring => area.draw(&Circle::new((18, y), 7, c.stroke_width(2))),
+        }
+        .map_err(err)?;
+        area.draw(&Text::new(text.clone(), (36, y - font_size as i32 / 2 - 1), ("sans-serif", font_size)))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// `root` split into the plot (left) and the legend strip (right).
+fn with_legend_strip<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>) -> (DrawingArea<DB, Shift>, DrawingArea<DB, Shift>) {
+    let (w, _) = root.dim_in_pixel();
+    root.split_horizontally(w.saturating_sub(LEGEND_W))
 }
 
 fn log_range(values: impl Iterator<Item = f64>) -> Range<f64> {
@@ -141,46 +190,22 @@ fn time_panel<'a, DB: DrawingBackend>(
     Ok(c)
 }
 
-/// One line per policy (`series`: legend label, policy name, time series), then the legend.
-/// The best window is drawn wider, so it shows around a policy that tracks it.
+/// One line per policy (`series`: legend label, policy name, time series). The best window is
+/// drawn wider, so it shows around a policy that tracks it.
 fn draw_policy_lines<'a, DB: DrawingBackend + 'a>(
     c: &mut TimePanel<'a, DB>,
     series: &[(String, String, TimeSeries)],
     points: impl Fn(&TimeSeries) -> Vec<(f64, f64)>,
 ) -> Result<()> {
-    for (name, policy, s) in series {
-        let col = color(policy);
+    for (_, policy, s) in series {
         let w = if policy == "window" { 5 } else { 2 };
-        c.draw_series(LineSeries::new(points(s), col.stroke_width(w)))
-            .map_err(err)?
-            .label(name.as_str())
-            .legend(line_key(col, 2));
+        c.draw_series(LineSeries::new(points(s), color(policy).stroke_width(w))).map_err(err)?;
     }
-    draw_legend(c, 13, SeriesLabelPosition::UpperRight)
+    Ok(())
 }
 
-/// The legend box, in the report's style.
-fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
-    chart: &mut ChartContext<'a, DB, CT>,
-    font_size: u32,
-    position: SeriesLabelPosition,
-) -> Result<()> {
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", font_size))
-        .position(position)
-        .draw()
-        .map_err(err)
-}
-
-/// A legend key: a short line of `color`, `width` pixels wide.
-fn line_key(color: RGBColor, width: u32) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
-    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
-}
-
-fn label(r: &RunSummary) -> String {
+/// A run's name in legends and tables.
+pub(super) fn label(r: &RunSummary) -> String {
     match (r.policy.as_str(), r.window_ms, r.latency_budget_ms) {
         ("gated", Some(w), _) => format!("gated ({w} ms)"),
         ("adaptive", _, Some(b)) => format!("adaptive (B = {b} ms)"),
@@ -192,6 +217,9 @@ fn label(r: &RunSummary) -> String {
 /// Plot 1: DB queries per second against the window; references as horizontal lines.
 fn queries_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, rows: &[RunSummary]) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
+    let (root, legend) = with_legend_strip(root);
+    let root = &root;
+    let mut keys = Vec::new();
     let ws = windows(rows);
     let refs = references(rows);
     let x = log_range(ws.iter().filter_map(|r| r.window_ms));
@@ -205,9 +233,8 @@ fn queries_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, 
     let c = color("window");
     chart
         .draw_series(LineSeries::new(ws.iter().map(|r| (r.window_ms.unwrap_or(0.0), r.queries_per_s)), c.stroke_width(3)))
-        .map_err(err)?
-        .label("fixed window")
-        .legend(line_key(c, 3));
+        .map_err(err)?;
+    keys.push(("fixed window".to_string(), c, Key::Line(3)));
     chart
         .draw_series(ws.iter().map(|r| Circle::new((r.window_ms.unwrap_or(0.0), r.queries_per_s), 4, c.filled())))
         .map_err(err)?;
@@ -215,12 +242,10 @@ fn queries_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, 
         let c = color(&r.policy);
         chart
             .draw_series(LineSeries::new([(x.start, r.queries_per_s), (x.end, r.queries_per_s)], c.stroke_width(2)))
-            .map_err(err)?
-            .label(label(r))
-            .legend(line_key(c, 2));
+            .map_err(err)?;
+        keys.push((label(r), c, Key::Line(2)));
     }
-    draw_legend(&mut chart, 15, SeriesLabelPosition::UpperRight)?;
-    Ok(())
+    side_legend(&legend, &keys, 15)
 }
 
 /// A figure read from a run.
@@ -229,6 +254,9 @@ type Metric = fn(&RunSummary) -> f64;
 /// Plot 2: latency p50 and p99 against the window; references' p99 as horizontal lines.
 fn latency_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, rows: &[RunSummary]) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
+    let (root, legend) = with_legend_strip(root);
+    let root = &root;
+    let mut keys = Vec::new();
     let ws = windows(rows);
     let x = log_range(ws.iter().filter_map(|r| r.window_ms));
     let y = log_range(rows.iter().flat_map(|r| [r.latency_ms.p50, r.latency_ms.p99]));
@@ -245,9 +273,8 @@ fn latency_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, 
     for (name, f, c) in series {
         chart
             .draw_series(LineSeries::new(ws.iter().map(|r| (r.window_ms.unwrap_or(0.0), f(r))), c.stroke_width(3)))
-            .map_err(err)?
-            .label(name)
-            .legend(line_key(c, 3));
+            .map_err(err)?;
+        keys.push((name.to_string(), c, Key::Line(3)));
         chart
             .draw_series(ws.iter().map(|r| Circle::new((r.window_ms.unwrap_or(0.0), f(r)), 4, c.filled())))
             .map_err(err)?;
@@ -257,17 +284,18 @@ fn latency_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, 
         let p99 = r.latency_ms.p99;
         chart
             .draw_series(LineSeries::new([(x.start, p99), (x.end, p99)], c.stroke_width(2)))
-            .map_err(err)?
-            .label(format!("{} p99", label(r)))
-            .legend(line_key(c, 2));
+            .map_err(err)?;
+        keys.push((format!("{} p99", label(r)), c, Key::Line(2)));
     }
-    draw_legend(&mut chart, 15, SeriesLabelPosition::UpperLeft)?;
-    Ok(())
+    side_legend(&legend, &keys, 15)
 }
 
 /// Plot 4: queries against p99 latency, one point per policy and window.
 fn frontier_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, rows: &[RunSummary]) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
+    let (root, legend) = with_legend_strip(root);
+    let root = &root;
+    let mut keys = Vec::new();
     let x = log_range(rows.iter().map(|r| r.queries as f64));
     let y = log_range(rows.iter().map(|r| r.latency_ms.p99));
     let mut chart = log_log_chart(
@@ -288,16 +316,14 @@ fn frontier_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str,
                 + Circle::new((0, 0), 5, c.filled())
                 + Text::new(format!("{}", r.window_ms.unwrap_or(0.0)), (6, -14), ("sans-serif", 13))
         }))
-        .map_err(err)?
-        .label("fixed window (label: ms)")
-        .legend(move |(x, y)| Circle::new((x + 10, y), 5, c.filled()));
+        .map_err(err)?;
+    keys.push(("fixed window (label: ms)".to_string(), c, Key::Circle));
     for r in references(rows) {
         let c = color(&r.policy);
         chart
             .draw_series([TriangleMarker::new((r.queries as f64, r.latency_ms.p99), 9, c.filled())])
-            .map_err(err)?
-            .label(label(r))
-            .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 7, c.filled()));
+            .map_err(err)?;
+        keys.push((label(r), c, Key::Triangle));
     }
     // Dominated points: another run of the sweep has >= 1 % fewer queries and a >= 2 % lower
     // p99 (frontier::beats). A black ring around the marker.
@@ -309,11 +335,10 @@ fn frontier_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str,
                 .filter(|r| super::frontier::dominated(rows, r))
                 .map(|r| Circle::new((r.queries as f64, r.latency_ms.p99), 11, ring)),
         )
-        .map_err(err)?
-        .label("dominated (another run: >= 1 % fewer queries and >= 2 % lower p99)")
-        .legend(move |(x, y)| Circle::new((x + 10, y), 7, ring));
-    draw_legend(&mut chart, 15, SeriesLabelPosition::LowerLeft)?;
-    Ok(())
+        .map_err(err)?;
+    keys.push(("dominated (another run: >= 1 %".to_string(), BLACK, Key::Ring));
+    keys.push(("  fewer queries, >= 2 % lower p99)".to_string(), WHITE, Key::Line(0)));
+    side_legend(&legend, &keys, 15)
 }
 
 /// Plot 3: offered load, queries per second and p99 latency over time, per policy.
@@ -324,6 +349,7 @@ fn timeseries_plot<DB: DrawingBackend>(
 ) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled(title, ("sans-serif", 24)).map_err(err)?;
+    let (root, legend) = with_legend_strip(&root);
     let panels = root.split_evenly((3, 1));
     let Some((_, _, first)) = series.first() else { return Ok(()) };
     let width = first.bucket_s();
@@ -347,11 +373,10 @@ fn timeseries_plot<DB: DrawingBackend>(
         .axis_desc_style(("sans-serif", 15))
         .draw()
         .map_err(err)?;
-    c.draw_series(LineSeries::new(offered, BLACK.stroke_width(2)))
-        .map_err(err)?
-        .label("offered load")
-        .legend(line_key(BLACK, 2));
-    draw_legend(&mut c, 13, SeriesLabelPosition::MiddleRight)?;
+    c.draw_series(LineSeries::new(offered, BLACK.stroke_width(2))).map_err(err)?;
+    let mut keys = vec![("offered load".to_string(), BLACK, Key::Line(2))];
+    keys.extend(series.iter().map(|(name, policy, _)| (name.clone(), color(policy), Key::Line(if policy == "window" { 5 } else { 2 }))));
+    side_legend(&legend, &keys, 14)?;
 
     // Queries per second.
     let q_range = log_range(
@@ -395,7 +420,7 @@ pub fn write(dir: &Path, name: &str, rows: &[RunSummary], series: &[(String, Str
     write_both!(stem("frontier"), SIZE, frontier_plot(&t, rows))?;
     if !series.is_empty() {
         let t = format!("{name}: load, queries and p99 latency over time");
-        write_both!(stem("timeseries"), (1000, 950), timeseries_plot(&t, series))?;
+        write_both!(stem("timeseries"), (1200, 950), timeseries_plot(&t, series))?;
     }
     Ok(())
 }

@@ -57,7 +57,15 @@ fn row(md: &mut String, label: &str, r: &RunSummary) {
 /// # Errors
 ///
 /// If the file cannot be written.
-pub(super) fn write(path: &Path, all: &[Analysis], generated: &[Outcome], command: &str, wall_s: f64) -> Result<()> {
+/// `extra` holds further sections (the fleet studies), appended as they are.
+pub(super) fn write(
+    path: &Path,
+    all: &[Analysis],
+    generated: &[Outcome],
+    extra: &[String],
+    command: &str,
+    wall_s: f64,
+) -> Result<()> {
     let mut md = String::new();
     let _ = writeln!(md, "# busline-sim report\n");
     let _ = writeln!(
@@ -147,6 +155,9 @@ pub(super) fn write(path: &Path, all: &[Analysis], generated: &[Outcome], comman
         ] {
             let _ = writeln!(md, "![{}: {caption}]({}-{what}.png)\n", s.name, s.name);
         }
+    }
+    for section in extra {
+        md.push_str(section);
     }
     std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))
 }
