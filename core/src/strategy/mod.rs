@@ -3,8 +3,11 @@
 //!
 //! (Essay to be completed.)
 
+mod pending;
 mod rendezvous;
+mod serial;
 mod single_flight;
 mod user;
 
+pub use serial::Serial;
 pub use single_flight::SingleFlight;

@@ -5,11 +5,36 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
 
 use crate::Error;
+
+/// A user's future, type-erased: one box per call.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A user's function of one input, type-erased, so that a strategy's type names only its
+/// input, output and error types (`Serial<In, Out, E>`), as `Batcher<K, V, E>` does.
+pub(crate) type BoxFn<In, Out, E> = Box<dyn Fn(In) -> BoxFuture<Result<Out, E>> + Send + Sync>;
+
+/// Erases `f`'s type.
+pub(crate) fn box_fn<In, Out, E, F, Fut>(f: F) -> BoxFn<In, Out, E>
+where
+    F: Fn(In) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Out, E>> + Send + 'static,
+{
+    Box::new(move |input| Box::pin(f(input)) as BoxFuture<Result<Out, E>>)
+}
+
+/// Calls a boxed function; a panic in it is [`Error::Panicked`].
+pub(crate) async fn call_boxed<In, Out, E>(f: &BoxFn<In, Out, E>, input: In) -> Result<Out, Error<E>> {
+    match guarded(|| f(input)) {
+        Ok(fut) => settle(fut).await,
+        Err(e) => Err(e),
+    }
+}
 
 /// Runs `f`, turning a panic into [`Error::Panicked`].
 pub(crate) fn guarded<R, E>(f: impl FnOnce() -> R) -> Result<R, Error<E>> {
