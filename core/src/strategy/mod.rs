@@ -7,7 +7,9 @@ mod pending;
 mod rendezvous;
 mod serial;
 mod single_flight;
+mod use_last;
 mod user;
 
 pub use serial::Serial;
 pub use single_flight::SingleFlight;
+pub use use_last::UseLast;
