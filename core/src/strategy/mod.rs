@@ -3,6 +3,7 @@
 //!
 //! (Essay to be completed.)
 
+mod debounce;
 mod pending;
 mod rendezvous;
 mod serial;
@@ -10,6 +11,7 @@ mod single_flight;
 mod use_last;
 mod user;
 
+pub use debounce::{Debounce, DebounceBuilder};
 pub use serial::Serial;
 pub use single_flight::SingleFlight;
 pub use use_last::UseLast;
