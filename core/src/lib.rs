@@ -52,7 +52,7 @@ pub use error::{ConfigError, Error};
 pub use load::{Load, LoadShared};
 pub use policy::Policy;
 pub use stats::{Stats, Summary};
-pub use strategy::{Debounce, Serial, SingleFlight, UseLast};
+pub use strategy::{Coalescer, Debounce, Serial, SingleFlight, UseLast};
 
 /// Bytes one pending request occupies in a batcher's preallocated seats for keys of type `K`,
 /// the key included: its state, its key and its caller's waker. (The caller's `Load` future

@@ -3,6 +3,7 @@
 //!
 //! (Essay to be completed.)
 
+mod coalescer;
 mod debounce;
 mod pending;
 mod rendezvous;
@@ -11,6 +12,7 @@ mod single_flight;
 mod use_last;
 mod user;
 
+pub use coalescer::{Coalescer, CoalescerBuilder};
 pub use debounce::{Debounce, DebounceBuilder};
 pub use serial::Serial;
 pub use single_flight::SingleFlight;
