@@ -6,9 +6,11 @@
 //! Each event is one input to the world: an arrival (one request joins the stop and the
 //! scheduler hears `on_arrival`), a timeout (the scheduler's deadline: `on_timeout`), or a
 //! database completion (the batch's requests are answered; the scheduler hears `on_complete`).
-//! After every input the engine drains `poll_action`: each `Dispatch { requests }` takes the
-//! oldest `requests` requests from the engine's FIFO at the stop, counts their distinct keys
-//! and sends one query to the database. Then it reads `poll_timeout` and arms a timer event if
+//! After every input the engine drains `poll_action`: each `Dispatch { requests, ready_at }`
+//! takes the oldest `requests` requests from the engine's FIFO at the stop, counts their
+//! distinct keys and sends one query to the database. `ready_at` (when the policy released the
+//! bus) splits each request's wait into the policy's part and the backend's (see
+//! [`crate::stats`]). Then it reads `poll_timeout` and arms a timer event if
 //! the deadline changed (older timer events become stale and are skipped). The engine never
 //! decides when a batch leaves: that is `busline::policy`.
 //!
@@ -30,7 +32,7 @@ use busline::policy::{Action, Instant, Scheduler};
 use crate::db::{Db, DbEvent};
 use crate::keys::{DistinctCounter, Keys};
 use crate::scenario::{PolicyKind, Scenario};
-use crate::stats::{DbWaitSummary, Histogram, LatencySummary, RunSummary, TimeSeries, WaitSummary, ms};
+use crate::stats::{Histogram, LatencySummary, RunSummary, TimeSeries, WaitSummary};
 use crate::traffic::Traffic;
 
 /// Optional measurements of a run.
@@ -63,6 +65,14 @@ pub struct PathTotals {
     pub sojourn_ns: u128,
     /// Σ (start of service − arrival) over requests, in ns.
     pub queue_wait_ns: u128,
+    /// Σ added wait (arrival → the policy's release of the bus) over requests, in ns.
+    pub added_wait_ns: u128,
+    /// Σ in-flight wait (release → dispatch) over requests, in ns.
+    pub in_flight_wait_ns: u128,
+    /// Σ connection wait (dispatch → a connection) over requests, in ns.
+    pub connection_wait_ns: u128,
+    /// Σ service (start of service → answer) over requests, in ns.
+    pub service_ns: u128,
 }
 
 /// Everything a run measured.
@@ -72,10 +82,16 @@ pub struct RunOutput {
     pub summary: RunSummary,
     /// Arrival to answer, ns, per request.
     pub latency: Histogram,
-    /// Arrival to dispatch, ns, per request.
+    /// Arrival to the policy's release of the bus, ns, per request.
     pub added_wait: Histogram,
-    /// Dispatch to start of service, ns, per query.
+    /// Release to dispatch (no free in-flight place), ns, per request.
+    pub in_flight_wait: Histogram,
+    /// Dispatch to a connection, ns, per request.
+    pub connection_wait: Histogram,
+    /// Release to start of service (in-flight + connection: the backend's wait), ns, per request.
     pub db_wait: Histogram,
+    /// Start of service to answer, ns, per request.
+    pub service: Histogram,
     /// Time series, if asked for.
     pub timeseries: Option<TimeSeries>,
     /// Per-request queue waits, if asked for.
@@ -131,6 +147,9 @@ struct Waiting {
 struct Slot {
     live: bool,
     dispatched_at: u64,
+    /// When the policy released the bus (`Action::Dispatch::ready_at`).
+    ready_at: u64,
+    started_at: u64,
     arrivals: Vec<u64>,
 }
 
@@ -173,7 +192,10 @@ struct Engine {
     last_arrival: u64,
     latency: Histogram,
     added_wait: Histogram,
+    in_flight_wait: Histogram,
+    connection_wait: Histogram,
     db_wait: Histogram,
+    service: Histogram,
     timeseries: Option<TimeSeries>,
     record_waits: bool,
     queue_waits: Vec<u64>,
@@ -217,7 +239,10 @@ impl Engine {
             last_arrival: 0,
             latency: Histogram::new(),
             added_wait: Histogram::new(),
+            in_flight_wait: Histogram::new(),
+            connection_wait: Histogram::new(),
             db_wait: Histogram::new(),
+            service: Histogram::new(),
             timeseries: opts.timeseries_bucket_ns.map(TimeSeries::new),
             record_waits: opts.record_waits,
             queue_waits: Vec::new(),
@@ -310,8 +335,8 @@ impl Engine {
 
     fn dispatch(&mut self) -> Result<()> {
         while let Some(action) = self.scheduler.poll_action() {
-            let requests = match action {
-                Action::Dispatch { requests } => requests,
+            let (requests, ready_at) = match action {
+                Action::Dispatch { requests, ready_at } => (requests, ready_at.as_nanos()),
                 other => bail!("unknown scheduler action {other:?}"),
             };
             ensure!(
@@ -327,15 +352,23 @@ impl Engine {
             let first = self.totals.dispatched_requests;
             let slot = &mut self.slots[q as usize];
             ensure!(!slot.live, "query slot {q} reused while live");
+            ensure!(ready_at <= now, "bus released at {ready_at} after its dispatch at {now}");
             slot.live = true;
             slot.dispatched_at = now;
+            slot.ready_at = ready_at;
             slot.arrivals.clear();
             for (i, w) in self.stop.iter().take(requests).enumerate() {
                 let expected = first + i as u64;
                 ensure!(w.id == expected, "request {} dispatched out of turn (expected {expected})", w.id);
                 slot.arrivals.push(w.arrival);
-                self.added_wait.record(now - w.arrival);
-                self.over_budget += u64::from(now - w.arrival > self.budget_ns);
+                // Released at `ready_at`, or on boarding if the bus was already released.
+                let released = ready_at.max(w.arrival);
+                let added = released - w.arrival;
+                self.added_wait.record(added);
+                self.in_flight_wait.record(now - released);
+                self.totals.added_wait_ns += u128::from(added);
+                self.totals.in_flight_wait_ns += u128::from(now - released);
+                self.over_budget += u64::from(added > self.budget_ns);
             }
             let distinct = if self.keys.all_unique() && !self.trace_keys {
                 requests as u32
@@ -359,10 +392,15 @@ impl Engine {
         for i in 0..self.db_out.len() {
             match self.db_out[i] {
                 DbEvent::Started { query, at } => {
-                    let slot = &self.slots[query as usize];
+                    let slot = &mut self.slots[query as usize];
                     ensure!(slot.live, "query {query} started but not live");
-                    self.db_wait.record(at - slot.dispatched_at);
+                    slot.started_at = at;
+                    let n = slot.arrivals.len() as u64;
+                    let connection = at - slot.dispatched_at;
+                    self.connection_wait.record_n(connection, n);
+                    self.totals.connection_wait_ns += u128::from(connection) * u128::from(n);
                     for &a in &slot.arrivals {
+                        self.db_wait.record(at - slot.ready_at.max(a));
                         self.totals.queue_wait_ns += u128::from(at - a);
                         if self.record_waits {
                             self.queue_waits.push(at - a);
@@ -381,6 +419,10 @@ impl Engine {
         let slot = &mut self.slots[q as usize];
         ensure!(slot.live, "query {q} answered twice");
         slot.live = false;
+        let service = now - slot.started_at;
+        let n = slot.arrivals.len() as u64;
+        self.service.record_n(service, n);
+        self.totals.service_ns += u128::from(service) * u128::from(n);
         for &a in &slot.arrivals {
             let l = now - a;
             self.latency.record(l);
@@ -389,7 +431,6 @@ impl Engine {
                 ts.at(a).latency.record(l);
             }
         }
-        let n = slot.arrivals.len() as u64;
         self.totals.answered += n;
         self.totals.queries_completed += 1;
         ensure!(self.in_system >= n, "more answers than requests in the system");
@@ -428,6 +469,8 @@ impl Engine {
             t.scheduler_dispatches
         );
         ensure!(t.area_ns == t.sojourn_ns, "Little's law on the sample path: area {} != sojourn {}", t.area_ns, t.sojourn_ns);
+        let parts = t.added_wait_ns + t.in_flight_wait_ns + t.connection_wait_ns + t.service_ns;
+        ensure!(parts == t.sojourn_ns, "the waits and service add up to {parts} ns, the latencies to {} ns", t.sojourn_ns);
         let sim_ns = self.now.max(1);
         let servers = u128::from(scenario.db.servers);
         let p = &scenario.policy;
@@ -448,10 +491,10 @@ impl Engine {
             latency_ms: LatencySummary::of(&self.latency),
             added_wait_ms: WaitSummary::of(&self.added_wait),
             added_wait_over_budget: self.over_budget as f64 / t.arrivals.max(1) as f64,
-            db_wait_ms: DbWaitSummary {
-                mean: ms(self.db_wait.mean()),
-                p99: ms(self.db_wait.quantile(0.99) as f64),
-            },
+            in_flight_wait_ms: WaitSummary::of(&self.in_flight_wait),
+            connection_wait_ms: WaitSummary::of(&self.connection_wait),
+            db_wait_ms: WaitSummary::of(&self.db_wait),
+            service_ms: WaitSummary::of(&self.service),
             db_utilization: self.db.busy_ns() as f64 / (servers * u128::from(sim_ns)) as f64,
             final_window_ms: self.scheduler.current_window().as_secs_f64() * 1e3,
         };
@@ -459,7 +502,10 @@ impl Engine {
             summary,
             latency: self.latency,
             added_wait: self.added_wait,
+            in_flight_wait: self.in_flight_wait,
+            connection_wait: self.connection_wait,
             db_wait: self.db_wait,
+            service: self.service,
             timeseries: self.timeseries,
             queue_waits: self.queue_waits,
             totals: self.totals,

@@ -75,13 +75,14 @@ pub fn run_all(runs: &[Scenario], bar: &ProgressBar) -> Result<Vec<RunSummary>> 
 pub const CSV_HEADER: &str = "scenario,policy,window_ms,latency_budget_ms,seed,requests,queries,mean_batch,\
 mean_distinct_keys,sim_time_s,offered_per_s,queries_per_s,latency_ms_mean,latency_ms_p50,latency_ms_p99,\
 latency_ms_p999,latency_ms_max,added_wait_ms_mean,added_wait_ms_p50,added_wait_ms_p99,added_wait_ms_max,\
-added_wait_over_budget,db_wait_ms_mean,db_wait_ms_p99,db_utilization,final_window_ms";
+added_wait_over_budget,db_wait_ms_mean,db_wait_ms_p99,db_utilization,final_window_ms,in_flight_wait_ms_mean,\
+in_flight_wait_ms_p99,connection_wait_ms_mean,connection_wait_ms_p99,service_ms_mean,service_ms_p99";
 
 /// One run as a CSV row.
 pub fn csv_row(r: &RunSummary) -> String {
     let opt = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_default();
     format!(
-        "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.3},{:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}",
+        "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.3},{:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}",
         r.scenario,
         r.policy,
         opt(r.window_ms),
@@ -108,6 +109,12 @@ pub fn csv_row(r: &RunSummary) -> String {
         r.db_wait_ms.p99,
         r.db_utilization,
         r.final_window_ms,
+        r.in_flight_wait_ms.mean,
+        r.in_flight_wait_ms.p99,
+        r.connection_wait_ms.mean,
+        r.connection_wait_ms.p99,
+        r.service_ms.mean,
+        r.service_ms.p99,
     )
 }
 
