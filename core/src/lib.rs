@@ -14,6 +14,8 @@
 //! - `driver.rs`: the tokio task that seals buses, runs batch functions, publishes outcomes.
 //! - `load.rs`: the caller's futures. `timer.rs`: sub-millisecond deadlines.
 //! - `sync.rs`: the loom facade.
+//! - [`strategy`]: the other coalescing strategies: [`SingleFlight`], [`Serial`], [`UseLast`],
+//!   [`Debounce`], and the generic aggregate [`Coalescer`] the keyed `Batcher` is one case of.
 //!
 //! # Examples
 //!
@@ -33,6 +35,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 // Layers, each importing only from those below it:
+//   strategy                   the other strategies: Coalescer on the Batcher, the rest on tokio
 //   builder                    configures and starts: puts the others together
 //   batcher                    the handle
 //   driver, load               the driver task; the callers' futures

@@ -45,8 +45,8 @@ use crate::{Batcher, Builder, ConfigError, Error, Overflow, Stats};
 /// seeds, folds the tickets' inputs and runs. So the ring, the policies, the precise timer,
 /// the bounds, cancellation, shutdown and the panic handling are the Batcher's own code, and
 /// the Batcher pays nothing for the Coalescer's existence. What the Coalescer adds per input is
-/// one small allocation (the ticket) and one pointer hash (the engine's de-duplication, which
-/// tickets never trigger).
+/// one small allocation (the ticket) and one pointer hash in the engine's de-duplication
+/// (which never merges two tickets); per departure, a one-entry map around the result.
 ///
 /// # Examples
 ///

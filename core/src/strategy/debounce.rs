@@ -131,8 +131,9 @@ where
     ///
     /// # Panics
     ///
-    /// Outside a tokio runtime with its time driver enabled (the cohort's timer is spawned on
-    /// it), as `tokio::spawn` and `tokio::time::sleep` do.
+    /// Outside a tokio runtime (the cohort's timer is spawned on it), as `tokio::spawn` does.
+    /// On a runtime without its time driver the timer cannot sleep: the cohort's callers get
+    /// [`Error::Closed`].
     ///
     /// # Cancel safety
     ///
