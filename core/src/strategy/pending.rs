@@ -4,7 +4,7 @@
 use crate::sync::{AtomicU64, Ordering};
 
 /// Calls begun and not yet answered or dropped.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Pending(AtomicU64);
 
 impl Pending {
