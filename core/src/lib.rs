@@ -18,6 +18,8 @@
 //! - `load.rs`: the caller's futures. `signals.rs`: the lock-free signals between driver,
 //!   callers and handles. `clock.rs`: tokio's clock. `timer.rs`: sub-millisecond deadlines.
 //! - `sync.rs`: the loom facade.
+//! - [`strategy`]: the other coalescing strategies: [`SingleFlight`], [`Serial`], [`UseLast`],
+//!   [`Debounce`], and the generic aggregate [`Coalescer`] the keyed `Batcher` is one case of.
 //!
 //! # Runtimes
 //!
@@ -98,6 +100,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 // Layers, each importing only from those below it:
+//   strategy                   the other strategies: Coalescer on the Batcher, the rest on tokio
 //   builder                    configures and starts: puts the others together
 //   batcher                    the handle
 //   driver, load               the driver task; the callers' futures
@@ -124,6 +127,7 @@ mod shared;
 mod signals;
 mod slot;
 mod stats;
+pub mod strategy;
 mod sync;
 mod timer;
 
@@ -137,6 +141,7 @@ pub use policy::Policy;
 pub use stats::{Stats, Summary};
 #[cfg(feature = "tower")]
 pub use service::BoxFuture;
+pub use strategy::{Coalescer, Debounce, Serial, SingleFlight, UseLast};
 
 /// Bytes one seat occupies for keys of type `K`, the key included: its state, its key and its
 /// caller's waker. (The caller's `Load` future lives in the caller's task and is not counted.)

@@ -1,0 +1,256 @@
+//! Use-last: a new call supersedes the one running; every caller gets the newest result.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::task::AbortHandle;
+
+use super::pending::Pending;
+use super::rendezvous::Rendezvous;
+use super::user::{BoxFn, box_fn, clone_outcome, drop_quietly, guarded, settle};
+use crate::Error;
+use crate::sync::{AtomicU64, Ordering};
+
+/// Each call supersedes the execution in progress, which is dropped; every caller since the
+/// last result, superseded ones included, gets the result of the newest call (FlowSync's "use
+/// last", the search box that only cares about the latest keystroke's query).
+///
+/// - `call(input)` starts `f(input)` at once, as its own task on the tokio runtime, and drops
+///   (aborts) the execution it supersedes.
+/// - The callers since the last result form a *round*; when the newest execution ends, every
+///   caller of the round reads its outcome (one shared outcome, the value cloned per caller),
+///   and the next call opens a new round.
+/// - A caller that gives up leaves the round to the others; when every caller of a round has
+///   gone, its execution is dropped too.
+/// - Errors and panics are the newest call's outcome like a value: [`Error::Batch`] (shared,
+///   not wrapped), [`Error::Panicked`].
+///
+/// No recursion anywhere: a superseded execution is aborted (tokio drops it on its own
+/// worker), and a round's callers are woken by one loop over a list. 100,000 supersessions in
+/// a row run in flat stack, and the superseded executions are freed as they go.
+///
+/// Cloning is cheap (an `Arc`); clones share the rounds.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), busline::Error<std::io::Error>> {
+/// let search = busline::UseLast::new(|query: String| async move {
+///     tokio::task::yield_now().await; // the backend's round trip
+///     Ok::<_, std::io::Error>(format!("results for {query:?}"))
+/// });
+/// // Keystrokes: each query supersedes the previous one; everyone sees the newest results.
+/// let (a, ab) = tokio::join!(search.call("a".into()), search.call("ab".into()));
+/// assert_eq!(a?, r#"results for "ab""#);
+/// assert_eq!(ab?, r#"results for "ab""#);
+/// # Ok(()) }
+/// ```
+pub struct UseLast<In, Out, E> {
+    inner: Arc<Inner<In, Out, E>>,
+}
+
+struct Inner<In, Out, E> {
+    f: BoxFn<In, Out, E>,
+    state: Mutex<State<Out, E>>,
+    pending: Pending,
+}
+
+struct State<Out, E> {
+    /// The number of the newest call: only its execution may answer the round.
+    newest: u64,
+    /// The callers since the last outcome.
+    round: Arc<Round<Out, E>>,
+    /// The newest call's execution, once spawned, until it answers.
+    running: Option<AbortHandle>,
+}
+
+/// The callers since the last outcome, and the outcome they all read.
+struct Round<Out, E> {
+    outcome: Rendezvous<Result<Out, Error<E>>>,
+    /// Callers still waiting; changed only under the state's lock (atomic only so that the
+    /// round is `Sync`).
+    waiters: AtomicU64,
+}
+
+impl<Out, E> Round<Out, E> {
+    fn new() -> Arc<Round<Out, E>> {
+        Arc::new(Round { outcome: Rendezvous::new(), waiters: AtomicU64::new(0) })
+    }
+}
+
+// # How a call goes
+//
+// Under the state's lock (a few loads and stores, no user code): number the call, count it in
+// the current round, take the running execution's abort handle. Outside it: abort the
+// superseded execution, call `f(input)`, spawn its future wrapped in an `Execution`; then,
+// under the lock again, record the new task's abort handle unless a newer call has come
+// meanwhile (then abort it at once, outside the lock).
+//
+// An execution that ends checks, under the lock, that it is still the newest call's. If so it
+// takes the round (leaving a fresh one for later calls) and publishes its outcome to it,
+// outside the lock. If not, it was superseded while finishing: its outcome is dropped.
+//
+// A caller that leaves before the outcome uncounts itself under the lock; if it was the
+// round's last and the round is still current, it takes the running execution's handle and
+// aborts it. A call that comes after that supersedes the aborted one as usual, so nothing is
+// lost either way.
+
+impl<In, Out, E> UseLast<In, Out, E>
+where
+    In: Send + 'static,
+    Out: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Use-last calls of `f`.
+    pub fn new<F, Fut>(f: F) -> UseLast<In, Out, E>
+    where
+        F: Fn(In) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Out, E>> + Send + 'static,
+    {
+        UseLast {
+            inner: Arc::new(Inner {
+                f: box_fn(f),
+                state: Mutex::new(State { newest: 0, round: Round::new(), running: None }),
+                pending: Pending::new(),
+            }),
+        }
+    }
+
+    /// Starts `f(input)`, superseding the execution in progress, and returns the result of the
+    /// newest call made before a result came.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Batch`] with the newest execution's error, [`Error::Panicked`] if it (or `f`)
+    /// panicked or the value's `Clone` did, [`Error::Closed`] if the runtime shut down before
+    /// it ended.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the execution is spawned on it), as `tokio::spawn` does.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future leaves the round to its other callers; when the last one goes, the
+    /// execution in progress is dropped.
+    pub async fn call(&self, input: In) -> Result<Out, Error<E>> {
+        let runtime = tokio::runtime::Handle::current();
+        let inner = &self.inner;
+        let _counted = inner.pending.enter();
+        let (number, round, superseded) = {
+            let mut state = lock(&inner.state);
+            state.newest += 1;
+            state.round.waiters.fetch_add(1, Ordering::Relaxed);
+            (state.newest, Arc::clone(&state.round), state.running.take())
+        };
+        let mut waiter = Waiter { inner, round: &round, answered: false };
+        if let Some(superseded) = superseded {
+            superseded.abort();
+        }
+        let mut execution = Execution { inner: Arc::clone(inner), number, done: false };
+        let fut = guarded(|| (inner.f)(input));
+        let task = runtime.spawn(async move {
+            let outcome = match fut {
+                Ok(fut) => settle(fut).await,
+                Err(e) => Err(e),
+            };
+            execution.finish(outcome);
+        });
+        let superseded_meanwhile = {
+            let mut state = lock(&inner.state);
+            if state.newest == number {
+                state.running = Some(task.abort_handle());
+                false
+            } else {
+                true
+            }
+        };
+        if superseded_meanwhile {
+            task.abort();
+        }
+        let outcome = round.outcome.wait().await;
+        waiter.answered = true;
+        clone_outcome(outcome)
+    }
+
+    /// Callers waiting for a result. Zero when every call has ended: nothing stays behind.
+    pub fn pending(&self) -> usize {
+        self.inner.pending.get()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing that can panic runs under the lock, so a poisoned state is still consistent.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One call's execution: answers the round if it is still the newest when it ends. Dropped
+/// unfinished while still the newest (its runtime shut down, or its round emptied), it answers
+/// [`Error::Closed`].
+struct Execution<In, Out, E> {
+    inner: Arc<Inner<In, Out, E>>,
+    number: u64,
+    done: bool,
+}
+
+impl<In, Out, E> Execution<In, Out, E> {
+    fn finish(&mut self, outcome: Result<Out, Error<E>>) {
+        self.done = true;
+        let mut state = lock(&self.inner.state);
+        if state.newest != self.number {
+            // Superseded while finishing: a newer call answers the round.
+            drop(state);
+            drop_quietly(outcome);
+            return;
+        }
+        let round = std::mem::replace(&mut state.round, Round::new());
+        state.running = None;
+        drop(state);
+        round.outcome.publish(outcome);
+    }
+}
+
+impl<In, Out, E> Drop for Execution<In, Out, E> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(Err(Error::Closed));
+        }
+    }
+}
+
+/// A caller's place in its round: leaving it before the outcome uncounts the caller, and the
+/// last one out drops the round's execution.
+struct Waiter<'a, In, Out, E> {
+    inner: &'a Inner<In, Out, E>,
+    round: &'a Arc<Round<Out, E>>,
+    answered: bool,
+}
+
+impl<In, Out, E> Drop for Waiter<'_, In, Out, E> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let mut state = lock(&self.inner.state);
+        let last = self.round.waiters.fetch_sub(1, Ordering::Relaxed) == 1;
+        let abandoned = if last && Arc::ptr_eq(&state.round, self.round) { state.running.take() } else { None };
+        drop(state);
+        if let Some(task) = abandoned {
+            task.abort();
+        }
+    }
+}
+
+impl<In, Out, E> Clone for UseLast<In, Out, E> {
+    fn clone(&self) -> Self {
+        UseLast { inner: Arc::clone(&self.inner) }
+    }
+}
+
+impl<In, Out, E> fmt::Debug for UseLast<In, Out, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UseLast").field("pending", &self.inner.pending.get()).finish()
+    }
+}

@@ -1,0 +1,78 @@
+//! Calling user code: every function, future, `Clone` and `Drop` a strategy runs on the user's
+//! behalf goes through here, so a panic becomes [`Error::Panicked`] for the callers it concerns
+//! and never unwinds through the strategy's own state.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+
+use crate::Error;
+
+/// A user's future, type-erased: one box per call.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A user's function of one input, type-erased, so that a strategy's type names only its
+/// input, output and error types (`Serial<In, Out, E>`), as `Batcher<K, V, E>` does.
+pub(crate) type BoxFn<In, Out, E> = Box<dyn Fn(In) -> BoxFuture<Result<Out, E>> + Send + Sync>;
+
+/// Erases `f`'s type.
+pub(crate) fn box_fn<In, Out, E, F, Fut>(f: F) -> BoxFn<In, Out, E>
+where
+    F: Fn(In) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Out, E>> + Send + 'static,
+{
+    Box::new(move |input| Box::pin(f(input)) as BoxFuture<Result<Out, E>>)
+}
+
+/// Calls a boxed function; a panic in it is [`Error::Panicked`].
+pub(crate) async fn call_boxed<In, Out, E>(f: &BoxFn<In, Out, E>, input: In) -> Result<Out, Error<E>> {
+    match guarded(|| f(input)) {
+        Ok(fut) => settle(fut).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs `f`, turning a panic into [`Error::Panicked`].
+pub(crate) fn guarded<R, E>(f: impl FnOnce() -> R) -> Result<R, Error<E>> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        forget_payload(payload);
+        Error::Panicked
+    })
+}
+
+/// Awaits the user's future: its value, its error as [`Error::Batch`] (shared by every caller
+/// that reads it, never wrapped further), or [`Error::Panicked`].
+pub(crate) async fn settle<V, E>(fut: impl Future<Output = Result<V, E>>) -> Result<V, Error<E>> {
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Error::Batch(Arc::new(e))),
+        Err(payload) => {
+            forget_payload(payload);
+            Err(Error::Panicked)
+        }
+    }
+}
+
+/// Clones a shared outcome for one caller; a panicking `Clone` of the value reaches that caller
+/// alone, as [`Error::Panicked`].
+pub(crate) fn clone_outcome<V: Clone, E>(outcome: &Result<V, Error<E>>) -> Result<V, Error<E>> {
+    match outcome {
+        Ok(value) => guarded(|| value.clone()),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// Drops a value the user gave us (an input no longer needed, a superseded result) where a
+/// panicking `Drop` cannot unwind through our state.
+pub(crate) fn drop_quietly<T>(value: T) {
+    let _ = guarded::<(), ()>(|| drop(value));
+}
+
+/// A panic payload's own `Drop` may panic too; that must not unwind through our state either.
+fn forget_payload(payload: Box<dyn Any + Send>) {
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(payload)));
+}

@@ -1,0 +1,250 @@
+//! `Debounce`: one run `quiet` after the last call, with its input, for every caller since the
+//! previous run; `max_wait` bounds the postponement; a cohort everyone left never runs.
+//! Timing semantics are checked under tokio's paused clock (virtual time, exact and
+//! deterministic); contention on a multi-thread runtime in real time.
+
+mod strategy_support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use busline::{Debounce, Error};
+use rand::{Rng, SeedableRng};
+use strategy_support::{Live, assert_send, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
+use tokio::time::{Instant, sleep};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Each run's input and virtual start time.
+type Runs = Arc<Mutex<Vec<(u64, Instant)>>>;
+
+/// A debounce that records its runs.
+fn recording(quiet: Duration, max_wait: Option<Duration>) -> (Debounce<u64, u64, u64>, Runs) {
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let r = runs.clone();
+    let mut builder = Debounce::builder(move |x: u64| {
+        r.lock().unwrap().push((x, Instant::now()));
+        async move { Ok(value_of(x)) }
+    })
+    .quiet(quiet);
+    if let Some(max_wait) = max_wait {
+        builder = builder.max_wait(max_wait);
+    }
+    (builder.build().unwrap(), runs)
+}
+
+#[test]
+fn futures_are_send_and_bad_settings_are_config_errors() {
+    let d = Debounce::builder(|x: u64| async move { Ok::<_, ()>(x) }).quiet(MS).build().unwrap();
+    assert_send(&d.call(1));
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Debounce<u64, u64, ()>>();
+    let err = Debounce::builder(|x: u64| async move { Ok::<_, ()>(x) }).quiet(Duration::ZERO).build().unwrap_err();
+    assert_eq!((err.setting(), err.to_string().as_str()), ("quiet", "invalid quiet: must be positive"));
+    let err = Debounce::builder(|x: u64| async move { Ok::<_, ()>(x) }).build().unwrap_err();
+    assert_eq!(err.setting(), "quiet");
+    let err = Debounce::builder(|x: u64| async move { Ok::<_, ()>(x) })
+        .quiet(MS)
+        .max_wait(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting(), "max_wait");
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_once_quiet_after_the_last_call_with_its_input_for_every_caller() {
+    let (d, runs) = recording(10 * MS, None);
+    let t0 = Instant::now();
+    let calls = (0..3u64).map(|i| {
+        let d = d.clone();
+        async move {
+            sleep(3 * MS * i as u32).await;
+            d.call(i).await
+        }
+    });
+    for answer in futures_util::future::join_all(calls).await {
+        assert_eq!(answer.ok(), Some(value_of(2)), "the last call's input, for every caller");
+    }
+    assert_eq!(*runs.lock().unwrap(), vec![(2, t0 + 16 * MS)], "one run, 10 ms after the last call at 6 ms");
+    // The next call opens a new cohort.
+    assert_eq!(d.call(7).await.ok(), Some(value_of(7)));
+    assert_eq!(runs.lock().unwrap().len(), 2);
+    assert_eq!(d.pending(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_wait_bounds_the_postponement() {
+    let (d, runs) = recording(10 * MS, Some(30 * MS));
+    let t0 = Instant::now();
+    // A call every 4 ms for 100 ms: never quiet for 10 ms.
+    let calls = (0..25u64).map(|i| {
+        let d = d.clone();
+        async move {
+            sleep(4 * MS * i as u32).await;
+            (i, d.call(i).await)
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let runs = runs.lock().unwrap().clone();
+    let at: Vec<_> = runs.iter().map(|&(_, t)| t - t0).collect();
+    // Cohorts open at 0, 32, 64 and 96 ms; each runs 30 ms after its first call, except the
+    // last, which the calls stop postponing: 10 ms after its only call.
+    assert_eq!(at, vec![30 * MS, 62 * MS, 94 * MS, 106 * MS]);
+    for (i, answer) in answers {
+        let cohort_run = runs.iter().find(|&&(last, _)| last >= i).expect("every call ran in some cohort");
+        assert_eq!(answer.ok(), Some(value_of(cohort_run.0)), "call {i} got its own cohort's result");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn if_every_caller_leaves_nothing_runs() {
+    let (d, runs) = recording(10 * MS, None);
+    let mut a = Box::pin(d.call(1));
+    let mut b = Box::pin(d.call(2));
+    assert!(poll_once(&mut a).await.is_none());
+    assert!(poll_once(&mut b).await.is_none());
+    drop(b);
+    sleep(5 * MS).await;
+    drop(a);
+    sleep(50 * MS).await;
+    assert!(runs.lock().unwrap().is_empty(), "nobody left to answer: nothing ran");
+    assert_eq!(d.pending(), 0);
+    // One of two callers leaves: the other still gets the cohort's result (the last input,
+    // even though its caller left).
+    let mut c = Box::pin(d.call(3));
+    let mut e = Box::pin(d.call(4));
+    assert!(poll_once(&mut c).await.is_none());
+    assert!(poll_once(&mut e).await.is_none());
+    drop(e);
+    assert_eq!(c.await.ok(), Some(value_of(4)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_in_progress_is_dropped_when_its_callers_leave() {
+    let live = Arc::new(AtomicI64::new(0));
+    let l = live.clone();
+    let d = Debounce::builder(move |_: u64| {
+        let l = l.clone();
+        async move {
+            let _alive = Live::new(&l);
+            std::future::pending::<()>().await;
+            Ok::<u64, ()>(0)
+        }
+    })
+    .quiet(MS)
+    .build()
+    .unwrap();
+    let mut a = Box::pin(d.call(1));
+    assert!(poll_once(&mut a).await.is_none());
+    sleep(5 * MS).await;
+    assert_eq!(live.load(Ordering::SeqCst), 1, "the run started");
+    drop(a);
+    eventually(10, "the run is dropped", || live.load(Ordering::SeqCst) == 0).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_and_panics_reach_the_whole_cohort() {
+    quiet_injected_panics();
+    let d = Debounce::builder(|x: u64| async move {
+        match x {
+            1 => Err(x),
+            2 => panic!("injected"),
+            _ => Ok(x),
+        }
+    })
+    .quiet(MS)
+    .build()
+    .unwrap();
+    let (a, b) = tokio::join!(d.call(0), d.call(1));
+    let (Err(Error::Batch(ea)), Err(Error::Batch(eb))) = (&a, &b) else { panic!("{a:?} {b:?}") };
+    assert!(Arc::ptr_eq(ea, eb) && **ea == 1, "one shared, unwrapped error");
+    let (a, b) = tokio::join!(d.call(0), d.call(2));
+    assert!(matches!((a, b), (Err(Error::Panicked), Err(Error::Panicked))));
+    assert_eq!(d.call(3).await.ok(), Some(3), "it keeps serving");
+}
+
+/// A million calls from 1,000 tasks over 2 worker threads in real time (1 ms quiet and
+/// max_wait: tokio's resolution), random cancellation at a random poll, injected errors and
+/// panics. Checked: every value is one a run produced; the caller whose input a run used, if
+/// it waited, got that run's result; nothing hangs; nothing is left waiting or running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_a_million_calls() {
+    quiet_injected_panics();
+    const TASKS: u64 = 1_000;
+    const CALLS: u64 = 1_000_000 / TASKS;
+    let live = Arc::new(AtomicI64::new(0));
+    let runs = Arc::new(AtomicU64::new(0));
+    let d: Debounce<u64, (u64, u64), u64> = {
+        let (live, runs) = (live.clone(), runs.clone());
+        Debounce::builder(move |x: u64| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            let live = live.clone();
+            async move {
+                let _alive = Live::new(&live);
+                match x % 64 {
+                    13 => Err(x),
+                    29 => panic!("injected"),
+                    _ => Ok((x, value_of(x))),
+                }
+            }
+        })
+        .quiet(MS)
+        .max_wait(MS)
+        .build()
+        .unwrap()
+    };
+    let answers = Arc::new(Mutex::new(HashMap::new()));
+    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let (d, counts, answers) = (d.clone(), counts.clone(), answers.clone());
+            tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(t);
+                let mut mine = Vec::with_capacity(CALLS as usize);
+                for i in 0..CALLS {
+                    let x = t * CALLS + i;
+                    let polls = if rng.random_ratio(1, 20) { rng.random_range(1..4) } else { usize::MAX };
+                    let which = match poll_at_most(d.call(x), polls).await {
+                        None => 3,
+                        Some(Ok((y, v))) => {
+                            assert_eq!(v, value_of(y), "a value no run produced");
+                            mine.push((x, y));
+                            0
+                        }
+                        Some(Err(Error::Batch(e))) => {
+                            assert_eq!(*e % 64, 13, "an error no run returned");
+                            mine.push((x, *e));
+                            1
+                        }
+                        Some(Err(Error::Panicked)) => 2,
+                        Some(Err(other)) => panic!("unexpected {other:?}"),
+                    };
+                    counts[which].fetch_add(1, Ordering::Relaxed);
+                }
+                answers.lock().unwrap().extend(mine);
+            })
+        })
+        .collect();
+    let all = async {
+        for task in tasks {
+            task.await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), all).await.expect("nothing hangs");
+    let [ok, failed, panicked, cancelled] = counts.each_ref().map(|c| c.load(Ordering::Relaxed));
+    assert_eq!(ok + failed + panicked + cancelled, TASKS * CALLS);
+    assert!(failed > 0 && cancelled > 0, "{failed} {panicked} {cancelled}");
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
+    for &y in answers.values() {
+        if let Some(&own) = answers.get(&y) {
+            assert_eq!(own, y, "the caller whose input ran got another run's result");
+        }
+    }
+    assert_eq!(d.pending(), 0, "nobody left waiting");
+    eventually(30, "every run dropped", || live.load(Ordering::SeqCst) == 0).await;
+    let runs = runs.load(Ordering::Relaxed);
+    assert!(runs < TASKS * CALLS / 10, "calls were coalesced ({runs} runs)");
+    println!("debounce chaos: {ok} ok, {failed} failed, {panicked} panicked, {cancelled} cancelled, {runs} runs");
+}

@@ -1,0 +1,222 @@
+//! `Serial`: one call at a time in arrival order, each caller its own result; failures, panics
+//! and cancellations stay with their own call.
+
+mod strategy_support;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use busline::{Error, Serial};
+use rand::{Rng, SeedableRng};
+use strategy_support::{assert_send, poll_at_most, poll_once, quiet_injected_panics, value_of};
+use tokio::sync::Notify;
+
+#[test]
+fn futures_are_send() {
+    let s = Serial::new(|x: u64| async move { Ok::<_, ()>(x) });
+    assert_send(&s.call(1));
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Serial<u64, u64, ()>>();
+}
+
+/// Counts calls running at once; a second one at the same time is a bug the caller sees as a
+/// panic (`Error::Panicked`).
+fn exclusive(running: &AtomicI64) -> impl Drop + '_ {
+    assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two calls ran at once");
+    struct Leave<'a>(&'a AtomicI64);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    Leave(running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_run_one_at_a_time_in_arrival_order() {
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let running = Arc::new(AtomicI64::new(0));
+    let s = {
+        let (order, running) = (order.clone(), running.clone());
+        Serial::new(move |i: u64| {
+            let (order, running) = (order.clone(), running.clone());
+            async move {
+                let _one = exclusive(&running);
+                order.lock().unwrap().push(i);
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+                Ok::<_, ()>(value_of(i))
+            }
+        })
+    };
+    let mut calls: Vec<_> = (0..50).map(|i| Box::pin(s.call(i))).collect();
+    // Arrival is the first poll: in index order.
+    let mut early = Vec::new();
+    for (i, call) in calls.iter_mut().enumerate() {
+        if let Some(out) = poll_once(call).await {
+            early.push((i, out));
+        }
+    }
+    assert!(early.is_empty(), "every call yields while it runs");
+    let results = futures_util::future::join_all(calls).await;
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.ok(), Some(value_of(i as u64)), "each caller gets its own call's result");
+    }
+    assert_eq!(*order.lock().unwrap(), (0..50).collect::<Vec<_>>(), "run in arrival order");
+    assert_eq!(s.pending(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_contention_never_two_at_once() {
+    let running = Arc::new(AtomicI64::new(0));
+    let s = {
+        let running = running.clone();
+        Serial::new(move |i: u64| {
+            let running = running.clone();
+            async move {
+                let _one = exclusive(&running);
+                tokio::task::yield_now().await;
+                Ok::<_, ()>(value_of(i))
+            }
+        })
+    };
+    let tasks: Vec<_> = (0..8u64)
+        .map(|t| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for i in 0..1_000 {
+                    let x = t * 1_000 + i;
+                    assert_eq!(s.call(x).await.ok(), Some(value_of(x)));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.pending(), 0);
+}
+
+#[tokio::test]
+async fn a_failure_or_a_panic_is_its_own_calls_alone() {
+    quiet_injected_panics();
+    let s = Serial::new(|i: u64| async move {
+        match i {
+            1 => Err(i),
+            2 => panic!("injected"),
+            _ => Ok(i * 10),
+        }
+    });
+    let (a, b, c, d) = tokio::join!(s.call(0), s.call(1), s.call(2), s.call(3));
+    assert_eq!(a.ok(), Some(0));
+    assert!(matches!(b, Err(Error::Batch(ref e)) if **e == 1), "{b:?}");
+    assert!(matches!(c, Err(Error::Panicked)), "{c:?}");
+    assert_eq!(d.ok(), Some(30));
+    let s = Serial::new(|i: u64| -> std::future::Ready<Result<u64, ()>> {
+        assert!(i != 7, "injected");
+        std::future::ready(Ok(i))
+    });
+    assert!(matches!(s.call(7).await, Err(Error::Panicked)));
+    assert_eq!(s.call(8).await.ok(), Some(8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_gone_before_its_turn_is_skipped() {
+    let gate = Arc::new(Notify::new());
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let s = {
+        let (gate, ran) = (gate.clone(), ran.clone());
+        Serial::new(move |i: u64| {
+            ran.lock().unwrap().push(i);
+            let gate = gate.clone();
+            async move {
+                if i == 0 {
+                    gate.notified().await;
+                }
+                Ok::<_, ()>(i)
+            }
+        })
+    };
+    let mut first = Box::pin(s.call(0));
+    let mut second = Box::pin(s.call(1));
+    let mut third = Box::pin(s.call(2));
+    assert!(poll_once(&mut first).await.is_none());
+    assert!(poll_once(&mut second).await.is_none());
+    assert!(poll_once(&mut third).await.is_none());
+    drop(second);
+    gate.notify_one();
+    assert_eq!((first.await.ok(), third.await.ok()), (Some(0), Some(2)));
+    assert_eq!(*ran.lock().unwrap(), vec![0, 2], "the cancelled call never ran");
+    assert_eq!(s.pending(), 0);
+}
+
+/// A million calls from 4 tasks over 2 worker threads: random cancellation at a random poll
+/// (before or during the turn), injected errors and panics. Every answer is its own call's,
+/// never two at once, nothing hangs, nothing stays queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_a_million_calls() {
+    quiet_injected_panics();
+    const TASKS: u64 = 4;
+    const CALLS: u64 = 1_000_000 / TASKS;
+    let running = Arc::new(AtomicI64::new(0));
+    let s = {
+        let running = running.clone();
+        Serial::new(move |x: u64| {
+            let running = running.clone();
+            async move {
+                let _one = exclusive(&running);
+                if x % 3 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                match x % 64 {
+                    13 => Err(x),
+                    29 => panic!("injected"),
+                    _ => Ok(value_of(x)),
+                }
+            }
+        })
+    };
+    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let (s, counts) = (s.clone(), counts.clone());
+            tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(t);
+                for _ in 0..CALLS {
+                    let x = rng.random::<u64>() >> 1;
+                    let polls = if rng.random_ratio(1, 20) { rng.random_range(1..4) } else { usize::MAX };
+                    let which = match poll_at_most(s.call(x), polls).await {
+                        None => 3,
+                        Some(Ok(v)) => {
+                            assert_eq!(v, value_of(x), "another call's result");
+                            0
+                        }
+                        Some(Err(Error::Batch(e))) => {
+                            assert_eq!((*e, x % 64), (x, 13), "another call's error");
+                            1
+                        }
+                        Some(Err(Error::Panicked)) => {
+                            assert_eq!(x % 64, 29, "another call's panic, or two calls at once");
+                            2
+                        }
+                        Some(Err(other)) => panic!("unexpected {other:?}"),
+                    };
+                    counts[which].fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let all = async {
+        for task in tasks {
+            task.await.unwrap();
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), all).await.expect("nothing hangs");
+    let [ok, failed, panicked, cancelled] = counts.each_ref().map(|c| c.load(Ordering::Relaxed));
+    assert_eq!(ok + failed + panicked + cancelled, TASKS * CALLS);
+    assert!(failed > 0 && panicked > 0 && cancelled > 0, "{failed} {panicked} {cancelled}");
+    assert_eq!(s.pending(), 0, "nothing stays queued");
+    assert_eq!(running.load(Ordering::SeqCst), 0);
+    println!("serial chaos: {ok} ok, {failed} failed, {panicked} panicked, {cancelled} cancelled");
+}
