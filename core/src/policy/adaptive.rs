@@ -144,11 +144,12 @@ impl Adaptive {
     }
 
     /// A bus left: the policy held its first passenger `held` (arrival to release), and the
-    /// driver sent it `late` after its release although a place was free. Only the driver's
-    /// lateness counts against the budget; `held` is within the window by construction.
+    /// driver sent it `late` after its release although a place was free. The driver's
+    /// lateness counts against the budget, and so does any hold past the budget itself (rare:
+    /// a window is at most the budget, but a bus's opener can be reported late, or left behind
+    /// by a full bus), so the window shrinks until the policy's own wait fits the budget again.
     pub(super) fn on_dispatch(&mut self, held: Duration, late: Duration) {
-        debug_assert!(held <= self.cfg.latency_budget, "held {held:?} beyond the budget");
-        let excess = late.as_nanos() as f64;
+        let excess = (late + held.saturating_sub(self.cfg.latency_budget)).as_nanos() as f64;
         self.lateness_ns = (self.lateness_ns * self.decay).max(excess);
     }
 
