@@ -10,14 +10,14 @@ use busline_demo::simcheck::predict;
 use busline_demo::trace::{TraceSpec, write_csv};
 
 /// Users in the small table.
-pub const USERS: u32 = 3_000;
+const USERS: u32 = 3_000;
 
 /// Against the database at `url` (its `users` table is replaced by `USERS` rows), with scratch
 /// files in `dir`: every contender answers every request with the right row; the database
 /// counts exactly the queries our code sent; direct calls send one per request and the fixed
 /// windows batch the spike; the calibration yields a scenario the simulator runs, in which
 /// direct calls are one query per request too.
-pub async fn exercise(url: &str, dir: &Path) {
+pub(crate) async fn exercise(url: &str, dir: &Path) {
     std::fs::create_dir_all(dir.join("traces")).unwrap();
     let db = Database::connect(url, 4).await.unwrap();
     db.ensure_users(USERS).await.unwrap();
