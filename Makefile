@@ -5,7 +5,7 @@ CARGO ?= cargo
 LOOM_MAX_PREEMPTIONS ?= 3
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build lint test test-benches examples loom miri sim bench bench-build ci clean
+.PHONY: all build lint test test-benches examples loom miri sim bench bench-build ci clean demo demo-pg
 
 all: build
 
@@ -46,6 +46,15 @@ miri:
 # Car-vs-bus simulation of the bundled scenarios and one fleet study: writes reports/sim/.
 sim:
 	$(CARGO) run --release -p busline-sim -- report --scenarios sim/scenarios --fleet sim/scenarios/fleet/fleet-zipf.toml --out reports/sim
+
+# The article's scenario on a real database, the simulator checked against it: writes
+# reports/db/. `demo` uses an SQLite file under target/ (created and filled on first run);
+# `demo-pg` a throwaway PostgreSQL on loopback (installed from Debian's packages if missing).
+demo:
+	$(CARGO) run --release -p busline-demo -- run --out reports/db
+
+demo-pg:
+	bash demo/pg.sh run --out reports/db
 
 # Benchmarks against the peer crates: writes reports/bench/.
 bench:

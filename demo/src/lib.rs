@@ -1,0 +1,23 @@
+//! busline-demo: the article's scenario on a real database, and the simulator checked against it.
+//!
+//! `get_user_info(id)` runs `SELECT id, name, email FROM users WHERE id IN (...)` through sqlx's
+//! connection pool, on an embedded SQLite file (default) or PostgreSQL (`DATABASE_URL`). A load
+//! generator replays a burst against direct calls and against a [`busline::Batcher`] under each
+//! policy, and the database itself counts the queries it ran. A calibration measures the
+//! database's cost model and writes it as a `busline-sim` scenario; the simulator then replays
+//! the same arrivals and its predictions are set against the measurements.
+//!
+//! - [`db`]: the table, the query, the pool, the database's own query count.
+//! - [`sqlite_trace`]: SQLite's statement-profile hook (the crate's only `unsafe`).
+//! - [`trace`]: the arrival trace; [`replay`]: the open-loop load generator.
+//! - [`calibrate`]: the cost model and its scenario; [`simcheck`]: the simulator's predictions.
+//! - [`report`]: `reports/db/` (README, CSV, plot).
+#![deny(unsafe_code)]
+
+pub mod calibrate;
+pub mod db;
+pub mod replay;
+pub mod report;
+pub mod simcheck;
+pub mod sqlite_trace;
+pub mod trace;

@@ -1,0 +1,223 @@
+//! The `busline-demo` command line: `run` (what `make demo` and `make demo-pg` run) and
+//! `calibrate`.
+#![deny(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use busline_demo::calibrate::{CostModel, Plan, calibrate};
+use busline_demo::db::{Database, redact};
+use busline_demo::replay::{ContenderSpec, contenders, replay};
+use busline_demo::report::{self, Provenance, Run};
+use busline_demo::simcheck::{Errors, predict};
+use busline_demo::trace::{self, TraceSpec};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// The article's scenario on a real database, and the simulator checked against it.
+#[derive(Debug, Parser)]
+#[command(name = "busline-demo", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct DbArgs {
+    /// Database URL: `sqlite:PATH` or `postgres://...`. Default: $DATABASE_URL, else the
+    /// SQLite file target/busline-demo/users.db (created and filled on first run).
+    #[arg(long)]
+    db: Option<String>,
+    /// Rows in `users` (ids 1..=users).
+    #[arg(long, default_value_t = 100_000)]
+    users: u32,
+    /// Connections in the pool (and batches in flight at once).
+    #[arg(long, default_value_t = 4)]
+    pool: u32,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Calibrates, replays the burst against every contender, simulates, and writes the report.
+    Run {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Output directory.
+        #[arg(long, default_value = "reports/db")]
+        out: PathBuf,
+    },
+    /// Measures the database's cost model and writes it as a simulator scenario.
+    Calibrate {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The scenario file to write; the demo's intended trace is written beside it, in traces/.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run_cli(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn url(args: &DbArgs) -> String {
+    args.db
+        .clone()
+        .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "sqlite:target/busline-demo/users.db".into())
+}
+
+fn bar(len: u64) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{elapsed:>4} [{bar:40.cyan/blue}] {pos}/{len} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Tells the stage on the bar, or on stderr when the bar is hidden (not a terminal).
+fn stage(pb: &ProgressBar, msg: String) {
+    if pb.is_hidden() {
+        eprintln!("busline-demo: {msg}");
+    }
+    pb.set_message(msg);
+}
+
+async fn setup(args: &DbArgs, pb: &ProgressBar) -> Result<Database> {
+    let url = url(args);
+    stage(pb, format!("connecting to {}", redact(&url)));
+    let db = Database::connect(&url, args.pool).await?;
+    stage(pb, format!("checking users (filling {} rows on first run)", args.users));
+    if db.ensure_users(args.users).await? {
+        pb.println(format!("filled users with {} rows", args.users));
+    }
+    Ok(db)
+}
+
+async fn calibrated(db: &Database, args: &DbArgs, pb: &ProgressBar) -> Result<CostModel> {
+    stage(pb, "calibrating the cost model".into());
+    calibrate(db, &Plan::demo(args.pool, args.users), Some(pb)).await
+}
+
+fn slug(label: &str) -> String {
+    label.split(" (").next().unwrap_or(label).replace(' ', "-").replace('.', "_")
+}
+
+async fn run_cli(cli: Cli) -> Result<()> {
+    let provenance = Provenance::here();
+    let started = Instant::now();
+    match cli.command {
+        Command::Calibrate { db: args, out } => {
+            let pb = bar(Plan::demo(args.pool, args.users).points() as u64);
+            let db = setup(&args, &pb).await?;
+            let model = calibrated(&db, &args, &pb).await?;
+            let dir = out.parent().unwrap_or(Path::new("."));
+            let (rel, _) = write_intended(dir, db.backend(), &TraceSpec::demo(args.users))?;
+            model.write_scenario(&out, &format!("db-{}", db.backend()), &rel, &provenance_lines(&provenance))?;
+            pb.finish_and_clear();
+            println!("wrote {} (base {:.4} ms + {:.6} ms/key, contention {:.3})", out.display(), model.base_ms, model.per_key_ms, model.contention);
+            db.close().await;
+            Ok(())
+        }
+        Command::Run { db: args, out } => {
+            let spec = TraceSpec::demo(args.users);
+            let arrivals = spec.generate();
+            let all = contenders();
+            let plan = Plan::demo(args.pool, args.users);
+            let pb = bar(plan.points() as u64 + (all.len() * arrivals.len()) as u64);
+            let db = setup(&args, &pb).await?;
+            let version = db.version().await?;
+            let model = calibrated(&db, &args, &pb).await?;
+            let backend = db.backend().to_string();
+            std::fs::create_dir_all(out.join("traces")).with_context(|| format!("creating {}", out.display()))?;
+            let (intended, _) = write_intended(&out, &backend, &spec)?;
+            let scenario = out.join(format!("{backend}-calibrated.toml"));
+            model.write_scenario(&scenario, &format!("db-{backend}"), &intended, &provenance_lines(&provenance))?;
+
+            let mut measured = Vec::new();
+            for c in &all {
+                stage(&pb, format!("replaying {} requests: {}", arrivals.len(), c.label));
+                let m = replay(&db, &arrivals, c, args.pool as usize, Some(&pb)).await?;
+                trace::write_csv(&out.join(trace_rel(&backend, c)), &m.arrivals)?;
+                measured.push(m);
+                // Let the last answers' connections settle before the next contender starts.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            stage(&pb, "simulating the same arrivals".into());
+            let mut rows = Vec::new();
+            for (c, m) in all.iter().zip(measured) {
+                let p = predict(&scenario, &trace_rel(&backend, c), c)?;
+                rows.push((m, p));
+            }
+            pb.finish_and_clear();
+            db.close().await;
+            let run = Run {
+                backend: backend.clone(),
+                version,
+                users: args.users,
+                trace: spec,
+                requests: arrivals.len(),
+                model,
+                rows,
+                provenance,
+                elapsed_s: started.elapsed().as_secs_f64(),
+            };
+            report::write(&out, &run)?;
+            print_summary(&run);
+            println!("report written to {}", out.join("README.md").display());
+            Ok(())
+        }
+    }
+}
+
+fn trace_rel(backend: &str, c: &ContenderSpec) -> String {
+    format!("traces/{backend}-{}.csv", slug(&c.label))
+}
+
+/// Writes the demo's intended trace into `dir/traces/`; returns its path relative to `dir`.
+fn write_intended(dir: &Path, backend: &str, spec: &TraceSpec) -> Result<(String, usize)> {
+    std::fs::create_dir_all(dir.join("traces")).with_context(|| format!("creating {}", dir.display()))?;
+    let rel = format!("traces/{backend}-intended.csv");
+    let arrivals = spec.generate();
+    trace::write_csv(&dir.join(&rel), &arrivals)?;
+    Ok((rel, arrivals.len()))
+}
+
+fn provenance_lines(p: &Provenance) -> String {
+    format!("machine: {}\ncommit: {}\ncommand: {}\ndate: {}", p.machine, p.commit, p.command, p.date)
+}
+
+fn print_summary(run: &Run) {
+    println!("{} ({}), {} requests; simulator error in parentheses", run.backend, run.version, run.requests);
+    println!("{:<16} {:>8} {:>9} {:>10} {:>10} {:>10}", "contender", "queries", "(sim)", "mean ms", "p99 ms", "(sim err)");
+    for (m, p) in &run.rows {
+        let e = Errors::of(p, m);
+        println!(
+            "{:<16} {:>8} {:>+8.1}% {:>10.3} {:>10.3} {:>+5.0}%/{:+.0}%",
+            m.label,
+            m.db.queries,
+            e.queries * 100.0,
+            m.latency.mean() / 1e6,
+            m.latency.quantile(0.99) as f64 / 1e6,
+            e.mean * 100.0,
+            e.p99 * 100.0
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! The load generator: replays an arrival trace, open loop, against one contender.
+//!
+//! A contender is how `get_user_info(id)` reaches the database: a direct call (car: one query
+//! per request, each on its own pooled connection) or a [`busline::Batcher`] under one
+//! [`Policy`], whose batch function is the same query with the whole batch's ids.
+//!
+//! # Open loop
+//!
+//! An injector thread sleeps until each arrival's instant and spawns that request as its own
+//! tokio task, as a server spawns a task per incoming request: a slow database does not slow the
+//! arrivals down (no coordinated omission). A request's latency runs from the moment its task
+//! calls `get_user_info` to the answer; that moment is also recorded as its *actual* arrival,
+//! which the simulator replays (the injector's sleep is late by tens of µs, and the report
+//! shows by how much).
+//!
+//! # What is counted
+//!
+//! The database's own count of executed queries (before and after, see
+//! [`Database::executed_queries`]); the calls our code made (`sent`, for a cross-check); every
+//! answer is compared with the row the fill wrote, so a wrong or missing user is counted, not
+//! hidden; the time each query waited for a pooled connection.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use busline::{Batcher, Policy};
+use busline_sim::stats::Histogram;
+use indicatif::ProgressBar;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::db::{Counted, Database, User};
+use crate::trace::Arrival;
+
+/// How requests reach the database.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Contender {
+    /// Direct calls: one query per request (car).
+    Direct,
+    /// Through a batcher under this policy.
+    Batched(Policy),
+}
+
+/// A contender with its label in reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContenderSpec {
+    /// `car (direct)`, `window 0.5 ms`, `natural`, ...
+    pub label: String,
+    /// What it runs.
+    pub contender: Contender,
+}
+
+/// The gated policy's window and threshold in the demo: the 1 ms budget the adaptive policy
+/// gets, waited only from 2 expected passengers on (the simulator's defaults for its gated
+/// reference).
+pub const GATED_WINDOW: Duration = Duration::from_millis(1);
+/// See [`GATED_WINDOW`].
+pub const GATED_THRESHOLD: usize = 2;
+/// The adaptive policy's latency budget in the demo.
+pub const ADAPTIVE_BUDGET: Duration = Duration::from_millis(1);
+
+/// The demo's contenders: direct calls, fixed windows of 0.1, 0.5 and 2 ms, natural, gated and
+/// adaptive.
+pub fn contenders() -> Vec<ContenderSpec> {
+    let c = |label: &str, contender| ContenderSpec { label: label.to_string(), contender };
+    let w = |us| Contender::Batched(Policy::window(Duration::from_micros(us)));
+    vec![
+        c("car (direct)", Contender::Direct),
+        c("window 0.1 ms", w(100)),
+        c("window 0.5 ms", w(500)),
+        c("window 2 ms", w(2000)),
+        c("natural", Contender::Batched(Policy::natural())),
+        c("gated 1 ms", Contender::Batched(Policy::gated(GATED_WINDOW, GATED_THRESHOLD))),
+        c("adaptive 1 ms", Contender::Batched(Policy::adaptive(ADAPTIVE_BUDGET))),
+    ]
+}
+
+/// What one replay measured.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// The contender's label.
+    pub label: String,
+    /// Requests replayed.
+    pub requests: u64,
+    /// Requests answered with exactly the row the fill wrote for their id.
+    pub correct: u64,
+    /// The database's own count of the demo's query during the replay, and its time.
+    pub db: Counted,
+    /// Queries our code sent (fetch_users calls), for a cross-check with `db`.
+    pub sent: u64,
+    /// Per request, call to answer, ns.
+    pub latency: Histogram,
+    /// Per query, time waiting for a pooled connection, ns.
+    pub pool_wait: Histogram,
+    /// Per request, actual arrival minus the trace's instant, ns (the injector's lateness).
+    pub lag: Histogram,
+    /// First arrival to last answer, ns.
+    pub span_ns: u64,
+    /// The actual arrivals (ns from the first), in time order: what the simulator replays.
+    pub arrivals: Vec<Arrival>,
+}
+
+impl Measured {
+    /// Requests answered per second over the replay.
+    pub fn throughput_per_s(&self) -> f64 {
+        self.requests as f64 / (self.span_ns.max(1) as f64 / 1e9)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    arrival_ns: AtomicU64,
+    latency_ns: AtomicU64,
+    correct: AtomicBool,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Direct { db: Database, waits: Arc<Mutex<Histogram>>, sent: Arc<AtomicU64> },
+    Batched(Batcher<i64, User, sqlx::Error>),
+}
+
+impl Target {
+    async fn get_user_info(&self, id: i64) -> Result<Option<User>, String> {
+        match self {
+            Target::Direct { db, waits, sent } => {
+                sent.fetch_add(1, Ordering::Relaxed);
+                let mut f = db.fetch_users(&[id]).await.map_err(|e| e.to_string())?;
+                waits.lock().expect("histogram lock").record(nanos(f.pool_wait));
+                Ok(f.users.remove(&id))
+            }
+            Target::Batched(b) => b.load(id).await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The batcher of the demo: `fetch_users` as its batch function, `max_in_flight` batches at
+/// once (one per pooled connection), up to 1,024 ids per query.
+///
+/// # Errors
+///
+/// If the core rejects the settings, or outside a tokio runtime.
+pub fn batcher(
+    db: &Database,
+    policy: Policy,
+    max_in_flight: usize,
+    waits: Arc<Mutex<Histogram>>,
+    sent: Arc<AtomicU64>,
+) -> Result<Batcher<i64, User, sqlx::Error>> {
+    let db = db.clone();
+    Batcher::builder(move |ids: Vec<i64>| {
+        let (db, waits, sent) = (db.clone(), Arc::clone(&waits), Arc::clone(&sent));
+        async move {
+            sent.fetch_add(1, Ordering::Relaxed);
+            let f = db.fetch_users(&ids).await?;
+            waits.lock().expect("histogram lock").record(nanos(f.pool_wait));
+            Ok(f.users)
+        }
+    })
+    .policy(policy)
+    .max_batch_size(1024)
+    .max_in_flight(max_in_flight)
+    .build()
+    .map_err(|e| anyhow!("batcher: {e}"))
+}
+
+/// Replays `trace` against `spec` on `db` (batches: at most `max_in_flight` at once). Runs a
+/// few unmeasured requests first so every connection and code path is warm; `progress` advances
+/// by one per request injected.
+///
+/// # Errors
+///
+/// If the database's counters cannot be read or a task panicked. Failed requests are counted
+/// (as not `correct`), not errors.
+pub async fn replay(
+    db: &Database,
+    trace: &[Arrival],
+    spec: &ContenderSpec,
+    max_in_flight: usize,
+    progress: Option<&ProgressBar>,
+) -> Result<Measured> {
+    let waits = Arc::new(Mutex::new(Histogram::new()));
+    let sent = Arc::new(AtomicU64::new(0));
+    let target = Arc::new(match spec.contender {
+        Contender::Direct => Target::Direct { db: db.clone(), waits: Arc::clone(&waits), sent: Arc::clone(&sent) },
+        Contender::Batched(policy) => Target::Batched(batcher(db, policy, max_in_flight, Arc::clone(&waits), Arc::clone(&sent))?),
+    });
+    // Warm-up: one burst as wide as the pool, a few times, unmeasured.
+    let mut rng = SmallRng::seed_from_u64(99);
+    for _ in 0..8 {
+        let calls: Vec<_> = (0..max_in_flight * 4)
+            .map(|_| {
+                let (t, id) = (Arc::clone(&target), rng.random_range(1..=1000));
+                tokio::spawn(async move { t.get_user_info(id).await })
+            })
+            .collect();
+        for c in calls {
+            c.await.context("warm-up request panicked")?.map_err(|e| anyhow!("warm-up request failed: {e}"))?;
+        }
+    }
+    *waits.lock().expect("histogram lock") = Histogram::new();
+    let sent_before = sent.load(Ordering::Relaxed);
+    let db_before = db.executed_queries().await?;
+
+    let records: Arc<Vec<Record>> = Arc::new((0..trace.len()).map(|_| Record::default()).collect());
+    let handle = tokio::runtime::Handle::current();
+    let start = Instant::now() + Duration::from_millis(2);
+    let injector = {
+        let (trace, records, target, progress) = (trace.to_vec(), Arc::clone(&records), Arc::clone(&target), progress.cloned());
+        tokio::task::spawn_blocking(move || {
+            let mut tasks = Vec::with_capacity(trace.len());
+            for (i, a) in trace.iter().enumerate() {
+                let due = start + Duration::from_nanos(a.at_ns);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let (target, records, id) = (Arc::clone(&target), Arc::clone(&records), a.id);
+                tasks.push(handle.spawn(async move {
+                    let t0 = Instant::now();
+                    let got = target.get_user_info(id).await;
+                    let latency = t0.elapsed();
+                    let r = &records[i];
+                    r.arrival_ns.store(nanos(t0.saturating_duration_since(start)), Ordering::Relaxed);
+                    r.latency_ns.store(nanos(latency), Ordering::Relaxed);
+                    r.correct.store(got == Ok(Some(User::expected(id))), Ordering::Relaxed);
+                }));
+                if let Some(p) = &progress {
+                    p.inc(1);
+                }
+            }
+            tasks
+        })
+    };
+    for t in injector.await.context("injector panicked")? {
+        t.await.context("request task panicked")?;
+    }
+    if let Target::Batched(b) = &*target {
+        b.shutdown().await;
+    }
+    let db_after = db.executed_queries().await?;
+
+    let mut latency = Histogram::new();
+    let mut lag = Histogram::new();
+    let mut arrivals = Vec::with_capacity(trace.len());
+    let (mut first, mut last, mut correct) = (u64::MAX, 0u64, 0u64);
+    for (r, a) in records.iter().zip(trace) {
+        let (at, l) = (r.arrival_ns.load(Ordering::Relaxed), r.latency_ns.load(Ordering::Relaxed));
+        latency.record(l);
+        lag.record(at.saturating_sub(a.at_ns));
+        first = first.min(at);
+        last = last.max(at + l);
+        correct += u64::from(r.correct.load(Ordering::Relaxed));
+        arrivals.push(Arrival { at_ns: at, id: a.id });
+    }
+    arrivals.sort_unstable();
+    let pool_wait = waits.lock().expect("histogram lock").clone();
+    Ok(Measured {
+        label: spec.label.clone(),
+        requests: trace.len() as u64,
+        correct,
+        db: db_after - db_before,
+        sent: sent.load(Ordering::Relaxed) - sent_before,
+        latency,
+        pool_wait,
+        lag,
+        span_ns: last.saturating_sub(first),
+        arrivals,
+    })
+}
+
+/// A duration in whole ns (saturating).
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,437 @@
+//! What a demo run writes to `reports/db/`: per backend a CSV, a plot and a section of the
+//! README (tables of the database's counts, the cost model, the simulator against the
+//! measurements), and the README assembled from every backend's section present.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::calibrate::CostModel;
+use crate::replay::Measured;
+use crate::simcheck::{Errors, GOAL_MEAN, GOAL_P99, GOAL_QUERIES, Prediction};
+use crate::trace::TraceSpec;
+
+/// Where and how a run was made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Provenance {
+    /// CPU model, cores, kernel, and the load average when the run started.
+    pub machine: String,
+    /// `git rev-parse --short HEAD` (+dirty).
+    pub commit: String,
+    /// The command line.
+    pub command: String,
+    /// UTC date and time.
+    pub date: String,
+}
+
+impl Provenance {
+    /// This machine, this checkout, this process's command line, now.
+    pub fn here() -> Provenance {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+            .unwrap_or_else(|| "unknown CPU".into());
+        let cores = std::thread::available_parallelism().map_or(0, usize::from);
+        let kernel = sh("uname", &["-sr"]).unwrap_or_default();
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default();
+        let dirty = sh("git", &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+        let commit = sh("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+        Provenance {
+            machine: format!("{cpu}, {cores} cores, {kernel}; load average at start {load}"),
+            commit: if dirty { format!("{commit}+dirty") } else { commit },
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            date: sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default(),
+        }
+    }
+}
+
+fn sh(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(cmd).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// One backend's run: everything its report shows.
+#[derive(Debug)]
+pub struct Run {
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+    /// The server's version string.
+    pub version: String,
+    /// Rows in `users`.
+    pub users: u32,
+    /// The trace replayed.
+    pub trace: TraceSpec,
+    /// Requests in it.
+    pub requests: usize,
+    /// The measured cost model.
+    pub model: CostModel,
+    /// Per contender: what was measured, and what the simulator predicted.
+    pub rows: Vec<(Measured, Prediction)>,
+    /// Where and how.
+    pub provenance: Provenance,
+    /// Wall time of the whole run, s.
+    pub elapsed_s: f64,
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn pct(x: f64) -> String {
+    format!("{:+.1} %", x * 100.0)
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "yes" } else { "**no**" }
+}
+
+/// Writes `<backend>.csv`, `<backend>.png`/`.svg` and `<backend>.md` into `dir`, then
+/// `README.md` from every backend section there.
+///
+/// # Errors
+///
+/// If a file cannot be written or the plot fails.
+pub fn write(dir: &Path, run: &Run) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let b = &run.backend;
+    std::fs::write(dir.join(format!("{b}.csv")), csv(run)).context("writing the CSV")?;
+    plot(&dir.join(format!("{b}.png")), run)?;
+    plot(&dir.join(format!("{b}.svg")), run)?;
+    std::fs::write(dir.join(format!("{b}.md")), section(run)).context("writing the section")?;
+    readme(dir)
+}
+
+fn csv(run: &Run) -> String {
+    let mut s = String::from(
+        "backend,contender,requests,correct,db_queries,sent_queries,requests_per_query,db_exec_us_per_query,throughput_per_s,\
+         latency_mean_ms,latency_p50_ms,latency_p99_ms,latency_p999_ms,latency_max_ms,pool_wait_mean_ms,pool_wait_p99_ms,\
+         arrival_lag_p99_ms,sim_queries,sim_latency_mean_ms,sim_latency_p99_ms,err_queries,err_mean,err_p99\n",
+    );
+    for (m, p) in &run.rows {
+        let e = Errors::of(p, m);
+        let l = &m.latency;
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{:.3},{:.2},{:.1},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.4},{:.4},{:.4},{:.4},{:.4}",
+            run.backend,
+            m.label,
+            m.requests,
+            m.correct,
+            m.db.queries,
+            m.sent,
+            m.requests as f64 / m.db.queries.max(1) as f64,
+            m.db.exec_ms * 1e3 / m.db.queries.max(1) as f64,
+            m.throughput_per_s(),
+            l.mean() / 1e6,
+            ms(l.quantile(0.5)),
+            ms(l.quantile(0.99)),
+            ms(l.quantile(0.999)),
+            ms(l.max()),
+            m.pool_wait.mean() / 1e6,
+            ms(m.pool_wait.quantile(0.99)),
+            ms(m.lag.quantile(0.99)),
+            p.queries,
+            p.mean_ms,
+            p.p99_ms,
+            e.queries,
+            e.mean,
+            e.p99
+        );
+    }
+    s
+}
+
+fn title(backend: &str) -> &'static str {
+    match backend {
+        "sqlite" => "SQLite (embedded file)",
+        "postgres" => "PostgreSQL (loopback)",
+        _ => "database",
+    }
+}
+
+fn section(run: &Run) -> String {
+    let mut s = String::new();
+    let p = &run.provenance;
+    let _ = writeln!(s, "## {}\n", title(&run.backend));
+    let _ = writeln!(
+        s,
+        "{}, {} users, a pool of {} connections; every batcher with `max_in_flight` = {} and \
+         `max_batch_size` = 1024. Trace: {} requests ({} s of a {}/s Poisson background, {} spikes of {} requests within {} ms, \
+         a {} ms surge at {}/s; seed {}).\n",
+        run.version,
+        run.users,
+        run.model.pool_size,
+        run.model.pool_size,
+        run.requests,
+        run.trace.duration_s,
+        run.trace.background_per_s,
+        run.trace.spikes.len(),
+        run.trace.spikes.first().map_or(0, |x| x.requests),
+        run.trace.spikes.first().map_or(0.0, |x| x.width_ms),
+        run.trace.bursts.first().map_or(0.0, |x| x.duration_s * 1e3),
+        run.trace.bursts.first().map_or(0.0, |x| x.rate_per_s),
+        run.trace.seed
+    );
+    let _ = writeln!(s, "- machine: {}\n- commit: {}\n- command: `{}`\n- date: {}; the whole run took {:.1} s\n", p.machine, p.commit, p.command, p.date, run.elapsed_s);
+    let counter = match run.backend.as_str() {
+        "postgres" => "`pg_stat_statements` (sum of `calls` of the statement, every IN-list length)",
+        _ => "SQLite's own statement-profile hook (`sqlite3_trace_v2`, `SQLITE_TRACE_PROFILE`) on every pooled connection",
+    };
+    let _ = writeln!(s, "### What the database counted\n\nQueries as counted by {counter}; \"sent\" is our own count of calls, for a cross-check. \
+        Latency runs from the call of `get_user_info` to its answer; pool wait is per query. Timings were taken on a shared, busy machine: read them as ratios within this run.\n");
+    let _ = writeln!(s, "| contender | queries (database) | sent | requests/query | DB time/query | throughput | p50 | p99 | p99.9 | pool wait mean / p99 | correct |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (m, _) in &run.rows {
+        let l = &m.latency;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.1} | {:.0} µs | {:.0}/s | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} / {:.3} ms | {}/{} |",
+            m.label,
+            m.db.queries,
+            m.sent,
+            m.requests as f64 / m.db.queries.max(1) as f64,
+            m.db.exec_ms * 1e3 / m.db.queries.max(1) as f64,
+            m.throughput_per_s(),
+            ms(l.quantile(0.5)),
+            ms(l.quantile(0.99)),
+            ms(l.quantile(0.999)),
+            m.pool_wait.mean() / 1e6,
+            ms(m.pool_wait.quantile(0.99)),
+            m.correct,
+            m.requests
+        );
+    }
+    let _ = writeln!(s, "\n![queries and p99 per contender]({}.png)\n", run.backend);
+    let worst_lag = run.rows.iter().map(|(m, _)| m.lag.quantile(0.99)).max().unwrap_or(0);
+    let _ = writeln!(
+        s,
+        "The injector's lateness (actual arrival − the trace's instant) was at most {:.3} ms at the p99 in any replay; \
+         the simulator replays the actual arrivals, so it does not enter the comparison below.\n",
+        ms(worst_lag)
+    );
+
+    let m = &run.model;
+    let _ = writeln!(s, "### The cost model (measured)\n");
+    let _ = writeln!(
+        s,
+        "Closed loop, `n` queries at once (`n` ≤ the pool, so none waits for a connection), each of `k` random ids; \
+         the mean time of a `fetch_users` call, and per `n` a least-squares line `base + per_key × k`:\n"
+    );
+    let ks: Vec<u32> = {
+        let mut k: Vec<u32> = m.points.iter().map(|p| p.keys).collect();
+        k.sort_unstable();
+        k.dedup();
+        k
+    };
+    let _ = write!(s, "| queries at once |");
+    for k in &ks {
+        let _ = write!(s, " k = {k} |");
+    }
+    let _ = writeln!(s, " base | per key |");
+    let _ = writeln!(s, "|---|{}---:|---:|", "---:|".repeat(ks.len()));
+    for l in &m.lines {
+        let _ = write!(s, "| {} |", l.concurrency);
+        for k in &ks {
+            match m.points.iter().find(|p| p.concurrency == l.concurrency && p.keys == *k) {
+                Some(p) => {
+                    let _ = write!(s, " {:.3} ms |", p.mean_ms);
+                }
+                None => s.push_str(" |"),
+            }
+        }
+        let _ = writeln!(s, " {:.1} µs | {:.2} µs |", l.base_ms * 1e3, l.per_key_ms * 1e3);
+    }
+    let _ = writeln!(
+        s,
+        "\nScenario [`{b}-calibrated.toml`]({b}-calibrated.toml): `servers` = {}, `base_ms` = {:.4}, `per_key_ms` = {:.6}, \
+         `contention` = {:.3} (each extra running query slows every running one by that fraction, from the {}-at-once row), \
+         lognormal with `sigma` = {:.3} (from the single-key spread).\n",
+        m.pool_size,
+        m.base_ms,
+        m.per_key_ms,
+        m.contention,
+        m.lines.last().map_or(1, |l| l.concurrency),
+        m.lognormal_sigma,
+        b = run.backend
+    );
+
+    let _ = writeln!(s, "### The simulator against the database\n");
+    let _ = writeln!(
+        s,
+        "`busline-sim` with that scenario replays each contender's actual arrivals (`traces/{}-*.csv`) under the same policy \
+         (direct calls as `car`), mean of {} seeds. Goals: queries within {:.0} %, mean latency within {:.0} %, p99 within {:.0} %.\n",
+        run.backend,
+        crate::simcheck::SEEDS,
+        GOAL_QUERIES * 100.0,
+        GOAL_MEAN * 100.0,
+        GOAL_P99 * 100.0
+    );
+    let _ = writeln!(s, "| contender | queries measured / predicted | error | mean measured / predicted | error | p99 measured / predicted | error | goals met (q / mean / p99) |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|");
+    for (m, p) in &run.rows {
+        let e = Errors::of(p, m);
+        let (q, me, p9) = e.met();
+        let _ = writeln!(
+            s,
+            "| {} | {} / {:.0} | {} | {:.3} / {:.3} ms | {} | {:.3} / {:.3} ms | {} | {} / {} / {} |",
+            m.label,
+            m.db.queries,
+            p.queries,
+            pct(e.queries),
+            m.latency.mean() / 1e6,
+            p.mean_ms,
+            pct(e.mean),
+            ms(m.latency.quantile(0.99)),
+            p.p99_ms,
+            pct(e.p99),
+            mark(q),
+            mark(me),
+            mark(p9)
+        );
+    }
+    s.push('\n');
+    s
+}
+
+/// Assembles `README.md` from the backend sections in `dir` (SQLite first).
+///
+/// # Errors
+///
+/// If a file cannot be read or written.
+pub fn readme(dir: &Path) -> Result<()> {
+    let mut s = String::from(
+        "# The demo on a real database\n\n\
+         Regenerated by `make demo` (SQLite) and `make demo-pg` (PostgreSQL); never edited by hand. \
+         `get_user_info(id)` runs `SELECT id, name, email FROM users WHERE id IN (...)` through sqlx's pool, \
+         either directly (car: one query per request) or through a `busline::Batcher` under each policy. \
+         The same arrival trace (a Poisson background with spikes, among them the article's case of 200 requests \
+         within 3 ms) is replayed, open loop, against each. The query counts are the database's own. \
+         Then the simulator, given the database's measured cost model, replays the same arrivals and its \
+         predictions are set against the measurements. See [`demo/README.md`](../../demo/README.md) for how, \
+         and why the simulator misses where it does.\n\n\
+         Files per backend: `<backend>.csv` (every figure below), `<backend>.png`/`.svg` (the plot), \
+         `<backend>-calibrated.toml` (the simulator scenario the calibration wrote), `traces/` (the arrivals \
+         each contender had, as the simulator replays them).\n\n",
+    );
+    let mut found = false;
+    for b in ["sqlite", "postgres"] {
+        let p = dir.join(format!("{b}.md"));
+        if p.exists() {
+            s.push_str(&std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?);
+            found = true;
+        }
+    }
+    if !found {
+        return Err(anyhow!("no backend section in {}", dir.display()));
+    }
+    std::fs::write(dir.join("README.md"), s).context("writing README.md")
+}
+
+fn perr<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("plotting: {e:?}")
+}
+
+/// Two panels: queries per contender (the database's count, the simulator's prediction as a
+/// marker) and p99 latency per contender (likewise).
+fn plot(path: &Path, run: &Run) -> Result<()> {
+    busline_sim::report::plots::register_font();
+    let size = (1100, 520);
+    if path.extension().is_some_and(|e| e == "svg") {
+        let root = SVGBackend::new(path, size).into_drawing_area();
+        draw(&root, run)?;
+        root.present().map_err(perr)?;
+    } else {
+        let root = BitMapBackend::new(path, size).into_drawing_area();
+        draw(&root, run)?;
+        root.present().map_err(perr)?;
+    }
+    Ok(())
+}
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, plotters::coord::Shift>, run: &Run) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(perr)?;
+    let root = root
+        .titled(&format!("{}: {} requests, pool of {}", title(&run.backend), run.requests, run.model.pool_size), ("sans-serif", 22))
+        .map_err(perr)?;
+    let (left, right) = root.split_horizontally(550);
+    let labels: Vec<String> = run.rows.iter().map(|(m, _)| short(&m.label)).collect();
+    let queries: Vec<(f64, f64)> = run.rows.iter().map(|(m, p)| (m.db.queries as f64, p.queries)).collect();
+    let p99: Vec<(f64, f64)> = run.rows.iter().map(|(m, p)| (ms(m.latency.quantile(0.99)), p.p99_ms)).collect();
+    panel(&left, "queries the database ran", "queries", &labels, &queries)?;
+    panel(&right, "p99 latency", "ms", &labels, &p99)?;
+    Ok(())
+}
+
+fn short(label: &str) -> String {
+    label.replace(" (direct)", "").replace("window ", "w ").replace(" ms", "ms")
+}
+
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    caption: &str,
+    unit: &str,
+    labels: &[String],
+    values: &[(f64, f64)],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let n = values.len();
+    let top = values.iter().map(|v| v.0.max(v.1)).fold(0.0, f64::max).max(1e-9) * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..top)
+        .map_err(perr)?;
+    let labels = labels.to_vec();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&move |x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 { labels.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
+        })
+        .y_desc(unit)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(perr)?;
+    let bar = RGBColor(30, 90, 200);
+    chart
+        .draw_series(values.iter().enumerate().map(|(i, v)| {
+            let x = i as f64;
+            Rectangle::new([(x - 0.35, 0.0), (x + 0.35, v.0)], bar.mix(0.75).filled())
+        }))
+        .map_err(perr)?
+        .label("measured")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], bar.mix(0.75).filled()));
+    let sim = RGBColor(230, 130, 0);
+    chart
+        .draw_series(values.iter().enumerate().map(|(i, v)| {
+            let x = i as f64;
+            PathElement::new(vec![(x - 0.42, v.1), (x + 0.42, v.1)], sim.stroke_width(4))
+        }))
+        .map_err(perr)?
+        .label("simulator")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], sim.stroke_width(4)));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(perr)?;
+    Ok(())
+}

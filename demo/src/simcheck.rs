@@ -1,0 +1,135 @@
+//! The simulator checked against the database: the calibrated scenario, the exact arrivals a
+//! contender's replay had, the same policy; predicted queries, mean and p99 latency against
+//! what was measured.
+//!
+//! The simulator's service times are random (lognormal around the calibrated mean), so a
+//! prediction is the mean over a few seeds: the figures then reflect the model, not one draw.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use busline::Policy;
+use busline_sim::engine::{RunOptions, run};
+use busline_sim::scenario::Scenario;
+use serde::Serialize;
+
+use crate::replay::{Contender, ContenderSpec, Measured};
+
+/// Seeds a prediction averages over.
+pub const SEEDS: u64 = 5;
+
+/// The goals of issue 13: queries within 5 %, mean latency within 15 %, p99 within 25 %.
+pub const GOAL_QUERIES: f64 = 0.05;
+/// See [`GOAL_QUERIES`].
+pub const GOAL_MEAN: f64 = 0.15;
+/// See [`GOAL_QUERIES`].
+pub const GOAL_P99: f64 = 0.25;
+
+/// The simulator's prediction for one contender.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Prediction {
+    /// Queries (batches), mean over the seeds.
+    pub queries: f64,
+    /// Mean latency, ms.
+    pub mean_ms: f64,
+    /// p99 latency, ms.
+    pub p99_ms: f64,
+    /// Mean wait for a connection (dispatch to service), ms.
+    pub db_wait_ms: f64,
+}
+
+/// Predicted against measured, as relative errors `(predicted − measured) / measured`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Errors {
+    /// Of the query count.
+    pub queries: f64,
+    /// Of the mean latency.
+    pub mean: f64,
+    /// Of the p99 latency.
+    pub p99: f64,
+}
+
+impl Errors {
+    /// `prediction` against `measured`.
+    pub fn of(prediction: &Prediction, measured: &Measured) -> Errors {
+        let rel = |p: f64, m: f64| if m > 0.0 { (p - m) / m } else { f64::NAN };
+        Errors {
+            queries: rel(prediction.queries, measured.db.queries as f64),
+            mean: rel(prediction.mean_ms, measured.latency.mean() / 1e6),
+            p99: rel(prediction.p99_ms, measured.latency.quantile(0.99) as f64 / 1e6),
+        }
+    }
+
+    /// Whether each figure meets its goal: (queries, mean, p99).
+    pub fn met(&self) -> (bool, bool, bool) {
+        (self.queries.abs() <= GOAL_QUERIES, self.mean.abs() <= GOAL_MEAN, self.p99.abs() <= GOAL_P99)
+    }
+}
+
+/// The `--set` overrides that put `contender` into a scenario (the batcher's policy; direct calls
+/// are the simulator's car: one query per request, at most `servers` at once, the rest waiting
+/// in arrival order, as they wait for sqlx's pool).
+pub fn policy_overrides(contender: &Contender) -> Vec<String> {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    match contender {
+        Contender::Direct => vec!["policy.kind=car".into()],
+        Contender::Batched(Policy::Window { window }) => {
+            vec!["policy.kind=window".into(), format!("policy.window_ms={}", ms(*window))]
+        }
+        Contender::Batched(Policy::Gated { window, threshold }) => vec![
+            "policy.kind=gated".into(),
+            format!("policy.window_ms={}", ms(*window)),
+            format!("policy.threshold={threshold}"),
+        ],
+        Contender::Batched(Policy::Adaptive(cfg)) => {
+            vec!["policy.kind=adaptive".into(), format!("policy.latency_budget_ms={}", ms(cfg.latency_budget))]
+        }
+        Contender::Batched(_) => vec!["policy.kind=natural".into()],
+    }
+}
+
+/// Simulates `spec` in the scenario at `scenario_path` with its trace replaced by `trace_path`
+/// (relative to the scenario's directory), over [`SEEDS`] seeds.
+///
+/// # Errors
+///
+/// If the scenario or trace cannot be loaded or the simulator fails a check.
+pub fn predict(scenario_path: &Path, trace_path: &str, spec: &ContenderSpec) -> Result<Prediction> {
+    let mut sum = Prediction { queries: 0.0, mean_ms: 0.0, p99_ms: 0.0, db_wait_ms: 0.0 };
+    for seed in 1..=SEEDS {
+        let mut sets = policy_overrides(&spec.contender);
+        sets.push(format!("traffic.path={trace_path}"));
+        sets.push(format!("seed={seed}"));
+        let scenario = Scenario::load_with(scenario_path, &sets)?;
+        let out = run(&scenario, &RunOptions::default()).with_context(|| format!("simulating {}", spec.label))?;
+        let s = &out.summary;
+        sum.queries += s.queries as f64;
+        sum.mean_ms += s.latency_ms.mean;
+        sum.p99_ms += s.latency_ms.p99;
+        sum.db_wait_ms += s.db_wait_ms.mean;
+    }
+    let n = SEEDS as f64;
+    Ok(Prediction { queries: sum.queries / n, mean_ms: sum.mean_ms / n, p99_ms: sum.p99_ms / n, db_wait_ms: sum.db_wait_ms / n })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::contenders;
+
+    #[test]
+    fn every_contender_maps_to_a_valid_simulator_policy() {
+        let base = "name = \"t\"\n[traffic]\nkind = \"trace\"\npath = \"x.csv\"\n";
+        for c in contenders() {
+            let s = Scenario::parse_with(base, Path::new("."), &policy_overrides(&c.contender)).unwrap();
+            let expected = match c.contender {
+                Contender::Direct => "car",
+                Contender::Batched(p) => p.name(),
+            };
+            assert_eq!(s.policy().unwrap().name(), expected, "{}", c.label);
+            if let Contender::Batched(p) = c.contender {
+                assert_eq!(s.policy().unwrap(), p, "{}", c.label);
+            }
+        }
+    }
+}

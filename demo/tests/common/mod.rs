@@ -1,0 +1,57 @@
+//! The end-to-end check both backends run: fill, replay every contender, count, simulate.
+
+use std::path::Path;
+use std::time::Duration;
+
+use busline_demo::calibrate::{Plan, calibrate};
+use busline_demo::db::Database;
+use busline_demo::replay::{Contender, contenders, replay};
+use busline_demo::simcheck::predict;
+use busline_demo::trace::{TraceSpec, write_csv};
+
+/// Users in the small table.
+const USERS: u32 = 3_000;
+
+/// Against the database at `url` (its `users` table is replaced by `USERS` rows), with scratch
+/// files in `dir`: every contender answers every request with the right row; the database
+/// counts exactly the queries our code sent; direct calls send one per request and the fixed
+/// windows batch the spike; the calibration yields a scenario the simulator runs, in which
+/// direct calls are one query per request too.
+pub(crate) async fn exercise(url: &str, dir: &Path) {
+    std::fs::create_dir_all(dir.join("traces")).unwrap();
+    let db = Database::connect(url, 4).await.unwrap();
+    db.ensure_users(USERS).await.unwrap();
+    assert!(!db.ensure_users(USERS).await.unwrap(), "a filled table is kept");
+    let arrivals = TraceSpec::small(USERS).generate();
+    let plan = Plan { concurrency: vec![1, 2], keys: vec![1, 20], per_point: Duration::from_millis(20), users: USERS };
+    let model = calibrate(&db, &plan, None).await.unwrap();
+    assert!(model.base_ms > 0.0, "{model:?}");
+    let scenario = dir.join("calibrated.toml");
+    write_csv(&dir.join("traces/intended.csv"), &arrivals).unwrap();
+    model.write_scenario(&scenario, "test", "traces/intended.csv", "test").unwrap();
+    for c in contenders() {
+        let m = replay(&db, &arrivals, &c, 4, None).await.unwrap();
+        let n = m.requests;
+        assert_eq!(n, arrivals.len() as u64);
+        assert_eq!(m.correct, n, "{}: every request gets its own user", c.label);
+        assert_eq!(m.db.queries, m.sent, "{}: the database ran exactly what we sent", c.label);
+        assert_eq!(m.pool_wait.count(), m.sent, "{}: one pool wait per query", c.label);
+        match c.contender {
+            Contender::Direct => assert_eq!(m.db.queries, n, "car: one query per request"),
+            Contender::Batched(p) if p.name() == "window" => {
+                assert!(m.db.queries < n, "{}: the 200-request spike rides in shared buses ({} queries)", c.label, m.db.queries)
+            }
+            Contender::Batched(_) => assert!(m.db.queries <= n, "{}: {} queries", c.label, m.db.queries),
+        }
+        let rel = format!("traces/{}.csv", c.label.replace([' ', '(', ')', '.'], "_"));
+        write_csv(&dir.join(&rel), &m.arrivals).unwrap();
+        let p = predict(&scenario, &rel, &c).unwrap();
+        if c.contender == Contender::Direct {
+            assert_eq!(p.queries, n as f64, "the simulator's car sends one query per request");
+        } else {
+            assert!(p.queries >= 1.0 && p.queries <= n as f64, "{}: {p:?}", c.label);
+        }
+        assert!(p.mean_ms > 0.0 && p.p99_ms >= p.mean_ms * 0.5, "{}: {p:?}", c.label);
+    }
+    db.close().await;
+}
