@@ -27,6 +27,7 @@ use std::time::Instant as WallInstant;
 use anyhow::{Result, anyhow, bail, ensure};
 use busline::policy::{Action, Instant, Scheduler};
 
+use crate::client::{Answer, ClientAction, Clients};
 use crate::db::{Db, DbEvent};
 use crate::keys::{DistinctCounter, Keys};
 use crate::scenario::{PolicyKind, Scenario};
@@ -63,6 +64,11 @@ pub struct PathTotals {
     pub sojourn_ns: u128,
     /// Σ (start of service − arrival) over requests, in ns.
     pub queue_wait_ns: u128,
+    /// Requests dropped at the stop by a client's timeout before the policy sent them (their
+    /// sojourn ends at the timeout).
+    pub dropped: u64,
+    /// Batches the scheduler dispatched that held only dropped requests: no query was sent.
+    pub empty_dispatches: u64,
 }
 
 /// Everything a run measured.
@@ -93,6 +99,8 @@ enum Kind {
     Arrival,
     Timeout { generation: u64 },
     Done { query: u32, version: u32 },
+    /// The clients' next instant (`[client]`), armed like the scheduler's timer.
+    Client { generation: u64 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +132,8 @@ struct Waiting {
     id: u64,
     arrival: u64,
     key: u32,
+    /// Its caller gave up before it was sent: it boards no query.
+    dropped: bool,
 }
 
 /// One query's requests while it is at the database.
@@ -132,6 +142,8 @@ struct Slot {
     live: bool,
     dispatched_at: u64,
     arrivals: Vec<u64>,
+    /// The requests' ids, kept only with `[client]` (to tell the clients of each answer).
+    ids: Vec<u64>,
 }
 
 /// Runs `scenario` once.
@@ -171,6 +183,13 @@ struct Engine {
     limit_requests: u64,
     limit_ns: u64,
     last_arrival: u64,
+    /// Statistics cover requests arriving in [warm_ns, horizon); `horizon` is set when the
+    /// last arrival has been drawn (the duration, or the last arrival's instant).
+    warm_ns: u64,
+    horizon: Option<u64>,
+    measured_arrivals: u64,
+    measured_queries: u64,
+    drain_queries: u64,
     latency: Histogram,
     added_wait: Histogram,
     db_wait: Histogram,
@@ -183,6 +202,11 @@ struct Engine {
     budget_ns: u64,
     over_budget: u64,
     events: u64,
+    /// `[client]`: callers that time out and retry, and their timer.
+    clients: Option<Clients>,
+    client_at: Option<u64>,
+    client_generation: u64,
+    client_out: Vec<ClientAction>,
 }
 
 impl Engine {
@@ -191,6 +215,7 @@ impl Engine {
         let scheduler = Scheduler::new(policy, scenario.limits()).map_err(|e| anyhow!("{e}"))?;
         let traffic = Traffic::new(scenario)?;
         let keys = Keys::new(scenario);
+        let clients = Clients::new(scenario)?;
         let trace_keys = traffic.trace_keys();
         let key_space = trace_keys.unwrap_or(if keys.all_unique() { 0 } else { keys.key_space() });
         Ok(Engine {
@@ -215,6 +240,11 @@ impl Engine {
             limit_requests: scenario.requests.unwrap_or(u64::MAX),
             limit_ns: scenario.duration_s.map_or(u64::MAX, |s| (s * 1e9) as u64),
             last_arrival: 0,
+            warm_ns: scenario.warmup_ns(),
+            horizon: None,
+            measured_arrivals: 0,
+            measured_queries: 0,
+            drain_queries: 0,
             latency: Histogram::new(),
             added_wait: Histogram::new(),
             db_wait: Histogram::new(),
@@ -226,6 +256,10 @@ impl Engine {
             budget_ns: (scenario.policy.latency_budget_ms * 1e6).round() as u64,
             over_budget: 0,
             events: 0,
+            clients,
+            client_at: None,
+            client_generation: 0,
+            client_out: Vec::new(),
         })
     }
 
@@ -237,14 +271,31 @@ impl Engine {
 
     /// Schedules the next arrival, unless the run's request count or duration is reached.
     fn schedule_arrival(&mut self) {
-        if self.next_id >= self.limit_requests {
-            return;
-        }
-        if let Some((t, _)) = self.peek_arrival()
+        if self.next_id < self.limit_requests
+            && let Some((t, _)) = self.peek_arrival()
             && t < self.limit_ns
         {
             self.push(t, Kind::Arrival);
+            return;
         }
+        self.end_arrivals();
+    }
+
+    /// No arrival follows: the horizon is the duration if one was given, else now (the last
+    /// arrival). The database's work is counted up to it; what follows is the drain.
+    fn end_arrivals(&mut self) {
+        if self.horizon.is_none() {
+            let horizon = if self.limit_ns == u64::MAX { self.now } else { self.limit_ns };
+            let horizon = horizon.max(self.warm_ns);
+            self.horizon = Some(horizon);
+            self.db.set_window(self.warm_ns, horizon);
+        }
+    }
+
+    /// Whether a request that arrived at `arrival` is in the statistics (not in the warm-up).
+    #[inline]
+    fn measured(&self, arrival: u64) -> bool {
+        arrival >= self.warm_ns
     }
 
     /// The next arrival, drawn now and held until its event fires.
@@ -255,7 +306,12 @@ impl Engine {
     }
 
     fn run(&mut self) -> Result<()> {
-        self.schedule_arrival();
+        self.db.set_window(self.warm_ns, u64::MAX);
+        if self.clients.is_some() {
+            self.arm_client_timer(); // the clients own the arrivals
+        } else {
+            self.schedule_arrival();
+        }
         while let Some(Reverse(ev)) = self.heap.pop() {
             self.events += 1;
             debug_assert!(ev.time >= self.now, "event in the past");
@@ -265,9 +321,21 @@ impl Engine {
             let now = Instant::from_nanos(ev.time);
             match ev.kind {
                 Kind::Arrival => {
-                    self.arrive()?;
+                    let (_, trace_key) =
+                        self.pending.take().ok_or_else(|| anyhow!("arrival without a drawn instant"))?;
+                    self.arrive(trace_key.filter(|_| self.trace_keys));
+                    if let Some(ts) = &mut self.timeseries {
+                        ts.at(ev.time).arrivals += 1;
+                    }
                     self.scheduler.on_arrival(now, 1);
                     self.schedule_arrival();
+                }
+                Kind::Client { generation } => {
+                    if generation != self.client_generation {
+                        continue; // superseded
+                    }
+                    self.client_at = None;
+                    self.client_event()?;
                 }
                 Kind::Timeout { generation } => {
                     if generation != self.timer_generation {
@@ -287,25 +355,101 @@ impl Engine {
             }
             self.dispatch()?;
             self.arm_timer();
+            self.arm_client_timer();
         }
         Ok(())
     }
 
-    fn arrive(&mut self) -> Result<()> {
-        let (_, trace_key) = self.pending.take().ok_or_else(|| anyhow!("arrival without a drawn instant"))?;
-        let key = match trace_key {
-            Some(k) if self.trace_keys => k,
-            _ => self.keys.next_key(),
-        };
-        self.stop.push_back(Waiting { id: self.next_id, arrival: self.now, key });
+    /// A request arrives at the stop now, for `key` (a trace's or a retry's), else for a key
+    /// drawn from `[keys]`; returns its id and key.
+    fn arrive(&mut self, key: Option<u32>) -> (u64, u32) {
+        let key = key.unwrap_or_else(|| self.keys.next_key());
+        let id = self.next_id;
+        self.stop.push_back(Waiting { id, arrival: self.now, key, dropped: false });
         self.next_id += 1;
         self.in_system += 1;
         self.totals.arrivals += 1;
+        self.measured_arrivals += u64::from(self.measured(self.now));
         self.last_arrival = self.now;
-        if let Some(ts) = &mut self.timeseries {
-            ts.at(self.now).arrivals += 1;
+        (id, key)
+    }
+
+    /// The clients' instant: new attempts arrive, callers give up (`[client]`).
+    fn client_event(&mut self) -> Result<()> {
+        let now = self.now;
+        let mut actions = std::mem::take(&mut self.client_out);
+        if let Some(c) = &mut self.clients {
+            c.on_timeout(now, &mut actions);
+        }
+        for a in actions.drain(..) {
+            match a {
+                ClientAction::Send { request, key, retry } => {
+                    // A retry asks for its request's key; a fresh request for a trace's key, or
+                    // else for one drawn from `[keys]`.
+                    let (id, key) = self.arrive(key.filter(|_| retry || self.trace_keys));
+                    if let Some(c) = &mut self.clients {
+                        c.on_sent(now, request, id, key);
+                    }
+                    if let Some(ts) = &mut self.timeseries {
+                        let b = ts.at(now);
+                        if retry {
+                            b.retries += 1;
+                        } else {
+                            b.arrivals += 1;
+                        }
+                    }
+                    self.scheduler.on_arrival(Instant::from_nanos(now), 1);
+                }
+                ClientAction::GiveUp { attempt } => self.give_up(attempt)?,
+            }
+        }
+        self.client_out = actions;
+        if let Some(h) = self.clients.as_ref().and_then(Clients::horizon)
+            && self.horizon.is_none()
+        {
+            let h = h.max(self.warm_ns);
+            self.horizon = Some(h);
+            self.db.set_window(self.warm_ns, h);
         }
         Ok(())
+    }
+
+    /// Attempt `id`'s caller gave up: if it is still at the stop it is dropped there (it
+    /// leaves the system now and boards no query); if it was sent it still runs.
+    fn give_up(&mut self, id: u64) -> Result<()> {
+        let Some(front) = self.stop.front().map(|w| w.id) else { return Ok(()) };
+        if id < front {
+            return Ok(()); // sent: the query runs, its answer will be late
+        }
+        let w = self
+            .stop
+            .get_mut((id - front) as usize)
+            .ok_or_else(|| anyhow!("attempt {id} gave up but never arrived"))?;
+        ensure!(w.id == id && !w.dropped, "attempt {id} dropped twice or out of order");
+        w.dropped = true;
+        let arrival = w.arrival;
+        self.totals.dropped += 1;
+        self.totals.sojourn_ns += u128::from(self.now - arrival);
+        ensure!(self.in_system >= 1, "a drop with nobody in the system");
+        self.in_system -= 1;
+        if let Some(c) = &mut self.clients {
+            c.on_dropped(id);
+        }
+        Ok(())
+    }
+
+    fn arm_client_timer(&mut self) {
+        let Some(c) = &self.clients else { return };
+        let next = c.poll_timeout();
+        if next == self.client_at {
+            return;
+        }
+        self.client_generation += 1;
+        self.client_at = next;
+        if let Some(t) = next {
+            let generation = self.client_generation;
+            self.push(t.max(self.now), Kind::Client { generation });
+        }
     }
 
     fn dispatch(&mut self) -> Result<()> {
@@ -325,22 +469,52 @@ impl Engine {
             });
             let now = self.now;
             let first = self.totals.dispatched_requests;
+            let keep_ids = self.clients.is_some();
             let slot = &mut self.slots[q as usize];
             ensure!(!slot.live, "query slot {q} reused while live");
             slot.live = true;
             slot.dispatched_at = now;
             slot.arrivals.clear();
+            slot.ids.clear();
+            // The query's service draw is keyed by its first request that boards (dropped
+            // requests, `[client]` only, board nothing).
+            let mut first_live = None;
             for (i, w) in self.stop.iter().take(requests).enumerate() {
                 let expected = first + i as u64;
                 ensure!(w.id == expected, "request {} dispatched out of turn (expected {expected})", w.id);
+                if w.dropped {
+                    continue;
+                }
+                first_live.get_or_insert(w.id);
                 slot.arrivals.push(w.arrival);
-                self.added_wait.record(now - w.arrival);
-                self.over_budget += u64::from(now - w.arrival > self.budget_ns);
+                if keep_ids {
+                    slot.ids.push(w.id);
+                }
+                if w.arrival >= self.warm_ns {
+                    self.added_wait.record(now - w.arrival);
+                    self.over_budget += u64::from(now - w.arrival > self.budget_ns);
+                }
+            }
+            let Some(first_live) = first_live else {
+                // Every passenger's caller gave up: no query is sent, and the batch is over at
+                // once (the scheduler cannot be told of abandonments, only of completions).
+                slot.live = false;
+                self.free_slots.push(q);
+                self.stop.drain(..requests);
+                self.totals.dispatched_requests += requests as u64;
+                self.totals.empty_dispatches += 1;
+                self.scheduler.on_complete(Instant::from_nanos(now));
+                continue;
+            };
+            let live = slot.arrivals.len();
+            if now >= self.warm_ns {
+                self.measured_queries += 1;
+                self.drain_queries += u64::from(self.horizon.is_some_and(|h| now >= h));
             }
             let distinct = if self.keys.all_unique() && !self.trace_keys {
-                requests as u32
+                live as u32
             } else {
-                self.distinct.count(self.stop.iter().take(requests).map(|w| w.key))
+                self.distinct.count(self.stop.iter().take(requests).filter(|w| !w.dropped).map(|w| w.key))
             };
             self.stop.drain(..requests);
             self.totals.dispatched_requests += requests as u64;
@@ -349,7 +523,7 @@ impl Engine {
             if let Some(ts) = &mut self.timeseries {
                 ts.at(now).queries += 1;
             }
-            self.db.submit(now, q, distinct, first, &mut self.db_out);
+            self.db.submit(now, q, distinct, first_live, &mut self.db_out);
             self.handle_db_events()?;
         }
         Ok(())
@@ -361,7 +535,9 @@ impl Engine {
                 DbEvent::Started { query, at } => {
                     let slot = &self.slots[query as usize];
                     ensure!(slot.live, "query {query} started but not live");
-                    self.db_wait.record(at - slot.dispatched_at);
+                    if slot.dispatched_at >= self.warm_ns {
+                        self.db_wait.record(at - slot.dispatched_at);
+                    }
                     for &a in &slot.arrivals {
                         self.totals.queue_wait_ns += u128::from(at - a);
                         if self.record_waits {
@@ -383,10 +559,21 @@ impl Engine {
         slot.live = false;
         for &a in &slot.arrivals {
             let l = now - a;
-            self.latency.record(l);
+            if a >= self.warm_ns {
+                self.latency.record(l);
+            }
             self.totals.sojourn_ns += u128::from(l);
             if let Some(ts) = &mut self.timeseries {
                 ts.at(a).latency.record(l);
+            }
+        }
+        if let Some(c) = &mut self.clients {
+            for &id in &slot.ids {
+                if c.on_answer(now, id) == Answer::Success
+                    && let Some(ts) = &mut self.timeseries
+                {
+                    ts.at(now).goodput += 1;
+                }
             }
         }
         let n = slot.arrivals.len() as u64;
@@ -418,18 +605,31 @@ impl Engine {
         ensure!(self.stop.is_empty(), "{} requests left at the stop", self.stop.len());
         ensure!(self.db.running() == 0 && self.db.waiting() == 0, "queries left in the database");
         ensure!(self.scheduler.queued() == 0 && self.scheduler.in_flight() == 0, "scheduler not idle at the end");
-        ensure!(t.answered == t.arrivals, "{} requests arrived, {} answered", t.arrivals, t.answered);
+        ensure!(
+            t.answered + t.dropped == t.arrivals,
+            "{} requests arrived, {} answered, {} dropped",
+            t.arrivals,
+            t.answered,
+            t.dropped
+        );
         ensure!(t.dispatched_requests == t.arrivals, "requests dispatched != arrived");
         ensure!(
-            t.queries_sent == t.queries_completed && t.queries_sent == t.scheduler_dispatches,
-            "queries sent {}, completed {}, batches dispatched {}",
+            t.queries_sent == t.queries_completed && t.queries_sent + t.empty_dispatches == t.scheduler_dispatches,
+            "queries sent {}, completed {}, batches dispatched {} ({} held only dropped requests)",
             t.queries_sent,
             t.queries_completed,
-            t.scheduler_dispatches
+            t.scheduler_dispatches,
+            t.empty_dispatches
         );
+        if let Some(c) = &self.clients {
+            ensure!(c.open_requests() == 0 && c.poll_timeout().is_none(), "clients still waiting at the end");
+        }
         ensure!(t.area_ns == t.sojourn_ns, "Little's law on the sample path: area {} != sojourn {}", t.area_ns, t.sojourn_ns);
         let sim_ns = self.now.max(1);
-        let servers = u128::from(scenario.db.servers);
+        let horizon = self.horizon.unwrap_or(self.now);
+        // The statistics window: at least 1 ns, so an empty run divides by something.
+        let window_s = (horizon.saturating_sub(self.warm_ns)).max(1) as f64 / 1e9;
+        let servers = f64::from(scenario.db.servers);
         let p = &scenario.policy;
         let queries = t.queries_sent;
         let summary = RunSummary {
@@ -443,18 +643,28 @@ impl Engine {
             mean_batch: t.answered as f64 / queries.max(1) as f64,
             mean_distinct_keys: self.distinct_sum as f64 / queries.max(1) as f64,
             sim_time_s: sim_ns as f64 / 1e9,
-            offered_per_s: t.arrivals as f64 / (self.last_arrival.max(1) as f64 / 1e9),
-            queries_per_s: queries as f64 / (sim_ns as f64 / 1e9),
+            horizon_s: horizon as f64 / 1e9,
+            drain_s: sim_ns.saturating_sub(horizon) as f64 / 1e9,
+            drain_queries: self.drain_queries,
+            offered_per_s: self.measured_arrivals as f64 / window_s,
+            queries_per_s: self.measured_queries as f64 / window_s,
             latency_ms: LatencySummary::of(&self.latency),
             added_wait_ms: WaitSummary::of(&self.added_wait),
-            added_wait_over_budget: self.over_budget as f64 / t.arrivals.max(1) as f64,
+            added_wait_over_budget: self.over_budget as f64 / self.measured_arrivals.max(1) as f64,
             db_wait_ms: DbWaitSummary {
                 mean: ms(self.db_wait.mean()),
                 p99: ms(self.db_wait.quantile(0.99) as f64),
             },
-            db_utilization: self.db.busy_ns() as f64 / (servers * u128::from(sim_ns)) as f64,
+            db_utilization: self.db.window_work_ns() / (self.db.capacity() * window_s * 1e9),
+            db_occupancy: self.db.window_busy_ns() / (servers * window_s * 1e9),
             final_window_ms: self.scheduler.current_window().as_secs_f64() * 1e3,
+            client: self.clients.as_ref().map(|c| c.summary(window_s, self.measured_queries)),
         };
+        let mut summary = summary;
+        if let Some(c) = &summary.client {
+            // The offered load is the callers' fresh requests; retries are reported apart.
+            summary.offered_per_s = c.requests as f64 / window_s;
+        }
         Ok(RunOutput {
             summary,
             latency: self.latency,

@@ -2,15 +2,19 @@
 //! driving busline's own departure policy (`busline::policy`) in virtual time.
 //!
 //! - [`scenario`]: the TOML scenario files and `--set` overrides.
-//! - [`traffic`], [`keys`], [`db`]: the models of arrivals, keys and the database.
+//! - [`traffic`], [`keys`], [`db`]: the models of arrivals, keys and the database;
+//!   [`client`]: callers that time out and retry.
 //! - [`engine`]: the event loop that feeds the core's `Scheduler` and checks invariants.
-//! - [`stats`]: histograms and per-run summaries; [`sweep`]: many runs in parallel;
+//! - [`stats`]: histograms, per-run summaries and intervals; [`sweep`]: many runs in parallel;
+//!   [`replicate`]: a policy's replications and their means;
 //!   [`report`]: CSV, plots, the policy checks and the report README.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod db;
 pub mod engine;
 pub mod keys;
+pub mod replicate;
 pub mod report;
 pub mod rng;
 pub mod scenario;

@@ -79,12 +79,28 @@ fn run_cli(cli: Cli) -> Result<()> {
                 let m = &out.summary;
                 println!("scenario {} / policy {}", m.scenario, m.policy);
                 println!("requests {}  queries {}  mean batch {:.2}  distinct keys/query {:.2}", m.requests, m.queries, m.mean_batch, m.mean_distinct_keys);
-                println!("queries/s {:.1}  offered/s {:.1}  simulated {:.3} s", m.queries_per_s, m.offered_per_s, m.sim_time_s);
+                println!(
+                    "queries/s {:.1}  offered/s {:.1}  horizon {:.3} s  drain {:.3} s ({} queries)",
+                    m.queries_per_s, m.offered_per_s, m.horizon_s, m.drain_s, m.drain_queries
+                );
                 let l = &m.latency_ms;
                 println!("latency ms: mean {:.4} p50 {:.4} p99 {:.4} p99.9 {:.4} max {:.4}", l.mean, l.p50, l.p99, l.p999, l.max);
                 let w = &m.added_wait_ms;
                 println!("added wait ms: mean {:.4} p50 {:.4} p99 {:.4} max {:.4}", w.mean, w.p50, w.p99, w.max);
-                println!("db wait ms: mean {:.4} p99 {:.4}  db utilization {:.3}", m.db_wait_ms.mean, m.db_wait_ms.p99, m.db_utilization);
+                println!(
+                    "db wait ms: mean {:.4} p99 {:.4}  db utilization {:.3}  occupancy {:.3}",
+                    m.db_wait_ms.mean, m.db_wait_ms.p99, m.db_utilization, m.db_occupancy
+                );
+                if let Some(c) = &m.client {
+                    println!(
+                        "clients: {} requests, goodput {:.1}/s ({:.2} % in time), {} timeouts ({:.2} % of attempts), {} retries, {} failed",
+                        c.requests, c.goodput_per_s, c.success_fraction * 100.0, c.timeouts, c.timeout_fraction * 100.0, c.retries, c.failed
+                    );
+                    println!(
+                        "  {} dropped unsent, {} answered late; {:.3} attempts/request, {:.3} queries/success; p99 to success {:.4} ms",
+                        c.dropped_unsent, c.answered_late, c.attempts_per_request, c.queries_per_success, c.success_latency_ms.p99
+                    );
+                }
             }
             eprintln!(
                 "{} requests in {:.3} s wall: {:.2} M simulated requests/s ({} events)",

@@ -17,6 +17,8 @@ pub enum Stream {
     Keys = 2,
     /// Database service times.
     Service = 3,
+    /// Clients: think times and retry jitter.
+    Client = 4,
 }
 
 /// The generator of `stream` for `seed`, re-seeded for `key` (one draw per key: common random

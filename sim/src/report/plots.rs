@@ -28,7 +28,7 @@ pub fn register_font() {
 
 const SIZE: (u32, u32) = (1000, 650);
 
-fn color(policy: &str) -> RGBColor {
+pub(super) fn color(policy: &str) -> RGBColor {
     match policy {
         "car" => RGBColor(200, 30, 30),
         "natural" => RGBColor(30, 140, 60),
@@ -39,7 +39,7 @@ fn color(policy: &str) -> RGBColor {
     }
 }
 
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+pub(super) fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plotting: {e:?}")
 }
 
@@ -62,7 +62,7 @@ macro_rules! write_both {
     }};
 }
 
-fn log_range(values: impl Iterator<Item = f64>) -> Range<f64> {
+pub(super) fn log_range(values: impl Iterator<Item = f64>) -> Range<f64> {
     let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
     for v in values.filter(|v| *v > 0.0 && v.is_finite()) {
         lo = lo.min(v);
@@ -116,10 +116,10 @@ fn log_log_chart<'a, DB: DrawingBackend>(
 }
 
 /// A time-series panel: linear time axis, logarithmic value axis.
-type TimePanel<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
+pub(super) type TimePanel<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
 
 /// A time-series panel with its labelled mesh.
-fn time_panel<'a, DB: DrawingBackend>(
+pub(super) fn time_panel<'a, DB: DrawingBackend>(
     area: &'a DrawingArea<DB, Shift>,
     t_end: f64,
     y: Range<f64>,
@@ -143,7 +143,7 @@ fn time_panel<'a, DB: DrawingBackend>(
 
 /// One line per policy (`series`: legend label, policy name, time series), then the legend.
 /// The best window is drawn wider, so it shows around a policy that tracks it.
-fn draw_policy_lines<'a, DB: DrawingBackend + 'a>(
+pub(super) fn draw_policy_lines<'a, DB: DrawingBackend + 'a>(
     c: &mut TimePanel<'a, DB>,
     series: &[(String, String, TimeSeries)],
     points: impl Fn(&TimeSeries) -> Vec<(f64, f64)>,
@@ -176,7 +176,7 @@ fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
 }
 
 /// A legend key: a short line of `color`, `width` pixels wide.
-fn line_key(color: RGBColor, width: u32) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+pub(super) fn line_key(color: RGBColor, width: u32) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
     move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
 }
 
