@@ -2,23 +2,22 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc as StdArc;
 
-use crate::builder::Builder;
+use std::panic::AssertUnwindSafe;
+
+use crate::Error;
 use crate::load::{Load, LoadShared};
 use crate::shared::Shared;
 use crate::stats::Stats;
-use crate::sync::Ordering;
-use crate::Error;
 
 /// Coalesces concurrent loads of keys into batched calls of one batch function.
 ///
 /// Each [`load`](Batcher::load) boards the bus now at the stop; the [`Policy`](crate::policy::Policy)
 /// decides when it leaves; the batch function gets the distinct keys of that bus once, and every
-/// caller reads its own entry of the one map it returns. Cloning is cheap (an `Arc`); every clone
-/// drives the same batches.
+/// caller reads its own entry of the one map it returns. Cloning is cheap (one `Arc` increment);
+/// every clone drives the same batches, and dropping the last one shuts the batcher down.
 ///
 /// # Examples
 ///
@@ -46,7 +45,20 @@ use crate::Error;
 /// # Ok(()) }
 /// ```
 pub struct Batcher<K, V, E> {
+    handle: StdArc<Handle<K, V, E>>,
+}
+
+/// What the handles share: the batcher's state, and, in its `Drop`, the shutdown that the last
+/// handle's drop requests. One `Arc` for every clone, so that cloning and dropping a handle
+/// costs one atomic increment or decrement.
+struct Handle<K, V, E> {
     shared: StdArc<Shared<K, V, E>>,
+}
+
+impl<K, V, E> Drop for Handle<K, V, E> {
+    fn drop(&mut self) {
+        self.shared.request_shutdown();
+    }
 }
 
 impl<K, V, E> Batcher<K, V, E>
@@ -55,19 +67,12 @@ where
     V: Clone + Send + Sync + 'static,
     E: Send + Sync + 'static,
 {
-    /// Starts configuring a batcher around `batch_fn`, which receives the distinct keys of one
-    /// batch (each once, at most `max_batch_size`) and returns their values. A key missing from
-    /// the map is answered `Ok(None)`.
-    pub fn builder<F, Fut>(batch_fn: F) -> Builder<K, V, E>
-    where
-        F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<HashMap<K, V>, E>> + Send + 'static,
-    {
-        Builder::new(batch_fn)
+    pub(crate) fn from_shared(shared: StdArc<Shared<K, V, E>>) -> Self {
+        Batcher { handle: StdArc::new(Handle { shared }) }
     }
 
-    pub(crate) fn from_shared(shared: StdArc<Shared<K, V, E>>) -> Self {
-        Batcher { shared }
+    fn shared(&self) -> &Shared<K, V, E> {
+        &self.handle.shared
     }
 
     /// Loads one key through the next batch.
@@ -82,7 +87,7 @@ where
     ///
     /// Dropping the future gives up the request; see [`Load`].
     pub fn load(&self, key: K) -> Load<'_, K, V, E> {
-        Load::new(&self.shared, key)
+        Load::new(self.shared(), key)
     }
 
     /// Like [`load`](Batcher::load), but answers with the whole map the batch function returned
@@ -92,7 +97,7 @@ where
     ///
     /// As for [`load`](Batcher::load).
     pub fn load_shared(&self, key: K) -> LoadShared<'_, K, V, E> {
-        LoadShared::new(&self.shared, key)
+        LoadShared::new(self.shared(), key)
     }
 
     /// Loads several keys (duplicates once) and returns those the batch function found.
@@ -105,34 +110,52 @@ where
     ///
     /// Dropping the future gives up every key it still waits for.
     pub async fn load_many(&self, keys: impl IntoIterator<Item = K>) -> Result<HashMap<K, V>, Error<E>> {
-        let mut distinct: Vec<K> = keys.into_iter().collect();
-        let mut seen = std::collections::HashSet::with_capacity(distinct.len());
-        distinct.retain(|k| seen.insert(k.clone()));
-        let loads = distinct.into_iter().map(|key| {
-            let load = self.load(key.clone());
+        // The keys' `Hash`, `Eq` and `Clone` are user code: a panic there fails this call.
+        let caught = |f: &mut dyn FnMut()| std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|_| Error::Panicked);
+        let mut keys = Some(keys);
+        let mut distinct = Vec::new();
+        caught(&mut || {
+            let mut seen = std::collections::HashSet::new();
+            let keys = keys.take().into_iter().flatten();
+            distinct = keys.filter(|k| seen.insert(k.clone())).map(|k| (k.clone(), k)).collect();
+        })?;
+        let loads = distinct.into_iter().map(|(load_key, key)| {
+            let load = self.load(load_key);
             async move { load.await.map(|value| (key, value)) }
         });
+        let mut answers = futures_util::future::join_all(loads).await;
         let mut found = HashMap::new();
-        for answer in futures_util::future::join_all(loads).await {
-            if let (key, Some(value)) = answer? {
-                found.insert(key, value);
+        let mut first_error = None;
+        caught(&mut || {
+            for answer in answers.drain(..) {
+                match answer {
+                    Ok((key, Some(value))) => {
+                        found.insert(key, value);
+                    }
+                    Ok((_, None)) => {}
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
             }
+        })?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(found),
         }
-        Ok(found)
     }
 
     /// Sends what is queued, waits until every accepted request has its answer, and refuses new
     /// loads with [`Error::Closed`] from the moment it is called. Idempotent; every clone of
     /// the handle sees the batcher closed.
     pub async fn shutdown(&self) {
-        let shared = &self.shared;
+        let shared = self.shared();
         shared.request_shutdown();
         loop {
             let finished = shared.finished_notify.notified();
             tokio::pin!(finished);
             finished.as_mut().enable();
-            // Acquire: pairs with the driver's Release store.
-            if shared.finished.load(Ordering::Acquire) {
+            if shared.is_finished() {
                 return;
             }
             finished.await;
@@ -141,40 +164,30 @@ where
 
     /// A snapshot of the batcher's counters.
     pub fn stats(&self) -> Stats {
-        self.shared.stats.snapshot()
+        self.shared().stats.snapshot()
     }
 
     /// Batch slots sealed and still in use (running, or being read by their callers). Zero when
     /// every request has been answered and released: nothing stays allocated per request.
     pub fn live_slots(&self) -> usize {
-        self.shared.ring.live_slots()
+        self.shared().ring.live_slots()
     }
 
     /// Whether the batcher refuses new loads.
     pub fn is_closed(&self) -> bool {
-        // Acquire: pairs with the Release store in `Shared::request_shutdown`.
-        self.shared.ring.is_closed() || self.shared.shutdown.load(Ordering::Acquire)
+        let shared = self.shared();
+        shared.ring.is_closed() || shared.signals.is_shutdown()
     }
 }
 
 impl<K, V, E> Clone for Batcher<K, V, E> {
     fn clone(&self) -> Self {
-        self.shared.handles.fetch_add(1, Ordering::Relaxed);
-        Batcher { shared: StdArc::clone(&self.shared) }
-    }
-}
-
-impl<K, V, E> Drop for Batcher<K, V, E> {
-    fn drop(&mut self) {
-        // AcqRel: the last handle's drop sees every other handle's work.
-        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.request_shutdown();
-        }
+        Batcher { handle: StdArc::clone(&self.handle) }
     }
 }
 
 impl<K, V, E> fmt::Debug for Batcher<K, V, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Batcher").field("shared", &self.shared).finish()
+        f.debug_struct("Batcher").field("shared", &self.handle.shared).finish()
     }
 }

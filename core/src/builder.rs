@@ -1,69 +1,60 @@
-//! Configuring a [`Batcher`].
+//! Configuring and starting a [`Batcher`]: the top of the crate, the one place that puts the
+//! handle, the shared state and the driver together.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc as StdArc;
-use std::time::{Duration, Instant as StdInstant};
+use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
 
-use crate::batcher::Batcher;
-use crate::driver::Driver;
-use crate::policy::{Limits, Policy, Scheduler};
-use crate::ring::{MAX_SLOTS, Ring};
-use crate::shared::{BatchFn, BatchFuture, Shared};
-use crate::stats::StatsCells;
-use crate::sync::{AtomicBool, AtomicU64, WakerCell};
 use crate::ConfigError;
-
-/// Default `max_batch_size`: TF Serving's default `max_batch_size` is 1000, and 1024 keys keep
-/// an `IN (...)` list well within every mainstream database's limits.
-pub const DEFAULT_MAX_BATCH_SIZE: usize = 1024;
-/// Default `max_in_flight`: 2, one batch running and one leaving. Natural batching accumulates
-/// only while every in-flight place is busy, so this limit is what makes buses fill under load:
-/// with 1,000 callers and an instant backend (benches' `compare`, 5 rounds) 2 gave 6.1 M loads/s
-/// at ~470 keys per batch, 4 gave 6.2 M at ~145, 1 gave 3.8 M. Raise it for a slow backend with
-/// a large connection pool, where concurrent batches do run in parallel.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 2;
-
-/// What a request does when the bus is full and cannot leave yet.
-///
-/// The bus is full when `max_batch_size` requests wait. It leaves at once unless the batcher is
-/// at capacity: `max_in_flight` batches already run, or every batch slot is still in use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Overflow {
-    /// Wait for the next bus (backpressure, like a bounded channel's `send().await`).
-    #[default]
-    Wait,
-    /// Fail at once with [`Error::Overloaded`](crate::Error::Overloaded) when at capacity.
-    Reject,
-    /// When at capacity, call the batch function for this one key, in the caller's task.
-    RunAlone,
-}
+use crate::batcher::Batcher;
+use crate::clock::Clock;
+use crate::driver::Driver;
+use crate::policy::Policy;
+use crate::ring::Ring;
+use crate::settings::{Overflow, Settings};
+use crate::shared::{BatchFn, BatchFuture, Shared};
+use crate::signals::Signals;
+use crate::stats::StatsCells;
+use crate::sync::AtomicBool;
 
 /// Builds a [`Batcher`]; see [`Batcher::builder`].
 pub struct Builder<K, V, E> {
     batch_fn: BatchFn<K, V, E>,
-    policy: Policy,
-    max_batch_size: usize,
-    max_in_flight: usize,
-    capacity: Option<usize>,
-    overflow: Overflow,
+    settings: Settings,
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl<K, V, E> fmt::Debug for Builder<K, V, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
-            .field("policy", &self.policy)
-            .field("max_batch_size", &self.max_batch_size)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("capacity", &self.capacity)
-            .field("overflow", &self.overflow)
+            .field("settings", &self.settings)
+            .field("runtime", &self.runtime)
             .finish_non_exhaustive()
+    }
+}
+
+impl<K, V, E> Batcher<K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Starts configuring a batcher around `batch_fn`, which receives the distinct keys of one
+    /// batch (each once, at most `max_batch_size`) and returns their values. A key missing from
+    /// the map is answered `Ok(None)`.
+    pub fn builder<F, Fut>(batch_fn: F) -> Builder<K, V, E>
+    where
+        F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<HashMap<K, V>, E>> + Send + 'static,
+    {
+        let batch_fn: BatchFn<K, V, E> =
+            StdArc::new(move |keys| Box::pin(batch_fn(keys)) as BatchFuture<K, V, E>);
+        Builder { batch_fn, settings: Settings::default(), runtime: None }
     }
 }
 
@@ -73,49 +64,33 @@ where
     V: Clone + Send + Sync + 'static,
     E: Send + Sync + 'static,
 {
-    pub(crate) fn new<F, Fut>(batch_fn: F) -> Builder<K, V, E>
-    where
-        F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<HashMap<K, V>, E>> + Send + 'static,
-    {
-        let batch_fn: BatchFn<K, V, E> =
-            StdArc::new(move |keys| Box::pin(batch_fn(keys)) as BatchFuture<K, V, E>);
-        Builder {
-            batch_fn,
-            policy: Policy::Natural,
-            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            capacity: None,
-            overflow: Overflow::Wait,
-        }
-    }
-
     /// A fixed collection window: the bus waits this long after its first passenger.
     /// `Duration::ZERO` is natural batching: the bus leaves as soon as the driver runs, with
     /// every request already queued, and no timer. Shorthand for
     /// `.policy(Policy::window(window))`.
     pub fn window(mut self, window: Duration) -> Self {
-        self.policy = Policy::window(window);
+        self.settings.policy = Policy::window(window);
         self
     }
 
     /// The departure policy. Default: [`Policy::Natural`].
     pub fn policy(mut self, policy: Policy) -> Self {
-        self.policy = policy;
+        self.settings.policy = policy;
         self
     }
 
     /// The most keys one batch function call receives; a full bus leaves at once.
-    /// Default [`DEFAULT_MAX_BATCH_SIZE`]. Zero is a [`ConfigError`].
+    /// Default [`DEFAULT_MAX_BATCH_SIZE`](crate::DEFAULT_MAX_BATCH_SIZE). Zero is a
+    /// [`ConfigError`].
     pub fn max_batch_size(mut self, max_batch_size: usize) -> Self {
-        self.max_batch_size = max_batch_size;
+        self.settings.max_batch_size = max_batch_size;
         self
     }
 
-    /// The most batch function calls running at once. Default [`DEFAULT_MAX_IN_FLIGHT`];
-    /// at most 62.
+    /// The most batch function calls running at once. Default
+    /// [`DEFAULT_MAX_IN_FLIGHT`](crate::DEFAULT_MAX_IN_FLIGHT); at most 62.
     pub fn max_in_flight(mut self, max_in_flight: usize) -> Self {
-        self.max_in_flight = max_in_flight;
+        self.settings.max_in_flight = max_in_flight;
         self
     }
 
@@ -124,84 +99,94 @@ where
     /// `max_in_flight` running, one being read. It must hold `max_in_flight + 1` batches and at
     /// most 64.
     pub fn capacity(mut self, capacity: usize) -> Self {
-        self.capacity = Some(capacity);
+        self.settings.capacity = Some(capacity);
         self
     }
 
     /// What a request does when the batcher is at capacity. Default [`Overflow::Wait`].
     pub fn overflow(mut self, overflow: Overflow) -> Self {
-        self.overflow = overflow;
+        self.settings.overflow = overflow;
         self
     }
 
-    /// Starts the batcher's driver on the current tokio runtime.
+    /// The longest a batch call may run: a call still running after `timeout` is dropped, its
+    /// callers get [`Error::Timeout`](crate::Error::Timeout), and its in-flight place is freed,
+    /// so a hung backend cannot wedge the batcher. Also bounds a solo run under
+    /// [`Overflow::RunAlone`]. Measured on tokio's clock; needs the runtime's time driver
+    /// (`enable_time`). Default: none. Zero is a [`ConfigError`].
+    pub fn batch_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.batch_timeout = Some(timeout);
+        self
+    }
+
+    /// Whether the precise timer may spend CPU to close windows on time. On (the default), a
+    /// window closes within a few microseconds of its deadline: the timer thread spins through
+    /// a lightly loaded window's last ~100 µs and the driver stays runnable (re-polling itself)
+    /// through the last tens of microseconds. Off, the driver parks until the timer thread's
+    /// plain sleep wakes it, tens of microseconds late, and costs no CPU while it waits: for
+    /// batchers that idle at light load. (Under a paused tokio clock neither applies: deadlines
+    /// follow tokio's clock, see the crate docs.)
+    pub fn spin(mut self, spin: bool) -> Self {
+        self.settings.spin = spin;
+        self
+    }
+
+    /// The runtime the driver (and every batch function's future) runs on. Default: the
+    /// runtime `build` is called in. See the crate docs on `current_thread` runtimes.
+    pub fn runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// Starts the batcher's driver on its runtime.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the setting if one is out of range, or `runtime` if called
-    /// outside a tokio runtime.
+    /// A [`ConfigError`] naming the setting if one is out of range; `runtime` if no runtime
+    /// was given and `build` is called outside one, or if `batch_timeout` is set and the
+    /// runtime has no time driver.
     pub fn build(self) -> Result<Batcher<K, V, E>, ConfigError> {
-        if self.max_batch_size == 0 {
-            return Err(ConfigError::new("max_batch_size", "must be at least 1"));
-        }
-        if self.max_batch_size > (1 << 30) {
-            return Err(ConfigError::new("max_batch_size", "must be at most 2^30"));
-        }
-        if self.max_in_flight == 0 {
-            return Err(ConfigError::new("max_in_flight", "must be at least 1"));
-        }
-        if self.max_in_flight > MAX_SLOTS - 2 {
-            return Err(ConfigError::new("max_in_flight", format!("must be at most {}", MAX_SLOTS - 2)));
-        }
-        let scheduler = Scheduler::new(
-            self.policy,
-            Limits { max_batch_size: self.max_batch_size, max_in_flight: self.max_in_flight },
-        )?;
-        // Under `Car` every request is its own batch: one seat per bus.
-        let seats = scheduler.limits().max_batch_size;
-        let slots = match self.capacity {
-            None => (self.max_in_flight + 2).min(MAX_SLOTS),
-            Some(0) => return Err(ConfigError::new("capacity", "must be at least 1")),
-            Some(capacity) => {
-                let slots = capacity.div_ceil(seats);
-                if slots < self.max_in_flight + 1 {
-                    return Err(ConfigError::new(
-                        "capacity",
-                        format!(
-                            "must hold max_in_flight + 1 = {} batches of {seats}, i.e. at least {}",
-                            self.max_in_flight + 1,
-                            (self.max_in_flight + 1) * seats
-                        ),
-                    ));
-                }
-                if slots > MAX_SLOTS {
-                    return Err(ConfigError::new(
-                        "capacity",
-                        format!("must be at most {MAX_SLOTS} batches of {seats}, i.e. {}", MAX_SLOTS * seats),
-                    ));
-                }
-                slots
-            }
+        let timed = self.settings.is_timed();
+        let validated = self.settings.validate()?;
+        let runtime = match self.runtime {
+            Some(runtime) => runtime,
+            None => tokio::runtime::Handle::try_current()
+                .map_err(|_| ConfigError::new("runtime", "build() must be called within a tokio runtime"))?,
         };
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| ConfigError::new("runtime", "build() must be called within a tokio runtime"))?;
+        if validated.batch_timeout.is_some() && !has_time_driver(&runtime) {
+            return Err(ConfigError::new("runtime", "batch_timeout needs the runtime's time driver (enable_time)"));
+        }
+        if timed {
+            // Spawn the precise timer thread now rather than on the first deadline, which would
+            // make the first load pay for it.
+            crate::timer::start();
+        }
+        let clock = {
+            let _entered = runtime.enter();
+            Clock::start()
+        };
         let shared = StdArc::new(Shared {
-            ring: Ring::new(slots, seats),
-            driver: CachePadded::new(WakerCell::new()),
-            completed: CachePadded::new(AtomicU64::new(0)),
+            ring: Ring::new(validated.slots, validated.seats),
+            signals: Signals::new(),
             room: Notify::new(),
             room_wanted: AtomicBool::new(false),
-            stalled: AtomicBool::new(false),
-            shutdown: AtomicBool::new(false),
-            handles: AtomicU64::new(1),
             finished: AtomicBool::new(false),
             finished_notify: Notify::new(),
-            overflow: self.overflow,
+            overflow: validated.overflow,
             batch_fn: self.batch_fn,
+            batch_timeout: validated.batch_timeout,
             stats: StatsCells::new(),
-            origin: StdInstant::now(),
+            clock,
         });
-        runtime.spawn(Driver::new(StdArc::clone(&shared), scheduler, runtime.clone()).run());
+        let driver = Driver::new(StdArc::clone(&shared), validated.scheduler, runtime.clone(), validated.spin);
+        runtime.spawn(driver.run());
         Ok(Batcher::from_shared(shared))
     }
+}
+
+/// Whether `runtime` was built with its time driver: tokio panics when a timer is created
+/// without one, and has no other way to tell.
+fn has_time_driver(runtime: &tokio::runtime::Handle) -> bool {
+    let _entered = runtime.enter();
+    std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_ok()
 }

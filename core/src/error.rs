@@ -12,14 +12,18 @@ use std::sync::Arc;
 pub enum Error<E> {
     /// The batch function returned this error for the batch that carried this request.
     Batch(Arc<E>),
-    /// The batch function panicked while computing this request's batch. The panic was caught;
-    /// later batches run normally.
+    /// User code panicked while this request's batch was prepared or computed: the batch
+    /// function (its call or its future), or the `Hash`, `Eq` or `Clone` of a key in the batch.
+    /// The panic was caught; later batches run normally.
     Panicked,
     /// The batcher was shut down (or every handle to it dropped) before this request was
     /// accepted, or its runtime went away before the batch could run.
     Closed,
     /// The batcher is full and its [`Overflow`](crate::Overflow) policy is `Reject`.
     Overloaded,
+    /// The batch call ran longer than the batcher's
+    /// [`batch_timeout`](crate::Builder::batch_timeout) and was dropped.
+    Timeout,
 }
 
 impl<E> Clone for Error<E> {
@@ -29,6 +33,7 @@ impl<E> Clone for Error<E> {
             Error::Panicked => Error::Panicked,
             Error::Closed => Error::Closed,
             Error::Overloaded => Error::Overloaded,
+            Error::Timeout => Error::Timeout,
         }
     }
 }
@@ -50,6 +55,7 @@ impl<E: fmt::Debug> fmt::Debug for Error<E> {
             Error::Panicked => f.write_str("Panicked"),
             Error::Closed => f.write_str("Closed"),
             Error::Overloaded => f.write_str("Overloaded"),
+            Error::Timeout => f.write_str("Timeout"),
         }
     }
 }
@@ -61,6 +67,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Error::Panicked => f.write_str("batch function panicked"),
             Error::Closed => f.write_str("batcher is closed"),
             Error::Overloaded => f.write_str("batcher is overloaded"),
+            Error::Timeout => f.write_str("batch call timed out"),
         }
     }
 }

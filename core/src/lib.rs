@@ -32,21 +32,33 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+// Layers, each importing only from those below it:
+//   builder                    configures and starts: puts the others together
+//   batcher                    the handle
+//   driver, load               the driver task; the callers' futures
+//   shared                     the state all of the above share
+//   signals, clock, timer      lock-free signals between them; time
+//   ring, slot, sync           the ingestion ring and its slots; the loom facade
+//   settings, policy, stats, error
 mod batcher;
 mod builder;
+mod clock;
 mod driver;
 mod error;
 mod load;
 pub mod policy;
 mod ring;
+mod settings;
 mod shared;
+mod signals;
 mod slot;
 mod stats;
 mod sync;
 mod timer;
 
 pub use batcher::Batcher;
-pub use builder::{Builder, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IN_FLIGHT, Overflow};
+pub use builder::Builder;
+pub use settings::{DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IN_FLIGHT, Overflow};
 pub use error::{ConfigError, Error};
 pub use load::{Load, LoadShared};
 pub use policy::Policy;
@@ -72,5 +84,6 @@ pub const fn seat_bytes<K>() -> usize {
 #[doc(hidden)]
 pub mod model {
     pub use crate::ring::{Claim, Ring, Sealed};
+    pub use crate::signals::{Boarded, Gate, Look, Signals, abandon, board, publish, release};
     pub use crate::slot::Slot;
 }

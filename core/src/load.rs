@@ -9,12 +9,13 @@ use std::pin::Pin;
 use std::sync::Arc as StdArc;
 use std::task::{Context, Poll, ready};
 
+use futures_util::FutureExt;
 use tokio::sync::futures::Notified;
 
 use crate::Error;
-use crate::builder::Overflow;
-use crate::ring::Claim;
-use crate::shared::{BatchFuture, Outcome, Shared};
+use crate::settings::Overflow;
+use crate::shared::{AwaitedBatch, Held, Outcome, Shared, await_batch, drop_quietly};
+use crate::signals::{self, Boarded, Gate, Signals};
 use crate::stats::StatsCells;
 use crate::sync::Ordering;
 
@@ -129,9 +130,18 @@ enum Stage<'a, K, V, E> {
     /// The bus was full: waiting for the next one.
     WaitingForRoom { key: K, boarding: u64, notified: Pin<Box<Notified<'a>>> },
     /// At capacity under `Overflow::RunAlone`: the batch function runs for this key alone.
-    Alone { key: K, batch: BatchFuture<K, V, E> },
+    Alone(Box<Solo<'a, K, V, E>>),
     /// Answered (or refused).
     Done,
+}
+
+/// A solo run under `Overflow::RunAlone`.
+struct Solo<'a, K, V, E> {
+    key: K,
+    /// The batch function's future, polled to completion under the batch timeout.
+    run: AwaitedBatch<K, V, E>,
+    /// Ends the run for shutdown's count when the run is answered or dropped.
+    _admitted: Admitted<'a>,
 }
 
 // `Stage` holds no self-references; the pinned parts are boxed.
@@ -155,33 +165,20 @@ where
                     let Stage::Boarding(key) = std::mem::replace(&mut self.stage, Stage::Done) else {
                         unreachable!()
                     };
-                    // At capacity under `Reject` or `RunAlone`, do not even claim: a claim would
-                    // only count past the seats, and a long stall under load would otherwise
-                    // add to the head word's count without bound (see `ring.rs`).
-                    if shared.overflow != Overflow::Wait && shared.stalled.load(Ordering::Relaxed) {
-                        match self.at_capacity(key) {
-                            Some(answer) => return Poll::Ready(answer),
-                            None => continue,
-                        }
-                    }
-                    match shared.ring.claim() {
-                        Claim::Seat { slot, index } => {
-                            self.board(slot, index, key);
-                        }
-                        Claim::Full { boarding } => {
-                            if let Some(refused) = self.overflow(key, boarding) {
-                                return Poll::Ready(refused);
-                            }
-                        }
-                        Claim::Closed => return Poll::Ready(Err(Error::Closed)),
+                    if let Some(answer) = self.board(key) {
+                        return Poll::Ready(answer);
                     }
                 }
                 Stage::Seated { slot, index } => {
                     let (slot, index) = (*slot, *index);
                     let seat = shared.ring.slot(slot);
                     ready!(seat.poll_done(index, cx));
-                    // SAFETY: we hold seat `index` (not yet released) and `poll_done` is Ready.
-                    let answer = unsafe { seat.read(index, |outcome, key| (self.read)(outcome, key)) };
+                    // The reader runs user code (the key's `Hash` and `Eq`, the value's `Clone`).
+                    let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        // SAFETY: we hold seat `index` (not yet released) and `poll_done` is Ready.
+                        unsafe { seat.read(index, |held, key| (self.read)(held.outcome(), key)) }
+                    }))
+                    .unwrap_or(Err(Error::Panicked));
                     self.stage = Stage::Done;
                     shared.release(slot, 1);
                     return Poll::Ready(answer);
@@ -200,19 +197,13 @@ where
                     };
                     self.stage = Stage::Boarding(key);
                 }
-                Stage::Alone { key, batch } => {
-                    let polled = std::panic::catch_unwind(AssertUnwindSafe(|| batch.as_mut().poll(cx)));
-                    let result = match polled {
-                        Ok(Poll::Pending) => return Poll::Pending,
-                        Ok(Poll::Ready(result)) => Ok(result),
-                        Err(panic) => Err(panic),
-                    };
-                    let outcome: Outcome<K, V, E> = match result {
-                        Ok(Ok(map)) => Ok(StdArc::new(map)),
-                        Ok(Err(e)) => Err(Error::Batch(StdArc::new(e))),
-                        Err(_) => Err(Error::Panicked),
-                    };
-                    let answer = (self.read)(&outcome, key);
+                Stage::Alone(solo) => {
+                    let (outcome, batch) = ready!(solo.run.as_mut().poll(cx));
+                    let answer = std::panic::catch_unwind(AssertUnwindSafe(|| (self.read)(&outcome, &solo.key)))
+                        .unwrap_or(Err(Error::Panicked));
+                    if drop_quietly(batch) | drop_quietly(Held::new(outcome)) {
+                        StatsCells::bump(&shared.stats.panicked_drops);
+                    }
                     self.stage = Stage::Done;
                     return Poll::Ready(answer);
                 }
@@ -221,33 +212,38 @@ where
         }
     }
 
-    /// Writes the key into the claimed seat, wakes the driver when the bus opens or fills.
+    /// Claims a seat and writes the key (waking the driver when the bus opens or fills), or
+    /// applies the overflow policy. Returns `Some(answer)` if the request is refused or
+    /// answered at once.
     #[inline]
-    fn board(&mut self, slot: usize, index: usize, key: K) {
+    fn board(&mut self, key: K) -> Option<Result<T, Error<E>>> {
         let shared = self.shared;
-        let seat = shared.ring.slot(slot);
-        // SAFETY: the claim gave us seat `index` of `slot`; we write it once.
-        unsafe { seat.write(index, key) };
-        self.stage = Stage::Seated { slot, index };
-        if index == 0 {
-            // The first passenger opens the window: stamp it, so the window is measured from
-            // the arrival and not from when the driver gets to run.
-            seat.stamp_opened(shared.now().as_nanos());
-            shared.wake_driver();
+        if shared.overflow != Overflow::Wait {
+            // At capacity under `Reject` or `RunAlone`, do not even claim: a claim would only
+            // count past the seats (see `signals.rs`).
+            match shared.signals.gate() {
+                Gate::Open => {}
+                Gate::Stalled => return self.at_capacity(key),
+                Gate::Shutdown => return Some(Err(Error::Closed)),
+            }
         }
-        if index + 1 == shared.ring.seats() {
-            shared.wake_driver();
+        let stamp = |seat: &crate::slot::Slot<K, Held<K, V, E>>| seat.stamp_opened(shared.clock.now().as_nanos());
+        match signals::board(&shared.ring, &shared.signals, key, stamp) {
+            Boarded::Seat { slot, index } => {
+                self.stage = Stage::Seated { slot, index };
+                None
+            }
+            Boarded::Full { boarding, key } => match shared.overflow {
+                Overflow::Wait => {
+                    let notified = Box::pin(shared.room.notified());
+                    self.stage = Stage::WaitingForRoom { key, boarding, notified };
+                    None
+                }
+                // They decide at once: a full bus is capacity to them.
+                _ => self.at_capacity(key),
+            },
+            Boarded::Closed(_) => Some(Err(Error::Closed)),
         }
-    }
-
-    /// The bus was full. Returns `Some(answer)` if the request is refused or answered at once.
-    fn overflow(&mut self, key: K, boarding: u64) -> Option<Result<T, Error<E>>> {
-        let shared = self.shared;
-        if shared.overflow != Overflow::Wait && shared.stalled.load(Ordering::Relaxed) {
-            return self.at_capacity(key);
-        }
-        self.stage = Stage::WaitingForRoom { key, boarding, notified: Box::pin(shared.room.notified()) };
-        None
     }
 
     /// At capacity under `Reject` or `RunAlone`: refuse, or start the batch function for this
@@ -258,15 +254,31 @@ where
             StatsCells::bump(&shared.stats.rejected);
             return Some(Err(Error::Overloaded));
         }
+        if !shared.signals.begin_alone() {
+            return Some(Err(Error::Closed));
+        }
+        // Ends the run (for shutdown's count) however it ends.
+        let admitted = Admitted(&shared.signals);
         StatsCells::bump(&shared.stats.ran_alone);
-        let batch = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.batch_fn)(vec![key.clone()])));
-        match batch {
+        let call = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.batch_fn)(vec![key.clone()])));
+        match call {
             Ok(batch) => {
-                self.stage = Stage::Alone { key, batch };
+                let run = await_batch(batch, shared.batch_timeout).boxed();
+                self.stage = Stage::Alone(Box::new(Solo { key, run, _admitted: admitted }));
                 None
             }
             Err(_) => Some(Err(Error::Panicked)),
         }
+    }
+}
+
+/// A solo run admitted by `Signals::begin_alone`; its drop ends it (`Signals::end_alone`), so
+/// that shutdown waits for it and no longer.
+struct Admitted<'a>(&'a Signals);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.end_alone();
     }
 }
 

@@ -1,20 +1,23 @@
-//! The state a batcher's handles, callers, driver and batch tasks share.
+//! The state a batcher's handles, callers, driver and batch tasks share. Everything above this
+//! module (the handle, the driver, the callers' futures) reaches the others only through it.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc as StdArc;
-use std::time::Instant as StdInstant;
+use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 
 use crate::Error;
-use crate::builder::Overflow;
-use crate::policy::Instant;
+use crate::clock::Clock;
 use crate::ring::Ring;
+use crate::settings::Overflow;
+use crate::signals::{self, Signals};
 use crate::stats::StatsCells;
-use crate::sync::{AtomicBool, AtomicU64, Ordering, WakerCell};
+use crate::sync::{AtomicBool, Ordering};
 
 /// What every caller of one batch reads: the one shared map, or the one shared error.
 pub(crate) type Outcome<K, V, E> = Result<StdArc<HashMap<K, V>>, Error<E>>;
@@ -24,32 +27,55 @@ pub(crate) type BatchFuture<K, V, E> =
     Pin<Box<dyn Future<Output = Result<HashMap<K, V>, E>> + Send + 'static>>;
 pub(crate) type BatchFn<K, V, E> = StdArc<dyn Fn(Vec<K>) -> BatchFuture<K, V, E> + Send + Sync>;
 
+/// A batch call awaited by [`await_batch`]: its outcome, and its future to drop afterwards.
+pub(crate) type AwaitedBatch<K, V, E> = Pin<Box<dyn Future<Output = (Outcome<K, V, E>, BatchFuture<K, V, E>)> + Send>>;
+
+/// A batch's outcome as a slot holds it: dropping it runs the user's `Drop` of the map (its
+/// keys and values) or of the error, and a panic there is caught, so that it cannot unwind
+/// through whoever releases the slot last.
+#[derive(Debug)]
+pub(crate) struct Held<K, V, E>(Option<Outcome<K, V, E>>);
+
+impl<K, V, E> Held<K, V, E> {
+    pub(crate) fn new(outcome: Outcome<K, V, E>) -> Self {
+        Held(Some(outcome))
+    }
+
+    pub(crate) fn outcome(&self) -> &Outcome<K, V, E> {
+        self.0.as_ref().expect("taken only by drop")
+    }
+}
+
+impl<K, V, E> Drop for Held<K, V, E> {
+    fn drop(&mut self) {
+        if let Some(outcome) = self.0.take() {
+            drop_quietly(outcome);
+        }
+    }
+}
+
+/// Drops `value`, catching a panic from its `Drop` (user code: keys, values, errors, futures).
+/// Returns whether it panicked.
+pub(crate) fn drop_quietly<T>(value: T) -> bool {
+    std::panic::catch_unwind(AssertUnwindSafe(move || drop(value))).is_err()
+}
+
 pub(crate) struct Shared<K, V, E> {
-    pub(crate) ring: Ring<K, Outcome<K, V, E>>,
-    /// The driver task's waker: woken by the first and the last seat of a bus, by completed
-    /// batches, by freed slots and by shutdown.
-    pub(crate) driver: CachePadded<WakerCell>,
-    /// Batches completed that the driver has not yet counted.
-    pub(crate) completed: CachePadded<AtomicU64>,
+    pub(crate) ring: Ring<K, Held<K, V, E>>,
+    pub(crate) signals: Signals,
     /// Producers that found the bus full and wait for the next one.
     pub(crate) room: Notify,
     /// Set by a producer before it waits on `room`; the driver notifies only when it is set.
     pub(crate) room_wanted: AtomicBool,
-    /// Set by the driver while a full bus cannot leave (every in-flight place or every slot
-    /// busy): the batcher is at capacity.
-    pub(crate) stalled: AtomicBool,
-    /// Shutdown requested (by `shutdown()` or the last handle's drop).
-    pub(crate) shutdown: AtomicBool,
-    /// Live `Batcher` handles.
-    pub(crate) handles: AtomicU64,
     /// Set by the driver when it has finished (every accepted request answered).
     pub(crate) finished: AtomicBool,
     pub(crate) finished_notify: Notify,
     pub(crate) overflow: Overflow,
     pub(crate) batch_fn: BatchFn<K, V, E>,
+    /// A batch call running longer is dropped and its callers get `Error::Timeout`.
+    pub(crate) batch_timeout: Option<Duration>,
     pub(crate) stats: StatsCells,
-    /// The origin of the driver's clock.
-    pub(crate) origin: StdInstant,
+    pub(crate) clock: Clock,
 }
 
 impl<K, V, E> std::fmt::Debug for Shared<K, V, E> {
@@ -63,26 +89,57 @@ impl<K, V, E> std::fmt::Debug for Shared<K, V, E> {
 }
 
 impl<K, V, E> Shared<K, V, E> {
-    /// The driver clock: time since `origin`.
-    pub(crate) fn now(&self) -> Instant {
-        Instant::from_nanos(self.origin.elapsed().as_nanos() as u64)
-    }
-
-    pub(crate) fn wake_driver(&self) {
-        self.driver.wake();
-    }
-
     /// Asks the driver to send what is queued, refuse new requests and stop.
     pub(crate) fn request_shutdown(&self) {
-        // Release: pairs with the driver's Acquire load.
-        self.shutdown.store(true, Ordering::Release);
-        self.wake_driver();
+        self.signals.request_shutdown();
     }
 
-    /// Drops a caller's or a batch's reference to `slot`, waking the driver if that freed it.
+    /// Drops `n` references to `slot`, waking the driver if that freed it. The last reference
+    /// resets the slot, which drops keys (user code); a panic there is caught and counted, and
+    /// the caller carries on.
     pub(crate) fn release(&self, slot: usize, n: i64) {
-        if self.ring.release(slot, n) {
-            self.wake_driver();
+        let released =
+            std::panic::catch_unwind(AssertUnwindSafe(|| signals::release(&self.ring, &self.signals, slot, n)));
+        if released.is_err() {
+            StatsCells::bump(&self.stats.panicked_drops);
+            // The slot may not have reached the free mask; the driver looks again.
+            self.signals.wake_driver();
         }
     }
+
+    /// Whether the driver has finished.
+    pub(crate) fn is_finished(&self) -> bool {
+        // Acquire: pairs with the driver's Release store in `finish`.
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// The driver has finished: every accepted request has its answer.
+    pub(crate) fn finish(&self) {
+        // Release: pairs with the Acquire load in `is_finished`.
+        self.finished.store(true, Ordering::Release);
+        self.finished_notify.notify_waiters();
+    }
 }
+
+/// Polls `batch` to completion (a panic is caught) or until `timeout`; hands the future back
+/// so that the caller decides when to drop it.
+pub(crate) async fn await_batch<K, V, E>(
+    mut batch: BatchFuture<K, V, E>,
+    timeout: Option<Duration>,
+) -> (Outcome<K, V, E>, BatchFuture<K, V, E>) {
+    let finished = {
+        let polled = AssertUnwindSafe(batch.as_mut()).catch_unwind();
+        match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, polled).await.ok(),
+            None => Some(polled.await),
+        }
+    };
+    let outcome = match finished {
+        Some(Ok(Ok(map))) => Ok(StdArc::new(map)),
+        Some(Ok(Err(e))) => Err(Error::Batch(StdArc::new(e))),
+        Some(Err(_panic)) => Err(Error::Panicked),
+        None => Err(Error::Timeout),
+    };
+    (outcome, batch)
+}
+

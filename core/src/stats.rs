@@ -26,8 +26,13 @@ pub struct Stats {
     pub ran_alone: u64,
     /// Batches whose function returned an error.
     pub failed_batches: u64,
-    /// Batches whose function panicked.
+    /// Batches whose function panicked (or whose keys' `Hash`, `Eq` or `Clone` did).
     pub panicked_batches: u64,
+    /// Batches dropped for running longer than `batch_timeout`.
+    pub timed_out_batches: u64,
+    /// Panics caught while dropping user values after their callers were answered (keys,
+    /// values, maps, errors, batch futures): nobody was waiting for them.
+    pub panicked_drops: u64,
     /// Distinct keys per batch call.
     pub batch_size: Summary,
     /// How long each batch's first request waited before departure, in microseconds.
@@ -149,6 +154,8 @@ pub(crate) struct StatsCells {
     pub(crate) ran_alone: AtomicU64,
     pub(crate) failed_batches: AtomicU64,
     pub(crate) panicked_batches: AtomicU64,
+    pub(crate) timed_out_batches: AtomicU64,
+    pub(crate) panicked_drops: AtomicU64,
 }
 
 impl StatsCells {
@@ -164,6 +171,8 @@ impl StatsCells {
             ran_alone: AtomicU64::new(0),
             failed_batches: AtomicU64::new(0),
             panicked_batches: AtomicU64::new(0),
+            timed_out_batches: AtomicU64::new(0),
+            panicked_drops: AtomicU64::new(0),
         }
     }
 
@@ -188,6 +197,8 @@ impl StatsCells {
             ran_alone: get(&self.ran_alone),
             failed_batches: get(&self.failed_batches),
             panicked_batches: get(&self.panicked_batches),
+            timed_out_batches: get(&self.timed_out_batches),
+            panicked_drops: get(&self.panicked_drops),
             batch_size: self.batch_size.summary(),
             queue_wait_us: self.queue_wait_us.summary(),
         }

@@ -12,7 +12,7 @@
 //!    deadlines) until the deadline; if not, it sleeps on to the deadline itself. It wakes the
 //!    driver's task at the deadline, deadlines due together in their order.
 //!
-//! The driver asks to be woken a little before its deadline (`TIMER_EARLY` in `driver.rs`) and
+//! The driver asks to be woken a little before its deadline (`THREAD_WAKE_LATENCY` in `driver/alarm.rs`) and
 //! covers the rest by yielding (staying runnable) rather than parking, because waking a parked
 //! tokio worker costs tens of microseconds too. Its `SkipSpin` says "skip" when the bus is
 //! busy: its workers are awake with callers then, and the driver's own last stretch covers the
@@ -29,8 +29,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-/// How long before a deadline the thread stops sleeping and spins. The futex wake-up latency
-/// of a 2-vCPU VM is 10–60 µs; 100 µs covers it with room.
+/// How long before a deadline the thread stops sleeping and spins: the futex wake-up latency
+/// of a 2-vCPU VM (10–60 µs, `examples/window_precision.rs`) with room.
 const SPIN_BEFORE: Duration = Duration::from_micros(100);
 
 /// How long the thread spins before it looks at its queue again (new deadlines, deadlines
@@ -96,17 +96,32 @@ fn timer() -> &'static Timer {
     })
 }
 
+/// Starts the timer thread now, if it is not running yet, so that the first deadline does not
+/// pay for spawning it.
+pub(crate) fn start() {
+    timer();
+}
+
+/// Never spin: sleep to the deadline.
+fn never_spin() -> SkipSpin {
+    static NEVER: OnceLock<SkipSpin> = OnceLock::new();
+    Arc::clone(NEVER.get_or_init(|| Arc::new(|| true)))
+}
+
 /// Wakes `waker` at `deadline` (or just after: within a microsecond or two with a spin, by the
-/// thread's wake-up latency, 10–60 µs on a 2-vCPU VM, when `skip_spin` says to skip it). Each
-/// call registers one wake-up.
-pub(crate) fn wake_at(deadline: Instant, skip_spin: &SkipSpin, waker: &Waker) {
+/// thread's wake-up latency, 10–60 µs on a 2-vCPU VM, when `skip_spin` says to skip it or is
+/// `None`). Each call registers one wake-up.
+pub(crate) fn wake_at(deadline: Instant, skip_spin: Option<&SkipSpin>, waker: &Waker) {
     let timer = timer();
-    let start = deadline.checked_sub(SPIN_BEFORE).unwrap_or(deadline);
+    let (start, skip_spin) = match skip_spin {
+        Some(skip_spin) => (deadline.checked_sub(SPIN_BEFORE).unwrap_or(deadline), Arc::clone(skip_spin)),
+        None => (deadline, never_spin()),
+    };
     let mut q = timer.queue.lock().unwrap_or_else(|e| e.into_inner());
     q.seq += 1;
     let seq = q.seq;
     let earliest = q.heap.peek().is_none_or(|Reverse(e)| start < e.start);
-    q.heap.push(Reverse(Entry { start, deadline, seq, skip_spin: Arc::clone(skip_spin), waker: waker.clone() }));
+    q.heap.push(Reverse(Entry { start, deadline, seq, skip_spin, waker: waker.clone() }));
     drop(q);
     if earliest {
         timer.changed.notify_one();
@@ -209,7 +224,7 @@ mod tests {
         let plan = [(4, &skip), (1, &spin), (2, &skip), (3, &spin), (0, &skip)];
         for (i, &(half_ms, skip_spin)) in plan.iter().enumerate() {
             let waker = Waker::from(Arc::new(Record(i, Arc::clone(&fired))));
-            wake_at(start + Duration::from_micros(1000 + 500 * half_ms), skip_spin, &waker);
+            wake_at(start + Duration::from_micros(1000 + 500 * half_ms), Some(skip_spin), &waker);
         }
         while fired.lock().unwrap().len() < plan.len() {
             std::thread::sleep(Duration::from_millis(1));

@@ -6,9 +6,11 @@
 //! Each event is one input to the world: an arrival (one request joins the stop and the
 //! scheduler hears `on_arrival`), a timeout (the scheduler's deadline: `on_timeout`), or a
 //! database completion (the batch's requests are answered; the scheduler hears `on_complete`).
-//! After every input the engine drains `poll_action`: each `Dispatch { requests }` takes the
-//! oldest `requests` requests from the engine's FIFO at the stop, counts their distinct keys
-//! and sends one query to the database. Then it reads `poll_timeout` and arms a timer event if
+//! After every input the engine drains `poll_action`: each `Dispatch { requests, ready_at }`
+//! takes the oldest `requests` requests from the engine's FIFO at the stop, counts their
+//! distinct keys and sends one query to the database. `ready_at` (when the policy released the
+//! bus) splits each request's wait into the policy's part and the backend's (see
+//! [`crate::stats`]). Then it reads `poll_timeout` and arms a timer event if
 //! the deadline changed (older timer events become stale and are skipped). The engine never
 //! decides when a batch leaves: that is `busline::policy`.
 //!
@@ -31,7 +33,7 @@ use crate::client::{Answer, ClientAction, Clients};
 use crate::db::{Db, DbEvent};
 use crate::keys::{DistinctCounter, Keys};
 use crate::scenario::{PolicyKind, Scenario};
-use crate::stats::{DbWaitSummary, Histogram, LatencySummary, RunSummary, TimeSeries, WaitSummary, ms};
+use crate::stats::{Histogram, LatencySummary, RunSummary, TimeSeries, WaitSummary};
 use crate::traffic::Traffic;
 
 /// Optional measurements of a run.
@@ -64,9 +66,20 @@ pub struct PathTotals {
     pub sojourn_ns: u128,
     /// Σ (start of service − arrival) over requests, in ns.
     pub queue_wait_ns: u128,
+    /// Σ added wait (arrival → the policy's release of the bus) over requests, in ns.
+    pub added_wait_ns: u128,
+    /// Σ in-flight wait (release → dispatch) over requests, in ns.
+    pub in_flight_wait_ns: u128,
+    /// Σ connection wait (dispatch → a connection) over requests, in ns.
+    pub connection_wait_ns: u128,
+    /// Σ service (start of service → answer) over requests, in ns.
+    pub service_ns: u128,
     /// Requests dropped at the stop by a client's timeout before the policy sent them (their
     /// sojourn ends at the timeout).
     pub dropped: u64,
+    /// Σ sojourn (arrival → the timeout) of the dropped requests, in ns: with the four parts
+    /// above it adds up to `sojourn_ns`.
+    pub dropped_ns: u128,
     /// Batches the scheduler dispatched that held only dropped requests: no query was sent.
     pub empty_dispatches: u64,
 }
@@ -78,10 +91,16 @@ pub struct RunOutput {
     pub summary: RunSummary,
     /// Arrival to answer, ns, per request.
     pub latency: Histogram,
-    /// Arrival to dispatch, ns, per request.
+    /// Arrival to the policy's release of the bus, ns, per request.
     pub added_wait: Histogram,
-    /// Dispatch to start of service, ns, per query.
+    /// Release to dispatch (no free in-flight place), ns, per request.
+    pub in_flight_wait: Histogram,
+    /// Dispatch to a connection, ns, per request.
+    pub connection_wait: Histogram,
+    /// Release to start of service (in-flight + connection: the backend's wait), ns, per request.
     pub db_wait: Histogram,
+    /// Start of service to answer, ns, per request.
+    pub service: Histogram,
     /// Time series, if asked for.
     pub timeseries: Option<TimeSeries>,
     /// Per-request queue waits, if asked for.
@@ -141,6 +160,9 @@ struct Waiting {
 struct Slot {
     live: bool,
     dispatched_at: u64,
+    /// When the policy released the bus (`Action::Dispatch::ready_at`).
+    ready_at: u64,
+    started_at: u64,
     arrivals: Vec<u64>,
     /// The requests' ids, kept only with `[client]` (to tell the clients of each answer).
     ids: Vec<u64>,
@@ -192,7 +214,10 @@ struct Engine {
     drain_queries: u64,
     latency: Histogram,
     added_wait: Histogram,
+    in_flight_wait: Histogram,
+    connection_wait: Histogram,
     db_wait: Histogram,
+    service: Histogram,
     timeseries: Option<TimeSeries>,
     record_waits: bool,
     queue_waits: Vec<u64>,
@@ -247,7 +272,10 @@ impl Engine {
             drain_queries: 0,
             latency: Histogram::new(),
             added_wait: Histogram::new(),
+            in_flight_wait: Histogram::new(),
+            connection_wait: Histogram::new(),
             db_wait: Histogram::new(),
+            service: Histogram::new(),
             timeseries: opts.timeseries_bucket_ns.map(TimeSeries::new),
             record_waits: opts.record_waits,
             queue_waits: Vec::new(),
@@ -430,6 +458,7 @@ impl Engine {
         let arrival = w.arrival;
         self.totals.dropped += 1;
         self.totals.sojourn_ns += u128::from(self.now - arrival);
+        self.totals.dropped_ns += u128::from(self.now - arrival);
         ensure!(self.in_system >= 1, "a drop with nobody in the system");
         self.in_system -= 1;
         if let Some(c) = &mut self.clients {
@@ -454,8 +483,8 @@ impl Engine {
 
     fn dispatch(&mut self) -> Result<()> {
         while let Some(action) = self.scheduler.poll_action() {
-            let requests = match action {
-                Action::Dispatch { requests } => requests,
+            let (requests, ready_at) = match action {
+                Action::Dispatch { requests, ready_at } => (requests, ready_at.as_nanos()),
                 other => bail!("unknown scheduler action {other:?}"),
             };
             ensure!(
@@ -472,8 +501,10 @@ impl Engine {
             let keep_ids = self.clients.is_some();
             let slot = &mut self.slots[q as usize];
             ensure!(!slot.live, "query slot {q} reused while live");
+            ensure!(ready_at <= now, "bus released at {ready_at} after its dispatch at {now}");
             slot.live = true;
             slot.dispatched_at = now;
+            slot.ready_at = ready_at;
             slot.arrivals.clear();
             slot.ids.clear();
             // The query's service draw is keyed by its first request that boards (dropped
@@ -490,9 +521,15 @@ impl Engine {
                 if keep_ids {
                     slot.ids.push(w.id);
                 }
+                // Released at `ready_at`, or on boarding if the bus was already released.
+                let released = ready_at.max(w.arrival);
+                let added = released - w.arrival;
+                self.totals.added_wait_ns += u128::from(added);
+                self.totals.in_flight_wait_ns += u128::from(now - released);
                 if w.arrival >= self.warm_ns {
-                    self.added_wait.record(now - w.arrival);
-                    self.over_budget += u64::from(now - w.arrival > self.budget_ns);
+                    self.added_wait.record(added);
+                    self.in_flight_wait.record(now - released);
+                    self.over_budget += u64::from(added > self.budget_ns);
                 }
             }
             let Some(first_live) = first_live else {
@@ -533,12 +570,19 @@ impl Engine {
         for i in 0..self.db_out.len() {
             match self.db_out[i] {
                 DbEvent::Started { query, at } => {
-                    let slot = &self.slots[query as usize];
+                    let slot = &mut self.slots[query as usize];
                     ensure!(slot.live, "query {query} started but not live");
-                    if slot.dispatched_at >= self.warm_ns {
-                        self.db_wait.record(at - slot.dispatched_at);
-                    }
+                    slot.started_at = at;
+                    let n = slot.arrivals.len() as u64;
+                    let connection = at - slot.dispatched_at;
+                    let warm = self.warm_ns;
+                    let measured = slot.arrivals.iter().filter(|&&a| a >= warm).count() as u64;
+                    self.connection_wait.record_n(connection, measured);
+                    self.totals.connection_wait_ns += u128::from(connection) * u128::from(n);
                     for &a in &slot.arrivals {
+                        if a >= warm {
+                            self.db_wait.record(at - slot.ready_at.max(a));
+                        }
                         self.totals.queue_wait_ns += u128::from(at - a);
                         if self.record_waits {
                             self.queue_waits.push(at - a);
@@ -557,6 +601,11 @@ impl Engine {
         let slot = &mut self.slots[q as usize];
         ensure!(slot.live, "query {q} answered twice");
         slot.live = false;
+        let service = now - slot.started_at;
+        let n = slot.arrivals.len() as u64;
+        let warm = self.warm_ns;
+        self.service.record_n(service, slot.arrivals.iter().filter(|&&a| a >= warm).count() as u64);
+        self.totals.service_ns += u128::from(service) * u128::from(n);
         for &a in &slot.arrivals {
             let l = now - a;
             if a >= self.warm_ns {
@@ -576,7 +625,6 @@ impl Engine {
                 }
             }
         }
-        let n = slot.arrivals.len() as u64;
         self.totals.answered += n;
         self.totals.queries_completed += 1;
         ensure!(self.in_system >= n, "more answers than requests in the system");
@@ -625,6 +673,12 @@ impl Engine {
             ensure!(c.open_requests() == 0 && c.poll_timeout().is_none(), "clients still waiting at the end");
         }
         ensure!(t.area_ns == t.sojourn_ns, "Little's law on the sample path: area {} != sojourn {}", t.area_ns, t.sojourn_ns);
+        let parts = t.added_wait_ns + t.in_flight_wait_ns + t.connection_wait_ns + t.service_ns + t.dropped_ns;
+        ensure!(
+            parts == t.sojourn_ns,
+            "the waits, service and dropped requests' waits add up to {parts} ns, the latencies to {} ns",
+            t.sojourn_ns
+        );
         let sim_ns = self.now.max(1);
         let horizon = self.horizon.unwrap_or(self.now);
         // The statistics window: at least 1 ns, so an empty run divides by something.
@@ -651,10 +705,10 @@ impl Engine {
             latency_ms: LatencySummary::of(&self.latency),
             added_wait_ms: WaitSummary::of(&self.added_wait),
             added_wait_over_budget: self.over_budget as f64 / self.measured_arrivals.max(1) as f64,
-            db_wait_ms: DbWaitSummary {
-                mean: ms(self.db_wait.mean()),
-                p99: ms(self.db_wait.quantile(0.99) as f64),
-            },
+            in_flight_wait_ms: WaitSummary::of(&self.in_flight_wait),
+            connection_wait_ms: WaitSummary::of(&self.connection_wait),
+            db_wait_ms: WaitSummary::of(&self.db_wait),
+            service_ms: WaitSummary::of(&self.service),
             db_utilization: self.db.window_work_ns() / (self.db.capacity() * window_s * 1e9),
             db_occupancy: self.db.window_busy_ns() / (servers * window_s * 1e9),
             final_window_ms: self.scheduler.current_window().as_secs_f64() * 1e3,
@@ -669,7 +723,10 @@ impl Engine {
             summary,
             latency: self.latency,
             added_wait: self.added_wait,
+            in_flight_wait: self.in_flight_wait,
+            connection_wait: self.connection_wait,
             db_wait: self.db_wait,
+            service: self.service,
             timeseries: self.timeseries,
             queue_waits: self.queue_waits,
             totals: self.totals,

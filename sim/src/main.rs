@@ -85,12 +85,15 @@ fn run_cli(cli: Cli) -> Result<()> {
                 );
                 let l = &m.latency_ms;
                 println!("latency ms: mean {:.4} p50 {:.4} p99 {:.4} p99.9 {:.4} max {:.4}", l.mean, l.p50, l.p99, l.p999, l.max);
-                let w = &m.added_wait_ms;
-                println!("added wait ms: mean {:.4} p50 {:.4} p99 {:.4} max {:.4}", w.mean, w.p50, w.p99, w.max);
-                println!(
-                    "db wait ms: mean {:.4} p99 {:.4}  db utilization {:.3}  occupancy {:.3}",
-                    m.db_wait_ms.mean, m.db_wait_ms.p99, m.db_utilization, m.db_occupancy
-                );
+                let w = |name: &str, w: &busline_sim::stats::WaitSummary| {
+                    println!("{name:<44} mean {:.4} p50 {:.4} p99 {:.4} max {:.4}", w.mean, w.p50, w.p99, w.max);
+                };
+                w("added wait ms (the policy's: arrival → release)", &m.added_wait_ms);
+                w("db wait ms (the backend's: release → service)", &m.db_wait_ms);
+                w("  of which: in-flight place (release → dispatch)", &m.in_flight_wait_ms);
+                w("  of which: connection (dispatch → connection)", &m.connection_wait_ms);
+                w("service ms", &m.service_ms);
+                println!("db utilization {:.3}  occupancy {:.3}", m.db_utilization, m.db_occupancy);
                 if let Some(c) = &m.client {
                     println!(
                         "clients: {} requests, goodput {:.1}/s ({:.2} % in time), {} timeouts ({:.2} % of attempts), {} retries, {} failed",

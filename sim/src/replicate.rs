@@ -6,7 +6,7 @@
 //! replications ([`crate::stats::interval::paired`]); different replications are independent.
 
 use crate::client::ClientSummary;
-use crate::stats::{DbWaitSummary, Estimate, LatencySummary, RunSummary, WaitSummary};
+use crate::stats::{Estimate, LatencySummary, RunSummary, WaitSummary};
 
 /// A figure read from a run.
 pub type Metric = fn(&RunSummary) -> f64;
@@ -52,6 +52,15 @@ fn mean_latency(runs: &[RunSummary], f: impl Fn(&RunSummary) -> &LatencySummary)
         p50: mean_of(runs, |r| f(r).p50),
         p99: mean_of(runs, |r| f(r).p99),
         p999: mean_of(runs, |r| f(r).p999),
+        max: mean_of(runs, |r| f(r).max),
+    }
+}
+
+fn mean_wait(runs: &[RunSummary], f: impl Fn(&RunSummary) -> &WaitSummary) -> WaitSummary {
+    WaitSummary {
+        mean: mean_of(runs, |r| f(r).mean),
+        p50: mean_of(runs, |r| f(r).p50),
+        p99: mean_of(runs, |r| f(r).p99),
         max: mean_of(runs, |r| f(r).max),
     }
 }
@@ -116,17 +125,12 @@ pub fn mean_summary(runs: &[RunSummary]) -> RunSummary {
         offered_per_s: mean_of(runs, |r| r.offered_per_s),
         queries_per_s: mean_of(runs, |r| r.queries_per_s),
         latency_ms: mean_latency(runs, |r| &r.latency_ms),
-        added_wait_ms: WaitSummary {
-            mean: mean_of(runs, |r| r.added_wait_ms.mean),
-            p50: mean_of(runs, |r| r.added_wait_ms.p50),
-            p99: mean_of(runs, |r| r.added_wait_ms.p99),
-            max: mean_of(runs, |r| r.added_wait_ms.max),
-        },
+        added_wait_ms: mean_wait(runs, |r| &r.added_wait_ms),
+        in_flight_wait_ms: mean_wait(runs, |r| &r.in_flight_wait_ms),
+        connection_wait_ms: mean_wait(runs, |r| &r.connection_wait_ms),
+        db_wait_ms: mean_wait(runs, |r| &r.db_wait_ms),
+        service_ms: mean_wait(runs, |r| &r.service_ms),
         added_wait_over_budget: mean_of(runs, |r| r.added_wait_over_budget),
-        db_wait_ms: DbWaitSummary {
-            mean: mean_of(runs, |r| r.db_wait_ms.mean),
-            p99: mean_of(runs, |r| r.db_wait_ms.p99),
-        },
         db_utilization: mean_of(runs, |r| r.db_utilization),
         db_occupancy: mean_of(runs, |r| r.db_occupancy),
         final_window_ms: mean_of(runs, |r| r.final_window_ms),

@@ -85,8 +85,9 @@ pub fn run_all(runs: &[Scenario], replications: u32, bar: &ProgressBar) -> Resul
 pub const CSV_HEADER: &str = "scenario,policy,window_ms,latency_budget_ms,seed,requests,queries,mean_batch,\
 mean_distinct_keys,sim_time_s,offered_per_s,queries_per_s,latency_ms_mean,latency_ms_p50,latency_ms_p99,\
 latency_ms_p999,latency_ms_max,added_wait_ms_mean,added_wait_ms_p50,added_wait_ms_p99,added_wait_ms_max,\
-added_wait_over_budget,db_wait_ms_mean,db_wait_ms_p99,db_utilization,final_window_ms,horizon_s,drain_s,\
-drain_queries,db_occupancy,client_requests,goodput_per_s,success_fraction,timeouts,retries,dropped_unsent,\
+added_wait_over_budget,db_wait_ms_mean,db_wait_ms_p99,db_utilization,final_window_ms,in_flight_wait_ms_mean,\
+in_flight_wait_ms_p99,connection_wait_ms_mean,connection_wait_ms_p99,service_ms_mean,service_ms_p99,horizon_s,\
+drain_s,drain_queries,db_occupancy,client_requests,goodput_per_s,success_fraction,timeouts,retries,dropped_unsent,\
 answered_late,failed,queries_per_success";
 
 /// One run as a CSV row.
@@ -110,7 +111,7 @@ pub fn csv_row(r: &RunSummary) -> String {
         },
     );
     format!(
-        "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.3},{:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{},{:.6},{client}",
+        "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.3},{:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{},{:.6},{client}",
         r.scenario,
         r.policy,
         opt(r.window_ms),
@@ -137,6 +138,12 @@ pub fn csv_row(r: &RunSummary) -> String {
         r.db_wait_ms.p99,
         r.db_utilization,
         r.final_window_ms,
+        r.in_flight_wait_ms.mean,
+        r.in_flight_wait_ms.p99,
+        r.connection_wait_ms.mean,
+        r.connection_wait_ms.p99,
+        r.service_ms.mean,
+        r.service_ms.p99,
         r.horizon_s,
         r.drain_s,
         r.drain_queries,

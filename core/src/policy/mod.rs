@@ -222,5 +222,21 @@ pub enum Action {
     Dispatch {
         /// How many waiting requests board this batch (at least 1, at most `max_batch_size`).
         requests: usize,
+        /// When the policy released this bus: the instant its rule said "go" (a window's
+        /// deadline, the arrival that made a natural bus due) or the bus filled, whichever came
+        /// first. Everything a passenger waited before it (from its own arrival, if later) is
+        /// the wait the **policy added**; everything after it, up to this dispatch, is the wait
+        /// for a free in-flight place (the backend's). See [`Scheduler::ready_since`].
+        ready_at: Instant,
     },
+}
+
+impl Action {
+    /// The wait the policy added to a passenger of this dispatch who arrived at `arrival`:
+    /// from its arrival to the bus's release (zero if it boarded an already released bus).
+    pub fn policy_wait(&self, arrival: Instant) -> Duration {
+        match self {
+            Action::Dispatch { ready_at, .. } => ready_at.saturating_duration_since(arrival),
+        }
+    }
 }

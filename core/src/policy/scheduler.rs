@@ -24,6 +24,18 @@ use crate::ConfigError;
 ///   else happens first. `None` means "no timer": the next input will come from an arrival or a
 ///   completion.
 ///
+/// # Whose wait is it?
+///
+/// A passenger's time before its batch leaves has two owners, and the scheduler keeps them
+/// apart. The **policy** holds the bus until its rule says "go" (a window closes, a natural bus
+/// is due at once, the bus is full): that instant is [`ready_since`](Scheduler::ready_since),
+/// latched once reached, and every [`Action::Dispatch`] carries it as `ready_at`. From then on
+/// the bus is released, and any further wait is the **backend's**: all `max_in_flight` places
+/// are taken, and the bus departs (with everyone who boarded meanwhile) when one frees. So a
+/// passenger arriving at `a` on a bus released at `r` and dispatched at `d` waited
+/// `max(0, r − a)` for the policy and `d − max(a, r)` for a place. A driver that runs behind
+/// (a late timer) shows up in the second part, not the first.
+///
 /// # Order and time
 /// Feed inputs, then drain `poll_action`, then read `poll_timeout`. Time never goes backwards:
 /// every input carries an instant at or after the previous one (an earlier one is treated as
@@ -45,7 +57,8 @@ use crate::ConfigError;
 /// assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(1)));
 /// s.on_arrival(t0 + Duration::from_micros(300), 2);
 /// s.on_timeout(t0 + Duration::from_millis(1));
-/// assert_eq!(s.poll_action(), Some(Action::Dispatch { requests: 3 }));
+/// let ready_at = t0 + Duration::from_millis(1);
+/// assert_eq!(s.poll_action(), Some(Action::Dispatch { requests: 3, ready_at }));
 /// assert_eq!(s.poll_action(), None);
 /// ```
 #[derive(Debug, Clone)]
@@ -58,6 +71,9 @@ pub struct Scheduler {
     queued: usize,
     /// When the oldest waiting request arrived (the window opener); `None` when the stop is empty.
     opened_at: Option<Instant>,
+    /// When the policy released the waiting requests (its rule said "go", or the bus filled);
+    /// `None` while it holds them. Latched: a released bus is never held again.
+    ready_since: Option<Instant>,
     /// Batches dispatched and not yet completed.
     in_flight: usize,
     stats: SchedulerStats,
@@ -122,6 +138,7 @@ impl Scheduler {
             now: Instant::ZERO,
             queued: 0,
             opened_at: None,
+            ready_since: None,
             in_flight: 0,
             stats: SchedulerStats::default(),
         })
@@ -161,6 +178,15 @@ impl Scheduler {
         }
     }
 
+    /// When the policy released the requests now waiting: the instant its rule let them go (a
+    /// window's deadline, the arrival that made a natural bus due) or the bus filled, whichever
+    /// came first. `None` while the policy still holds them (or nothing waits). Released
+    /// requests that are still here wait for a free in-flight place: the backend's wait, not
+    /// the policy's.
+    pub fn ready_since(&self) -> Option<Instant> {
+        self.ready_since
+    }
+
     /// `n` requests arrived at `now`.
     pub fn on_arrival(&mut self, now: Instant, n: usize) {
         self.advance(now);
@@ -177,6 +203,7 @@ impl Scheduler {
             Rule::Adaptive(a) => a.on_arrival(self.now, n),
             Rule::Car | Rule::Window(_) | Rule::Natural => {}
         }
+        self.latch();
     }
 
     /// One dispatched batch completed at `now`.
@@ -185,12 +212,14 @@ impl Scheduler {
         debug_assert!(self.in_flight > 0, "on_complete without a batch in flight");
         self.in_flight = self.in_flight.saturating_sub(1);
         self.stats.completions += 1;
+        self.latch();
     }
 
     /// The clock reached `now` (a deadline from [`poll_timeout`](Scheduler::poll_timeout), or
     /// any other moment: an early or spurious call changes nothing).
     pub fn on_timeout(&mut self, now: Instant) {
         self.advance(now);
+        self.latch();
     }
 
     /// `n` requests that arrived after the last [`on_arrival`](Scheduler::on_arrival) but
@@ -208,20 +237,12 @@ impl Scheduler {
             Rule::Adaptive(a) => a.on_arrival(self.now, n),
             Rule::Car | Rule::Window(_) | Rule::Natural => {}
         }
+        self.latch();
     }
 
     /// Would [`poll_action`](Scheduler::poll_action) return an action now?
     pub fn has_action(&self) -> bool {
-        if self.queued == 0 || self.in_flight >= self.limits.max_in_flight {
-            return false;
-        }
-        if self.queued >= self.max_batch_size() {
-            return true;
-        }
-        match self.due() {
-            Due::Now => true,
-            Due::At(t) => t <= self.now,
-        }
+        self.queued > 0 && self.in_flight < self.limits.max_in_flight && self.ready_since.is_some()
     }
 
     /// Whether the waiting requests' departure is timed (a window that opened with the first
@@ -250,6 +271,8 @@ impl Scheduler {
         let max = self.max_batch_size();
         let requests = self.queued.min(max);
         let opened_at = self.opened_at.unwrap_or(self.now);
+        // A flush may send a bus the policy still held: it is released now.
+        let ready_at = self.ready_since.unwrap_or(self.now);
         self.queued -= requests;
         // Whoever is left behind by a full bus starts the next one's window now.
         self.opened_at = (self.queued > 0).then_some(self.now);
@@ -258,21 +281,50 @@ impl Scheduler {
         if let Rule::Adaptive(a) = &mut self.rule {
             a.on_dispatch(self.now, self.now - opened_at);
         }
-        Action::Dispatch { requests }
+        // Left behind by a full bus under an immediate rule (a car, natural batching), the
+        // rest were released with it; under a timed rule their own window starts now.
+        if self.queued == 0 || self.due() != Due::Now {
+            self.ready_since = None;
+        }
+        self.latch();
+        Action::Dispatch { requests, ready_at }
     }
 
     /// When [`on_timeout`](Scheduler::on_timeout) should be called next, if nothing else
     /// happens first.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.queued == 0 || self.in_flight >= self.limits.max_in_flight {
-            // Nothing waits, or only a completion can let it go: no timer.
+        if self.queued == 0 || self.in_flight >= self.limits.max_in_flight || self.ready_since.is_some() {
+            // Nothing waits, only a completion can let it go, or it goes now: no timer.
             return None;
         }
         match self.due() {
             Due::At(t) if t > self.now => Some(t),
-            // Due now: poll_action will dispatch; nothing to time.
+            // Due now: the latch missed nothing (time has not moved since); no timer.
             _ => None,
         }
+    }
+
+    /// Records the moment the policy releases the waiting requests: the deadline its rule
+    /// reached (not when it was noticed: a timeout delivered late, or a deadline passed while
+    /// every place was busy and no timer ran, is the backend's or the driver's delay), the
+    /// present if the rule says "now", or the present if the bus is full.
+    fn latch(&mut self) {
+        if self.queued == 0 {
+            self.ready_since = None;
+            return;
+        }
+        if self.ready_since.is_some() {
+            return;
+        }
+        if self.queued >= self.max_batch_size() {
+            self.ready_since = Some(self.now);
+            return;
+        }
+        self.ready_since = match self.due() {
+            Due::Now => Some(self.now),
+            Due::At(t) if t <= self.now => Some(t),
+            Due::At(_) => None,
+        };
     }
 
     fn max_batch_size(&self) -> usize {
@@ -314,7 +366,12 @@ mod tests {
     }
 
     fn dispatch(n: usize) -> Option<Action> {
-        Some(Action::Dispatch { requests: n })
+        Some(Action::Dispatch { requests: n, ready_at: Instant::ZERO })
+    }
+
+    /// Compares the batch sizes only: `ready_at` is checked by the tests about waits.
+    fn sizes(a: Option<Action>) -> Option<Action> {
+        a.map(|Action::Dispatch { requests, .. }| Action::Dispatch { requests, ready_at: Instant::ZERO })
     }
 
     #[test]
@@ -327,9 +384,9 @@ mod tests {
     fn car_sends_every_request_alone() {
         let mut s = Scheduler::new(Policy::Car, limits(100, 8)).unwrap();
         s.on_arrival(ms(0), 3);
-        assert_eq!(s.poll_action(), dispatch(1));
-        assert_eq!(s.poll_action(), dispatch(1));
-        assert_eq!(s.poll_action(), dispatch(1));
+        assert_eq!(sizes(s.poll_action()), dispatch(1));
+        assert_eq!(sizes(s.poll_action()), dispatch(1));
+        assert_eq!(sizes(s.poll_action()), dispatch(1));
         assert_eq!(s.poll_action(), None);
         assert_eq!(s.in_flight(), 3);
         assert_eq!(s.poll_timeout(), None);
@@ -367,7 +424,7 @@ mod tests {
         s.on_timeout(ms(11)); // early: nothing happens
         assert_eq!(s.poll_action(), None);
         s.on_timeout(ms(12));
-        assert_eq!(s.poll_action(), dispatch(2));
+        assert_eq!(sizes(s.poll_action()), dispatch(2));
         assert_eq!(s.poll_timeout(), None);
     }
 
@@ -375,8 +432,8 @@ mod tests {
     fn a_full_bus_leaves_before_the_window() {
         let mut s = Scheduler::new(Policy::window(Duration::from_millis(5)), limits(4, 2)).unwrap();
         s.on_arrival(ms(0), 10);
-        assert_eq!(s.poll_action(), dispatch(4));
-        assert_eq!(s.poll_action(), dispatch(4));
+        assert_eq!(sizes(s.poll_action()), dispatch(4));
+        assert_eq!(sizes(s.poll_action()), dispatch(4));
         // Both in-flight places taken: the remaining 2 wait, with no timer, for a completion.
         assert_eq!(s.poll_action(), None);
         assert_eq!(s.poll_timeout(), None);
@@ -385,14 +442,14 @@ mod tests {
         assert_eq!(s.poll_action(), None);
         assert_eq!(s.poll_timeout(), Some(ms(5)));
         s.on_timeout(ms(5));
-        assert_eq!(s.poll_action(), dispatch(2));
+        assert_eq!(sizes(s.poll_action()), dispatch(2));
     }
 
     #[test]
     fn zero_window_is_natural_batching() {
         let mut s = Scheduler::new(Policy::window(Duration::ZERO), limits(100, 1)).unwrap();
         s.on_arrival(ms(0), 1);
-        assert_eq!(s.poll_action(), dispatch(1));
+        assert_eq!(sizes(s.poll_action()), dispatch(1));
         // All busy: accumulate without a timer ...
         s.on_arrival(ms(1), 5);
         s.on_arrival(ms(2), 7);
@@ -400,7 +457,7 @@ mod tests {
         assert_eq!(s.poll_timeout(), None);
         // ... and send everything the moment the batch in flight completes.
         s.on_complete(ms(3));
-        assert_eq!(s.poll_action(), dispatch(12));
+        assert_eq!(sizes(s.poll_action()), dispatch(12));
     }
 
     #[test]
@@ -408,7 +465,7 @@ mod tests {
         let mut s = Scheduler::new(Policy::Natural, limits(100, 4)).unwrap();
         for i in 0..10 {
             s.on_arrival(ms(i * 100), 1);
-            assert_eq!(s.poll_action(), dispatch(1));
+            assert_eq!(sizes(s.poll_action()), dispatch(1));
             assert_eq!(s.poll_timeout(), None);
             s.on_complete(ms(i * 100 + 1));
         }
@@ -418,7 +475,7 @@ mod tests {
     fn late_boarders_are_counted_but_not_queued() {
         let mut s = Scheduler::new(Policy::Natural, limits(100, 1)).unwrap();
         s.on_arrival(ms(0), 2);
-        assert_eq!(s.poll_action(), dispatch(2));
+        assert_eq!(sizes(s.poll_action()), dispatch(2));
         s.on_late_boarding(ms(0), 3);
         assert_eq!(s.queued(), 0);
         assert_eq!(s.stats().arrivals, 5);
@@ -429,12 +486,76 @@ mod tests {
         let mut s = Scheduler::new(Policy::window(Duration::from_secs(1)), limits(100, 1)).unwrap();
         s.on_arrival(ms(0), 1);
         assert_eq!(s.poll_action(), None);
-        assert_eq!(s.flush(), dispatch(1));
+        assert_eq!(sizes(s.flush()), dispatch(1));
         s.on_arrival(ms(1), 4);
         assert!(!s.has_action());
-        assert_eq!(s.flush(), dispatch(4));
+        assert_eq!(sizes(s.flush()), dispatch(4));
         assert_eq!(s.in_flight(), 2);
         assert_eq!(s.flush(), None);
+    }
+
+    fn ready_at(a: Option<Action>) -> Instant {
+        match a {
+            Some(Action::Dispatch { ready_at, .. }) => ready_at,
+            None => panic!("no dispatch"),
+        }
+    }
+
+    #[test]
+    fn a_window_released_while_every_place_is_busy_is_released_at_its_deadline() {
+        let mut s = Scheduler::new(Policy::window(Duration::from_millis(2)), limits(100, 1)).unwrap();
+        s.on_arrival(ms(0), 1);
+        s.on_timeout(ms(2));
+        assert_eq!(ready_at(s.poll_action()), ms(2));
+        // The only place is busy: the next bus's window (opened at 3) closes at 5 with no timer
+        // running; the completion at 9 finds it released since 5, and a late passenger (7)
+        // boards without any wait of the policy's.
+        s.on_arrival(ms(3), 1);
+        assert_eq!(s.poll_timeout(), None);
+        s.on_arrival(ms(7), 1);
+        assert_eq!(s.ready_since(), Some(ms(5)));
+        s.on_complete(ms(9));
+        let a = s.poll_action();
+        assert_eq!(sizes(a), dispatch(2));
+        assert_eq!(ready_at(a), ms(5));
+        let a = a.unwrap();
+        assert_eq!(a.policy_wait(ms(3)), Duration::from_millis(2));
+        assert_eq!(a.policy_wait(ms(7)), Duration::ZERO);
+        assert_eq!(s.ready_since(), None);
+    }
+
+    #[test]
+    fn natural_batching_and_cars_add_no_wait_of_their_own() {
+        for policy in [Policy::Natural, Policy::Car] {
+            let mut s = Scheduler::new(policy, limits(100, 1)).unwrap();
+            s.on_arrival(ms(0), 1);
+            assert_eq!(ready_at(s.poll_action()), ms(0));
+            // Queued behind the busy place: released on arrival, dispatched at the completion.
+            s.on_arrival(ms(1), 1);
+            s.on_arrival(ms(2), 1);
+            assert_eq!(s.ready_since(), Some(ms(1)));
+            s.on_complete(ms(4));
+            let a = s.poll_action().unwrap();
+            assert_eq!(a.policy_wait(ms(1)), Duration::ZERO);
+            assert_eq!(a.policy_wait(ms(2)), Duration::ZERO);
+        }
+        // A car's leftovers stay released: the next car goes at the next completion.
+        let mut s = Scheduler::new(Policy::Car, limits(100, 1)).unwrap();
+        s.on_arrival(ms(0), 3);
+        assert_eq!(ready_at(s.poll_action()), ms(0));
+        s.on_complete(ms(1));
+        assert_eq!(ready_at(s.poll_action()), ms(0));
+    }
+
+    #[test]
+    fn a_full_bus_is_released_when_it_fills() {
+        let mut s = Scheduler::new(Policy::window(Duration::from_millis(5)), limits(4, 1)).unwrap();
+        s.on_arrival(ms(0), 1);
+        s.on_arrival(ms(1), 3);
+        assert_eq!(ready_at(s.poll_action()), ms(1));
+        // A flush releases a held bus at the flush.
+        s.on_arrival(ms(2), 1);
+        assert_eq!(ready_at(s.flush()), ms(2));
     }
 
     #[test]
@@ -446,7 +567,7 @@ mod tests {
             t += 137_000;
             s.on_arrival(Instant::from_nanos(t), 2);
             s.on_timeout(Instant::from_nanos(t + 100_000));
-            while let Some(Action::Dispatch { requests }) = s.poll_action() {
+            while let Some(Action::Dispatch { requests, .. }) = s.poll_action() {
                 done += requests;
             }
             if s.in_flight() > 0 {

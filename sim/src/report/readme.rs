@@ -38,7 +38,7 @@ fn commit() -> String {
 fn row(md: &mut String, label: &str, r: &Replicated) {
     let _ = writeln!(
         md,
-        "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         r.estimate(|x| x.queries as f64).show(0),
         r.estimate(|x| x.queries_per_s).show(1),
         r.estimate(|x| x.mean_batch).show(2),
@@ -46,6 +46,8 @@ fn row(md: &mut String, label: &str, r: &Replicated) {
         r.estimate(|x| x.latency_ms.p99).show(3),
         r.estimate(|x| x.added_wait_ms.mean).show(3),
         r.estimate(|x| x.added_wait_ms.p99).show(3),
+        r.estimate(|x| x.db_wait_ms.mean).show(3),
+        r.estimate(|x| x.db_wait_ms.p99).show(3),
         r.estimate(|x| x.db_utilization).show(3),
         r.estimate(|x| x.db_occupancy).show(3),
         r.estimate(|x| x.drain_s).show(3),
@@ -103,13 +105,16 @@ pub(super) fn write(path: &Path, all: &[Analysis], command: &str, wall_s: f64) -
          over the replications ± the half-width of its 95 % Student-t interval. A check decides \
          only when a difference exceeds its interval over the paired replications (and, for a \
          latency quantile, one histogram bucket, 1/1024 relative); otherwise it says TIE. \
-         Latency is arrival to answer; added wait is arrival to dispatch (the wait the policy \
-         added, including waiting for a free in-flight slot). Rates are over the arrival horizon \
-         (after any `warmup_s`); the drain after it is reported on its own. `db util` is work done \
-         over the database's capacity (connections at the contended rate) in the horizon, the ρ of \
-         queueing theory; `db occ` is the fraction of connection time busy. The adaptive policy's \
-         budget B and the gated window are the scenario's `policy.latency_budget_ms`. CSV of every \
-         replication of every run: `<scenario>.csv`, all together: `all-runs.csv`.\n"
+         Latency is arrival to answer. It splits into the wait the policy added \
+         (added wait: arrival to the moment the policy released the bus), the wait the backend \
+         imposed (db wait: release to the start of service, queueing for a free in-flight place \
+         or a connection) and service; a car or natural batching adds no wait of its own, so \
+         their whole queue is db wait. Rates are over the arrival horizon (after any \
+         `warmup_s`); the drain after it is reported on its own. `db util` is work done over the \
+         database's capacity (connections at the contended rate) in the horizon, the ρ of \
+         queueing theory; `db occ` is the fraction of connection time busy. The adaptive \
+         policy's budget B and the gated window are the scenario's `policy.latency_budget_ms`. \
+         CSV of every replication of every run: `<scenario>.csv`, all together: `all-runs.csv`.\n"
     );
 
     let _ = writeln!(md, "## Policy checks (issue 5), as measured\n");
@@ -147,8 +152,8 @@ pub(super) fn write(path: &Path, all: &[Analysis], command: &str, wall_s: f64) -
         );
         let _ = writeln!(
             md,
-            "| policy | queries | queries/s | mean batch | p50 ms | p99 ms | added wait mean ms | added wait p99 ms | db util | db occ | drain s |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|"
+            "| policy | queries | queries/s | mean batch | p50 ms | p99 ms | added wait mean ms | added wait p99 ms | db wait mean ms | db wait p99 ms | db util | db occ | drain s |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         let best = checks::best_window_within(&a.rows)
             .and_then(|b| a.reps.iter().find(|r| r.mean.policy == "window" && r.mean.window_ms == b.window_ms));

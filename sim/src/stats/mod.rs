@@ -1,4 +1,24 @@
 //! What a run measured: histograms, the per-run summary, and time series.
+//!
+//! # Whose wait is it?
+//!
+//! A request's latency (arrival to answer) is split, for every request and exactly (the four
+//! parts add up to the latency to the nanosecond, checked at the end of every run), into:
+//!
+//! 1. **added wait** (`added_wait_ms`): arrival to the moment the *policy* released its bus
+//!    (`Action::Dispatch::ready_at`: the window closed, natural batching found it due, the bus
+//!    filled). Zero for a car and for natural batching; at most the window for a fixed window.
+//!    This is the wait batching adds, the one a latency budget B bounds.
+//! 2. **in-flight wait** (`in_flight_wait_ms`): release to dispatch. Every `max_in_flight`
+//!    place was taken; the bus kept filling until one freed. The backend's wait.
+//! 3. **connection wait** (`connection_wait_ms`): dispatch to a free connection, when
+//!    `max_in_flight` exceeds the connections. The backend's wait.
+//! 4. **service** (`service_ms`): the query's run time, contention included.
+//!
+//! `db_wait_ms` is 2 + 3: the whole wait the backend imposed, wherever it queued. With the
+//! default `max_in_flight` (= connections) requests queue for an in-flight place instead of a
+//! connection, so part 3 is 0 and part 2 carries the queue; `db_wait_ms` reads the same
+//! either way.
 
 mod histogram;
 pub mod interval;
@@ -43,7 +63,7 @@ impl LatencySummary {
     }
 }
 
-/// The added wait (dispatch − arrival), in ms.
+/// A wait's distribution over requests, in ms.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct WaitSummary {
     /// Mean.
@@ -66,15 +86,6 @@ impl WaitSummary {
             max: ms(h.max() as f64),
         }
     }
-}
-
-/// Time queries waited for a free connection, in ms.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub struct DbWaitSummary {
-    /// Mean over queries.
-    pub mean: f64,
-    /// 99th percentile over queries.
-    pub p99: f64,
 }
 
 /// The result of one run: what `run --json` prints and what a sweep's CSV row holds.
@@ -114,13 +125,21 @@ pub struct RunSummary {
     pub queries_per_s: f64,
     /// Arrival to answer.
     pub latency_ms: LatencySummary,
-    /// Arrival to dispatch (the wait the policy added, including waiting for an in-flight slot).
+    /// Arrival to the release of the request's bus by the policy: the wait the policy added
+    /// (see the module docs), per request.
     pub added_wait_ms: WaitSummary,
     /// Fraction of requests whose added wait exceeded `policy.latency_budget_ms` (exact, not
     /// from the histogram): "p99 added wait <= B" holds exactly when this is <= 0.01.
     pub added_wait_over_budget: f64,
-    /// Dispatch to the start of service (waiting for a connection).
-    pub db_wait_ms: DbWaitSummary,
+    /// Release to dispatch: waiting for a free in-flight place (the backend's), per request.
+    pub in_flight_wait_ms: WaitSummary,
+    /// Dispatch to a free connection (the backend's), per request.
+    pub connection_wait_ms: WaitSummary,
+    /// Release to the start of service: the whole wait the backend imposed (in-flight place +
+    /// connection), per request.
+    pub db_wait_ms: WaitSummary,
+    /// Start of service to the answer, per request.
+    pub service_ms: WaitSummary,
     /// Work done (service at rate 1) inside the horizon after the warm-up, over the
     /// database's capacity (`servers / (1 + contention (servers − 1))` work per unit time)
     /// times that time: the ρ of queueing theory.

@@ -1,0 +1,119 @@
+//! Keeping the scheduler's next deadline: how the driver gets woken in time.
+//!
+//! Three ways, picked per deadline:
+//! - tokio's clock is paused (a test): `tokio::time::sleep_until`, which the paused clock
+//!   honours (auto-advance jumps to it); nothing else would ever fire.
+//! - spinning is off (`Builder::spin(false)`): the precise timer thread sleeps to the deadline
+//!   (`timer.rs`; late by a thread's wake-up latency, tens of microseconds) and the driver
+//!   parks until then. No core burnt.
+//! - spinning is on (the default): the timer thread wakes the driver a thread's wake-up latency
+//!   early (and spins its own last stretch when the bus is lightly loaded), and the driver
+//!   stays runnable through the last stretch instead of parking, so no thread wake-up stands
+//!   between the deadline and the departure.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::policy::Instant;
+use crate::timer;
+
+/// How long waking a parked tokio worker takes on a 2-vCPU VM (20–130 µs measured by
+/// `examples/window_precision.rs`; this covers most of it): within this of a deadline, a
+/// driver with few passengers stays runnable rather than parks.
+const WORKER_WAKE_LATENCY: Duration = Duration::from_micros(100);
+
+/// How long a sleeping thread's futex wake-up takes on a 2-vCPU VM (10–60 µs, same source):
+/// the timer thread wakes the driver this much early, and a driver with many passengers (its
+/// workers awake with callers, so no parked worker to wake) stays runnable this long.
+const THREAD_WAKE_LATENCY: Duration = Duration::from_micros(60);
+
+/// From this many passengers on, a bus counts as busy: its callers keep the runtime's workers
+/// awake (a worker polls tens of callers per microsecond-scale tick), so the timer thread need
+/// not spin for it.
+pub(super) const BUSY_PASSENGERS: usize = 16;
+
+/// The driver's alarm for its next deadline.
+pub(super) struct Alarm {
+    spin: bool,
+    /// The wake-up the timer thread holds, if any.
+    armed: Option<Instant>,
+    /// tokio's timer, once the clock is found paused.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Asked by the timer thread when its spin would begin: is the bus busy by then?
+    skip_spin: timer::SkipSpin,
+}
+
+impl std::fmt::Debug for Alarm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alarm").field("spin", &self.spin).field("armed", &self.armed).finish_non_exhaustive()
+    }
+}
+
+impl Alarm {
+    pub(super) fn new(spin: bool, skip_spin: timer::SkipSpin) -> Alarm {
+        Alarm { spin, armed: None, sleep: None, skip_spin }
+    }
+
+    /// Makes sure the driver's task (`cx`) is woken at `deadline`, now being `now`. `paused`:
+    /// tokio's clock is paused. `passengers`: seats taken on the boarding bus.
+    pub(super) fn set(
+        &mut self,
+        clock: &Clock,
+        deadline: Instant,
+        now: Instant,
+        paused: bool,
+        passengers: usize,
+        cx: &mut Context<'_>,
+    ) {
+        if paused {
+            self.sleep_until(clock, deadline, cx);
+            return;
+        }
+        if !self.spin {
+            self.arm(clock, deadline, now, None, cx);
+            return;
+        }
+        let busy = passengers >= BUSY_PASSENGERS;
+        let stay_runnable = if busy { THREAD_WAKE_LATENCY } else { WORKER_WAKE_LATENCY };
+        if deadline - now <= stay_runnable {
+            // Close to the deadline: stay runnable instead of parking, so no thread wake-up
+            // stands between the deadline and the departure. A self-wake, not `yield_now`:
+            // tokio re-polls a self-woken task soon (LIFO slot), where `yield_now` waits for
+            // the worker's next maintenance pass (an epoll call).
+            cx.waker().wake_by_ref();
+        } else {
+            let early = THREAD_WAKE_LATENCY.as_nanos() as u64;
+            let wake = Instant::from_nanos(deadline.as_nanos() - early);
+            let skip_spin = std::sync::Arc::clone(&self.skip_spin);
+            self.arm(clock, wake, now, Some(&skip_spin), cx);
+        }
+    }
+
+    /// Registers a wake-up at `wake` with the timer thread, unless one at or before it is still
+    /// pending there.
+    fn arm(&mut self, clock: &Clock, wake: Instant, now: Instant, skip_spin: Option<&timer::SkipSpin>, cx: &Context<'_>) {
+        if self.armed.is_none_or(|armed| wake < armed || armed <= now) {
+            self.armed = Some(wake);
+            timer::wake_at(clock.to_std(wake), skip_spin, cx.waker());
+        }
+    }
+
+    fn sleep_until(&mut self, clock: &Clock, deadline: Instant, cx: &mut Context<'_>) {
+        let at = clock.to_tokio(deadline);
+        let sleep = match &mut self.sleep {
+            Some(sleep) => {
+                if sleep.deadline() != at {
+                    sleep.as_mut().reset(at);
+                }
+                sleep
+            }
+            None => self.sleep.insert(Box::pin(tokio::time::sleep_until(at))),
+        };
+        if let Poll::Ready(()) = sleep.as_mut().poll(cx) {
+            // Already due on tokio's clock: step again.
+            cx.waker().wake_by_ref();
+        }
+    }
+}
