@@ -14,13 +14,25 @@
 //! the deadline changed (older timer events become stale and are skipped). The engine never
 //! decides when a batch leaves: that is `busline::policy`.
 //!
+//! # Clients (`[client]`, see [`crate::client`])
+//!
+//! With a `[client]` section the arrivals come from the clients' own sans-IO state machine,
+//! armed like the scheduler's timer (a `Client` event): it sends attempts (fresh requests and
+//! retries) and gives up on them. An attempt given up while still at the stop is marked dropped
+//! there: it leaves the system at once (its sojourn ends), and when the scheduler later
+//! dispatches it, it boards nothing: the query carries only the live requests, and a batch of
+//! dropped requests only sends no query and completes at once (the core's scheduler has no
+//! input for a cancellation, so this is how its seat is released). An attempt already sent
+//! still runs; its answer goes to the clients as late.
+//!
 //! # Checks (always on)
 //!
 //! Requests carry consecutive ids; every dispatch must take exactly the next ids (so each
 //! request boards exactly one batch, in order), every query is answered exactly once (its slot
-//! is live until then), and at the end every request that arrived has been answered, the stop,
-//! the database and the scheduler are empty, and queries sent = batches dispatched = queries
-//! completed. A violation is an error, not a silent miscount.
+//! is live until then), and at the end every request that arrived has been answered or dropped,
+//! the stop, the database, the scheduler and the clients are idle, and queries sent + batches
+//! of dropped requests only = batches dispatched, queries sent = queries completed. A
+//! violation is an error, not a silent miscount.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
