@@ -424,3 +424,52 @@ impl Clients {
         (b * (1.0 - self.jitter * u)).round() as u64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn clients(client: &str) -> Clients {
+        let text = format!(
+            "name = \"c\"\nseed = 3\nrequests = 10\n[traffic]\nkind = \"poisson\"\nrate_per_s = 100.0\n[client]\n{client}\n"
+        );
+        Clients::new(&Scenario::parse_with(&text, Path::new("."), &[]).unwrap()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn backoff_doubles_and_jitter_only_shortens_it() {
+        let mut c = clients("timeout_ms = 1.0\nmax_retries = 5\nbackoff_ms = 2.0\njitter = 0.0");
+        assert_eq!([1, 2, 3].map(|k| c.backoff(k)), [2_000_000, 4_000_000, 8_000_000]);
+        let mut c = clients("timeout_ms = 1.0\nmax_retries = 5\nbackoff_ms = 2.0\njitter = 0.5");
+        let draws: Vec<u64> = (0..1000).map(|_| c.backoff(2)).collect();
+        assert!(draws.iter().all(|&b| (2_000_000..=4_000_000).contains(&b)), "within [b/2, b]");
+        assert!(draws.iter().any(|&b| b < 2_500_000) && draws.iter().any(|&b| b > 3_500_000), "spread");
+    }
+
+    #[test]
+    fn an_attempt_answered_in_time_succeeds_and_a_late_one_is_wasted() {
+        let mut c = clients("timeout_ms = 1.0\nmax_retries = 1\nbackoff_ms = 0.0");
+        let mut out = Vec::new();
+        let t0 = c.poll_timeout().unwrap();
+        c.on_timeout(t0, &mut out);
+        let [ClientAction::Send { request, key: None, retry: false }] = out[..] else { panic!("{out:?}") };
+        c.on_sent(t0, request, 0, 7);
+        out.clear();
+        // The timeout fires before the next fresh arrival only if it is earlier: step to it.
+        let deadline = t0 + 1_000_000;
+        while c.poll_timeout().is_some_and(|t| t < deadline) {
+            let t = c.poll_timeout().unwrap();
+            c.on_timeout(t, &mut out);
+            out.retain(|a| !matches!(a, ClientAction::Send { retry: false, .. }));
+        }
+        c.on_timeout(deadline, &mut out);
+        assert!(out.contains(&ClientAction::GiveUp { attempt: 0 }), "{out:?}");
+        assert!(out.contains(&ClientAction::Send { request, key: Some(7), retry: true }), "{out:?}");
+        assert_eq!(c.on_answer(deadline + 5, 0), Answer::Late);
+        c.on_sent(deadline, request, 1, 7);
+        assert_eq!(c.on_answer(deadline + 10, 1), Answer::Success);
+        assert_eq!((c.stats.timeouts, c.stats.retries, c.stats.answered_late, c.stats.successes), (1, 1, 1, 1));
+    }
+}
