@@ -81,7 +81,8 @@ where
 
     /// The most keys one batch function call receives; a full bus leaves at once.
     /// Default [`DEFAULT_MAX_BATCH_SIZE`](crate::DEFAULT_MAX_BATCH_SIZE). Zero is a
-    /// [`ConfigError`].
+    /// [`ConfigError`]; `usize::MAX` means no limit. Seats are allocated as requests arrive,
+    /// so a large limit costs no memory until a batch grows that large.
     pub fn max_batch_size(mut self, max_batch_size: usize) -> Self {
         self.settings.max_batch_size = max_batch_size;
         self
@@ -119,13 +120,14 @@ where
         self
     }
 
-    /// Whether the precise timer may spend CPU to close windows on time. On (the default), a
-    /// window closes within a few microseconds of its deadline: the timer thread spins through
-    /// a lightly loaded window's last ~100 µs and the driver stays runnable (re-polling itself)
-    /// through the last tens of microseconds. Off, the driver parks until the timer thread's
-    /// plain sleep wakes it, tens of microseconds late, and costs no CPU while it waits: for
-    /// batchers that idle at light load. (Under a paused tokio clock neither applies: deadlines
-    /// follow tokio's clock, see the crate docs.)
+    /// Whether windows may spend CPU to close on time. On (the default), a window closes within
+    /// a few microseconds of its deadline: busline's timer thread spins through a lightly
+    /// loaded window's last ~100 µs and the driver stays runnable (re-polling itself) through
+    /// the last tens of microseconds. Off, deadlines go to tokio's own timer, which has a 1 ms
+    /// resolution and rounds up (a window closes up to ~1 ms late), and a window costs about
+    /// what a batch without one does: for batchers that mostly idle at light load with windows
+    /// of a few milliseconds or more. core/README.md has the figures. (Under a paused tokio
+    /// clock deadlines always go to tokio's timer; see the crate docs.)
     pub fn spin(mut self, spin: bool) -> Self {
         self.settings.spin = spin;
         self
@@ -156,7 +158,7 @@ where
         if validated.batch_timeout.is_some() && !has_time_driver(&runtime) {
             return Err(ConfigError::new("runtime", "batch_timeout needs the runtime's time driver (enable_time)"));
         }
-        if timed {
+        if timed && validated.spin {
             // Spawn the precise timer thread now rather than on the first deadline, which would
             // make the first load pay for it.
             crate::timer::start();
@@ -169,7 +171,6 @@ where
             ring: Ring::new(validated.slots, validated.seats),
             signals: Signals::new(),
             room: Notify::new(),
-            room_wanted: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             finished_notify: Notify::new(),
             overflow: validated.overflow,

@@ -8,12 +8,54 @@
 //! leaves (one query for many callers); see [`policy`].
 //!
 //! # Where things live
-//! - [`Batcher`], [`Builder`]: the handle and its settings (`batcher.rs`, `builder.rs`).
+//! - [`Batcher`], [`Builder`]: the handle and how it is configured and started (`batcher.rs`,
+//!   `builder.rs`; the settings and their validation in `settings.rs`).
 //! - [`policy`]: when a batch departs, as a pure state machine the simulator drives too.
-//! - `ring.rs`, `slot.rs`: the wait-free ingestion ring and its batch slots (all the `unsafe`).
-//! - `driver.rs`: the tokio task that seals buses, runs batch functions, publishes outcomes.
-//! - `load.rs`: the caller's futures. `timer.rs`: sub-millisecond deadlines.
+//! - `ring.rs`, `slot.rs`, `seats.rs`: the wait-free ingestion ring, its batch slots and their
+//!   seats, allocated in segments as load arrives (all the `unsafe`).
+//! - `driver/`: the tokio task that seals buses (`mod.rs`), runs each bus's lifecycle
+//!   (`batch.rs`: collect, run, publish) and keeps deadlines (`alarm.rs`).
+//! - `load.rs`: the caller's futures. `signals.rs`: the lock-free signals between driver,
+//!   callers and handles. `clock.rs`: tokio's clock. `timer.rs`: sub-millisecond deadlines.
 //! - `sync.rs`: the loom facade.
+//!
+//! # Runtimes
+//!
+//! Each batcher has one driver task, spawned by [`Builder::build`] on the runtime given to
+//! [`Builder::runtime`] (by default, the runtime `build` is called in); batch functions'
+//! futures run there too. Callers may be anywhere: another runtime, or a thread that polls a
+//! `load` with any executor; they only need their own task to be woken.
+//!
+//! - On a **multi-thread** runtime the driver runs whenever a worker is free: nothing to do.
+//! - On a **`current_thread`** runtime the driver runs only while that runtime runs, that is,
+//!   inside its `block_on` (or a `LocalSet` it drives). Loads awaited inside that `block_on`
+//!   are served normally (the driver takes its turn between the callers). A load awaited
+//!   elsewhere while nothing drives that runtime waits until something does; a batcher whose
+//!   runtime is never driven again answers nothing, and one whose runtime is dropped answers
+//!   every waiting caller [`Error::Closed`].
+//! - **Blocking** a worker of the driver's runtime (a synchronous `Handle::block_on` on one of
+//!   its threads, or a long computation) stalls the driver with it, as it would any task.
+//!
+//! # Time, and tokio's paused clock
+//!
+//! Windows are kept on tokio's clock. While it runs, a precise timer thread closes them within
+//! microseconds; with [`Builder::spin`] off, tokio's own timer does, to its 1 ms resolution,
+//! for less CPU. When a test pauses
+//! tokio's clock (`#[tokio::test(start_paused = true)]`, `tokio::time::pause`), the driver
+//! notices (the paused clock stands still while the OS clock moves) and keeps its deadlines
+//! with `tokio::time::sleep_until` instead: auto-advance then closes windows, and batch
+//! timeouts fire, in the same order in every run. Deadlines then have tokio's resolution of
+//! 1 ms.
+//!
+//! # Faults
+//!
+//! User code that panics inside the engine (the batch function's call or its future; a key's
+//! `Hash`, `Eq` or `Clone` while the driver de-duplicates a batch) fails exactly that batch:
+//! its callers get [`Error::Panicked`] and later batches run. A value's `Clone` that panics
+//! fails only the caller reading it. Panics in the `Drop` of keys, values, maps and errors,
+//! which run after every caller concerned has its answer, are caught and ignored. A batch
+//! call that hangs is dropped after [`Builder::batch_timeout`] (its callers get
+//! [`Error::Timeout`]).
 //!
 //! # Examples
 //!
@@ -48,6 +90,7 @@ mod error;
 mod load;
 pub mod policy;
 mod ring;
+mod seats;
 mod settings;
 mod shared;
 mod signals;
@@ -64,26 +107,42 @@ pub use load::{Load, LoadShared};
 pub use policy::Policy;
 pub use stats::{Stats, Summary};
 
-/// Bytes one pending request occupies in a batcher's preallocated seats for keys of type `K`,
-/// the key included: its state, its key and its caller's waker. (The caller's `Load` future
-/// lives in the caller's task and is not counted.) A batcher preallocates, lazily, up to
-/// `capacity` seats.
+/// Bytes one seat occupies for keys of type `K`, the key included: its state, its key and its
+/// caller's waker. (The caller's `Load` future lives in the caller's task and is not counted.)
+///
+/// Seats are allocated as requests arrive, in segments that grow with the batch (see
+/// `seats.rs`), and go back to a small per-batcher pool when their batch is done: a batcher
+/// holding `n` pending requests in a bus has allocated at most `n + n / 4 + 32` seats for them,
+/// whatever `max_batch_size` says.
 ///
 /// # Examples
 ///
 /// ```
-/// // 8 bytes of key, 32 of bookkeeping.
-/// assert_eq!(busline::seat_bytes::<u64>(), 40);
+/// // 8 bytes of key, 40 of bookkeeping (the key's `Option` tag included).
+/// assert_eq!(busline::seat_bytes::<u64>(), 48);
 /// ```
 pub const fn seat_bytes<K>() -> usize {
-    std::mem::size_of::<slot::Entry<K>>()
+    std::mem::size_of::<slot::Entry<shared::SeatKey<K>>>()
 }
 
 /// The engine's internals, exposed only to the loom model checks (`--cfg busline_loom`).
 #[cfg(busline_loom)]
 #[doc(hidden)]
 pub mod model {
-    pub use crate::ring::{Claim, Ring, Sealed};
-    pub use crate::signals::{Boarded, Gate, Look, Signals, abandon, board, publish, release};
+    pub use crate::ring::{Claim, MAX_SEATS, Ring, Sealed};
+    pub use crate::seats::{POOL_SEATS, live_segments};
+    pub use crate::settings::Overflow;
+    pub use crate::signals::{Admission, Boarded, Gate, Look, Signals, abandon, admit, board, publish, release};
     pub use crate::slot::Slot;
+    pub use crate::sync::{Bug, break_on_purpose};
+
+    /// A ring whose boarding slot's `count` starts at `count` (see `Ring::with_count`).
+    pub fn ring_with_count<K, R>(slots: usize, seats: usize, count: u64) -> Ring<K, R> {
+        Ring::with_count(slots, seats, count)
+    }
+
+    /// The raw `count` of `ring`'s head word.
+    pub fn head_count<K, R>(ring: &Ring<K, R>) -> u64 {
+        ring.head_count()
+    }
 }

@@ -13,11 +13,9 @@ use futures_util::FutureExt;
 use tokio::sync::futures::Notified;
 
 use crate::Error;
-use crate::settings::Overflow;
-use crate::shared::{AwaitedBatch, Held, Outcome, Shared, await_batch, drop_quietly};
-use crate::signals::{self, Boarded, Gate, Signals};
+use crate::shared::{AwaitedBatch, Held, Outcome, SeatKey, Shared, Slot, await_batch, drop_quietly};
+use crate::signals::{self, Admission, Signals};
 use crate::stats::StatsCells;
-use crate::sync::Ordering;
 
 /// Turns the batch's outcome into what this caller asked for.
 type Reader<K, V, E, T> = fn(&Outcome<K, V, E>, &K) -> Result<T, Error<E>>;
@@ -176,7 +174,7 @@ where
                     // The reader runs user code (the key's `Hash` and `Eq`, the value's `Clone`).
                     let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         // SAFETY: we hold seat `index` (not yet released) and `poll_done` is Ready.
-                        unsafe { seat.read(index, |held, key| (self.read)(held.outcome(), key)) }
+                        unsafe { seat.read(index, |held, key| (self.read)(held.outcome(), key.get())) }
                     }))
                     .unwrap_or(Err(Error::Panicked));
                     self.stage = Stage::Done;
@@ -184,11 +182,10 @@ where
                     return Poll::Ready(answer);
                 }
                 Stage::WaitingForRoom { boarding, notified, .. } => {
-                    // Announce ourselves, register, then check (the driver seals, then checks
-                    // `room_wanted`; SeqCst on both sides orders the two pairs).
-                    shared.room_wanted.store(true, Ordering::SeqCst);
+                    // Register, announce ourselves, then check (the driver seals, then checks
+                    // the announcement; see `Ring::want_room`).
                     notified.as_mut().enable();
-                    if !shared.ring.has_moved_on(*boarding) {
+                    if !shared.ring.want_room(*boarding) {
                         ready!(notified.as_mut().poll(cx));
                     }
                     let Stage::WaitingForRoom { key, .. } = std::mem::replace(&mut self.stage, Stage::Done)
@@ -201,9 +198,8 @@ where
                     let (outcome, batch) = ready!(solo.run.as_mut().poll(cx));
                     let answer = std::panic::catch_unwind(AssertUnwindSafe(|| (self.read)(&outcome, &solo.key)))
                         .unwrap_or(Err(Error::Panicked));
-                    if drop_quietly(batch) | drop_quietly(Held::new(outcome)) {
-                        StatsCells::bump(&shared.stats.panicked_drops);
-                    }
+                    drop_quietly(batch);
+                    drop(Held::new(outcome));
                     self.stage = Stage::Done;
                     return Poll::Ready(answer);
                 }
@@ -213,50 +209,35 @@ where
     }
 
     /// Claims a seat and writes the key (waking the driver when the bus opens or fills), or
-    /// applies the overflow policy. Returns `Some(answer)` if the request is refused or
-    /// answered at once.
+    /// applies the overflow policy (`signals::admit`). Returns `Some(answer)` if the request is
+    /// refused or answered at once.
     #[inline]
     fn board(&mut self, key: K) -> Option<Result<T, Error<E>>> {
         let shared = self.shared;
-        if shared.overflow != Overflow::Wait {
-            // At capacity under `Reject` or `RunAlone`, do not even claim: a claim would only
-            // count past the seats (see `signals.rs`).
-            match shared.signals.gate() {
-                Gate::Open => {}
-                Gate::Stalled => return self.at_capacity(key),
-                Gate::Shutdown => return Some(Err(Error::Closed)),
-            }
-        }
-        let stamp = |seat: &crate::slot::Slot<K, Held<K, V, E>>| seat.stamp_opened(shared.clock.now().as_nanos());
-        match signals::board(&shared.ring, &shared.signals, key, stamp) {
-            Boarded::Seat { slot, index } => {
+        let stamp = |seat: &Slot<K, V, E>| seat.stamp_opened(shared.clock.now().as_nanos());
+        match signals::admit(&shared.ring, &shared.signals, shared.overflow, SeatKey::new(key), stamp) {
+            Admission::Seated { slot, index } => {
                 self.stage = Stage::Seated { slot, index };
                 None
             }
-            Boarded::Full { boarding, key } => match shared.overflow {
-                Overflow::Wait => {
-                    let notified = Box::pin(shared.room.notified());
-                    self.stage = Stage::WaitingForRoom { key, boarding, notified };
-                    None
-                }
-                // They decide at once: a full bus is capacity to them.
-                _ => self.at_capacity(key),
-            },
-            Boarded::Closed(_) => Some(Err(Error::Closed)),
+            Admission::WaitForRoom { boarding, key } => {
+                let notified = Box::pin(shared.room.notified());
+                self.stage = Stage::WaitingForRoom { key: key.into_inner(), boarding, notified };
+                None
+            }
+            Admission::Overloaded(_) => {
+                StatsCells::bump(&shared.stats.rejected);
+                Some(Err(Error::Overloaded))
+            }
+            Admission::RunAlone(key) => self.run_alone(key.into_inner()),
+            Admission::Closed(_) => Some(Err(Error::Closed)),
         }
     }
 
-    /// At capacity under `Reject` or `RunAlone`: refuse, or start the batch function for this
-    /// key alone. Returns `Some(answer)` if the request is answered at once.
-    fn at_capacity(&mut self, key: K) -> Option<Result<T, Error<E>>> {
+    /// Starts the batch function for this key alone (the run is admitted). Returns
+    /// `Some(answer)` if the request is answered at once.
+    fn run_alone(&mut self, key: K) -> Option<Result<T, Error<E>>> {
         let shared = self.shared;
-        if shared.overflow == Overflow::Reject {
-            StatsCells::bump(&shared.stats.rejected);
-            return Some(Err(Error::Overloaded));
-        }
-        if !shared.signals.begin_alone() {
-            return Some(Err(Error::Closed));
-        }
         // Ends the run (for shutdown's count) however it ends.
         let admitted = Admitted(&shared.signals);
         StatsCells::bump(&shared.stats.ran_alone);

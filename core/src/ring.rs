@@ -5,13 +5,23 @@
 //! checks (`crate::model`); the module itself is private, so they are not part of the API.
 #![cfg_attr(not(busline_loom), allow(unreachable_pub, reason = "pub only for the loom re-export in `crate::model`"))]
 
+use std::sync::Arc;
+
 use crossbeam_utils::CachePadded;
 
-use crate::slot::Slot;
-use crate::sync::{AtomicU64, Ordering};
+use crate::slot::{SeatPool, Slot, fresh_seat};
+#[cfg(busline_loom)]
+use crate::sync::Bug;
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// The most batch slots a ring can have: one bit each in the free mask.
 pub(crate) const MAX_SLOTS: usize = 64;
+
+/// The most seats a slot can have: a larger `max_batch_size` (up to `usize::MAX`, "no limit")
+/// gets this many. Half of what `count` can hold, so that the claims past the seats (at most
+/// one per thread, see the essay) never carry; and more than memory holds (2^39 seats of at
+/// least 32 bytes are 16 TiB), so it limits nothing in practice.
+pub const MAX_SEATS: usize = 1 << 39;
 
 /// The stop: the head word every producer claims from, and the fixed set of batch slots.
 #[derive(Debug)]
@@ -22,6 +32,9 @@ pub struct Ring<K, R> {
     free: CachePadded<AtomicU64>,
     slots: Box<[Slot<K, R>]>,
     seats: usize,
+    /// Set by a producer waiting for room (`want_room`), taken by the driver after each seal
+    /// (`take_room_wanted`). Off the head's cache line: producers claim there.
+    room_wanted: CachePadded<AtomicBool>,
 }
 
 // The essay.
@@ -37,10 +50,13 @@ pub struct Ring<K, R> {
 //
 // # Submitting
 //
-// A producer claims a seat with one `fetch_add(1)` on the head word: wait-free, never a CAS
-// loop. The value it gets back names the slot and the seat index (`count` before the add).
-// If the index is below the number of seats, the seat is the producer's alone: it writes its
-// key and publishes it with a Release store of the seat's state (see `slot.rs`). At or beyond
+// A producer first loads the head word: if the bus is already full (or the ring closed) it stops
+// there (`Claim::Full`, `Claim::Closed`) without claiming. Otherwise it claims a seat with one
+// `fetch_add(1)`: wait-free, never a CAS loop. The value it gets back names the slot and the
+// seat index (`count` before the add). If the index is below the number of seats, the seat is
+// the producer's alone: it writes its key (installing the seat's segment first if it is
+// missing, see `seats.rs`) and publishes it with a Release store of the seat's state (see
+// `slot.rs`). At or beyond
 // the number of seats the bus is full (`Claim::Full`): the producer wrote nothing and applies
 // the overflow policy. With `closed` set it is refused (`Claim::Closed`).
 //
@@ -68,17 +84,38 @@ pub struct Ring<K, R> {
 //
 // - Claim vs seal: decided by the head word's modification order, above.
 // - A claim past the seats vs the seal: the full-bus producer never touches the slot; the
-//   count beyond `seats` is discarded by the `min`. It must never carry into `slot`: under
-//   `Overflow::Wait` a producer claims again only once the epoch has changed (at most one
-//   claim past the seats per producer per epoch); under `Reject` and `RunAlone` a producer
-//   that sees the batcher at capacity does not claim at all, so only the arrivals between the
-//   bus filling and the driver noticing count past it. `count` has 40 bits: 10^12 claims, 30
-//   hours of 10 M/s, in one epoch. `epoch` (17 bits) only tells one opening of a slot from the
-//   next for a producer waiting for room, which re-checks within microseconds of its claim.
+//   count beyond `seats` is discarded by the `min`.
+// - The count never carries into `slot`, enforced by `claim` itself: a producer first loads the
+//   head word (Relaxed) and does not claim if `count >= seats`. So a claim past the seats
+//   comes from a producer whose load saw room that was gone by its `fetch_add`; after such a
+//   claim, that thread's next load sees the count it left or a later one (coherence), which
+//   is full, or a new epoch. Past the seats, `count` therefore grows by at most one per
+//   thread per epoch, whatever the overflow policy does: `count <= seats + threads`. `seats`
+//   is at most `MAX_SEATS` = 2^39 and a process has far fewer than 2^39 threads (Linux caps
+//   thread ids at 2^22), so `count < 2^40` and never reaches `slot`. `epoch` (17 bits) only
+//   tells one opening of a slot from the next for a producer waiting for room, which
+//   re-checks within microseconds of its claim.
 // - Publish vs register: see `slot.rs` (register before check; publish before wake).
 // - Cancel vs collect: the driver either sees the seat WRITTEN (the key goes in the batch and the
 //   caller's release is one of the counted references) or CANCELLED (left out); the caller
 //   releases exactly once either way.
+// - Installing a seat's segment vs the seal and the collect: see `seats.rs`.
+//
+// # Waking a producer that waits for room
+//
+// A producer that found the bus full (under `Overflow::Wait`) must not sleep through the seal
+// that makes room. It creates its notification (tokio's `Notified`, which receives any
+// `notify_waiters` from its creation on), then `want_room`: announces itself with
+// `room_wanted.swap(true)` and checks `has_moved_on`. The driver seals (or closes), then
+// `take_room_wanted`: `room_wanted.swap(false)`, and notifies if it was set. Both accesses to
+// `room_wanted` are read-modify-writes (AcqRel), so they are ordered in its modification
+// order and the later one reads the earlier: if the driver's swap is first, the producer's
+// swap acquires it, so the seal happens before the producer's check, which sees the moved-on
+// head; if the producer's is first, the driver reads `true` and notifies after it. Either way
+// the producer wakes. (A store for the announcement would leave the two checks racing past
+// each other, the store-buffering pattern, unless every access is SeqCst; loom, which models
+// SeqCst as AcqRel, finds the lost wake-up: `Bug::Room`.) The head word's own orderings take no
+// part in this.
 //
 // The claim-then-publish protocol is that of Vyukov's bounded MPMC queue and of the Disruptor's
 // multi-producer sequencer: claim a position with one atomic add, then publish the position's
@@ -146,19 +183,31 @@ pub struct Sealed {
 }
 
 impl<K, R> Ring<K, R> {
-    /// A ring of `slots` batch slots of `seats` seats each; slot 0 boards first.
+    /// A ring of `slots` batch slots of `seats` seats each (at most [`MAX_SEATS`]: more is
+    /// taken as that many); slot 0 boards first. Seats are allocated as producers take them.
     pub fn new(slots: usize, seats: usize) -> Ring<K, R> {
+        Ring::with_count(slots, seats, 0)
+    }
+
+    /// As [`new`](Ring::new), with the boarding slot's `count` starting at `count` instead of
+    /// 0, as if that many claims had been made (tests of the head word's bound; seats below
+    /// `count` must not be sealed, nobody wrote them).
+    pub(crate) fn with_count(slots: usize, seats: usize, count: u64) -> Ring<K, R> {
         assert!((2..=MAX_SLOTS).contains(&slots), "2..=64 slots");
-        assert!(seats >= 1 && seats <= u32::MAX as usize / 2, "seats out of range");
-        let slots: Box<[Slot<K, R>]> = (0..slots).map(|_| Slot::new()).collect();
+        assert!(seats >= 1, "a slot has at least one seat");
+        assert!(count <= COUNT_MASK, "count fits its field");
+        let seats = seats.min(MAX_SEATS);
+        let pool = SeatPool::new(seats, fresh_seat::<K>);
+        let slots: Box<[Slot<K, R>]> = (0..slots).map(|_| Slot::new(Arc::clone(&pool))).collect();
         // SAFETY: the ring is not shared yet: exclusive access to slot 0.
-        unsafe { slots[0].prepare(seats) };
+        unsafe { slots[0].prepare() };
         let all = if slots.len() == 64 { u64::MAX } else { (1u64 << slots.len()) - 1 };
         Ring {
-            head: CachePadded::new(AtomicU64::new(pack(0, 0))),
+            head: CachePadded::new(AtomicU64::new(pack(0, 0) | count)),
             free: CachePadded::new(AtomicU64::new(all & !1)),
             slots,
             seats,
+            room_wanted: CachePadded::new(AtomicBool::new(false)),
         }
     }
 
@@ -173,25 +222,41 @@ impl<K, R> Ring<K, R> {
         &self.slots[index]
     }
 
-    /// Claims a seat on the boarding slot. Wait-free: one `fetch_add`.
+    /// Claims a seat on the boarding slot. Wait-free: one load, then (if the bus is not seen
+    /// full) one `fetch_add`.
     #[inline]
     pub fn claim(&self) -> Claim {
-        #[cfg(not(feature = "loom-broken-claim"))]
+        // Look before claiming: a producer that sees the bus full (or the ring closed) does not
+        // add to `count`, which bounds the count past the seats (see the essay). Relaxed: the
+        // value only decides whether to claim; a stale full bus sends the producer to its
+        // overflow policy, which re-checks (`has_moved_on`).
+        let seen = self.head.load(Ordering::Relaxed);
+        #[cfg(busline_loom)]
+        // BROKEN ON PURPOSE (loom-tests): claim without looking, so a full bus counts on.
+        let seen = if crate::sync::broken(Bug::Bound) { seen & !COUNT_MASK & !CLOSED } else { seen };
+        if is_closed(seen) {
+            return Claim::Closed;
+        }
+        if count_of(seen) >= self.seats {
+            return Claim::Full { boarding: seen & !COUNT_MASK };
+        }
         // Acquire: pairs with the driver's Release swap that opened this slot, so its
-        // preparation (entries allocated, seats empty) is visible before we write a seat.
-        let word = self.head.fetch_add(1, Ordering::Acquire);
-        #[cfg(feature = "loom-broken-claim")]
-        // BROKEN ON PURPOSE (loom-tests): read, then claim, in two steps. Two producers can get
-        // the same seat, and a claim can land after the seal without being counted.
-        let word = {
-            let w = self.head.load(Ordering::Acquire);
-            self.head.store(w + 1, Ordering::Release);
-            w
+        // preparation (and the reset of its previous epoch) happens before we write a seat.
+        #[cfg(busline_loom)]
+        let order = if crate::sync::broken(Bug::Claim) {
+            // BROKEN ON PURPOSE (loom-tests): a Relaxed claim does not see the slot's reset.
+            Ordering::Relaxed
+        } else {
+            Ordering::Acquire
         };
+        #[cfg(not(busline_loom))]
+        let order = Ordering::Acquire;
+        let word = self.head.fetch_add(1, order);
         if is_closed(word) {
             return Claim::Closed;
         }
         let index = count_of(word);
+        debug_assert!(index < COUNT_MASK as usize, "the head word's count is about to carry");
         if index < self.seats {
             Claim::Seat { slot: slot_of(word), index }
         } else {
@@ -201,8 +266,41 @@ impl<K, R> Ring<K, R> {
 
     /// Has the boarding slot changed since a [`Claim::Full`] saw `boarding`?
     pub fn has_moved_on(&self, boarding: u64) -> bool {
-        // SeqCst: pairs with the SeqCst seal and close swaps (see `seal`).
-        self.head.load(Ordering::SeqCst) & !COUNT_MASK != boarding
+        // Acquire: a producer that sees a new epoch goes on to claim; (the wait-for-room
+        // handshake does not rely on this ordering, see the essay).
+        self.head.load(Ordering::Acquire) & !COUNT_MASK != boarding
+    }
+
+    /// The producer's side of the wait for room, after a [`Claim::Full`] that saw `boarding`
+    /// and after creating the notification it will wait on: announces the wait, then returns
+    /// whether the boarding slot has moved on (if not, the driver's next seal or close will see
+    /// the announcement and notify).
+    pub fn want_room(&self, boarding: u64) -> bool {
+        #[cfg(busline_loom)]
+        if crate::sync::broken(Bug::Room) {
+            // BROKEN ON PURPOSE (loom-tests): a store does not read the driver's swap, so the
+            // announcement and the driver's check can miss each other.
+            self.room_wanted.store(true, Ordering::SeqCst);
+            return self.has_moved_on(boarding);
+        }
+        // AcqRel: a read-modify-write, ordered against the driver's `take_room_wanted` in
+        // `room_wanted`'s modification order; Acquire pairs with its Release (see the essay).
+        self.room_wanted.swap(true, Ordering::AcqRel);
+        self.has_moved_on(boarding)
+    }
+
+    /// The driver's side of the wait for room, after each seal or close: was a producer
+    /// waiting? If so the driver must notify the waiters.
+    pub fn take_room_wanted(&self) -> bool {
+        // AcqRel: Release pairs with `want_room`'s Acquire (the seal before this happens before
+        // its check); Acquire reads its announcement.
+        self.room_wanted.swap(false, Ordering::AcqRel)
+    }
+
+    /// The raw `count` of the head word (tests of its bound).
+    #[cfg_attr(not(any(test, busline_loom)), allow(dead_code, reason = "used by tests and loom models"))]
+    pub(crate) fn head_count(&self) -> u64 {
+        self.head.load(Ordering::Relaxed) & COUNT_MASK
     }
 
     /// The boarding slot and how many seats are taken in it (driver side; a snapshot).
@@ -242,16 +340,24 @@ impl<K, R> Ring<K, R> {
         // Only the driver clears bits; releasers only set them.
         self.free.fetch_and(!(1 << next), Ordering::Relaxed);
         // SAFETY: `next` was free: no producer, caller or batch refers to it.
-        unsafe { self.slots[next].prepare(self.seats) };
+        unsafe { self.slots[next].prepare() };
         // Only the driver changes the epoch and slot fields, so this read is current for them.
         let current = self.head.load(Ordering::Relaxed);
         debug_assert!(!is_closed(current), "sealing a closed ring");
-        // Release: publishes the preparation of `next` to producers that claim in it.
+        // Release: publishes the preparation of `next` (and the reset of its last epoch, which
+        // we acquired above) to producers that claim in it.
         // Acquire: orders the reads of the sealed slot after every claim counted here.
-        // SeqCst (free on x86, where every swap is a full barrier): a producer waiting for
-        // room announces itself, then checks `has_moved_on`; the driver seals, then checks the
-        // announcement. Both pairs are SeqCst, so one of the two sees the other.
-        let old = self.head.swap(pack(epoch_of(current) + 1, next), Ordering::SeqCst);
+        #[cfg(busline_loom)]
+        let order = if crate::sync::broken(Bug::Seal) {
+            // BROKEN ON PURPOSE (loom-tests): without Release, a producer claiming in `next`
+            // does not see the reset of its previous epoch.
+            Ordering::Acquire
+        } else {
+            Ordering::AcqRel
+        };
+        #[cfg(not(busline_loom))]
+        let order = Ordering::AcqRel;
+        let old = self.head.swap(pack(epoch_of(current) + 1, next), order);
         Some(self.sealed(old))
     }
 
@@ -259,9 +365,8 @@ impl<K, R> Ring<K, R> {
     pub fn close(&self) -> Sealed {
         let current = self.head.load(Ordering::Relaxed);
         debug_assert!(!is_closed(current), "closing a closed ring");
-        // SeqCst: a producer that waits for room checks `has_moved_on` after announcing
-        // itself; this swap and that check are totally ordered (see `Batcher`'s overflow path).
-        let old = self.head.swap(CLOSED | pack(epoch_of(current) + 1, 0), Ordering::SeqCst);
+        // AcqRel: as in `seal` (the driver then calls `take_room_wanted`, see the essay).
+        let old = self.head.swap(CLOSED | pack(epoch_of(current) + 1, 0), Ordering::AcqRel);
         self.sealed(old)
     }
 
@@ -365,5 +470,94 @@ mod tests {
         assert_eq!(ring.close(), Sealed { slot: 0, count: 1 });
         assert_eq!(ring.claim(), Claim::Closed);
         assert!(ring.is_closed());
+    }
+
+    #[test]
+    fn claims_past_the_seats_are_bounded_by_the_threads() {
+        // The last 4 seats of the largest slot; 8 threads claim 2,000 times each (50 under Miri).
+        let ring: Ring<u64, ()> = Ring::with_count(2, usize::MAX, MAX_SEATS as u64 - 4);
+        assert_eq!(ring.seats(), MAX_SEATS, "no limit is MAX_SEATS");
+        let boarding = ring.head.load(Ordering::Relaxed) & !COUNT_MASK;
+        let seated = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..if cfg!(miri) { 50 } else { 2_000 } {
+                        match ring.claim() {
+                            Claim::Seat { slot: 0, index } => {
+                                assert!(index >= MAX_SEATS - 4);
+                                seated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Claim::Full { boarding: b } => assert_eq!(b, boarding),
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(seated.into_inner(), 4, "each remaining seat claimed once");
+        let count = ring.head_count() as usize;
+        assert!(count <= MAX_SEATS + 8, "at most one claim past the seats per thread: {count}");
+        assert!(!ring.has_moved_on(boarding), "slot and epoch untouched");
+    }
+
+    #[test]
+    fn a_full_bus_near_the_count_limit_never_carries() {
+        // A state no ring reaches (the bound keeps `count <= seats + threads`): one seat, and
+        // `count` one below its largest value. Looking before claiming keeps it there.
+        let ring: Ring<u64, ()> = Ring::with_count(2, 1, COUNT_MASK - 1);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..if cfg!(miri) { 50 } else { 1_000 } {
+                        assert_eq!(ring.claim(), Claim::Full { boarding: pack(0, 0) });
+                    }
+                });
+            }
+        });
+        assert_eq!(ring.head_count(), COUNT_MASK - 1);
+        assert_eq!(ring.boarding().slot, 0);
+    }
+
+    #[test]
+    fn unlimited_seats_grow_with_the_batch_and_recycle() {
+        let ring: Ring<String, usize> = Ring::new(2, usize::MAX);
+        for round in 0..3 {
+            let slot = round % 2;
+            for i in 0..300 {
+                assert_eq!(ring.claim(), Claim::Seat { slot, index: i });
+                // SAFETY: claimed above.
+                unsafe { ring.slot(slot).write(i, format!("{round}:{i}")) };
+            }
+            let sealed = ring.seal().unwrap();
+            assert_eq!(sealed, Sealed { slot, count: 300 });
+            let mut n = 0;
+            // SAFETY: once, after the seal.
+            let cancelled = unsafe {
+                ring.slot(slot).collect(300, |k| {
+                    assert_eq!(*k, format!("{round}:{n}"));
+                    n += 1;
+                })
+            };
+            assert_eq!((n, cancelled), (300, 0));
+            // SAFETY: once, by the batch's holder.
+            unsafe { ring.slot(slot).publish(round) };
+            assert!(!ring.release(slot, 300));
+            assert!(ring.release(slot, 1), "the reset recycles the segments");
+        }
+    }
+
+    #[test]
+    fn the_room_handshake_reports_the_waiter() {
+        let ring: Ring<u64, ()> = Ring::new(2, 1);
+        assert_eq!(ring.claim(), Claim::Seat { slot: 0, index: 0 });
+        // SAFETY: claimed above.
+        unsafe { ring.slot(0).write(0, 1) };
+        let Claim::Full { boarding } = ring.claim() else { panic!("full") };
+        assert!(!ring.want_room(boarding), "nothing moved yet");
+        assert!(ring.seal().is_some());
+        assert!(ring.take_room_wanted(), "the driver sees the waiter");
+        assert!(!ring.take_room_wanted(), "once");
+        assert!(ring.want_room(boarding), "the producer sees the new epoch");
     }
 }

@@ -92,9 +92,6 @@ impl Settings {
         if self.max_batch_size == 0 {
             return Err(ConfigError::new("max_batch_size", "must be at least 1"));
         }
-        if self.max_batch_size > (1 << 30) {
-            return Err(ConfigError::new("max_batch_size", "must be at most 2^30"));
-        }
         if self.max_in_flight == 0 {
             return Err(ConfigError::new("max_in_flight", "must be at least 1"));
         }
@@ -121,14 +118,14 @@ impl Settings {
                         format!(
                             "must hold max_in_flight + 1 = {} batches of {seats}, i.e. at least {}",
                             self.max_in_flight + 1,
-                            (self.max_in_flight + 1) * seats
+                            (self.max_in_flight + 1).saturating_mul(seats)
                         ),
                     ));
                 }
                 if slots > MAX_SLOTS {
                     return Err(ConfigError::new(
                         "capacity",
-                        format!("must be at most {MAX_SLOTS} batches of {seats}, i.e. {}", MAX_SLOTS * seats),
+                        format!("must be at most {MAX_SLOTS} batches of {seats}, i.e. {}", MAX_SLOTS.saturating_mul(seats)),
                     ));
                 }
                 slots

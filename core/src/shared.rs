@@ -54,6 +54,42 @@ impl<K, V, E> Drop for Held<K, V, E> {
     }
 }
 
+/// A key as a seat holds it. The slot drops it when it is reset, after every caller of its
+/// batch has been answered; its drop (user code) catches a panic, so that the reset always
+/// completes and the slot returns to the pool. (An `Option`, not `ManuallyDrop`, to stay free
+/// of `unsafe`: no size for keys with a niche, one word for the others.)
+#[derive(Debug)]
+pub(crate) struct SeatKey<K>(Option<K>);
+
+impl<K> SeatKey<K> {
+    #[inline]
+    pub(crate) fn new(key: K) -> Self {
+        SeatKey(Some(key))
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> &K {
+        self.0.as_ref().expect("taken only by drop or into_inner")
+    }
+
+    pub(crate) fn into_inner(mut self) -> K {
+        self.0.take().expect("taken only by drop or into_inner")
+    }
+}
+
+impl<K> Drop for SeatKey<K> {
+    fn drop(&mut self) {
+        if let Some(key) = self.0.take() {
+            drop_quietly(key);
+        }
+    }
+}
+
+/// The ring of a batcher with keys `K`.
+pub(crate) type SeatRing<K, V, E> = Ring<SeatKey<K>, Held<K, V, E>>;
+/// One of its batch slots.
+pub(crate) type Slot<K, V, E> = crate::slot::Slot<SeatKey<K>, Held<K, V, E>>;
+
 /// Drops `value`, catching a panic from its `Drop` (user code: keys, values, errors, futures).
 /// Returns whether it panicked.
 pub(crate) fn drop_quietly<T>(value: T) -> bool {
@@ -61,12 +97,10 @@ pub(crate) fn drop_quietly<T>(value: T) -> bool {
 }
 
 pub(crate) struct Shared<K, V, E> {
-    pub(crate) ring: Ring<K, Held<K, V, E>>,
+    pub(crate) ring: SeatRing<K, V, E>,
     pub(crate) signals: Signals,
-    /// Producers that found the bus full and wait for the next one.
+    /// Producers that found the bus full and wait for the next one (see `Ring::want_room`).
     pub(crate) room: Notify,
-    /// Set by a producer before it waits on `room`; the driver notifies only when it is set.
-    pub(crate) room_wanted: AtomicBool,
     /// Set by the driver when it has finished (every accepted request answered).
     pub(crate) finished: AtomicBool,
     pub(crate) finished_notify: Notify,
@@ -95,16 +129,10 @@ impl<K, V, E> Shared<K, V, E> {
     }
 
     /// Drops `n` references to `slot`, waking the driver if that freed it. The last reference
-    /// resets the slot, which drops keys (user code); a panic there is caught and counted, and
-    /// the caller carries on.
+    /// resets the slot, dropping keys and the outcome: `SeatKey` and `Held` catch a panic in
+    /// their user code, so the reset completes and the slot returns to the pool.
     pub(crate) fn release(&self, slot: usize, n: i64) {
-        let released =
-            std::panic::catch_unwind(AssertUnwindSafe(|| signals::release(&self.ring, &self.signals, slot, n)));
-        if released.is_err() {
-            StatsCells::bump(&self.stats.panicked_drops);
-            // The slot may not have reached the free mask; the driver looks again.
-            self.signals.wake_driver();
-        }
+        signals::release(&self.ring, &self.signals, slot, n);
     }
 
     /// Whether the driver has finished.

@@ -15,6 +15,7 @@ use std::task::Waker;
 use crossbeam_utils::CachePadded;
 
 use crate::ring::{Claim, Ring, Sealed};
+use crate::settings::Overflow;
 use crate::slot::Slot;
 use crate::sync::{AtomicU8, AtomicU64, Ordering, WakerCell};
 
@@ -49,11 +50,15 @@ pub struct Signals {
 //
 // `request_shutdown` sets `SHUTDOWN`; the driver then closes the ring (later claims are
 // refused), sends what boarded, waits for its batches, and finishes. Solo runs do not board,
-// so they are counted apart: a caller admits itself (`alone += 1`, SeqCst) and then checks
-// `SHUTDOWN` (SeqCst); the driver finishes only after it has seen `SHUTDOWN` and `alone == 0`
-// (SeqCst). In the single total order of these SeqCst operations either the caller's check
-// follows the flag (it is refused, `Closed`) or the driver's read follows the admission (it
-// waits for the run). So once `shutdown()` has returned, no batch call starts.
+// so they are counted apart: a caller admits itself (`alone += 1`), then reads the flags; the
+// driver, once it has seen `SHUTDOWN`, reads `alone` and finishes only at zero. Every one of
+// these is a read-modify-write (the flags read as `fetch_or(0)`, the count as `fetch_add(0)`),
+// so each reads the latest value of its word, and the AcqRel chain orders them: if the caller
+// read the flags before `SHUTDOWN` was set, the shutdown request synchronises with that read,
+// so the admission happens before the driver's read of `alone`, which then counts the run.
+// Otherwise the caller sees `SHUTDOWN` and answers `Closed`. (Plain SeqCst loads and stores
+// would do on hardware, but loom treats SeqCst as AcqRel, and the RMWs make the argument hold
+// without a total order.) So once `shutdown()` has returned, no batch call starts.
 //
 // # The stall flag
 //
@@ -65,7 +70,7 @@ pub struct Signals {
 // # Races (and why they are safe)
 //
 // - A wake racing the driver's registration: `AtomicWaker`, above.
-// - A solo run admitted as shutdown is requested: the Dekker pair above.
+// - A solo run admitted as shutdown is requested: the read-modify-write pair above.
 // - A stale `STALLED` after room has come back: the freed slot or the completion that made room
 //   wakes the driver, whose next step stores the new value.
 
@@ -93,6 +98,10 @@ pub struct Look {
     pub completed: u64,
     /// Shutdown was requested.
     pub shutdown: bool,
+    /// The boarding slot and its seats taken.
+    pub boarding: Sealed,
+    /// A slot is free for the next bus.
+    pub free_slot: bool,
 }
 
 impl Default for Signals {
@@ -118,31 +127,38 @@ impl Signals {
         self.driver.wake();
     }
 
-    /// Driver: registers `waker`, then collects the events counted here. Anything signalled
-    /// after this returns wakes `waker`.
-    pub fn look(&self, waker: &Waker) -> Look {
+    /// Driver: registers `waker`, then looks at every event it must not miss: completions,
+    /// shutdown, the boarding bus, a free slot. Anything signalled after this look wakes
+    /// `waker`; anything before it is in the look.
+    pub fn look<K, R>(&self, ring: &Ring<K, R>, waker: &Waker) -> Look {
+        #[cfg(not(busline_loom_broken = "look"))]
         self.driver.register(waker);
         // Acquire: pairs with the publishers' Release increments in `complete`.
         let completed = self.completed.swap(0, Ordering::Acquire);
-        Look { completed, shutdown: self.is_shutdown() }
+        let shutdown = self.is_shutdown();
+        // Relaxed: a claim or a free that woke the driver before its registration is ordered
+        // before it by the waker cell's own acquire-release; one after it wakes the new waker.
+        let boarding = ring.boarding();
+        let free_slot = ring.has_free_slot();
+        #[cfg(busline_loom_broken = "look")]
+        // BROKEN ON PURPOSE (loom-tests): looking, then registering, misses a wake-up that
+        // lands in between, and the driver sleeps on a bus that is boarding.
+        self.driver.register(waker);
+        Look { completed, shutdown, boarding, free_slot }
     }
 
     /// Asks the driver to send what boarded, refuse new requests and finish.
     pub fn request_shutdown(&self) {
-        #[cfg(not(busline_loom_broken = "shutdown_flag"))]
-        // SeqCst: one side of the solo-run Dekker pair (see the essay).
-        self.flags.fetch_or(SHUTDOWN, Ordering::SeqCst);
-        #[cfg(busline_loom_broken = "shutdown_flag")]
-        // BROKEN ON PURPOSE (loom-tests): a Release flag no longer orders against the solo
-        // run's admission, so a run can start after the driver finished.
-        self.flags.fetch_or(SHUTDOWN, Ordering::Release);
+        // AcqRel: a read-modify-write, so that a solo run's admission, which reads the flags
+        // with one too, is ordered against it (see the essay).
+        self.flags.fetch_or(SHUTDOWN, Ordering::AcqRel);
         self.wake_driver();
     }
 
     /// Whether shutdown was requested.
     pub fn is_shutdown(&self) -> bool {
-        // SeqCst: the driver's and the solo run's side of the Dekker pair.
-        self.flags.load(Ordering::SeqCst) & SHUTDOWN != 0
+        // Acquire: pairs with the AcqRel `fetch_or` in `request_shutdown`.
+        self.flags.load(Ordering::Acquire) & SHUTDOWN != 0
     }
 
     /// Caller under `Reject` or `RunAlone`, before claiming: may it claim?
@@ -173,14 +189,17 @@ impl Signals {
     /// Caller under `RunAlone`: admits a solo run, unless shutdown was requested (then `false`:
     /// answer `Closed`). An admitted run must end with [`end_alone`](Signals::end_alone).
     pub fn begin_alone(&self) -> bool {
-        // SeqCst: the caller's side of the Dekker pair (see the essay).
-        #[cfg(not(busline_loom_broken = "alone_relaxed"))]
-        self.alone.fetch_add(1, Ordering::SeqCst);
-        #[cfg(busline_loom_broken = "alone_relaxed")]
-        // BROKEN ON PURPOSE (loom-tests): announced Relaxed and checked Relaxed, the driver
-        // can finish without seeing the run, and the run can miss the flag.
-        self.alone.fetch_add(1, Ordering::Relaxed);
-        if self.is_shutdown() {
+        // AcqRel, and the flags read with a read-modify-write: the caller's side of the pair
+        // (see the essay).
+        self.alone.fetch_add(1, Ordering::AcqRel);
+        #[cfg(not(busline_loom_broken = "solo_admission"))]
+        let flags = self.flags.fetch_or(0, Ordering::AcqRel);
+        #[cfg(busline_loom_broken = "solo_admission")]
+        // BROKEN ON PURPOSE (loom-tests): a plain load may read the flags from before the
+        // shutdown request while the driver reads `alone` from before this admission, so the
+        // driver finishes and the run starts after.
+        let flags = self.flags.load(Ordering::Acquire);
+        if flags & SHUTDOWN != 0 {
             self.end_alone();
             return false;
         }
@@ -190,16 +209,17 @@ impl Signals {
     /// A solo run admitted by [`begin_alone`](Signals::begin_alone) has ended (answered, or
     /// dropped).
     pub fn end_alone(&self) {
-        // SeqCst: read by the driver's `solo_runs` in the Dekker pair.
-        if self.alone.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_shutdown() {
+        // AcqRel: if the driver read `alone` before this, its read-modify-write is ordered
+        // before ours, and so is the shutdown it had seen: we see it and wake it.
+        if self.alone.fetch_sub(1, Ordering::AcqRel) == 1 && self.is_shutdown() {
             self.wake_driver();
         }
     }
 
-    /// Driver: solo runs still going.
+    /// Driver, once it has seen shutdown: solo runs still going. A read-modify-write, so that
+    /// it reads the latest count (see the essay).
     pub fn solo_runs(&self) -> u64 {
-        // SeqCst: the driver's side of the Dekker pair.
-        self.alone.load(Ordering::SeqCst)
+        self.alone.fetch_add(0, Ordering::AcqRel)
     }
 
     /// Counts one published batch and wakes the driver.
@@ -269,11 +289,73 @@ pub fn board<K, R>(ring: &Ring<K, R>, signals: &Signals, key: K, stamp: impl FnO
         stamp(seat);
         signals.wake_driver();
     }
-    #[cfg(not(busline_loom_broken = "last_seat_wake"))]
     if index + 1 == ring.seats() {
         signals.wake_driver();
     }
     Boarded::Seat { slot, index }
+}
+
+/// Where a caller's request goes, by the overflow policy: [`admit`]'s answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission<K> {
+    /// Seated in seat `index` of slot `slot`, its key written.
+    Seated {
+        /// The boarding slot.
+        slot: usize,
+        /// The seat.
+        index: usize,
+    },
+    /// `Overflow::Wait` and the bus was full: wait until the ring has moved on from
+    /// `boarding`, then try again.
+    WaitForRoom {
+        /// The `{ epoch, slot }` part of the head word that was full.
+        boarding: u64,
+        /// The key, handed back.
+        key: K,
+    },
+    /// `Overflow::Reject` at capacity: answer `Overloaded`.
+    Overloaded(K),
+    /// `Overflow::RunAlone` at capacity: run the batch function for this key alone. The run is
+    /// admitted; end it with [`Signals::end_alone`].
+    RunAlone(K),
+    /// Shut down: answer `Closed`.
+    Closed(K),
+}
+
+/// A caller's request: claims a seat and writes `key` (see [`board`]), or applies `overflow`.
+/// `Reject` and `RunAlone` decide at once: at capacity (the stall flag, or a full bus) they
+/// answer without waiting, and once shutdown is requested they answer `Closed`.
+#[inline]
+pub fn admit<K, R>(
+    ring: &Ring<K, R>,
+    signals: &Signals,
+    overflow: Overflow,
+    key: K,
+    stamp: impl FnOnce(&Slot<K, R>),
+) -> Admission<K> {
+    if overflow != Overflow::Wait {
+        // At capacity, do not even claim: a claim would only count past the seats.
+        match signals.gate() {
+            Gate::Open => {}
+            Gate::Stalled => return at_capacity(signals, overflow, key),
+            Gate::Shutdown => return Admission::Closed(key),
+        }
+    }
+    match board(ring, signals, key, stamp) {
+        Boarded::Seat { slot, index } => Admission::Seated { slot, index },
+        Boarded::Full { boarding, key } if overflow == Overflow::Wait => Admission::WaitForRoom { boarding, key },
+        // A full bus is capacity to those that decide at once.
+        Boarded::Full { key, .. } => at_capacity(signals, overflow, key),
+        Boarded::Closed(key) => Admission::Closed(key),
+    }
+}
+
+fn at_capacity<K>(signals: &Signals, overflow: Overflow, key: K) -> Admission<K> {
+    match overflow {
+        Overflow::Reject => Admission::Overloaded(key),
+        _ if signals.begin_alone() => Admission::RunAlone(key),
+        _ => Admission::Closed(key),
+    }
 }
 
 /// The driver, going away before it finished (its runtime is shutting down): closes the ring,

@@ -5,10 +5,14 @@
 #![cfg_attr(not(busline_loom), allow(unreachable_pub, reason = "pub only for the loom re-export in `crate::model`"))]
 
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crossbeam_utils::CachePadded;
 
+use crate::seats::{Pool, Seats};
+#[cfg(busline_loom)]
+use crate::sync::Bug;
 use crate::sync::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering, UnsafeCell, WakerCell};
 
 /// A seat: one request's key, its progress, and its caller's waker.
@@ -42,12 +46,12 @@ impl<K> Entry<K> {
     }
 }
 
-/// One bus: `seats` entries, the batch's result, and the count of parties still using it.
+/// One bus: its seats (see `seats.rs`), the batch's result, and the count of parties still using it.
 #[derive(Debug)]
 pub struct Slot<K, R> {
-    /// Allocated by the driver when it first opens this slot (so a batcher that never sees
-    /// load allocates one slot), then kept.
-    entries: UnsafeCell<Box<[Entry<K>]>>,
+    /// The seats, in segments installed on demand and returned to the batcher's pool by the
+    /// reset; segment 0 is installed when the driver first opens this slot, then kept.
+    seats: Seats<Entry<K>>,
     /// The batch's outcome, written once by the batch's publisher.
     result: UnsafeCell<Option<R>>,
     /// Set (Release) once `result` is written. Grants readers a shared read of `result`.
@@ -61,7 +65,7 @@ pub struct Slot<K, R> {
     /// `count + 1`, and the release that brings it to zero resets the slot.
     ///
     /// On a cache line of its own: every caller of the batch decrements it, and on the line of
-    /// `done`, `entries` and `result` (which every caller reads) each decrement would make
+    /// `done`, the seat table and `result` (which every caller reads) each decrement would make
     /// the other cores' readers miss.
     remaining: CachePadded<AtomicI64>,
     /// Nanoseconds (driver clock) at which the first passenger sat down; 0 until stamped.
@@ -77,15 +81,20 @@ unsafe impl<K: Send + Sync, R: Send + Sync> Sync for Slot<K, R> {}
 // SAFETY: as above; a slot owns its keys and outcome.
 unsafe impl<K: Send + Sync, R: Send + Sync> Send for Slot<K, R> {}
 
+/// A fresh seat, as the pool makes them.
+pub(crate) fn fresh_seat<K>() -> Entry<K> {
+    Entry::new()
+}
+
+/// The pool of seat segments shared by the slots of one ring.
+pub(crate) type SeatPool<K> = Pool<Entry<K>>;
+
 impl<K, R> Slot<K, R> {
-    /// An empty slot with no seats; [`prepare`](Slot::prepare) allocates them.
-    #[allow(
-        clippy::new_without_default,
-        reason = "internal type, `pub` only for the loom re-export; nothing wants a default slot"
-    )]
-    pub fn new() -> Slot<K, R> {
+    /// An empty slot whose seats come from `pool`; [`prepare`](Slot::prepare) installs the
+    /// first segment.
+    pub(crate) fn new(pool: Arc<SeatPool<K>>) -> Slot<K, R> {
         Slot {
-            entries: UnsafeCell::new(Box::new([])),
+            seats: Seats::new(pool),
             result: UnsafeCell::new(None),
             done: AtomicBool::new(false),
             sealed_count: AtomicU64::new(0),
@@ -94,32 +103,26 @@ impl<K, R> Slot<K, R> {
         }
     }
 
-    /// Makes sure the slot has `seats` entries.
+    /// Makes the slot ready to board: its first segment of seats installed, its clock cleared.
     ///
     /// # Safety
     ///
     /// The caller (the driver) has exclusive access to the slot: it is free (no producer can
     /// claim a seat in it, no caller or batch refers to it).
-    pub unsafe fn prepare(&self, seats: usize) {
+    pub unsafe fn prepare(&self) {
         // SAFETY: exclusive access, guaranteed by the caller.
-        self.entries.with_mut(|entries| unsafe {
-            if (&*entries).len() != seats {
-                *entries = (0..seats).map(|_| Entry::new()).collect();
-            }
-        });
+        unsafe { self.seats.prepare() };
         self.opened_at_ns.store(0, Ordering::Relaxed);
     }
 
-    /// Calls `f` with entry `index`.
+    /// Calls `f` with seat `index`, which must be installed.
     ///
-    /// The entries box is only replaced in [`prepare`](Slot::prepare), while the slot is free;
-    /// everyone else reaches a slot through a claim or a seal that happens after it.
+    /// Everyone but the producer that writes a seat and the driver that waits for it reaches
+    /// it after that write (the caller wrote it itself; the publisher, the readers and the
+    /// reset come after the driver's collect).
     #[inline]
     fn with_entry<T>(&self, index: usize, f: impl FnOnce(&Entry<K>) -> T) -> T {
-        // SAFETY: the box is replaced only while the slot is free (see `prepare`); every caller
-        // of this function holds a claim on the slot, which the head word's Release swap /
-        // Acquire claim ordered after that replacement.
-        self.entries.with(|entries| f(unsafe { &(&*entries)[index] }))
+        f(self.seats.get(index).expect("a seat reached after its write is installed"))
     }
 
     // ---- producer side -------------------------------------------------------------------
@@ -131,13 +134,13 @@ impl<K, R> Slot<K, R> {
     /// The caller claimed seat `index` of this slot's current epoch, and writes it once.
     #[inline]
     pub unsafe fn write(&self, index: usize, key: K) {
-        self.with_entry(index, |entry| {
-            // SAFETY: the claim grants this producer the only access to the seat while it is
-            // EMPTY; the driver waits for WRITTEN before it reads.
-            entry.key.with_mut(|slot| unsafe { (*slot).write(key) });
-            // Release: pairs with the driver's Acquire load in `collect`, which then reads the key.
-            entry.state.store(WRITTEN, Ordering::Release);
-        });
+        // SAFETY: the caller claimed seat `index` in this epoch.
+        let entry = unsafe { self.seats.get_or_install(index) };
+        // SAFETY: the claim grants this producer the only access to the seat while it is
+        // EMPTY; the driver waits for WRITTEN before it reads.
+        entry.key.with_mut(|slot| unsafe { (*slot).write(key) });
+        // Release: pairs with the driver's Acquire load in `collect`, which then reads the key.
+        entry.state.store(WRITTEN, Ordering::Release);
     }
 
     /// Records when the first passenger sat down (driver clock, nanoseconds; 0 means unknown).
@@ -173,32 +176,33 @@ impl<K, R> Slot<K, R> {
     pub unsafe fn collect(&self, count: usize, mut live: impl FnMut(&K)) -> usize {
         let mut cancelled = 0;
         for index in 0..count {
-            self.with_entry(index, |entry| {
-                // The producer of seat `index` has claimed it (it was counted by the seal) but
-                // may not have stored its key yet: it is between its `fetch_add` and its
-                // `store`, a handful of instructions. Spin, then yield, until it has.
-                let mut spins = 0u32;
-                let state = loop {
+            // The producer of seat `index` has claimed it (it was counted by the seal) but may
+            // not have installed its segment or stored its key yet: it is between its
+            // `fetch_add` and its `store`, a handful of instructions (an allocation if it
+            // installs a segment). Spin, then yield, until it has.
+            let mut spins = 0u32;
+            let (entry, state) = loop {
+                if let Some(entry) = self.seats.get(index) {
                     // Acquire: pairs with the producer's Release store in `write`.
                     let s = entry.state.load(Ordering::Acquire);
                     if s != EMPTY {
-                        break s;
+                        break (entry, s);
                     }
-                    spins += 1;
-                    if spins < 64 {
-                        crate::sync::spin_loop();
-                    } else {
-                        crate::sync::yield_now();
-                    }
-                };
-                if state == WRITTEN {
-                    // SAFETY: WRITTEN grants shared reads of the key until the reset, which
-                    // cannot happen before the batch's reference is released.
-                    entry.key.with(|key| live(unsafe { (*key).assume_init_ref() }));
-                } else {
-                    cancelled += 1;
                 }
-            });
+                spins += 1;
+                if spins < 64 {
+                    crate::sync::spin_loop();
+                } else {
+                    crate::sync::yield_now();
+                }
+            };
+            if state == WRITTEN {
+                // SAFETY: WRITTEN grants shared reads of the key until the reset, which cannot
+                // happen before the batch's reference is released.
+                entry.key.with(|key| live(unsafe { (*key).assume_init_ref() }));
+            } else {
+                cancelled += 1;
+            }
         }
         cancelled
     }
@@ -212,13 +216,19 @@ impl<K, R> Slot<K, R> {
         // SAFETY: only the batch's holder writes `result`, once; readers read it only after
         // they see `done`, which is stored below.
         self.result.with_mut(|result| unsafe { *result = Some(outcome) });
-        #[cfg(not(feature = "loom-broken-publish"))]
         // Release: pairs with the Acquire load in `poll_done`; the result is visible to
         // whoever sees `done`.
-        self.done.store(true, Ordering::Release);
-        #[cfg(feature = "loom-broken-publish")]
-        // BROKEN ON PURPOSE (loom-tests): no Release, so a reader may see `done` but not the result.
-        self.done.store(true, Ordering::Relaxed);
+        #[cfg(busline_loom)]
+        let order = if crate::sync::broken(Bug::Publish) {
+            // BROKEN ON PURPOSE (loom-tests): no Release, so a reader may see `done` but not
+            // the result.
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        };
+        #[cfg(not(busline_loom))]
+        let order = Ordering::Release;
+        self.done.store(true, order);
         let count = self.sealed_count.load(Ordering::Relaxed) as usize;
         for index in 0..count {
             self.with_entry(index, |entry| entry.waker.wake());
@@ -235,15 +245,18 @@ impl<K, R> Slot<K, R> {
         if self.done.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        #[cfg(not(feature = "loom-broken-register"))]
+        #[cfg(busline_loom)]
+        if crate::sync::broken(Bug::Register) {
+            // BROKEN ON PURPOSE (loom-tests): registering after the check loses a wake-up that
+            // lands in between.
+            let done = self.done.load(Ordering::Acquire);
+            self.with_entry(index, |entry| entry.waker.register(cx.waker()));
+            return if done { Poll::Ready(()) } else { Poll::Pending };
+        }
         self.with_entry(index, |entry| entry.waker.register(cx.waker()));
         // Acquire: as above. Checked after registering: if `publish` stores `done` after
         // this load, its wake (which follows the store) finds our waker.
         let done = self.done.load(Ordering::Acquire);
-        #[cfg(feature = "loom-broken-register")]
-        // BROKEN ON PURPOSE (loom-tests): registering after the check loses a wake-up that
-        // lands in between.
-        self.with_entry(index, |entry| entry.waker.register(cx.waker()));
         if done {
             // Rare: published between the two checks. The publication's wake may have come
             // before our registration; take our waker back so the cell holds nothing.
@@ -307,6 +320,9 @@ impl<K, R> Slot<K, R> {
         // after it saw `done` on its second check and emptied its own. Without a publication
         // (every caller left before departure), cells may still hold wakers.
         let published = self.done.load(Ordering::Relaxed);
+        #[cfg(busline_loom)]
+        // BROKEN ON PURPOSE (loom-tests): the wakers of an unpublished batch stay in its seats.
+        let published = published || crate::sync::broken(Bug::Reset);
         for index in 0..count {
             self.with_entry(index, |entry| {
                 let state = entry.state.load(Ordering::Relaxed);
@@ -321,6 +337,9 @@ impl<K, R> Slot<K, R> {
                 }
             });
         }
+        // SAFETY: exclusive access, as above; every seat of the batch is empty again, and no
+        // seat past `count` was ever touched (a claim past the seal lands in another slot).
+        unsafe { self.seats.recycle() };
         // SAFETY: exclusive access, as above.
         self.result.with_mut(|result| unsafe { *result = None });
         self.done.store(false, Ordering::Relaxed);
@@ -331,19 +350,14 @@ impl<K, R> Slot<K, R> {
 impl<K, R> Drop for Slot<K, R> {
     fn drop(&mut self) {
         // Seats still holding keys (a slot dropped while boarding or sealed: the batcher went
-        // away with its driver and every caller): drop those keys.
-        let seats = self.entries.with(|entries| {
-            // SAFETY: `&mut self`: nobody else refers to the slot.
-            unsafe { (&*entries).len() }
+        // away with its driver and every caller): drop those keys. The segments go with `seats`.
+        self.seats.for_each_installed(|entry| {
+            if entry.state.load(Ordering::Relaxed) != EMPTY {
+                // SAFETY: `&mut self`: nobody else refers to the slot; WRITTEN or CANCELLED:
+                // the key is initialised.
+                entry.key.with_mut(|key| unsafe { (*key).assume_init_drop() });
+            }
         });
-        for index in 0..seats {
-            self.with_entry(index, |entry| {
-                if entry.state.load(Ordering::Relaxed) != EMPTY {
-                    // SAFETY: WRITTEN or CANCELLED: the key is initialised, and nobody reads it.
-                    entry.key.with_mut(|key| unsafe { (*key).assume_init_drop() });
-                }
-            });
-        }
     }
 }
 
@@ -353,7 +367,8 @@ mod tests {
 
     #[test]
     fn a_seat_costs_at_most_64_bytes_beyond_its_key() {
-        assert_eq!(crate::seat_bytes::<u64>(), std::mem::size_of::<Entry<u64>>());
+        // The key as the batcher seats it (`shared::SeatKey`) included.
+        assert!(crate::seat_bytes::<u64>() - std::mem::size_of::<u64>() <= 64);
         let overhead = std::mem::size_of::<Entry<u64>>() - std::mem::size_of::<u64>();
         eprintln!("seat overhead for u64 keys: {overhead} bytes");
         assert!(overhead <= 64, "{overhead} bytes per pending request beyond the key");

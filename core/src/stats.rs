@@ -30,9 +30,6 @@ pub struct Stats {
     pub panicked_batches: u64,
     /// Batches dropped for running longer than `batch_timeout`.
     pub timed_out_batches: u64,
-    /// Panics caught while dropping user values after their callers were answered (keys,
-    /// values, maps, errors, batch futures): nobody was waiting for them.
-    pub panicked_drops: u64,
     /// Distinct keys per batch call.
     pub batch_size: Summary,
     /// How long each batch's first request waited before departure, in microseconds.
@@ -155,7 +152,6 @@ pub(crate) struct StatsCells {
     pub(crate) failed_batches: AtomicU64,
     pub(crate) panicked_batches: AtomicU64,
     pub(crate) timed_out_batches: AtomicU64,
-    pub(crate) panicked_drops: AtomicU64,
 }
 
 impl StatsCells {
@@ -172,7 +168,6 @@ impl StatsCells {
             failed_batches: AtomicU64::new(0),
             panicked_batches: AtomicU64::new(0),
             timed_out_batches: AtomicU64::new(0),
-            panicked_drops: AtomicU64::new(0),
         }
     }
 
@@ -198,7 +193,6 @@ impl StatsCells {
             failed_batches: get(&self.failed_batches),
             panicked_batches: get(&self.panicked_batches),
             timed_out_batches: get(&self.timed_out_batches),
-            panicked_drops: get(&self.panicked_drops),
             batch_size: self.batch_size.summary(),
             queue_wait_us: self.queue_wait_us.summary(),
         }

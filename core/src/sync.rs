@@ -7,7 +7,7 @@
 
 #[cfg(not(busline_loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU8, AtomicU64, Ordering};
     pub(crate) use std::thread::yield_now;
 
     /// `std::cell::UnsafeCell` with loom's closure-based API.
@@ -64,7 +64,7 @@ mod imp {
 #[cfg(busline_loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU8, AtomicU64, Ordering};
     pub(crate) use loom::thread::yield_now;
 
     /// loom's model of `AtomicWaker`.
@@ -96,3 +96,58 @@ mod imp {
 }
 
 pub(crate) use imp::*;
+
+#[cfg(busline_loom)]
+pub(crate) use broken::broken;
+#[cfg(busline_loom)]
+pub use broken::{Bug, set as break_on_purpose};
+
+/// Deliberate bugs, switched on one at a time by the loom tests' `*broken*` models to show that
+/// a model catches them. They exist only in the `--cfg busline_loom` build (which only the
+/// `loom-tests` crate makes); no feature and no other build compiles them.
+///
+/// A switch is a thread-local: loom runs every thread of a model on the test's OS thread, so a
+/// switch set around one `loom::model` breaks that model's engine and no other test's.
+#[cfg(busline_loom)]
+mod broken {
+    use std::cell::Cell;
+
+    /// A deliberate bug, each a plausible slip in the engine's protocol.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum Bug {
+        /// `Ring::claim`'s `fetch_add` is `Relaxed` instead of `Acquire`.
+        Claim,
+        /// `Ring::claim` does not look before claiming, so a full bus counts without bound.
+        Bound,
+        /// `Ring::seal`'s swap has no Release (`Acquire` instead of `AcqRel`).
+        Seal,
+        /// `Ring::want_room` announces with a store instead of a read-modify-write.
+        Room,
+        /// `Slot::publish` stores `done` `Relaxed` instead of `Release`.
+        Publish,
+        /// `Slot::poll_done` registers the waker after checking `done`.
+        Register,
+        /// `Slot::reset` does not clear the wakers of a batch that was never published.
+        Reset,
+        /// A segment is installed with check-then-store instead of a compare-exchange.
+        Install,
+        /// The pool's take is `Relaxed` instead of `Acquire`.
+        PoolTake,
+    }
+
+    thread_local! {
+        static BROKEN: Cell<Option<Bug>> = const { Cell::new(None) };
+    }
+
+    /// Is `bug` switched on?
+    #[inline]
+    pub(crate) fn broken(bug: Bug) -> bool {
+        BROKEN.with(|b| b.get() == Some(bug))
+    }
+
+    /// Switches `bug` on (or every bug off) for the models run on this thread.
+    pub fn set(bug: Option<Bug>) {
+        BROKEN.with(|b| b.set(bug));
+    }
+}

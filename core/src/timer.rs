@@ -102,21 +102,13 @@ pub(crate) fn start() {
     timer();
 }
 
-/// Never spin: sleep to the deadline.
-fn never_spin() -> SkipSpin {
-    static NEVER: OnceLock<SkipSpin> = OnceLock::new();
-    Arc::clone(NEVER.get_or_init(|| Arc::new(|| true)))
-}
-
 /// Wakes `waker` at `deadline` (or just after: within a microsecond or two with a spin, by the
-/// thread's wake-up latency, 10–60 µs on a 2-vCPU VM, when `skip_spin` says to skip it or is
-/// `None`). Each call registers one wake-up.
-pub(crate) fn wake_at(deadline: Instant, skip_spin: Option<&SkipSpin>, waker: &Waker) {
+/// thread's wake-up latency, 10–60 µs on a 2-vCPU VM, when `skip_spin` says to skip it). Each
+/// call registers one wake-up.
+pub(crate) fn wake_at(deadline: Instant, skip_spin: &SkipSpin, waker: &Waker) {
     let timer = timer();
-    let (start, skip_spin) = match skip_spin {
-        Some(skip_spin) => (deadline.checked_sub(SPIN_BEFORE).unwrap_or(deadline), Arc::clone(skip_spin)),
-        None => (deadline, never_spin()),
-    };
+    let start = deadline.checked_sub(SPIN_BEFORE).unwrap_or(deadline);
+    let skip_spin = Arc::clone(skip_spin);
     let mut q = timer.queue.lock().unwrap_or_else(|e| e.into_inner());
     q.seq += 1;
     let seq = q.seq;
@@ -224,7 +216,7 @@ mod tests {
         let plan = [(4, &skip), (1, &spin), (2, &skip), (3, &spin), (0, &skip)];
         for (i, &(half_ms, skip_spin)) in plan.iter().enumerate() {
             let waker = Waker::from(Arc::new(Record(i, Arc::clone(&fired))));
-            wake_at(start + Duration::from_micros(1000 + 500 * half_ms), Some(skip_spin), &waker);
+            wake_at(start + Duration::from_micros(1000 + 500 * half_ms), skip_spin, &waker);
         }
         while fired.lock().unwrap().len() < plan.len() {
             std::thread::sleep(Duration::from_millis(1));

@@ -208,3 +208,33 @@ async fn max_in_flight_bounds_concurrent_batches() {
     assert!(peak <= 3, "{peak} batches ran at once");
     assert!(peak >= 2, "the limit was never approached: {peak}");
 }
+
+#[test]
+fn a_batcher_runs_on_the_runtime_it_is_given() {
+    // Built outside any runtime, driven by `driver_rt`, loaded from threads with runtimes of
+    // their own (current-thread, without a time driver).
+    let driver_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let b = builder().window(Duration::from_millis(1)).runtime(driver_rt.handle().clone()).build().unwrap();
+    let callers: Vec<_> = (0..4u32)
+        .map(|t| {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                (0..10).map(|i| rt.block_on(b.load(t * 100 + i)).unwrap()).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for (t, c) in callers.into_iter().enumerate() {
+        let answers = c.join().unwrap();
+        assert_eq!(answers, (0..10).map(|i| Some(t as u32 * 100 + i)).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn a_batcher_on_a_current_thread_runtime_is_driven_inside_block_on() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let b = builder().window(Duration::from_micros(300)).runtime(rt.handle().clone()).build().unwrap();
+    let answers = rt.block_on(futures_util::future::join_all((0..20).map(|k| b.load(k))));
+    assert!(answers.into_iter().enumerate().all(|(k, a)| a.unwrap() == Some(k as u32)));
+    assert_eq!(b.stats().requests, 20);
+}

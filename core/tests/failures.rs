@@ -419,3 +419,110 @@ async fn a_load_set_aside_holds_its_slot_until_it_is_read() {
     }
     assert_eq!(b.live_slots(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_final_under_run_alone_at_capacity() {
+    // Before: at capacity, `RunAlone` kept calling the batch function after shutdown and
+    // answered `Ok`.
+    let calls: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let seen = calls.clone();
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    let b = Batcher::builder(move |keys: Vec<u32>| {
+        seen.lock().unwrap().extend(&keys);
+        let g = g.clone();
+        async move {
+            if keys.iter().all(|&k| k < 1000) {
+                g.acquire().await.unwrap().forget();
+            }
+            Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+        }
+    })
+    .max_batch_size(2)
+    .max_in_flight(1)
+    .overflow(Overflow::RunAlone)
+    .build()
+    .unwrap();
+    let held = fill(&b).await;
+    assert_eq!(b.load(5000).await.unwrap(), Some(5000), "at capacity, runs alone");
+    let closing = {
+        let b = b.clone();
+        tokio::spawn(async move { b.shutdown().await })
+    };
+    while !b.is_closed() {
+        tokio::task::yield_now().await;
+    }
+    assert!(matches!(b.load(5001).await, Err(Error::Closed)), "refused from the moment shutdown is called");
+    gate.add_permits(10);
+    closing.await.unwrap();
+    for h in held {
+        assert!(h.await.unwrap().is_ok());
+    }
+    assert!(matches!(b.load(5002).await, Err(Error::Closed)));
+    assert!(!calls.lock().unwrap().iter().any(|&k| k > 5000), "a batch call started after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_final_under_reject_at_capacity() {
+    let (b, gate) = gated_backend(1, Overflow::Reject);
+    let held = fill(&b).await;
+    let closing = {
+        let b = b.clone();
+        tokio::spawn(async move { b.shutdown().await })
+    };
+    while !b.is_closed() {
+        tokio::task::yield_now().await;
+    }
+    assert!(matches!(b.load(50).await, Err(Error::Closed)), "Closed, not Overloaded, once shut down");
+    gate.add_permits(10);
+    closing.await.unwrap();
+    for h in held {
+        assert!(h.await.unwrap().is_ok());
+    }
+}
+
+/// Boards `keys` on a current-thread runtime without letting the driver run (it is a task of
+/// the same thread): the bus fills, and the driver has not seen it yet.
+async fn board_without_the_driver(b: &Batcher<u32, u32, ()>, keys: [u32; 2]) -> Vec<Pin<Box<busline::Load<'_, u32, u32, ()>>>> {
+    let mut seated = Vec::new();
+    for k in keys {
+        let mut load = Box::pin(b.load(k));
+        assert!(poll_once(load.as_mut()).await.is_pending(), "seated");
+        seated.push(load);
+    }
+    seated
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn reject_decides_at_once_when_the_bus_is_full() {
+    // Before: a request that found the bus full before the driver marked the batcher stalled
+    // waited for room under `Reject`, like `Wait`.
+    let (b, gate) = gated_backend(1, Overflow::Reject);
+    let seated = board_without_the_driver(&b, [1, 2]).await;
+    let mut third = Box::pin(b.load(3));
+    match poll_once(third.as_mut()).await {
+        Poll::Ready(Err(Error::Overloaded)) => {}
+        other => panic!("expected Overloaded at the first poll, got {other:?}"),
+    }
+    gate.add_permits(10);
+    for load in seated {
+        assert!(load.await.is_ok());
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn run_alone_decides_at_once_when_the_bus_is_full() {
+    let (b, gate) = gated_backend(1, Overflow::RunAlone);
+    let seated = board_without_the_driver(&b, [1, 2]).await;
+    // Key 2000 does not wait for the gate: its solo run answers at its first poll.
+    let mut alone = Box::pin(b.load(2000));
+    match poll_once(alone.as_mut()).await {
+        Poll::Ready(Ok(Some(2000))) => {}
+        other => panic!("expected a solo run at the first poll, got {other:?}"),
+    }
+    assert_eq!(b.stats().ran_alone, 1);
+    gate.add_permits(10);
+    for load in seated {
+        assert!(load.await.is_ok());
+    }
+}

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-pub use busline::model::{Claim, Ring, Sealed, Slot};
+pub use busline::model::{Bug, Claim, MAX_SEATS, Ring, Sealed, Slot};
 
 /// The preemption bound when `LOOM_MAX_PREEMPTIONS` is not set (tokio's CI uses 2 to 4).
 pub const DEFAULT_PREEMPTIONS: usize = 3;
@@ -58,6 +58,21 @@ pub fn model_capped(name: &'static str, cap: usize, body: impl Fn() + Sync + Sen
         body();
     });
     drop(report);
+}
+
+/// As [`model`], with the core's `bug` switched on (see `busline::model::Bug`): the model of a
+/// `*broken*` test, which must fail. The switch is a thread-local of the test's thread (loom
+/// runs the model's threads there) and is switched off again however the model ends.
+pub fn model_broken(name: &'static str, bug: Bug, body: impl Fn() + Sync + Send + 'static) {
+    struct Off;
+    impl Drop for Off {
+        fn drop(&mut self) {
+            busline::model::break_on_purpose(None);
+        }
+    }
+    busline::model::break_on_purpose(Some(bug));
+    let _off = Off;
+    model(name, body);
 }
 
 /// Prints a model's count and time when it ends, or where it failed.
@@ -290,6 +305,113 @@ pub fn board_waiting(ring: &TestRing, mut key: Key) -> Ride {
     }
 }
 
+/// A stand-in for tokio's `Notify` as `load.rs` uses it (`notify_waiters` and `Notified`): a
+/// notification reaches every `Notified` created before it, polled or not, and no other
+/// (`notify_waiters` stores no permit). Modelled with a loom counter of calls and a loom
+/// `AtomicWaker` (one waiter per model). tokio's `Notify` is itself loom-checked by tokio.
+#[derive(Debug)]
+pub struct Room {
+    calls: loom::sync::atomic::AtomicUsize,
+    waker: loom::future::AtomicWaker,
+}
+
+impl Room {
+    /// A room nobody waits for.
+    pub fn new() -> Room {
+        Room {
+            calls: loom::sync::atomic::AtomicUsize::new(0),
+            waker: loom::future::AtomicWaker::new(),
+        }
+    }
+
+    /// `notify.notified()`: remembers how many notifications came before it.
+    pub fn notified(&self) -> usize {
+        // Acquire: pairs with `notify_waiters` (tokio: a SeqCst load of its state).
+        self.calls.load(loom::sync::atomic::Ordering::Acquire)
+    }
+
+    /// `notify.notify_waiters()`.
+    pub fn notify_waiters(&self) {
+        self.calls
+            .fetch_add(1, loom::sync::atomic::Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    /// Waits until a notification after `notified` (a `Notified` polled to completion).
+    pub fn wait(&self, notified: usize) {
+        loom::future::block_on(poll_fn(|cx| {
+            self.waker.register_by_ref(cx.waker());
+            if self.calls.load(loom::sync::atomic::Ordering::Acquire) != notified {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }));
+    }
+}
+
+impl Default for Room {
+    fn default() -> Room {
+        Room::new()
+    }
+}
+
+/// How a producer that waited for room got back on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebooked {
+    /// `want_room` saw the bus had moved on: no wait.
+    SawMovedOn,
+    /// It waited and was notified.
+    Notified,
+}
+
+/// Boards; while the bus is full, waits for room the way `load.rs` does: creates its
+/// notification, calls the real `Ring::want_room` (announce, then check), and if the bus has
+/// not moved on waits for the driver's notification (sent after the real `seal` or `close` and
+/// `take_room_wanted`, see [`seal_and_notify`]). Returns the ride and how each wait ended.
+pub fn board_waiting_for_room(ring: &TestRing, room: &Room, mut key: Key) -> (Ride, Vec<Rebooked>) {
+    let mut fulls = 0;
+    let mut waits = vec![];
+    loop {
+        match board(ring, key) {
+            Boarded::Seated { slot, index } => {
+                return (
+                    Ride {
+                        seat: Some((slot, index)),
+                        fulls,
+                    },
+                    waits,
+                );
+            }
+            Boarded::Closed(_) => return (Ride { seat: None, fulls }, waits),
+            Boarded::Full {
+                boarding,
+                key: back,
+            } => {
+                fulls += 1;
+                key = back;
+                let notified = room.notified();
+                if ring.want_room(boarding) {
+                    waits.push(Rebooked::SawMovedOn);
+                } else {
+                    room.wait(notified);
+                    waits.push(Rebooked::Notified);
+                }
+            }
+        }
+    }
+}
+
+/// The driver's seal as `driver.rs` does it: the real `seal`, then the real
+/// `take_room_wanted`, notifying the waiters if one announced itself.
+pub fn seal_and_notify(ring: &TestRing, room: &Room) -> Option<Sealed> {
+    let sealed = ring.seal()?;
+    if ring.take_room_wanted() {
+        room.notify_waiters();
+    }
+    Some(sealed)
+}
+
 /// Waits for seat `index` of `slot` to be published (`loom::future::block_on` over a
 /// `poll_fn` of `poll_done`), reads the outcome, checks that it is this request's (its own key
 /// in its own batch), and releases the seat. Returns the outcome.
@@ -326,6 +448,43 @@ pub fn wait_and_read(
 pub fn give_up(ring: &TestRing, slot: usize, index: usize, ledger: &Ledger) {
     ring.slot(slot).cancel(index);
     release(ring, slot, ledger);
+}
+
+/// What a caller that polls once and then gives up (a `Load` under `tokio::time::timeout`)
+/// ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Polled {
+    /// The outcome was there at the poll: it read it and released.
+    Read(Outcome),
+    /// It registered its waker, then cancelled and released.
+    GaveUp,
+}
+
+/// Polls seat `index` of `slot` once (registering a counted waker), then, if the outcome is
+/// not there, gives up (`cancel`, `release`) as a `Load` dropped by a timeout does; if it is,
+/// reads it and releases.
+pub fn poll_then_give_up(
+    ring: &TestRing,
+    slot: usize,
+    index: usize,
+    wakers: &Arc<Wakers>,
+    ledger: &Ledger,
+) -> Polled {
+    let seat = ring.slot(slot);
+    let waker = Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    match wakers.poll_done(seat, index, &mut cx) {
+        Poll::Ready(()) => {
+            // SAFETY: we hold seat `index` (not yet released) and `poll_done` returned Ready.
+            let outcome = unsafe { seat.read(index, |outcome, _| outcome.clone()) };
+            release(ring, slot, ledger);
+            Polled::Read(outcome)
+        }
+        Poll::Pending => {
+            give_up(ring, slot, index, ledger);
+            Polled::GaveUp
+        }
+    }
 }
 
 /// Drops one reference to `slot`, counting in `ledger` a release that frees it.
@@ -440,4 +599,23 @@ pub fn run_in_child_process(test: &str) -> (bool, String) {
         output.status.success(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Runs the `#[ignore]`d model `test` in a child process and asserts that it failed with loom's
+/// deadlock report (see [`run_in_child_process`]), printing loom's lines.
+pub fn expect_deadlock_in_child(test: &str) {
+    let (passed, stderr) = run_in_child_process(test);
+    assert!(!passed, "the model {test} passed:\n{stderr}");
+    assert!(
+        stderr.contains("deadlock"),
+        "the model {test} failed, but not with loom's deadlock:\n{stderr}"
+    );
+    eprintln!(
+        "{}",
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("deadlock") || l.starts_with("loom model"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

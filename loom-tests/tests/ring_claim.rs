@@ -80,7 +80,6 @@ fn claim_vs_seal() {
 /// Proves: a claim racing the epoch swap lands in exactly one batch (the seal's or the next
 /// one's, never both, never neither), which is dispatched exactly once and read by its caller.
 #[test]
-#[cfg_attr(feature = "broken", ignore = "the core is built broken on purpose")]
 fn claim_vs_seal_lands_in_exactly_one_batch() {
     model("claim_vs_seal", claim_vs_seal);
     assert!(
@@ -91,16 +90,6 @@ fn claim_vs_seal_lands_in_exactly_one_batch() {
         REFUSED.load(SeqCst) > 0,
         "an execution refused a claim after the close"
     );
-}
-
-/// Proves the model can fail: with `claim` split into a load and a store
-/// (`loom-broken-claim`), two producers take the same seat or a claim is overwritten by the
-/// seal, and loom finds it.
-#[test]
-#[cfg(feature = "broken-claim")]
-#[should_panic]
-fn broken_claim_is_caught() {
-    model("broken_claim", claim_vs_seal);
 }
 
 /// A ring of one seat: two producers claim past capacity while the driver seals and then closes.
@@ -156,7 +145,6 @@ fn full_ring() {
 /// claim; a Full one writes nothing, retries on the next epoch and is then seated exactly once
 /// (or refused once the ring is closed).
 #[test]
-#[cfg_attr(feature = "broken", ignore = "the core is built broken on purpose")]
 fn full_ring_meets_the_overflow_policy_once() {
     model("full_ring", full_ring);
     assert!(

@@ -68,7 +68,6 @@ fn shutdown_vs_submit() {
 /// with `Closed`, never both, and never left waiting; claims after the close are refused; both
 /// slots are freed once.
 #[test]
-#[cfg_attr(feature = "broken", ignore = "the core is built broken on purpose")]
 fn shutdown_serves_or_refuses_every_request() {
     model("shutdown_vs_submit", shutdown_vs_submit);
     assert!(

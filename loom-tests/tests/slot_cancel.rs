@@ -78,7 +78,6 @@ fn cancel_vs_dispatch() {
 /// three releases (some may precede the seal), the other caller still reads its outcome, and no
 /// key or waker outlives the reset.
 #[test]
-#[cfg_attr(feature = "broken", ignore = "the core is built broken on purpose")]
 fn cancel_vs_dispatch_runs_with_or_without_it() {
     model("cancel_vs_dispatch", cancel_vs_dispatch);
     assert!(

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use busline_loom_tests::harness::{
-    Boarded, Ledger, Ring, TestRing, Wakers, board, dispatch, model, wait_and_read,
+    Boarded, Bug, Ledger, Ring, TestRing, Wakers, board, dispatch, model, model_broken,
+    wait_and_read,
 };
 
 /// Two callers seated in one sealed batch wait for its outcome (each in `block_on` over
@@ -58,35 +59,31 @@ fn publish_vs_register() {
 /// happening-before its read (no torn read: loom's cell tracking); the slot is then freed once
 /// and keeps no waker.
 #[test]
-#[cfg_attr(feature = "broken", ignore = "the core is built broken on purpose")]
 fn publish_vs_register_wakes_and_reads_the_outcome() {
     model("publish_vs_register", publish_vs_register);
 }
 
-/// Proves the model can fail: with `done` stored Relaxed (`loom-broken-publish`), a waiter that
-/// sees `done` reads `result` without a happens-before edge to its write, and loom reports the
+/// Proves the model can fail: with `done` stored Relaxed (`Bug::Publish`), a waiter that sees
+/// `done` reads `result` without a happens-before edge to its write, and loom reports the
 /// causality violation.
 #[test]
-#[cfg(feature = "broken-publish")]
 #[should_panic(expected = "Causality violation")]
 fn broken_publish_is_caught() {
-    model("broken_publish", publish_vs_register);
+    model_broken("broken_publish", Bug::Publish, publish_vs_register);
 }
 
 /// The model of [`broken_register_is_caught`], run in a child process (its failure aborts).
 #[test]
-#[cfg(feature = "broken-register")]
 #[ignore = "run by broken_register_is_caught in a child process"]
 fn broken_register_model() {
-    model("broken_register", publish_vs_register);
+    model_broken("broken_register", Bug::Register, publish_vs_register);
 }
 
 /// Proves the model can fail: with the waker registered after `done` is checked
-/// (`loom-broken-register`), a publication between the two finds no waker, the waiter sleeps
+/// (`Bug::Register`), a publication between the two finds no waker, the waiter sleeps
 /// forever, and loom reports the deadlock. (loom then aborts the process while unwinding the
 /// blocked `block_on`, so the model runs in a child process and this test reads its report.)
 #[test]
-#[cfg(feature = "broken-register")]
 fn broken_register_is_caught() {
     let (passed, stderr) =
         busline_loom_tests::harness::run_in_child_process("broken_register_model");

@@ -66,7 +66,6 @@ fn releases_vs_seal() {
 /// count dips below zero), the count reaches zero exactly once, the batch without callers is
 /// not run (reached in some execution) and the slot returns to the free mask, reset.
 #[test]
-#[cfg_attr(feature = "broken", ignore = "the core is built broken on purpose")]
 fn release_count_reaches_zero_once() {
     model("releases_vs_seal", releases_vs_seal);
     assert!(
@@ -128,7 +127,6 @@ fn free_mask() {
 /// seals (`fetch_and` of the bit it takes) never lose or duplicate a bit of the free mask, and
 /// a slot freed by a caller's thread is reopened after its reset (loom's cell tracking).
 #[test]
-#[cfg_attr(feature = "broken", ignore = "the core is built broken on purpose")]
 fn free_mask_keeps_every_bit() {
     model("free_mask", free_mask);
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use busline_loom_tests::harness::{
-    Ledger, Ring, TestRing, Wakers, assert_dispatched_once, board_waiting, dispatch, model,
-    seal_when_free, wait_and_read,
+    Boarded, Bug, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, board, board_waiting,
+    dispatch, model, model_broken, seal_when_free, wait_and_read,
 };
 
 /// Executions in which the driver reopened slot 0 while a request of its first epoch was still
@@ -102,7 +102,6 @@ fn slot_reuse() {
 /// tracking of the entries and result) happens after its last access, it never writes into a
 /// recycled slot nor reads another epoch's outcome, and every slot is freed once per epoch.
 #[test]
-#[cfg_attr(feature = "broken", ignore = "the core is built broken on purpose")]
 fn slot_reuse_waits_for_old_epochs() {
     model("slot_reuse", slot_reuse);
     assert!(
@@ -113,4 +112,86 @@ fn slot_reuse_waits_for_old_epochs() {
         SERVED_FROM_REUSED.load(SeqCst) > 0,
         "a request was served from the reused slot in some execution"
     );
+}
+
+/// Executions in which the producer was seated in the reopened slot 0.
+static SEATED_IN_REOPENED: AtomicUsize = AtomicUsize::new(0);
+
+/// Two slots of one seat. Key 0's batch (slot 0) is dispatched; its caller reads it on its own
+/// thread, and that release resets slot 0 (dropping key 0) and frees it. A producer boards key 1
+/// meanwhile, while the driver seals again as soon as slot 0 is free (reopening it), waits for
+/// the producer, then closes: the producer lands in slot 1 or in the reopened slot 0, whose
+/// reset happened on the caller's thread.
+fn reopened_slot() {
+    let ring: Arc<TestRing> = Arc::new(Ring::new(2, 1));
+    let ledger = Ledger::new(2);
+    let wakers = Wakers::new();
+    assert!(matches!(
+        board(&ring, ledger.key(0)),
+        Boarded::Seated { slot: 0, index: 0 }
+    ));
+    let first = ring.seal().expect("slot 1 is free");
+    let first = dispatch(&ring, first, &ledger);
+    let caller = {
+        let (ring, ledger, wakers) = (Arc::clone(&ring), Arc::clone(&ledger), Arc::clone(&wakers));
+        loom::thread::spawn(move || wait_and_read(&ring, 0, 0, 0, &wakers, &ledger))
+    };
+    let producer = {
+        let (ring, ledger) = (Arc::clone(&ring), Arc::clone(&ledger));
+        loom::thread::spawn(move || match board(&ring, ledger.key(1)) {
+            Boarded::Seated { slot, index } => (slot, index),
+            other => panic!("one request per bus of one seat: {other:?}"),
+        })
+    };
+    let second = seal_when_free(&ring);
+    let second = dispatch(&ring, second, &ledger);
+    // The producer has boarded (slot 1 before the second seal, the reopened slot 0 after it)
+    // before the close, which dispatches slot 0.
+    let (slot, index) = producer.join().unwrap();
+    let last = dispatch(&ring, ring.close(), &ledger);
+    assert_eq!(caller.join().unwrap(), vec![0]);
+    if slot == 0 {
+        SEATED_IN_REOPENED.fetch_add(1, SeqCst);
+    }
+    assert_dispatched_once(&[first, second, last], &[0, 1]);
+    wait_and_read(&ring, slot, index, 1, &wakers, &ledger);
+    assert_eq!(ledger.frees(), 3);
+    assert_eq!(
+        wakers.live(),
+        0,
+        "a seat's waker cell kept a waker past the reset"
+    );
+    drop(ring);
+    ledger.assert_all_dropped_once();
+}
+
+/// Proves: a producer seated in a slot reopened after its reset on another thread writes its
+/// key after that reset (loom's cell tracking of the seat's key: the reset's Release on the free
+/// mask, the driver's Acquire there and Release seal, the producer's Acquire claim), reached.
+#[test]
+fn a_reopened_slot_is_written_after_its_reset() {
+    model("reopened_slot", reopened_slot);
+    assert!(
+        SEATED_IN_REOPENED.load(SeqCst) > 0,
+        "an execution seated the producer in the reopened slot"
+    );
+}
+
+/// Proves the model can fail: with `claim`'s `fetch_add` Relaxed instead of Acquire
+/// (`Bug::Claim`), a producer seated in the reopened slot 0 writes its key without a
+/// happens-before edge to the reset that dropped the seat's previous key, and loom reports the
+/// causality violation.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn broken_claim_is_caught() {
+    model_broken("broken_claim", Bug::Claim, reopened_slot);
+}
+
+/// Proves the model can fail: with the seal's swap lacking Release (`Bug::Seal`), a producer
+/// claiming in the reopened slot 0 does not see its reset (the driver acquired it from the free
+/// mask but does not pass it on), and loom reports the causality violation.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn broken_seal_is_caught() {
+    model_broken("broken_seal", Bug::Seal, reopened_slot);
 }

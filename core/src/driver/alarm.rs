@@ -1,15 +1,16 @@
 //! Keeping the scheduler's next deadline: how the driver gets woken in time.
 //!
-//! Three ways, picked per deadline:
-//! - tokio's clock is paused (a test): `tokio::time::sleep_until`, which the paused clock
-//!   honours (auto-advance jumps to it); nothing else would ever fire.
-//! - spinning is off (`Builder::spin(false)`): the precise timer thread sleeps to the deadline
-//!   (`timer.rs`; late by a thread's wake-up latency, tens of microseconds) and the driver
-//!   parks until then. No core burnt.
-//! - spinning is on (the default): the timer thread wakes the driver a thread's wake-up latency
-//!   early (and spins its own last stretch when the bus is lightly loaded), and the driver
-//!   stays runnable through the last stretch instead of parking, so no thread wake-up stands
-//!   between the deadline and the departure.
+//! Two ways:
+//! - tokio's timer (`tokio::time::sleep_until`), when spinning is off (`Builder::spin(false)`)
+//!   or tokio's clock is paused (a test; the paused clock honours only tokio's timers, and
+//!   auto-advance jumps to them). No thread of our own and no wake-up beyond the deadline's
+//!   own, so a window costs about what a departure without one does; but tokio's timer has a
+//!   1 ms resolution and rounds up: a window closes up to ~1 ms late.
+//! - the precise timer thread (`timer.rs`), when spinning is on (the default): it wakes the
+//!   driver a thread's wake-up latency early (and spins its own last stretch when the bus is
+//!   lightly loaded), and the driver stays runnable through the last stretch instead of
+//!   parking, so no thread wake-up stands between the deadline and the departure. Precise to
+//!   microseconds, for the CPU of those spins and wake-ups.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -67,12 +68,8 @@ impl Alarm {
         passengers: usize,
         cx: &mut Context<'_>,
     ) {
-        if paused {
+        if paused || !self.spin {
             self.sleep_until(clock, deadline, cx);
-            return;
-        }
-        if !self.spin {
-            self.arm(clock, deadline, now, None, cx);
             return;
         }
         let busy = passengers >= BUSY_PASSENGERS;
@@ -86,17 +83,11 @@ impl Alarm {
         } else {
             let early = THREAD_WAKE_LATENCY.as_nanos() as u64;
             let wake = Instant::from_nanos(deadline.as_nanos() - early);
-            let skip_spin = std::sync::Arc::clone(&self.skip_spin);
-            self.arm(clock, wake, now, Some(&skip_spin), cx);
-        }
-    }
-
-    /// Registers a wake-up at `wake` with the timer thread, unless one at or before it is still
-    /// pending there.
-    fn arm(&mut self, clock: &Clock, wake: Instant, now: Instant, skip_spin: Option<&timer::SkipSpin>, cx: &Context<'_>) {
-        if self.armed.is_none_or(|armed| wake < armed || armed <= now) {
-            self.armed = Some(wake);
-            timer::wake_at(clock.to_std(wake), skip_spin, cx.waker());
+            // Unless a wake-up at or before it is still pending with the timer thread.
+            if self.armed.is_none_or(|armed| wake < armed || armed <= now) {
+                self.armed = Some(wake);
+                timer::wake_at(clock.to_std(wake), &self.skip_spin, cx.waker());
+            }
         }
     }
 

@@ -34,7 +34,7 @@ where
         // SAFETY: once per seal, by the driver, before the batch's reference is released.
         unsafe {
             slot.collect(sealed.count, |key| {
-                dedup.get_or_insert_with(key, K::clone);
+                dedup.get_or_insert_with(key.get(), K::clone);
             })
         }
     }));
@@ -43,9 +43,7 @@ where
         Ok(_) => Ok(dedup.drain().collect()),
         Err(_) => {
             // The set may hold clones; drop them (their `Drop` is user code too) with the set.
-            if drop_quietly(std::mem::take(dedup)) {
-                StatsCells::bump(&shared.stats.panicked_drops);
-            }
+            drop_quietly(std::mem::take(dedup));
             Err(Panicked)
         }
     }
@@ -69,13 +67,10 @@ pub(super) fn run<K, V, E>(
         Ok(batch) => {
             runtime.spawn(async move {
                 let (outcome, batch) = await_batch(batch, timeout).await;
-                let shared = StdArc::clone(&publisher.shared);
                 publisher.publish(outcome);
                 // After the callers have their answer: a future dropped early (timed out) runs
                 // the user's `Drop` of whatever it held.
-                if drop_quietly(batch) {
-                    StatsCells::bump(&shared.stats.panicked_drops);
-                }
+                drop_quietly(batch);
             });
         }
         Err(_) => publisher.publish(Err(Error::Panicked)),
@@ -120,15 +115,8 @@ impl<K, V, E> Publisher<K, V, E> {
             Ok(_) => {}
         }
         let shared = &*self.shared;
-        // The release inside may be the slot's last and reset it, dropping keys (user code).
-        let published = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: we hold the batch's reference to the slot and publish once.
-            unsafe { signals::publish(&shared.ring, &shared.signals, self.slot, Held::new(outcome)) }
-        }));
-        if published.is_err() {
-            StatsCells::bump(&stats.panicked_drops);
-            shared.signals.wake_driver();
-        }
+        // SAFETY: we hold the batch's reference to the slot and publish once.
+        unsafe { signals::publish(&shared.ring, &shared.signals, self.slot, Held::new(outcome)) };
     }
 }
 

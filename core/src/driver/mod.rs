@@ -13,7 +13,6 @@ mod batch;
 
 use std::fmt;
 use std::hash::Hash;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc as StdArc;
 use std::task::{Context, Poll};
 
@@ -24,7 +23,6 @@ use crate::ring::Sealed;
 use crate::shared::{Held, Shared};
 use crate::signals;
 use crate::stats::StatsCells;
-use crate::sync::Ordering;
 
 use alarm::{Alarm, BUSY_PASSENGERS};
 use batch::Publisher;
@@ -122,7 +120,7 @@ where
     /// one of its wakers fires.
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         // Register before looking, so anything that happens after the look wakes us.
-        let look = self.shared.signals.look(cx.waker());
+        let look = self.shared.signals.look(&self.shared.ring, cx.waker());
         let reading = self.shared.clock.now();
         let paused = self.pause.observe(reading);
         let now = reading.max(self.last_now);
@@ -178,9 +176,9 @@ where
             };
             let sealed = shared.ring.seal().expect("a free slot was checked");
             self.depart(now, sealed);
-            // SeqCst: after the SeqCst seal, pairs with a waiting producer's SeqCst
-            // announcement and check (see `Ring::seal`).
-            if shared.room_wanted.swap(false, Ordering::SeqCst) {
+            // After the seal: a producer waiting for room announced itself, or will see the
+            // new epoch (see `Ring::want_room`).
+            if shared.ring.take_room_wanted() {
                 shared.room.notify_waiters();
             }
         }
@@ -278,12 +276,7 @@ impl<K, V, E> Drop for Driver<K, V, E> {
         // Dropped before finishing: its runtime is shutting down. Close, and answer whoever
         // boarded with `Closed`, so no caller waits for a driver that is gone.
         let shared = &*self.shared;
-        let abandoned = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            signals::abandon(&shared.ring, &shared.signals, Held::new(Err(Error::Closed)))
-        }));
-        if abandoned.is_err() {
-            StatsCells::bump(&shared.stats.panicked_drops);
-        }
+        signals::abandon(&shared.ring, &shared.signals, Held::new(Err(Error::Closed)));
         shared.room.notify_waiters();
         shared.finish();
     }

@@ -1,0 +1,273 @@
+//! User code that misbehaves inside the engine: keys whose `Hash`, `Eq`, `Clone` or `Drop`
+//! panic, values whose `Clone` or `Drop` panic, batch calls that hang. Each fault reaches
+//! exactly the callers it concerns as an error, and the batcher keeps serving.
+//!
+//! Every wait is bounded by `answered` (a generous `timeout`), so that a hang fails the test
+//! instead of hanging it; the bound is not a timing under test.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use busline::{Batcher, Error, Overflow};
+
+/// The key that misbehaves.
+const BAD: u32 = 13;
+
+/// Awaits `fut`, failing the test if it hangs.
+async fn answered<F: Future>(fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), fut).await.expect("a caller hung")
+}
+
+/// Which of a key's traits panics for `BAD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Hash,
+    Eq,
+    Clone,
+    Drop,
+}
+
+/// A key that panics in one of its traits when its id is `BAD` (and, for `Drop`, only for
+/// the copy the caller handed in, so that the test's own copies drop quietly).
+#[derive(Debug)]
+struct Key {
+    id: u32,
+    fault: Fault,
+    armed: bool,
+}
+
+impl Key {
+    fn new(id: u32, fault: Fault) -> Key {
+        Key { id, fault, armed: true }
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        assert!(!(self.fault == Fault::Hash && self.id == BAD), "Hash panics");
+        // Under `Eq` faults every key hashes alike, so that `eq` is called.
+        if self.fault != Fault::Eq {
+            self.id.hash(state);
+        }
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        assert!(!(self.fault == Fault::Eq && (self.id == BAD || other.id == BAD)), "Eq panics");
+        self.id == other.id
+    }
+}
+
+impl Eq for Key {}
+
+impl Clone for Key {
+    fn clone(&self) -> Self {
+        assert!(!(self.fault == Fault::Clone && self.id == BAD), "Clone panics");
+        Key { id: self.id, fault: self.fault, armed: false }
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        if self.fault == Fault::Drop && self.id == BAD && self.armed && !std::thread::panicking() {
+            panic!("Drop panics");
+        }
+    }
+}
+
+/// A batcher of `Key`s answering `id * 10`, with a 5 ms window so that concurrent loads share
+/// a bus.
+fn keyed() -> Batcher<Key, u32, ()> {
+    Batcher::builder(|keys: Vec<Key>| async move {
+        Ok(keys.into_iter().map(|k| { let v = k.id * 10; (k, v) }).collect::<HashMap<_, _>>())
+    })
+    .window(Duration::from_millis(5))
+    .max_batch_size(8)
+    .build()
+    .unwrap()
+}
+
+/// Loads `BAD` and a good key together (one bus), expects both answered `Panicked`, then checks
+/// that many later loads (more than the batcher has slots) are served.
+async fn the_bad_key_fails_its_batch_and_later_loads_work(fault: Fault) {
+    let b = keyed();
+    let (bad, good) = answered(async { tokio::join!(b.load(Key::new(BAD, fault)), b.load(Key::new(1, fault))) }).await;
+    assert!(matches!(bad, Err(Error::Panicked)), "{fault:?}: {bad:?}");
+    assert!(matches!(good, Err(Error::Panicked)), "{fault:?}: the bad key's bus-mate: {good:?}");
+    for id in 100..120 {
+        assert_eq!(answered(b.load(Key::new(id, fault))).await.unwrap(), Some(id * 10), "{fault:?}");
+    }
+    assert_eq!(b.stats().panicked_batches, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_hash_panics_fails_its_batch_and_the_batcher_keeps_serving() {
+    // Before: the driver unwound inside its dedup, both callers hung, later loads were refused.
+    the_bad_key_fails_its_batch_and_later_loads_work(Fault::Hash).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_eq_panics_fails_its_batch_and_the_batcher_keeps_serving() {
+    the_bad_key_fails_its_batch_and_later_loads_work(Fault::Eq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_clone_panics_fails_its_batch_and_the_batcher_keeps_serving() {
+    the_bad_key_fails_its_batch_and_later_loads_work(Fault::Clone).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_drop_panics_is_answered_and_the_batcher_keeps_serving() {
+    // The key is dropped when its slot is reset, after every caller of the batch has read its
+    // answer: nobody is left to tell, and the batcher must go on.
+    let b = keyed();
+    for round in 0..20 {
+        let (bad, good) =
+            answered(async { tokio::join!(b.load(Key::new(BAD, Fault::Drop)), b.load(Key::new(1, Fault::Drop))) }).await;
+        assert_eq!(bad.unwrap(), Some(BAD * 10), "round {round}");
+        assert_eq!(good.unwrap(), Some(10), "round {round}");
+    }
+    for id in 100..120 {
+        assert_eq!(answered(b.load(Key::new(id, Fault::Drop))).await.unwrap(), Some(id * 10));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_many_with_a_key_whose_clone_panics_is_panicked() {
+    let b = keyed();
+    let many = answered(b.load_many([Key::new(1, Fault::Clone), Key::new(BAD, Fault::Clone)])).await;
+    assert!(matches!(many, Err(Error::Panicked)), "{many:?}");
+    let many = answered(b.load_many([Key::new(1, Fault::Hash), Key::new(BAD, Fault::Hash)])).await;
+    assert!(matches!(many, Err(Error::Panicked)), "{many:?}");
+    assert_eq!(answered(b.load(Key::new(2, Fault::Clone))).await.unwrap(), Some(20));
+}
+
+/// A value whose `Clone` panics for `BAD`, and whose `Drop` panics for the batch function's
+/// own copy of `BAD + 1` (dropped with the result map, after every caller has read it).
+#[derive(Debug, PartialEq)]
+struct Value {
+    id: u32,
+    original: bool,
+}
+
+impl Clone for Value {
+    fn clone(&self) -> Self {
+        assert_ne!(self.id, BAD, "Clone panics");
+        Value { id: self.id, original: false }
+    }
+}
+
+impl Drop for Value {
+    fn drop(&mut self) {
+        if self.id == BAD + 1 && self.original && !std::thread::panicking() {
+            panic!("Drop panics");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_whose_clone_panics_fails_only_its_caller() {
+    let b = Batcher::builder(|keys: Vec<u32>| async move {
+        Ok::<_, ()>(keys.into_iter().map(|k| (k, Value { id: k, original: true })).collect::<HashMap<_, _>>())
+    })
+    .window(Duration::from_millis(5))
+    .build()
+    .unwrap();
+    for _ in 0..10 {
+        let (bad, good, dropped) = answered(async { tokio::join!(b.load(BAD), b.load(1), b.load(BAD + 1)) }).await;
+        assert!(matches!(bad, Err(Error::Panicked)), "{bad:?}");
+        assert_eq!(good.unwrap().map(|v| v.id), Some(1));
+        assert_eq!(dropped.unwrap().map(|v| v.id), Some(BAD + 1));
+    }
+    assert_eq!(answered(b.load(2)).await.unwrap().map(|v| v.id), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_batch_times_out_and_frees_its_place() {
+    // One in-flight place: before `batch_timeout`, a hung call held it forever.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let b = Batcher::builder(move |keys: Vec<u32>| {
+        seen.fetch_add(1, Ordering::Relaxed);
+        async move {
+            if keys.contains(&BAD) {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+        }
+    })
+    .max_in_flight(1)
+    .batch_timeout(Duration::from_millis(50))
+    .build()
+    .unwrap();
+    assert!(matches!(answered(b.load(BAD)).await, Err(Error::Timeout)));
+    for k in 0..5 {
+        assert_eq!(answered(b.load(k)).await.unwrap(), Some(k));
+    }
+    let s = b.stats();
+    assert_eq!(s.timed_out_batches, 1, "{s:?}");
+    assert_eq!(Error::<std::io::Error>::Timeout.to_string(), "batch call timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_solo_run_says_timeout() {
+    let (b, gate) = gated_backend(Overflow::RunAlone, Some(Duration::from_millis(50)));
+    let _held = fill(&b).await;
+    // At capacity: 1 << 20 runs alone, and hangs.
+    assert!(matches!(answered(b.load(1 << 20)).await, Err(Error::Timeout)));
+    gate.add_permits(100);
+}
+
+#[test]
+fn batch_timeout_zero_is_a_config_error() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _entered = rt.enter();
+    let err = Batcher::builder(|keys: Vec<u32>| async move { Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect()) })
+        .batch_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting(), "batch_timeout");
+}
+
+/// Keys below 1000 block until the gate opens; 1 << 20 never returns.
+fn gated_backend(overflow: Overflow, timeout: Option<Duration>) -> (Batcher<u32, u32, ()>, Arc<tokio::sync::Semaphore>) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let b = Batcher::builder(move |keys: Vec<u32>| {
+        let g = g.clone();
+        async move {
+            if keys.contains(&(1 << 20)) {
+                std::future::pending::<()>().await;
+            }
+            if keys.iter().all(|&k| k < 1000) {
+                g.acquire().await.unwrap().forget();
+            }
+            Ok(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+        }
+    })
+    .max_batch_size(2)
+    .max_in_flight(1)
+    .overflow(overflow);
+    let b = match timeout {
+        Some(t) => b.batch_timeout(t),
+        None => b,
+    };
+    (b.build().unwrap(), gate)
+}
+
+/// Fills the batcher (buses of 2, one in flight): key 0 departs alone and blocks, keys 1 and 2
+/// fill the next bus, which cannot leave.
+async fn fill(b: &Batcher<u32, u32, ()>) -> Vec<tokio::task::JoinHandle<Result<Option<u32>, Error<()>>>> {
+    let mut held = Vec::new();
+    for k in 0..3 {
+        let b = b.clone();
+        held.push(tokio::spawn(async move { b.load(k).await }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    held
+}

@@ -1,0 +1,140 @@
+//! Under tokio's paused clock (`start_paused = true`, how time-dependent async code is tested)
+//! windows, gates, the adaptive policy and batch timeouts follow tokio's clock: auto-advance
+//! moves them, and the order of events is the same in every run.
+//!
+//! The instants asserted here are tokio's paused clock, not wall-clock timings.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use busline::{Batcher, Error, Policy};
+use tokio::time::Instant;
+
+type Calls = Arc<Mutex<Vec<(Duration, Vec<u32>)>>>;
+
+/// A batcher under `policy` whose batch function records, on tokio's clock, when each call
+/// came and with which keys.
+fn recording(policy: Policy) -> (Batcher<u32, u32, ()>, Calls, Instant) {
+    let start = Instant::now();
+    let calls: Calls = Arc::default();
+    let seen = calls.clone();
+    let b = Batcher::builder(move |mut keys: Vec<u32>| {
+        keys.sort_unstable();
+        seen.lock().unwrap().push((start.elapsed(), keys.clone()));
+        async move { Ok(keys.into_iter().map(|k| (k, k * 2)).collect::<HashMap<_, _>>()) }
+    })
+    .policy(policy)
+    .build()
+    .unwrap();
+    (b, calls, start)
+}
+
+/// Fails the test if `fut` has not finished within an hour of tokio's (paused) time: with the
+/// clock paused, a batcher that never sends its bus lets auto-advance reach this timeout.
+async fn within_an_hour<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(3600), fut).await.expect("the batch never ran")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_closes_on_tokios_clock() {
+    // Before: the window's deadline went to a thread on the OS clock, and the test's own
+    // timeout fired first.
+    let window = Duration::from_millis(10);
+    let (b, calls, start) = recording(Policy::window(window));
+    let answers = within_an_hour(async { tokio::join!(b.load(1), b.load(2), b.load(3)) }).await;
+    assert_eq!((answers.0.unwrap(), answers.1.unwrap(), answers.2.unwrap()), (Some(2), Some(4), Some(6)));
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].1, vec![1, 2, 3]);
+    assert!(calls[0].0 >= window, "left at {:?}, before the window closed", calls[0].0);
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sub_millisecond_window_closes_on_tokios_clock() {
+    let window = Duration::from_micros(200);
+    let (b, calls, _) = recording(Policy::window(window));
+    let (x, y) = within_an_hour(async { tokio::join!(b.load(1), b.load(2)) }).await;
+    assert_eq!((x.unwrap(), y.unwrap()), (Some(2), Some(4)));
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].0 >= window);
+}
+
+#[tokio::test(start_paused = true)]
+async fn windows_follow_each_other_in_the_same_order_every_run() {
+    let window = Duration::from_millis(5);
+    let (b, calls, _) = recording(Policy::window(window));
+    // Three waves 20 ms apart on tokio's clock: three calls, in order, one per wave.
+    for wave in 0..3u32 {
+        let keys = [wave * 10, wave * 10 + 1];
+        let answers = within_an_hour(async { tokio::join!(b.load(keys[0]), b.load(keys[1])) }).await;
+        assert!(answers.0.is_ok() && answers.1.is_ok());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let calls = calls.lock().unwrap();
+    let keys: Vec<_> = calls.iter().map(|(_, k)| k.clone()).collect();
+    assert_eq!(keys, vec![vec![0, 1], vec![10, 11], vec![20, 21]]);
+    for pair in calls.windows(2) {
+        assert!(pair[1].0 >= pair[0].0 + Duration::from_millis(20), "{calls:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gated_window_closes_on_tokios_clock() {
+    let (b, calls, _) = recording(Policy::gated(Duration::from_millis(5), 2));
+    let answers = within_an_hour(async { tokio::join!(b.load(1), b.load(2), b.load(3)) }).await;
+    assert!(answers.0.is_ok() && answers.1.is_ok() && answers.2.is_ok());
+    let total: usize = calls.lock().unwrap().iter().map(|(_, k)| k.len()).sum();
+    assert_eq!(total, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_adaptive_policy_runs_on_tokios_clock() {
+    let (b, calls, _) = recording(Policy::adaptive(Duration::from_millis(2)));
+    for round in 0..20u32 {
+        let keys = [round * 4, round * 4 + 1, round * 4 + 2];
+        let answers = within_an_hour(async { tokio::join!(b.load(keys[0]), b.load(keys[1]), b.load(keys[2])) }).await;
+        assert_eq!(answers.0.unwrap(), Some(keys[0] * 2));
+        assert!(answers.1.is_ok() && answers.2.is_ok());
+        tokio::time::sleep(Duration::from_micros(700)).await;
+    }
+    let total: usize = calls.lock().unwrap().iter().map(|(_, k)| k.len()).sum();
+    assert_eq!(total, 60);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_timeout_fires_on_tokios_clock() {
+    let start = Instant::now();
+    let b = Batcher::builder(|keys: Vec<u32>| async move {
+        if keys.contains(&13) {
+            std::future::pending::<()>().await;
+        }
+        Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+    })
+    .max_in_flight(1)
+    .batch_timeout(Duration::from_secs(30))
+    .build()
+    .unwrap();
+    assert!(matches!(within_an_hour(b.load(13)).await, Err(Error::Timeout)));
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(30) && waited < Duration::from_secs(31), "{waited:?}");
+    assert_eq!(within_an_hour(b.load(1)).await.unwrap(), Some(1), "the in-flight place was freed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn spinning_off_keeps_windows_on_tokios_clock_too() {
+    let start = Instant::now();
+    let b = Batcher::builder(|keys: Vec<u32>| async move {
+        Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+    })
+    .window(Duration::from_millis(3))
+    .spin(false)
+    .build()
+    .unwrap();
+    let (x, y) = within_an_hour(async { tokio::join!(b.load(1), b.load(2)) }).await;
+    assert_eq!((x.unwrap(), y.unwrap()), (Some(1), Some(2)));
+    assert!(start.elapsed() >= Duration::from_millis(3));
+    assert_eq!(b.stats().batches, 1);
+}
