@@ -1,6 +1,20 @@
 //! The gated window: wait only when enough passengers are around, like PostgreSQL's
 //! `commit_delay`, which sleeps only when at least `commit_siblings` other transactions are
 //! active.
+//!
+//! # Control law
+//!
+//! The gate opens (buses wait the window) when `threshold` requests already wait, or when the
+//! estimated rate times the window reaches `threshold`; it closes (buses leave at once) only
+//! when the estimate falls below half the threshold. The hysteresis matters: near the
+//! threshold a memoryless gate flips with the estimate's noise (±18 % over 32 arrivals), and a
+//! policy that sends half its buses as cars and makes the other half wait a full window gets
+//! the queries of the first and the p99 of the second, a point any fixed window in between
+//! beats on both. With the band, a steady load picks one behaviour and keeps it (leaving the
+//! band needs a 2× error, 8 standard deviations), while a burst still opens the gate within
+//! 4 arrivals (a fast estimate over the last 4, as in the adaptive policy) and a lull closes it.
+//! Waiting for a free in-flight place does not count: a bus released while every place is
+//! taken keeps filling until one frees.
 
 use std::time::Duration;
 
@@ -8,38 +22,55 @@ use super::Instant;
 use super::rate::RateEstimator;
 use super::scheduler::Due;
 
-/// Arrivals the rate estimate averages over (see `rate.rs`): ±12.5 % on Poisson traffic.
+/// Arrivals the rate estimate averages over (see `rate.rs`): ±18 % on Poisson traffic.
 const RATE_SAMPLES: u32 = 32;
+/// Arrivals of the fast estimate that opens the gate at the start of a burst.
+const FAST_SAMPLES: u32 = 4;
 
 #[derive(Debug, Clone)]
 pub(super) struct Gated {
     window: Duration,
     threshold: usize,
     rate: RateEstimator,
+    fast: RateEstimator,
+    /// Whether buses wait the window (see the hysteresis above).
+    open: bool,
 }
 
 impl Gated {
     pub(super) fn new(window: Duration, threshold: usize) -> Gated {
-        Gated { window, threshold, rate: RateEstimator::new(RATE_SAMPLES) }
+        Gated {
+            window,
+            threshold,
+            rate: RateEstimator::new(RATE_SAMPLES),
+            fast: RateEstimator::new(FAST_SAMPLES),
+            open: false,
+        }
     }
 
     pub(super) fn window(&self) -> Duration {
         self.window
     }
 
-    pub(super) fn on_arrival(&mut self, now: Instant, n: usize) {
+    /// `n` arrivals at `now`, of which `queued` now wait: the gate is reconsidered.
+    pub(super) fn on_arrival(&mut self, now: Instant, n: usize, queued: usize) {
         self.rate.record(now, n);
+        self.fast.record(now, n);
+        let w = self.window.as_secs_f64();
+        let threshold = self.threshold as f64;
+        let expected = self.rate.rate_per_s(now) * w;
+        if queued >= self.threshold || expected >= threshold || self.fast.rate_per_s(now) * w >= 2.0 * threshold {
+            self.open = true;
+        } else if expected < threshold / 2.0 {
+            self.open = false;
+        }
     }
 
-    /// Wait the window if `threshold` requests already wait, or are expected within a window;
-    /// otherwise go now.
+    /// Wait the window if `threshold` requests already wait, or while the gate is open (the
+    /// estimate is read at `now`, so an idle spell closes it); otherwise go now.
     pub(super) fn due(&self, now: Instant, opened: Instant, queued: usize) -> Due {
-        let expected = self.rate.rate_per_s(now) * self.window.as_secs_f64();
-        if queued >= self.threshold || expected >= self.threshold as f64 {
-            Due::At(opened + self.window)
-        } else {
-            Due::Now
-        }
+        let closing = self.rate.rate_per_s(now) * self.window.as_secs_f64() < self.threshold as f64 / 2.0;
+        if queued >= self.threshold || (self.open && !closing) { Due::At(opened + self.window) } else { Due::Now }
     }
 }
 

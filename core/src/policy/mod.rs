@@ -13,8 +13,9 @@
 #![forbid(unsafe_code)]
 
 mod adaptive;
-mod rate;
 mod gated;
+mod natural;
+mod rate;
 mod scheduler;
 
 use std::fmt;
@@ -98,9 +99,13 @@ impl fmt::Debug for Instant {
 /// |---|---|---|
 /// | [`Car`](Policy::Car) | never; every request is its own batch | no coalescing at all |
 /// | [`Window`](Policy::Window) | always: the window opened by the first waiting request | TF Serving `batch_timeout_micros`, Kafka `linger.ms` |
-/// | [`Natural`](Policy::Natural) | only while `max_in_flight` batches run | LMAX Disruptor smart batching, Triton's default dynamic batcher |
+/// | [`Natural`](Policy::Natural) | while `max_in_flight` batches run, and, once buses have queued for a place, about as long as they queued | LMAX Disruptor smart batching, Triton's default dynamic batcher |
 /// | [`Gated`](Policy::Gated) | the window, but only when enough requests are around | PostgreSQL `commit_delay` / `commit_siblings` |
 /// | [`Adaptive`](Policy::Adaptive) | a window tuned online against a latency budget | Clipper's AIMD, adaptive Nagle |
+///
+/// Every policy tells the wait it adds (holding a bus) from the wait the backend imposes (a
+/// released bus that finds every in-flight place taken keeps filling until one frees): see
+/// [`Action::Dispatch`]. Congestion is never a reason to send smaller buses.
 ///
 /// # Examples
 ///
@@ -125,12 +130,15 @@ pub enum Policy {
         /// How long the bus waits after its first passenger.
         window: Duration,
     },
-    /// No timer: depart at once while fewer than `max_in_flight` batches run; while all are
-    /// busy, accumulate, and send everything waiting the moment one frees.
+    /// Depart at once while fewer than `max_in_flight` batches run; while all are busy,
+    /// accumulate, and send everything waiting the moment one frees. When buses have had to
+    /// wait for a place, hold the next ones at the stop (while other batches run) for about as
+    /// long as they waited, so they fill instead of queueing; on an empty road it never waits.
     Natural,
     /// Wait the window only when recent concurrency reaches `threshold`: either that many
     /// requests are already waiting, or the estimated arrival rate times the window reaches it.
-    /// Otherwise depart at once.
+    /// Otherwise depart at once. It stops waiting when the estimate falls below half the
+    /// threshold (hysteresis, so a steady load near the threshold does not flip).
     Gated {
         /// How long the bus waits after its first passenger, when it waits.
         window: Duration,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::adaptive::Adaptive;
 use super::gated::Gated;
+use super::natural::Natural;
 use super::{Action, Instant, Limits, Policy};
 use crate::ConfigError;
 
@@ -74,6 +75,9 @@ pub struct Scheduler {
     /// When the policy released the waiting requests (its rule said "go", or the bus filled);
     /// `None` while it holds them. Latched: a released bus is never held again.
     ready_since: Option<Instant>,
+    /// Whether the released requests have found every in-flight place taken: their wait since
+    /// the release is the backend's queue (else it is the driver's own delay).
+    blocked: bool,
     /// Batches dispatched and not yet completed.
     in_flight: usize,
     stats: SchedulerStats,
@@ -96,7 +100,7 @@ pub struct SchedulerStats {
 enum Rule {
     Car,
     Window(Duration),
-    Natural,
+    Natural(Natural),
     Gated(Gated),
     Adaptive(Adaptive),
 }
@@ -126,9 +130,9 @@ impl Scheduler {
         policy.validate()?;
         let rule = match policy {
             Policy::Car => Rule::Car,
-            Policy::Window { window } if window.is_zero() => Rule::Natural,
+            Policy::Window { window } if window.is_zero() => Rule::Natural(Natural::default()),
             Policy::Window { window } => Rule::Window(window),
-            Policy::Natural => Rule::Natural,
+            Policy::Natural => Rule::Natural(Natural::default()),
             Policy::Gated { window, threshold } => Rule::Gated(Gated::new(window, threshold)),
             Policy::Adaptive(cfg) => Rule::Adaptive(Adaptive::new(cfg)),
         };
@@ -139,6 +143,7 @@ impl Scheduler {
             queued: 0,
             opened_at: None,
             ready_since: None,
+            blocked: false,
             in_flight: 0,
             stats: SchedulerStats::default(),
         })
@@ -168,10 +173,12 @@ impl Scheduler {
     }
 
     /// The window the policy currently applies when it waits (zero when it would not wait).
-    /// For the adaptive policy this is the tuned value; useful for reports.
+    /// For the adaptive policy this is the tuned value, for natural batching the hold it
+    /// applies while batches are in flight; useful for reports.
     pub fn current_window(&self) -> Duration {
         match &self.rule {
-            Rule::Car | Rule::Natural => Duration::ZERO,
+            Rule::Car => Duration::ZERO,
+            Rule::Natural(n) => n.hold(),
             Rule::Window(w) => *w,
             Rule::Gated(g) => g.window(),
             Rule::Adaptive(a) => a.window(),
@@ -199,9 +206,9 @@ impl Scheduler {
         self.queued += n;
         self.stats.arrivals += n as u64;
         match &mut self.rule {
-            Rule::Gated(g) => g.on_arrival(self.now, n),
+            Rule::Gated(g) => g.on_arrival(self.now, n, self.queued),
             Rule::Adaptive(a) => a.on_arrival(self.now, n),
-            Rule::Car | Rule::Window(_) | Rule::Natural => {}
+            Rule::Car | Rule::Window(_) | Rule::Natural(_) => {}
         }
         self.latch();
     }
@@ -233,9 +240,9 @@ impl Scheduler {
         }
         self.stats.arrivals += n as u64;
         match &mut self.rule {
-            Rule::Gated(g) => g.on_arrival(self.now, n),
+            Rule::Gated(g) => g.on_arrival(self.now, n, self.queued),
             Rule::Adaptive(a) => a.on_arrival(self.now, n),
-            Rule::Car | Rule::Window(_) | Rule::Natural => {}
+            Rule::Car | Rule::Window(_) | Rule::Natural(_) => {}
         }
         self.latch();
     }
@@ -273,18 +280,26 @@ impl Scheduler {
         let opened_at = self.opened_at.unwrap_or(self.now);
         // A flush may send a bus the policy still held: it is released now.
         let ready_at = self.ready_since.unwrap_or(self.now);
+        let since_release = self.now - ready_at;
+        // The wait for a place is the backend's queue; a released bus that had a place and
+        // still left later was delayed by the driver (a late timer): the policy's lateness.
+        let (queued_for_place, late) =
+            if self.blocked { (since_release, Duration::ZERO) } else { (Duration::ZERO, since_release) };
         self.queued -= requests;
         // Whoever is left behind by a full bus starts the next one's window now.
         self.opened_at = (self.queued > 0).then_some(self.now);
         self.in_flight += 1;
         self.stats.dispatches += 1;
-        if let Rule::Adaptive(a) = &mut self.rule {
-            a.on_dispatch(self.now, self.now - opened_at);
+        match &mut self.rule {
+            Rule::Adaptive(a) => a.on_dispatch(ready_at - opened_at, late),
+            Rule::Natural(n) => n.on_dispatch(queued_for_place),
+            Rule::Car | Rule::Window(_) | Rule::Gated(_) => {}
         }
         // Left behind by a full bus under an immediate rule (a car, natural batching), the
         // rest were released with it; under a timed rule their own window starts now.
         if self.queued == 0 || self.due() != Due::Now {
             self.ready_since = None;
+            self.blocked = false;
         }
         self.latch();
         Action::Dispatch { requests, ready_at }
@@ -311,13 +326,16 @@ impl Scheduler {
     fn latch(&mut self) {
         if self.queued == 0 {
             self.ready_since = None;
+            self.blocked = false;
             return;
         }
         if self.ready_since.is_some() {
+            self.blocked |= self.in_flight >= self.limits.max_in_flight;
             return;
         }
         if self.queued >= self.max_batch_size() {
             self.ready_since = Some(self.now);
+            self.blocked |= self.in_flight >= self.limits.max_in_flight;
             return;
         }
         self.ready_since = match self.due() {
@@ -325,6 +343,7 @@ impl Scheduler {
             Due::At(t) if t <= self.now => Some(t),
             Due::At(_) => None,
         };
+        self.blocked |= self.ready_since.is_some() && self.in_flight >= self.limits.max_in_flight;
     }
 
     fn max_batch_size(&self) -> usize {
@@ -337,7 +356,8 @@ impl Scheduler {
     fn due(&self) -> Due {
         let opened = self.opened_at.unwrap_or(self.now);
         match &self.rule {
-            Rule::Car | Rule::Natural => Due::Now,
+            Rule::Car => Due::Now,
+            Rule::Natural(n) => n.due(opened, self.in_flight),
             Rule::Window(w) => Due::At(opened + *w),
             Rule::Gated(g) => g.due(self.now, opened, self.queued),
             Rule::Adaptive(a) => a.due(self.now, opened),
@@ -347,6 +367,15 @@ impl Scheduler {
     fn advance(&mut self, now: Instant) {
         debug_assert!(now >= self.now, "time went backwards: {now:?} < {:?}", self.now);
         self.now = self.now.max(now);
+        // Up to this input nothing changed: if the requests were released by now (latched, or
+        // a deadline passed with no timer running) and every place was taken, they have been
+        // queueing for one.
+        if self.queued > 0 && self.in_flight >= self.limits.max_in_flight && !self.blocked {
+            self.blocked = match self.ready_since {
+                Some(_) => true,
+                None => matches!(self.due(), Due::At(t) if t <= self.now),
+            };
+        }
     }
 }
 

@@ -1,7 +1,10 @@
-//! Reports: a sweep's CSV and plots, the issue-5 checks, and `reports/sim/README.md`.
+//! Reports: a sweep's CSV and plots, the policy checks (issues 5 and 10), the generated
+//! scenarios, and `reports/sim/README.md`.
 
 pub mod checks;
 pub mod clients_plot;
+pub mod frontier;
+pub mod generated;
 pub mod plots;
 mod readme;
 
@@ -17,6 +20,11 @@ use crate::stats::{RunSummary, TimeSeries};
 use crate::sweep;
 
 pub use checks::Check;
+
+/// Generated scenarios in the report (the tests run the same 50 at 20,000 requests).
+pub const GENERATED_SCENARIOS: u64 = 50;
+/// Requests per run of a generated scenario in the report.
+pub const GENERATED_REQUESTS: u64 = 50_000;
 
 /// One scenario's sweep with its time series and checks.
 #[derive(Debug, Clone)]
@@ -147,6 +155,12 @@ pub fn report_command(scenarios: &Path, out: &Path, command: &str) -> Result<Vec
     }
     let rows: Vec<RunSummary> = all.iter().flat_map(Analysis::all_runs).collect();
     sweep::write_csv(&out.join("all-runs.csv"), &rows)?;
-    readme::write(&out.join("README.md"), &all, command, started.elapsed().as_secs_f64())?;
+    // Scenarios nobody tuned the policies to (issue 10): the same checks, worst case reported.
+    let bar = sweep::progress(GENERATED_SCENARIOS, "generated scenarios");
+    let generated = generated::study(0..GENERATED_SCENARIOS, GENERATED_REQUESTS)?;
+    bar.finish_and_clear();
+    let rows: Vec<RunSummary> = generated.iter().flat_map(|o| o.rows.iter().cloned()).collect();
+    sweep::write_csv(&out.join("generated-runs.csv"), &rows)?;
+    readme::write(&out.join("README.md"), &all, &generated, command, started.elapsed().as_secs_f64())?;
     Ok(all)
 }

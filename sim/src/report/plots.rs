@@ -299,6 +299,19 @@ fn frontier_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str,
             .label(label(r))
             .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 7, c.filled()));
     }
+    // Dominated points: another run of the sweep has >= 1 % fewer queries and a >= 2 % lower
+    // p99 (frontier::beats). A black ring around the marker.
+    let ring = BLACK.stroke_width(2);
+    chart
+        .draw_series(
+            rows.iter()
+                .filter(|r| r.policy != "window" || r.window_ms.unwrap_or(0.0) > 0.0)
+                .filter(|r| super::frontier::dominated(rows, r))
+                .map(|r| Circle::new((r.queries as f64, r.latency_ms.p99), 11, ring)),
+        )
+        .map_err(err)?
+        .label("dominated (another run: >= 1 % fewer queries and >= 2 % lower p99)")
+        .legend(move |(x, y)| Circle::new((x + 10, y), 7, ring));
     draw_legend(&mut chart, 15, SeriesLabelPosition::LowerLeft)?;
     Ok(())
 }
