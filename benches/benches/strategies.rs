@@ -192,26 +192,29 @@ impl HandUseLast {
 
     async fn call(&self, x: u64) -> u64 {
         let mut rx = self.results.subscribe();
-        let mut state = self.state.lock().unwrap();
-        state.0 += 1;
-        let number = state.0;
-        if let Some(previous) = state.1.take() {
-            previous.abort();
-        }
-        let results = self.results.clone();
-        let task = tokio::spawn(async move {
-            tokio::task::yield_now().await;
-            let v = value_of(x);
-            results.send_if_modified(|current| {
-                let newer = current.0 < number;
-                if newer {
-                    *current = (number, v);
-                }
-                newer
+        // The lock is released at the end of this block, before the wait below.
+        let number = {
+            let mut state = self.state.lock().unwrap();
+            state.0 += 1;
+            let number = state.0;
+            if let Some(previous) = state.1.take() {
+                previous.abort();
+            }
+            let results = self.results.clone();
+            let task = tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                let v = value_of(x);
+                results.send_if_modified(|current| {
+                    let newer = current.0 < number;
+                    if newer {
+                        *current = (number, v);
+                    }
+                    newer
+                });
             });
-        });
-        state.1 = Some(task.abort_handle());
-        drop(state);
+            state.1 = Some(task.abort_handle());
+            number
+        };
         rx.wait_for(|&(n, _)| n >= number).await.unwrap().1
     }
 }

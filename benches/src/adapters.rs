@@ -338,8 +338,8 @@ impl Loader for BuslineLoader {
     }
 
     #[inline]
-    fn load_owned(self, key: u64) -> impl Future<Output = u64> + Send {
-        async move { self.0.load(key).await.expect("busline load").expect("key answered") }
+    async fn load_owned(self, key: u64) -> u64 {
+        self.0.load(key).await.expect("busline load").expect("key answered")
     }
 }
 
