@@ -65,7 +65,7 @@ bench-build:
 	$(CARGO) bench --workspace --no-run
 
 # What .ci/run runs on a fresh clone (`build` compiles the benches and their peers, unoptimised).
-ci: build lint test test-benches examples
+ci: build lint test examples
 	$(MAKE) loom LOOM_MAX_PREEMPTIONS=2
 
 clean:
