@@ -90,9 +90,9 @@ where
     /// .build()?;
     ///
     /// let (a, b, c) = tokio::join!(users.load(1), users.load(13), users.load(404));
-    /// assert_eq!(a?, Some("user 1".to_string()));
+    /// assert_eq!(a.unwrap(), Some("user 1".to_string()));
     /// assert_eq!(b.unwrap_err().key_error().map(String::as_str), Some("row 13 is corrupt"));
-    /// assert_eq!(c?, None);
+    /// assert_eq!(c.unwrap(), None);
     /// # Ok(()) }
     /// ```
     pub fn builder_per_key<F, Fut>(batch_fn: F) -> Builder<K, V, E>

@@ -22,9 +22,11 @@ const REQUESTS: u64 = 20_000;
 
 /// (policy, scenarios of the 50 where a fixed window beats it), as measured at this commit.
 // Re-counted on the merged main: the fleet engine's speed work draws different random numbers
-// (same models), and one more generated scenario now has a window beating natural (11, was 10
-// on policy's branch). The ceiling records where the unmet goal stands; it is not the goal.
-const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 11), ("gated", 8), ("adaptive", 1)];
+// (same models), and adaptive now counts a hold past its budget as lateness; one more generated
+// scenario each has a window beating natural (11, was 10 on policy's branch) and adaptive (2, was
+// 1; policy's own report run at 50,000 requests also had 2). The ceiling records where the unmet
+// issue-10 goal stands; it is not the goal.
+const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 11), ("gated", 8), ("adaptive", 2)];
 
 #[test]
 fn the_policies_hold_their_goals_on_generated_scenarios() {
