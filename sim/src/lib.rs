@@ -2,18 +2,22 @@
 //! driving busline's own departure policy (`busline::policy`) in virtual time.
 //!
 //! - [`scenario`]: the TOML scenario files and `--set` overrides.
-//! - [`traffic`], [`keys`], [`db`]: the models of arrivals, keys and the database.
+//! - [`traffic`], [`keys`], [`db`]: the models of arrivals, keys and the database;
+//!   [`client`]: callers that time out and retry.
 //! - [`engine`]: the event loop that feeds the core's `Scheduler` (one per service instance)
 //!   and checks invariants; [`routing`]: the load balancer in front of a fleet.
-//! - [`stats`]: histograms and per-run summaries; [`sweep`]: many runs in parallel;
-//!   [`fleet`]: a scenario against the number of instances;
+//! - [`stats`]: histograms, per-run summaries and intervals; [`sweep`]: many runs in parallel;
+//!   [`replicate`]: a policy's replications and their means; [`fleet`]: a scenario against
+//!   the number of instances;
 //!   [`report`]: CSV, plots, the policy checks and the report README.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod db;
 pub mod engine;
 pub mod fleet;
 pub mod keys;
+pub mod replicate;
 pub mod report;
 pub mod rng;
 pub mod routing;

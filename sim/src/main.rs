@@ -98,7 +98,10 @@ fn run_cli(cli: Cli) -> Result<()> {
                 let m = &out.summary;
                 println!("scenario {} / policy {}", m.scenario, m.policy);
                 println!("requests {}  queries {}  mean batch {:.2}  distinct keys/query {:.2}", m.requests, m.queries, m.mean_batch, m.mean_distinct_keys);
-                println!("queries/s {:.1}  offered/s {:.1}  simulated {:.3} s", m.queries_per_s, m.offered_per_s, m.sim_time_s);
+                println!(
+                    "queries/s {:.1}  offered/s {:.1}  horizon {:.3} s  drain {:.3} s ({} queries)",
+                    m.queries_per_s, m.offered_per_s, m.horizon_s, m.drain_s, m.drain_queries
+                );
                 let l = &m.latency_ms;
                 println!("latency ms: mean {:.4} p50 {:.4} p99 {:.4} p99.9 {:.4} max {:.4}", l.mean, l.p50, l.p99, l.p999, l.max);
                 let w = |name: &str, w: &busline_sim::stats::WaitSummary| {
@@ -109,7 +112,17 @@ fn run_cli(cli: Cli) -> Result<()> {
                 w("  of which: in-flight place (release → dispatch)", &m.in_flight_wait_ms);
                 w("  of which: connection (dispatch → connection)", &m.connection_wait_ms);
                 w("service ms", &m.service_ms);
-                println!("db utilization {:.3}", m.db_utilization);
+                println!("db utilization {:.3}  occupancy {:.3}", m.db_utilization, m.db_occupancy);
+                if let Some(c) = &m.client {
+                    println!(
+                        "clients: {} requests, goodput {:.1}/s ({:.2} % in time), {} timeouts ({:.2} % of attempts), {} retries, {} failed",
+                        c.requests, c.goodput_per_s, c.success_fraction * 100.0, c.timeouts, c.timeout_fraction * 100.0, c.retries, c.failed
+                    );
+                    println!(
+                        "  {} dropped unsent, {} answered late; {:.3} attempts/request, {:.3} queries/success; p99 to success {:.4} ms",
+                        c.dropped_unsent, c.answered_late, c.attempts_per_request, c.queries_per_success, c.success_latency_ms.p99
+                    );
+                }
                 if s.fleet.instances > 1 {
                     println!("fleet: {} instances, {} routing", s.fleet.instances, s.fleet.routing);
                 }
