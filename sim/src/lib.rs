@@ -9,7 +9,8 @@
 //! - [`stats`]: histograms, per-run summaries and intervals; [`sweep`]: many runs in parallel;
 //!   [`replicate`]: a policy's replications and their means; [`fleet`]: a scenario against
 //!   the number of instances;
-//!   [`report`]: CSV, plots, the policy checks and the report README.
+//!   [`report`]: CSV, plots, the policy checks and the report README; [`speed`]: simulated
+//!   requests per CPU-second.
 #![forbid(unsafe_code)]
 
 pub mod client;
@@ -22,6 +23,7 @@ pub mod report;
 pub mod rng;
 pub mod routing;
 pub mod scenario;
+pub mod speed;
 pub mod stats;
 pub mod sweep;
 pub mod traffic;

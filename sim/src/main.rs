@@ -1,4 +1,4 @@
-//! The `busline-sim` command line: `run`, `sweep`, `fleet` and `report`.
+//! The `busline-sim` command line: `run`, `sweep`, `fleet`, `report` and `speed`.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use busline_sim::engine::{RunOptions, run};
 use busline_sim::report;
 use busline_sim::scenario::Scenario;
+use busline_sim::speed::{self, thread_cpu_ns};
 use clap::{Parser, Subcommand};
 
 /// Simulates burst traffic against a modelled database under busline's batching policies.
@@ -71,6 +72,22 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "reports/sim")]
         out: PathBuf,
+    },
+    /// Times every scenario of a directory under every policy, one run at a time on one
+    /// thread: simulated requests per CPU-second (and a fleet scenario at each `--instances`).
+    Speed {
+        /// Directory of scenario files.
+        #[arg(long, default_value = "sim/scenarios")]
+        scenarios: PathBuf,
+        /// A fleet scenario to time at each of `--instances` under every routing; repeatable.
+        #[arg(long = "fleet", value_name = "SCENARIO")]
+        fleet: Vec<PathBuf>,
+        /// Fleet sizes to time.
+        #[arg(long, value_delimiter = ',', default_value = "1,256")]
+        instances: Vec<u32>,
+        /// Override a key in every scenario, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
 }
 
@@ -168,11 +185,21 @@ fn run_cli(cli: Cli) -> Result<()> {
             eprintln!("report written to {}", out.display());
             Ok(())
         }
+        Command::Speed { scenarios, fleet, instances, set } => {
+            let mut rows = Vec::new();
+            for path in report::scenario_files(&scenarios)? {
+                let s = Scenario::load_with(&path, &set)?;
+                rows.extend(speed::policies(&s)?);
+                eprint!(".");
+            }
+            for path in &fleet {
+                let s = Scenario::load_with(path, &set)?;
+                rows.extend(speed::fleet(&s, &instances)?);
+                eprint!(".");
+            }
+            eprintln!();
+            print!("{}", speed::table(&rows));
+            Ok(())
+        }
     }
-}
-
-/// Nanoseconds this thread has spent on a CPU (Linux: `/proc/thread-self/schedstat`), so a
-/// run's speed per core can be told apart from the time it waited for one on a busy machine.
-fn thread_cpu_ns() -> Option<u64> {
-    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
 }
