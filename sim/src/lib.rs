@@ -3,7 +3,7 @@
 //!
 //! - [`scenario`]: the TOML scenario files and `--set` overrides.
 //! - [`traffic`], [`keys`], [`db`]: the models of arrivals, keys and the database;
-//!   [`client`]: callers that time out and retry.
+//!   [`zipf`]: Zipf keys without a `powf` per draw; [`client`]: callers that time out and retry.
 //! - [`engine`]: the event loop that feeds the core's `Scheduler` (one per service instance)
 //!   and checks invariants; [`routing`]: the load balancer in front of a fleet.
 //! - [`stats`]: histograms, per-run summaries and intervals; [`sweep`]: many runs in parallel;
@@ -27,6 +27,7 @@ pub mod speed;
 pub mod stats;
 pub mod sweep;
 pub mod traffic;
+pub mod zipf;
 
 pub use engine::{RunOptions, RunOutput, run};
 pub use scenario::Scenario;
