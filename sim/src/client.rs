@@ -27,7 +27,7 @@
 //! backwards; an early or repeated `on_timeout` is a no-op.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, VecDeque};
 
 use anyhow::Result;
 use rand::Rng;
@@ -79,6 +79,17 @@ enum Event {
     Retry { request: u32 },
     /// The timeout of attempt `attempt`.
     Deadline { attempt: u64 },
+}
+
+/// What the clients still expect of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// Nothing: answered, or given up and then dropped or answered late.
+    Settled,
+    /// Its caller waits for it: the request it belongs to.
+    Awaited(u32),
+    /// Its caller gave up; it may still be dropped or answered late.
+    Abandoned { measured: bool },
 }
 
 /// One request across its attempts.
@@ -140,14 +151,19 @@ pub struct Clients {
     traffic: Option<Traffic>,
     /// The next fresh arrival of the open loop, drawn when its event was scheduled.
     next_fresh: Option<Option<u32>>,
+    /// Fresh arrivals, closed-loop issues and retries, by (instant, sequence).
     events: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    /// The attempts' deadlines, in the order they were set: with one timeout for all and time
+    /// never going backwards, that is their order in time (a FIFO, not a heap). Each carries
+    /// its sequence number, so the two queues merge in the order one heap would give.
+    deadlines: VecDeque<(u64, u64, u64)>,
     seq: u64,
     requests: Vec<Request>,
     free_requests: Vec<u32>,
-    /// Attempts still awaited: id → request.
-    awaited: HashMap<u64, u32>,
-    /// Attempts whose caller gave up and which may still be answered: id → measured.
-    abandoned: HashMap<u64, bool>,
+    /// The state of attempts `attempt_base..`: ids are the engine's request ids, consecutive;
+    /// settled attempts at the front are trimmed, so this spans the attempts still in flight.
+    attempts: VecDeque<Attempt>,
+    attempt_base: u64,
     limit_requests: u64,
     limit_ns: u64,
     warm_ns: u64,
@@ -193,11 +209,12 @@ impl Clients {
             traffic: if closed { None } else { Some(Traffic::new(scenario)?) },
             next_fresh: None,
             events: BinaryHeap::new(),
+            deadlines: VecDeque::new(),
             seq: 0,
             requests: Vec::new(),
             free_requests: Vec::new(),
-            awaited: HashMap::new(),
-            abandoned: HashMap::new(),
+            attempts: VecDeque::new(),
+            attempt_base: 0,
             limit_requests: scenario.requests.unwrap_or(u64::MAX),
             limit_ns: scenario.duration_s.map_or(u64::MAX, |s| (s * 1e9) as u64),
             warm_ns: scenario.warmup_ns(),
@@ -220,7 +237,37 @@ impl Clients {
 
     /// The next instant the clients act at, if any.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.events.peek().map(|Reverse((t, _, _))| *t)
+        self.peek().map(|(t, _)| t)
+    }
+
+    /// The next event (its instant and sequence), and whether it is a deadline.
+    #[inline]
+    fn peek(&self) -> Option<(u64, bool)> {
+        let heap = self.events.peek().map(|Reverse((t, seq, _))| (*t, *seq));
+        let deadline = self.deadlines.front().map(|&(t, seq, _)| (t, seq));
+        match (heap, deadline) {
+            (Some(h), Some(d)) => Some(if d < h { (d.0, true) } else { (h.0, false) }),
+            (Some(h), None) => Some((h.0, false)),
+            (None, Some(d)) => Some((d.0, true)),
+            (None, None) => None,
+        }
+    }
+
+    /// The state of `attempt`, if it is still tracked.
+    fn attempt(&mut self, attempt: u64) -> Option<&mut Attempt> {
+        let i = attempt.checked_sub(self.attempt_base)?;
+        self.attempts.get_mut(usize::try_from(i).ok()?)
+    }
+
+    /// Settles `attempt` and trims the settled front.
+    fn settle(&mut self, attempt: u64) {
+        if let Some(a) = self.attempt(attempt) {
+            *a = Attempt::Settled;
+        }
+        while self.attempts.front() == Some(&Attempt::Settled) {
+            self.attempts.pop_front();
+            self.attempt_base += 1;
+        }
     }
 
     /// The end of fresh arrivals, once it is known: `duration_s`, or the instant of the last
@@ -236,11 +283,17 @@ impl Clients {
 
     /// Everything due at `now`, as actions for the engine (appended to `out`).
     pub fn on_timeout(&mut self, now: u64, out: &mut Vec<ClientAction>) {
-        while let Some(&Reverse((t, _, ev))) = self.events.peek() {
+        while let Some((t, deadline)) = self.peek() {
             if t > now {
                 break;
             }
-            self.events.pop();
+            let ev = if deadline {
+                let (_, _, attempt) = self.deadlines.pop_front().unwrap_or_default();
+                Event::Deadline { attempt }
+            } else {
+                let Some(Reverse((_, _, ev))) = self.events.pop() else { break };
+                ev
+            };
             match ev {
                 Event::Fresh => {
                     let key = self.next_fresh.take().flatten();
@@ -264,9 +317,11 @@ impl Clients {
                     out.push(ClientAction::Send { request, key, retry: true });
                 }
                 Event::Deadline { attempt } => {
-                    let Some(request) = self.awaited.remove(&attempt) else { continue }; // answered
+                    let Some(&mut Attempt::Awaited(request)) = self.attempt(attempt) else { continue }; // answered
                     let r = self.requests[request as usize];
-                    self.abandoned.insert(attempt, r.measured);
+                    if let Some(state) = self.attempt(attempt) {
+                        *state = Attempt::Abandoned { measured: r.measured };
+                    }
                     self.count(r.measured, |c| c.timeouts += 1);
                     out.push(ClientAction::GiveUp { attempt });
                     if r.attempts <= self.max_retries {
@@ -291,22 +346,31 @@ impl Clients {
             c.attempts += 1;
             c.retries += u64::from(retry);
         });
-        self.awaited.insert(attempt, request);
+        let i = attempt.saturating_sub(self.attempt_base) as usize;
+        if self.attempts.len() <= i {
+            self.attempts.resize(i + 1, Attempt::Settled);
+        }
+        self.attempts[i] = Attempt::Awaited(request);
         if let Some(t) = self.timeout_ns {
-            self.push(now + t, Event::Deadline { attempt });
+            self.seq += 1;
+            debug_assert!(self.deadlines.back().is_none_or(|&(last, _, _)| last <= now + t), "time went backwards");
+            self.deadlines.push_back((now + t, self.seq, attempt));
         }
     }
 
     /// The engine dropped attempt `attempt` (given up) before sending it.
     pub fn on_dropped(&mut self, attempt: u64) {
-        if let Some(measured) = self.abandoned.remove(&attempt) {
+        if let Some(&mut Attempt::Abandoned { measured }) = self.attempt(attempt) {
+            self.settle(attempt);
             self.count(measured, |c| c.dropped_unsent += 1);
         }
     }
 
     /// Attempt `attempt` was answered at `now`.
     pub fn on_answer(&mut self, now: u64, attempt: u64) -> Answer {
-        if let Some(request) = self.awaited.remove(&attempt) {
+        let state = self.attempt(attempt).map(|a| *a);
+        if let Some(Attempt::Awaited(request)) = state {
+            self.settle(attempt);
             let r = self.requests[request as usize];
             if r.measured {
                 self.stats.successes += 1;
@@ -315,7 +379,8 @@ impl Clients {
             self.close(now, request);
             Answer::Success
         } else {
-            if let Some(measured) = self.abandoned.remove(&attempt) {
+            if let Some(Attempt::Abandoned { measured }) = state {
+                self.settle(attempt);
                 self.count(measured, |c| c.answered_late += 1);
             }
             Answer::Late

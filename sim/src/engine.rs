@@ -53,8 +53,7 @@
 //! batches of dropped requests only = batches dispatched, queries sent = queries completed. A
 //! violation is an error, not a silent miscount.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant as WallInstant;
 
 use anyhow::{Result, anyhow, bail, ensure};
@@ -63,6 +62,7 @@ use busline::policy::{Action, Instant, Scheduler};
 use crate::client::{Answer, ClientAction, Clients};
 use crate::db::{Db, DbEvent};
 use crate::keys::{DistinctCounter, Keys};
+use crate::queue::{self, EventQueue};
 use crate::routing::Router;
 use crate::scenario::{PolicyKind, Scenario};
 use crate::stats::{Histogram, LatencySummary, RunSummary, TimeSeries, WaitSummary};
@@ -157,25 +157,7 @@ enum Kind {
 #[derive(Debug, Clone, Copy)]
 struct Event {
     time: u64,
-    seq: u64,
     kind: Kind,
-}
-
-impl PartialEq for Event {
-    fn eq(&self, other: &Self) -> bool {
-        (self.time, self.seq) == (other.time, other.seq)
-    }
-}
-impl Eq for Event {}
-impl PartialOrd for Event {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Event {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.time, self.seq).cmp(&(other.time, other.seq))
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -238,7 +220,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunOutput> {
 }
 
 struct Engine {
-    heap: BinaryHeap<Reverse<Event>>,
+    heap: EventQueue<Kind>,
     seq: u64,
     now: u64,
     instances: Vec<Instance>,
@@ -248,9 +230,9 @@ struct Engine {
     traffic: Traffic,
     keys: Keys,
     trace_keys: bool,
-    /// The next arrival: its instant, sequence number and trace key, drawn when it was
+    /// The next arrival: its queue key (instant and sequence number) and trace key, drawn when it was
     /// scheduled and held beside the heap until it fires.
-    next_arrival: Option<(u64, u64, Option<u32>)>,
+    next_arrival: Option<(u128, Option<u32>)>,
     distinct: DistinctCounter,
     db: Db,
     db_out: Vec<DbEvent>,
@@ -318,7 +300,7 @@ impl Engine {
         let trace_keys = traffic.trace_keys();
         let key_space = trace_keys.unwrap_or(if keys.all_unique() { 0 } else { keys.key_space() });
         Ok(Engine {
-            heap: BinaryHeap::with_capacity(64),
+            heap: EventQueue::with_capacity(64),
             seq: 0,
             now: 0,
             instances,
@@ -369,7 +351,7 @@ impl Engine {
     #[inline]
     fn push(&mut self, time: u64, kind: Kind) {
         self.seq += 1;
-        self.heap.push(Reverse(Event { time, seq: self.seq, kind }));
+        self.heap.push(queue::key(time, self.seq), kind);
     }
 
     /// Draws the next arrival, unless the run's request count or duration is reached.
@@ -379,7 +361,7 @@ impl Engine {
             && t < self.limit_ns
         {
             self.seq += 1;
-            self.next_arrival = Some((t, self.seq, key));
+            self.next_arrival = Some((queue::key(t, self.seq), key));
             return;
         }
         self.end_arrivals();
@@ -403,12 +385,9 @@ impl Engine {
     /// The earliest event: the heap's top or the next arrival, by `(time, seq)`.
     #[inline]
     fn next_event(&mut self) -> Option<Event> {
-        let heap_first = self.heap.peek().map(|Reverse(e)| (e.time, e.seq));
-        match (self.next_arrival, heap_first) {
-            (Some((t, seq, _)), h) if h.is_none_or(|h| (t, seq) < h) => {
-                Some(Event { time: t, seq, kind: Kind::Arrival })
-            }
-            _ => self.heap.pop().map(|Reverse(e)| e),
+        match (self.next_arrival, self.heap.peek_key()) {
+            (Some((k, _)), h) if h.is_none_or(|h| k < h) => Some(Event { time: queue::time_of(k), kind: Kind::Arrival }),
+            _ => self.heap.pop().map(|(k, kind)| Event { time: queue::time_of(k), kind }),
         }
     }
 
@@ -428,7 +407,7 @@ impl Engine {
             let now = Instant::from_nanos(ev.time);
             let instance = match ev.kind {
                 Kind::Arrival => {
-                    let (_, _, trace_key) =
+                    let (_, trace_key) =
                         self.next_arrival.take().ok_or_else(|| anyhow!("arrival without a drawn instant"))?;
                     let (i, _, _) = self.arrive(trace_key.filter(|_| self.trace_keys));
                     if let Some(ts) = &mut self.timeseries {
@@ -545,8 +524,20 @@ impl Engine {
     fn give_up(&mut self, id: u64) -> Result<()> {
         let i = *self.routed_to.get(id as usize).ok_or_else(|| anyhow!("attempt {id} gave up but never arrived"))?;
         let stop = &mut self.instances[i as usize].stop;
-        // Ids at a stop increase from front to back; one no longer there was sent.
-        let Ok(k) = stop.binary_search_by_key(&id, |w| w.id) else { return Ok(()) };
+        // Ids at a stop increase from front to back; one no longer there was sent. At one
+        // instance (and often in a fleet) they are consecutive: try that place first.
+        let Some(front) = stop.front().map(|w| w.id) else { return Ok(()) };
+        if id < front {
+            return Ok(());
+        }
+        let guess = usize::try_from(id - front).unwrap_or(usize::MAX);
+        let k = match stop.get(guess) {
+            Some(w) if w.id == id => guess,
+            _ => match stop.binary_search_by_key(&id, |w| w.id) {
+                Ok(k) => k,
+                Err(_) => return Ok(()),
+            },
+        };
         let w = &mut stop[k];
         ensure!(!w.dropped, "attempt {id} dropped twice");
         w.dropped = true;

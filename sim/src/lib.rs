@@ -4,7 +4,7 @@
 //! - [`scenario`]: the TOML scenario files and `--set` overrides.
 //! - [`traffic`], [`keys`], [`db`]: the models of arrivals, keys and the database;
 //!   [`zipf`]: Zipf keys without a `powf` per draw; [`client`]: callers that time out and retry.
-//! - [`engine`]: the event loop that feeds the core's `Scheduler` (one per service instance)
+//! - [`engine`]: the event loop ([`queue`]: its event queue) that feeds the core's `Scheduler` (one per service instance)
 //!   and checks invariants; [`routing`]: the load balancer in front of a fleet.
 //! - [`stats`]: histograms, per-run summaries and intervals; [`sweep`]: many runs in parallel;
 //!   [`replicate`]: a policy's replications and their means; [`fleet`]: a scenario against
@@ -18,6 +18,7 @@ pub mod db;
 pub mod engine;
 pub mod fleet;
 pub mod keys;
+pub mod queue;
 pub mod replicate;
 pub mod report;
 pub mod rng;
