@@ -88,6 +88,9 @@ enum Command {
         /// Override a key in every scenario, as for `run`.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Runs of each variant; the fastest is kept (other work only ever adds time).
+        #[arg(long, default_value_t = 3)]
+        repeat: u32,
     },
 }
 
@@ -185,16 +188,16 @@ fn run_cli(cli: Cli) -> Result<()> {
             eprintln!("report written to {}", out.display());
             Ok(())
         }
-        Command::Speed { scenarios, fleet, instances, set } => {
+        Command::Speed { scenarios, fleet, instances, set, repeat } => {
             let mut rows = Vec::new();
             for path in report::scenario_files(&scenarios)? {
                 let s = Scenario::load_with(&path, &set)?;
-                rows.extend(speed::policies(&s)?);
+                rows.extend(speed::policies(&s, repeat.max(1))?);
                 eprint!(".");
             }
             for path in &fleet {
                 let s = Scenario::load_with(path, &set)?;
-                rows.extend(speed::fleet(&s, &instances)?);
+                rows.extend(speed::fleet(&s, &instances, repeat.max(1))?);
                 eprint!(".");
             }
             eprintln!();
