@@ -35,7 +35,7 @@ fn clients_plot<DB: DrawingBackend>(
             .filter(|v| *v > 0.0),
     );
     let floor = y.start;
-    let mut c = time_panel(&panels[0], t_end, y, ("time (s)", "requests/s (log)"))?;
+    let mut c = time_panel(&panels[0], t_end, y, ("time (s)", "fresh (black), retries/s (log)"))?;
     let offered: Vec<(f64, f64)> =
         first.buckets.iter().enumerate().map(|(i, b)| (at(i), rate(b.arrivals).max(floor))).collect();
     c.draw_series(LineSeries::new(offered, BLACK.stroke_width(3))).map_err(err)?;
@@ -44,7 +44,7 @@ fn clients_plot<DB: DrawingBackend>(
     })?;
     let mut keys = vec![("offered load (fresh requests)".to_string(), BLACK, Key::Line(3))];
     keys.extend(series.iter().map(|(name, policy, _)| {
-        (format!("{name} (top: retries)"), color(policy), Key::Line(if policy == "window" { 5 } else { 2 }))
+        (name.clone(), color(policy), Key::Line(if policy == "window" { 5 } else { 2 }))
     }));
     side_legend(&legend, &keys, 14)?;
 
