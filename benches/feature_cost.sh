@@ -9,7 +9,7 @@
 # rotates) so that a change in the machine's load hits every build alike. Ratios are taken
 # within a round; their median over the rounds is reported.
 #
-# Usage: bash benches/feature_cost.sh [ROUNDS] [BASE]   (writes reports/bench/feature-cost.md)
+# Usage: bash benches/feature_cost.sh [ROUNDS] [BASE]   (writes reports/bench/feature-cost-BASE.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-7}"
@@ -19,10 +19,11 @@ mkdir -p "$work"
 
 # The base tree, with HEAD's two examples dropped in (the base has no submit_cost example; the
 # examples use only the public API both share), built in its own target dir.
-if [ ! -d "$work/base" ]; then
-  git worktree add --detach "$work/base" "$base" >/dev/null
+tree="$work/base-$base"
+if [ ! -d "$tree" ]; then
+  git worktree add --detach "$tree" "$base" >/dev/null
 fi
-cp core/examples/throughput.rs core/examples/submit_cost.rs "$work/base/core/examples/"
+cp core/examples/throughput.rs core/examples/submit_cost.rs "$tree/core/examples/"
 build() { # dir target-dir features out-prefix
   (cd "$1" && cargo build --release -q -p busline --example throughput --example submit_cost \
      --target-dir "$2" ${3:+--features "$3"})
@@ -30,7 +31,7 @@ build() { # dir target-dir features out-prefix
   cp "$2/release/examples/submit_cost" "$work/$4-submit"
 }
 echo "== building base ($base), off, on"
-build "$work/base" "$PWD/$work/target-base" "" base
+build "$tree" "$PWD/$work/target-base" "" base
 build . "$PWD/target" "" off
 build . "$PWD/$work/target-on" "metrics,tracing" on
 
@@ -84,6 +85,6 @@ for m in ['w0', 'w100', 'submit']:
 out.append('')
 out.append('Targets (issue 11): features off, loads/s within 5 % of the base and submit ≤ 20 ns; `metrics` + `tracing` on without a recorder or subscriber, loads/s within 10 % of off. For loads/s a ratio below 1 is a loss; for submit, above 1.')
 os.makedirs('reports/bench', exist_ok=True)
-open('reports/bench/feature-cost.md', 'w').write('\n'.join(out) + '\n')
+open('reports/bench/feature-cost-%s.md' % base, 'w').write('\n'.join(out) + '\n')
 print('\n'.join(out))
 EOF
