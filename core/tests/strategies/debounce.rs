@@ -3,14 +3,12 @@
 //! Timing semantics are checked under tokio's paused clock (virtual time, exact and
 //! deterministic); contention on a multi-thread runtime in real time.
 
-mod strategy_support;
-
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use busline::{Debounce, Error};
-use strategy_support::{Live, assert_send, came_from_work, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
+use crate::support::{Live, assert_send, came_from_work, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
 use tokio::time::{Instant, sleep};
 
 const MS: Duration = Duration::from_millis(1);

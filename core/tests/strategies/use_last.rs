@@ -1,13 +1,11 @@
 //! `UseLast`: each call supersedes the execution in progress; every caller since the last
 //! result gets the newest call's result; long bursts run in flat stack and memory.
 
-mod strategy_support;
-
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use busline::{Error, UseLast};
-use strategy_support::{Live, assert_send, came_from_work, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
+use crate::support::{Live, assert_send, came_from_work, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
 use tokio::sync::Notify;
 
 type Ul = UseLast<u64, (u64, u64), u64>;

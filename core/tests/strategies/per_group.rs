@@ -5,15 +5,13 @@
 //! racing new calls, `Serial` never runs two calls of a group at once and `UseLast` keeps its
 //! newest-wins per group.
 
-mod strategy_support;
-
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use busline::{Coalescer, Debounce, Error, PerGroup, Serial, UseLast};
-use strategy_support::{
+use crate::support::{
     Came, Live, assert_send, chaos, eventually, exclusive, poll_at_most, poll_once, quiet_injected_panics, value_of,
 };
 use tokio::sync::Notify;

@@ -1,13 +1,11 @@
 //! `Serial`: one call at a time in arrival order, each caller its own result; failures, panics
 //! and cancellations stay with their own call.
 
-mod strategy_support;
-
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use busline::{Error, Serial};
-use strategy_support::{Came, assert_send, chaos, exclusive, poll_at_most, poll_once, quiet_injected_panics, value_of};
+use crate::support::{Came, assert_send, chaos, exclusive, poll_at_most, poll_once, quiet_injected_panics, value_of};
 use tokio::sync::Notify;
 
 #[test]

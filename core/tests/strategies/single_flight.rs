@@ -1,14 +1,12 @@
 //! `SingleFlight`: one execution per key in flight, shared by its concurrent callers; errors,
 //! panics and cancellation reach exactly the callers they concern; nothing stays behind.
 
-mod strategy_support;
-
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use busline::{Error, SingleFlight};
-use strategy_support::{Came, Live, assert_send, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
+use crate::support::{Came, Live, assert_send, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
 use tokio::sync::Notify;
 
 type Sf = SingleFlight<u64, u64, u64>;

@@ -1,14 +1,12 @@
 //! `Coalescer`: one accumulator per departure, one shared result per departure, each caller its
 //! own departure's result; the seed library's defects, each as a regression test.
 
-mod strategy_support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use busline::{Coalescer, Error, Policy};
-use strategy_support::{Came, assert_send, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics};
+use crate::support::{Came, assert_send, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics};
 use tokio::sync::Notify;
 
 /// A coalescer whose departures collect their inputs (sorted) and return them.
