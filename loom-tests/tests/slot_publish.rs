@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use busline_loom_tests::harness::{
+use busline_loom_tests::harness::{ assert_clean_end,
     Boarded, Bug, Ledger, Ring, TestRing, Wakers, board, dispatch, model, model_broken,
     wait_and_read,
 };
@@ -45,13 +45,7 @@ fn publish_vs_register() {
         (1, 1),
         "the reset dropped both keys"
     );
-    assert_eq!(
-        wakers.live(),
-        0,
-        "a seat's waker cell kept a waker past the reset"
-    );
-    drop(ring);
-    ledger.assert_all_dropped_once();
+    assert_clean_end(ring, &wakers, &ledger);
 }
 
 /// Proves: a waiter racing the publication is always woken (no lost wake-up: loom reports a

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{
+use busline_loom_tests::harness::{ assert_reached,
     Boarded, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, board, dispatch, model,
     release, wait_and_read,
 };
@@ -91,12 +91,6 @@ fn publish_elsewhere() {
 #[test]
 fn a_publisher_elsewhere_races_the_next_seal_and_close() {
     model("publish_elsewhere", publish_elsewhere);
-    assert!(
-        RESEALED.load(SeqCst) > 0,
-        "an execution sealed again after the slot was freed"
-    );
-    assert!(
-        NOT_FREE.load(SeqCst) > 0,
-        "an execution found no free slot to seal"
-    );
+    assert_reached(&RESEALED, "an execution sealed again after the slot was freed");
+    assert_reached(&NOT_FREE, "an execution found no free slot to seal");
 }

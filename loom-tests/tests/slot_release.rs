@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{
+use busline_loom_tests::harness::{ assert_reached,
     Boarded, Ledger, Ring, TestRing, Wakers, board, dispatch, give_up, model, seal_when_free,
     wait_and_read,
 };
@@ -68,10 +68,7 @@ fn releases_vs_seal() {
 #[test]
 fn release_count_reaches_zero_once() {
     model("releases_vs_seal", releases_vs_seal);
-    assert!(
-        NOT_RUN.load(SeqCst) > 0,
-        "an execution found every caller gone"
-    );
+    assert_reached(&NOT_RUN, "an execution found every caller gone");
 }
 
 /// A ring of three slots of one seat, two of them sealed with one caller each: the callers read
