@@ -114,7 +114,10 @@ pub fn assert_clean_end<R>(ring: R, wakers: &Wakers, ledger: &Ledger) {
 /// After a model ran: some execution reached the case `reached` counts (a model whose
 /// interesting branch no execution takes proves nothing about it).
 pub fn assert_reached(reached: &AtomicUsize, what: &str) {
-    assert!(reached.load(SeqCst) > 0, "no execution reached this case: {what}");
+    assert!(
+        reached.load(SeqCst) > 0,
+        "no execution reached this case: {what}"
+    );
 }
 
 // ---- keys ---------------------------------------------------------------------------------

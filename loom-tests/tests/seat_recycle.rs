@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{ assert_clean_end, assert_reached,
-    Boarded, Bug, Ledger, Ring, TestRing, Wakers, board, dispatch, model, model_broken,
-    wait_and_read,
+use busline_loom_tests::harness::{
+    Boarded, Bug, Ledger, Ring, TestRing, Wakers, assert_clean_end, assert_reached, board,
+    dispatch, model, model_broken, wait_and_read,
 };
 
 /// Executions in which slot 1's producer took the segment slot 0 had returned (and in which it
@@ -84,7 +84,10 @@ fn recycle_while_reading() {
 fn recycled_segments_are_reused_after_their_reset() {
     model("recycle_while_reading", recycle_while_reading);
     assert_reached(&REUSED, "an execution reused the pooled segment");
-    assert_reached(&ALLOCATED, "an execution allocated a segment while slot 0 was held");
+    assert_reached(
+        &ALLOCATED,
+        "an execution allocated a segment while slot 0 was held",
+    );
 }
 
 /// Proves the model can fail: with the pool's take Relaxed instead of Acquire (`Bug::PoolTake`),

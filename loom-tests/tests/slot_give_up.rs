@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{ assert_clean_end, assert_reached,
-    Boarded, Bug, Ledger, Polled, Ring, TestRing, Wakers, board, dispatch, model, model_broken,
-    poll_then_give_up,
+use busline_loom_tests::harness::{
+    Boarded, Bug, Ledger, Polled, Ring, TestRing, Wakers, assert_clean_end, assert_reached, board,
+    dispatch, model, model_broken, poll_then_give_up,
 };
 
 /// Executions in which both callers gave up before the collect (the batch did not run), and in

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{ assert_reached,
-    Boarded, Ledger, Ring, TestRing, Wakers, board, dispatch, give_up, model, seal_when_free,
-    wait_and_read,
+use busline_loom_tests::harness::{
+    Boarded, Ledger, Ring, TestRing, Wakers, assert_reached, board, dispatch, give_up, model,
+    seal_when_free, wait_and_read,
 };
 
 /// Executions in which the batch did not run (both callers gone before the collect).

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{ assert_clean_end, assert_reached,
-    Boarded, Bug, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, board, board_waiting,
-    dispatch, model, model_broken, seal_when_free, wait_and_read,
+use busline_loom_tests::harness::{
+    Boarded, Bug, Ledger, Ring, TestRing, Wakers, assert_clean_end, assert_dispatched_once,
+    assert_reached, board, board_waiting, dispatch, model, model_broken, seal_when_free,
+    wait_and_read,
 };
 
 /// Executions in which the driver reopened slot 0 while a request of its first epoch was still
@@ -98,8 +99,14 @@ fn slot_reuse() {
 #[test]
 fn slot_reuse_waits_for_old_epochs() {
     model("slot_reuse", slot_reuse);
-    assert_reached(&WAITED_FOR_REUSE, "the driver had to wait for slot 0 in some execution");
-    assert_reached(&SERVED_FROM_REUSED, "a request was served from the reused slot in some execution");
+    assert_reached(
+        &WAITED_FOR_REUSE,
+        "the driver had to wait for slot 0 in some execution",
+    );
+    assert_reached(
+        &SERVED_FROM_REUSED,
+        "a request was served from the reused slot in some execution",
+    );
 }
 
 /// Executions in which the producer was seated in the reopened slot 0.
@@ -153,7 +160,10 @@ fn reopened_slot() {
 #[test]
 fn a_reopened_slot_is_written_after_its_reset() {
     model("reopened_slot", reopened_slot);
-    assert_reached(&SEATED_IN_REOPENED, "an execution seated the producer in the reopened slot");
+    assert_reached(
+        &SEATED_IN_REOPENED,
+        "an execution seated the producer in the reopened slot",
+    );
 }
 
 /// Proves the model can fail: with `claim`'s `fetch_add` Relaxed instead of Acquire
