@@ -5,13 +5,23 @@
 use std::sync::Arc;
 
 use busline_loom_tests::harness::{
-    Boarded, Bug, Ledger, Ring, TestRing, Wakers, assert_clean_end, board, dispatch, model,
+    Boarded, Bug, Ledger, Ring, Sealed, TestRing, Wakers, assert_clean_end, board, dispatch, model,
     model_broken, release, wait_and_read,
 };
 
-/// Two callers seated in one sealed batch wait for its outcome (each in `block_on` over
-/// `poll_done`) while the driver publishes it and releases the batch's reference.
-fn publish_vs_register() {
+/// What [`two_waiters`] sets up: the ring, its keys' ledger, the waiters' wakers, the sealed
+/// batch, and the two waiting threads.
+type TwoWaiters = (
+    Arc<TestRing>,
+    Arc<Ledger>,
+    Arc<Wakers>,
+    Sealed,
+    Vec<loom::thread::JoinHandle<Vec<usize>>>,
+);
+
+/// Two callers seated in one sealed batch (slot 0 of a ring of 2 slots of 2 seats), each waiting
+/// for its outcome on a thread of its own (`block_on` over `poll_done`, then `read`).
+fn two_waiters() -> TwoWaiters {
     let ring: Arc<TestRing> = Arc::new(Ring::new(2, 2));
     let ledger = Ledger::new(2);
     for id in 0..2 {
@@ -28,10 +38,11 @@ fn publish_vs_register() {
             loom::thread::spawn(move || wait_and_read(&ring, 0, id, id, &wakers, &ledger))
         })
         .collect();
+    (ring, ledger, wakers, sealed, waiters)
+}
 
-    // `dispatch` collects, publishes `[0, 1]` and releases the batch's reference.
-    let dispatched = dispatch(&ring, sealed, &ledger);
-    assert_eq!(dispatched.ran, Some(vec![0, 1]));
+/// Both waiters read the published outcome, and the slot was freed exactly once.
+fn assert_both_read(waiters: Vec<loom::thread::JoinHandle<Vec<usize>>>, ledger: &Ledger) {
     for waiter in waiters {
         assert_eq!(
             waiter.join().unwrap(),
@@ -40,6 +51,17 @@ fn publish_vs_register() {
         );
     }
     assert_eq!(ledger.frees(), 1, "the slot is freed exactly once");
+}
+
+/// Two callers seated in one sealed batch wait for its outcome (each in `block_on` over
+/// `poll_done`) while the driver publishes it and releases the batch's reference.
+fn publish_vs_register() {
+    let (ring, ledger, wakers, sealed, waiters) = two_waiters();
+
+    // `dispatch` collects, publishes `[0, 1]` and releases the batch's reference.
+    let dispatched = dispatch(&ring, sealed, &ledger);
+    assert_eq!(dispatched.ran, Some(vec![0, 1]));
+    assert_both_read(waiters, &ledger);
     assert_eq!(
         (ledger.drops(0), ledger.drops(1)),
         (1, 1),
@@ -53,22 +75,7 @@ fn publish_vs_register() {
 /// woken and the batch's reference released. Waiter 1 may poll (and read) before its wake, or
 /// register in the gap between the steps.
 fn publish_in_steps_vs_register() {
-    let ring: Arc<TestRing> = Arc::new(Ring::new(2, 2));
-    let ledger = Ledger::new(2);
-    for id in 0..2 {
-        assert!(
-            matches!(board(&ring, ledger.key(id)), Boarded::Seated { slot: 0, index } if index == id)
-        );
-    }
-    let sealed = ring.seal().expect("slot 1 is free");
-    let wakers = Wakers::new();
-    let waiters: Vec<_> = (0..2)
-        .map(|id| {
-            let (ring, ledger, wakers) =
-                (Arc::clone(&ring), Arc::clone(&ledger), Arc::clone(&wakers));
-            loom::thread::spawn(move || wait_and_read(&ring, 0, id, id, &wakers, &ledger))
-        })
-        .collect();
+    let (ring, ledger, wakers, sealed, waiters) = two_waiters();
 
     let slot = ring.slot(sealed.slot);
     let mut ids = Vec::new();
@@ -82,14 +89,7 @@ fn publish_in_steps_vs_register() {
     loom::thread::yield_now();
     slot.wake(1..2);
     release(&ring, sealed.slot, &ledger);
-    for waiter in waiters {
-        assert_eq!(
-            waiter.join().unwrap(),
-            vec![0, 1],
-            "a waiter read the published outcome"
-        );
-    }
-    assert_eq!(ledger.frees(), 1, "the slot is freed exactly once");
+    assert_both_read(waiters, &ledger);
     assert_clean_end(ring, &wakers, &ledger);
 }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{fill, shutdown_started};
 use busline::{Batcher, Error, Overflow, Policy};
 use std::future::Future;
 use std::pin::Pin;
@@ -265,17 +266,6 @@ fn gated_backend(max_in_flight: usize, overflow: Overflow) -> (Batcher<u32, u32,
     (b, gate)
 }
 
-/// Fills the batcher (buses of 2, one in flight): key 0 departs alone and blocks, keys 1 and 2
-/// fill the next bus, which cannot leave.
-async fn fill(b: &Batcher<u32, u32, ()>) -> Vec<tokio::task::JoinHandle<Result<Option<u32>, Error<()>>>> {
-    let mut held = Vec::new();
-    for k in 0..3 {
-        let b = b.clone();
-        held.push(tokio::spawn(async move { b.load(k).await }));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    held
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_capacity_reject_says_overloaded() {
@@ -445,13 +435,7 @@ async fn shutdown_is_final_under_run_alone_at_capacity() {
     .unwrap();
     let held = fill(&b).await;
     assert_eq!(b.load(5000).await.unwrap(), Some(5000), "at capacity, runs alone");
-    let closing = {
-        let b = b.clone();
-        tokio::spawn(async move { b.shutdown().await })
-    };
-    while !b.is_closed() {
-        tokio::task::yield_now().await;
-    }
+    let closing = shutdown_started(&b).await;
     assert!(matches!(b.load(5001).await, Err(Error::Closed)), "refused from the moment shutdown is called");
     gate.add_permits(10);
     closing.await.unwrap();
@@ -466,13 +450,7 @@ async fn shutdown_is_final_under_run_alone_at_capacity() {
 async fn shutdown_is_final_under_reject_at_capacity() {
     let (b, gate) = gated_backend(1, Overflow::Reject);
     let held = fill(&b).await;
-    let closing = {
-        let b = b.clone();
-        tokio::spawn(async move { b.shutdown().await })
-    };
-    while !b.is_closed() {
-        tokio::task::yield_now().await;
-    }
+    let closing = shutdown_started(&b).await;
     assert!(matches!(b.load(50).await, Err(Error::Closed)), "Closed, not Overloaded, once shut down");
     gate.add_permits(10);
     closing.await.unwrap();

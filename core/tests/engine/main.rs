@@ -9,4 +9,5 @@ mod faults;
 mod paused;
 mod per_key;
 mod stress;
+mod support;
 mod tower;
