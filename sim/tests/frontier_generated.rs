@@ -26,7 +26,12 @@ const REQUESTS: u64 = 20_000;
 // scenario each has a window beating natural (11, was 10 on policy's branch) and adaptive (2, was
 // 1; policy's own report run at 50,000 requests also had 2). The ceiling records where the unmet
 // issue-10 goal stands; it is not the goal.
-const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 11), ("gated", 8), ("adaptive", 2)];
+// Re-counted when issue 15 reached main: a batch's per-key work is now a sum of independent
+// per-key draws (`batch_cost = "per_key"`, the new default) instead of one draw scaled to the
+// batch, which moves the generated scenarios that have a per-key cost; natural is beaten in 8
+// (was 11), gated in 9 (was 8), adaptive in 3 (was 2). With `batch_cost = "scaled"` the old
+// ceilings still hold.
+const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 8), ("gated", 9), ("adaptive", 3)];
 
 #[test]
 fn the_policies_hold_their_goals_on_generated_scenarios() {
@@ -73,6 +78,7 @@ fn a_seed_always_generates_the_same_scenario() {
 #[test]
 fn the_issue_counter_examples_are_fixed() {
     use busline_sim::engine::{RunOptions, run};
+    use busline_sim::replicate::Replicated;
     use busline_sim::report::{checks, frontier};
     use busline_sim::scenario::Scenario;
     use busline_sim::sweep;
@@ -82,9 +88,12 @@ fn the_issue_counter_examples_are_fixed() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/examples/issue10-mmpp-congested.toml");
     let s = Scenario::load_with(&path, &["duration_s=15".to_string()]).unwrap();
     let windows = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
-    let rows: Vec<_> =
-        sweep::variants(&s, &windows).iter().map(|v| run(v, &RunOptions::default()).unwrap().summary).collect();
-    for pos in frontier::positions(&rows) {
+    let reps: Vec<Replicated> = sweep::variants(&s, &windows)
+        .iter()
+        .map(|v| Replicated::new(vec![run(v, &RunOptions::default()).unwrap().summary]))
+        .collect();
+    let rows: Vec<_> = reps.iter().map(|r| r.mean.clone()).collect();
+    for pos in frontier::positions(&reps) {
         assert!(pos.beaten_by.is_empty(), "{}: {}", pos.run.policy, pos.describe());
     }
     let adaptive = rows.iter().find(|r| r.policy == "adaptive").unwrap();
