@@ -21,12 +21,15 @@ const SCENARIOS: u64 = 50;
 const REQUESTS: u64 = 20_000;
 
 /// (policy, scenarios of the 50 where a fixed window beats it), as measured at this commit.
-// Re-counted on the merged main: the fleet engine's speed work draws different random numbers
-// (same models), and adaptive now counts a hold past its budget as lateness; one more generated
-// scenario each has a window beating natural (11, was 10 on policy's branch) and adaptive (2, was
-// 1; policy's own report run at 50,000 requests also had 2). The ceiling records where the unmet
-// issue-10 goal stands; it is not the goal.
-const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 11), ("gated", 8), ("adaptive", 2)];
+// Issue 10, session 4: natural 11 -> 8 (its congestion hold applies only above the utilisation
+// where a hold pays, U*(c)), gated 8 -> 4 (requests queued for a place no longer open the gate;
+// it opens on a 128-arrival estimate and closes below a quarter of the threshold), adaptive 2
+// (generated-26 and -46: a spike that overloads the database, where a window of B is itself beaten
+// by longer windows; adaptive may not hold past B). These are single runs: over 5 paired
+// replications (`cargo run --release -p busline-sim --example frontier_cases -- gen 50 20000 0
+// --reps 5`) the counts are natural 9, gated 2, adaptive 0. The ceiling records where the unmet
+// goal stands; it is not the goal.
+const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 8), ("gated", 4), ("adaptive", 2)];
 
 #[test]
 fn the_policies_hold_their_goals_on_generated_scenarios() {
