@@ -5,7 +5,7 @@ CARGO ?= cargo
 LOOM_MAX_PREEMPTIONS ?= 3
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build lint test test-benches examples loom miri sim bench bench-build ci clean demo demo-pg
+.PHONY: all build lint test test-features-off test-benches examples loom miri sim bench bench-build ci clean demo demo-pg
 
 all: build
 
@@ -19,21 +19,31 @@ lint:
 	$(CARGO) clippy -p busline-benches --all-targets --no-default-features -- -D warnings
 	RUSTFLAGS="--cfg busline_loom" $(CARGO) clippy -p busline -p busline-loom-tests --all-targets --target-dir target/loom -- -D warnings
 
-# Every crate's tests, without compiling the benches' peer crates (async-graphql and the rest:
-# most of a cold build, and only the benches use them). The benches' own unit tests run without
-# the `peers` feature; `make test-benches` (CI) runs them with it.
+# Every crate's tests in one build: busline with all its features (the metrics, tracing and
+# tower tests need them; one feature set compiles the core's test binaries once), the doc
+# tests. Leaves out the benches (their peer
+# crates, async-graphql and the rest, are most of a cold build: `make test-benches`, CI), the
+# examples crate (axum: `make examples`) and the crates' `examples/` programs (measurement
+# tools; `make lint` compiles them).
+TEST_CRATES = --workspace --exclude busline-benches --exclude busline-examples --features busline/metrics,busline/tracing,busline/tower
 test:
-	$(CARGO) test --workspace --exclude busline-benches --exclude busline-examples
-	$(CARGO) test -p busline --all-features
-	$(CARGO) test -p busline-benches --no-default-features
+	$(CARGO) test $(TEST_CRATES) --lib --bins --tests
+	$(CARGO) test $(TEST_CRATES) --doc
+
+# The engine's unit tests with every feature off (CI; `make test` runs them with the features on,
+# and a second feature set would rebuild tokio and the core).
+test-features-off:
+	$(CARGO) test -p busline --lib
 
 # The examples crate (axum, Prometheus): builds it and runs each example's self-test.
 examples:
 	$(CARGO) run -p busline-examples --bin users_service
 
-# The benches with their peer crates: unit tests, and each criterion bench once (test mode).
+# The benches with their peer crates: their unit tests (the compare runner's included), and the
+# criterion benches compiled (`make bench` runs them).
 test-benches:
-	$(CARGO) test -p busline-benches --all-targets
+	$(CARGO) test -p busline-benches --lib --bins
+	$(CARGO) test -p busline-benches --benches --no-run
 
 # Model-check the core's lock-free protocol (release mode), then show each broken variant fails.
 loom:
@@ -64,9 +74,9 @@ bench:
 bench-build:
 	$(CARGO) bench --workspace --no-run
 
-# What .ci/run runs on a fresh clone (`build` compiles the benches and their peers, unoptimised).
-ci: build lint test examples
-	$(MAKE) loom LOOM_MAX_PREEMPTIONS=2
+# What .ci/run runs on a fresh clone.
+ci:
+	bash .ci/run
 
 clean:
 	$(CARGO) clean

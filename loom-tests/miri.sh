@@ -24,4 +24,4 @@ cargo +nightly miri test -p busline --lib -- ring:: slot:: seats:: "$@"
 # -Zmiri-ignore-leaks: the process-wide timer thread and tokio's blocking pool outlive `main`
 # by design; -Zmiri-disable-isolation: the timer reads the real clock.
 MIRIFLAGS="$MIRIFLAGS -Zmiri-ignore-leaks -Zmiri-disable-isolation" \
-    cargo +nightly miri test -p busline --test api -- --skip every_policy --skip max_in_flight
+    cargo +nightly miri test -p busline --test engine -- api:: --skip every_policy --skip max_in_flight

@@ -184,7 +184,9 @@ pub mod model {
     pub use crate::ring::{Claim, MAX_SEATS, Ring, Sealed};
     pub use crate::seats::{POOL_SEATS, live_segments};
     pub use crate::settings::Overflow;
-    pub use crate::signals::{Admission, Boarded, Gate, Look, Signals, abandon, admit, board, publish, release};
+    pub use crate::signals::{
+        Admission, Boarded, Fanout, Gate, Look, Signals, abandon, admit, board, publish, publish_in_steps, release,
+    };
     pub use crate::slot::Slot;
     pub use crate::sync::{Bug, break_on_purpose};
 

@@ -261,6 +261,60 @@ pub unsafe fn publish<K, R>(ring: &Ring<K, R>, signals: &Signals, slot: usize, o
     release(ring, signals, slot, 1);
 }
 
+/// [`publish`] in steps, for a batch whose callers are many: publishes the outcome and counts
+/// the batch complete at once, and returns the callers to wake; [`Fanout::wake_next`] wakes
+/// them a step at a time, and the batch's reference is released when the last is woken.
+///
+/// # Safety
+///
+/// As for [`publish`]; the returned [`Fanout`] takes over the batch's reference.
+pub unsafe fn publish_in_steps<K, R>(ring: &Ring<K, R>, signals: &Signals, slot: usize, outcome: R) -> Fanout {
+    // SAFETY: the caller holds the batch's reference and publishes once.
+    let count = unsafe { ring.slot(slot).publish_quietly(outcome) };
+    signals.complete();
+    Fanout { slot, next: 0, count, step: Fanout::FIRST_STEP }
+}
+
+/// The callers of a batch published by [`publish_in_steps`], not all woken yet. Holds the
+/// batch's reference to its slot: [`Fanout::finish`] wakes the rest and releases it.
+///
+/// Why in steps: the callers a batch answers are, under load, the passengers of the next bus,
+/// and the next bus's window opens when the first of them boards again. Waking a thousand
+/// tasks takes the publishing worker ~100 µs (each wake schedules a task); the callers woken
+/// first cannot run before it yields. Waking a small first step and yielding lets them answer
+/// and board at once, while the rest are woken in doubling steps, so a sweep of `n` callers
+/// yields about log2(`n` / `FIRST_STEP`) times.
+#[derive(Debug)]
+#[must_use = "a Fanout holds the batch's slot until `finish` wakes the rest"]
+pub struct Fanout {
+    slot: usize,
+    next: usize,
+    count: usize,
+    step: usize,
+}
+
+impl Fanout {
+    /// Callers woken before the first yield: as many as one worker runs in a few microseconds
+    /// (a woken task's answer and next load cost well under a microsecond each), so that the
+    /// next bus opens without waiting for the whole sweep.
+    pub const FIRST_STEP: usize = 16;
+
+    /// Wakes the next step of callers (each step twice the last). Returns whether any are left.
+    pub fn wake_next<K, R>(&mut self, ring: &Ring<K, R>) -> bool {
+        let end = self.count.min(self.next + self.step);
+        ring.slot(self.slot).wake(self.next..end);
+        self.next = end;
+        self.step = self.step.saturating_mul(2);
+        self.next < self.count
+    }
+
+    /// Wakes every caller not woken yet and releases the batch's reference to its slot.
+    pub fn finish<K, R>(self, ring: &Ring<K, R>, signals: &Signals) {
+        ring.slot(self.slot).wake(self.next..self.count);
+        release(ring, signals, self.slot, 1);
+    }
+}
+
 /// What a producer's [`board`] got.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Boarded<K> {

@@ -213,6 +213,20 @@ impl<K, R> Slot<K, R> {
     ///
     /// Called at most once per seal, by the holder of the batch's reference, before releasing it.
     pub unsafe fn publish(&self, outcome: R) {
+        // SAFETY: forwarded from the caller.
+        let count = unsafe { self.publish_quietly(outcome) };
+        self.wake(0..count);
+    }
+
+    /// Publishes the batch's outcome without waking anyone: a caller that polls from now on
+    /// reads it; [`wake`](Slot::wake) then wakes the callers already waiting. Returns how many
+    /// seats the batch has (`0..count` is what there is to wake).
+    ///
+    /// # Safety
+    ///
+    /// As for [`publish`](Slot::publish); the holder keeps the batch's reference until it has
+    /// woken every seat.
+    pub unsafe fn publish_quietly(&self, outcome: R) -> usize {
         // SAFETY: only the batch's holder writes `result`, once; readers read it only after
         // they see `done`, which is stored below.
         self.result.with_mut(|result| unsafe { *result = Some(outcome) });
@@ -229,8 +243,14 @@ impl<K, R> Slot<K, R> {
         #[cfg(not(busline_loom))]
         let order = Ordering::Release;
         self.done.store(true, order);
-        let count = self.sealed_count.load(Ordering::Relaxed) as usize;
-        for index in 0..count {
+        self.sealed_count.load(Ordering::Relaxed) as usize
+    }
+
+    /// Wakes the callers of `seats`, after [`publish_quietly`](Slot::publish_quietly) and
+    /// while the batch's reference is held (a caller that registers after the publication
+    /// finds `done` on its own re-check, so a seat woken late, or twice, loses nothing).
+    pub fn wake(&self, seats: std::ops::Range<usize>) {
+        for index in seats {
             self.with_entry(index, |entry| entry.waker.wake());
         }
     }

@@ -14,9 +14,12 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+#[cfg(feature = "postgres")]
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
+#[cfg(feature = "postgres")]
+use sqlx::Postgres;
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::sqlite_trace;
 
@@ -70,6 +73,7 @@ impl std::ops::Sub for Counted {
 #[derive(Debug, Clone)]
 enum Pool {
     Sqlite(SqlitePool),
+    #[cfg(feature = "postgres")]
     Postgres(PgPool),
 }
 
@@ -94,24 +98,7 @@ impl Database {
     /// If the database cannot be opened or reached, or PostgreSQL lacks `pg_stat_statements`.
     pub async fn connect(url: &str, pool_size: u32) -> Result<Database> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .max_connections(pool_size)
-                .min_connections(pool_size)
-                .test_before_acquire(false)
-                .connect(url)
-                .await
-                .with_context(|| format!("connecting to {}", redact(url)))?;
-            sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-                .execute(&pool)
-                .await
-                .context("enabling pg_stat_statements")?;
-            sqlx::query("SELECT count(*) FROM pg_stat_statements").execute(&pool).await.context(
-                "pg_stat_statements is not loaded: start PostgreSQL with \
-                 shared_preload_libraries = 'pg_stat_statements' (demo/pg.sh does)",
-            )?;
-            let db = Database { pool: Pool::Postgres(pool), pool_size };
-            db.open_all().await?;
-            return Ok(db);
+            return Self::connect_postgres(url, pool_size).await;
         }
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -141,6 +128,37 @@ impl Database {
         Ok(db)
     }
 
+    #[cfg(feature = "postgres")]
+    async fn connect_postgres(url: &str, pool_size: u32) -> Result<Database> {
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size)
+            .min_connections(pool_size)
+            .test_before_acquire(false)
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to {}", redact(url)))?;
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&pool)
+            .await
+            .context("enabling pg_stat_statements")?;
+        sqlx::query("SELECT count(*) FROM pg_stat_statements").execute(&pool).await.context(
+            "pg_stat_statements is not loaded: start PostgreSQL with \
+             shared_preload_libraries = 'pg_stat_statements' (demo/pg.sh does)",
+        )?;
+        let db = Database { pool: Pool::Postgres(pool), pool_size };
+        db.open_all().await?;
+        Ok(db)
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    async fn connect_postgres(url: &str, _pool_size: u32) -> Result<Database> {
+        bail!(
+            "{} is a PostgreSQL URL, but this build has no PostgreSQL driver: build with \
+             `--features postgres` (`make demo-pg` and demo/pg.sh do)",
+            redact(url)
+        )
+    }
+
     /// Holds every connection of the pool at once, so all are open (and hooked) before any
     /// measurement.
     async fn open_all(&self) -> Result<()> {
@@ -151,6 +169,7 @@ impl Database {
                     held.push(p.acquire().await?);
                 }
             }
+            #[cfg(feature = "postgres")]
             Pool::Postgres(p) => {
                 let mut held = Vec::new();
                 for _ in 0..self.pool_size {
@@ -165,6 +184,7 @@ impl Database {
     pub fn backend(&self) -> &'static str {
         match self.pool {
             Pool::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
             Pool::Postgres(_) => "postgres",
         }
     }
@@ -182,6 +202,7 @@ impl Database {
     pub async fn version(&self) -> Result<String> {
         Ok(match &self.pool {
             Pool::Sqlite(p) => format!("SQLite {}", sqlx::query_scalar::<_, String>("SELECT sqlite_version()").fetch_one(p).await?),
+            #[cfg(feature = "postgres")]
             Pool::Postgres(p) => sqlx::query_scalar::<_, String>("SELECT version()").fetch_one(p).await?,
         })
     }
@@ -195,12 +216,14 @@ impl Database {
     pub async fn ensure_users(&self, count: u32) -> Result<bool> {
         // In SQLite only `INTEGER PRIMARY KEY` makes the id the rowid (one B-tree, no separate index).
         const CREATE_SQLITE: &str = "CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL)";
+        #[cfg(feature = "postgres")]
         const CREATE_PG: &str = "CREATE TABLE IF NOT EXISTS users (id BIGINT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL)";
         const COUNT: &str = "SELECT count(*), coalesce(min(id), 0), coalesce(max(id), 0) FROM users";
         // One statement generates the rows inside the database (a recursive CTE in SQLite,
         // generate_series in PostgreSQL): 100,000 rows take well under a second.
         const FILL_SQLITE: &str = "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?1) \
              INSERT INTO users (id, name, email) SELECT i, 'user ' || i, 'user' || i || '@example.com' FROM seq";
+        #[cfg(feature = "postgres")]
         const FILL_PG: &str = "INSERT INTO users (id, name, email) \
              SELECT i, 'user ' || i, 'user' || i || '@example.com' FROM generate_series(1::bigint, $1::bigint) AS i";
         let want = (i64::from(count), 1i64.min(i64::from(count)), i64::from(count));
@@ -218,6 +241,7 @@ impl Database {
                 sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(p).await?;
                 sqlx::query("ANALYZE").execute(p).await?;
             }
+            #[cfg(feature = "postgres")]
             Pool::Postgres(p) => {
                 sqlx::query(CREATE_PG).execute(p).await?;
                 let row = sqlx::query(COUNT).fetch_one(p).await?;
@@ -258,6 +282,7 @@ impl Database {
                     users.insert(u.id, u);
                 }
             }
+            #[cfg(feature = "postgres")]
             Pool::Postgres(p) => {
                 let mut conn = p.acquire().await?;
                 pool_wait = asked.elapsed();
@@ -284,6 +309,7 @@ impl Database {
                 let c = sqlite_trace::counted();
                 Ok(Counted { queries: c.statements, exec_ms: c.exec_ns as f64 / 1e6 })
             }
+            #[cfg(feature = "postgres")]
             Pool::Postgres(p) => {
                 // Parameters keep the statement text ($1, $2, ...); each list length is its own
                 // entry, so sum over the prefix.
@@ -308,6 +334,7 @@ impl Database {
     pub async fn close(&self) {
         match &self.pool {
             Pool::Sqlite(p) => p.close().await,
+            #[cfg(feature = "postgres")]
             Pool::Postgres(p) => p.close().await,
         }
     }

@@ -1,6 +1,8 @@
-//! The PostgreSQL path, small (see `common::exercise`), against `DATABASE_URL`. Ignored by a
-//! plain `cargo test`, which has no server: `demo/pg.sh test` starts a throwaway PostgreSQL with
-//! `pg_stat_statements` and runs it with `--ignored` (CI does, through `.ci/run`).
+//! The PostgreSQL path, small (see `common::exercise`), against `DATABASE_URL`. Compiled only
+//! with the `postgres` feature and ignored even then by a plain `cargo test`, which has no
+//! server: `demo/pg.sh test` starts a throwaway PostgreSQL with `pg_stat_statements` and runs it
+//! with `--features postgres -- --ignored` (CI does, through `.ci/run`).
+#![cfg(feature = "postgres")]
 
 mod common;
 

@@ -98,6 +98,28 @@ impl Drop for Report {
     }
 }
 
+/// The end of an execution that every slot model checks: no seat's waker cell kept a waker past
+/// its reset, and once the ring is gone (`ring`: the ring or the last handle to it) every key was
+/// dropped exactly once.
+pub fn assert_clean_end<R>(ring: R, wakers: &Wakers, ledger: &Ledger) {
+    assert_eq!(
+        wakers.live(),
+        0,
+        "a seat's waker cell kept a waker past the reset"
+    );
+    drop(ring);
+    ledger.assert_all_dropped_once();
+}
+
+/// After a model ran: some execution reached the case `reached` counts (a model whose
+/// interesting branch no execution takes proves nothing about it).
+pub fn assert_reached(reached: &AtomicUsize, what: &str) {
+    assert!(
+        reached.load(SeqCst) > 0,
+        "no execution reached this case: {what}"
+    );
+}
+
 // ---- keys ---------------------------------------------------------------------------------
 
 /// Counts, per key id, how many times a key was dropped, and how many times a release freed a

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use busline_loom_tests::harness::{
-    Boarded, Dispatch, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, board,
-    board_waiting, dispatch, model, wait_and_read,
+    Boarded, Dispatch, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, assert_reached,
+    board, board_waiting, dispatch, model, wait_and_read,
 };
 
 /// Executions in which the two requests rode different batches (one claim before the seal, one
@@ -82,14 +82,11 @@ fn claim_vs_seal() {
 #[test]
 fn claim_vs_seal_lands_in_exactly_one_batch() {
     model("claim_vs_seal", claim_vs_seal);
-    assert!(
-        SPLIT.load(SeqCst) > 0,
-        "an execution put the two requests in different batches"
+    assert_reached(
+        &SPLIT,
+        "an execution put the two requests in different batches",
     );
-    assert!(
-        REFUSED.load(SeqCst) > 0,
-        "an execution refused a claim after the close"
-    );
+    assert_reached(&REFUSED, "an execution refused a claim after the close");
 }
 
 /// A ring of one seat: two producers claim past capacity while the driver seals and then closes.
@@ -147,8 +144,8 @@ fn full_ring() {
 #[test]
 fn full_ring_meets_the_overflow_policy_once() {
     model("full_ring", full_ring);
-    assert!(
-        FULL_THEN_SEATED.load(SeqCst) > 0,
-        "an execution seated a request that had found the bus full"
+    assert_reached(
+        &FULL_THEN_SEATED,
+        "an execution seated a request that had found the bus full",
     );
 }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use busline_loom_tests::harness::{
-    Boarded, Bug, Ledger, Rebooked, Ring, Room, TestRing, Wakers, board, board_waiting_for_room,
-    dispatch, expect_deadlock_in_child, model, model_broken, seal_and_notify, wait_and_read,
+    Boarded, Bug, Ledger, Rebooked, Ring, Room, TestRing, Wakers, assert_reached, board,
+    board_waiting_for_room, dispatch, expect_deadlock_in_child, model, model_broken,
+    seal_and_notify, wait_and_read,
 };
 
 /// Executions in which the waiting producer saw the new epoch itself, and in which it slept and
@@ -63,14 +64,11 @@ fn wait_for_room() {
 #[test]
 fn waiting_for_room_is_never_lost() {
     model("wait_for_room", wait_for_room);
-    assert!(
-        SAW_MOVED_ON.load(SeqCst) > 0,
-        "an execution saw the new epoch without sleeping"
+    assert_reached(
+        &SAW_MOVED_ON,
+        "an execution saw the new epoch without sleeping",
     );
-    assert!(
-        NOTIFIED.load(SeqCst) > 0,
-        "an execution slept and was notified"
-    );
+    assert_reached(&NOTIFIED, "an execution slept and was notified");
 }
 
 /// The model of [`broken_room_is_caught`], run in a child process (its failure aborts).

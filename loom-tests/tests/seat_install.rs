@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use busline_loom_tests::harness::{
-    Boarded, Bug, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, board, dispatch, model,
-    model_broken, wait_and_read,
+    Boarded, Bug, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, assert_reached, board,
+    dispatch, model, model_broken, wait_and_read,
 };
 
 /// Executions in which both producers sat in segment 2 of the sealed slot (so both found it
@@ -86,9 +86,9 @@ fn racing_installs_share_one_segment() {
         BOTH_IN_SEGMENT_2.load(SeqCst) > 0,
         "an execution seated both producers in the one segment"
     );
-    assert!(
-        ONE_IN_NEXT.load(SeqCst) > 0,
-        "an execution seated a producer in the next slot"
+    assert_reached(
+        &ONE_IN_NEXT,
+        "an execution seated a producer in the next slot",
     );
 }
 

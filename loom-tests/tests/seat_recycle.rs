@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use busline_loom_tests::harness::{
-    Boarded, Bug, Ledger, Ring, TestRing, Wakers, board, dispatch, model, model_broken,
-    wait_and_read,
+    Boarded, Bug, Ledger, Ring, TestRing, Wakers, assert_clean_end, assert_reached, board,
+    dispatch, model, model_broken, wait_and_read,
 };
 
 /// Executions in which slot 1's producer took the segment slot 0 had returned (and in which it
@@ -71,13 +71,7 @@ fn recycle_while_reading() {
         wait_and_read(&ring, 1, index, id, &wakers, &ledger);
     }
     assert_eq!(ledger.frees(), 2, "each sealed slot freed exactly once");
-    assert_eq!(
-        wakers.live(),
-        0,
-        "a seat's waker cell kept a waker past the reset"
-    );
-    drop(ring);
-    ledger.assert_all_dropped_once();
+    assert_clean_end(ring, &wakers, &ledger);
     assert_eq!(busline::model::live_segments(), 0, "a segment leaked");
 }
 
@@ -89,13 +83,10 @@ fn recycle_while_reading() {
 #[test]
 fn recycled_segments_are_reused_after_their_reset() {
     model("recycle_while_reading", recycle_while_reading);
-    assert!(
-        REUSED.load(SeqCst) > 0,
-        "an execution reused the pooled segment"
-    );
-    assert!(
-        ALLOCATED.load(SeqCst) > 0,
-        "an execution allocated a segment while slot 0 was held"
+    assert_reached(&REUSED, "an execution reused the pooled segment");
+    assert_reached(
+        &ALLOCATED,
+        "an execution allocated a segment while slot 0 was held",
     );
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use busline_loom_tests::harness::{
-    Boarded, Bug, Ledger, Polled, Ring, TestRing, Wakers, board, dispatch, model, model_broken,
-    poll_then_give_up,
+    Boarded, Bug, Ledger, Polled, Ring, TestRing, Wakers, assert_clean_end, assert_reached, board,
+    dispatch, model, model_broken, poll_then_give_up,
 };
 
 /// Executions in which both callers gave up before the collect (the batch did not run), and in
@@ -59,13 +59,7 @@ fn poll_then_give_up_model() {
         (1, 1),
         "the reset dropped both keys"
     );
-    assert_eq!(
-        wakers.live(),
-        0,
-        "a seat's waker cell kept a waker past the reset"
-    );
-    drop(ring);
-    ledger.assert_all_dropped_once();
+    assert_clean_end(ring, &wakers, &ledger);
 }
 
 /// Proves: callers that register a waker and then give up (before, during or after the
@@ -74,14 +68,8 @@ fn poll_then_give_up_model() {
 #[test]
 fn giving_up_after_a_poll_leaves_no_waker() {
     model("poll_then_give_up", poll_then_give_up_model);
-    assert!(
-        NOT_RUN.load(SeqCst) > 0,
-        "an execution found every caller gone"
-    );
-    assert!(
-        READ.load(SeqCst) > 0,
-        "an execution read the outcome at its poll"
-    );
+    assert_reached(&NOT_RUN, "an execution found every caller gone");
+    assert_reached(&READ, "an execution read the outcome at its poll");
 }
 
 /// Proves the model can fail: with `reset` not clearing the wakers of an unpublished batch

@@ -5,13 +5,23 @@
 use std::sync::Arc;
 
 use busline_loom_tests::harness::{
-    Boarded, Bug, Ledger, Ring, TestRing, Wakers, board, dispatch, model, model_broken,
-    wait_and_read,
+    Boarded, Bug, Ledger, Ring, Sealed, TestRing, Wakers, assert_clean_end, board, dispatch, model,
+    model_broken, release, wait_and_read,
 };
 
-/// Two callers seated in one sealed batch wait for its outcome (each in `block_on` over
-/// `poll_done`) while the driver publishes it and releases the batch's reference.
-fn publish_vs_register() {
+/// What [`two_waiters`] sets up: the ring, its keys' ledger, the waiters' wakers, the sealed
+/// batch, and the two waiting threads.
+type TwoWaiters = (
+    Arc<TestRing>,
+    Arc<Ledger>,
+    Arc<Wakers>,
+    Sealed,
+    Vec<loom::thread::JoinHandle<Vec<usize>>>,
+);
+
+/// Two callers seated in one sealed batch (slot 0 of a ring of 2 slots of 2 seats), each waiting
+/// for its outcome on a thread of its own (`block_on` over `poll_done`, then `read`).
+fn two_waiters() -> TwoWaiters {
     let ring: Arc<TestRing> = Arc::new(Ring::new(2, 2));
     let ledger = Ledger::new(2);
     for id in 0..2 {
@@ -28,6 +38,13 @@ fn publish_vs_register() {
             loom::thread::spawn(move || wait_and_read(&ring, 0, id, id, &wakers, &ledger))
         })
         .collect();
+    (ring, ledger, wakers, sealed, waiters)
+}
+
+/// Two callers seated in one sealed batch wait for its outcome (each in `block_on` over
+/// `poll_done`) while the driver publishes it and releases the batch's reference.
+fn publish_vs_register() {
+    let (ring, ledger, wakers, sealed, waiters) = two_waiters();
 
     // `dispatch` collects, publishes `[0, 1]` and releases the batch's reference.
     let dispatched = dispatch(&ring, sealed, &ledger);
@@ -45,13 +62,45 @@ fn publish_vs_register() {
         (1, 1),
         "the reset dropped both keys"
     );
-    assert_eq!(
-        wakers.live(),
-        0,
-        "a seat's waker cell kept a waker past the reset"
-    );
-    drop(ring);
-    ledger.assert_all_dropped_once();
+    assert_clean_end(ring, &wakers, &ledger);
+}
+
+/// As [`publish_vs_register`], with the publication in steps as the driver's batch task does it
+/// (`signals::Fanout`): the outcome published quietly, seat 0 woken, a yield, then seat 1
+/// woken and the batch's reference released. Waiter 1 may poll (and read) before its wake, or
+/// register in the gap between the steps.
+fn publish_in_steps_vs_register() {
+    let (ring, ledger, wakers, sealed, waiters) = two_waiters();
+
+    let slot = ring.slot(sealed.slot);
+    let mut ids = Vec::new();
+    // SAFETY: once per seal, by the driver, before the batch's reference is released.
+    let cancelled = unsafe { slot.collect(sealed.count, |key| ids.push(key.id())) };
+    assert_eq!((ids.len(), cancelled), (2, 0));
+    // SAFETY: we hold the batch's reference and publish once; we release it after the last wake.
+    let count = unsafe { slot.publish_quietly(ids) };
+    assert_eq!(count, 2);
+    slot.wake(0..1);
+    loom::thread::yield_now();
+    slot.wake(1..2);
+    release(&ring, sealed.slot, &ledger);
+    for waiter in waiters {
+        assert_eq!(
+            waiter.join().unwrap(),
+            vec![0, 1],
+            "a waiter read the published outcome"
+        );
+    }
+    assert_eq!(ledger.frees(), 1, "the slot is freed exactly once");
+    assert_clean_end(ring, &wakers, &ledger);
+}
+
+/// Proves: publishing in steps loses no wake-up (loom reports a deadlock otherwise), a waiter
+/// reads the outcome whether it is woken in the first step, the second, or polls in between,
+/// and the slot is freed once, after the last wake, with no waker left.
+#[test]
+fn publish_in_steps_wakes_every_waiter() {
+    model("publish_in_steps", publish_in_steps_vs_register);
 }
 
 /// Proves: a waiter racing the publication is always woken (no lost wake-up: loom reports a

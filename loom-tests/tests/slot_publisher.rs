@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use busline_loom_tests::harness::{
-    Boarded, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, board, dispatch, model,
-    release, wait_and_read,
+    Boarded, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, assert_reached, board,
+    dispatch, model, release, wait_and_read,
 };
 
 /// Executions in which the driver's second seal found slot 0 free again (the publisher and the
@@ -91,12 +91,9 @@ fn publish_elsewhere() {
 #[test]
 fn a_publisher_elsewhere_races_the_next_seal_and_close() {
     model("publish_elsewhere", publish_elsewhere);
-    assert!(
-        RESEALED.load(SeqCst) > 0,
-        "an execution sealed again after the slot was freed"
+    assert_reached(
+        &RESEALED,
+        "an execution sealed again after the slot was freed",
     );
-    assert!(
-        NOT_FREE.load(SeqCst) > 0,
-        "an execution found no free slot to seal"
-    );
+    assert_reached(&NOT_FREE, "an execution found no free slot to seal");
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use busline_loom_tests::harness::{
-    Boarded, Ledger, Ring, TestRing, Wakers, board, dispatch, give_up, model, seal_when_free,
-    wait_and_read,
+    Boarded, Ledger, Ring, TestRing, Wakers, assert_reached, board, dispatch, give_up, model,
+    seal_when_free, wait_and_read,
 };
 
 /// Executions in which the batch did not run (both callers gone before the collect).
@@ -68,10 +68,7 @@ fn releases_vs_seal() {
 #[test]
 fn release_count_reaches_zero_once() {
     model("releases_vs_seal", releases_vs_seal);
-    assert!(
-        NOT_RUN.load(SeqCst) > 0,
-        "an execution found every caller gone"
-    );
+    assert_reached(&NOT_RUN, "an execution found every caller gone");
 }
 
 /// A ring of three slots of one seat, two of them sealed with one caller each: the callers read

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use busline_loom_tests::harness::{
-    Boarded, Bug, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, board, board_waiting,
-    dispatch, model, model_broken, seal_when_free, wait_and_read,
+    Boarded, Bug, Ledger, Ring, TestRing, Wakers, assert_clean_end, assert_dispatched_once,
+    assert_reached, board, board_waiting, dispatch, model, model_broken, seal_when_free,
+    wait_and_read,
 };
 
 /// Executions in which the driver reopened slot 0 while a request of its first epoch was still
@@ -88,13 +89,7 @@ fn slot_reuse() {
         3,
         "each of the three batches freed its slot exactly once"
     );
-    assert_eq!(
-        wakers.live(),
-        0,
-        "a seat's waker cell kept a waker past the reset"
-    );
-    drop(ring);
-    ledger.assert_all_dropped_once();
+    assert_clean_end(ring, &wakers, &ledger);
 }
 
 /// Proves: while the driver recycles a ring of two slots, a slow producer or a late waiter of
@@ -104,13 +99,13 @@ fn slot_reuse() {
 #[test]
 fn slot_reuse_waits_for_old_epochs() {
     model("slot_reuse", slot_reuse);
-    assert!(
-        WAITED_FOR_REUSE.load(SeqCst) > 0,
-        "the driver had to wait for slot 0 in some execution"
+    assert_reached(
+        &WAITED_FOR_REUSE,
+        "the driver had to wait for slot 0 in some execution",
     );
-    assert!(
-        SERVED_FROM_REUSED.load(SeqCst) > 0,
-        "a request was served from the reused slot in some execution"
+    assert_reached(
+        &SERVED_FROM_REUSED,
+        "a request was served from the reused slot in some execution",
     );
 }
 
@@ -156,13 +151,7 @@ fn reopened_slot() {
     assert_dispatched_once(&[first, second, last], &[0, 1]);
     wait_and_read(&ring, slot, index, 1, &wakers, &ledger);
     assert_eq!(ledger.frees(), 3);
-    assert_eq!(
-        wakers.live(),
-        0,
-        "a seat's waker cell kept a waker past the reset"
-    );
-    drop(ring);
-    ledger.assert_all_dropped_once();
+    assert_clean_end(ring, &wakers, &ledger);
 }
 
 /// Proves: a producer seated in a slot reopened after its reset on another thread writes its
@@ -171,9 +160,9 @@ fn reopened_slot() {
 #[test]
 fn a_reopened_slot_is_written_after_its_reset() {
     model("reopened_slot", reopened_slot);
-    assert!(
-        SEATED_IN_REOPENED.load(SeqCst) > 0,
-        "an execution seated the producer in the reopened slot"
+    assert_reached(
+        &SEATED_IN_REOPENED,
+        "an execution seated the producer in the reopened slot",
     );
 }
 

@@ -13,7 +13,7 @@ use crate::Error;
 use crate::observe::{BatchTrace, Departure, Ending};
 use crate::ring::Sealed;
 use crate::shared::{Held, Outcome, Shared, await_batch, drop_quietly};
-use crate::signals;
+use crate::signals::{self, Fanout};
 use crate::stats::StatsCells;
 
 /// A panic in user code, caught.
@@ -68,7 +68,13 @@ pub(super) fn run<K, V, E>(
         Ok(batch) => {
             runtime.spawn(async move {
                 let (outcome, batch) = await_batch(batch, timeout).await;
-                publisher.publish(outcome);
+                // Wake the callers a step at a time, letting the first ones run (and board the
+                // next bus) before the rest are woken: see `signals::Fanout`.
+                let mut sweep = publisher.publish_in_steps(outcome);
+                while sweep.wake_next() {
+                    tokio::task::yield_now().await;
+                }
+                drop(sweep);
                 // After the callers have their answer: a future dropped early (timed out) runs
                 // the user's `Drop` of whatever it held.
                 drop_quietly(batch);
@@ -111,9 +117,30 @@ impl<K, V, E> Publisher<K, V, E> {
         self.shared.release(self.slot, 1);
     }
 
+    /// Publishes `outcome` and hands the batch's reference to a [`Sweep`] that wakes the
+    /// callers in steps (see `signals::Fanout`).
+    pub(super) fn publish_in_steps(mut self, outcome: Outcome<K, V, E>) -> Sweep<K, V, E> {
+        let held = self.hold(outcome).expect("published once");
+        let shared = StdArc::clone(&self.shared);
+        // SAFETY: we hold the batch's reference to the slot and publish once; the sweep takes
+        // the reference over.
+        let fanout = unsafe { signals::publish_in_steps(&shared.ring, &shared.signals, self.slot, held) };
+        Sweep { shared, fanout: Some(fanout) }
+    }
+
     fn publish_once(&mut self, outcome: Outcome<K, V, E>) {
+        if let Some(held) = self.hold(outcome) {
+            let shared = &*self.shared;
+            // SAFETY: we hold the batch's reference to the slot and publish once.
+            unsafe { signals::publish(&shared.ring, &shared.signals, self.slot, held) };
+        }
+    }
+
+    /// Counts and reports the batch's ending, and wraps its outcome for the slot; `None` if it
+    /// was published already.
+    fn hold(&mut self, outcome: Outcome<K, V, E>) -> Option<Held<K, V, E>> {
         if self.published {
-            return;
+            return None;
         }
         self.published = true;
         let stats = &self.shared.stats;
@@ -124,15 +151,39 @@ impl<K, V, E> Publisher<K, V, E> {
             Ok(_) => {}
         }
         let shared = &*self.shared;
-        let held = match self.trace.take() {
+        Some(match self.trace.take() {
             Some((trace, started)) => {
                 shared.observer.finished(&trace, Ending::of(&outcome), started.elapsed());
                 Held::traced(outcome, trace)
             }
             None => Held::new(outcome),
-        };
-        // SAFETY: we hold the batch's reference to the slot and publish once.
-        unsafe { signals::publish(&shared.ring, &shared.signals, self.slot, held) };
+        })
+    }
+}
+
+/// A published batch's callers being woken a step at a time. Holds the batch's reference to its
+/// slot; dropping it (the sweep done, or its task dropped by a runtime shutting down) wakes
+/// whoever is left and releases the reference.
+pub(super) struct Sweep<K, V, E> {
+    shared: StdArc<Shared<K, V, E>>,
+    fanout: Option<Fanout>,
+}
+
+impl<K, V, E> Sweep<K, V, E> {
+    /// Wakes the next step of callers. Returns whether any are left.
+    fn wake_next(&mut self) -> bool {
+        match &mut self.fanout {
+            Some(fanout) => fanout.wake_next(&self.shared.ring),
+            None => false,
+        }
+    }
+}
+
+impl<K, V, E> Drop for Sweep<K, V, E> {
+    fn drop(&mut self) {
+        if let Some(fanout) = self.fanout.take() {
+            fanout.finish(&self.shared.ring, &self.shared.signals);
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::fill;
 use busline::{Batcher, Error, Overflow};
 
 /// The key that misbehaves.
@@ -260,14 +261,3 @@ fn gated_backend(overflow: Overflow, timeout: Option<Duration>) -> (Batcher<u32,
     (b.build().unwrap(), gate)
 }
 
-/// Fills the batcher (buses of 2, one in flight): key 0 departs alone and blocks, keys 1 and 2
-/// fill the next bus, which cannot leave.
-async fn fill(b: &Batcher<u32, u32, ()>) -> Vec<tokio::task::JoinHandle<Result<Option<u32>, Error<()>>>> {
-    let mut held = Vec::new();
-    for k in 0..3 {
-        let b = b.clone();
-        held.push(tokio::spawn(async move { b.load(k).await }));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    held
-}

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::fill;
 use busline::{Batcher, Error, Overflow, Policy};
 use std::future::Future;
 use std::pin::Pin;
@@ -265,17 +266,6 @@ fn gated_backend(max_in_flight: usize, overflow: Overflow) -> (Batcher<u32, u32,
     (b, gate)
 }
 
-/// Fills the batcher (buses of 2, one in flight): key 0 departs alone and blocks, keys 1 and 2
-/// fill the next bus, which cannot leave.
-async fn fill(b: &Batcher<u32, u32, ()>) -> Vec<tokio::task::JoinHandle<Result<Option<u32>, Error<()>>>> {
-    let mut held = Vec::new();
-    for k in 0..3 {
-        let b = b.clone();
-        held.push(tokio::spawn(async move { b.load(k).await }));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    held
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_capacity_reject_says_overloaded() {
