@@ -21,17 +21,17 @@ const SCENARIOS: u64 = 50;
 const REQUESTS: u64 = 20_000;
 
 /// (policy, scenarios of the 50 where a fixed window beats it), as measured at this commit.
-// Re-counted on the merged main: the fleet engine's speed work draws different random numbers
-// (same models), and adaptive now counts a hold past its budget as lateness; one more generated
-// scenario each has a window beating natural (11, was 10 on policy's branch) and adaptive (2, was
-// 1; policy's own report run at 50,000 requests also had 2). The ceiling records where the unmet
-// issue-10 goal stands; it is not the goal.
-// Re-counted when issue 15 reached main: a batch's per-key work is now a sum of independent
-// per-key draws (`batch_cost = "per_key"`, the new default) instead of one draw scaled to the
-// batch, which moves the generated scenarios that have a per-key cost; natural is beaten in 8
-// (was 11), gated in 9 (was 8), adaptive in 3 (was 2). With `batch_cost = "scaled"` the old
-// ceilings still hold.
-const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 8), ("gated", 9), ("adaptive", 3)];
+// Issue 10, session 4, re-counted on the merged main (issue 15's default `batch_cost =
+// "per_key"` and the policy branch together): natural 9, gated 5, adaptive 3 of 50, single runs.
+// Before the policy branch the same tree counted natural 8, gated 9, adaptive 3: gated's change
+// (requests queued for a place no longer open the gate; it opens on a 128-arrival estimate and
+// closes below a quarter of the threshold) helps; natural's (its congestion hold applies only
+// above the utilisation where a hold pays, U*(c)) is within single-run noise here, and fixes a
+// light-load bug its own unit test shows. Where each is still beaten, and by which window: the
+// test's output (`-- --nocapture`), and `cargo run --release -p busline-sim --example
+// frontier_cases -- gen 50 20000 0 --reps 5` for paired replications. The ceiling records where
+// the unmet goal stands; it is not the goal.
+const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 9), ("gated", 5), ("adaptive", 3)];
 
 #[test]
 fn the_policies_hold_their_goals_on_generated_scenarios() {
