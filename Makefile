@@ -55,7 +55,7 @@ miri:
 
 # Car-vs-bus simulation of the bundled scenarios and one fleet study: writes reports/sim/.
 sim:
-	$(CARGO) run --release -p busline-sim -- report --scenarios sim/scenarios --fleet sim/scenarios/fleet/fleet-zipf.toml --out reports/sim
+	$(CARGO) run --profile sim -p busline-sim -- report --scenarios sim/scenarios --fleet sim/scenarios/fleet/fleet-zipf.toml --out reports/sim
 
 # Simulated requests per CPU-second of every bundled scenario and policy (issue 14's speed goal).
 sim-speed:
