@@ -9,7 +9,9 @@ use anyhow::Result;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::plots::{Key, color, draw_policy_lines, err, log_range, register_font, side_legend, time_panel, with_legend_strip};
+use super::plots::{
+    Key, TimeFrame, color, draw_policy_lines, err, log_range, register_font, side_legend, time_frame, time_panel,
+};
 use crate::stats::TimeSeries;
 
 fn clients_plot<DB: DrawingBackend>(
@@ -17,13 +19,8 @@ fn clients_plot<DB: DrawingBackend>(
     title: &str,
     series: &[(String, String, TimeSeries)],
 ) -> Result<()> {
-    root.fill(&WHITE).map_err(err)?;
-    let root = root.titled(title, ("sans-serif", 24)).map_err(err)?;
-    let (root, legend) = with_legend_strip(&root);
-    let panels = root.split_evenly((3, 1));
-    let Some((_, _, first)) = series.first() else { return Ok(()) };
-    let width = first.bucket_s();
-    let t_end = series.iter().map(|(_, _, s)| s.buckets.len()).max().unwrap_or(1) as f64 * width;
+    let Some(TimeFrame { panels, legend, width, t_end }) = time_frame(root, title, series)? else { return Ok(()) };
+    let first = &series[0].2;
     let rate = |n: u64| n as f64 / width;
     let at = |i: usize| (i as f64 + 0.5) * width;
 

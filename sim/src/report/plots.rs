@@ -341,19 +341,39 @@ fn frontier_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str,
     side_legend(&legend, &keys, 15)
 }
 
+/// What the time-series figures share: a white canvas under `title`, a legend strip on the
+/// right, three panels stacked, and the series' bucket width and end (seconds).
+pub(super) struct TimeFrame<DB: DrawingBackend> {
+    pub(super) panels: Vec<DrawingArea<DB, Shift>>,
+    pub(super) legend: DrawingArea<DB, Shift>,
+    pub(super) width: f64,
+    pub(super) t_end: f64,
+}
+
+/// Draws the [`TimeFrame`] of `series`; `None` (nothing drawn but the canvas) without a series.
+pub(super) fn time_frame<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    series: &[(String, String, TimeSeries)],
+) -> Result<Option<TimeFrame<DB>>> {
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 24)).map_err(err)?;
+    let (root, legend) = with_legend_strip(&root);
+    let panels = root.split_evenly((3, 1));
+    let Some((_, _, first)) = series.first() else { return Ok(None) };
+    let width = first.bucket_s();
+    let t_end = series.iter().map(|(_, _, s)| s.buckets.len()).max().unwrap_or(1) as f64 * width;
+    Ok(Some(TimeFrame { panels, legend, width, t_end }))
+}
+
 /// Plot 3: offered load, queries per second and p99 latency over time, per policy.
 fn timeseries_plot<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
     series: &[(String, String, TimeSeries)],
 ) -> Result<()> {
-    root.fill(&WHITE).map_err(err)?;
-    let root = root.titled(title, ("sans-serif", 24)).map_err(err)?;
-    let (root, legend) = with_legend_strip(&root);
-    let panels = root.split_evenly((3, 1));
-    let Some((_, _, first)) = series.first() else { return Ok(()) };
-    let width = first.bucket_s();
-    let t_end = series.iter().map(|(_, _, s)| s.buckets.len()).max().unwrap_or(1) as f64 * width;
+    let Some(TimeFrame { panels, legend, width, t_end }) = time_frame(root, title, series)? else { return Ok(()) };
+    let first = &series[0].2;
     let rate = |n: u64| n as f64 / width;
 
     // Offered load.
