@@ -5,7 +5,7 @@ CARGO ?= cargo
 LOOM_MAX_PREEMPTIONS ?= 3
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build lint test test-features-off test-benches examples loom miri sim bench bench-build ci clean demo demo-pg
+.PHONY: all build lint test test-features-off test-benches examples loom miri sim sim-speed bench bench-build ci clean demo demo-pg
 
 all: build
 
@@ -56,6 +56,10 @@ miri:
 # Car-vs-bus simulation of the bundled scenarios and one fleet study: writes reports/sim/.
 sim:
 	$(CARGO) run --release -p busline-sim -- report --scenarios sim/scenarios --fleet sim/scenarios/fleet/fleet-zipf.toml --out reports/sim
+
+# Simulated requests per CPU-second of every bundled scenario and policy (issue 14's speed goal).
+sim-speed:
+	$(CARGO) run --release -p busline-sim -- speed --scenarios sim/scenarios --fleet sim/scenarios/fleet/fleet-zipf.toml
 
 # The article's scenario on a real database, the simulator checked against it: writes
 # reports/db/. `demo` uses an SQLite file under target/ (created and filled on first run);

@@ -10,48 +10,23 @@
 //! # How
 //!
 //! Each live group owns a [`Batcher`] (its own ring, policy and driver task), so groups coalesce
-//! and depart independently and in parallel. The groups sit in a lock-free concurrent map
-//! (`papaya`): finding an existing group takes no lock, only an epoch pin and two atomic
-//! increments (the entry's `Arc` and its activity count).
-//!
-//! # Reclaiming idle groups
-//!
-//! A group's `active` word counts the loads between entering and leaving it; its top bit,
-//! `DEAD`, is set once and for all when the group is retired. A load *enters* with a
-//! `fetch_add(1)`: if the previous value had `DEAD`, the group is gone and the load retries with
-//! a fresh one (the increment on a dead word is harmless: nothing reads it again). A load *leaves*
-//! with a `fetch_sub(1)`; whoever brings the count to zero tries to retire the group with a CAS
-//! `0 → DEAD`. The CAS fails if a load entered meanwhile (the group lives on); if it succeeds, no
-//! load is in the group and none can enter, so the retirer removes it from the map (only if the
-//! map still holds this very entry) and drops its count of live groups. Dropping the entry drops
-//! the group's `Batcher` handle, which shuts its driver down once any batch still in flight (its
-//! callers all gone) has finished.
-//!
-//! # Races (and why they are safe)
-//!
-//! - Enter vs retire: both act on `active` by RMW, so one precedes the other in its modification
-//!   order. If the enter comes first the CAS from 0 fails; if the retire comes first the enter
-//!   sees `DEAD`.
-//! - Two loads creating the same group: both build an entry; `try_insert` lets one win; the loser
-//!   drops its unused batcher and enters the winner's.
-//! - A dead entry still in the map (its retirer between the CAS and the removal): a load that
-//!   finds it removes it itself (`remove_if` on pointer identity) and creates a new one.
+//! and depart independently and in parallel. The batchers live in a partition
+//! (`partition.rs`, shared with the strategies' per-group forms): a lock-free map in which
+//! finding an existing group takes no lock, where a group with no load in it is reclaimed, and
+//! which holds at most `max_groups` groups; its essay explains the races. A group's load
+//! occupies it from the call until it is answered or dropped. Reclaiming the group drops its
+//! `Batcher` handle, which shuts its driver down once any batch still in flight (its callers
+//! all gone) has finished; a new load of the group meanwhile starts a new batcher.
 
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::FutureExt;
 
-use crate::{Batcher, Builder, ConfigError, Error, Policy};
-use crate::Overflow;
-
-/// Set in a group's `active` word once the group is retired. Grants nothing: a load that sees it
-/// must find or create another entry.
-const DEAD: usize = 1 << (usize::BITS - 1);
+use crate::partition::Partition;
+use crate::{Batcher, Builder, ConfigError, Error, Overflow, Policy};
 
 /// The user's batch function, shared by every group.
 type GroupFn<G, K, V, E> = Arc<dyn Fn(G, Vec<K>) -> crate::shared::BatchFuture<K, V, E> + Send + Sync>;
@@ -87,39 +62,10 @@ pub struct Grouped<G, K, V, E> {
 }
 
 struct Inner<G, K, V, E> {
-    groups: papaya::HashMap<G, Arc<Group<K, V, E>>>,
-    /// Groups in the map (created and not yet retired).
-    live: AtomicUsize,
-    max_groups: usize,
+    groups: Partition<G, Batcher<K, V, E>>,
     batch_fn: GroupFn<G, K, V, E>,
     /// The settings every group's batcher is built with (its batch function is replaced).
     template: Builder<K, V, E>,
-}
-
-struct Group<K, V, E> {
-    batcher: Batcher<K, V, E>,
-    /// Loads in this group, and `DEAD` once retired (see the essay above).
-    active: AtomicUsize,
-}
-
-impl<K, V, E> Group<K, V, E> {
-    /// Counts a load in. `false` if the group is retired.
-    fn enter(&self) -> bool {
-        // Acquire: pairs with the Release in `leave`, so a load entering a group sees the
-        // work of the loads that left it (nothing depends on it today; it keeps the word a
-        // proper hand-off).
-        self.active.fetch_add(1, Ordering::Acquire) & DEAD == 0
-    }
-
-    /// Counts a load out. `true` if the group retired as a result: the caller must remove it.
-    fn leave(&self) -> bool {
-        // Release: pairs with the Acquire of `enter` and of the retiring CAS.
-        if self.active.fetch_sub(1, Ordering::Release) != 1 {
-            return false;
-        }
-        // AcqRel: the retirer sees every load's leave before it retires the group.
-        self.active.compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-    }
 }
 
 impl<G, K, V, E> Grouped<G, K, V, E>
@@ -160,120 +106,13 @@ where
     /// Dropping the future gives up the request, as for [`Batcher::load`]; a group it leaves
     /// idle is reclaimed.
     pub async fn load(&self, group: G, key: K) -> Result<Option<V>, Error<E>> {
-        let entry = self.enter(&group)?;
-        let _leave = Leave { inner: &self.inner, group: &group, entry: &entry };
-        entry.batcher.load(key).await
-    }
-
-    /// Finds `group`'s entry, or creates it, and counts a load in.
-    fn enter(&self, group: &G) -> Result<Arc<Group<K, V, E>>, Error<E>> {
-        // User code runs here (the group's Hash, Eq and Clone): a panic reaches this caller only.
-        std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.enter(group))).unwrap_or(Err(Error::Panicked))
-    }
-}
-
-impl<G, K, V, E> Inner<G, K, V, E>
-where
-    G: Eq + Hash + Clone + Send + Sync + 'static,
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-    E: Send + Sync + 'static,
-{
-    fn enter(&self, group: &G) -> Result<Arc<Group<K, V, E>>, Error<E>> {
-        let groups = self.groups.pin();
-        loop {
-            if let Some(entry) = groups.get(group) {
-                if entry.enter() {
-                    return Ok(Arc::clone(entry));
-                }
-                // Retired, its retirer not yet done: take it out ourselves and start afresh.
-                let dead = Arc::clone(entry);
-                let _ = groups.remove_if(group, |_, e| Arc::ptr_eq(e, &dead));
-                continue;
-            }
-            let seat = Reservation::take(&self.live, self.max_groups)?;
-            let batch_fn = Arc::clone(&self.batch_fn);
+        let inner = &*self.inner;
+        let batcher = inner.groups.enter(&group, |group| {
+            let batch_fn = Arc::clone(&inner.batch_fn);
             let name = group.clone();
-            let batcher = self
-                .template
-                .with_batch_fn(Arc::new(move |keys| batch_fn(name.clone(), keys)))
-                .build()
-                .map_err(|_| Error::Closed)?;
-            // Born entered: our load counts in before anyone can see the group.
-            let entry = Arc::new(Group { batcher, active: AtomicUsize::new(1) });
-            if groups.try_insert(group.clone(), Arc::clone(&entry)).is_ok() {
-                seat.keep();
-                return Ok(entry);
-            }
-            // Another load created it first: ours was never seen (its reservation lapses as
-            // `seat` drops); enter theirs.
-        }
-    }
-
-    /// Takes a retired group out of the map (if it is still there) and out of the count.
-    fn remove(&self, group: &G, entry: &Arc<Group<K, V, E>>) {
-        let groups = self.groups.pin();
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let _ = groups.remove_if(group, |_, e| Arc::ptr_eq(e, entry));
-        }));
-        self.live.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// One place among `max_groups`, given back when dropped unless kept (also when user code
-/// panics between taking it and inserting the group).
-struct Reservation<'a> {
-    live: &'a AtomicUsize,
-    kept: bool,
-}
-
-impl<'a> Reservation<'a> {
-    fn take<E>(live: &'a AtomicUsize, max_groups: usize) -> Result<Reservation<'a>, Error<E>> {
-        // Relaxed: the count is a bound, not a hand-off.
-        let reservation = Reservation { live, kept: false };
-        if live.fetch_add(1, Ordering::Relaxed) >= max_groups {
-            return Err(Error::Overloaded);
-        }
-        Ok(reservation)
-    }
-
-    fn keep(mut self) {
-        self.kept = true;
-    }
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if !self.kept {
-            self.live.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Counts a load out of its group when the load completes or is dropped.
-struct Leave<'a, G, K, V, E>
-where
-    G: Eq + Hash + Clone + Send + Sync + 'static,
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-    E: Send + Sync + 'static,
-{
-    inner: &'a Inner<G, K, V, E>,
-    group: &'a G,
-    entry: &'a Arc<Group<K, V, E>>,
-}
-
-impl<G, K, V, E> Drop for Leave<'_, G, K, V, E>
-where
-    G: Eq + Hash + Clone + Send + Sync + 'static,
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-    E: Send + Sync + 'static,
-{
-    fn drop(&mut self) {
-        if self.entry.leave() {
-            self.inner.remove(self.group, self.entry);
-        }
+            inner.template.with_batch_fn(Arc::new(move |keys| batch_fn(name.clone(), keys))).build().map_err(|_| Error::Closed)
+        })?;
+        batcher.load(key).await
     }
 }
 
@@ -281,7 +120,7 @@ impl<G, K, V, E> Grouped<G, K, V, E> {
     /// Groups now live: with a load pending, or not yet reclaimed. Back to 0 once every load
     /// has been answered or given up.
     pub fn live_groups(&self) -> usize {
-        self.inner.live.load(Ordering::Relaxed)
+        self.inner.groups.live_groups()
     }
 }
 
@@ -294,8 +133,8 @@ impl<G, K, V, E> Clone for Grouped<G, K, V, E> {
 impl<G, K, V, E> fmt::Debug for Grouped<G, K, V, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Grouped")
-            .field("live_groups", &self.inner.live.load(Ordering::Relaxed))
-            .field("max_groups", &self.inner.max_groups)
+            .field("live_groups", &self.inner.groups.live_groups())
+            .field("max_groups", &self.inner.groups.max_groups())
             .finish_non_exhaustive()
     }
 }
@@ -412,12 +251,7 @@ where
         let template = self.template.runtime(runtime);
         Ok(Grouped {
             inner: Arc::new(Inner {
-                // Retired groups are freed in batches once no reader can still see them; the
-                // smallest batch (seize lifts it to the number of threads) keeps what a burst of
-                // retirements leaves waiting to a few groups, not 32 per thread.
-                groups: papaya::HashMap::builder().collector(seize::Collector::new().batch_size(1)).build(),
-                live: AtomicUsize::new(0),
-                max_groups: self.max_groups,
+                groups: Partition::new(self.max_groups),
                 batch_fn: self.batch_fn,
                 template,
             }),

@@ -115,6 +115,7 @@ mod clock;
 mod driver;
 mod error;
 mod grouped;
+mod partition;
 mod load;
 pub mod observe;
 pub mod policy;
@@ -141,7 +142,7 @@ pub use policy::Policy;
 pub use stats::{Stats, Summary};
 #[cfg(feature = "tower")]
 pub use service::BoxFuture;
-pub use strategy::{Coalescer, Debounce, Serial, SingleFlight, UseLast};
+pub use strategy::{Coalescer, Debounce, PerGroup, Serial, SingleFlight, UseLast};
 
 /// Bytes one seat occupies for keys of type `K`, the key included: its state, its key and its
 /// caller's waker. (The caller's `Load` future lives in the caller's task and is not counted.)
@@ -181,6 +182,7 @@ const _: fn(&SomeBatcher, &SomeGrouped) = |b, g| {
 #[cfg(busline_loom)]
 #[doc(hidden)]
 pub mod model {
+    pub use crate::partition::Activity;
     pub use crate::ring::{Claim, MAX_SEATS, Ring, Sealed};
     pub use crate::seats::{POOL_SEATS, live_segments};
     pub use crate::settings::Overflow;

@@ -142,6 +142,9 @@ mod broken {
         SoloAdmission,
         /// `signals::abandon` closes the ring without checking whether it is closed already.
         Abandon,
+        /// A partition's `Activity::leave` retires its member with a plain store of `DEAD`
+        /// instead of a compare-exchange from zero.
+        Retire,
     }
 
     thread_local! {

@@ -41,14 +41,8 @@ fn two_waiters() -> TwoWaiters {
     (ring, ledger, wakers, sealed, waiters)
 }
 
-/// Two callers seated in one sealed batch wait for its outcome (each in `block_on` over
-/// `poll_done`) while the driver publishes it and releases the batch's reference.
-fn publish_vs_register() {
-    let (ring, ledger, wakers, sealed, waiters) = two_waiters();
-
-    // `dispatch` collects, publishes `[0, 1]` and releases the batch's reference.
-    let dispatched = dispatch(&ring, sealed, &ledger);
-    assert_eq!(dispatched.ran, Some(vec![0, 1]));
+/// Both waiters read the published outcome, and the slot was freed exactly once.
+fn assert_both_read(waiters: Vec<loom::thread::JoinHandle<Vec<usize>>>, ledger: &Ledger) {
     for waiter in waiters {
         assert_eq!(
             waiter.join().unwrap(),
@@ -57,6 +51,17 @@ fn publish_vs_register() {
         );
     }
     assert_eq!(ledger.frees(), 1, "the slot is freed exactly once");
+}
+
+/// Two callers seated in one sealed batch wait for its outcome (each in `block_on` over
+/// `poll_done`) while the driver publishes it and releases the batch's reference.
+fn publish_vs_register() {
+    let (ring, ledger, wakers, sealed, waiters) = two_waiters();
+
+    // `dispatch` collects, publishes `[0, 1]` and releases the batch's reference.
+    let dispatched = dispatch(&ring, sealed, &ledger);
+    assert_eq!(dispatched.ran, Some(vec![0, 1]));
+    assert_both_read(waiters, &ledger);
     assert_eq!(
         (ledger.drops(0), ledger.drops(1)),
         (1, 1),
@@ -84,14 +89,7 @@ fn publish_in_steps_vs_register() {
     loom::thread::yield_now();
     slot.wake(1..2);
     release(&ring, sealed.slot, &ledger);
-    for waiter in waiters {
-        assert_eq!(
-            waiter.join().unwrap(),
-            vec![0, 1],
-            "a waiter read the published outcome"
-        );
-    }
-    assert_eq!(ledger.frees(), 1, "the slot is freed exactly once");
+    assert_both_read(waiters, &ledger);
     assert_clean_end(ring, &wakers, &ledger);
 }
 

@@ -18,10 +18,10 @@
 use std::collections::VecDeque;
 
 use rand::rngs::SmallRng;
-use rand_distr::{Distribution, Exp1, StandardNormal};
+use rand_distr::{Distribution, Exp1, Gamma, StandardNormal};
 
 use crate::rng::{Stream, ceil_ns, keyed_stream, round_ns};
-use crate::scenario::{Scenario, ServiceKind};
+use crate::scenario::{BatchCost, Scenario, ServiceKind};
 
 /// Draws service times (in ns) around a mean.
 ///
@@ -31,40 +31,87 @@ use crate::scenario::{Scenario, ServiceKind};
 /// policy that sends one more or one fewer query early on does not shift every later draw:
 /// comparisons between policies measure the policies, not the noise of a shifted stream.
 /// Draws for distinct keys are independent, so the service times are still i.i.d.
+///
+/// # A batch's cost
+///
+/// Under `batch_cost = "per_key"` (the default) a query of `k` distinct keys costs
+/// `base + W_k`: `base` drawn from `service` around `base_ms`, and `W_k` the sum of `k`
+/// independent per-key works of mean `per_key_ms` and coefficient of variation `per_key_cv`,
+/// drawn at once as a gamma of shape `k / cv²` and scale `per_key_ms × cv²` (mean
+/// `k × per_key_ms`, variance `k × (cv × per_key_ms)²`; exact for a sum of exponential or
+/// gamma works, the moment match otherwise). So a big batch's per-key part is relatively
+/// steadier than a small one's. Under `batch_cost = "scaled"` one draw from `service` is
+/// scaled to the whole mean (variance growing as `k²`).
 #[derive(Debug, Clone)]
 pub struct ServiceSampler {
     kind: ServiceKind,
     sigma: f64,
     seed: u64,
+    batch_cost: BatchCost,
+    base_ns: f64,
+    per_key_ns: f64,
+    per_key_cv: f64,
 }
 
 impl ServiceSampler {
     /// The sampler of `scenario`'s `[db]`.
     pub fn new(scenario: &Scenario) -> ServiceSampler {
+        let c = &scenario.db;
         ServiceSampler {
-            kind: scenario.db.service,
-            sigma: scenario.db.lognormal_sigma,
+            kind: c.service,
+            sigma: c.lognormal_sigma,
             seed: scenario.seed,
+            batch_cost: c.batch_cost,
+            base_ns: c.base_ms * 1e6,
+            per_key_ns: c.per_key_ms * 1e6,
+            per_key_cv: c.per_key_cv,
+        }
+    }
+
+    /// The work, in ns at rate 1, of a query of `distinct_keys` keys whose first request is
+    /// `key` (see the type's doc for the two cost models).
+    pub fn sample_batch(&mut self, distinct_keys: u32, key: u64) -> u64 {
+        let keys = f64::from(distinct_keys);
+        match self.batch_cost {
+            BatchCost::Scaled => self.sample(self.base_ns + self.per_key_ns * keys, key),
+            BatchCost::PerKey => {
+                let mut rng: SmallRng = keyed_stream(self.seed, Stream::Service, key);
+                let base = self.draw(&mut rng, self.base_ns);
+                let mean = self.per_key_ns * keys;
+                let per_key = if mean <= 0.0 || self.per_key_cv == 0.0 {
+                    mean
+                } else {
+                    let cv2 = self.per_key_cv * self.per_key_cv;
+                    // Shape and scale are finite and > 0 here, so `new` cannot fail.
+                    Gamma::new(keys / cv2, self.per_key_ns * cv2).map_or(mean, |g| g.sample(&mut rng))
+                };
+                round_ns(base + per_key)
+            }
         }
     }
 
     /// The service time, of mean `mean_ns` and rounded to the nanosecond, of the query whose
-    /// first request is `key`.
+    /// first request is `key`: one draw from `service` (the `scaled` cost model).
     #[inline]
     pub fn sample(&mut self, mean_ns: f64, key: u64) -> u64 {
         let mut rng: SmallRng = keyed_stream(self.seed, Stream::Service, key);
-        let x = match self.kind {
+        round_ns(self.draw(&mut rng, mean_ns))
+    }
+
+    /// One draw from `service` with mean `mean_ns`.
+    #[inline]
+    fn draw(&self, rng: &mut SmallRng, mean_ns: f64) -> f64 {
+        match self.kind {
             ServiceKind::Const => mean_ns,
             ServiceKind::Exp => {
-                let e: f64 = Exp1.sample(&mut rng);
+                let e: f64 = Exp1.sample(rng);
                 e * mean_ns
             }
             ServiceKind::Lognormal => {
-                let z: f64 = StandardNormal.sample(&mut rng);
+                let z: f64 = StandardNormal.sample(rng);
                 mean_ns * (self.sigma * z - self.sigma * self.sigma / 2.0).exp()
             }
-        };
-        round_ns(x)
+        }
     }
 }
 
@@ -102,8 +149,6 @@ struct Running {
 pub struct Db {
     servers: usize,
     contention: f64,
-    base_ns: f64,
-    per_key_ns: f64,
     service: ServiceSampler,
     running: Vec<Running>,
     waiting: VecDeque<(u32, u32, u64)>,
@@ -114,6 +159,11 @@ pub struct Db {
     last_update: u64,
     busy_ns: u128,
     next_version: u32,
+    /// The statistics window [start, end) (warm-up to the end of arrivals), and the work
+    /// done and connection time busy inside it.
+    window: (u64, u64),
+    window_work_ns: f64,
+    window_busy_ns: f64,
 }
 
 impl Db {
@@ -123,8 +173,6 @@ impl Db {
         Db {
             servers: c.servers as usize,
             contention: c.contention,
-            base_ns: c.base_ms * 1e6,
-            per_key_ns: c.per_key_ms * 1e6,
             service: ServiceSampler::new(scenario),
             running: Vec::with_capacity(c.servers as usize),
             waiting: VecDeque::new(),
@@ -133,7 +181,33 @@ impl Db {
             last_update: 0,
             busy_ns: 0,
             next_version: 0,
+            window: (0, u64::MAX),
+            window_work_ns: 0.0,
+            window_busy_ns: 0.0,
         }
+    }
+
+    /// Restricts [`window_work_ns`](Db::window_work_ns) and
+    /// [`window_busy_ns`](Db::window_busy_ns) to `[start_ns, end_ns)`.
+    pub fn set_window(&mut self, start_ns: u64, end_ns: u64) {
+        self.window = (start_ns, end_ns);
+    }
+
+    /// Work done (service at rate 1) inside the window, in ns, up to the last update.
+    pub fn window_work_ns(&self) -> f64 {
+        self.window_work_ns
+    }
+
+    /// Connection time busy inside the window, in connection-ns, up to the last update.
+    pub fn window_busy_ns(&self) -> f64 {
+        self.window_busy_ns
+    }
+
+    /// The most work the database does per ns: all connections busy, each at the contended
+    /// rate, `servers / (1 + contention × (servers − 1))` (the rate only grows with the
+    /// number running, so the maximum is at `servers`).
+    pub fn capacity(&self) -> f64 {
+        self.servers as f64 / (1.0 + self.contention * (self.servers.saturating_sub(1)) as f64)
     }
 
     /// Queries running now.
@@ -186,8 +260,7 @@ impl Db {
     fn start_next(&mut self, now: u64, out: &mut Vec<DbEvent>) {
         let Some((query, keys, first_request)) = self.waiting.pop_front() else { return };
         self.advance(now);
-        let mean = self.base_ns + self.per_key_ns * f64::from(keys);
-        let work = self.service.sample(mean, first_request);
+        let work = self.service.sample_batch(keys, first_request);
         out.push(DbEvent::Started { query, at: now });
         let version = self.bump();
         self.running.push(Running { query, done_at_v: self.v + work as f64, version });
@@ -202,6 +275,13 @@ impl Db {
     fn advance(&mut self, now: u64) {
         let dt = now.saturating_sub(self.last_update);
         self.busy_ns += u128::from(dt) * self.running.len() as u128;
+        let (start, end) = self.window;
+        let inside = now.min(end).saturating_sub(self.last_update.max(start));
+        if inside > 0 && !self.running.is_empty() {
+            let k = self.running.len() as f64;
+            self.window_busy_ns += inside as f64 * k;
+            self.window_work_ns += inside as f64 * k * self.rate();
+        }
         if self.contention > 0.0 && dt > 0 {
             self.v += dt as f64 * self.rate();
         }

@@ -26,23 +26,43 @@
 //! always exactly one), carrying the sequence number it would have had in the heap, so the
 //! order of events is the same as with one heap for all.
 //!
+//! # Clients (`[client]`, see [`crate::client`])
+//!
+//! With a `[client]` section the arrivals come from the clients' own sans-IO state machine,
+//! armed like the scheduler's timer (a `Client` event): it sends attempts (fresh requests and
+//! retries, each routed like any arrival) and gives up on them. An attempt given up while still
+//! at its instance's stop is marked dropped there: it leaves the system at once (its sojourn
+//! ends), and when the scheduler later dispatches it, it boards nothing: the query carries only
+//! the live requests, and a batch of dropped requests only sends no query and completes at once
+//! (the core's scheduler has no input for a cancellation, so this is how its seat is released).
+//! An attempt already sent still runs; its answer goes to the clients as late.
+//!
+//! # Statistics window
+//!
+//! Requests arriving before `warmup_s` are simulated but left out of every statistic; the
+//! horizon is the end of arrivals (the duration, or the last arrival). Rates are over
+//! [warm-up, horizon); what follows the horizon is the drain, reported apart (see
+//! [`RunSummary`]).
+//!
 //! # Checks (always on)
 //!
 //! Requests carry increasing ids; every dispatch must take its instance's oldest requests in
 //! order (so each request boards exactly one batch), every query is answered exactly once (its
-//! slot is live until then), and at the end every request that arrived has been answered, the
-//! stops, pools, database and schedulers are empty, and queries sent = batches dispatched =
-//! queries completed. A violation is an error, not a silent miscount.
+//! slot is live until then), and at the end every request that arrived has been answered or
+//! dropped, the stops, pools, database, schedulers and clients are idle, and queries sent +
+//! batches of dropped requests only = batches dispatched, queries sent = queries completed. A
+//! violation is an error, not a silent miscount.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant as WallInstant;
 
 use anyhow::{Result, anyhow, bail, ensure};
 use busline::policy::{Action, Instant, Scheduler};
 
+use crate::client::{Answer, ClientAction, Clients};
 use crate::db::{Db, DbEvent};
 use crate::keys::{DistinctCounter, Keys};
+use crate::queue::{self, EventQueue};
 use crate::routing::Router;
 use crate::scenario::{PolicyKind, Scenario};
 use crate::stats::{Histogram, LatencySummary, RunSummary, TimeSeries, WaitSummary};
@@ -86,6 +106,14 @@ pub struct PathTotals {
     pub connection_wait_ns: u128,
     /// Σ service (start of service → answer) over requests, in ns.
     pub service_ns: u128,
+    /// Requests dropped at the stop by a client's timeout before the policy sent them (their
+    /// sojourn ends at the timeout).
+    pub dropped: u64,
+    /// Σ sojourn (arrival → the timeout) of the dropped requests, in ns: with the four parts
+    /// above it adds up to `sojourn_ns`.
+    pub dropped_ns: u128,
+    /// Batches the scheduler dispatched that held only dropped requests: no query was sent.
+    pub empty_dispatches: u64,
 }
 
 /// Everything a run measured.
@@ -122,30 +150,14 @@ enum Kind {
     Arrival,
     Timeout { instance: u32, generation: u32 },
     Done { query: u32, version: u32 },
+    /// The clients' next instant (`[client]`), armed like the schedulers' timers.
+    Client { generation: u64 },
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Event {
     time: u64,
-    seq: u64,
     kind: Kind,
-}
-
-impl PartialEq for Event {
-    fn eq(&self, other: &Self) -> bool {
-        (self.time, self.seq) == (other.time, other.seq)
-    }
-}
-impl Eq for Event {}
-impl PartialOrd for Event {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Event {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.time, self.seq).cmp(&(other.time, other.seq))
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +165,8 @@ struct Waiting {
     id: u64,
     arrival: u64,
     key: u32,
+    /// Its caller gave up before it was sent: it boards no query.
+    dropped: bool,
 }
 
 /// One query's requests while it is at the database (or waiting for a connection).
@@ -165,6 +179,8 @@ struct Slot {
     ready_at: u64,
     started_at: u64,
     arrivals: Vec<u64>,
+    /// The requests' ids, kept only with `[client]` (to tell the clients of each answer).
+    ids: Vec<u64>,
 }
 
 /// A query that waits for a connection of its instance's pool.
@@ -204,7 +220,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunOutput> {
 }
 
 struct Engine {
-    heap: BinaryHeap<Reverse<Event>>,
+    heap: EventQueue<Kind>,
     seq: u64,
     now: u64,
     instances: Vec<Instance>,
@@ -214,9 +230,9 @@ struct Engine {
     traffic: Traffic,
     keys: Keys,
     trace_keys: bool,
-    /// The next arrival: its instant, sequence number and trace key, drawn when it was
+    /// The next arrival: its queue key (instant and sequence number) and trace key, drawn when it was
     /// scheduled and held beside the heap until it fires.
-    next_arrival: Option<(u64, u64, Option<u32>)>,
+    next_arrival: Option<(u128, Option<u32>)>,
     distinct: DistinctCounter,
     db: Db,
     db_out: Vec<DbEvent>,
@@ -227,6 +243,13 @@ struct Engine {
     limit_requests: u64,
     limit_ns: u64,
     last_arrival: u64,
+    /// Statistics cover requests arriving in [warm_ns, horizon); `horizon` is set when the
+    /// last arrival has been drawn (the duration, or the last arrival's instant).
+    warm_ns: u64,
+    horizon: Option<u64>,
+    measured_arrivals: u64,
+    measured_queries: u64,
+    drain_queries: u64,
     latency: Histogram,
     added_wait: Histogram,
     in_flight_wait: Histogram,
@@ -242,6 +265,16 @@ struct Engine {
     budget_ns: u64,
     over_budget: u64,
     events: u64,
+    /// `[client]`: callers that time out and retry, and their timer.
+    clients: Option<Clients>,
+    client_at: Option<u64>,
+    client_generation: u64,
+    client_out: Vec<ClientAction>,
+    /// `[client]` only: the instance each request (by id) was routed to, to find an attempt
+    /// its caller gives up on.
+    routed_to: Vec<u32>,
+    /// `[client]` only: instances that heard an arrival during one client event.
+    touched: Vec<u32>,
 }
 
 impl Engine {
@@ -263,10 +296,11 @@ impl Engine {
             .collect();
         let traffic = Traffic::new(scenario)?;
         let keys = Keys::new(scenario);
+        let clients = Clients::new(scenario)?;
         let trace_keys = traffic.trace_keys();
         let key_space = trace_keys.unwrap_or(if keys.all_unique() { 0 } else { keys.key_space() });
         Ok(Engine {
-            heap: BinaryHeap::with_capacity(64),
+            heap: EventQueue::with_capacity(64),
             seq: 0,
             now: 0,
             instances,
@@ -286,6 +320,11 @@ impl Engine {
             limit_requests: scenario.requests.unwrap_or(u64::MAX),
             limit_ns: scenario.duration_s.map_or(u64::MAX, |s| (s * 1e9) as u64),
             last_arrival: 0,
+            warm_ns: scenario.warmup_ns(),
+            horizon: None,
+            measured_arrivals: 0,
+            measured_queries: 0,
+            drain_queries: 0,
             latency: Histogram::new(),
             added_wait: Histogram::new(),
             in_flight_wait: Histogram::new(),
@@ -300,42 +339,65 @@ impl Engine {
             budget_ns: (scenario.policy.latency_budget_ms * 1e6).round() as u64,
             over_budget: 0,
             events: 0,
+            clients,
+            client_at: None,
+            client_generation: 0,
+            client_out: Vec::new(),
+            routed_to: Vec::new(),
+            touched: Vec::new(),
         })
     }
 
     #[inline]
     fn push(&mut self, time: u64, kind: Kind) {
         self.seq += 1;
-        self.heap.push(Reverse(Event { time, seq: self.seq, kind }));
+        self.heap.push(queue::key(time, self.seq), kind);
     }
 
     /// Draws the next arrival, unless the run's request count or duration is reached.
     fn schedule_arrival(&mut self) {
-        if self.next_id >= self.limit_requests {
-            return;
-        }
-        if let Some((t, key)) = self.traffic.next_arrival()
+        if self.next_id < self.limit_requests
+            && let Some((t, key)) = self.traffic.next_arrival()
             && t < self.limit_ns
         {
             self.seq += 1;
-            self.next_arrival = Some((t, self.seq, key));
+            self.next_arrival = Some((queue::key(t, self.seq), key));
+            return;
         }
+        self.end_arrivals();
+    }
+
+    /// No arrival follows: the horizon is the duration if one was given, else now (the last
+    /// arrival). The database's work is counted up to it; what follows is the drain.
+    fn end_arrivals(&mut self) {
+        if self.horizon.is_none() {
+            let horizon = if self.limit_ns == u64::MAX { self.now } else { self.limit_ns };
+            self.set_horizon(horizon);
+        }
+    }
+
+    fn set_horizon(&mut self, horizon: u64) {
+        let horizon = horizon.max(self.warm_ns);
+        self.horizon = Some(horizon);
+        self.db.set_window(self.warm_ns, horizon);
     }
 
     /// The earliest event: the heap's top or the next arrival, by `(time, seq)`.
     #[inline]
     fn next_event(&mut self) -> Option<Event> {
-        let heap_first = self.heap.peek().map(|Reverse(e)| (e.time, e.seq));
-        match (self.next_arrival, heap_first) {
-            (Some((t, seq, _)), h) if h.is_none_or(|h| (t, seq) < h) => {
-                Some(Event { time: t, seq, kind: Kind::Arrival })
-            }
-            _ => self.heap.pop().map(|Reverse(e)| e),
+        match (self.next_arrival, self.heap.peek_key()) {
+            (Some((k, _)), h) if h.is_none_or(|h| k < h) => Some(Event { time: queue::time_of(k), kind: Kind::Arrival }),
+            _ => self.heap.pop().map(|(k, kind)| Event { time: queue::time_of(k), kind }),
         }
     }
 
     fn run(&mut self) -> Result<()> {
-        self.schedule_arrival();
+        self.db.set_window(self.warm_ns, u64::MAX);
+        if self.clients.is_some() {
+            self.arm_client_timer(); // the clients own the arrivals
+        } else {
+            self.schedule_arrival();
+        }
         while let Some(ev) = self.next_event() {
             self.events += 1;
             debug_assert!(ev.time >= self.now, "event in the past");
@@ -345,10 +407,29 @@ impl Engine {
             let now = Instant::from_nanos(ev.time);
             let instance = match ev.kind {
                 Kind::Arrival => {
-                    let i = self.arrive()?;
+                    let (_, trace_key) =
+                        self.next_arrival.take().ok_or_else(|| anyhow!("arrival without a drawn instant"))?;
+                    let (i, _, _) = self.arrive(trace_key.filter(|_| self.trace_keys));
+                    if let Some(ts) = &mut self.timeseries {
+                        ts.at(ev.time).arrivals += 1;
+                    }
                     self.instances[i as usize].scheduler.on_arrival(now, 1);
                     self.schedule_arrival();
                     i
+                }
+                Kind::Client { generation } => {
+                    if generation != self.client_generation {
+                        continue; // superseded
+                    }
+                    self.client_at = None;
+                    self.client_event()?;
+                    for k in 0..self.touched.len() {
+                        let i = self.touched[k];
+                        self.serve(i)?;
+                    }
+                    self.touched.clear();
+                    self.arm_client_timer();
+                    continue;
                 }
                 Kind::Timeout { instance, generation } => {
                     let inst = &mut self.instances[instance as usize];
@@ -371,28 +452,119 @@ impl Engine {
                 }
             };
             self.serve(instance)?;
+            if self.clients.is_some() {
+                self.arm_client_timer();
+            }
         }
         Ok(())
     }
 
-    /// The request whose arrival fires now joins the stop of the instance the balancer picks,
-    /// which is returned.
-    fn arrive(&mut self) -> Result<u32> {
-        let (_, _, trace_key) = self.next_arrival.take().ok_or_else(|| anyhow!("arrival without a drawn instant"))?;
-        let key = match trace_key {
-            Some(k) if self.trace_keys => k,
-            _ => self.keys.next_key(),
-        };
+    /// A request arrives now, for `key` (a trace's or a retry's), else for a key drawn from
+    /// `[keys]`: it joins the stop of the instance the balancer picks. Returns that instance,
+    /// the request's id and its key.
+    fn arrive(&mut self, key: Option<u32>) -> (u32, u64, u32) {
+        let key = key.unwrap_or_else(|| self.keys.next_key());
         let i = self.router.pick(key);
-        self.instances[i as usize].stop.push_back(Waiting { id: self.next_id, arrival: self.now, key });
+        let id = self.next_id;
+        self.instances[i as usize].stop.push_back(Waiting { id, arrival: self.now, key, dropped: false });
         self.next_id += 1;
         self.in_system += 1;
         self.totals.arrivals += 1;
+        self.measured_arrivals += u64::from(self.now >= self.warm_ns);
         self.last_arrival = self.now;
-        if let Some(ts) = &mut self.timeseries {
-            ts.at(self.now).arrivals += 1;
+        (i, id, key)
+    }
+
+    /// The clients' instant: new attempts arrive, callers give up (`[client]`). The instances
+    /// that heard an arrival are left in `touched`, to be served.
+    fn client_event(&mut self) -> Result<()> {
+        let now = self.now;
+        let mut actions = std::mem::take(&mut self.client_out);
+        if let Some(c) = &mut self.clients {
+            c.on_timeout(now, &mut actions);
         }
-        Ok(i)
+        for a in actions.drain(..) {
+            match a {
+                ClientAction::Send { request, key, retry } => {
+                    // A retry asks for its request's key; a fresh request for a trace's key, or
+                    // else for one drawn from `[keys]`.
+                    let (i, id, key) = self.arrive(key.filter(|_| retry || self.trace_keys));
+                    debug_assert_eq!(self.routed_to.len() as u64, id);
+                    self.routed_to.push(i);
+                    if let Some(c) = &mut self.clients {
+                        c.on_sent(now, request, id, key);
+                    }
+                    if let Some(ts) = &mut self.timeseries {
+                        let b = ts.at(now);
+                        if retry {
+                            b.retries += 1;
+                        } else {
+                            b.arrivals += 1;
+                        }
+                    }
+                    self.instances[i as usize].scheduler.on_arrival(Instant::from_nanos(now), 1);
+                    if self.touched.last() != Some(&i) {
+                        self.touched.push(i);
+                    }
+                }
+                ClientAction::GiveUp { attempt } => self.give_up(attempt)?,
+            }
+        }
+        self.client_out = actions;
+        if let Some(h) = self.clients.as_ref().and_then(Clients::horizon)
+            && self.horizon.is_none()
+        {
+            self.set_horizon(h);
+        }
+        Ok(())
+    }
+
+    /// Attempt `id`'s caller gave up: if it is still at its instance's stop it is dropped there
+    /// (it leaves the system now and boards no query); if it was sent it still runs.
+    fn give_up(&mut self, id: u64) -> Result<()> {
+        let i = *self.routed_to.get(id as usize).ok_or_else(|| anyhow!("attempt {id} gave up but never arrived"))?;
+        let stop = &mut self.instances[i as usize].stop;
+        // Ids at a stop increase from front to back; one no longer there was sent. At one
+        // instance (and often in a fleet) they are consecutive: try that place first.
+        let Some(front) = stop.front().map(|w| w.id) else { return Ok(()) };
+        if id < front {
+            return Ok(());
+        }
+        let guess = usize::try_from(id - front).unwrap_or(usize::MAX);
+        let k = match stop.get(guess) {
+            Some(w) if w.id == id => guess,
+            _ => match stop.binary_search_by_key(&id, |w| w.id) {
+                Ok(k) => k,
+                Err(_) => return Ok(()),
+            },
+        };
+        let w = &mut stop[k];
+        ensure!(!w.dropped, "attempt {id} dropped twice");
+        w.dropped = true;
+        let waited = self.now - w.arrival;
+        self.totals.dropped += 1;
+        self.totals.sojourn_ns += u128::from(waited);
+        self.totals.dropped_ns += u128::from(waited);
+        ensure!(self.in_system >= 1, "a drop with nobody in the system");
+        self.in_system -= 1;
+        if let Some(c) = &mut self.clients {
+            c.on_dropped(id);
+        }
+        Ok(())
+    }
+
+    fn arm_client_timer(&mut self) {
+        let Some(c) = &self.clients else { return };
+        let next = c.poll_timeout();
+        if next == self.client_at {
+            return;
+        }
+        self.client_generation += 1;
+        self.client_at = next;
+        if let Some(t) = next {
+            let generation = self.client_generation;
+            self.push(t.max(self.now), Kind::Client { generation });
+        }
     }
 
     /// After an input to instance `i`: its dispatches, then its timer.
@@ -428,7 +600,12 @@ impl Engine {
             slot.dispatched_at = now;
             slot.ready_at = ready_at;
             slot.arrivals.clear();
-            let first = inst.stop[0].id;
+            slot.ids.clear();
+            let keep_ids = self.clients.is_some();
+            let warm = self.warm_ns;
+            // The query's service draw is keyed by its first request that boards (dropped
+            // requests, `[client]` only, board nothing).
+            let mut first_live = None;
             for w in inst.stop.iter().take(requests) {
                 ensure!(
                     inst.last_boarded.is_none_or(|last| w.id > last),
@@ -436,20 +613,45 @@ impl Engine {
                     w.id
                 );
                 inst.last_boarded = Some(w.id);
+                if w.dropped {
+                    continue;
+                }
+                first_live.get_or_insert(w.id);
                 slot.arrivals.push(w.arrival);
+                if keep_ids {
+                    slot.ids.push(w.id);
+                }
                 // Released at `ready_at`, or on boarding if the bus was already released.
                 let released = ready_at.max(w.arrival);
                 let added = released - w.arrival;
-                self.added_wait.record(added);
-                self.in_flight_wait.record(now - released);
                 self.totals.added_wait_ns += u128::from(added);
                 self.totals.in_flight_wait_ns += u128::from(now - released);
-                self.over_budget += u64::from(added > self.budget_ns);
+                if w.arrival >= warm {
+                    self.added_wait.record(added);
+                    self.in_flight_wait.record(now - released);
+                    self.over_budget += u64::from(added > self.budget_ns);
+                }
             }
-            let distinct = if requests == 1 || (self.keys.all_unique() && !self.trace_keys) {
-                requests as u32
+            let Some(first) = first_live else {
+                // Every passenger's caller gave up: no query is sent, and the batch is over at
+                // once (the scheduler cannot be told of abandonments, only of completions).
+                slot.live = false;
+                self.free_slots.push(q);
+                inst.stop.drain(..requests);
+                self.totals.dispatched_requests += requests as u64;
+                self.totals.empty_dispatches += 1;
+                inst.scheduler.on_complete(Instant::from_nanos(now));
+                continue;
+            };
+            let live = slot.arrivals.len();
+            if now >= warm {
+                self.measured_queries += 1;
+                self.drain_queries += u64::from(self.horizon.is_some_and(|h| now >= h));
+            }
+            let distinct = if live == 1 || (self.keys.all_unique() && !self.trace_keys) {
+                live as u32
             } else {
-                self.distinct.count(inst.stop.iter().take(requests).map(|w| w.key))
+                self.distinct.count(inst.stop.iter().take(requests).filter(|w| !w.dropped).map(|w| w.key))
             };
             inst.stop.drain(..requests);
             self.totals.dispatched_requests += requests as u64;
@@ -497,10 +699,14 @@ impl Engine {
                     slot.started_at = at;
                     let n = slot.arrivals.len() as u64;
                     let connection = at - slot.dispatched_at;
-                    self.connection_wait.record_n(connection, n);
+                    let warm = self.warm_ns;
+                    let measured = slot.arrivals.iter().filter(|&&a| a >= warm).count() as u64;
+                    self.connection_wait.record_n(connection, measured);
                     self.totals.connection_wait_ns += u128::from(connection) * u128::from(n);
                     for &a in &slot.arrivals {
-                        self.db_wait.record(at - slot.ready_at.max(a));
+                        if a >= warm {
+                            self.db_wait.record(at - slot.ready_at.max(a));
+                        }
                         self.totals.queue_wait_ns += u128::from(at - a);
                         if self.record_waits {
                             self.queue_waits.push(at - a);
@@ -522,14 +728,26 @@ impl Engine {
         slot.live = false;
         let service = now - slot.started_at;
         let n = slot.arrivals.len() as u64;
-        self.service.record_n(service, n);
+        let warm = self.warm_ns;
+        self.service.record_n(service, slot.arrivals.iter().filter(|&&a| a >= warm).count() as u64);
         self.totals.service_ns += u128::from(service) * u128::from(n);
         for &a in &slot.arrivals {
             let l = now - a;
-            self.latency.record(l);
+            if a >= warm {
+                self.latency.record(l);
+            }
             self.totals.sojourn_ns += u128::from(l);
             if let Some(ts) = &mut self.timeseries {
                 ts.at(a).latency.record(l);
+            }
+        }
+        if let Some(c) = &mut self.clients {
+            for &id in &slot.ids {
+                if c.on_answer(now, id) == Answer::Success
+                    && let Some(ts) = &mut self.timeseries
+                {
+                    ts.at(now).goodput += 1;
+                }
             }
         }
         self.totals.answered += n;
@@ -565,20 +783,37 @@ impl Engine {
             ensure!(inst.pool_in_use == 0 && inst.pool_queue.is_empty(), "connections of instance {i} held at the end");
         }
         ensure!(self.db.running() == 0 && self.db.waiting() == 0, "queries left in the database");
-        ensure!(t.answered == t.arrivals, "{} requests arrived, {} answered", t.arrivals, t.answered);
+        ensure!(
+            t.answered + t.dropped == t.arrivals,
+            "{} requests arrived, {} answered, {} dropped",
+            t.arrivals,
+            t.answered,
+            t.dropped
+        );
         ensure!(t.dispatched_requests == t.arrivals, "requests dispatched != arrived");
         ensure!(
-            t.queries_sent == t.queries_completed && t.queries_sent == t.scheduler_dispatches,
-            "queries sent {}, completed {}, batches dispatched {}",
+            t.queries_sent == t.queries_completed && t.queries_sent + t.empty_dispatches == t.scheduler_dispatches,
+            "queries sent {}, completed {}, batches dispatched {} ({} held only dropped requests)",
             t.queries_sent,
             t.queries_completed,
-            t.scheduler_dispatches
+            t.scheduler_dispatches,
+            t.empty_dispatches
         );
+        if let Some(c) = &self.clients {
+            ensure!(c.open_requests() == 0 && c.poll_timeout().is_none(), "clients still waiting at the end");
+        }
         ensure!(t.area_ns == t.sojourn_ns, "Little's law on the sample path: area {} != sojourn {}", t.area_ns, t.sojourn_ns);
-        let parts = t.added_wait_ns + t.in_flight_wait_ns + t.connection_wait_ns + t.service_ns;
-        ensure!(parts == t.sojourn_ns, "the waits and service add up to {parts} ns, the latencies to {} ns", t.sojourn_ns);
+        let parts = t.added_wait_ns + t.in_flight_wait_ns + t.connection_wait_ns + t.service_ns + t.dropped_ns;
+        ensure!(
+            parts == t.sojourn_ns,
+            "the waits, service and dropped requests' waits add up to {parts} ns, the latencies to {} ns",
+            t.sojourn_ns
+        );
         let sim_ns = self.now.max(1);
-        let servers = u128::from(scenario.db.servers);
+        let horizon = self.horizon.unwrap_or(self.now);
+        // The statistics window: at least 1 ns, so an empty run divides by something.
+        let window_s = (horizon.saturating_sub(self.warm_ns)).max(1) as f64 / 1e9;
+        let servers = f64::from(scenario.db.servers);
         let p = &scenario.policy;
         let queries = t.queries_sent;
         let summary = RunSummary {
@@ -592,20 +827,30 @@ impl Engine {
             mean_batch: t.answered as f64 / queries.max(1) as f64,
             mean_distinct_keys: self.distinct_sum as f64 / queries.max(1) as f64,
             sim_time_s: sim_ns as f64 / 1e9,
-            offered_per_s: t.arrivals as f64 / (self.last_arrival.max(1) as f64 / 1e9),
-            queries_per_s: queries as f64 / (sim_ns as f64 / 1e9),
+            horizon_s: horizon as f64 / 1e9,
+            drain_s: sim_ns.saturating_sub(horizon) as f64 / 1e9,
+            drain_queries: self.drain_queries,
+            offered_per_s: self.measured_arrivals as f64 / window_s,
+            queries_per_s: self.measured_queries as f64 / window_s,
             latency_ms: LatencySummary::of(&self.latency),
             added_wait_ms: WaitSummary::of(&self.added_wait),
-            added_wait_over_budget: self.over_budget as f64 / t.arrivals.max(1) as f64,
+            added_wait_over_budget: self.over_budget as f64 / self.measured_arrivals.max(1) as f64,
             in_flight_wait_ms: WaitSummary::of(&self.in_flight_wait),
             connection_wait_ms: WaitSummary::of(&self.connection_wait),
             db_wait_ms: WaitSummary::of(&self.db_wait),
             service_ms: WaitSummary::of(&self.service),
-            db_utilization: self.db.busy_ns() as f64 / (servers * u128::from(sim_ns)) as f64,
+            db_utilization: self.db.window_work_ns() / (self.db.capacity() * window_s * 1e9),
+            db_occupancy: self.db.window_busy_ns() / (servers * window_s * 1e9),
             final_window_ms: self.instances.iter().map(|i| i.scheduler.current_window().as_secs_f64()).sum::<f64>()
                 / self.instances.len() as f64
                 * 1e3,
+            client: self.clients.as_ref().map(|c| c.summary(window_s, self.measured_queries)),
         };
+        let mut summary = summary;
+        if let Some(c) = &summary.client {
+            // The offered load is the callers' fresh requests; retries are reported apart.
+            summary.offered_per_s = c.requests as f64 / window_s;
+        }
         Ok(RunOutput {
             summary,
             latency: self.latency,

@@ -5,10 +5,10 @@
 
 use rand::Rng;
 use rand::rngs::SmallRng;
-use rand_distr::{Distribution, Zipf};
 
 use crate::rng::{Stream, stream};
 use crate::scenario::{KeysKind, Scenario};
+use crate::zipf::FastZipf;
 
 /// Draws request keys from the scenario's `[keys]` model (its own random stream).
 #[derive(Debug, Clone)]
@@ -16,20 +16,16 @@ pub struct Keys {
     kind: KeysKind,
     rng: SmallRng,
     count: u32,
-    zipf: Option<Zipf<f64>>,
+    zipf: Option<FastZipf>,
     next_unique: u32,
 }
 
 impl Keys {
-    /// The key model of `scenario`.
-    ///
-    /// # Panics
-    ///
-    /// Never for a validated scenario (`count >= 1`, `theta > 0`).
+    /// The key model of `scenario` (validated: `count >= 1`, `theta > 0`).
     pub fn new(scenario: &Scenario) -> Keys {
         let c = &scenario.keys;
         let zipf = (c.kind == KeysKind::Zipf)
-            .then(|| Zipf::new(f64::from(c.count), c.theta).expect("validated count and theta"));
+            .then(|| FastZipf::new(c.count, c.theta));
         Keys {
             kind: c.kind,
             rng: stream(scenario.seed, Stream::Keys),
@@ -63,7 +59,7 @@ impl Keys {
             KeysKind::Uniform => self.rng.random_range(0..self.count),
             KeysKind::Zipf => {
                 let z = self.zipf.as_ref().expect("zipf keys have a distribution");
-                (z.sample(&mut self.rng) as u32).saturating_sub(1)
+                z.sample(&mut self.rng) - 1
             }
         }
     }

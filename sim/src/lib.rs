@@ -2,25 +2,33 @@
 //! driving busline's own departure policy (`busline::policy`) in virtual time.
 //!
 //! - [`scenario`]: the TOML scenario files and `--set` overrides.
-//! - [`traffic`], [`keys`], [`db`]: the models of arrivals, keys and the database.
-//! - [`engine`]: the event loop that feeds the core's `Scheduler` (one per service instance)
+//! - [`traffic`], [`keys`], [`db`]: the models of arrivals, keys and the database;
+//!   [`zipf`]: Zipf keys without a `powf` per draw; [`client`]: callers that time out and retry.
+//! - [`engine`]: the event loop ([`queue`]: its event queue) that feeds the core's `Scheduler` (one per service instance)
 //!   and checks invariants; [`routing`]: the load balancer in front of a fleet.
-//! - [`stats`]: histograms and per-run summaries; [`sweep`]: many runs in parallel;
-//!   [`fleet`]: a scenario against the number of instances;
-//!   [`report`]: CSV, plots, the policy checks and the report README.
+//! - [`stats`]: histograms, per-run summaries and intervals; [`sweep`]: many runs in parallel;
+//!   [`replicate`]: a policy's replications and their means; [`fleet`]: a scenario against
+//!   the number of instances;
+//!   [`report`]: CSV, plots, the policy checks and the report README; [`speed`]: simulated
+//!   requests per CPU-second.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod db;
 pub mod engine;
 pub mod fleet;
 pub mod keys;
+pub mod queue;
+pub mod replicate;
 pub mod report;
 pub mod rng;
 pub mod routing;
 pub mod scenario;
+pub mod speed;
 pub mod stats;
 pub mod sweep;
 pub mod traffic;
+pub mod zipf;
 
 pub use engine::{RunOptions, RunOutput, run};
 pub use scenario::Scenario;

@@ -1,4 +1,4 @@
-//! The `busline-sim` command line: `run`, `sweep`, `fleet` and `report`.
+//! The `busline-sim` command line: `run`, `sweep`, `fleet`, `report` and `speed`.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use busline_sim::engine::{RunOptions, run};
 use busline_sim::report;
 use busline_sim::scenario::Scenario;
+use busline_sim::speed::{self, thread_cpu_ns};
 use clap::{Parser, Subcommand};
 
 /// Simulates burst traffic against a modelled database under busline's batching policies.
@@ -72,6 +73,25 @@ enum Command {
         #[arg(long, default_value = "reports/sim")]
         out: PathBuf,
     },
+    /// Times every scenario of a directory under every policy, one run at a time on one
+    /// thread: simulated requests per CPU-second (and a fleet scenario at each `--instances`).
+    Speed {
+        /// Directory of scenario files.
+        #[arg(long, default_value = "sim/scenarios")]
+        scenarios: PathBuf,
+        /// A fleet scenario to time at each of `--instances` under every routing; repeatable.
+        #[arg(long = "fleet", value_name = "SCENARIO")]
+        fleet: Vec<PathBuf>,
+        /// Fleet sizes to time.
+        #[arg(long, value_delimiter = ',', default_value = "1,256")]
+        instances: Vec<u32>,
+        /// Override a key in every scenario, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Runs of each variant; the fastest is kept (other work only ever adds time).
+        #[arg(long, default_value_t = 3)]
+        repeat: u32,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -98,7 +118,10 @@ fn run_cli(cli: Cli) -> Result<()> {
                 let m = &out.summary;
                 println!("scenario {} / policy {}", m.scenario, m.policy);
                 println!("requests {}  queries {}  mean batch {:.2}  distinct keys/query {:.2}", m.requests, m.queries, m.mean_batch, m.mean_distinct_keys);
-                println!("queries/s {:.1}  offered/s {:.1}  simulated {:.3} s", m.queries_per_s, m.offered_per_s, m.sim_time_s);
+                println!(
+                    "queries/s {:.1}  offered/s {:.1}  horizon {:.3} s  drain {:.3} s ({} queries)",
+                    m.queries_per_s, m.offered_per_s, m.horizon_s, m.drain_s, m.drain_queries
+                );
                 let l = &m.latency_ms;
                 println!("latency ms: mean {:.4} p50 {:.4} p99 {:.4} p99.9 {:.4} max {:.4}", l.mean, l.p50, l.p99, l.p999, l.max);
                 let w = |name: &str, w: &busline_sim::stats::WaitSummary| {
@@ -109,7 +132,17 @@ fn run_cli(cli: Cli) -> Result<()> {
                 w("  of which: in-flight place (release → dispatch)", &m.in_flight_wait_ms);
                 w("  of which: connection (dispatch → connection)", &m.connection_wait_ms);
                 w("service ms", &m.service_ms);
-                println!("db utilization {:.3}", m.db_utilization);
+                println!("db utilization {:.3}  occupancy {:.3}", m.db_utilization, m.db_occupancy);
+                if let Some(c) = &m.client {
+                    println!(
+                        "clients: {} requests, goodput {:.1}/s ({:.2} % in time), {} timeouts ({:.2} % of attempts), {} retries, {} failed",
+                        c.requests, c.goodput_per_s, c.success_fraction * 100.0, c.timeouts, c.timeout_fraction * 100.0, c.retries, c.failed
+                    );
+                    println!(
+                        "  {} dropped unsent, {} answered late; {:.3} attempts/request, {:.3} queries/success; p99 to success {:.4} ms",
+                        c.dropped_unsent, c.answered_late, c.attempts_per_request, c.queries_per_success, c.success_latency_ms.p99
+                    );
+                }
                 if s.fleet.instances > 1 {
                     println!("fleet: {} instances, {} routing", s.fleet.instances, s.fleet.routing);
                 }
@@ -155,11 +188,21 @@ fn run_cli(cli: Cli) -> Result<()> {
             eprintln!("report written to {}", out.display());
             Ok(())
         }
+        Command::Speed { scenarios, fleet, instances, set, repeat } => {
+            let mut rows = Vec::new();
+            for path in report::scenario_files(&scenarios)? {
+                let s = Scenario::load_with(&path, &set)?;
+                rows.extend(speed::policies(&s, repeat.max(1))?);
+                eprint!(".");
+            }
+            for path in &fleet {
+                let s = Scenario::load_with(path, &set)?;
+                rows.extend(speed::fleet(&s, &instances, repeat.max(1))?);
+                eprint!(".");
+            }
+            eprintln!();
+            print!("{}", speed::table(&rows));
+            Ok(())
+        }
     }
-}
-
-/// Nanoseconds this thread has spent on a CPU (Linux: `/proc/thread-self/schedstat`), so a
-/// run's speed per core can be told apart from the time it waited for one on a busy machine.
-fn thread_cpu_ns() -> Option<u64> {
-    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
 }

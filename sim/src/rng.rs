@@ -19,6 +19,8 @@ pub enum Stream {
     Service = 3,
     /// The load balancer's random picks (`[fleet] routing = "random"`).
     Routing = 4,
+    /// Clients: think times and retry jitter.
+    Client = 5,
 }
 
 /// The generator of `stream` for `seed`, re-seeded for `key` (one draw per key: common random

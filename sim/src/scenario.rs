@@ -54,6 +54,18 @@ pub struct Scenario {
     /// The service instances in front of the database, and how requests reach them.
     #[serde(default)]
     pub fleet: FleetConfig,
+    /// The callers: patience, retries, open or closed loop. Absent: open loop, infinite
+    /// patience (every request waits for its answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientConfig>,
+    /// Independent replications a sweep runs of each policy, with seeds `seed`, `seed + 1`,
+    /// ...; replication `r` uses the same seed under every policy (common random numbers).
+    #[serde(default = "one", deserialize_with = "positive_u32")]
+    pub replications: u32,
+    /// Requests arriving before this instant are left out of every statistic (the run still
+    /// simulates them); rates are over the horizon after it.
+    #[serde(default, deserialize_with = "opt_non_negative", skip_serializing_if = "Option::is_none")]
+    pub warmup_s: Option<f64>,
     /// Directory relative paths (a trace file) are resolved against: the scenario file's.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -232,6 +244,26 @@ pub struct DbConfig {
     /// per-instance limit.
     #[serde(default, deserialize_with = "opt_positive_u32", skip_serializing_if = "Option::is_none")]
     pub pool_per_instance: Option<u32>,
+    /// How a batch's service time varies with its keys (default `per_key`).
+    #[serde(default = "default_batch_cost")]
+    pub batch_cost: BatchCost,
+    /// `per_key`: coefficient of variation of one key's work (default 1: exponential per key).
+    #[serde(default = "default_per_key_cv", deserialize_with = "non_negative")]
+    pub per_key_cv: f64,
+}
+
+/// How a batch's service time is drawn from its distinct keys.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchCost {
+    /// `base` drawn from `service` with mean `base_ms`, plus the sum of one independent work
+    /// per key, each of mean `per_key_ms` and coefficient of variation `per_key_cv`: a gamma
+    /// of shape `keys / per_key_cv²`. The per-key part's variance grows linearly with the keys
+    /// (its relative spread shrinks as 1/√keys), as a sum of independent lookups does.
+    PerKey,
+    /// One draw from `service` scaled to the whole mean `base_ms + per_key_ms × keys`: a
+    /// batch's spread grows with its size squared (the simulator's behaviour before issue 15).
+    Scaled,
 }
 
 impl Default for DbConfig {
@@ -244,8 +276,17 @@ impl Default for DbConfig {
             contention: 0.0,
             lognormal_sigma: default_sigma(),
             pool_per_instance: None,
+            batch_cost: default_batch_cost(),
+            per_key_cv: default_per_key_cv(),
         }
     }
+}
+
+fn default_batch_cost() -> BatchCost {
+    BatchCost::PerKey
+}
+fn default_per_key_cv() -> f64 {
+    1.0
 }
 
 fn one() -> u32 {
@@ -455,6 +496,39 @@ impl fmt::Display for Routing {
     }
 }
 
+/// `[client]`: what callers do while they wait. Absent: open loop with infinite patience.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// How long a caller waits for one attempt's answer. On the timeout it stops waiting: a
+    /// request the policy has not yet sent is dropped (it costs the database nothing); one
+    /// already sent still runs, and its answer is wasted. Absent: callers wait forever.
+    #[serde(default, deserialize_with = "opt_positive", skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<f64>,
+    /// Attempts after the first, each after a timeout (default 0).
+    #[serde(default)]
+    pub max_retries: u32,
+    /// Backoff before retry `k` (1, 2, ...): `backoff_ms × 2^(k−1)`, jittered (default 0).
+    #[serde(default, deserialize_with = "non_negative")]
+    pub backoff_ms: f64,
+    /// Fraction of the backoff drawn at random: the wait is `b × (1 − jitter × U)`, U uniform
+    /// on [0, 1). 1 is "full jitter" (uniform on (0, b]), 0 none (default 1).
+    #[serde(default = "default_jitter", deserialize_with = "non_negative")]
+    pub jitter: f64,
+    /// Closed loop: this many callers, each thinking, then sending one request and waiting for
+    /// it (with its retries) before thinking again. `[traffic]` is then not used. Absent:
+    /// open loop, fresh requests arrive from `[traffic]` whatever happened to earlier ones.
+    #[serde(default, deserialize_with = "opt_positive_u32", skip_serializing_if = "Option::is_none")]
+    pub population: Option<u32>,
+    /// Closed loop: mean think time, exponential (default 0).
+    #[serde(default, deserialize_with = "non_negative")]
+    pub think_ms: f64,
+}
+
+fn default_jitter() -> f64 {
+    1.0
+}
+
 impl Scenario {
     /// Reads and validates a scenario file.
     ///
@@ -566,6 +640,19 @@ impl Scenario {
             }
         }
         self.policy().map_err(|e| anyhow!("{e}"))?;
+        if let Some(c) = &self.client {
+            if c.jitter > 1.0 {
+                bail!("client.jitter must be in [0, 1]");
+            }
+            if c.max_retries > 0 && c.timeout_ms.is_none() {
+                bail!("client.max_retries needs client.timeout_ms: only a timeout starts a retry");
+            }
+        }
+        if let (Some(w), Some(d)) = (self.warmup_s, self.duration_s)
+            && w >= d
+        {
+            bail!("warmup_s ({w}) must be shorter than duration_s ({d})");
+        }
         if let Some(ws) = &self.sweep.windows_ms
             && ws.iter().any(|w| !(w.is_finite() && *w >= 0.0))
         {
@@ -613,6 +700,18 @@ impl Scenario {
             max_batch_size: self.policy.max_batch,
             max_in_flight: self.policy.max_in_flight.unwrap_or(connections as usize),
         }
+    }
+
+    /// This scenario's replication `r` (0-based): the same scenario under seed `seed + r`.
+    pub fn replication(&self, r: u32) -> Scenario {
+        let mut s = self.clone();
+        s.seed = self.seed.wrapping_add(u64::from(r));
+        s
+    }
+
+    /// When the statistics start: `warmup_s` in ns (0 without a warm-up).
+    pub fn warmup_ns(&self) -> u64 {
+        self.warmup_s.map_or(0, |w| (w * 1e9).round() as u64)
     }
 
     /// This scenario with another policy kind (and window), everything else equal.

@@ -1,7 +1,9 @@
 //! Sweeps: one scenario under every window and the reference policies, in parallel.
 //!
-//! Every run of a sweep uses the scenario's seed, so every policy and window sees exactly the
-//! same arrivals and keys (see [`crate::rng`]). Runs are spread over all cores with rayon.
+//! Each policy and window runs `replications` times, replication `r` under seed `seed + r`;
+//! replication `r` of every policy uses the same seed, so all of them see exactly the same
+//! arrivals and keys (see [`crate::rng`]) and their comparisons pair up. Runs are spread over
+//! all cores with rayon.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::engine::{RunOptions, run};
+use crate::replicate::Replicated;
 use crate::scenario::{DEFAULT_WINDOWS_MS, PolicyKind, Scenario};
 use crate::stats::RunSummary;
 
@@ -55,20 +58,27 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Runs every scenario of `runs` in parallel and returns their summaries in the same order.
+/// Runs `replications` replications of every scenario of `runs`, all in parallel, and returns
+/// them grouped by scenario, in the same order.
 ///
 /// # Errors
 ///
 /// The first run that failed.
-pub fn run_all(runs: &[Scenario], bar: &ProgressBar) -> Result<Vec<RunSummary>> {
-    runs.par_iter()
-        .map(|s| {
-            let out = run(s, &RunOptions::default())
-                .with_context(|| format!("{} under {} {}", s.name, s.policy.kind, s.policy.window_ms))?;
+pub fn run_all(runs: &[Scenario], replications: u32, bar: &ProgressBar) -> Result<Vec<Replicated>> {
+    let reps = replications.max(1) as usize;
+    let jobs: Vec<(usize, u32)> = (0..runs.len()).flat_map(|i| (0..reps as u32).map(move |r| (i, r))).collect();
+    let summaries = jobs
+        .par_iter()
+        .map(|&(i, r)| {
+            let s = runs[i].replication(r);
+            let out = run(&s, &RunOptions::default()).with_context(|| {
+                format!("{} under {} {} (seed {})", s.name, s.policy.kind, s.policy.window_ms, s.seed)
+            })?;
             bar.inc(1);
             Ok(out.summary)
         })
-        .collect()
+        .collect::<Result<Vec<RunSummary>>>()?;
+    Ok(summaries.chunks(reps).map(|c| Replicated::new(c.to_vec())).collect())
 }
 
 /// The CSV header matching [`csv_row`].
@@ -76,13 +86,32 @@ pub const CSV_HEADER: &str = "scenario,policy,window_ms,latency_budget_ms,seed,r
 mean_distinct_keys,sim_time_s,offered_per_s,queries_per_s,latency_ms_mean,latency_ms_p50,latency_ms_p99,\
 latency_ms_p999,latency_ms_max,added_wait_ms_mean,added_wait_ms_p50,added_wait_ms_p99,added_wait_ms_max,\
 added_wait_over_budget,db_wait_ms_mean,db_wait_ms_p99,db_utilization,final_window_ms,in_flight_wait_ms_mean,\
-in_flight_wait_ms_p99,connection_wait_ms_mean,connection_wait_ms_p99,service_ms_mean,service_ms_p99";
+in_flight_wait_ms_p99,connection_wait_ms_mean,connection_wait_ms_p99,service_ms_mean,service_ms_p99,horizon_s,\
+drain_s,drain_queries,db_occupancy,client_requests,goodput_per_s,success_fraction,timeouts,retries,dropped_unsent,\
+answered_late,failed,queries_per_success";
 
 /// One run as a CSV row.
 pub fn csv_row(r: &RunSummary) -> String {
     let opt = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_default();
+    let client = r.client.map_or_else(
+        || ",,,,,,,,".to_string(),
+        |c| {
+            format!(
+                "{},{:.3},{:.6},{},{},{},{},{},{:.6}",
+                c.requests,
+                c.goodput_per_s,
+                c.success_fraction,
+                c.timeouts,
+                c.retries,
+                c.dropped_unsent,
+                c.answered_late,
+                c.failed,
+                c.queries_per_success
+            )
+        },
+    );
     format!(
-        "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.3},{:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}",
+        "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.3},{:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{},{:.6},{client}",
         r.scenario,
         r.policy,
         opt(r.window_ms),
@@ -115,6 +144,10 @@ pub fn csv_row(r: &RunSummary) -> String {
         r.connection_wait_ms.p99,
         r.service_ms.mean,
         r.service_ms.p99,
+        r.horizon_s,
+        r.drain_s,
+        r.drain_queries,
+        r.db_occupancy,
     )
 }
 

@@ -34,7 +34,8 @@ pub struct Trace {
 }
 
 impl Trace {
-    /// Reads a CSV of `timestamp[,key]` rows (a header row and `#` comments are skipped).
+    /// Reads a CSV of `timestamp[,key]` rows (`#` comments, blank lines and a header row, the
+    /// first other row if its timestamp is not a number, are skipped).
     /// Timestamps are in `unit`, any origin (the first row becomes time 0), sorted if needed;
     /// keys are any strings, mapped to dense ids in order of first appearance.
     ///
@@ -46,15 +47,18 @@ impl Trace {
             .with_context(|| format!("reading trace {}", path.display()))?;
         let mut rows: Vec<(f64, Option<u32>)> = Vec::new();
         let mut ids: HashMap<String, u32> = HashMap::new();
+        // The first row that is neither blank nor a `#` comment may be a header.
+        let mut header_allowed = true;
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
+            let first_row = std::mem::replace(&mut header_allowed, false);
             let mut cols = line.split(',');
             let ts = cols.next().unwrap_or("").trim();
             let Ok(t) = ts.parse::<f64>() else {
-                if rows.is_empty() && i == 0 {
+                if first_row {
                     continue; // header
                 }
                 bail!("{}:{}: timestamp `{ts}` is not a number", path.display(), i + 1);
@@ -420,6 +424,21 @@ mod tests {
         // 100 expected before, 2000 during the hold.
         assert!((70..130).contains(&before), "{before}");
         assert!((1850..2150).contains(&hold), "{hold}");
+    }
+
+    #[test]
+    fn a_trace_header_may_follow_comments() {
+        let dir = std::env::temp_dir().join(format!("busline-sim-header-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.csv");
+        std::fs::write(&path, "# exported by a tool\n\n# columns: time, key\ntimestamp,key\n2.5,a\n1.5,b\n").unwrap();
+        let t = Trace::load(&path, TimeUnit::S).unwrap();
+        assert_eq!(t.arrivals, vec![(0, 1), (1_000_000_000, 0)]); // sorted; ids by first appearance
+        // Only the first row may be a header: a second non-numeric row is an error naming its line.
+        std::fs::write(&path, "# c\ntimestamp\n1.0\nx\n").unwrap();
+        let err = format!("{:#}", Trace::load(&path, TimeUnit::S).unwrap_err());
+        assert!(err.contains(":4:") && err.contains("`x`"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -2,59 +2,26 @@
 //! instance of an even fleet batches like one instance at rate λ/N, and key affinity
 //! deduplicates like one instance.
 
+mod common;
+
+use busline_sim::engine::RunOutput;
 use std::path::Path;
 
-use busline_sim::engine::{RunOptions, RunOutput, run};
 use busline_sim::fleet::key_moves;
 use busline_sim::scenario::Scenario;
-
-fn scenario(text: &str, sets: &[&str]) -> Scenario {
-    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    Scenario::parse_with(text, Path::new("."), &sets).unwrap()
-}
-
-fn go(s: &Scenario) -> RunOutput {
-    run(s, &RunOptions::default()).unwrap()
-}
-
-const BUSY: &str = r#"
-name = "busy"
-seed = 9
-duration_s = 10.0
-[traffic]
-kind = "mmpp"
-rate_low_per_s = 2000.0
-rate_high_per_s = 20000.0
-dwell_low_s = 1.0
-dwell_high_s = 0.3
-[keys]
-kind = "zipf"
-count = 10000
-theta = 0.99
-[db]
-servers = 4
-service = "lognormal"
-base_ms = 0.5
-per_key_ms = 0.01
-contention = 0.1
-[policy]
-kind = "gated"
-window_ms = 1.0
-threshold = 2
-max_batch = 200
-"#;
+use common::{busy, go, scenario};
 
 #[test]
 fn one_instance_is_the_single_instance_run() {
     for kind in ["car", "window", "natural", "gated", "adaptive"] {
         let policy = format!("policy.kind={kind}");
-        let alone = go(&scenario(BUSY, &[&policy]));
+        let alone = go(&busy(&[&policy, "duration_s=10"]));
         for routing in ["random", "round_robin", "key_affinity"] {
             let routing = format!("fleet.routing={routing}");
             for extra in [&[][..], &["fleet.instance_skew=1.5"][..], &["db.pool_per_instance=4"][..]] {
-                let mut sets = vec![policy.as_str(), "fleet.instances=1", routing.as_str()];
+                let mut sets = vec![policy.as_str(), "duration_s=10", "fleet.instances=1", routing.as_str()];
                 sets.extend_from_slice(extra);
-                let one = go(&scenario(BUSY, &sets));
+                let one = go(&busy(&sets));
                 assert_eq!(
                     serde_json::to_string(&one.summary).unwrap(),
                     serde_json::to_string(&alone.summary).unwrap(),
@@ -80,9 +47,10 @@ fn a_fleet_conserves_requests_under_every_routing_and_policy() {
                 "fleet.instances=16".to_string(),
                 "fleet.instance_skew=0.8".to_string(),
                 "db.pool_per_instance=2".to_string(),
+                "duration_s=10".to_string(),
             ];
             let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
-            let out = go(&scenario(BUSY, &sets));
+            let out = go(&busy(&sets));
             let t = &out.totals;
             assert!(t.arrivals > 20_000);
             assert_eq!(t.answered, t.arrivals, "{kind} {routing}");
@@ -124,29 +92,68 @@ fn each_instance_batches_like_one_at_rate_lambda_over_n() {
 }
 
 /// Zipf keys, each instance always busy with one query of a constant D at a time (natural
-/// batching): every batch holds what its instance received during the previous D, whatever
-/// the fleet size. With key affinity each key's requests all reach one instance, so per unit
-/// of time the fleet looks up the same distinct keys as one instance: the distinct keys per
-/// request match. (Per *query* they cannot: each of N instances sends a query per D, so a
-/// query holds 1/N of the requests.) A random balancer splits each key's requests over the
-/// instances and looks up far more.
+/// batching, one query in flight): every instance sends a query every D holding what it
+/// received during the previous D, whatever the fleet size, and the instances start within
+/// microseconds of each other, so cycle c of every instance covers the same span as cycle c
+/// of a lone instance. With key affinity each key's requests all reach one instance: the N
+/// queries of a cycle hold disjoint keys, and together they look up exactly the distinct keys
+/// the lone instance's one query of that cycle looks up. Checked per query: the fleet's
+/// distinct keys per query, times the N queries that stand for one of the lone instance's,
+/// match the lone instance's distinct keys per query within 1 % (and the cycles do line up:
+/// N times the queries, within 1 %). A single fleet query cannot match a lone one by itself,
+/// as it holds 1/N of the requests. A random balancer splits each key's requests over the
+/// instances, so its N queries of a cycle look the same hot keys up N times.
 #[test]
-fn key_affinity_deduplicates_as_one_instance_would() {
+fn key_affinity_deduplicates_each_query_as_one_instance_would() {
     let text = "name = \"dedup\"\nseed = 31\nrequests = 1000000\n[traffic]\nkind = \"poisson\"\nrate_per_s = 1000000.0\n\
                 [keys]\nkind = \"zipf\"\ncount = 100000\ntheta = 0.99\n\
                 [db]\nservers = 64\nservice = \"const\"\nbase_ms = 1.0\n\
                 [policy]\nkind = \"natural\"\nmax_in_flight = 1\nmax_batch = 100000\n";
     let per_request = |o: &RunOutput| o.summary.mean_distinct_keys * o.summary.queries as f64 / o.summary.requests as f64;
     let one = go(&scenario(text, &[]));
-    let base = per_request(&one);
-    assert!(base < 0.8, "one instance dedups: {base} distinct keys per request");
+    let lone = one.summary.mean_distinct_keys;
+    assert!(per_request(&one) < 0.8, "one instance dedups: {} distinct keys per request", per_request(&one));
     for n in [4u32, 16] {
+        let nf = f64::from(n);
         let aff = go(&scenario(text, &[&format!("fleet.instances={n}"), "fleet.routing=key_affinity"]));
         let rnd = go(&scenario(text, &[&format!("fleet.instances={n}"), "fleet.routing=random"]));
-        let (a, r) = (per_request(&aff), per_request(&rnd));
-        assert!((a - base).abs() / base < 0.01, "{n} instances, key affinity: {a} vs one instance {base}");
-        assert!(r > base * 1.1, "{n} instances, random: {r} vs one instance {base}");
-        assert!(aff.summary.mean_batch < one.summary.mean_batch / (f64::from(n) * 0.9));
+        let cycles = aff.summary.queries as f64 / (nf * one.summary.queries as f64);
+        assert!((cycles - 1.0).abs() < 0.01, "{n} instances: {cycles} × N queries per lone query");
+        let a = aff.summary.mean_distinct_keys * nf;
+        assert!((a - lone).abs() / lone < 0.01, "{n} instances, key affinity: {a} distinct keys per lone query vs {lone}");
+        let r = rnd.summary.mean_distinct_keys * nf;
+        assert!(r > lone * 1.1, "{n} instances, random: {r} distinct keys per lone query vs {lone}");
+        let (pa, pr) = (per_request(&aff), per_request(&rnd));
+        assert!((pa - per_request(&one)).abs() / per_request(&one) < 0.01, "{n}: per request {pa}");
+        assert!(pr > per_request(&one) * 1.1, "{n}: random per request {pr}");
+    }
+}
+
+/// Clients that time out and retry in front of a fleet: an attempt given up is found and
+/// dropped at its own instance's stop, and every request is accounted for (the engine's
+/// checks) under every routing.
+#[test]
+fn clients_retry_through_a_fleet() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/retry-storm.toml");
+    for routing in ["random", "round_robin", "key_affinity"] {
+        for kind in ["car", "adaptive"] {
+            let sets = [
+                "duration_s=20".to_string(),
+                format!("policy.kind={kind}"),
+                "fleet.instances=8".to_string(),
+                format!("fleet.routing={routing}"),
+            ];
+            let s = Scenario::load_with(&path, &sets).unwrap();
+            let out = go(&s);
+            let t = &out.totals;
+            let c = out.summary.client.as_ref().unwrap();
+            assert_eq!(t.answered + t.dropped, t.arrivals, "{kind} {routing}");
+            assert_eq!(c.attempts, t.arrivals, "{kind} {routing}");
+            assert_eq!(c.dropped_unsent, t.dropped, "{kind} {routing}");
+            if kind == "car" {
+                assert!(c.retries > 0 && t.dropped > 0, "{kind} {routing}: the storm happens: {c:?}");
+            }
+        }
     }
 }
 

@@ -21,12 +21,17 @@ const SCENARIOS: u64 = 50;
 const REQUESTS: u64 = 20_000;
 
 /// (policy, scenarios of the 50 where a fixed window beats it), as measured at this commit.
-// Re-counted on the merged main: the fleet engine's speed work draws different random numbers
-// (same models), and adaptive now counts a hold past its budget as lateness; one more generated
-// scenario each has a window beating natural (11, was 10 on policy's branch) and adaptive (2, was
-// 1; policy's own report run at 50,000 requests also had 2). The ceiling records where the unmet
-// issue-10 goal stands; it is not the goal.
-const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 11), ("gated", 8), ("adaptive", 2)];
+// Issue 10, session 4, re-counted on the merged main (issue 15's default `batch_cost =
+// "per_key"` and the policy branch together): natural 9, gated 5, adaptive 3 of 50, single runs.
+// Before the policy branch the same tree counted natural 8, gated 9, adaptive 3: gated's change
+// (requests queued for a place no longer open the gate; it opens on a 128-arrival estimate and
+// closes below a quarter of the threshold) helps; natural's (its congestion hold applies only
+// above the utilisation where a hold pays, U*(c)) is within single-run noise here, and fixes a
+// light-load bug its own unit test shows. Where each is still beaten, and by which window: the
+// test's output (`-- --nocapture`), and `cargo run --release -p busline-sim --example
+// frontier_cases -- gen 50 20000 0 --reps 5` for paired replications. The ceiling records where
+// the unmet goal stands; it is not the goal.
+const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 9), ("gated", 5), ("adaptive", 3)];
 
 #[test]
 fn the_policies_hold_their_goals_on_generated_scenarios() {
@@ -73,6 +78,7 @@ fn a_seed_always_generates_the_same_scenario() {
 #[test]
 fn the_issue_counter_examples_are_fixed() {
     use busline_sim::engine::{RunOptions, run};
+    use busline_sim::replicate::Replicated;
     use busline_sim::report::{checks, frontier};
     use busline_sim::scenario::Scenario;
     use busline_sim::sweep;
@@ -82,9 +88,12 @@ fn the_issue_counter_examples_are_fixed() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/examples/issue10-mmpp-congested.toml");
     let s = Scenario::load_with(&path, &["duration_s=15".to_string()]).unwrap();
     let windows = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
-    let rows: Vec<_> =
-        sweep::variants(&s, &windows).iter().map(|v| run(v, &RunOptions::default()).unwrap().summary).collect();
-    for pos in frontier::positions(&rows) {
+    let reps: Vec<Replicated> = sweep::variants(&s, &windows)
+        .iter()
+        .map(|v| Replicated::new(vec![run(v, &RunOptions::default()).unwrap().summary]))
+        .collect();
+    let rows: Vec<_> = reps.iter().map(|r| r.mean.clone()).collect();
+    for pos in frontier::positions(&reps) {
         assert!(pos.beaten_by.is_empty(), "{}: {}", pos.run.policy, pos.describe());
     }
     let adaptive = rows.iter().find(|r| r.policy == "adaptive").unwrap();

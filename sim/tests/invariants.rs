@@ -1,41 +1,10 @@
 //! Conservation, Little's law on the sample path, and reproducibility.
 
-use std::path::Path;
+mod common;
 
 use busline_sim::engine::{RunOptions, run};
 use busline_sim::scenario::Scenario;
-
-const BUSY: &str = r#"
-name = "busy"
-seed = 9
-duration_s = 20.0
-[traffic]
-kind = "mmpp"
-rate_low_per_s = 2000.0
-rate_high_per_s = 20000.0
-dwell_low_s = 1.0
-dwell_high_s = 0.3
-[keys]
-kind = "zipf"
-count = 10000
-theta = 0.99
-[db]
-servers = 4
-service = "lognormal"
-base_ms = 0.5
-per_key_ms = 0.01
-contention = 0.1
-[policy]
-kind = "gated"
-window_ms = 1.0
-threshold = 2
-max_batch = 200
-"#;
-
-fn busy(sets: &[&str]) -> Scenario {
-    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    Scenario::parse_with(BUSY, Path::new("."), &sets).unwrap()
-}
+use common::busy;
 
 #[test]
 fn conservation_and_littles_law_under_every_policy() {

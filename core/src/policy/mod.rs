@@ -99,7 +99,7 @@ impl fmt::Debug for Instant {
 /// |---|---|---|
 /// | [`Car`](Policy::Car) | never; every request is its own batch | no coalescing at all |
 /// | [`Window`](Policy::Window) | always: the window opened by the first waiting request | TF Serving `batch_timeout_micros`, Kafka `linger.ms` |
-/// | [`Natural`](Policy::Natural) | while `max_in_flight` batches run, and, once buses have queued for a place, about as long as they queued | LMAX Disruptor smart batching, Triton's default dynamic batcher |
+/// | [`Natural`](Policy::Natural) | while `max_in_flight` batches run, and, once buses have queued for a place while the places are busy more than about half the time, about as long as they queued | LMAX Disruptor smart batching, Triton's default dynamic batcher |
 /// | [`Gated`](Policy::Gated) | the window, but only when enough requests are around | PostgreSQL `commit_delay` / `commit_siblings` |
 /// | [`Adaptive`](Policy::Adaptive) | a window tuned online against a latency budget | Clipper's AIMD, adaptive Nagle |
 ///
@@ -132,13 +132,16 @@ pub enum Policy {
     },
     /// Depart at once while fewer than `max_in_flight` batches run; while all are busy,
     /// accumulate, and send everything waiting the moment one frees. When buses have had to
-    /// wait for a place, hold the next ones at the stop (while other batches run) for about as
-    /// long as they waited, so they fill instead of queueing; on an empty road it never waits.
+    /// wait for a place and the places are busy enough for a queue to cost more than a hold
+    /// (utilisation above about one half: 0.50 for one place, 0.57 for eight), hold the next
+    /// ones at the stop (while other batches run) for about as long as they waited, so they
+    /// fill instead of queueing; on an empty road it never waits.
     Natural,
     /// Wait the window only when recent concurrency reaches `threshold`: either that many
-    /// requests are already waiting, or the estimated arrival rate times the window reaches it.
-    /// Otherwise depart at once. It stops waiting when the estimate falls below half the
-    /// threshold (hysteresis, so a steady load near the threshold does not flip).
+    /// requests boarded together, or the arrival rate (estimated over 128 arrivals) times the
+    /// window reaches it. Otherwise depart at once. It stops waiting when the estimate falls
+    /// below a quarter of the threshold (hysteresis, so a load near the threshold switches
+    /// once instead of flipping with the estimate's noise).
     Gated {
         /// How long the bus waits after its first passenger, when it waits.
         window: Duration,
@@ -206,6 +209,13 @@ impl Policy {
 
 impl Default for Policy {
     /// [`Natural`](Policy::Natural): no added latency on an empty road, full buses under load.
+    ///
+    /// Not the policy a fixed window beats least often: in `busline-sim`'s 50 generated
+    /// scenarios a fixed window beats natural on queries and p99 in 8 (one run each), gated in
+    /// 4, adaptive in 2 (over 5 paired replications: 9, 2 and 0). Adaptive is not the default
+    /// because it needs a latency budget B that only the user knows (it makes requests wait up
+    /// to B whenever waiting saves queries; no B can be derived from the traffic), and natural
+    /// is the one policy that adds no wait unless the backend queues.
     fn default() -> Self {
         Policy::Natural
     }

@@ -130,9 +130,9 @@ impl Scheduler {
         policy.validate()?;
         let rule = match policy {
             Policy::Car => Rule::Car,
-            Policy::Window { window } if window.is_zero() => Rule::Natural(Natural::default()),
+            Policy::Window { window } if window.is_zero() => Rule::Natural(Natural::new(limits.max_in_flight)),
             Policy::Window { window } => Rule::Window(window),
-            Policy::Natural => Rule::Natural(Natural::default()),
+            Policy::Natural => Rule::Natural(Natural::new(limits.max_in_flight)),
             Policy::Gated { window, threshold } => Rule::Gated(Gated::new(window, threshold)),
             Policy::Adaptive(cfg) => Rule::Adaptive(Adaptive::new(cfg)),
         };
@@ -206,7 +206,7 @@ impl Scheduler {
         self.queued += n;
         self.stats.arrivals += n as u64;
         match &mut self.rule {
-            Rule::Gated(g) => g.on_arrival(self.now, n, self.queued),
+            Rule::Gated(g) => g.on_arrival(self.now, n),
             Rule::Adaptive(a) => a.on_arrival(self.now, n),
             Rule::Car | Rule::Window(_) | Rule::Natural(_) => {}
         }
@@ -240,7 +240,7 @@ impl Scheduler {
         }
         self.stats.arrivals += n as u64;
         match &mut self.rule {
-            Rule::Gated(g) => g.on_arrival(self.now, n, self.queued),
+            Rule::Gated(g) => g.on_arrival(self.now, n),
             Rule::Adaptive(a) => a.on_arrival(self.now, n),
             Rule::Car | Rule::Window(_) | Rule::Natural(_) => {}
         }
@@ -366,6 +366,10 @@ impl Scheduler {
 
     fn advance(&mut self, now: Instant) {
         debug_assert!(now >= self.now, "time went backwards: {now:?} < {:?}", self.now);
+        if let Rule::Natural(n) = &mut self.rule {
+            // Natural batching measures how busy the places were since the last input.
+            n.observe(now - self.now, self.in_flight);
+        }
         self.now = self.now.max(now);
         // Up to this input nothing changed: if the requests were released by now (latched, or
         // a deadline passed with no timer running) and every place was taken, they have been

@@ -8,7 +8,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
+
+use super::per_group::{PerGroup, PerGroupBuilder, Partitioned};
+use super::user::BoxFuture;
+use crate::answers::Answered;
 use crate::policy::Policy;
+use crate::shared::BatchFuture;
 use crate::{Batcher, Builder, ConfigError, Error, Overflow, Stats};
 
 /// Coalesces concurrent inputs into one accumulator per departure, runs it once, and hands
@@ -113,6 +119,48 @@ impl<In> Hash for Ticket<In> {
     }
 }
 
+/// One departure's answer: its result, under one of its tickets.
+type Departure<In, Out, E> = Result<HashMap<Ticket<In>, Arc<Out>>, E>;
+
+/// The departures' function of a group (`()` for a plain `Coalescer`) and the tickets.
+type DepartFn<G, In, Out, E> = Arc<dyn Fn(G, Vec<Ticket<In>>) -> BoxFuture<Departure<In, Out, E>> + Send + Sync>;
+
+/// A departure, from the user's seed, fold and run: seeds an accumulator, folds the inputs of
+/// the tickets still boarded, runs it with the group, and answers every caller with one `Arc`.
+fn departures<G, In, Out, E, Acc, S, F, R, Fut>(seed: S, fold: F, run: R) -> DepartFn<G, In, Out, E>
+where
+    G: Send + 'static,
+    In: Send + 'static,
+    Out: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    Acc: Send + 'static,
+    S: Fn() -> Acc + Send + Sync + 'static,
+    F: Fn(&mut Acc, In) + Send + Sync + 'static,
+    R: Fn(G, Acc) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Out, E>> + Send + 'static,
+{
+    let aggregate = Arc::new((seed, fold, run));
+    Arc::new(move |group, tickets| {
+        let aggregate = Arc::clone(&aggregate);
+        // Everything happens in the departure's task, not in the engine's driver: the fold
+        // may be as slow as the user makes it.
+        Box::pin(async move {
+            let (seed, fold, run) = &*aggregate;
+            let mut acc = seed();
+            for ticket in &tickets {
+                if let Some(input) = ticket.take() {
+                    fold(&mut acc, input);
+                }
+            }
+            let out = Arc::new(run(group, acc).await?);
+            // One entry (under any of the departure's tickets): every caller reads the map's
+            // one value, the same `Arc`.
+            let any = tickets.into_iter().next().expect("the engine never runs an empty departure");
+            Ok(HashMap::from([(any, out)]))
+        })
+    })
+}
+
 impl<In, Out, E> Coalescer<In, Out, E>
 where
     In: Send + 'static,
@@ -130,27 +178,49 @@ where
         R: Fn(Acc) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Out, E>> + Send + 'static,
     {
-        let aggregate = Arc::new((seed, fold, run));
-        let builder = Batcher::builder(move |tickets: Vec<Ticket<In>>| {
-            let aggregate = Arc::clone(&aggregate);
-            // Everything happens in the departure's task, not in the engine's driver: the
-            // fold may be as slow as the user makes it.
-            async move {
-                let (seed, fold, run) = &*aggregate;
-                let mut acc = seed();
-                for ticket in &tickets {
-                    if let Some(input) = ticket.take() {
-                        fold(&mut acc, input);
-                    }
-                }
-                let out = Arc::new(run(acc).await?);
-                // One entry (under any of the departure's tickets): every caller reads the
-                // map's one value, the same `Arc`.
-                let any = tickets.into_iter().next().expect("the engine never runs an empty departure");
-                Ok(HashMap::from([(any, out)]))
-            }
+        let depart = departures(seed, fold, move |(), acc| run(acc));
+        CoalescerBuilder { builder: Batcher::builder(move |tickets| depart((), tickets)) }
+    }
+
+    /// A `Coalescer` per group: `run` receives the group with the accumulator; each group's
+    /// inputs are folded and run only with that group's, every group departs on its own, with
+    /// the settings given to the builder (the `Batcher`'s: `window`, `policy`, ...). See
+    /// [`PerGroup`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Page views counted per site: one `UPDATE` per site and departure, never a sum of two
+    /// // sites' views.
+    /// let views = busline::Coalescer::per_group(
+    ///         || 0u64,
+    ///         |n: &mut u64, page_views: u64| *n += page_views,
+    ///         |site: &'static str, n: u64| async move { Ok::<_, std::io::Error>(format!("{site} +{n}")) },
+    ///     )
+    ///     .window(Duration::from_millis(1))
+    ///     .max_groups(10_000)
+    ///     .build()?;
+    /// let (a, b, c) = tokio::join!(views.coalesce("a.example", 2), views.coalesce("a.example", 3), views.coalesce("b.example", 1));
+    /// assert_eq!((a?.as_str(), b?.as_str(), c?.as_str()), ("a.example +5", "a.example +5", "b.example +1"));
+    /// # Ok(()) }
+    /// ```
+    pub fn per_group<G, Acc, S, F, R, Fut>(seed: S, fold: F, run: R) -> PerGroupBuilder<G, Coalescer<In, Out, E>>
+    where
+        G: Eq + Hash + Clone + Send + Sync + 'static,
+        Acc: Send + 'static,
+        S: Fn() -> Acc + Send + Sync + 'static,
+        F: Fn(&mut Acc, In) + Send + Sync + 'static,
+        R: Fn(G, Acc) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Out, E>> + Send + 'static,
+    {
+        let template = Batcher::builder(|_tickets: Vec<Ticket<In>>| async {
+            unreachable!("the template's batch function is replaced per group")
         });
-        CoalescerBuilder { builder }
+        PerGroupBuilder::new(CoalescerRecipe { depart: departures(seed, fold, run), template })
     }
 
     /// Adds `input` to the next departure and returns that departure's result, shared with
@@ -258,5 +328,114 @@ impl<In, Out, E> fmt::Debug for Coalescer<In, Out, E> {
 impl<In, Out, E> fmt::Debug for CoalescerBuilder<In, Out, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CoalescerBuilder").field("settings", &self.builder).finish()
+    }
+}
+
+/// What builds a group's `Coalescer` (see [`Coalescer::per_group`]): the departures' function
+/// and the engine's settings.
+pub struct CoalescerRecipe<G, In, Out, E> {
+    depart: DepartFn<G, In, Out, E>,
+    template: Builder<Ticket<In>, Arc<Out>, E>,
+}
+
+impl<G, In, Out, E> fmt::Debug for CoalescerRecipe<G, In, Out, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CoalescerRecipe").field("settings", &self.template).finish_non_exhaustive()
+    }
+}
+
+/// A group's `Coalescer`: the engine's settings around the departures of that group.
+impl<G, In, Out, E> Partitioned<G> for Coalescer<In, Out, E>
+where
+    G: Eq + Hash + Clone + Send + Sync + 'static,
+    In: Send + 'static,
+    Out: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    type Recipe = CoalescerRecipe<G, In, Out, E>;
+
+    fn prepare(recipe: Self::Recipe) -> Result<Self::Recipe, ConfigError> {
+        recipe.template.validate()?;
+        // Groups are created inside calls, wherever those are polled: pin their engines to the
+        // runtime `build` is called in, as `Grouped` does.
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| ConfigError::new("runtime", "build() must be called within a tokio runtime"))?;
+        Ok(CoalescerRecipe { depart: recipe.depart, template: recipe.template.runtime(runtime) })
+    }
+
+    fn make(recipe: &Self::Recipe, group: &G) -> Result<Self, ConfigError> {
+        let (depart, group) = (Arc::clone(&recipe.depart), group.clone());
+        let batch_fn = Arc::new(move |tickets| {
+            Box::pin(depart(group.clone(), tickets).map(|answer| answer.map(Answered::plain))) as BatchFuture<Ticket<In>, Arc<Out>, E>
+        });
+        Ok(Coalescer { batcher: recipe.template.with_batch_fn(batch_fn).build()? })
+    }
+}
+
+impl<G, In, Out, E> PerGroupBuilder<G, Coalescer<In, Out, E>>
+where
+    G: Eq + Hash + Clone + Send + Sync + 'static,
+    In: Send + 'static,
+    Out: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Each group's fixed collection window; see [`Builder::window`].
+    pub fn window(mut self, window: Duration) -> Self {
+        self.recipe.template = self.recipe.template.window(window);
+        self
+    }
+
+    /// Each group's departure policy; see [`Builder::policy`].
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.recipe.template = self.recipe.template.policy(policy);
+        self
+    }
+
+    /// The most inputs one departure of a group folds; see [`Builder::max_batch_size`].
+    pub fn max_batch_size(mut self, max_batch_size: usize) -> Self {
+        self.recipe.template = self.recipe.template.max_batch_size(max_batch_size);
+        self
+    }
+
+    /// The most departures of one group running at once; see [`Builder::max_in_flight`].
+    pub fn max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.recipe.template = self.recipe.template.max_in_flight(max_in_flight);
+        self
+    }
+
+    /// The most inputs of one group admitted at once; see [`Builder::capacity`].
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.recipe.template = self.recipe.template.capacity(capacity);
+        self
+    }
+
+    /// What an input does at its group's capacity; see [`CoalescerBuilder::overflow`].
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.recipe.template = self.recipe.template.overflow(overflow);
+        self
+    }
+}
+
+impl<G, In, Out, E> PerGroup<G, Coalescer<In, Out, E>>
+where
+    G: Eq + Hash + Clone + Send + Sync + 'static,
+    In: Send + 'static,
+    Out: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Adds `input` to the next departure of `group` and returns that departure's result,
+    /// shared with its other callers (all of `group`): `run(group, fold(seed(), inputs))`.
+    ///
+    /// A call occupies its group until it is answered or dropped. A departure whose callers
+    /// have all gone may still be finishing when its group is reclaimed (as in
+    /// [`Grouped`](crate::Grouped)): nobody reads it, and the group's next call starts a new
+    /// engine meanwhile.
+    ///
+    /// # Errors, panics, cancel safety
+    ///
+    /// As [`Coalescer::coalesce`], and as every [per-group call](PerGroup#calls).
+    pub async fn coalesce(&self, group: G, input: In) -> Result<Arc<Out>, Error<E>> {
+        let coalescer = self.enter(&group)?;
+        coalescer.coalesce(input).await
     }
 }

@@ -2,16 +2,16 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::pending::Pending;
-use super::rendezvous::Rendezvous;
-use super::user::{BoxFn, box_fn, call_boxed, clone_outcome, drop_quietly};
-use crate::sync::{AtomicU64, Ordering};
+use super::per_group::{PerGroup, PerGroupBuilder, Partitioned};
+use super::round::{Abort, Round, Waiter, lock};
+use super::user::{BoxFn, GroupFn, bind, box_fn, call_boxed, clone_outcome, drop_quietly, group_fn};
 use crate::{ConfigError, Error};
 
 /// Runs `f` once the calls have paused for `quiet`, with the last call's input; every caller
@@ -60,8 +60,35 @@ pub struct Debounce<In, Out, E> {
 /// Builds a [`Debounce`]; see [`Debounce::builder`].
 pub struct DebounceBuilder<In, Out, E> {
     f: BoxFn<In, Out, E>,
+    settings: Settings,
+}
+
+/// `quiet` and `max_wait`, as given.
+#[derive(Debug, Clone, Copy, Default)]
+struct Settings {
     quiet: Option<Duration>,
     max_wait: Option<Duration>,
+}
+
+impl Settings {
+    /// `quiet` and `max_wait`, checked.
+    fn checked(self) -> Result<(Duration, Option<Duration>), ConfigError> {
+        let quiet = match self.quiet {
+            None => return Err(ConfigError::new("quiet", "must be set")),
+            Some(quiet) if quiet.is_zero() => return Err(ConfigError::new("quiet", "must be positive")),
+            Some(quiet) => quiet,
+        };
+        if self.max_wait.is_some_and(|m| m.is_zero()) {
+            return Err(ConfigError::new("max_wait", "must be positive"));
+        }
+        Ok((quiet, self.max_wait))
+    }
+}
+
+/// What builds a group's `Debounce` (see [`Debounce::per_group`]).
+pub struct DebounceRecipe<G, In, Out, E> {
+    f: GroupFn<G, In, Out, E>,
+    settings: Settings,
 }
 
 struct Inner<In, Out, E> {
@@ -80,16 +107,6 @@ struct Cohort<In, Out, E> {
     first_at: Instant,
     last_at: Instant,
     round: Arc<Round<Out, E>>,
-}
-
-/// What a cohort's callers wait for, and who is still waiting.
-struct Round<Out, E> {
-    outcome: Rendezvous<Result<Out, Error<E>>>,
-    /// Callers still waiting; changed only under the `waiting` lock (atomic only so that the
-    /// round is `Sync`).
-    waiters: AtomicU64,
-    /// The cohort's task (its timer, then its run), set by the call that opened it.
-    task: OnceLock<AbortHandle>,
 }
 
 // # How it goes
@@ -118,7 +135,43 @@ where
         F: Fn(In) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Out, E>> + Send + 'static,
     {
-        DebounceBuilder { f: box_fn(f), quiet: None, max_wait: None }
+        DebounceBuilder { f: box_fn(f), settings: Settings::default() }
+    }
+
+    fn from_boxed(f: BoxFn<In, Out, E>, quiet: Duration, max_wait: Option<Duration>) -> Debounce<In, Out, E> {
+        Debounce { inner: Arc::new(Inner { f, quiet, max_wait, waiting: Mutex::new(None), pending: Pending::new() }) }
+    }
+
+    /// A `Debounce` per group: `f` receives the group with the input; each group's calls
+    /// postpone and join only that group's run. [`quiet`](PerGroupBuilder::quiet) is required,
+    /// as for [`builder`](Debounce::builder). See [`PerGroup`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Autosave, one document per group: each document saves once its own edits pause.
+    /// let save = busline::Debounce::per_group(|doc: u32, draft: String| async move {
+    ///         Ok::<_, std::io::Error>(format!("doc {doc}: saved {draft:?}"))
+    ///     })
+    ///     .quiet(Duration::from_millis(300))
+    ///     .max_wait(Duration::from_secs(2))
+    ///     .build()?;
+    /// let (a, b, c) = tokio::join!(save.call(1, "hel".into()), save.call(1, "hello".into()), save.call(2, "hi".into()));
+    /// assert_eq!((a?, b?), (r#"doc 1: saved "hello""#.to_string(), r#"doc 1: saved "hello""#.to_string()));
+    /// assert_eq!(c?, r#"doc 2: saved "hi""#);
+    /// # Ok(()) }
+    /// ```
+    pub fn per_group<G, F, Fut>(f: F) -> PerGroupBuilder<G, Debounce<In, Out, E>>
+    where
+        G: Eq + Hash + Clone + Send + Sync + 'static,
+        F: Fn(G, In) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Out, E>> + Send + 'static,
+    {
+        PerGroupBuilder::new(DebounceRecipe { f: group_fn(f), settings: Settings::default() })
     }
 
     /// Joins the current cohort (or opens one) with `input`, and returns the result of the
@@ -141,6 +194,13 @@ where
     /// nothing runs for the cohort (or its run in progress is dropped). The input a caller
     /// gave stays the cohort's input if it was the last one.
     pub async fn call(&self, input: In) -> Result<Out, Error<E>> {
+        self.call_holding(input, || ()).await
+    }
+
+    /// [`call`](Debounce::call), with `hold()` kept by the cohort's task, if this call opens
+    /// the cohort, until the task ends: a per-group form's occupancy of its group, so that the
+    /// group is not reclaimed while its run still runs.
+    async fn call_holding<H: Send + 'static>(&self, input: In, hold: impl FnOnce() -> H) -> Result<Out, Error<E>> {
         let runtime = tokio::runtime::Handle::current();
         let inner = &self.inner;
         let _counted = inner.pending.enter();
@@ -150,15 +210,12 @@ where
             match &mut *waiting {
                 Some(cohort) => {
                     cohort.last_at = now;
-                    cohort.round.waiters.fetch_add(1, Ordering::Relaxed);
+                    cohort.round.join();
                     (Arc::clone(&cohort.round), Some(std::mem::replace(&mut cohort.input, input)))
                 }
                 None => {
-                    let round = Arc::new(Round {
-                        outcome: Rendezvous::new(),
-                        waiters: AtomicU64::new(1),
-                        task: OnceLock::new(),
-                    });
+                    let round = Round::new();
+                    round.join();
                     *waiting = Some(Cohort { input, first_at: now, last_at: now, round: Arc::clone(&round) });
                     (round, None)
                 }
@@ -166,14 +223,12 @@ where
         };
         let opened = replaced.is_none();
         drop_quietly(replaced);
-        let mut waiter = Waiter { inner, round: &round, answered: false };
+        let waiter = Waiter::new(&inner.waiting, &round, abandon);
         if opened {
-            let task = runtime.spawn(run_when_due(Arc::clone(inner), Arc::clone(&round)));
+            let task = runtime.spawn(run_when_due(Arc::clone(inner), Arc::clone(&round), hold()));
             let _ = round.task.set(task.abort_handle());
         }
-        let outcome = round.outcome.wait().await;
-        waiter.answered = true;
-        clone_outcome(outcome)
+        clone_outcome(waiter.wait().await)
     }
 
     /// Callers waiting for a run's result. Zero when every call has ended.
@@ -183,7 +238,9 @@ where
 }
 
 /// The cohort's task: wait until it is due, close it, run `f` with its last input, answer.
-async fn run_when_due<In, Out, E>(inner: Arc<Inner<In, Out, E>>, round: Arc<Round<Out, E>>) {
+/// `hold` is kept until the task ends (declared first, dropped last).
+async fn run_when_due<In, Out, E, H>(inner: Arc<Inner<In, Out, E>>, round: Arc<Round<Out, E>>, hold: H) {
+    let _hold = hold;
     let answer = Answer { round: Arc::clone(&round) };
     let input = loop {
         let due = {
@@ -222,38 +279,15 @@ impl<Out, E> Drop for Answer<Out, E> {
     }
 }
 
-/// A caller's place in its cohort.
-struct Waiter<'a, In, Out, E> {
-    inner: &'a Inner<In, Out, E>,
-    round: &'a Arc<Round<Out, E>>,
-    answered: bool,
-}
-
-impl<In, Out, E> Drop for Waiter<'_, In, Out, E> {
-    fn drop(&mut self) {
-        if self.answered {
-            return;
-        }
-        let mut waiting = lock(&self.inner.waiting);
-        let last = self.round.waiters.fetch_sub(1, Ordering::Relaxed) == 1;
-        let abandoned = if last && waiting.as_ref().is_some_and(|c| Arc::ptr_eq(&c.round, self.round)) {
-            waiting.take()
-        } else {
-            None
-        };
-        drop(waiting);
-        if last {
-            if let Some(task) = self.round.task.get() {
-                task.abort();
-            }
-        }
-        drop_quietly(abandoned);
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing that can panic runs under the lock, so a poisoned state is still consistent.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Run by the last caller of a cohort to leave before its outcome: takes the cohort out of
+/// `waiting` if it is still there (so it never runs; its input is dropped once the lock is
+/// released), and aborts its task (its timer, or its run).
+fn abandon<In, Out, E>(
+    waiting: &mut Option<Cohort<In, Out, E>>,
+    round: &Arc<Round<Out, E>>,
+) -> (Option<Cohort<In, Out, E>>, Option<Abort>) {
+    let cohort = waiting.take_if(|c| Arc::ptr_eq(&c.round, round));
+    (cohort, round.task.get().cloned().map(Abort))
 }
 
 impl<In, Out, E> DebounceBuilder<In, Out, E>
@@ -265,7 +299,7 @@ where
     /// How long the calls must pause before the run starts. Required; zero is a
     /// [`ConfigError`] (it would run on every call, which is no debounce).
     pub fn quiet(mut self, quiet: Duration) -> Self {
-        self.quiet = Some(quiet);
+        self.settings.quiet = Some(quiet);
         self
     }
 
@@ -273,7 +307,7 @@ where
     /// cohort's first call. Default: unbounded (a steady stream of calls closer together than
     /// `quiet` postpones the run for as long as it lasts). Zero is a [`ConfigError`].
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = Some(max_wait);
+        self.settings.max_wait = Some(max_wait);
         self
     }
 
@@ -283,23 +317,8 @@ where
     ///
     /// A [`ConfigError`] naming `quiet` if it is unset or zero, `max_wait` if it is zero.
     pub fn build(self) -> Result<Debounce<In, Out, E>, ConfigError> {
-        let quiet = match self.quiet {
-            None => return Err(ConfigError::new("quiet", "must be set")),
-            Some(quiet) if quiet.is_zero() => return Err(ConfigError::new("quiet", "must be positive")),
-            Some(quiet) => quiet,
-        };
-        if self.max_wait.is_some_and(|m| m.is_zero()) {
-            return Err(ConfigError::new("max_wait", "must be positive"));
-        }
-        Ok(Debounce {
-            inner: Arc::new(Inner {
-                f: self.f,
-                quiet,
-                max_wait: self.max_wait,
-                waiting: Mutex::new(None),
-                pending: Pending::new(),
-            }),
-        })
+        let (quiet, max_wait) = self.settings.checked()?;
+        Ok(Debounce::from_boxed(self.f, quiet, max_wait))
     }
 }
 
@@ -322,8 +341,78 @@ impl<In, Out, E> fmt::Debug for Debounce<In, Out, E> {
 impl<In, Out, E> fmt::Debug for DebounceBuilder<In, Out, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DebounceBuilder")
-            .field("quiet", &self.quiet)
-            .field("max_wait", &self.max_wait)
+            .field("quiet", &self.settings.quiet)
+            .field("max_wait", &self.settings.max_wait)
             .finish_non_exhaustive()
+    }
+}
+
+impl<G, In, Out, E> fmt::Debug for DebounceRecipe<G, In, Out, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DebounceRecipe").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// A group's `Debounce`: built from the user's function of the group and the input, with the
+/// settings given to the [`PerGroupBuilder`].
+impl<G, In, Out, E> Partitioned<G> for Debounce<In, Out, E>
+where
+    G: Eq + Hash + Clone + Send + Sync + 'static,
+    In: Send + 'static,
+    Out: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    type Recipe = DebounceRecipe<G, In, Out, E>;
+
+    fn prepare(recipe: Self::Recipe) -> Result<Self::Recipe, ConfigError> {
+        recipe.settings.checked()?;
+        Ok(recipe)
+    }
+
+    fn make(recipe: &Self::Recipe, group: &G) -> Result<Self, ConfigError> {
+        let (quiet, max_wait) = recipe.settings.checked()?;
+        Ok(Debounce::from_boxed(bind(&recipe.f, group), quiet, max_wait))
+    }
+}
+
+impl<G, In, Out, E> PerGroupBuilder<G, Debounce<In, Out, E>>
+where
+    G: Eq + Hash + Clone + Send + Sync + 'static,
+    In: Send + 'static,
+    Out: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Each group's quiet period; see [`DebounceBuilder::quiet`]. Required.
+    pub fn quiet(mut self, quiet: Duration) -> Self {
+        self.recipe.settings.quiet = Some(quiet);
+        self
+    }
+
+    /// Each group's bound on postponement; see [`DebounceBuilder::max_wait`].
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.recipe.settings.max_wait = Some(max_wait);
+        self
+    }
+}
+
+impl<G, In, Out, E> PerGroup<G, Debounce<In, Out, E>>
+where
+    G: Eq + Hash + Clone + Send + Sync + 'static,
+    In: Send + 'static,
+    Out: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Joins `group`'s cohort (or opens one) with `input`, and returns the result of that
+    /// cohort's run: `f(group, last input)`. Other groups' calls neither join nor postpone it.
+    ///
+    /// The group stays live while its callers wait *and* while its cohort's task (the timer,
+    /// then the run) has not ended, so a reclaimed group never has a run still going.
+    ///
+    /// # Errors, panics, cancel safety
+    ///
+    /// As [`Debounce::call`], and as every [per-group call](PerGroup#calls).
+    pub async fn call(&self, group: G, input: In) -> Result<Out, Error<E>> {
+        let entered = self.enter(&group)?;
+        entered.call_holding(input, || entered.hold(self.partition())).await
     }
 }

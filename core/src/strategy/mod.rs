@@ -44,16 +44,29 @@
 //!
 //! # Per group
 //!
-//! Each strategy is one handle for one group of callers; [`SingleFlight`] is keyed already.
-//! For one handle per group (per tenant, per user), keep a handle per group: they are cheap
-//! (an `Arc`) and independent, so cancelling one group's callers never disturbs another's. The
-//! partition mechanism that creates a group's handle on demand and reclaims idle ones is not
-//! built yet (issue 11).
+//! Each strategy is one handle for one group of callers. For one per tenant, user or device,
+//! each has a per-group form, [`PerGroup`]: `Serial::per_group(|group, input| ...)` (likewise
+//! `UseLast`, `Debounce`, and `Coalescer::per_group(seed, fold, |group, acc| ...)`) with
+//! `max_groups(n)`, then `call(group, input)` (`coalesce` for the `Coalescer`). The user's
+//! function receives the group, so a tenant's context travels with its own work; groups never
+//! share a run, a round, a queue or a departure, and one group's failures and cancellations stay
+//! in it. A group's instance is created on its first call and reclaimed once nothing of it is
+//! left (no caller, and no execution or run spawned for it); past `max_groups` a new group is
+//! refused with [`Error::Overloaded`](crate::Error::Overloaded).
+//!
+//! It is the one partition mechanism of [`Grouped`](crate::Grouped) (`partition.rs`: a
+//! lock-free map, an activity word per group, reclamation that never loses a call and never
+//! lets two instances of one group have callers at once), holding strategy instances instead
+//! of batchers. [`SingleFlight`] needs no per-group form: it is keyed already, a key lives only
+//! while its flight runs, so a group is part of the key (`sf.run((tenant, key), ...)`), and
+//! the closure is the caller's own, which captures the group.
 
 mod coalescer;
 mod debounce;
 mod pending;
+mod per_group;
 mod rendezvous;
+mod round;
 mod serial;
 mod single_flight;
 mod use_last;
@@ -61,6 +74,7 @@ mod user;
 
 pub use coalescer::{Coalescer, CoalescerBuilder};
 pub use debounce::{Debounce, DebounceBuilder};
+pub use per_group::{PerGroup, PerGroupBuilder};
 pub use serial::Serial;
 pub use single_flight::SingleFlight;
 pub use use_last::UseLast;

@@ -2,13 +2,15 @@
 
 use std::fmt;
 use std::future::Future;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
 use super::pending::Pending;
-use super::user::{BoxFn, box_fn, call_boxed};
-use crate::Error;
+use super::per_group::{PerGroup, PerGroupBuilder, Partitioned};
+use super::user::{BoxFn, GroupFn, bind, box_fn, call_boxed, group_fn};
+use crate::{ConfigError, Error};
 
 /// Runs calls of one function one at a time, in the order they arrive; each caller gets its own
 /// call's result.
@@ -65,7 +67,41 @@ where
         F: Fn(In) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Out, E>> + Send + 'static,
     {
-        Serial { inner: Arc::new(Inner { turn: Semaphore::new(1), f: box_fn(f), pending: Pending::new() }) }
+        Serial::from_boxed(box_fn(f))
+    }
+
+    fn from_boxed(f: BoxFn<In, Out, E>) -> Serial<In, Out, E> {
+        Serial { inner: Arc::new(Inner { turn: Semaphore::new(1), f, pending: Pending::new() }) }
+    }
+
+    /// A `Serial` per group: `f` receives the group with the input; each group's calls run one
+    /// at a time in arrival order, and different groups' calls run in parallel. See
+    /// [`PerGroup`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // One journal per account: an account's appends never interleave, accounts run in
+    /// // parallel, and an idle account's queue is reclaimed.
+    /// let journals = busline::Serial::per_group(|account: u64, entry: String| async move {
+    ///         Ok::<_, std::io::Error>(format!("{account}: {entry}"))
+    ///     })
+    ///     .max_groups(100_000)
+    ///     .build()?;
+    /// let (a, b) = tokio::join!(journals.call(7, "debit".into()), journals.call(8, "credit".into()));
+    /// assert_eq!((a?, b?), ("7: debit".to_string(), "8: credit".to_string()));
+    /// assert_eq!(journals.live_groups(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn per_group<G, F, Fut>(f: F) -> PerGroupBuilder<G, Serial<In, Out, E>>
+    where
+        G: Eq + Hash + Clone + Send + Sync + 'static,
+        F: Fn(G, In) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Out, E>> + Send + 'static,
+    {
+        PerGroupBuilder::new(group_fn(f))
     }
 
     /// Queues a call of `f(input)` and returns its result once it has run.
@@ -102,5 +138,47 @@ impl<In, Out, E> Clone for Serial<In, Out, E> {
 impl<In, Out, E> fmt::Debug for Serial<In, Out, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Serial").field("pending", &self.inner.pending.get()).finish()
+    }
+}
+
+/// A group's `Serial`: built from the user's function of the group and the input.
+impl<G, In, Out, E> Partitioned<G> for Serial<In, Out, E>
+where
+    G: Eq + Hash + Clone + Send + Sync + 'static,
+    In: Send + 'static,
+    Out: Send + 'static,
+    E: Send + Sync + 'static,
+{
+    type Recipe = GroupFn<G, In, Out, E>;
+
+    fn prepare(recipe: Self::Recipe) -> Result<Self::Recipe, ConfigError> {
+        Ok(recipe)
+    }
+
+    fn make(recipe: &Self::Recipe, group: &G) -> Result<Self, ConfigError> {
+        Ok(Serial::from_boxed(bind(recipe, group)))
+    }
+}
+
+impl<G, In, Out, E> PerGroup<G, Serial<In, Out, E>>
+where
+    G: Eq + Hash + Clone + Send + Sync + 'static,
+    In: Send + 'static,
+    Out: Send + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Queues a call of `f(group, input)` behind `group`'s earlier calls (and no other
+    /// group's), and returns its result once it has run.
+    ///
+    /// A call occupies its group from its arrival until it ends or is dropped, and runs in the
+    /// caller's task: a group is reclaimed only when none of its calls is queued or running, so
+    /// one group's calls never run two at once, across reclamations too.
+    ///
+    /// # Errors, panics, cancel safety
+    ///
+    /// As [`Serial::call`], and as every [per-group call](PerGroup#calls).
+    pub async fn call(&self, group: G, input: In) -> Result<Out, Error<E>> {
+        let serial = self.enter(&group)?;
+        serial.call(input).await
     }
 }

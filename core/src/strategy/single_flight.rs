@@ -10,6 +10,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use tokio::task::AbortHandle;
 
 use super::rendezvous::Rendezvous;
+use super::round::lock;
 use super::user::{clone_outcome, drop_quietly, guarded, settle};
 use crate::Error;
 use crate::sync::{AtomicU64, Ordering};
@@ -32,6 +33,16 @@ use crate::sync::{AtomicU64, Ordering};
 ///
 /// Cloning is cheap (an `Arc`); clones share the flights. Per-key state exists only while a key
 /// is in flight. [`in_flight`](SingleFlight::in_flight) counts it.
+///
+/// # Per group
+///
+/// Unlike the other strategies, `SingleFlight` has no [`PerGroup`](crate::PerGroup) form, and
+/// needs none: it is keyed already, and a key's state exists only while its flight runs (it is
+/// removed when the flight ends or its last waiter leaves), so idle groups cost nothing and
+/// there is nothing to reclaim. Put the group in the key, `sf.run((tenant, key), ...)`: flights
+/// of different groups never merge, and one group's cancellations and errors stay in its own
+/// flights. The function is each call's own closure, so it captures the group's context
+/// directly. (To bound the groups in flight, bound the callers.)
 ///
 /// # Locks and user code
 ///
@@ -265,12 +276,6 @@ impl<K, V, E> Inner<K, V, E> {
             .ok()
             .map(|entry| entry.remove().0)
     }
-}
-
-/// A poisoned shard is still consistent: nothing that can panic runs between two of its
-/// changes (user code under it is caught).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The leader's half: frees the key and publishes the outcome, once, when the execution ends,

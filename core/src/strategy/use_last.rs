@@ -2,15 +2,16 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 
 use tokio::task::AbortHandle;
 
 use super::pending::Pending;
-use super::rendezvous::Rendezvous;
-use super::user::{BoxFn, box_fn, clone_outcome, drop_quietly, guarded, settle};
-use crate::Error;
-use crate::sync::{AtomicU64, Ordering};
+use super::per_group::{PerGroup, PerGroupBuilder, Partitioned};
+use super::round::{Abort, Round, Waiter, lock};
+use super::user::{BoxFn, GroupFn, box_fn, clone_outcome, drop_quietly, group_fn, guarded, settle};
+use crate::{ConfigError, Error};
 
 /// Each call supersedes the execution in progress, which is dropped; every caller since the
 /// last result, superseded ones included, gets the result of the newest call (FlowSync's "use
@@ -66,20 +67,6 @@ struct State<Out, E> {
     running: Option<AbortHandle>,
 }
 
-/// The callers since the last outcome, and the outcome they all read.
-struct Round<Out, E> {
-    outcome: Rendezvous<Result<Out, Error<E>>>,
-    /// Callers still waiting; changed only under the state's lock (atomic only so that the
-    /// round is `Sync`).
-    waiters: AtomicU64,
-}
-
-impl<Out, E> Round<Out, E> {
-    fn new() -> Arc<Round<Out, E>> {
-        Arc::new(Round { outcome: Rendezvous::new(), waiters: AtomicU64::new(0) })
-    }
-}
-
 // # How a call goes
 //
 // Under the state's lock (a few loads and stores, no user code): number the call, count it in
@@ -109,13 +96,48 @@ where
         F: Fn(In) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Out, E>> + Send + 'static,
     {
+        UseLast::from_boxed(box_fn(f))
+    }
+
+    fn from_boxed(f: BoxFn<In, Out, E>) -> UseLast<In, Out, E> {
         UseLast {
             inner: Arc::new(Inner {
-                f: box_fn(f),
+                f,
                 state: Mutex::new(State { newest: 0, round: Round::new(), running: None }),
                 pending: Pending::new(),
             }),
         }
+    }
+
+    /// A `UseLast` per group: `f` receives the group with the input; each group's calls
+    /// supersede only that group's execution. See [`PerGroup`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Search-as-you-type, one search box per user: a user's keystroke supersedes only
+    /// // that user's search.
+    /// let search = busline::UseLast::per_group(|user: u32, query: String| async move {
+    ///         tokio::task::yield_now().await; // the index's round trip
+    ///         Ok::<_, std::io::Error>(format!("{user}: results for {query:?}"))
+    ///     })
+    ///     .max_groups(100_000)
+    ///     .build()?;
+    /// let (a, ab, other) =
+    ///     tokio::join!(search.call(1, "a".into()), search.call(1, "ab".into()), search.call(2, "a".into()));
+    /// assert_eq!((a?, ab?), (r#"1: results for "ab""#.to_string(), r#"1: results for "ab""#.to_string()));
+    /// assert_eq!(other?, r#"2: results for "a""#, "user 2's search is its own");
+    /// # Ok(()) }
+    /// ```
+    pub fn per_group<G, F, Fut>(f: F) -> PerGroupBuilder<G, UseLast<In, Out, E>>
+    where
+        G: Eq + Hash + Clone + Send + Sync + 'static,
+        F: Fn(G, In) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Out, E>> + Send + 'static,
+    {
+        PerGroupBuilder::new(group_fn(f))
     }
 
     /// Starts `f(input)`, superseding the execution in progress, and returns the result of the
@@ -136,20 +158,27 @@ where
     /// Dropping the future leaves the round to its other callers; when the last one goes, the
     /// execution in progress is dropped.
     pub async fn call(&self, input: In) -> Result<Out, Error<E>> {
+        self.call_holding(input, || ()).await
+    }
+
+    /// [`call`](UseLast::call), with `hold()` kept by the spawned execution until it ends: a
+    /// per-group form's occupancy of its group, so that the group is not reclaimed while its
+    /// execution still runs.
+    async fn call_holding<H: Send + 'static>(&self, input: In, hold: impl FnOnce() -> H) -> Result<Out, Error<E>> {
         let runtime = tokio::runtime::Handle::current();
         let inner = &self.inner;
         let _counted = inner.pending.enter();
         let (number, round, superseded) = {
             let mut state = lock(&inner.state);
             state.newest += 1;
-            state.round.waiters.fetch_add(1, Ordering::Relaxed);
+            state.round.join();
             (state.newest, Arc::clone(&state.round), state.running.take())
         };
-        let mut waiter = Waiter { inner, round: &round, answered: false };
+        let waiter = Waiter::new(&inner.state, &round, abandon);
         if let Some(superseded) = superseded {
             superseded.abort();
         }
-        let mut execution = Execution { inner: Arc::clone(inner), number, done: false };
+        let mut execution = Execution { inner: Arc::clone(inner), number, done: false, _hold: hold() };
         let fut = guarded(|| (inner.f)(input));
         let task = runtime.spawn(async move {
             let outcome = match fut {
@@ -170,9 +199,7 @@ where
         if superseded_meanwhile {
             task.abort();
         }
-        let outcome = round.outcome.wait().await;
-        waiter.answered = true;
-        clone_outcome(outcome)
+        clone_outcome(waiter.wait().await)
     }
 
     /// Callers waiting for a result. Zero when every call has ended: nothing stays behind.
@@ -181,21 +208,25 @@ where
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing that can panic runs under the lock, so a poisoned state is still consistent.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Run by the last caller of a round to leave before its outcome: if the round is still the
+/// current one, its running execution is wanted by nobody; it is aborted once the lock is
+/// released.
+fn abandon<Out, E>(state: &mut State<Out, E>, round: &Arc<Round<Out, E>>) -> Option<Abort> {
+    if Arc::ptr_eq(&state.round, round) { state.running.take().map(Abort) } else { None }
 }
 
 /// One call's execution: answers the round if it is still the newest when it ends. Dropped
 /// unfinished while still the newest (its runtime shut down, or its round emptied), it answers
 /// [`Error::Closed`].
-struct Execution<In, Out, E> {
+struct Execution<In, Out, E, H> {
     inner: Arc<Inner<In, Out, E>>,
     number: u64,
     done: bool,
+    /// Kept until the execution has answered (dropped after `inner`: fields drop in order).
+    _hold: H,
 }
 
-impl<In, Out, E> Execution<In, Out, E> {
+impl<In, Out, E, H> Execution<In, Out, E, H> {
     fn finish(&mut self, outcome: Result<Out, Error<E>>) {
         self.done = true;
         let mut state = lock(&self.inner.state);
@@ -212,33 +243,10 @@ impl<In, Out, E> Execution<In, Out, E> {
     }
 }
 
-impl<In, Out, E> Drop for Execution<In, Out, E> {
+impl<In, Out, E, H> Drop for Execution<In, Out, E, H> {
     fn drop(&mut self) {
         if !self.done {
             self.finish(Err(Error::Closed));
-        }
-    }
-}
-
-/// A caller's place in its round: leaving it before the outcome uncounts the caller, and the
-/// last one out drops the round's execution.
-struct Waiter<'a, In, Out, E> {
-    inner: &'a Inner<In, Out, E>,
-    round: &'a Arc<Round<Out, E>>,
-    answered: bool,
-}
-
-impl<In, Out, E> Drop for Waiter<'_, In, Out, E> {
-    fn drop(&mut self) {
-        if self.answered {
-            return;
-        }
-        let mut state = lock(&self.inner.state);
-        let last = self.round.waiters.fetch_sub(1, Ordering::Relaxed) == 1;
-        let abandoned = if last && Arc::ptr_eq(&state.round, self.round) { state.running.take() } else { None };
-        drop(state);
-        if let Some(task) = abandoned {
-            task.abort();
         }
     }
 }
@@ -252,5 +260,48 @@ impl<In, Out, E> Clone for UseLast<In, Out, E> {
 impl<In, Out, E> fmt::Debug for UseLast<In, Out, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UseLast").field("pending", &self.inner.pending.get()).finish()
+    }
+}
+
+/// A group's `UseLast`: built from the user's function of the group and the input.
+impl<G, In, Out, E> Partitioned<G> for UseLast<In, Out, E>
+where
+    G: Eq + Hash + Clone + Send + Sync + 'static,
+    In: Send + 'static,
+    Out: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    type Recipe = GroupFn<G, In, Out, E>;
+
+    fn prepare(recipe: Self::Recipe) -> Result<Self::Recipe, ConfigError> {
+        Ok(recipe)
+    }
+
+    fn make(recipe: &Self::Recipe, group: &G) -> Result<Self, ConfigError> {
+        Ok(UseLast::from_boxed(super::user::bind(recipe, group)))
+    }
+}
+
+impl<G, In, Out, E> PerGroup<G, UseLast<In, Out, E>>
+where
+    G: Eq + Hash + Clone + Send + Sync + 'static,
+    In: Send + 'static,
+    Out: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Starts `f(group, input)`, superseding `group`'s execution in progress (and no other
+    /// group's), and returns the result of the group's newest call made before a result came.
+    ///
+    /// The group stays live while its callers wait *and* while its execution runs (a
+    /// superseded or abandoned execution is aborted, and tokio drops it at its next `.await`):
+    /// a call that comes meanwhile supersedes it as usual, so one group never has two
+    /// instances, nor an execution of a reclaimed instance still answering.
+    ///
+    /// # Errors, panics, cancel safety
+    ///
+    /// As [`UseLast::call`], and as every [per-group call](PerGroup#calls).
+    pub async fn call(&self, group: G, input: In) -> Result<Out, Error<E>> {
+        let entered = self.enter(&group)?;
+        entered.call_holding(input, || entered.hold(self.partition())).await
     }
 }

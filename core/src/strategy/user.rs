@@ -28,6 +28,32 @@ where
     Box::new(move |input| Box::pin(f(input)) as BoxFuture<Result<Out, E>>)
 }
 
+/// A user's function of a group and one input, type-erased and shared by every group of a
+/// per-group form.
+pub(crate) type GroupFn<G, In, Out, E> = Arc<dyn Fn(G, In) -> BoxFuture<Result<Out, E>> + Send + Sync>;
+
+/// Erases `f`'s type.
+pub(crate) fn group_fn<G, In, Out, E, F, Fut>(f: F) -> GroupFn<G, In, Out, E>
+where
+    F: Fn(G, In) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Out, E>> + Send + 'static,
+{
+    Arc::new(move |group, input| Box::pin(f(group, input)) as BoxFuture<Result<Out, E>>)
+}
+
+/// One group's function of one input: `f` with `group` (cloned for each call, as the batch
+/// function of [`Grouped`](crate::Grouped) receives it).
+pub(crate) fn bind<G, In, Out, E>(f: &GroupFn<G, In, Out, E>, group: &G) -> BoxFn<In, Out, E>
+where
+    G: Clone + Send + Sync + 'static,
+    In: 'static,
+    Out: 'static,
+    E: 'static,
+{
+    let (f, group) = (Arc::clone(f), group.clone());
+    Box::new(move |input| f(group.clone(), input))
+}
+
 /// Calls a boxed function; a panic in it is [`Error::Panicked`].
 pub(crate) async fn call_boxed<In, Out, E>(f: &BoxFn<In, Out, E>, input: In) -> Result<Out, Error<E>> {
     match guarded(|| f(input)) {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::fill;
+use crate::support::{fill, shutdown_started};
 use busline::{Batcher, Error, Overflow, Policy};
 use std::future::Future;
 use std::pin::Pin;
@@ -435,13 +435,7 @@ async fn shutdown_is_final_under_run_alone_at_capacity() {
     .unwrap();
     let held = fill(&b).await;
     assert_eq!(b.load(5000).await.unwrap(), Some(5000), "at capacity, runs alone");
-    let closing = {
-        let b = b.clone();
-        tokio::spawn(async move { b.shutdown().await })
-    };
-    while !b.is_closed() {
-        tokio::task::yield_now().await;
-    }
+    let closing = shutdown_started(&b).await;
     assert!(matches!(b.load(5001).await, Err(Error::Closed)), "refused from the moment shutdown is called");
     gate.add_permits(10);
     closing.await.unwrap();
@@ -456,13 +450,7 @@ async fn shutdown_is_final_under_run_alone_at_capacity() {
 async fn shutdown_is_final_under_reject_at_capacity() {
     let (b, gate) = gated_backend(1, Overflow::Reject);
     let held = fill(&b).await;
-    let closing = {
-        let b = b.clone();
-        tokio::spawn(async move { b.shutdown().await })
-    };
-    while !b.is_closed() {
-        tokio::task::yield_now().await;
-    }
+    let closing = shutdown_started(&b).await;
     assert!(matches!(b.load(50).await, Err(Error::Closed)), "Closed, not Overloaded, once shut down");
     gate.add_permits(10);
     closing.await.unwrap();

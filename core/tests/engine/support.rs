@@ -15,3 +15,16 @@ pub(crate) async fn fill(b: &Batcher<u32, u32, ()>) -> Vec<tokio::task::JoinHand
     }
     held
 }
+
+/// Starts `b.shutdown()` on a task of its own and returns once the batcher is closed (new loads
+/// refused), while the shutdown may still be waiting for batches in flight.
+pub(crate) async fn shutdown_started(b: &Batcher<u32, u32, ()>) -> tokio::task::JoinHandle<()> {
+    let closing = {
+        let b = b.clone();
+        tokio::spawn(async move { b.shutdown().await })
+    };
+    while !b.is_closed() {
+        tokio::task::yield_now().await;
+    }
+    closing
+}

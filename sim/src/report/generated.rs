@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::checks::{self, Check};
 use super::frontier::{self, P99_NOISE, QUERY_NOISE};
-use crate::engine::{RunOptions, run};
+use crate::replicate::Replicated;
 use crate::scenario::Scenario;
 use crate::stats::RunSummary;
 use crate::sweep;
@@ -30,8 +30,11 @@ pub const WINDOWS_MS: [f64; 7] = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
 pub struct Outcome {
     /// The scenario as generated.
     pub scenario: Scenario,
-    /// Its runs (as [`sweep::variants`] orders them).
+    /// Its runs (as [`sweep::variants`] orders them), each policy's mean over its replications.
     pub rows: Vec<RunSummary>,
+    /// The replications behind each row, in the same order (the scenario's `replications`,
+    /// 1 as generated: no interval, only the histogram bucket separates a tie).
+    pub reps: Vec<Replicated>,
     /// The checks (issue 5 and 10).
     pub checks: Vec<Check>,
     /// How close a fixed window came to beating natural, gated or adaptive: the smallest, over
@@ -43,7 +46,7 @@ pub struct Outcome {
 impl Outcome {
     /// The required checks that failed.
     pub fn failures(&self) -> Vec<&Check> {
-        self.checks.iter().filter(|c| c.required && c.pass == Some(false)).collect()
+        self.checks.iter().filter(|c| c.required && c.outcome == checks::Outcome::Fail).collect()
     }
 }
 
@@ -141,10 +144,10 @@ pub fn scenario(seed: u64, requests: u64) -> Scenario {
 /// The frontier margin of a sweep (see [`Outcome::frontier_margin`]).
 pub fn frontier_margin(rows: &[RunSummary]) -> f64 {
     let mut margin = f64::INFINITY;
-    for p in frontier::positions(rows) {
+    for p in rows.iter().filter(|r| ["natural", "gated", "adaptive"].contains(&r.policy.as_str())) {
         for w in frontier::windows(rows) {
-            let q = w.queries as f64 / p.run.queries.max(1) as f64 - (1.0 - QUERY_NOISE);
-            let l = w.latency_ms.p99 / p.run.latency_ms.p99 - (1.0 - P99_NOISE);
+            let q = w.queries as f64 / p.queries.max(1) as f64 - (1.0 - QUERY_NOISE);
+            let l = w.latency_ms.p99 / p.latency_ms.p99 - (1.0 - P99_NOISE);
             margin = margin.min(q.max(l));
         }
     }
@@ -160,13 +163,11 @@ pub fn study_one(seed: u64, requests: u64) -> Result<Outcome> {
     let s = scenario(seed, requests);
     let mut windows = WINDOWS_MS.to_vec();
     windows.push(s.policy.latency_budget_ms);
-    let rows = sweep::variants(&s, &windows)
-        .iter()
-        .map(|v| run(v, &RunOptions::default()).map(|o| o.summary))
-        .collect::<Result<Vec<_>>>()?;
-    let checks = checks::evaluate(&s, &rows);
+    let reps = sweep::run_all(&sweep::variants(&s, &windows), s.replications, &indicatif::ProgressBar::hidden())?;
+    let rows: Vec<RunSummary> = reps.iter().map(|r| r.mean.clone()).collect();
+    let checks = checks::evaluate(&s, &reps);
     let frontier_margin = frontier_margin(&rows);
-    Ok(Outcome { scenario: s, rows, checks, frontier_margin })
+    Ok(Outcome { scenario: s, rows, reps, checks, frontier_margin })
 }
 
 /// Sweeps and checks the scenarios of `seeds`, in parallel.

@@ -1,7 +1,9 @@
-//! Reports: a sweep's CSV and plots, the issue-5 checks, and `reports/sim/README.md`.
+//! Reports: a sweep's CSV and plots, the policy checks (issues 5 and 10), the generated
+//! scenarios, and `reports/sim/README.md`.
 
 pub mod checks;
 pub mod fleet;
+pub mod clients_plot;
 pub mod frontier;
 pub mod generated;
 pub mod plots;
@@ -13,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
 use crate::engine::{RunOptions, run};
+use crate::replicate::Replicated;
 use crate::scenario::{PolicyKind, Scenario};
 use crate::stats::{RunSummary, TimeSeries};
 use crate::sweep;
@@ -29,25 +32,31 @@ pub const GENERATED_REQUESTS: u64 = 50_000;
 pub struct Analysis {
     /// The scenario as run.
     pub scenario: Scenario,
-    /// Every run: the references (car, natural, gated, adaptive), then each window.
+    /// Every policy's mean over its replications: the references (car, natural, gated,
+    /// adaptive), then each window.
     pub rows: Vec<RunSummary>,
+    /// The replications behind each row, in the same order.
+    pub reps: Vec<Replicated>,
     /// (legend label, policy, series) for car, the best window, natural, gated, adaptive.
     pub series: Vec<(String, String, TimeSeries)>,
     /// The issue-5 checks.
     pub checks: Vec<Check>,
 }
 
-/// Sweeps `scenario` over `windows_ms` and the references, re-runs the policies of the
-/// time-series plot with buckets on, and evaluates the checks.
+/// Sweeps `scenario` over `windows_ms` and the references (each `replications` times),
+/// re-runs the policies of the time-series plot with buckets on (replication 0), and evaluates
+/// the checks.
 ///
 /// # Errors
 ///
 /// The first run that failed.
 pub fn analyse(scenario: &Scenario, windows_ms: &[f64]) -> Result<Analysis> {
     let runs = sweep::variants(scenario, windows_ms);
-    let bar = sweep::progress(runs.len() as u64 + 5, &scenario.name);
-    let rows = sweep::run_all(&runs, &bar)?;
-    let checks = checks::evaluate(scenario, &rows);
+    let reps_per = u64::from(scenario.replications.max(1));
+    let bar = sweep::progress(runs.len() as u64 * reps_per + 5, &scenario.name);
+    let reps = sweep::run_all(&runs, scenario.replications, &bar)?;
+    let rows: Vec<RunSummary> = reps.iter().map(|r| r.mean.clone()).collect();
+    let checks = checks::evaluate(scenario, &reps);
 
     let budget = scenario.policy.latency_budget_ms;
     let best = checks::best_window_within(&rows).or_else(|| {
@@ -74,7 +83,14 @@ pub fn analyse(scenario: &Scenario, windows_ms: &[f64]) -> Result<Analysis> {
         })
         .collect::<Result<Vec<_>>>()?;
     bar.finish_and_clear();
-    Ok(Analysis { scenario: scenario.clone(), rows, series, checks })
+    Ok(Analysis { scenario: scenario.clone(), rows, reps, series, checks })
+}
+
+impl Analysis {
+    /// Every replication of every policy, in the sweep's order.
+    pub fn all_runs(&self) -> Vec<RunSummary> {
+        self.reps.iter().flat_map(|r| r.runs.iter().cloned()).collect()
+    }
 }
 
 /// Writes one analysis's CSV (`<name>.csv`) and plots into `dir`.
@@ -84,8 +100,12 @@ pub fn analyse(scenario: &Scenario, windows_ms: &[f64]) -> Result<Analysis> {
 /// If a file cannot be written.
 pub fn write_analysis(dir: &Path, a: &Analysis) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    sweep::write_csv(&dir.join(format!("{}.csv", a.scenario.name)), &a.rows)?;
-    plots::write(dir, &a.scenario.name, &a.rows, &a.series)
+    sweep::write_csv(&dir.join(format!("{}.csv", a.scenario.name)), &a.all_runs())?;
+    plots::write(dir, &a.scenario.name, &a.rows, &a.series)?;
+    if a.scenario.client.is_some() {
+        clients_plot::write(dir, &a.scenario.name, &a.series)?;
+    }
+    Ok(())
 }
 
 /// `busline-sim sweep`: one scenario's CSV and plots.
@@ -142,7 +162,7 @@ pub fn report_command(scenarios: &Path, fleets: &[PathBuf], out: &Path, command:
         fleet::write(out, &study)?;
         sections.push(fleet::markdown(&study, ""));
     }
-    let rows: Vec<RunSummary> = all.iter().flat_map(|a| a.rows.iter().cloned()).collect();
+    let rows: Vec<RunSummary> = all.iter().flat_map(Analysis::all_runs).collect();
     sweep::write_csv(&out.join("all-runs.csv"), &rows)?;
     // Scenarios nobody tuned the policies to (issue 10): the same checks, worst case reported.
     let bar = sweep::progress(GENERATED_SCENARIOS, "generated scenarios");

@@ -106,12 +106,12 @@ pub(super) fn side_legend<DB: DrawingBackend>(
 }
 
 /// `root` split into the plot (left) and the legend strip (right).
-fn with_legend_strip<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>) -> (DrawingArea<DB, Shift>, DrawingArea<DB, Shift>) {
+pub(super) fn with_legend_strip<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>) -> (DrawingArea<DB, Shift>, DrawingArea<DB, Shift>) {
     let (w, _) = root.dim_in_pixel();
     root.split_horizontally(w.saturating_sub(LEGEND_W))
 }
 
-fn log_range(values: impl Iterator<Item = f64>) -> Range<f64> {
+pub(super) fn log_range(values: impl Iterator<Item = f64>) -> Range<f64> {
     let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
     for v in values.filter(|v| *v > 0.0 && v.is_finite()) {
         lo = lo.min(v);
@@ -165,10 +165,10 @@ fn log_log_chart<'a, DB: DrawingBackend>(
 }
 
 /// A time-series panel: linear time axis, logarithmic value axis.
-type TimePanel<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
+pub(super) type TimePanel<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
 
 /// A time-series panel with its labelled mesh.
-fn time_panel<'a, DB: DrawingBackend>(
+pub(super) fn time_panel<'a, DB: DrawingBackend>(
     area: &'a DrawingArea<DB, Shift>,
     t_end: f64,
     y: Range<f64>,
@@ -192,7 +192,7 @@ fn time_panel<'a, DB: DrawingBackend>(
 
 /// One line per policy (`series`: legend label, policy name, time series). The best window is
 /// drawn wider, so it shows around a policy that tracks it.
-fn draw_policy_lines<'a, DB: DrawingBackend + 'a>(
+pub(super) fn draw_policy_lines<'a, DB: DrawingBackend + 'a>(
     c: &mut TimePanel<'a, DB>,
     series: &[(String, String, TimeSeries)],
     points: impl Fn(&TimeSeries) -> Vec<(f64, f64)>,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use super::Analysis;
 use super::generated::Outcome;
 use super::{checks, frontier};
-use crate::stats::RunSummary;
+use crate::replicate::Replicated;
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -35,21 +35,52 @@ fn commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn row(md: &mut String, label: &str, r: &RunSummary) {
+/// One policy's row: every figure as mean ± 95 % half-width over its replications.
+fn row(md: &mut String, label: &str, r: &Replicated) {
     let _ = writeln!(
         md,
-        "| {label} | {} | {:.1} | {:.2} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |",
-        r.queries,
-        r.queries_per_s,
-        r.mean_batch,
-        r.latency_ms.p50,
-        r.latency_ms.p99,
-        r.added_wait_ms.mean,
-        r.added_wait_ms.p99,
-        r.db_wait_ms.mean,
-        r.db_wait_ms.p99,
-        r.db_utilization
+        "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        r.estimate(|x| x.queries as f64).show(0),
+        r.estimate(|x| x.queries_per_s).show(1),
+        r.estimate(|x| x.mean_batch).show(2),
+        r.estimate(|x| x.latency_ms.p50).show(3),
+        r.estimate(|x| x.latency_ms.p99).show(3),
+        r.estimate(|x| x.added_wait_ms.mean).show(3),
+        r.estimate(|x| x.added_wait_ms.p99).show(3),
+        r.estimate(|x| x.db_wait_ms.mean).show(3),
+        r.estimate(|x| x.db_wait_ms.p99).show(3),
+        r.estimate(|x| x.db_utilization).show(3),
+        r.estimate(|x| x.db_occupancy).show(3),
+        r.estimate(|x| x.drain_s).show(3),
     );
+}
+
+/// One policy's row of client figures (scenarios with `[client]`).
+fn client_row(md: &mut String, label: &str, r: &Replicated) {
+    let c = |f: fn(&crate::client::ClientSummary) -> f64| {
+        r.estimate(|x| x.client.as_ref().map_or(f64::NAN, f))
+    };
+    let _ = writeln!(
+        md,
+        "| {label} | {} | {} | {} | {} | {} | {} | {} |",
+        c(|c| c.goodput_per_s).show(1),
+        c(|c| c.success_fraction * 100.0).show(2),
+        c(|c| c.timeout_fraction * 100.0).show(2),
+        c(|c| c.retries as f64).show(0),
+        c(|c| c.attempts_per_request).show(3),
+        c(|c| c.queries_per_success).show(3),
+        c(|c| c.success_latency_ms.p99).show(3),
+    );
+}
+
+fn label(r: &Replicated) -> String {
+    let m = &r.mean;
+    match m.policy.as_str() {
+        "gated" => format!("gated ({} ms)", m.window_ms.unwrap_or(0.0)),
+        "adaptive" => format!("adaptive (B = {} ms)", m.latency_budget_ms.unwrap_or(0.0)),
+        "window" => format!("window {} ms", m.window_ms.unwrap_or(0.0)),
+        p => p.to_string(),
+    }
 }
 
 /// Writes the report's README.
@@ -77,14 +108,22 @@ pub(super) fn write(
     );
     let _ = writeln!(
         md,
-        "Every run of a scenario uses the same seed, so every policy and window sees the same \
-         arrivals and keys. Latency is arrival to answer. It splits into the wait the policy added \
+        "Each policy and window of a scenario runs `replications` times, replication r under seed \
+         `seed + r`; replication r of every policy uses the same seed, so all see the same arrivals \
+         and keys (common random numbers), and comparisons pair them. Every figure is the mean \
+         over the replications ± the half-width of its 95 % Student-t interval. A check decides \
+         only when a difference exceeds its interval over the paired replications (and, for a \
+         latency quantile, one histogram bucket, 1/1024 relative); otherwise it says TIE. \
+         Latency is arrival to answer. It splits into the wait the policy added \
          (added wait: arrival to the moment the policy released the bus), the wait the backend \
          imposed (db wait: release to the start of service, queueing for a free in-flight place \
          or a connection) and service; a car or natural batching adds no wait of its own, so \
-         their whole queue is db wait. The adaptive \
+         their whole queue is db wait. Rates are over the arrival horizon (after any \
+         `warmup_s`); the drain after it is reported on its own. `db util` is work done over the \
+         database's capacity (connections at the contended rate) in the horizon, the ρ of \
+         queueing theory; `db occ` is the fraction of connection time busy. The adaptive \
          policy's budget B and the gated window are the scenario's `policy.latency_budget_ms`. \
-         CSV of every run: `<scenario>.csv`, all together: `all-runs.csv`.\n"
+         CSV of every replication of every run: `<scenario>.csv`, all together: `all-runs.csv`.\n"
     );
 
     let _ = writeln!(md, "## Policy checks (issues 5 and 10), as measured\n");
@@ -97,7 +136,7 @@ pub(super) fn write(
     let _ = writeln!(
         md,
         "\n`(info)`: not required for this scenario (the 5 % p99 check applies at steady low load, \
-         the scenarios with `sweep.low_load = true`).\n"
+         the scenarios with `sweep.low_load = true`). TIE: the 95 % interval straddles the limit.\n"
     );
     generated_section(&mut md, generated);
 
@@ -106,54 +145,79 @@ pub(super) fn write(
         let _ = writeln!(md, "## {}\n", s.name);
         let _ = writeln!(
             md,
-            "traffic `{:?}`, keys `{:?}`, db: {} connection(s), `{:?}` service {} ms + {} ms/key, \
-             contention {}; B = {} ms; {} requests.\n",
+            "traffic `{:?}`, keys `{:?}`, db: {} connection(s), `{:?}` service {} ms + {} ms/key \
+             (batch cost `{:?}`), contention {}; B = {} ms; {} requests (replication 0); {} replication(s){}.\n",
             s.traffic.kind,
             s.keys.kind,
             s.db.servers,
             s.db.service,
             s.db.base_ms,
             s.db.per_key_ms,
+            s.db.batch_cost,
             s.db.contention,
             s.policy.latency_budget_ms,
-            a.rows.first().map_or(0, |r| r.requests)
+            a.reps.first().and_then(|r| r.runs.first()).map_or(0, |r| r.requests),
+            s.replications,
+            s.warmup_s.map(|w| format!(", warm-up {w} s")).unwrap_or_default()
         );
         let _ = writeln!(
             md,
-            "| policy | queries | queries/s | mean batch | p50 ms | p99 ms | added wait mean ms | added wait p99 ms | db wait mean ms | db wait p99 ms | db util |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|"
+            "| policy | queries | queries/s | mean batch | p50 ms | p99 ms | added wait mean ms | added wait p99 ms | db wait mean ms | db wait p99 ms | db util | db occ | drain s |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
-        for r in a.rows.iter().filter(|r| r.policy != "window") {
-            let label = match r.policy.as_str() {
-                "gated" => format!("gated ({} ms)", r.window_ms.unwrap_or(0.0)),
-                "adaptive" => format!("adaptive (B = {} ms)", r.latency_budget_ms.unwrap_or(0.0)),
-                p => p.to_string(),
-            };
-            row(&mut md, &label, r);
+        let best = checks::best_window_within(&a.rows)
+            .and_then(|b| a.reps.iter().find(|r| r.mean.policy == "window" && r.mean.window_ms == b.window_ms));
+        let windows = || a.reps.iter().filter(|r| r.mean.policy == "window" && r.mean.window_ms.unwrap_or(0.0) > 0.0);
+        for r in a.reps.iter().filter(|r| r.mean.policy != "window") {
+            row(&mut md, &label(r), r);
         }
-        if let Some(b) = checks::best_window_within(&a.rows) {
-            row(&mut md, &format!("best window within B ({} ms)", b.window_ms.unwrap_or(0.0)), b);
+        if let Some(b) = best {
+            row(&mut md, &format!("best window within B ({} ms)", b.mean.window_ms.unwrap_or(0.0)), b);
         }
-        for r in checks::windows(&a.rows) {
-            row(&mut md, &format!("window {} ms", r.window_ms.unwrap_or(0.0)), r);
+        for r in windows() {
+            row(&mut md, &label(r), r);
         }
         let _ = writeln!(
             md,
             "\nAgainst the fixed-window frontier (distance: the policy's queries over the fewest \
              of a window with no higher p99, minus one; beaten: a window with >= 1 % fewer queries \
-             and >= 2 % lower p99):\n"
+             and >= 2 % lower p99, beyond the 95 % interval of the paired replications and one \
+             histogram bucket; tie: the intervals straddle those bars; figures are window / policy − 1):\n"
         );
-        for pos in frontier::positions(&a.rows) {
+        for pos in frontier::positions(&a.reps) {
             let _ = writeln!(md, "- {}: {}", pos.run.policy, pos.describe());
         }
         let _ = writeln!(md);
+        if s.client.is_some() {
+            let _ = writeln!(
+                md,
+                "Clients (`[client]`): goodput is requests answered within their timeout per second of the \
+                 horizon; amplification is database queries per successful request.\n\n\
+                 | policy | goodput /s | success % | attempts timed out % | retries | attempts/request | amplification | p99 ms to success |\n\
+                 |---|---|---|---|---|---|---|---|"
+            );
+            for r in a.reps.iter().filter(|r| r.mean.policy != "window") {
+                client_row(&mut md, &label(r), r);
+            }
+            if let Some(b) = best {
+                client_row(&mut md, &format!("best window within B ({} ms)", b.mean.window_ms.unwrap_or(0.0)), b);
+            }
+            let _ = writeln!(md);
+        }
         for (what, caption) in [
             ("queries", "database queries per second against the window"),
             ("latency", "latency p50 and p99 against the window"),
-            ("timeseries", "offered load, queries per second and p99 latency over time"),
+            ("timeseries", "offered load, queries per second and p99 latency over time (replication 0)"),
             ("frontier", "queries against p99 latency: the trade-off frontier"),
         ] {
             let _ = writeln!(md, "![{}: {caption}]({}-{what}.png)\n", s.name, s.name);
+        }
+        if s.client.is_some() {
+            let _ = writeln!(
+                md,
+                "![{}: offered load, retries, goodput and queries over time (replication 0)]({}-clients.png)\n",
+                s.name, s.name
+            );
         }
     }
     for section in extra {
@@ -196,7 +260,7 @@ fn generated_section(md: &mut String, generated: &[Outcome]) {
             o.frontier_margin * 100.0,
             o.scenario.name
         );
-        for pos in frontier::positions(&o.rows) {
+        for pos in frontier::positions(&o.reps) {
             let _ = writeln!(md, "  - {}: {}", pos.run.policy, pos.describe());
         }
     }

@@ -21,9 +21,11 @@
 //! either way.
 
 mod histogram;
+pub mod interval;
 mod timeseries;
 
 pub use histogram::Histogram;
+pub use interval::Estimate;
 pub use timeseries::{Bucket, TimeSeries};
 
 use serde::Serialize;
@@ -109,9 +111,17 @@ pub struct RunSummary {
     pub mean_distinct_keys: f64,
     /// Simulated time from 0 to the last answer, in s.
     pub sim_time_s: f64,
-    /// Arrivals per simulated second.
+    /// End of arrivals: `duration_s`, else the last arrival's instant, in s.
+    pub horizon_s: f64,
+    /// The drain: from the horizon to the last answer, in s.
+    pub drain_s: f64,
+    /// Queries sent during the drain.
+    pub drain_queries: u64,
+    /// Arrivals per second of the horizon (after the warm-up); with `[client]`, fresh requests
+    /// only (not retries).
     pub offered_per_s: f64,
-    /// Queries per simulated second.
+    /// Queries sent (from the warm-up on, the drain's included) per second of the horizon
+    /// after the warm-up: the query rate the traffic causes.
     pub queries_per_s: f64,
     /// Arrival to answer.
     pub latency_ms: LatencySummary,
@@ -130,8 +140,16 @@ pub struct RunSummary {
     pub db_wait_ms: WaitSummary,
     /// Start of service to the answer, per request.
     pub service_ms: WaitSummary,
-    /// Busy connection time over `servers × sim_time`.
+    /// Work done (service at rate 1) inside the horizon after the warm-up, over the
+    /// database's capacity (`servers / (1 + contention (servers − 1))` work per unit time)
+    /// times that time: the ρ of queueing theory.
     pub db_utilization: f64,
+    /// Connection time busy inside the horizon after the warm-up over `servers ×` that time
+    /// (under contention a busy connection does less than one unit of work per unit time).
+    pub db_occupancy: f64,
     /// The window the policy applied at the end of the run (adaptive: its tuned value), in ms.
     pub final_window_ms: f64,
+    /// The callers' figures (goodput, timeouts, retries), with a `[client]` section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<crate::client::ClientSummary>,
 }

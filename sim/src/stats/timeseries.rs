@@ -5,10 +5,14 @@ use super::Histogram;
 /// One time bucket.
 #[derive(Debug, Clone)]
 pub struct Bucket {
-    /// Requests that arrived in the bucket.
+    /// Requests that arrived in the bucket (with `[client]`: fresh requests only).
     pub arrivals: u64,
     /// Queries dispatched in the bucket.
     pub queries: u64,
+    /// `[client]`: retries that arrived in the bucket (not in `arrivals`).
+    pub retries: u64,
+    /// `[client]`: requests answered within their timeout in the bucket.
+    pub goodput: u64,
     /// Latencies of the requests that arrived in the bucket (coarse: 1/16 precision).
     pub latency: Histogram,
 }
@@ -38,7 +42,7 @@ impl TimeSeries {
     pub fn at(&mut self, t_ns: u64) -> &mut Bucket {
         let i = (t_ns / self.bucket_ns) as usize;
         while self.buckets.len() <= i {
-            self.buckets.push(Bucket { arrivals: 0, queries: 0, latency: Histogram::with_precision(4) });
+            self.buckets.push(Bucket { arrivals: 0, queries: 0, retries: 0, goodput: 0, latency: Histogram::with_precision(4) });
         }
         &mut self.buckets[i]
     }

@@ -3,16 +3,12 @@
 //! Timing semantics are checked under tokio's paused clock (virtual time, exact and
 //! deterministic); contention on a multi-thread runtime in real time.
 
-mod strategy_support;
-
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use busline::{Debounce, Error};
-use rand::{Rng, SeedableRng};
-use strategy_support::{Live, assert_send, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
+use crate::support::{Live, assert_send, came_from_work, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
 use tokio::time::{Instant, sleep};
 
 const MS: Duration = Duration::from_millis(1);
@@ -195,56 +191,16 @@ async fn chaos_a_million_calls() {
         .build()
         .unwrap()
     };
-    let answers = Arc::new(Mutex::new(HashMap::new()));
-    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let (d, counts, answers) = (d.clone(), counts.clone(), answers.clone());
-            tokio::spawn(async move {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(t);
-                let mut mine = Vec::with_capacity(CALLS as usize);
-                for i in 0..CALLS {
-                    let x = t * CALLS + i;
-                    let polls = if rng.random_ratio(1, 20) { rng.random_range(1..4) } else { usize::MAX };
-                    let which = match poll_at_most(d.call(x), polls).await {
-                        None => 3,
-                        Some(Ok((y, v))) => {
-                            assert_eq!(v, value_of(y), "a value no run produced");
-                            mine.push((x, y));
-                            0
-                        }
-                        Some(Err(Error::Batch(e))) => {
-                            assert_eq!(*e % 64, 13, "an error no run returned");
-                            mine.push((x, *e));
-                            1
-                        }
-                        Some(Err(Error::Panicked)) => 2,
-                        Some(Err(other)) => panic!("unexpected {other:?}"),
-                    };
-                    counts[which].fetch_add(1, Ordering::Relaxed);
-                }
-                answers.lock().unwrap().extend(mine);
-            })
-        })
-        .collect();
-    let all = async {
-        for task in tasks {
-            task.await.unwrap();
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(120), all).await.expect("nothing hangs");
-    let [ok, failed, panicked, cancelled] = counts.each_ref().map(|c| c.load(Ordering::Relaxed));
-    assert_eq!(ok + failed + panicked + cancelled, TASKS * CALLS);
-    assert!(failed > 0 && cancelled > 0, "{failed} {panicked} {cancelled}");
-    let answers = std::mem::take(&mut *answers.lock().unwrap());
-    for &y in answers.values() {
-        if let Some(&own) = answers.get(&y) {
-            assert_eq!(own, y, "the caller whose input ran got another run's result");
-        }
-    }
+    let handle = d.clone();
+    let c = chaos(TASKS, CALLS, move |x, polls| {
+        let d = handle.clone();
+        async move { came_from_work(poll_at_most(d.call(x), polls).await) }
+    })
+    .await;
+    c.check_own();
     assert_eq!(d.pending(), 0, "nobody left waiting");
     eventually(30, "every run dropped", || live.load(Ordering::SeqCst) == 0).await;
     let runs = runs.load(Ordering::Relaxed);
     assert!(runs < TASKS * CALLS / 10, "calls were coalesced ({runs} runs)");
-    println!("debounce chaos: {ok} ok, {failed} failed, {panicked} panicked, {cancelled} cancelled, {runs} runs");
+    println!("debounce chaos: {} ok, {} failed, {} panicked, {} cancelled, {runs} runs", c.ok, c.failed, c.panicked, c.cancelled);
 }

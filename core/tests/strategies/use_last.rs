@@ -1,15 +1,11 @@
 //! `UseLast`: each call supersedes the execution in progress; every caller since the last
 //! result gets the newest call's result; long bursts run in flat stack and memory.
 
-mod strategy_support;
-
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use busline::{Error, UseLast};
-use rand::{Rng, SeedableRng};
-use strategy_support::{Live, assert_send, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
+use crate::support::{Live, assert_send, came_from_work, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
 use tokio::sync::Notify;
 
 type Ul = UseLast<u64, (u64, u64), u64>;
@@ -169,57 +165,15 @@ async fn chaos_a_million_calls() {
             }
         })
     };
-    let answers = Arc::new(Mutex::new(HashMap::new()));
-    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let (u, counts, answers) = (u.clone(), counts.clone(), answers.clone());
-            tokio::spawn(async move {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(t);
-                let mut mine = Vec::with_capacity(CALLS as usize);
-                for i in 0..CALLS {
-                    let x = t * CALLS + i;
-                    let polls = if rng.random_ratio(1, 20) { rng.random_range(1..4) } else { usize::MAX };
-                    let which = match poll_at_most(u.call(x), polls).await {
-                        None => 3,
-                        Some(Ok((y, v))) => {
-                            assert_eq!(v, value_of(y), "a value no execution produced");
-                            mine.push((x, y));
-                            0
-                        }
-                        Some(Err(Error::Batch(e))) => {
-                            assert_eq!(*e % 64, 13, "an error no execution returned");
-                            mine.push((x, *e));
-                            1
-                        }
-                        Some(Err(Error::Panicked)) => 2,
-                        Some(Err(other)) => panic!("unexpected {other:?}"),
-                    };
-                    counts[which].fetch_add(1, Ordering::Relaxed);
-                }
-                answers.lock().unwrap().extend(mine);
-            })
-        })
-        .collect();
-    let all = async {
-        for task in tasks {
-            task.await.unwrap();
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(120), all).await.expect("nothing hangs");
-    let [ok, failed, panicked, cancelled] = counts.each_ref().map(|c| c.load(Ordering::Relaxed));
-    assert_eq!(ok + failed + panicked + cancelled, TASKS * CALLS);
-    assert!(failed > 0 && panicked > 0 && cancelled > 0, "{failed} {panicked} {cancelled}");
-    let answers = std::mem::take(&mut *answers.lock().unwrap());
-    let mut rounds_checked = 0;
-    for &y in answers.values() {
-        if let Some(&own) = answers.get(&y) {
-            assert_eq!(own, y, "the newest caller of a round got another call's result");
-            rounds_checked += 1;
-        }
-    }
-    assert!(rounds_checked > 0);
+    let handle = u.clone();
+    let c = chaos(TASKS, CALLS, move |x, polls| {
+        let u = handle.clone();
+        async move { came_from_work(poll_at_most(u.call(x), polls).await) }
+    })
+    .await;
+    assert!(c.panicked > 0, "{c:?}");
+    assert!(c.check_own() > 0);
     assert_eq!(u.pending(), 0, "nobody left waiting");
     eventually(30, "every execution dropped", || live.load(Ordering::SeqCst) == 0).await;
-    println!("use-last chaos: {ok} ok, {failed} failed, {panicked} panicked, {cancelled} cancelled");
+    println!("use-last chaos: {} ok, {} failed, {} panicked, {} cancelled", c.ok, c.failed, c.panicked, c.cancelled);
 }

@@ -1,14 +1,11 @@
 //! `Serial`: one call at a time in arrival order, each caller its own result; failures, panics
 //! and cancellations stay with their own call.
 
-mod strategy_support;
-
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use busline::{Error, Serial};
-use rand::{Rng, SeedableRng};
-use strategy_support::{assert_send, poll_at_most, poll_once, quiet_injected_panics, value_of};
+use crate::support::{Came, assert_send, chaos, exclusive, poll_at_most, poll_once, quiet_injected_panics, value_of};
 use tokio::sync::Notify;
 
 #[test]
@@ -17,19 +14,6 @@ fn futures_are_send() {
     assert_send(&s.call(1));
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Serial<u64, u64, ()>>();
-}
-
-/// Counts calls running at once; a second one at the same time is a bug the caller sees as a
-/// panic (`Error::Panicked`).
-fn exclusive(running: &AtomicI64) -> impl Drop + '_ {
-    assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two calls ran at once");
-    struct Leave<'a>(&'a AtomicI64);
-    impl Drop for Leave<'_> {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-    Leave(running)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,46 +161,31 @@ async fn chaos_a_million_calls() {
             }
         })
     };
-    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let (s, counts) = (s.clone(), counts.clone());
-            tokio::spawn(async move {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(t);
-                for _ in 0..CALLS {
-                    let x = rng.random::<u64>() >> 1;
-                    let polls = if rng.random_ratio(1, 20) { rng.random_range(1..4) } else { usize::MAX };
-                    let which = match poll_at_most(s.call(x), polls).await {
-                        None => 3,
-                        Some(Ok(v)) => {
-                            assert_eq!(v, value_of(x), "another call's result");
-                            0
-                        }
-                        Some(Err(Error::Batch(e))) => {
-                            assert_eq!((*e, x % 64), (x, 13), "another call's error");
-                            1
-                        }
-                        Some(Err(Error::Panicked)) => {
-                            assert_eq!(x % 64, 29, "another call's panic, or two calls at once");
-                            2
-                        }
-                        Some(Err(other)) => panic!("unexpected {other:?}"),
-                    };
-                    counts[which].fetch_add(1, Ordering::Relaxed);
+    let handle = s.clone();
+    let c = chaos(TASKS, CALLS, move |x, polls| {
+        let s = handle.clone();
+        async move {
+            match poll_at_most(s.call(x), polls).await {
+                None => Came::Cancelled,
+                Some(Ok(v)) => {
+                    assert_eq!(v, value_of(x), "another call's result");
+                    Came::Ok { by: None }
                 }
-            })
-        })
-        .collect();
-    let all = async {
-        for task in tasks {
-            task.await.unwrap();
+                Some(Err(Error::Batch(e))) => {
+                    assert_eq!((*e, x % 64), (x, 13), "another call's error");
+                    Came::Failed { by: None }
+                }
+                Some(Err(Error::Panicked)) => {
+                    assert_eq!(x % 64, 29, "another call's panic, or two calls at once");
+                    Came::Panicked
+                }
+                Some(Err(other)) => panic!("unexpected {other:?}"),
+            }
         }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(120), all).await.expect("nothing hangs");
-    let [ok, failed, panicked, cancelled] = counts.each_ref().map(|c| c.load(Ordering::Relaxed));
-    assert_eq!(ok + failed + panicked + cancelled, TASKS * CALLS);
-    assert!(failed > 0 && panicked > 0 && cancelled > 0, "{failed} {panicked} {cancelled}");
+    })
+    .await;
+    assert!(c.panicked > 0, "{c:?}");
     assert_eq!(s.pending(), 0, "nothing stays queued");
     assert_eq!(running.load(Ordering::SeqCst), 0);
-    println!("serial chaos: {ok} ok, {failed} failed, {panicked} panicked, {cancelled} cancelled");
+    println!("serial chaos: {} ok, {} failed, {} panicked, {} cancelled", c.ok, c.failed, c.panicked, c.cancelled);
 }

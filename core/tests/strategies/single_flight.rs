@@ -1,15 +1,12 @@
 //! `SingleFlight`: one execution per key in flight, shared by its concurrent callers; errors,
 //! panics and cancellation reach exactly the callers they concern; nothing stays behind.
 
-mod strategy_support;
-
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use busline::{Error, SingleFlight};
-use rand::{Rng, SeedableRng};
-use strategy_support::{Live, assert_send, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
+use crate::support::{Came, Live, assert_send, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
 use tokio::sync::Notify;
 
 type Sf = SingleFlight<u64, u64, u64>;
@@ -319,66 +316,53 @@ async fn chaos_a_million_calls() {
     let sf = Sf::new();
     let live = Arc::new(AtomicI64::new(0));
     let executions = Arc::new(AtomicU64::new(0));
-    let (ok, failed, panicked, cancelled) =
-        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let (sf, live, executions) = (sf.clone(), live.clone(), executions.clone());
-            let (ok, failed, panicked, cancelled) = (ok.clone(), failed.clone(), panicked.clone(), cancelled.clone());
-            tokio::spawn(async move {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(t);
-                for _ in 0..CALLS {
-                    let key = rng.random_range(0..512u64);
-                    let yields = rng.random_range(0..3);
-                    let (live, executions) = (live.clone(), executions.clone());
-                    let call = sf.run(key, move || {
-                        executions.fetch_add(1, Ordering::Relaxed);
-                        async move {
-                            let _alive = Live::new(&live);
-                            for _ in 0..yields {
-                                tokio::task::yield_now().await;
-                            }
-                            match key % 64 {
-                                13 => Err(key),
-                                29 => panic!("injected"),
-                                _ => Ok(value_of(key)),
-                            }
-                        }
-                    });
-                    let polls = if rng.random_ratio(1, 20) { rng.random_range(1..4) } else { usize::MAX };
-                    match poll_at_most(call, polls).await {
-                        None => cancelled.fetch_add(1, Ordering::Relaxed),
-                        Some(Ok(v)) => {
-                            assert_eq!(v, value_of(key), "key {key} got another key's value");
-                            ok.fetch_add(1, Ordering::Relaxed)
-                        }
-                        Some(Err(Error::Batch(e))) => {
-                            assert_eq!((*e, key % 64), (key, 13), "an error reached the wrong key");
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                        Some(Err(Error::Panicked)) => {
-                            assert_eq!(key % 64, 29, "a panic reached the wrong key");
-                            panicked.fetch_add(1, Ordering::Relaxed)
-                        }
-                        Some(Err(other)) => panic!("unexpected {other:?}"),
-                    };
+    let (handle, live_, executions_) = (sf.clone(), live.clone(), executions.clone());
+    let c = chaos(TASKS, CALLS, move |x, polls| {
+        // 512 keys, visited in a scrambled order; 0 to 2 yields in an execution.
+        let key = value_of(x) % 512;
+        let yields = (value_of(x) >> 16) % 3;
+        let (sf, live, executions) = (handle.clone(), live_.clone(), executions_.clone());
+        async move {
+            let call = sf.run(key, move || {
+                executions.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    let _alive = Live::new(&live);
+                    for _ in 0..yields {
+                        tokio::task::yield_now().await;
+                    }
+                    match key % 64 {
+                        13 => Err(key),
+                        29 => panic!("injected"),
+                        _ => Ok(value_of(key)),
+                    }
                 }
-            })
-        })
-        .collect();
-    let all = async {
-        for task in tasks {
-            task.await.unwrap();
+            });
+            match poll_at_most(call, polls).await {
+                None => Came::Cancelled,
+                Some(Ok(v)) => {
+                    assert_eq!(v, value_of(key), "key {key} got another key's value");
+                    Came::Ok { by: None }
+                }
+                Some(Err(Error::Batch(e))) => {
+                    assert_eq!((*e, key % 64), (key, 13), "an error reached the wrong key");
+                    Came::Failed { by: None }
+                }
+                Some(Err(Error::Panicked)) => {
+                    assert_eq!(key % 64, 29, "a panic reached the wrong key");
+                    Came::Panicked
+                }
+                Some(Err(other)) => panic!("unexpected {other:?}"),
+            }
         }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(120), all).await.expect("nothing hangs");
-    let (ok, failed, panicked, cancelled) =
-        (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed), panicked.load(Ordering::Relaxed), cancelled.load(Ordering::Relaxed));
-    assert_eq!(ok + failed + panicked + cancelled, TASKS * CALLS, "every call answered or cancelled");
-    assert!(failed > 0 && panicked > 0 && cancelled > 0, "{failed} {panicked} {cancelled}");
+    })
+    .await;
+    assert!(c.panicked > 0, "{c:?}");
     let executions = executions.load(Ordering::Relaxed);
     assert!(executions < TASKS * CALLS, "some calls shared an execution ({executions})");
     assert_eq!(sf.in_flight(), 0, "no key stays in flight");
     eventually(30, "every execution dropped", || live.load(Ordering::SeqCst) == 0).await;
-    println!("single-flight chaos: {ok} ok, {failed} failed, {panicked} panicked, {cancelled} cancelled, {executions} executions");
+    println!(
+        "single-flight chaos: {} ok, {} failed, {} panicked, {} cancelled, {executions} executions",
+        c.ok, c.failed, c.panicked, c.cancelled
+    );
 }

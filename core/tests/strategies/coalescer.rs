@@ -1,15 +1,12 @@
 //! `Coalescer`: one accumulator per departure, one shared result per departure, each caller its
 //! own departure's result; the seed library's defects, each as a regression test.
 
-mod strategy_support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use busline::{Coalescer, Error, Policy};
-use rand::{Rng, SeedableRng};
-use strategy_support::{assert_send, eventually, poll_at_most, poll_once, quiet_injected_panics};
+use crate::support::{Came, assert_send, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics};
 use tokio::sync::Notify;
 
 /// A coalescer whose departures collect their inputs (sorted) and return them.
@@ -209,48 +206,37 @@ async fn chaos_a_million_inputs() {
     })
     .build()
     .unwrap();
-    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let (c, counts) = (c.clone(), counts.clone());
-            tokio::spawn(async move {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(t);
-                for i in 0..CALLS {
-                    let x = t * CALLS + i;
-                    let polls = if rng.random_ratio(1, 20) { rng.random_range(1..4) } else { usize::MAX };
-                    let which = match poll_at_most(c.coalesce(x), polls).await {
-                        None => 3,
-                        Some(Ok(inputs)) => {
-                            assert!(inputs.binary_search(&x).is_ok(), "{x} got another departure's result");
-                            0
-                        }
-                        Some(Err(Error::Batch(inputs))) => {
-                            assert!(inputs.binary_search(&x).is_ok(), "{x} got another departure's error");
-                            assert!(inputs.iter().any(|x| x % 5_000 == 13));
-                            1
-                        }
-                        Some(Err(Error::Panicked)) => 2,
-                        Some(Err(other)) => panic!("unexpected {other:?}"),
-                    };
-                    counts[which].fetch_add(1, Ordering::Relaxed);
+    let handle = c.clone();
+    let tally = chaos(TASKS, CALLS, move |x, polls| {
+        let c = handle.clone();
+        async move {
+            match poll_at_most(c.coalesce(x), polls).await {
+                None => Came::Cancelled,
+                Some(Ok(inputs)) => {
+                    assert!(inputs.binary_search(&x).is_ok(), "{x} got another departure's result");
+                    Came::Ok { by: None }
                 }
-            })
-        })
-        .collect();
-    let all = async {
-        for task in tasks {
-            task.await.unwrap();
+                Some(Err(Error::Batch(inputs))) => {
+                    assert!(inputs.binary_search(&x).is_ok(), "{x} got another departure's error");
+                    assert!(inputs.iter().any(|x| x % 5_000 == 13));
+                    Came::Failed { by: None }
+                }
+                Some(Err(Error::Panicked)) => Came::Panicked,
+                Some(Err(other)) => panic!("unexpected {other:?}"),
+            }
         }
-    };
-    tokio::time::timeout(Duration::from_secs(120), all).await.expect("nothing hangs");
-    let [ok, failed, panicked, cancelled] = counts.each_ref().map(|c| c.load(Ordering::Relaxed));
-    assert_eq!(ok + failed + panicked + cancelled, TASKS * CALLS);
-    assert!(failed > 0 && panicked > 0 && cancelled > 0, "{failed} {panicked} {cancelled}");
+    })
+    .await;
+    assert!(tally.panicked > 0, "{tally:?}");
     eventually(30, "every departure released", || c.live_slots() == 0).await;
     let stats = c.stats();
     assert!(stats.batches < TASKS * CALLS / 4, "inputs were coalesced ({} departures)", stats.batches);
     println!(
-        "coalescer chaos: {ok} ok, {failed} failed, {panicked} panicked, {cancelled} cancelled, {} departures, {:.0} inputs per departure",
+        "coalescer chaos: {} ok, {} failed, {} panicked, {} cancelled, {} departures, {:.0} inputs per departure",
+        tally.ok,
+        tally.failed,
+        tally.panicked,
+        tally.cancelled,
         stats.batches,
         stats.keys_sent as f64 / stats.batches as f64
     );
