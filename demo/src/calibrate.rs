@@ -1,16 +1,35 @@
 //! Measuring the database's cost model, and writing it as a simulator scenario.
 //!
 //! The simulator models a query's service time as `base + per_key × keys` (mean), `servers`
-//! connections, and a `contention` factor: with `n` queries running, each progresses at rate
-//! `1 / (1 + contention (n − 1))` (`sim/README.md`, `[db]`). Each is measured here, closed loop:
-//! `n` tasks (`n` ≤ the pool, so none waits for a connection) each send query after query of
-//! `k` random distinct ids for a fixed time, and the mean time of a `fetch_users` call is taken
-//! for every (`n`, `k`). Per `n`, a least-squares line through the means over `k` gives that
-//! pool size's `base` and `per_key`. With every client always busy, `n` queries always run, so
-//! `S(n, k) = S(1, k) (1 + c (n − 1))`: `c` is the mean of `(S(n, k) / S(1, k) − 1) / (n − 1)`
-//! over `k` at the demo's pool size. The spread of single-key times sets the lognormal's shape:
+//! places where queries run (beyond them, queries wait first come first served), and a
+//! `contention` factor: with `m` queries running, each progresses at rate `1 / (1 + c (m − 1))`
+//! (`sim/README.md`, `[db]`). Each is measured here, closed loop: `n` tasks (`n` ≤ the pool, so
+//! none waits for a connection) each send query after query of `k` random distinct ids for a
+//! fixed time, and the mean time of a `fetch_users` call is taken for every (`n`, `k`).
+//!
+//! **Repeated cells.** The plan runs in rounds, each visiting every cell once, so a burst of
+//! load from elsewhere on a shared machine spoils one round of a cell, not the cell: a cell's
+//! figure is the median of its rounds' means.
+//!
+//! **Base and per key.** Per `n`, a line through the cells' times over `k`, fitted by least
+//! squares on *relative* errors (weights `1 / t²`): an ordinary fit is dominated by the
+//! 1,000-id queries and misses the single-id ones, which are what direct calls and most of the
+//! demo's batches cost. The scenario's `base_ms` and `per_key_ms` are the line at `n` = 1.
+//!
+//! **Servers and contention.** An embedded database (SQLite) runs its queries on the
+//! application's threads: `n` connections do not run `n` queries at once when the machine has
+//! fewer cores; a server database has its own limits. So `servers` is not assumed to be the
+//! pool size: both `servers` = `s` and `c` are fitted to what the closed-loop cells did. With
+//! `n` clients always busy, `m = min(n, s)` queries run, each at rate `1 / (1 + c (m − 1))`, so
+//! a call takes `R(n, k) = S(1, k) · (n / m) · (1 + c (m − 1))`. For every `s` from 1 to the
+//! pool, `c` minimises the absolute log error of `R` summed over every cell with `n` > 1 (all
+//! concurrencies and all `k` at once, and absolute rather than squared, so no single noisy
+//! cell or row decides), and the `s` with the smallest error is written. The machine's core count is reported beside it.
+//!
+//! **Spread.** The spread of single-key times sets the lognormal's shape:
 //! `sigma = (ln q84 − ln q16) / 2` (a lognormal's, read from its middle 68 %, so the few queries
-//! a busy machine preempts do not inflate it; the simulator's lognormal keeps the mean).
+//! a busy machine preempts do not inflate it; the simulator's lognormal keeps the mean), the
+//! median over the rounds.
 //!
 //! What is timed is the whole call as the caller sees it (acquire, the statement, the rows back
 //! through sqlx): that is what a batch, or a direct call, costs once sent.
@@ -29,21 +48,23 @@ use serde::Serialize;
 use crate::db::Database;
 
 /// The mean cost of a query of `keys` ids with `concurrency` queries running.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CostPoint {
     /// Queries running at once (closed-loop clients).
     pub concurrency: u32,
     /// Ids per query.
     pub keys: u32,
-    /// Queries timed.
+    /// Queries timed, over every round.
     pub samples: u64,
-    /// Mean time per query, ms.
+    /// Mean time per query, ms: the median of the rounds' means.
     pub mean_ms: f64,
-    /// Coefficient of variation of the time per query.
+    /// The rounds' means, ms, in the order they ran.
+    pub round_means_ms: Vec<f64>,
+    /// Coefficient of variation of the time per query (median over the rounds).
     pub cv: f64,
     /// Spread of the log of the time per query, from its 16th and 84th percentiles
     /// (`(ln q84 − ln q16) / 2`: a lognormal's `sigma`, robust to the few queries a busy
-    /// machine preempts).
+    /// machine preempts); median over the rounds.
     pub log_spread: f64,
 }
 
@@ -58,12 +79,25 @@ pub struct Line {
     pub per_key_ms: f64,
 }
 
+/// The best `contention` for one candidate `servers`, and how well the pair reproduces the
+/// closed-loop cells.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ServerFit {
+    /// Queries that run at once.
+    pub servers: u32,
+    /// Slow-down per extra running query (>= 0).
+    pub contention: f64,
+    /// Mean absolute error of `ln R` over the cells with more than one client (0.1: about
+    /// 10 %).
+    pub mean_abs_log_error: f64,
+}
+
 /// The measured cost model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CostModel {
     /// `sqlite` or `postgres`.
     pub backend: String,
-    /// The pool size the demo runs with (the scenario's `servers`).
+    /// The pool size the demo runs with (the batchers' `max_in_flight`).
     pub pool_size: u32,
     /// Every measured point.
     pub points: Vec<CostPoint>,
@@ -73,7 +107,11 @@ pub struct CostModel {
     pub base_ms: f64,
     /// See `base_ms`.
     pub per_key_ms: f64,
-    /// Slow-down per extra running query at the pool size (>= 0).
+    /// The fit for every candidate `servers`, 1 to the pool.
+    pub server_fits: Vec<ServerFit>,
+    /// The scenario's `servers`: the candidate with the smallest error.
+    pub servers: u32,
+    /// The scenario's `contention`: that candidate's.
     pub contention: f64,
     /// Lognormal shape from the single-key spread (`log_spread` at concurrency 1, one id).
     pub lognormal_sigma: f64,
@@ -86,54 +124,89 @@ pub struct Plan {
     pub concurrency: Vec<u32>,
     /// Ids per query.
     pub keys: Vec<u32>,
-    /// How long each point runs.
+    /// Rounds: each visits every cell once; a cell's figure is the median of its rounds.
+    pub rounds: u32,
+    /// How long each cell runs per round.
     pub per_point: Duration,
     /// Ids are drawn from `1..=users`.
     pub users: u32,
 }
 
 impl Plan {
-    /// 1, 2 and `pool` queries at once; 1 to 1,000 ids (the demo's batches span that range);
-    /// 150 ms a point: 15 points in about 2.5 s.
+    /// 1 to `pool` queries at once (every level, so the servers-and-contention fit sees the
+    /// whole curve); 1 to 1,000 ids (the demo's batches span that range); 5 rounds of 60 ms a
+    /// cell (an odd count, so the median is a measured round): 20 cells in about 6 s.
     pub fn demo(pool: u32, users: u32) -> Plan {
-        let mut concurrency = vec![1, 2, pool];
-        concurrency.dedup();
-        concurrency.retain(|&c| c <= pool);
-        Plan { concurrency, keys: vec![1, 10, 50, 200, 1000], per_point: Duration::from_millis(150), users }
+        Plan {
+            concurrency: (1..=pool.max(1)).collect(),
+            keys: vec![1, 10, 50, 200, 1000],
+            rounds: 5,
+            per_point: Duration::from_millis(60),
+            users,
+        }
     }
 
-    /// Points measured.
+    /// Cells measured per round.
     pub fn points(&self) -> usize {
         self.concurrency.len() * self.keys.len()
     }
+
+    /// Cell-rounds measured: what a progress bar counts.
+    pub fn steps(&self) -> usize {
+        self.points() * self.rounds.max(1) as usize
+    }
 }
 
-/// Measures `plan` on `db`; `progress` advances by one per point.
+/// One round of one cell.
+struct Round {
+    samples: u64,
+    mean_ms: f64,
+    cv: f64,
+    log_spread: f64,
+}
+
+/// Measures `plan` on `db`; `progress` advances by one per cell and round.
 ///
 /// # Errors
 ///
 /// If a query fails, or a point gets no sample.
 pub async fn calibrate(db: &Database, plan: &Plan, progress: Option<&ProgressBar>) -> Result<CostModel> {
-    let mut points = Vec::new();
-    for &n in &plan.concurrency {
-        for &k in &plan.keys {
-            points.push(measure(db, n, k.min(plan.users), plan).await?);
+    let cells: Vec<(u32, u32)> =
+        plan.concurrency.iter().flat_map(|&n| plan.keys.iter().map(move |&k| (n, k.min(plan.users)))).collect();
+    let mut rounds: Vec<Vec<Round>> = cells.iter().map(|_| Vec::new()).collect();
+    for r in 0..plan.rounds.max(1) {
+        for (cell, &(n, k)) in cells.iter().enumerate() {
+            rounds[cell].push(measure(db, n, k, r, plan).await?);
             if let Some(p) = progress {
                 p.inc(1);
             }
         }
     }
+    let points = cells
+        .iter()
+        .zip(rounds)
+        .map(|(&(concurrency, keys), rs)| CostPoint {
+            concurrency,
+            keys,
+            samples: rs.iter().map(|r| r.samples).sum(),
+            mean_ms: median(rs.iter().map(|r| r.mean_ms).collect()),
+            round_means_ms: rs.iter().map(|r| r.mean_ms).collect(),
+            cv: median(rs.iter().map(|r| r.cv).collect()),
+            log_spread: median(rs.iter().map(|r| r.log_spread).collect()),
+        })
+        .collect();
     fit(db.backend(), db.pool_size(), points)
 }
 
-async fn measure(db: &Database, n: u32, k: u32, plan: &Plan) -> Result<CostPoint> {
+async fn measure(db: &Database, n: u32, k: u32, round: u32, plan: &Plan) -> Result<Round> {
     let deadline = Instant::now() + plan.per_point;
     let users = plan.users;
     let clients: Vec<_> = (0..n)
         .map(|c| {
             let db = db.clone();
             tokio::spawn(async move {
-                let mut rng = SmallRng::seed_from_u64((u64::from(c) << 32) | u64::from(k));
+                let seed = (u64::from(round) << 48) | (u64::from(c) << 32) | u64::from(k);
+                let mut rng = SmallRng::seed_from_u64(seed);
                 let mut times = Vec::new();
                 // Two unmeasured queries first: the connection and the statement are warm.
                 for i in 0.. {
@@ -160,22 +233,64 @@ async fn measure(db: &Database, n: u32, k: u32, plan: &Plan) -> Result<CostPoint
     all.sort_unstable_by(f64::total_cmp);
     let q = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize];
     let log_spread = (q(0.8413).ln() - q(0.1587).ln()) / 2.0;
-    Ok(CostPoint { concurrency: n, keys: k, samples: all.len() as u64, mean_ms: m, cv: sd / m, log_spread })
+    Ok(Round { samples: all.len() as u64, mean_ms: m, cv: sd / m, log_spread })
 }
 
 fn mean(x: &[f64]) -> f64 {
     x.iter().sum::<f64>() / x.len() as f64
 }
 
+/// The median (the mean of the middle two for an even count); NaN for none.
+pub fn median(mut x: Vec<f64>) -> f64 {
+    if x.is_empty() {
+        return f64::NAN;
+    }
+    x.sort_unstable_by(f64::total_cmp);
+    let h = x.len() / 2;
+    if x.len() % 2 == 1 { x[h] } else { (x[h - 1] + x[h]) / 2.0 }
+}
+
 /// Least-squares line through (x, y): (intercept, slope).
 pub fn least_squares(points: &[(f64, f64)]) -> (f64, f64) {
-    let n = points.len() as f64;
-    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    weighted_least_squares(&points.iter().map(|&(x, y)| (x, y, 1.0)).collect::<Vec<_>>())
+}
+
+/// Weighted least-squares line through (x, y, weight): (intercept, slope).
+pub fn weighted_least_squares(points: &[(f64, f64, f64)]) -> (f64, f64) {
+    let w: f64 = points.iter().map(|p| p.2).sum();
+    let mx = points.iter().map(|p| p.2 * p.0).sum::<f64>() / w;
+    let my = points.iter().map(|p| p.2 * p.1).sum::<f64>() / w;
+    let sxx: f64 = points.iter().map(|p| p.2 * (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| p.2 * (p.0 - mx) * (p.1 - my)).sum();
     let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
     (my - slope * mx, slope)
+}
+
+/// The closed-loop time of a call with `n` clients always busy, `servers` places and
+/// `contention` `c`, relative to the time alone: `(n / m) (1 + c (m − 1))`, `m = min(n, servers)`.
+pub fn closed_loop_ratio(n: u32, servers: u32, c: f64) -> f64 {
+    let m = n.min(servers).max(1);
+    f64::from(n) / f64::from(m) * (1.0 + c * f64::from(m - 1))
+}
+
+/// Largest contention tried: 10 (each extra running query costing ten times its own work is
+/// far beyond any sharing of cores; a fit that wants more has a broken cell).
+const MAX_CONTENTION: f64 = 10.0;
+
+/// The `contention` that best reproduces `cells` (`(n, measured time / time alone)`, `n` > 1)
+/// with `servers`, and its mean absolute log error. Least absolute deviations, not squares: a
+/// median-like fit, so one spoiled cell cannot pull `c`; a grid of 0.001 over [0, 10] finds
+/// the minimum without assuming the error's shape.
+fn fit_contention(cells: &[(u32, f64)], servers: u32) -> ServerFit {
+    let err = |c: f64| cells.iter().map(|&(n, r)| (r.ln() - closed_loop_ratio(n, servers, c).ln()).abs()).sum::<f64>();
+    let steps = (MAX_CONTENTION * 1000.0) as u32;
+    let (best, e) = (0..=steps)
+        .map(|i| f64::from(i) / 1000.0)
+        .map(|c| (c, err(c)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("at least one step");
+    let mean_abs = if cells.is_empty() { 0.0 } else { e / cells.len() as f64 };
+    ServerFit { servers, contention: best, mean_abs_log_error: mean_abs }
 }
 
 /// Fits the model to measured points (see the module docs).
@@ -190,31 +305,44 @@ pub fn fit(backend: &str, pool_size: u32, points: Vec<CostPoint>) -> Result<Cost
     let lines: Vec<Line> = concurrencies
         .iter()
         .map(|&n| {
-            let xy: Vec<(f64, f64)> =
-                points.iter().filter(|p| p.concurrency == n).map(|p| (f64::from(p.keys), p.mean_ms)).collect();
-            let (base, slope) = least_squares(&xy);
+            let xy: Vec<(f64, f64, f64)> = points
+                .iter()
+                .filter(|p| p.concurrency == n && p.mean_ms > 0.0)
+                .map(|p| (f64::from(p.keys), p.mean_ms, 1.0 / (p.mean_ms * p.mean_ms)))
+                .collect();
+            let (base, slope) = weighted_least_squares(&xy);
             // A noisy fit may dip below zero: no query is free or gets cheaper with more ids.
             Line { concurrency: n, base_ms: base.max(0.0), per_key_ms: slope.max(0.0) }
         })
         .collect();
     let one = lines.iter().find(|l| l.concurrency == 1).ok_or_else(|| anyhow!("calibration needs concurrency 1"))?;
-    let top = *concurrencies.last().expect("at least concurrency 1");
-    let ratios: Vec<f64> = points
+    // Every cell with more than one client, as its time over the same `k` alone.
+    let ratios: Vec<(u32, f64)> = points
         .iter()
-        .filter(|p| p.concurrency == top && top > 1)
+        .filter(|p| p.concurrency > 1)
         .filter_map(|p| {
             let solo = points.iter().find(|q| q.concurrency == 1 && q.keys == p.keys)?;
-            Some((p.mean_ms / solo.mean_ms - 1.0) / f64::from(top - 1))
+            let r = p.mean_ms / solo.mean_ms;
+            (r.is_finite() && r > 0.0).then_some((p.concurrency, r))
         })
         .collect();
-    let contention = if ratios.is_empty() { 0.0 } else { mean(&ratios).max(0.0) };
+    let server_fits: Vec<ServerFit> = (1..=pool_size.max(1)).map(|s| fit_contention(&ratios, s)).collect();
+    // The smallest error; on a tie (no cell tells them apart) the pool size, the larger.
+    let chosen = server_fits
+        .iter()
+        .rev()
+        .min_by(|a, b| a.mean_abs_log_error.total_cmp(&b.mean_abs_log_error))
+        .copied()
+        .unwrap_or(ServerFit { servers: pool_size, contention: 0.0, mean_abs_log_error: 0.0 });
     let sigma = points.iter().find(|p| p.concurrency == 1 && p.keys == 1).map_or(0.5, |p| p.log_spread);
     Ok(CostModel {
         backend: backend.to_string(),
         pool_size,
         base_ms: one.base_ms,
         per_key_ms: one.per_key_ms,
-        contention,
+        server_fits,
+        servers: chosen.servers,
+        contention: chosen.contention,
         lognormal_sigma: sigma,
         points,
         lines,
@@ -231,15 +359,19 @@ impl CostModel {
         for line in provenance.lines() {
             let _ = writeln!(s, "# {line}");
         }
-        let _ = writeln!(s, "# Per concurrency (queries running at once): base + per_key x ids, ms:");
+        let _ = writeln!(s, "# Per concurrency (queries running at once): base + per_key x ids, ms (relative least squares):");
         for l in &self.lines {
             let _ = writeln!(s, "#   {}: {:.5} + {:.6} x ids", l.concurrency, l.base_ms, l.per_key_ms);
+        }
+        let _ = writeln!(s, "# servers and contention, fitted to every cell with more than one client (mean absolute log error):");
+        for f in &self.server_fits {
+            let _ = writeln!(s, "#   servers {}: contention {:.3}, error {:.3}", f.servers, f.contention, f.mean_abs_log_error);
         }
         let _ = writeln!(s, "name = \"{name}\"");
         let _ = writeln!(s, "seed = 1\n");
         let _ = writeln!(s, "[traffic]\nkind = \"trace\"\npath = \"{trace}\"\ntime_unit = \"ns\"\n");
         let _ = writeln!(s, "[db]");
-        let _ = writeln!(s, "servers = {}", self.pool_size);
+        let _ = writeln!(s, "servers = {}", self.servers);
         let _ = writeln!(s, "service = \"lognormal\"");
         let _ = writeln!(s, "base_ms = {:.6}", self.base_ms);
         let _ = writeln!(s, "per_key_ms = {:.8}", self.per_key_ms);
@@ -265,7 +397,7 @@ mod tests {
     use super::*;
 
     fn point(concurrency: u32, keys: u32, mean_ms: f64) -> CostPoint {
-        CostPoint { concurrency, keys, samples: 100, mean_ms, cv: 0.2, log_spread: 0.3 }
+        CostPoint { concurrency, keys, samples: 100, mean_ms, round_means_ms: vec![mean_ms], cv: 0.2, log_spread: 0.3 }
     }
 
     #[test]
@@ -275,19 +407,55 @@ mod tests {
     }
 
     #[test]
+    fn the_median_takes_the_middle() {
+        assert_eq!(median(vec![0.7, 0.1, 0.2]), 0.2);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+    }
+
+    #[test]
+    fn the_relative_fit_keeps_the_single_key_cost() {
+        // 40 µs + 3 µs per id, the 1,000-id point 10 % high (noise): an ordinary fit moves
+        // the base far off; the relative fit keeps it near the single-key cost.
+        let pts = vec![point(1, 1, 0.043), point(1, 10, 0.070), point(1, 200, 0.640), point(1, 1000, 3.344)];
+        let m = fit("sqlite", 4, pts).unwrap();
+        assert!((m.base_ms - 0.040).abs() < 0.004, "{}", m.base_ms);
+        let (ols_base, _) = least_squares(&[(1.0, 0.043), (10.0, 0.070), (200.0, 0.640), (1000.0, 3.344)]);
+        assert!((ols_base - 0.040).abs() > (m.base_ms - 0.040).abs(), "{ols_base} vs {}", m.base_ms);
+    }
+
+    #[test]
     fn contention_is_the_slowdown_per_extra_query() {
-        // At 4 running, every query takes 1.6x as long: 0.2 per extra query.
+        // Every level runs at once (4 servers) and every query is 1.2x as slow per extra one.
         let pts = [1u32, 100]
             .iter()
             .flat_map(|&k| {
                 let s = 0.05 + 0.001 * f64::from(k);
-                [point(1, k, s), point(4, k, s * 1.6)]
+                (1..=4).map(move |n| point(n, k, s * (1.0 + 0.2 * f64::from(n - 1))))
             })
             .collect();
         let m = fit("sqlite", 4, pts).unwrap();
         assert!((m.base_ms - 0.05).abs() < 1e-9 && (m.per_key_ms - 0.001).abs() < 1e-9);
+        assert_eq!(m.servers, 4);
         assert!((m.contention - 0.2).abs() < 1e-9, "{}", m.contention);
         assert_eq!(m.lognormal_sigma, 0.3);
+    }
+
+    #[test]
+    fn two_cores_show_as_two_servers() {
+        // Two places, a 10 % slow-down when both run, and beyond two the clients queue:
+        // 1, 1.1, 1.65, 2.2 times the time alone. One outlier cell does not move the choice.
+        let mut pts: Vec<CostPoint> = [1u32, 10, 100]
+            .iter()
+            .flat_map(|&k| {
+                let s = 0.05 + 0.001 * f64::from(k);
+                (1..=4).map(move |n| point(n, k, s * closed_loop_ratio(n, 2, 0.1)))
+            })
+            .collect();
+        pts.iter_mut().find(|p| p.concurrency == 4 && p.keys == 10).unwrap().mean_ms *= 3.0;
+        let m = fit("sqlite", 4, pts).unwrap();
+        assert_eq!(m.servers, 2, "{:?}", m.server_fits);
+        assert!((m.contention - 0.1).abs() < 0.05, "{}", m.contention);
     }
 
     #[test]

@@ -125,14 +125,21 @@ async fn run_cli(cli: Cli) -> Result<()> {
     let started = Instant::now();
     match cli.command {
         Command::Calibrate { db: args, out } => {
-            let pb = bar(Plan::demo(args.pool, args.users).points() as u64);
+            let pb = bar(Plan::demo(args.pool, args.users).steps() as u64);
             let db = setup(&args, &pb).await?;
             let model = calibrated(&db, &args, &pb).await?;
             let dir = out.parent().unwrap_or(Path::new("."));
             let (rel, _) = write_intended(dir, db.backend(), &TraceSpec::demo(args.users))?;
             model.write_scenario(&out, &format!("db-{}", db.backend()), &rel, &provenance_lines(&provenance))?;
             pb.finish_and_clear();
-            println!("wrote {} (base {:.4} ms + {:.6} ms/key, contention {:.3})", out.display(), model.base_ms, model.per_key_ms, model.contention);
+            println!(
+                "wrote {} (base {:.4} ms + {:.6} ms/key, servers {}, contention {:.3})",
+                out.display(),
+                model.base_ms,
+                model.per_key_ms,
+                model.servers,
+                model.contention
+            );
             db.close().await;
             Ok(())
         }
@@ -141,7 +148,7 @@ async fn run_cli(cli: Cli) -> Result<()> {
             let arrivals = spec.generate();
             let all = contenders();
             let plan = Plan::demo(args.pool, args.users);
-            let pb = bar(plan.points() as u64 + (all.len() * arrivals.len()) as u64);
+            let pb = bar(plan.steps() as u64 + (all.len() * arrivals.len()) as u64);
             let db = setup(&args, &pb).await?;
             let version = db.version().await?;
             let model = calibrated(&db, &args, &pb).await?;

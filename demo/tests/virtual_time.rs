@@ -8,7 +8,7 @@
 //!
 //! The mock database: `POOL` connections (a semaphore), each query holding one for
 //! `BASE_US + PER_KEY_US × distinct ids`; the simulator's `[db]` with `servers = POOL`,
-//! `service = "const"`, no contention.
+//! `service = "const"` with `per_key_cv = 0` (the mock's cost is exact), no contention.
 //!
 //! Slow motion: tokio's timer resolves whole milliseconds, paused or not (a deadline rounds up
 //! to the next one). So the trace, the windows, the budget and the service times are all scaled
@@ -130,7 +130,7 @@ fn through_simulator(dir: &Path, arrivals: &[(u64, i64)], contender: &Contender)
     std::fs::write(dir.join("trace.csv"), csv).unwrap();
     let text = format!(
         "name = \"virtual\"\n[traffic]\nkind = \"trace\"\npath = \"trace.csv\"\ntime_unit = \"ms\"\n\
-         [db]\nservers = {POOL}\nservice = \"const\"\nbase_ms = {BASE_US}\nper_key_ms = {PER_KEY_US}\ncontention = 0.0\n\
+         [db]\nservers = {POOL}\nservice = \"const\"\nbase_ms = {BASE_US}\nper_key_ms = {PER_KEY_US}\ncontention = 0.0\nper_key_cv = 0.0\n\
          [policy]\nmax_batch = 1024\nmax_in_flight = {POOL}\n"
     );
     let mut sets = policy_overrides(contender);

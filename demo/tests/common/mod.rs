@@ -23,7 +23,7 @@ pub(crate) async fn exercise(url: &str, dir: &Path) {
     db.ensure_users(USERS).await.unwrap();
     assert!(!db.ensure_users(USERS).await.unwrap(), "a filled table is kept");
     let arrivals = TraceSpec::small(USERS).generate();
-    let plan = Plan { concurrency: vec![1, 2], keys: vec![1, 20], per_point: Duration::from_millis(20), users: USERS };
+    let plan = Plan { concurrency: vec![1, 2], keys: vec![1, 20], rounds: 1, per_point: Duration::from_millis(20), users: USERS };
     let model = calibrate(&db, &plan, None).await.unwrap();
     assert!(model.base_ms > 0.0, "{model:?}");
     let scenario = dir.join("calibrated.toml");
