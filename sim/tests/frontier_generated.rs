@@ -22,16 +22,18 @@ const REQUESTS: u64 = 20_000;
 
 /// (policy, scenarios of the 50 where a fixed window beats it), as measured at this commit.
 // Issue 10, session 4, re-counted on the merged main (issue 15's default `batch_cost =
-// "per_key"` and the policy branch together): natural 9, gated 5, adaptive 3 of 50, single runs.
-// Before the policy branch the same tree counted natural 8, gated 9, adaptive 3: gated's change
-// (requests queued for a place no longer open the gate; it opens on a 128-arrival estimate and
-// closes below a quarter of the threshold) helps; natural's (its congestion hold applies only
-// above the utilisation where a hold pays, U*(c)) is within single-run noise here, and fixes a
-// light-load bug its own unit test shows. Where each is still beaten, and by which window: the
-// test's output (`-- --nocapture`), and `cargo run --release -p busline-sim --example
-// frontier_cases -- gen 50 20000 0 --reps 5` for paired replications. The ceiling records where
-// the unmet goal stands; it is not the goal.
-const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 9), ("gated", 5), ("adaptive", 3)];
+// "per_key"` and the policy branch's natural): natural 9, gated 9, adaptive 3 of 50, single
+// runs (before the policy branch: 8, 9, 3). Natural's change (its congestion hold applies only
+// above the utilisation where a hold pays, U*(c)) is within single-run noise here and fixes a
+// light-load bug its unit test shows. The policy branch's gated rule (a 128-arrival opening
+// estimate; queued requests no longer open the gate) counted gated 5, but it was taken back: the
+// real driver reports the passengers it finds at once, which that estimate reads as a burst, and
+// the core sent 3.7 % fewer queries than the simulator on the same trace (demo/tests/
+// virtual_time.rs, 1 % allowed). Where each is still beaten, and by which window: the test's
+// output (`-- --nocapture`), and `cargo run --release -p busline-sim --example frontier_cases --
+// gen 50 20000 0 --reps 5` for paired replications. The ceiling records where the unmet goal
+// stands; it is not the goal.
+const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 9), ("gated", 9), ("adaptive", 3)];
 
 #[test]
 fn the_policies_hold_their_goals_on_generated_scenarios() {

@@ -138,10 +138,9 @@ pub enum Policy {
     /// fill instead of queueing; on an empty road it never waits.
     Natural,
     /// Wait the window only when recent concurrency reaches `threshold`: either that many
-    /// requests boarded together, or the arrival rate (estimated over 128 arrivals) times the
-    /// window reaches it. Otherwise depart at once. It stops waiting when the estimate falls
-    /// below a quarter of the threshold (hysteresis, so a load near the threshold switches
-    /// once instead of flipping with the estimate's noise).
+    /// requests are already waiting, or the estimated arrival rate times the window reaches it.
+    /// Otherwise depart at once. It stops waiting when the estimate falls below half the
+    /// threshold (hysteresis, so a steady load near the threshold does not flip).
     Gated {
         /// How long the bus waits after its first passenger, when it waits.
         window: Duration,

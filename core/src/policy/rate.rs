@@ -44,11 +44,6 @@ impl RateEstimator {
         }
     }
 
-    /// Whether the estimate spans its full number of arrivals (before that it is noisier).
-    pub(super) fn is_full(&self) -> bool {
-        self.times.len() == self.samples
-    }
-
     /// The estimated rate at `now`, in arrivals per second.
     pub(super) fn rate_per_s(&self, now: Instant) -> f64 {
         if self.times.len() < 2 {

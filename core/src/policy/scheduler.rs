@@ -206,7 +206,7 @@ impl Scheduler {
         self.queued += n;
         self.stats.arrivals += n as u64;
         match &mut self.rule {
-            Rule::Gated(g) => g.on_arrival(self.now, n),
+            Rule::Gated(g) => g.on_arrival(self.now, n, self.queued),
             Rule::Adaptive(a) => a.on_arrival(self.now, n),
             Rule::Car | Rule::Window(_) | Rule::Natural(_) => {}
         }
@@ -240,7 +240,7 @@ impl Scheduler {
         }
         self.stats.arrivals += n as u64;
         match &mut self.rule {
-            Rule::Gated(g) => g.on_arrival(self.now, n),
+            Rule::Gated(g) => g.on_arrival(self.now, n, self.queued),
             Rule::Adaptive(a) => a.on_arrival(self.now, n),
             Rule::Car | Rule::Window(_) | Rule::Natural(_) => {}
         }
