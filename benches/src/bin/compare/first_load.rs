@@ -11,7 +11,7 @@ use busline_benches::placement;
 use busline_benches::report::{self, Run, quantile, us};
 use busline_benches::{NO_LIMIT, THROUGHPUT_WINDOWS_US, scenarios, with_loader};
 
-use crate::{Args, Verdict, batch_label, window_label};
+use crate::{Args, Verdict, batch_label, in_round_order, window_label};
 
 /// `max_batch_size` 1,024 (the default), 2^20 and "no limit".
 const BATCH_SIZES: [usize; 3] = [busline::DEFAULT_MAX_BATCH_SIZE, 1 << 20, NO_LIMIT];
@@ -35,10 +35,7 @@ pub(crate) fn section(args: &Args, run: &Run, verdicts: &mut Vec<Verdict>) -> st
     let rt = placement::runtime(2, placement);
     let mut samples = Vec::new();
     for rep in 0..reps {
-        let mut order = args.contenders.clone();
-        let n = order.len();
-        order.rotate_left(rep % n);
-        for contender in order {
+        for contender in in_round_order(&args.contenders, rep) {
             for batch in BATCH_SIZES {
                 for window_us in THROUGHPUT_WINDOWS_US {
                     let window = Duration::from_micros(window_us);

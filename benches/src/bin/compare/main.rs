@@ -122,6 +122,17 @@ impl Args {
     }
 }
 
+/// `items` in round `round`'s order: rotated by one place a round, so that none always runs
+/// first (or just after another).
+pub(crate) fn in_round_order<T: Clone>(items: &[T], round: usize) -> Vec<T> {
+    let mut order = items.to_vec();
+    if !order.is_empty() {
+        let n = order.len();
+        order.rotate_left(round % n);
+    }
+    order
+}
+
 fn fail(message: &str) -> ! {
     eprintln!("compare: {message}");
     std::process::exit(2)

@@ -10,7 +10,7 @@ use busline_benches::placement;
 use busline_benches::report::{self, Run, ms, quantile};
 use busline_benches::scenarios::{self, Burst, MockBackend};
 
-use crate::Args;
+use crate::{Args, in_round_order};
 
 pub(crate) fn section(args: &Args, run: &Run) -> std::io::Result<String> {
     let burst = if args.quick {
@@ -43,10 +43,7 @@ pub(crate) fn section(args: &Args, run: &Run) -> std::io::Result<String> {
     let mut runs: Vec<(usize, &str, scenarios::PolicyRun)> = Vec::new();
     for round in 0..rounds {
         let arrivals = burst.schedule(0xB05 + round as u64);
-        let mut order: Vec<_> = policies.to_vec();
-        let n = order.len();
-        order.rotate_left(round % n);
-        for (name, policy) in order {
+        for (name, policy) in in_round_order(&policies, round) {
             let backend = Arc::new(MockBackend::new(pool, base, per_key));
             let run = rt.block_on(scenarios::replay(policy, max_in_flight, &arrivals, backend));
             eprintln!(

@@ -12,7 +12,7 @@ use busline_benches::placement::{self, Placement};
 use busline_benches::report::{self, Run, median};
 use busline_benches::{NO_LIMIT, THROUGHPUT_WINDOWS_US, scenarios, with_loader};
 
-use crate::{Args, Verdict, batch_label, chart, mega, plural, window_label, yes};
+use crate::{Args, Verdict, batch_label, chart, in_round_order, mega, plural, window_label, yes};
 
 /// The `max_batch_size` settings every contender runs with.
 pub(crate) const BATCH_SIZES: [usize; 2] = [busline::DEFAULT_MAX_BATCH_SIZE, NO_LIMIT];
@@ -135,11 +135,7 @@ fn measure(args: &Args, placement: Placement) -> Rows {
     let mut rows = Vec::new();
     let mut next_key = 0u64;
     for round in 0..rounds {
-        // Rotate the order every round so no contender always runs first (or just after another).
-        let mut order = args.contenders.clone();
-        let n = order.len();
-        order.rotate_left(round % n);
-        for contender in order {
+        for contender in in_round_order(&args.contenders, round) {
             for workload in WORKLOADS {
                 for batch in BATCH_SIZES {
                     for window_us in THROUGHPUT_WINDOWS_US {
