@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{fill, shutdown_started};
+use crate::support::{assert_slots_released, fill, shutdown_started};
 use busline::{Batcher, Error, Overflow, Policy};
 use std::future::Future;
 use std::pin::Pin;
@@ -357,13 +357,7 @@ async fn callers_gone_after_departure_leave_nothing_allocated() {
         l.abort();
     }
     gate.add_permits(10);
-    for _ in 0..500 {
-        if b.live_slots() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    assert_eq!(b.live_slots(), 0);
+    assert_slots_released(&b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,13 +395,7 @@ async fn a_load_set_aside_holds_its_slot_until_it_is_read() {
     assert!(matches!(aside.await, Ok(Some(10))));
     let next = tokio::time::timeout(Duration::from_secs(10), next).await.expect("the next bus left");
     assert!(matches!(next.unwrap(), Ok(Some(20))));
-    for _ in 0..500 {
-        if b.live_slots() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    assert_eq!(b.live_slots(), 0);
+    assert_slots_released(&b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

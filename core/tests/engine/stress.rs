@@ -1,6 +1,7 @@
 //! Many tasks, random keys, random cancellation, injected errors and panics: every surviving
 //! caller gets exactly its own correct answer, and nothing stays allocated.
 
+use crate::support::assert_slots_released;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,13 +67,7 @@ async fn run(batcher: Batcher<u64, u64, Injected>, tasks: u64, loads_per_task: u
     assert_eq!(answered + cancelled, tasks * loads_per_task);
     assert!(failed.load(Ordering::Relaxed) > 0, "the injected failures never fired");
     // Every slot comes back once the last batch task has released it.
-    for _ in 0..1_000 {
-        if batcher.live_slots() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    assert_eq!(batcher.live_slots(), 0, "a batch slot leaked");
+    assert_slots_released(&batcher).await;
     let stats = batcher.stats();
     assert!(stats.requests >= answered, "{stats:?}");
     assert!(stats.panicked_batches > 0 && stats.failed_batches > 0, "{stats:?}");

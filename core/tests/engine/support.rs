@@ -1,6 +1,7 @@
 //! Set-ups the engine's test files share.
 
-use std::time::Duration;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
 
 use busline::{Batcher, Error};
 
@@ -27,4 +28,19 @@ pub(crate) async fn shutdown_started(b: &Batcher<u32, u32, ()>) -> tokio::task::
         tokio::task::yield_now().await;
     }
     closing
+}
+
+/// Every batch slot comes back (`live_slots() == 0`) within a second: the last batch task
+/// releases its slot shortly after its callers have their answers.
+pub(crate) async fn assert_slots_released<K, V, E>(b: &Batcher<K, V, E>)
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    let start = Instant::now();
+    while b.live_slots() != 0 && start.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(b.live_slots(), 0, "a batch slot leaked");
 }
