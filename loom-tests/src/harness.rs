@@ -572,6 +572,19 @@ pub fn dispatch(ring: &TestRing, sealed: Sealed, ledger: &Ledger) -> Dispatch {
     }
 }
 
+/// A ring of 2 slots of 2 seats with keys 0 and 1 seated, in that order, in slot 0 (boarding);
+/// the set-up of the slot models with two callers.
+pub fn two_seated() -> (Arc<TestRing>, Arc<Ledger>) {
+    let ring: Arc<TestRing> = Arc::new(Ring::new(2, 2));
+    let ledger = Ledger::new(2);
+    for id in 0..2 {
+        assert!(
+            matches!(board(&ring, ledger.key(id)), Boarded::Seated { slot: 0, index } if index == id)
+        );
+    }
+    (ring, ledger)
+}
+
 /// Seals the boarding slot, yielding until a slot is free to open next.
 pub fn seal_when_free(ring: &TestRing) -> Sealed {
     loop {

@@ -5,9 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{
-    Boarded, Ledger, Ring, TestRing, Wakers, board, dispatch, give_up, model, wait_and_read,
-};
+use busline_loom_tests::harness::{Wakers, dispatch, give_up, model, two_seated, wait_and_read};
 
 /// Executions in which the batch ran without the caller who gave up, and with it.
 static RAN_WITHOUT: AtomicUsize = AtomicUsize::new(0);
@@ -16,13 +14,7 @@ static RAN_WITH: AtomicUsize = AtomicUsize::new(0);
 /// Two callers seated in the boarding slot: one gives up (cancel, release) while the driver
 /// seals and dispatches the batch; the other waits for the outcome.
 fn cancel_vs_dispatch() {
-    let ring: Arc<TestRing> = Arc::new(Ring::new(2, 2));
-    let ledger = Ledger::new(2);
-    for id in 0..2 {
-        assert!(
-            matches!(board(&ring, ledger.key(id)), Boarded::Seated { slot: 0, index } if index == id)
-        );
-    }
+    let (ring, ledger) = two_seated();
     let wakers = Wakers::new();
     let quitter = {
         let (ring, ledger) = (Arc::clone(&ring), Arc::clone(&ledger));

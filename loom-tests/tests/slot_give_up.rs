@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use busline_loom_tests::harness::{
-    Boarded, Bug, Ledger, Polled, Ring, TestRing, Wakers, assert_clean_end, assert_reached, board,
-    dispatch, model, model_broken, poll_then_give_up,
+    Bug, Polled, Wakers, assert_clean_end, assert_reached, dispatch, model, model_broken,
+    poll_then_give_up, two_seated,
 };
 
 /// Executions in which both callers gave up before the collect (the batch did not run), and in
@@ -20,13 +20,7 @@ static READ: AtomicUsize = AtomicUsize::new(0);
 /// Two seated callers each poll once (registering a waker) and give up unless the outcome is
 /// there, while the driver seals and dispatches their batch.
 fn poll_then_give_up_model() {
-    let ring: Arc<TestRing> = Arc::new(Ring::new(2, 2));
-    let ledger = Ledger::new(2);
-    for id in 0..2 {
-        assert!(
-            matches!(board(&ring, ledger.key(id)), Boarded::Seated { slot: 0, index } if index == id)
-        );
-    }
+    let (ring, ledger) = two_seated();
     let wakers = Wakers::new();
     let callers: Vec<_> = (0..2)
         .map(|id| {

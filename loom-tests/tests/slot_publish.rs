@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use busline_loom_tests::harness::{
-    Boarded, Bug, Ledger, Ring, Sealed, TestRing, Wakers, assert_clean_end, board, dispatch, model,
-    model_broken, release, wait_and_read,
+    Bug, Ledger, Sealed, TestRing, Wakers, assert_clean_end, dispatch, model, model_broken,
+    release, two_seated, wait_and_read,
 };
 
 /// What [`two_waiters`] sets up: the ring, its keys' ledger, the waiters' wakers, the sealed
@@ -22,13 +22,7 @@ type TwoWaiters = (
 /// Two callers seated in one sealed batch (slot 0 of a ring of 2 slots of 2 seats), each waiting
 /// for its outcome on a thread of its own (`block_on` over `poll_done`, then `read`).
 fn two_waiters() -> TwoWaiters {
-    let ring: Arc<TestRing> = Arc::new(Ring::new(2, 2));
-    let ledger = Ledger::new(2);
-    for id in 0..2 {
-        assert!(
-            matches!(board(&ring, ledger.key(id)), Boarded::Seated { slot: 0, index } if index == id)
-        );
-    }
+    let (ring, ledger) = two_seated();
     let sealed = ring.seal().expect("slot 1 is free");
     let wakers = Wakers::new();
     let waiters: Vec<_> = (0..2)

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use busline_loom_tests::harness::{
     Boarded, Ledger, Ring, TestRing, Wakers, assert_reached, board, dispatch, give_up, model,
-    seal_when_free, wait_and_read,
+    seal_when_free, two_seated, wait_and_read,
 };
 
 /// Executions in which the batch did not run (both callers gone before the collect).
@@ -15,13 +15,7 @@ static NOT_RUN: AtomicUsize = AtomicUsize::new(0);
 
 /// Two seated callers both give up while the driver seals and dispatches their batch.
 fn releases_vs_seal() {
-    let ring: Arc<TestRing> = Arc::new(Ring::new(2, 2));
-    let ledger = Ledger::new(2);
-    for id in 0..2 {
-        assert!(
-            matches!(board(&ring, ledger.key(id)), Boarded::Seated { slot: 0, index } if index == id)
-        );
-    }
+    let (ring, ledger) = two_seated();
     let quitters: Vec<_> = (0..2)
         .map(|id| {
             let (ring, ledger) = (Arc::clone(&ring), Arc::clone(&ledger));
