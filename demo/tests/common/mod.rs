@@ -28,7 +28,9 @@ pub(crate) async fn exercise(url: &str, dir: &Path) {
     assert!(model.base_ms > 0.0, "{model:?}");
     let scenario = dir.join("calibrated.toml");
     write_csv(&dir.join("traces/intended.csv"), &arrivals).unwrap();
-    model.write_scenario(&scenario, "test", "traces/intended.csv", "test").unwrap();
+    let driver_plan = busline_demo::reaction::Plan { trace: TraceSpec::small(USERS), ..busline_demo::reaction::Plan::demo(&model, USERS) };
+    let driver = busline_demo::reaction::measure(&driver_plan, None).await.unwrap();
+    model.write_scenario(&scenario, "test", "traces/intended.csv", "test", Some(&driver)).unwrap();
     for c in contenders() {
         let m = replay(&db, &arrivals, &c, 4, None).await.unwrap();
         let n = m.requests;
