@@ -144,14 +144,17 @@ pub struct DriverModel {
     pub requests: usize,
 }
 
-/// One bus as the mock saw it.
+/// One bus as its batch function saw it.
 #[derive(Debug, Clone)]
-struct Bus {
-    sealed: Instant,
-    started: Instant,
-    finished: Instant,
-    /// Its passengers (their indices in the trace).
-    passengers: Vec<u64>,
+pub struct Bus {
+    /// The batch function's call (the driver sealed the bus just before).
+    pub sealed: Instant,
+    /// Its future's first poll.
+    pub started: Instant,
+    /// Its future's end.
+    pub finished: Instant,
+    /// Its passengers: their indices in the trace.
+    pub passengers: Vec<u64>,
 }
 
 /// A query for the mock: its cost, and where to say it is done. `None` stops a connection.
@@ -279,7 +282,8 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// Buses sealed and not yet finished at `t` (the batcher's in-flight count, as the mock sees it).
+/// Buses sealed and not yet finished at `t` (the batcher's in-flight count, as its batch
+/// function sees it).
 fn in_flight(buses: &[Bus], t: Instant) -> usize {
     buses.iter().filter(|b| b.sealed <= t && t < b.finished).count()
 }
@@ -289,6 +293,35 @@ fn opened(called: &[Instant], bus: &Bus) -> Option<Instant> {
     bus.passengers.iter().filter_map(|&i| called.get(i as usize)).min().copied()
 }
 
+/// The reaction of each natural bus released on its first passenger's arrival (nothing in
+/// flight then): seal − that call, µs.
+pub fn reactions(called: &[Instant], buses: &[Bus]) -> Vec<f64> {
+    buses
+        .iter()
+        .filter_map(|b| {
+            let open = opened(called, b)?;
+            (in_flight(buses, open) == 0).then(|| us(b.sealed.saturating_duration_since(open)))
+        })
+        .collect()
+}
+
+/// The lateness of each bus of a `window` released by its deadline (fewer than `max_in_flight`
+/// in flight then): seal − first call − `window`, µs.
+pub fn timer_reactions(called: &[Instant], buses: &[Bus], window: Duration, max_in_flight: usize) -> Vec<f64> {
+    buses
+        .iter()
+        .filter_map(|b| {
+            let deadline = opened(called, b)? + window;
+            (in_flight(buses, deadline) < max_in_flight).then(|| us(b.sealed.saturating_duration_since(deadline)))
+        })
+        .collect()
+}
+
+/// Each bus's launch: its future's first poll − its seal, µs.
+pub fn launches(buses: &[Bus]) -> Vec<f64> {
+    buses.iter().map(|b| us(b.started.saturating_duration_since(b.sealed))).collect()
+}
+
 /// Measures the driver's delays (see the module docs); `progress` advances by one per request.
 ///
 /// # Errors
@@ -296,22 +329,11 @@ fn opened(called: &[Instant], bus: &Bus) -> Option<Instant> {
 /// If the batcher cannot be built, a request fails, or a delay got no sample.
 pub async fn measure(plan: &Plan, progress: Option<&ProgressBar>) -> Result<DriverModel> {
     let (called, natural) = replay(Policy::natural(), plan, progress).await?;
-    let reaction = natural
-        .iter()
-        .filter_map(|b| {
-            let open = opened(&called, b)?;
-            (in_flight(&natural, open) == 0).then(|| us(b.sealed.saturating_duration_since(open)))
-        })
-        .collect();
+    let reaction = reactions(&called, &natural);
     let (called_w, windowed) = replay(Policy::window(plan.window), plan, progress).await?;
-    let timer_reaction = windowed
-        .iter()
-        .filter_map(|b| {
-            let deadline = opened(&called_w, b)? + plan.window;
-            (in_flight(&windowed, deadline) < plan.max_in_flight).then(|| us(b.sealed.saturating_duration_since(deadline)))
-        })
-        .collect();
-    let launch = natural.iter().chain(&windowed).map(|b| us(b.started.saturating_duration_since(b.sealed))).collect();
+    let timer_reaction = timer_reactions(&called_w, &windowed, plan.window, plan.max_in_flight);
+    let mut launch = launches(&natural);
+    launch.extend(launches(&windowed));
     Ok(DriverModel {
         reaction: Delay::of(reaction).context("the reaction on arrival")?,
         timer_reaction: Delay::of(timer_reaction).context("the reaction after a deadline")?,

@@ -38,6 +38,14 @@ pub(crate) async fn exercise(url: &str, dir: &Path) {
         assert_eq!(m.correct, n, "{}: every request gets its own user", c.label);
         assert_eq!(m.db.queries, m.sent, "{}: the database ran exactly what we sent", c.label);
         assert_eq!(m.pool_wait.count(), m.sent, "{}: one pool wait per query", c.label);
+        match (&c.contender, &m.driver) {
+            (Contender::Direct, driver) => assert!(driver.is_none(), "direct calls have no driver"),
+            (Contender::Batched(_), Some(d)) => {
+                let launched = d.launch.as_ref().map_or(0, |l| l.samples as u64);
+                assert_eq!(launched, m.sent, "{}: every bus's seal and first poll are noted", c.label);
+            }
+            (Contender::Batched(_), None) => panic!("{}: a batcher's driver is measured", c.label),
+        }
         match c.contender {
             Contender::Direct => assert_eq!(m.db.queries, n, "car: one query per request"),
             Contender::Batched(p) if p.name() == "window" => {
