@@ -12,7 +12,7 @@
 //!   each taking one query at a time and spinning for the database's calibrated time alone
 //!   (`base + per_key × ids`), so the driver competes for the cores much as it does in the
 //!   replay; no database is touched.
-//! - **The load.** A burst of the demo's shape (its own seed, so not the demo's trace): 0.5 s
+//! - **The load.** A burst of the demo's shape (its own seed, so not the demo's trace): 0.3 s
 //!   of a 1,000/s Poisson background, two of the article's spikes (200 requests within 3 ms)
 //!   and a 50 ms surge at 10,000/s, replayed open loop as the replay's injector does (a task
 //!   spawned per request from a plain thread).
@@ -69,16 +69,16 @@ pub struct Plan {
 
 impl Plan {
     /// The demo's shape (see the module docs) against the database's calibrated cost, a 0.5 ms
-    /// window (the demo's middle one): about 1,500 requests per policy, 1.2 s in all.
+    /// window (the demo's middle one): about 1,200 requests per policy, 0.7 s in all.
     pub fn demo(model: &CostModel, users: u32) -> Plan {
         Plan {
             trace: TraceSpec {
                 seed: 31,
                 users,
-                duration_s: 0.5,
+                duration_s: 0.3,
                 background_per_s: 1000.0,
-                spikes: vec![Spike { start_s: 0.1, requests: 200, width_ms: 3.0 }, Spike { start_s: 0.35, requests: 200, width_ms: 3.0 }],
-                bursts: vec![Burst { start_s: 0.2, duration_s: 0.05, rate_per_s: 10_000.0 }],
+                spikes: vec![Spike { start_s: 0.05, requests: 200, width_ms: 3.0 }, Spike { start_s: 0.25, requests: 200, width_ms: 3.0 }],
+                bursts: vec![Burst { start_s: 0.12, duration_s: 0.05, rate_per_s: 10_000.0 }],
             },
             window: Duration::from_micros(500),
             max_in_flight: model.pool_size as usize,
