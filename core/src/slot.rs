@@ -46,6 +46,20 @@ impl<K> Entry<K> {
     }
 }
 
+/// How far [`Slot::gather`] has read a boarding bus's seats ahead of its seal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gathered {
+    /// Seats `0..upto` have been read.
+    pub upto: usize,
+    /// How many of them were cancelled when read.
+    pub cancelled: usize,
+}
+
+impl Gathered {
+    /// Nothing read yet.
+    pub const NONE: Gathered = Gathered { upto: 0, cancelled: 0 };
+}
+
 /// One bus: its seats (see `seats.rs`), the batch's result, and the count of parties still using it.
 #[derive(Debug)]
 pub struct Slot<K, R> {
@@ -68,6 +82,8 @@ pub struct Slot<K, R> {
     /// `done`, the seat table and `result` (which every caller reads) each decrement would make
     /// the other cores' readers miss.
     remaining: CachePadded<AtomicI64>,
+    /// Seats cancelled in this epoch (see `cancel` and `collect_rest`).
+    cancels: AtomicU64,
     /// Nanoseconds (driver clock) at which the first passenger sat down; 0 until stamped.
     opened_at_ns: AtomicU64,
 }
@@ -99,6 +115,7 @@ impl<K, R> Slot<K, R> {
             done: AtomicBool::new(false),
             sealed_count: AtomicU64::new(0),
             remaining: CachePadded::new(AtomicI64::new(0)),
+            cancels: AtomicU64::new(0),
             opened_at_ns: AtomicU64::new(0),
         }
     }
@@ -173,9 +190,58 @@ impl<K, R> Slot<K, R> {
     ///
     /// Called once per seal, by the driver, after [`on_sealed`](Slot::on_sealed), before the
     /// batch's reference is released.
-    pub unsafe fn collect(&self, count: usize, mut live: impl FnMut(&K)) -> usize {
-        let mut cancelled = 0;
-        for index in 0..count {
+    pub unsafe fn collect(&self, count: usize, live: impl FnMut(&K)) -> usize {
+        // SAFETY: forwarded from the caller; nothing was gathered ahead.
+        unsafe { self.collect_rest(count, Gathered::NONE, live) }.expect("nothing gathered, nothing to re-check")
+    }
+
+    /// Gathers ahead of the seal: calls `live` with the key of each seat from `from.upto` on
+    /// (below `claimed`, the seats taken so far) that is written now, and stops at the first
+    /// seat not written yet, without waiting for it. What it returns goes to the next gather and
+    /// finally to [`collect_rest`](Slot::collect_rest).
+    ///
+    /// A timed bus's passengers board long before it departs, and the driver is awake in the
+    /// last stretch before its deadline anyway (`driver/alarm.rs`): reading their keys then
+    /// takes their de-duplication (tens of nanoseconds a seat: the seats were written by other
+    /// cores) off the path from the deadline to the batch call.
+    ///
+    /// # Safety
+    ///
+    /// Called by the driver, on the boarding slot (or on a slot sealed and not yet collected),
+    /// with the `Gathered` of this epoch's previous gather (or [`Gathered::NONE`]); `claimed`
+    /// does not exceed the seats taken in this epoch.
+    pub unsafe fn gather(&self, from: Gathered, claimed: usize, mut live: impl FnMut(&K)) -> Gathered {
+        let mut gathered = from;
+        while gathered.upto < claimed {
+            let Some(entry) = self.seats.get(gathered.upto) else { break };
+            // Acquire: pairs with the producer's Release store in `write`.
+            match entry.state.load(Ordering::Acquire) {
+                EMPTY => break,
+                WRITTEN => {
+                    // SAFETY: WRITTEN grants shared reads of the key until the reset, which
+                    // cannot come before this epoch's seal and collect.
+                    entry.key.with(|key| live(unsafe { (*key).assume_init_ref() }));
+                }
+                _ => gathered.cancelled += 1,
+            }
+            gathered.upto += 1;
+        }
+        gathered
+    }
+
+    /// [`collect`](Slot::collect) after a [`gather`](Slot::gather): waits for and collects the
+    /// seats not gathered yet, then checks, from the slot's count of cancels, that no seat
+    /// gathered ahead has been cancelled since (one counter read, not a pass over the seats).
+    /// Returns how many seats were cancelled, or `None` if one gathered ahead was cancelled
+    /// since: the caller then drops everything it collected and collects from scratch.
+    ///
+    /// # Safety
+    ///
+    /// As for [`collect`](Slot::collect); `gathered` comes from this epoch's gathers.
+    pub unsafe fn collect_rest(&self, count: usize, gathered: Gathered, mut live: impl FnMut(&K)) -> Option<usize> {
+        debug_assert!(gathered.upto <= count, "gathered {} seats of {count} sealed", gathered.upto);
+        let mut cancelled = gathered.cancelled;
+        for index in gathered.upto..count {
             // The producer of seat `index` has claimed it (it was counted by the seal) but may
             // not have installed its segment or stored its key yet: it is between its
             // `fetch_add` and its `store`, a handful of instructions (an allocation if it
@@ -204,7 +270,22 @@ impl<K, R> Slot<K, R> {
                 cancelled += 1;
             }
         }
-        cancelled
+        if gathered.upto > 0 {
+            // Every cancel is counted before its seat reads CANCELLED (see `cancel`), so the
+            // count is at least the cancelled seats seen; more means a seat gathered as
+            // WRITTEN has been cancelled since. (One cancelled after this load is a caller
+            // leaving as its batch departs: it goes either way, as without a gather.)
+            // Acquire: pairs with nothing in particular; the count only grows.
+            let counted = self.cancels.load(Ordering::Acquire);
+            #[cfg(busline_loom)]
+            // BROKEN ON PURPOSE (loom-tests): trusts the keys gathered ahead, so a caller that
+            // gave up after the gather still has its key sent.
+            let counted = if crate::sync::broken(Bug::Gather) { cancelled as u64 } else { counted };
+            if counted != cancelled as u64 {
+                return None;
+            }
+        }
+        Some(cancelled)
     }
 
     /// Publishes the batch's outcome and wakes every passenger.
@@ -309,8 +390,12 @@ impl<K, R> Slot<K, R> {
     /// The caller of seat `index` leaves before reading the outcome: the driver, if it has not
     /// collected the seat yet, leaves its key out of the batch. The caller must still release.
     pub fn cancel(&self, index: usize) {
+        // Counted first, so that whoever sees the seat CANCELLED sees the count too (the
+        // check of a gather in `collect_rest`).
+        self.cancels.fetch_add(1, Ordering::Relaxed);
         // Release: pairs with the driver's Acquire load in `collect` (no data is handed over;
-        // the ordering keeps the cancel after the write of the key in the seat's history).
+        // the ordering keeps the cancel after the write of the key in the seat's history, and
+        // after its count).
         self.with_entry(index, |entry| entry.state.store(CANCELLED, Ordering::Release));
     }
 
@@ -364,6 +449,7 @@ impl<K, R> Slot<K, R> {
         self.result.with_mut(|result| unsafe { *result = None });
         self.done.store(false, Ordering::Relaxed);
         self.sealed_count.store(0, Ordering::Relaxed);
+        self.cancels.store(0, Ordering::Relaxed);
     }
 }
 

@@ -145,6 +145,8 @@ mod broken {
         /// A partition's `Activity::leave` retires its member with a plain store of `DEAD`
         /// instead of a compare-exchange from zero.
         Retire,
+        /// `Slot::collect_rest` trusts the keys gathered ahead without re-checking their seats.
+        Gather,
     }
 
     thread_local! {

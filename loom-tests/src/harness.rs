@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-pub use busline::model::{Bug, Claim, MAX_SEATS, Ring, Sealed, Slot};
+pub use busline::model::{Bug, Claim, Gathered, MAX_SEATS, Ring, Sealed, Slot};
 
 /// The preemption bound when `LOOM_MAX_PREEMPTIONS` is not set (tokio's CI uses 2 to 4).
 pub const DEFAULT_PREEMPTIONS: usize = 3;

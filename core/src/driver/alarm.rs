@@ -58,7 +58,9 @@ impl Alarm {
     }
 
     /// Makes sure the driver's task (`cx`) is woken at `deadline`, now being `now`. `paused`:
-    /// tokio's clock is paused. `passengers`: seats taken on the boarding bus.
+    /// tokio's clock is paused. `passengers`: seats taken on the boarding bus. Returns whether
+    /// the driver stays runnable through the last stretch to the deadline (it is polled again
+    /// soon, with time on its hands).
     pub(super) fn set(
         &mut self,
         clock: &Clock,
@@ -67,10 +69,10 @@ impl Alarm {
         paused: bool,
         passengers: usize,
         cx: &mut Context<'_>,
-    ) {
+    ) -> bool {
         if paused || !self.spin {
             self.sleep_until(clock, deadline, cx);
-            return;
+            return false;
         }
         let busy = passengers >= BUSY_PASSENGERS;
         let stay_runnable = if busy { THREAD_WAKE_LATENCY } else { WORKER_WAKE_LATENCY };
@@ -80,6 +82,7 @@ impl Alarm {
             // tokio re-polls a self-woken task soon (LIFO slot), where `yield_now` waits for
             // the worker's next maintenance pass (an epoll call).
             cx.waker().wake_by_ref();
+            true
         } else {
             let early = THREAD_WAKE_LATENCY.as_nanos() as u64;
             let wake = Instant::from_nanos(deadline.as_nanos() - early);
@@ -88,6 +91,7 @@ impl Alarm {
                 self.armed = Some(wake);
                 timer::wake_at(clock.to_std(wake), &self.skip_spin, cx.waker());
             }
+            false
         }
     }
 
