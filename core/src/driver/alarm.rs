@@ -84,8 +84,12 @@ impl Alarm {
             cx.waker().wake_by_ref();
             true
         } else {
-            let early = THREAD_WAKE_LATENCY.as_nanos() as u64;
-            let wake = Instant::from_nanos(deadline.as_nanos() - early);
+            // Woken early by the latency of whatever stands between the timer thread and our
+            // next poll: a futex wake-up of a worker that is awake with callers (busy), or the
+            // unpark of a parked worker (light; the timer thread spins to this instant then, so
+            // its own wake-up adds nothing). We stay runnable from there to the deadline.
+            let early = stay_runnable.as_nanos() as u64;
+            let wake = Instant::from_nanos(deadline.as_nanos().saturating_sub(early));
             // Unless a wake-up at or before it is still pending with the timer thread.
             if self.armed.is_none_or(|armed| wake < armed || armed <= now) {
                 self.armed = Some(wake);
