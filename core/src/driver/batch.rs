@@ -75,9 +75,9 @@ impl Ahead {
 
     /// Drops what was gathered (a seal, or a panic in user code).
     fn forget<K>(&mut self, dedup: &mut Distinct<K>) {
-        if self.gathered.upto > 0 {
-            dedup.clear();
-        }
+        // Also when nothing was counted as gathered: a gather that panicked may have added
+        // keys before it could count them.
+        dedup.clear();
         self.gathered = Gathered::NONE;
     }
 

@@ -39,6 +39,9 @@ impl<K> Distinct<K> {
     /// Forgets the keys. Their `Drop` is user code: each is dropped on its own, so a panicking
     /// one neither stops the others nor meets a second panic while unwinding.
     pub(super) fn clear(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
         self.index.clear();
         for key in self.keys.drain(..) {
             crate::shared::drop_quietly(key);

@@ -294,6 +294,8 @@ impl<K, V, E> Drop for Driver<K, V, E> {
         // boarded with `Closed`, so no caller waits for a driver that is gone.
         let shared = &*self.shared;
         signals::abandon(&shared.ring, &shared.signals, Held::new(Err(Error::Closed)));
+        // Keys gathered ahead for a bus that never left: their `Drop` is user code.
+        self.dedup.clear();
         shared.room.notify_waiters();
         shared.finish();
     }
