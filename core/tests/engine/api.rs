@@ -47,8 +47,9 @@ async fn a_missing_key_is_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_gathers_concurrent_callers_into_one_call() {
-    // A generous window, so that all 20 boarding callers (joined in one task) catch the bus.
-    let (b, calls) = recording(Duration::from_millis(50), 64);
+    // A generous window, so that all 20 boarding callers (joined in one task) catch the bus
+    // (under Miri, which runs them a thousand times slower, a very generous one).
+    let (b, calls) = recording(Duration::from_millis(if cfg!(miri) { 2_000 } else { 50 }), 64);
     let answers = futures_util::future::join_all((0..20).map(|k| b.load(k))).await;
     assert!(answers.iter().all(|a| a.is_ok()));
     let calls = calls.lock().unwrap();
