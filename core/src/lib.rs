@@ -120,6 +120,7 @@ mod load;
 pub mod observe;
 pub mod policy;
 mod ring;
+mod seat_waker;
 #[cfg(feature = "tower")]
 mod service;
 mod seats;

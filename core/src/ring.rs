@@ -484,9 +484,9 @@ mod tests {
         ring.slot(0).cancel(1);
         assert!(!ring.release(0, 1));
         let mut keys = vec![];
+        assert_eq!(ring.claim(), Claim::Seat { slot: 0, index: 3 });
         // SAFETY: the driver, on the boarding slot, first gather; 4 seats claimed, the 4th not
         // written yet (the gather stops there).
-        assert_eq!(ring.claim(), Claim::Seat { slot: 0, index: 3 });
         let gathered = unsafe { ring.slot(0).gather(Gathered::NONE, 4, |k| keys.push(k.clone())) };
         assert_eq!(gathered, Gathered { upto: 3, cancelled: 1 });
         assert_eq!(keys, ["a", "c"]);

@@ -6,14 +6,15 @@
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use crossbeam_utils::CachePadded;
 
 use crate::seats::{Pool, Seats};
 #[cfg(busline_loom)]
 use crate::sync::Bug;
-use crate::sync::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering, UnsafeCell, WakerCell};
+use crate::sync::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering, UnsafeCell};
+use crate::seat_waker::SeatWaker;
 
 /// A seat: one request's key, its progress, and its caller's waker.
 #[derive(Debug)]
@@ -23,7 +24,7 @@ pub(crate) struct Entry<K> {
     /// Initialised while `state` is `WRITTEN` or `CANCELLED`.
     key: UnsafeCell<MaybeUninit<K>>,
     /// The waiting caller's waker.
-    waker: WakerCell,
+    waker: SeatWaker,
 }
 
 /// The seat is free: its key is uninitialised. Grants the claiming producer the right to write
@@ -41,7 +42,7 @@ impl<K> Entry<K> {
         Entry {
             state: AtomicU8::new(EMPTY),
             key: UnsafeCell::new(MaybeUninit::uninit()),
-            waker: WakerCell::new(),
+            waker: SeatWaker::new(),
         }
     }
 }
@@ -144,19 +145,48 @@ impl<K, R> Slot<K, R> {
 
     // ---- producer side -------------------------------------------------------------------
 
-    /// Writes `key` into seat `index` and publishes it to the driver.
+    /// Writes `key` into seat `index` and publishes it to the driver; the caller registers its
+    /// waker later, in [`poll_done`](Slot::poll_done). (The engine boards with
+    /// [`write_with_waker`](Slot::write_with_waker); this one serves the unit tests and the loom
+    /// models of the registration.)
     ///
     /// # Safety
     ///
     /// The caller claimed seat `index` of this slot's current epoch, and writes it once.
+    #[cfg(any(test, busline_loom))]
     #[inline]
     pub unsafe fn write(&self, index: usize, key: K) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.write_seat(index, key, None) }
+    }
+
+    /// [`write`](Slot::write), registering the caller's `waker` with the seat at the same
+    /// time: the caller then need not register it in its first [`poll_done`](Slot::poll_done)
+    /// (two compare-exchanges saved; see `seat_waker.rs`).
+    ///
+    /// # Safety
+    ///
+    /// As for [`write`](Slot::write).
+    #[inline]
+    pub unsafe fn write_with_waker(&self, index: usize, key: K, waker: &Waker) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.write_seat(index, key, Some(waker)) }
+    }
+
+    #[inline(always)]
+    unsafe fn write_seat(&self, index: usize, key: K, waker: Option<&Waker>) {
         // SAFETY: the caller claimed seat `index` in this epoch.
         let entry = unsafe { self.seats.get_or_install(index) };
         // SAFETY: the claim grants this producer the only access to the seat while it is
         // EMPTY; the driver waits for WRITTEN before it reads.
         entry.key.with_mut(|slot| unsafe { (*slot).write(key) });
-        // Release: pairs with the driver's Acquire load in `collect`, which then reads the key.
+        if let Some(waker) = waker {
+            // SAFETY: as for the key: nobody reaches the seat's waker cell before the store
+            // below (the publisher's `wake` waits for it too), and a reset left the cell empty.
+            unsafe { entry.waker.init(waker) };
+        }
+        // Release: pairs with the driver's Acquire load in `collect` (which then reads the key)
+        // and with `wake`'s (which then takes the waker).
         entry.state.store(WRITTEN, Ordering::Release);
     }
 
@@ -242,26 +272,7 @@ impl<K, R> Slot<K, R> {
         debug_assert!(gathered.upto <= count, "gathered {} seats of {count} sealed", gathered.upto);
         let mut cancelled = gathered.cancelled;
         for index in gathered.upto..count {
-            // The producer of seat `index` has claimed it (it was counted by the seal) but may
-            // not have installed its segment or stored its key yet: it is between its
-            // `fetch_add` and its `store`, a handful of instructions (an allocation if it
-            // installs a segment). Spin, then yield, until it has.
-            let mut spins = 0u32;
-            let (entry, state) = loop {
-                if let Some(entry) = self.seats.get(index) {
-                    // Acquire: pairs with the producer's Release store in `write`.
-                    let s = entry.state.load(Ordering::Acquire);
-                    if s != EMPTY {
-                        break (entry, s);
-                    }
-                }
-                spins += 1;
-                if spins < 64 {
-                    crate::sync::spin_loop();
-                } else {
-                    crate::sync::yield_now();
-                }
-            };
+            let (entry, state) = self.written(index);
             if state == WRITTEN {
                 // SAFETY: WRITTEN grants shared reads of the key until the reset, which cannot
                 // happen before the batch's reference is released.
@@ -332,7 +343,39 @@ impl<K, R> Slot<K, R> {
     /// finds `done` on its own re-check, so a seat woken late, or twice, loses nothing).
     pub fn wake(&self, seats: std::ops::Range<usize>) {
         for index in seats {
-            self.with_entry(index, |entry| entry.waker.wake());
+            // A batch published without its collect (a panic in the keys' user code stopped
+            // it) may reach a seat whose producer is still writing it, waker included.
+            #[cfg(busline_loom)]
+            if crate::sync::broken(Bug::WakeUnwritten) {
+                // BROKEN ON PURPOSE (loom-tests): wakes without waiting for the seat's write.
+                self.with_entry(index, |entry| entry.waker.wake());
+                continue;
+            }
+            let (entry, _) = self.written(index);
+            entry.waker.wake();
+        }
+    }
+
+    /// Waits for sealed seat `index` to be written (or cancelled), and returns it with its
+    /// state. Its producer has claimed it (the seal counted it) but may not have installed its
+    /// segment or stored its key yet: it is between its `fetch_add` and its `store`, a handful
+    /// of instructions (an allocation if it installs a segment). Spin, then yield, until it has.
+    fn written(&self, index: usize) -> (&Entry<K>, u8) {
+        let mut spins = 0u32;
+        loop {
+            if let Some(entry) = self.seats.get(index) {
+                // Acquire: pairs with the producer's Release store in `write_seat`.
+                let state = entry.state.load(Ordering::Acquire);
+                if state != EMPTY {
+                    return (entry, state);
+                }
+            }
+            spins += 1;
+            if spins < 64 {
+                crate::sync::spin_loop();
+            } else {
+                crate::sync::yield_now();
+            }
         }
     }
 
