@@ -530,6 +530,23 @@ mod tests {
         unsafe { ring.slot(0).publish(()) };
         assert!(!ring.release(0, 1));
         assert!(ring.release(0, 1));
+
+        // A third epoch of slot 0 with no cancel: the reset cleared the count, so what was
+        // gathered stands (a count carried over would force a collect from scratch).
+        assert_eq!(ring.seal().map(|s| s.slot), Some(1));
+        assert!(ring.release(1, 1), "slot 1 sealed empty");
+        board(0, "z");
+        let mut keys = vec![];
+        // SAFETY: as above.
+        let gathered = unsafe { ring.slot(0).gather(Gathered::NONE, 1, |k| keys.push(k.clone())) };
+        let sealed = ring.seal().unwrap();
+        // SAFETY: as above.
+        let rest = unsafe { ring.slot(0).collect_rest(sealed.count, gathered, |k| keys.push(k.clone())) };
+        assert_eq!((rest, keys), (Some(0), vec!["z".to_string()]));
+        // SAFETY: once.
+        unsafe { ring.slot(0).publish(()) };
+        assert!(!ring.release(0, 1));
+        assert!(ring.release(0, 1));
     }
 
     #[test]

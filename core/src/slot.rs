@@ -61,6 +61,15 @@ impl Gathered {
     pub const NONE: Gathered = Gathered { upto: 0, cancelled: 0 };
 }
 
+/// A slot's reference count and its count of cancels, on their own cache line.
+#[derive(Debug)]
+struct Parties {
+    /// Parties still using the slot (see the `parties` field of [`Slot`]).
+    remaining: AtomicI64,
+    /// Seats cancelled in this epoch (see `cancel` and `collect_rest`).
+    cancels: AtomicU64,
+}
+
 /// One bus: its seats (see `seats.rs`), the batch's result, and the count of parties still using it.
 #[derive(Debug)]
 pub struct Slot<K, R> {
@@ -77,14 +86,13 @@ pub struct Slot<K, R> {
     /// Parties that still use this slot after its seal: one per seated request (its caller),
     /// plus one for the batch (the driver, then the batch's publisher). Releases may come
     /// before the seal (a caller that gives up early), so it can dip below zero; the seal adds
-    /// `count + 1`, and the release that brings it to zero resets the slot.
+    /// `count + 1`, and the release that brings it to zero resets the slot (`remaining`).
     ///
-    /// On a cache line of its own: every caller of the batch decrements it, and on the line of
-    /// `done`, the seat table and `result` (which every caller reads) each decrement would make
-    /// the other cores' readers miss.
-    remaining: CachePadded<AtomicI64>,
-    /// Seats cancelled in this epoch (see `cancel` and `collect_rest`).
-    cancels: AtomicU64,
+    /// On a cache line of its own (with `cancels`, which a caller giving up bumps before it
+    /// releases): every caller of the batch decrements it, and on the line of `done`, the seat
+    /// table and `result` (which every caller reads) each decrement would make the other cores'
+    /// readers miss.
+    parties: CachePadded<Parties>,
     /// Nanoseconds (driver clock) at which the first passenger sat down; 0 until stamped.
     opened_at_ns: AtomicU64,
 }
@@ -115,8 +123,7 @@ impl<K, R> Slot<K, R> {
             result: UnsafeCell::new(None),
             done: AtomicBool::new(false),
             sealed_count: AtomicU64::new(0),
-            remaining: CachePadded::new(AtomicI64::new(0)),
-            cancels: AtomicU64::new(0),
+            parties: CachePadded::new(Parties { remaining: AtomicI64::new(0), cancels: AtomicU64::new(0) }),
             opened_at_ns: AtomicU64::new(0),
         }
     }
@@ -210,7 +217,7 @@ impl<K, R> Slot<K, R> {
     pub fn on_sealed(&self, count: usize) {
         self.sealed_count.store(count as u64, Ordering::Relaxed);
         // Release: the final releaser's Acquire sees `sealed_count`.
-        self.remaining.fetch_add(count as i64 + 1, Ordering::AcqRel);
+        self.parties.remaining.fetch_add(count as i64 + 1, Ordering::AcqRel);
     }
 
     /// Waits for each of the `count` sealed seats to be written, and calls `live` with the key of
@@ -286,8 +293,10 @@ impl<K, R> Slot<K, R> {
             // count is at least the cancelled seats seen; more means a seat gathered as
             // WRITTEN has been cancelled since. (One cancelled after this load is a caller
             // leaving as its batch departs: it goes either way, as without a gather.)
-            // Acquire: pairs with nothing in particular; the count only grows.
-            let counted = self.cancels.load(Ordering::Acquire);
+            // Relaxed: the cancels that must show here are those of seats this collect saw
+            // CANCELLED (each counted before its store, which was read with Acquire) and those
+            // ordered before the departure (a cancel racing the departure goes either way).
+            let counted = self.parties.cancels.load(Ordering::Relaxed);
             #[cfg(busline_loom)]
             // BROKEN ON PURPOSE (loom-tests): trusts the keys gathered ahead, so a caller that
             // gave up after the gather still has its key sent.
@@ -433,9 +442,17 @@ impl<K, R> Slot<K, R> {
     /// The caller of seat `index` leaves before reading the outcome: the driver, if it has not
     /// collected the seat yet, leaves its key out of the batch. The caller must still release.
     pub fn cancel(&self, index: usize) {
-        // Counted first, so that whoever sees the seat CANCELLED sees the count too (the
-        // check of a gather in `collect_rest`).
-        self.cancels.fetch_add(1, Ordering::Relaxed);
+        // Counted first, so that whoever sees the seat CANCELLED sees the count too: the check
+        // of a gather in `collect_rest` compares the count with the cancelled seats it saw, and
+        // with two cancels or more a count that lags its store would hide a gathered seat's.
+        #[cfg(busline_loom)]
+        if crate::sync::broken(Bug::CancelOrder) {
+            // BROKEN ON PURPOSE (loom-tests): the store first, the count after.
+            self.with_entry(index, |entry| entry.state.store(CANCELLED, Ordering::Release));
+            self.parties.cancels.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.parties.cancels.fetch_add(1, Ordering::Relaxed);
         // Release: pairs with the driver's Acquire load in `collect` (no data is handed over;
         // the ordering keeps the cancel after the write of the key in the seat's history, and
         // after its count).
@@ -447,7 +464,7 @@ impl<K, R> Slot<K, R> {
     pub fn release(&self, n: i64) -> bool {
         // AcqRel: every release publishes its reads of the slot, and the last one acquires
         // them all before it resets the slot.
-        let prev = self.remaining.fetch_sub(n, Ordering::AcqRel);
+        let prev = self.parties.remaining.fetch_sub(n, Ordering::AcqRel);
         if prev != n {
             return false;
         }
@@ -492,7 +509,7 @@ impl<K, R> Slot<K, R> {
         self.result.with_mut(|result| unsafe { *result = None });
         self.done.store(false, Ordering::Relaxed);
         self.sealed_count.store(0, Ordering::Relaxed);
-        self.cancels.store(0, Ordering::Relaxed);
+        self.parties.cancels.store(0, Ordering::Relaxed);
     }
 }
 

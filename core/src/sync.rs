@@ -141,6 +141,8 @@ mod broken {
         Retire,
         /// `Slot::collect_rest` trusts the keys gathered ahead without re-checking their seats.
         Gather,
+        /// `Slot::cancel` stores CANCELLED before counting the cancel.
+        CancelOrder,
         /// `Slot::wake` wakes a seat without waiting for it to be written, racing the waker
         /// its producer stores with the key.
         WakeUnwritten,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use busline_loom_tests::harness::{
-    Bug, Gathered, assert_reached, give_up, model, model_broken, release, two_seated,
-    wait_and_read, Wakers,
+    Bug, Gathered, Ledger, Ring, TestRing, Wakers, assert_reached, board, give_up, model,
+    model_broken, release, two_seated, wait_and_read,
 };
 
 /// Executions in which the gather read key 0 as written (then its caller gave up) and in which
@@ -86,4 +86,68 @@ fn a_cancel_after_the_gather_leaves_the_key_out() {
 #[should_panic(expected = "the batch runs without the caller who gave up")]
 fn broken_gather_is_caught() {
     model_broken("broken_gather", Bug::Gather, gather_vs_cancel);
+}
+
+/// Three callers seated in slot 0 (3 seats). The driver gathers seat 0 only (its look saw one
+/// claim); the caller of key 0 gives up and is joined (gone before the departure) while the
+/// caller of key 1 gives up concurrently with the seal and the collect of the rest; key 2's
+/// caller waits. Key 0 must not be sent, whichever way key 1's cancel goes.
+fn two_cancels() {
+    let ring: Arc<TestRing> = Arc::new(Ring::new(2, 3));
+    let ledger = Ledger::new(3);
+    for id in 0..3 {
+        board(&ring, ledger.key(id));
+    }
+    let wakers = Wakers::new();
+    let quitters: Vec<_> = (0..2)
+        .map(|index| {
+            let (ring, ledger) = (Arc::clone(&ring), Arc::clone(&ledger));
+            loom::thread::spawn(move || give_up(&ring, 0, index, &ledger))
+        })
+        .collect();
+    let waiter = {
+        let (ring, ledger, wakers) = (Arc::clone(&ring), Arc::clone(&ledger), Arc::clone(&wakers));
+        loom::thread::spawn(move || wait_and_read(&ring, 0, 2, 2, &wakers, &ledger))
+    };
+    let slot = ring.slot(0);
+    let mut ids = Vec::new();
+    // SAFETY: by the driver, on the boarding slot, first gather; 1 seat counted by its look.
+    let gathered = unsafe { slot.gather(Gathered::NONE, 1, |key| ids.push(key.id())) };
+    let mut quitters = quitters.into_iter();
+    quitters.next().unwrap().join().unwrap();
+    let sealed = ring.seal().expect("slot 1 is free");
+    // SAFETY: once per seal, by the driver, before the batch's reference is released.
+    let rest = unsafe { slot.collect_rest(sealed.count, gathered, |key| ids.push(key.id())) };
+    if rest.is_none() {
+        ids.clear();
+        // SAFETY: as above; nothing else was collected from this seal.
+        unsafe { slot.collect(sealed.count, |key| ids.push(key.id())) };
+    }
+    assert!(!ids.contains(&0), "key 0 sent although its caller gave up before the departure: {ids:?}");
+    assert!(ids.contains(&2), "the waiting caller's key was left out: {ids:?}");
+    // SAFETY: we hold the batch's reference and publish once.
+    unsafe { slot.publish(ids) };
+    release(&ring, 0, &ledger);
+    quitters.next().unwrap().join().unwrap();
+    assert!(waiter.join().unwrap().contains(&2));
+    assert_eq!(ledger.frees(), 1, "the slot is freed exactly once");
+    drop(ring);
+    ledger.assert_all_dropped_once();
+    assert_eq!(wakers.live(), 0, "no waker outlives the batch");
+}
+
+/// Proves: with a cancel of a gathered seat and another racing the collect of the rest, the
+/// slot's cancel count still reveals the first (each cancel is counted before its seat reads
+/// CANCELLED). (Found by a review: the one-cancel model above passes with the order swapped.)
+#[test]
+fn two_cancels_leave_the_gathered_key_out() {
+    model("two_cancels", two_cancels);
+}
+
+/// Proves the model can fail: a cancel that stores CANCELLED before counting
+/// (`Bug::CancelOrder`) lets the racing cancel's seat be seen uncounted, hiding the first.
+#[test]
+#[should_panic(expected = "key 0 sent although its caller gave up")]
+fn broken_cancel_order_is_caught() {
+    model_broken("broken_cancel_order", Bug::CancelOrder, two_cancels);
 }

@@ -7,10 +7,13 @@
 //!   own, so a window costs about what a departure without one does; but tokio's timer has a
 //!   1 ms resolution and rounds up: a window closes up to ~1 ms late.
 //! - the precise timer thread (`timer.rs`), when spinning is on (the default): it wakes the
-//!   driver a thread's wake-up latency early (and spins its own last stretch when the bus is
-//!   lightly loaded), and the driver stays runnable through the last stretch instead of
-//!   parking, so no thread wake-up stands between the deadline and the departure. Precise to
-//!   microseconds, for the CPU of those spins and wake-ups.
+//!   driver early by the wake-up latency that stands between it and the driver's poll (a
+//!   thread's when the bus is busy and its workers awake; a parked worker's when it is light,
+//!   and then the timer thread spins its own last stretch so that its wake-up adds nothing),
+//!   and the driver stays runnable from there to the deadline instead of parking, so no
+//!   wake-up stands between the deadline and the departure. Precise to microseconds, for the
+//!   CPU of those spins and wake-ups. The driver also reads the boarded keys in that stretch
+//!   (`batch.rs`, `Ahead`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -21,13 +24,14 @@ use crate::policy::Instant;
 use crate::timer;
 
 /// How long waking a parked tokio worker takes on a 2-vCPU VM (20–130 µs measured by
-/// `examples/window_precision.rs`; this covers most of it): within this of a deadline, a
-/// driver with few passengers stays runnable rather than parks.
+/// `examples/window_precision.rs`; this covers most of it): a driver with few passengers is
+/// woken this much early by the timer thread (which spins to that instant), and stays runnable
+/// from there rather than parks.
 const WORKER_WAKE_LATENCY: Duration = Duration::from_micros(100);
 
 /// How long a sleeping thread's futex wake-up takes on a 2-vCPU VM (10–60 µs, same source):
-/// the timer thread wakes the driver this much early, and a driver with many passengers (its
-/// workers awake with callers, so no parked worker to wake) stays runnable this long.
+/// a driver with many passengers (its workers awake with callers, so no parked worker to
+/// wake) is woken this much early by the timer thread, and stays runnable this long.
 const THREAD_WAKE_LATENCY: Duration = Duration::from_micros(60);
 
 /// From this many passengers on, a bus counts as busy: its callers keep the runtime's workers

@@ -31,13 +31,16 @@ pub(super) struct Ahead {
     /// The boarding slot the gathered keys belong to, and how far its seats were read.
     slot: usize,
     gathered: Gathered,
-    /// Seats taken at the previous look.
+    /// Seats taken at the previous gather's look.
     last_count: usize,
+    /// A gather of this bus panicked (user code): leave its keys to the collect, which meets
+    /// the panic once more at most, instead of every poll of the stretch meeting it again.
+    stopped: bool,
 }
 
 impl Ahead {
     pub(super) fn new() -> Ahead {
-        Ahead { slot: usize::MAX, gathered: Gathered::NONE, last_count: 0 }
+        Ahead { slot: usize::MAX, gathered: Gathered::NONE, last_count: 0, stopped: false }
     }
 
     /// Reads the keys written since the last gather in the boarding bus (`boarding`) into
@@ -45,8 +48,8 @@ impl Ahead {
     /// reading the seats they write would pull those cache lines away from them mid-write
     /// (the seats are packed, several to a line), slowing the boarding more than the gather
     /// saves. The keys' `Hash`, `Eq` and `Clone` run here: if one panics, what was gathered is
-    /// dropped and the collect at departure reads every seat again (and meets the panic there,
-    /// as the batch's outcome, if it repeats).
+    /// dropped, this bus is gathered no more, and the collect at departure reads every seat
+    /// again (and meets the panic there, as the batch's outcome, if it repeats).
     pub(super) fn gather<K, V, E>(&mut self, shared: &Shared<K, V, E>, boarding: Sealed, dedup: &mut Distinct<K>)
     where
         K: Eq + Hash + Clone,
@@ -55,6 +58,10 @@ impl Ahead {
             self.forget(dedup);
             self.slot = boarding.slot;
             self.last_count = 0;
+            self.stopped = false;
+        }
+        if self.stopped {
+            return;
         }
         let quiet = std::mem::replace(&mut self.last_count, boarding.count) == boarding.count;
         if !quiet || boarding.count <= self.gathered.upto {
@@ -63,13 +70,17 @@ impl Ahead {
         let slot = shared.ring.slot(boarding.slot);
         let from = self.gathered;
         let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: by the driver, on the boarding slot, continuing this epoch's gathers
-            // (`forget` runs at every seal); `count` is the seats claimed so far.
+            // SAFETY: by the driver, on the boarding slot, continuing this epoch's gathers: every
+            // seal is collected (`take`, which forgets what was gathered) before the driver
+            // gathers again, so `from` is this epoch's; `count` is the seats claimed so far.
             unsafe { slot.gather(from, boarding.count, |key| insert(dedup, key)) }
         }));
         match read {
             Ok(gathered) => self.gathered = gathered,
-            Err(_) => self.forget(dedup),
+            Err(_) => {
+                self.forget(dedup);
+                self.stopped = true;
+            }
         }
     }
 
@@ -87,6 +98,7 @@ impl Ahead {
             self.forget(dedup);
         }
         self.slot = usize::MAX;
+        self.stopped = false;
         std::mem::replace(&mut self.gathered, Gathered::NONE)
     }
 }
@@ -97,8 +109,8 @@ fn insert<K: Eq + Hash + Clone>(dedup: &mut Distinct<K>, key: &SeatKey<K>) {
 }
 
 /// Waits for each sealed seat to be written and gathers the distinct keys of the callers still
-/// there into `dedup` (continuing what `ahead` gathered), then drains them. The keys' `Hash`,
-/// `Eq` and `Clone` run here.
+/// there into `dedup` (continuing what `ahead` gathered), then takes them out. The keys'
+/// `Hash`, `Eq` and `Clone` run here.
 pub(super) fn collect<K, V, E>(
     shared: &Shared<K, V, E>,
     sealed: Sealed,

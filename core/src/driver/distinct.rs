@@ -22,26 +22,26 @@ pub(super) struct Distinct<K> {
     /// Positions in `keys`, by the key's hash.
     index: HashTable<usize>,
     hasher: Hasher,
+    /// How many keys the last batch had: the next one's first key reserves as much.
+    room: usize,
 }
 
 impl<K> Distinct<K> {
     pub(super) fn new() -> Distinct<K> {
-        Distinct { keys: Vec::new(), index: HashTable::new(), hasher: Hasher::default() }
+        Distinct { keys: Vec::new(), index: HashTable::new(), hasher: Hasher::default(), room: 0 }
     }
 
-    /// Takes the keys out, leaving an empty set with room for as many next time.
+    /// Takes the keys out. The next batch's vector is allocated by its first key, with room for
+    /// as many as this one had (so an idle driver holds none).
     pub(super) fn take(&mut self) -> Vec<K> {
         self.index.clear();
-        let room = self.keys.len();
-        std::mem::replace(&mut self.keys, Vec::with_capacity(room))
+        self.room = self.keys.len();
+        std::mem::take(&mut self.keys)
     }
 
     /// Forgets the keys. Their `Drop` is user code: each is dropped on its own, so a panicking
     /// one neither stops the others nor meets a second panic while unwinding.
     pub(super) fn clear(&mut self) {
-        if self.keys.is_empty() {
-            return;
-        }
         self.index.clear();
         for key in self.keys.drain(..) {
             crate::shared::drop_quietly(key);
@@ -58,8 +58,13 @@ impl<K: Eq + Hash + Clone> Distinct<K> {
         match self.index.entry(hash, |&at| keys[at] == *key, |&at| hasher.hash_one(&keys[at])) {
             Entry::Occupied(_) => {}
             Entry::Vacant(vacant) => {
-                // Clone before indexing: a panicking `Clone` leaves the index as it was.
+                // Clone and make room before indexing: a panicking `Clone` (or a failed
+                // allocation) leaves the index as it was.
                 let key = key.clone();
+                if self.keys.capacity() == 0 {
+                    self.keys.reserve(self.room.max(1));
+                }
+                self.keys.reserve(1);
                 vacant.insert(self.keys.len());
                 self.keys.push(key);
             }
