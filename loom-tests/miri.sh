@@ -20,8 +20,11 @@ export MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance -Zmiri-symbolic-alignmen
 cargo +nightly miri test -p busline --lib -- ring:: slot:: seats:: "$@"
 
 # The whole Batcher path (claim to release, the tokio driver, the timer thread) on the public
-# API tests, minus the two heavy ones (tens of thousands of loads are hours under Miri).
+# API tests, minus the two heavy ones (tens of thousands of loads are hours under Miri) and the
+# one that drops a load in the last tenth of a 1 ms window (under Miri a poll takes longer than
+# the window, so it would check nothing; the gather it exercises is in ring::tests' reach
+# through `Slot`, and loom's slot_gather model).
 # -Zmiri-ignore-leaks: the process-wide timer thread and tokio's blocking pool outlive `main`
 # by design; -Zmiri-disable-isolation: the timer reads the real clock.
 MIRIFLAGS="$MIRIFLAGS -Zmiri-ignore-leaks -Zmiri-disable-isolation" \
-    cargo +nightly miri test -p busline --test engine -- api:: --skip every_policy --skip max_in_flight
+    cargo +nightly miri test -p busline --test engine -- api:: --skip every_policy --skip max_in_flight --skip a_caller_gone_in_the_last_stretch
