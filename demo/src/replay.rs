@@ -115,6 +115,10 @@ pub struct ReplayDriver {
     pub timer_reaction: Option<Delay>,
     /// Every bus: its future's first poll − its seal.
     pub launch: Option<Delay>,
+    /// Every request: its caller holding the answer − its query's end (the driver publishing
+    /// the outcome and the caller's task being woken and polled; the simulator answers at the
+    /// query's end).
+    pub answer: Option<Delay>,
 }
 
 /// Each bus of a replay as its batch function saw it: seal, first poll, end, ids.
@@ -288,8 +292,10 @@ pub async fn replay(
         Contender::Batched(policy) => {
             let called: Vec<Instant> =
                 records.iter().map(|r| start + Duration::from_nanos(r.arrival_ns.load(Ordering::Relaxed))).collect();
+            let answered: Vec<Instant> =
+                records.iter().zip(&called).map(|(r, &c)| c + Duration::from_nanos(r.latency_ns.load(Ordering::Relaxed))).collect();
             let log = std::mem::take(&mut *buses.lock().expect("bus log lock"));
-            Some(replay_driver(policy, max_in_flight, trace, &called, log))
+            Some(replay_driver(policy, max_in_flight, trace, (&called, &answered), log))
         }
     };
     let pool_wait = waits.lock().expect("histogram lock").clone();
@@ -315,7 +321,7 @@ fn replay_driver(
     policy: Policy,
     max_in_flight: usize,
     trace: &[Arrival],
-    called: &[Instant],
+    (called, answered): (&[Instant], &[Instant]),
     log: Vec<(Instant, Instant, Instant, Vec<i64>)>,
 ) -> ReplayDriver {
     let mut by_id: std::collections::HashMap<i64, Vec<usize>> = std::collections::HashMap::new();
@@ -338,6 +344,10 @@ fn replay_driver(
         })
         .collect();
     let table = |xs: Vec<f64>| Delay::of(xs).ok();
+    let answer = buses
+        .iter()
+        .flat_map(|b| b.passengers.iter().map(|&i| answered[i as usize].saturating_duration_since(b.finished).as_secs_f64() * 1e6))
+        .collect();
     ReplayDriver {
         reaction: matches!(policy, Policy::Natural).then(|| table(reaction::reactions(called, &buses))).flatten(),
         timer_reaction: match policy {
@@ -345,6 +355,7 @@ fn replay_driver(
             _ => None,
         },
         launch: table(reaction::launches(&buses)),
+        answer: table(answer),
     }
 }
 

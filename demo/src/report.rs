@@ -371,13 +371,18 @@ fn driver_section(s: &mut String, run: &Run) {
         d.requests,
         d.window_ms
     );
-    let _ = writeln!(s, "| delay | buses | p5 | p50 | p95 | p99 (table's top) | mean (table) | max (left out) |");
+    let _ = writeln!(s, "| delay | samples | p5 | p50 | p95 | p99 (table's top) | mean (table) | max (left out) |");
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
     let mock = [("mock: reaction (due on arrival)".to_string(), &d.reaction), ("mock: after a deadline".into(), &d.timer_reaction), ("mock: launch".into(), &d.launch)];
     let mut rows: Vec<(String, &crate::reaction::Delay)> = mock.into_iter().collect();
     for (m, _) in &run.rows {
         let Some(r) = &m.driver else { continue };
-        for (what, x) in [("reaction (due on arrival)", &r.reaction), ("after a deadline", &r.timer_reaction), ("launch", &r.launch)] {
+        for (what, x) in [
+            ("reaction (due on arrival)", &r.reaction),
+            ("after a deadline", &r.timer_reaction),
+            ("launch", &r.launch),
+            ("answer (per request)", &r.answer),
+        ] {
             if let Some(x) = x {
                 rows.push((format!("replay, {}: {what}", m.label), x));
             }
@@ -399,8 +404,10 @@ fn driver_section(s: &mut String, run: &Run) {
     let _ = writeln!(
         s,
         "\nThe rows \"replay\" are the same delays as they were in each replay against the database (its batch \
-         function noted each seal and first poll; a bus's passengers are found from its ids): not used by the \
-         simulator, they show how well the mock's tables stand for the driver under the real load.\n"
+         function noted each seal, first poll and end; a bus's passengers are found from its ids): not used by the \
+         simulator, they show how well the mock's tables stand for the driver under the real load. *Answer*: per \
+         request, from its query's end to its caller holding the answer (the outcome published, the caller's task \
+         woken and polled), which the simulator does not model.\n"
     );
 }
 
