@@ -477,6 +477,23 @@ pub fn give_up(ring: &TestRing, slot: usize, index: usize, ledger: &Ledger) {
     release(ring, slot, ledger);
 }
 
+/// [`give_up`] on a thread of the model.
+pub fn spawn_give_up(ring: &Arc<TestRing>, slot: usize, index: usize, ledger: &Arc<Ledger>) -> loom::thread::JoinHandle<()> {
+    let (ring, ledger) = (Arc::clone(ring), Arc::clone(ledger));
+    loom::thread::spawn(move || give_up(&ring, slot, index, &ledger))
+}
+
+/// [`wait_and_read`] on a thread of the model.
+pub fn spawn_wait_and_read(
+    ring: &Arc<TestRing>,
+    (slot, index, id): (usize, usize, usize),
+    wakers: &Arc<Wakers>,
+    ledger: &Arc<Ledger>,
+) -> loom::thread::JoinHandle<Outcome> {
+    let (ring, ledger, wakers) = (Arc::clone(ring), Arc::clone(ledger), Arc::clone(wakers));
+    loom::thread::spawn(move || wait_and_read(&ring, slot, index, id, &wakers, &ledger))
+}
+
 /// What a caller that polls once and then gives up (a `Load` under `tokio::time::timeout`)
 /// ended with.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use busline_loom_tests::harness::{
-    Bug, Gathered, Ledger, Ring, TestRing, Wakers, assert_reached, board, give_up, model,
-    model_broken, release, two_seated, wait_and_read,
+    Bug, Gathered, Ledger, Ring, TestRing, Wakers, assert_reached, board, model, model_broken,
+    release, spawn_give_up, spawn_wait_and_read, two_seated,
 };
 
 /// Executions in which the gather read key 0 as written (then its caller gave up) and in which
@@ -22,14 +22,8 @@ static GATHERED_GONE: AtomicUsize = AtomicUsize::new(0);
 fn gather_vs_cancel() {
     let (ring, ledger) = two_seated();
     let wakers = Wakers::new();
-    let quitter = {
-        let (ring, ledger) = (Arc::clone(&ring), Arc::clone(&ledger));
-        loom::thread::spawn(move || give_up(&ring, 0, 0, &ledger))
-    };
-    let waiter = {
-        let (ring, ledger, wakers) = (Arc::clone(&ring), Arc::clone(&ledger), Arc::clone(&wakers));
-        loom::thread::spawn(move || wait_and_read(&ring, 0, 1, 1, &wakers, &ledger))
-    };
+    let quitter = spawn_give_up(&ring, 0, 0, &ledger);
+    let waiter = spawn_wait_and_read(&ring, (0, 1, 1), &wakers, &ledger);
 
     let slot = ring.slot(0);
     let mut ids = Vec::new();
@@ -99,16 +93,8 @@ fn two_cancels() {
         board(&ring, ledger.key(id));
     }
     let wakers = Wakers::new();
-    let quitters: Vec<_> = (0..2)
-        .map(|index| {
-            let (ring, ledger) = (Arc::clone(&ring), Arc::clone(&ledger));
-            loom::thread::spawn(move || give_up(&ring, 0, index, &ledger))
-        })
-        .collect();
-    let waiter = {
-        let (ring, ledger, wakers) = (Arc::clone(&ring), Arc::clone(&ledger), Arc::clone(&wakers));
-        loom::thread::spawn(move || wait_and_read(&ring, 0, 2, 2, &wakers, &ledger))
-    };
+    let quitters: Vec<_> = (0..2).map(|index| spawn_give_up(&ring, 0, index, &ledger)).collect();
+    let waiter = spawn_wait_and_read(&ring, (0, 2, 2), &wakers, &ledger);
     let slot = ring.slot(0);
     let mut ids = Vec::new();
     // SAFETY: by the driver, on the boarding slot, first gather; 1 seat counted by its look.

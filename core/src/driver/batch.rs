@@ -286,3 +286,79 @@ impl<K, V, E> Drop for Publisher<K, V, E> {
         self.publish_once(Err(Error::Closed));
     }
 }
+
+#[cfg(all(test, not(busline_loom)))]
+mod tests {
+    use std::sync::Arc as StdArc;
+    use std::sync::atomic::AtomicBool;
+    use std::task::Waker;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::observe::Observer;
+    use crate::ring::Ring;
+    use crate::settings::Overflow;
+    use crate::signals::{Boarded, Signals, board};
+
+    /// The state a batcher's driver works on (2 slots of 8 seats), with no driver running.
+    fn shared() -> Shared<u64, u64, ()> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _entered = rt.enter();
+        Shared {
+            ring: Ring::new(2, 8),
+            signals: Signals::new(),
+            room: Notify::new(),
+            finished: AtomicBool::new(false),
+            finished_notify: Notify::new(),
+            overflow: Overflow::Wait,
+            batch_fn: StdArc::new(|_| unreachable!("no batch runs here")),
+            batch_timeout: None,
+            stats: StatsCells::new(),
+            observer: Observer::new(&StdArc::from("test"), "window"),
+            clock: Clock::start(),
+        }
+    }
+
+    fn board_keys(shared: &Shared<u64, u64, ()>, keys: &[u64]) {
+        for &key in keys {
+            let boarded = board(&shared.ring, &shared.signals, SeatKey::new(key), Waker::noop(), |_| {});
+            assert!(matches!(boarded, Boarded::Seat { slot: 0, .. }), "{boarded:?}");
+        }
+    }
+
+    #[test]
+    fn the_collect_leaves_out_a_caller_gone_after_the_gather_and_keeps_the_rest() {
+        let shared = shared();
+        let (mut ahead, mut dedup) = (Ahead::new(), Distinct::new());
+        board_keys(&shared, &[1, 2, 3, 2]);
+        // Two looks: the first sees boarding go on, the second finds it quiet and reads.
+        ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
+        ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
+        assert_eq!(ahead.gathered, Gathered { upto: 4, cancelled: 0 });
+        // Key 1's caller gives up before the departure.
+        shared.ring.slot(0).cancel(0);
+        shared.release(0, 1);
+        let sealed = shared.ring.seal().unwrap();
+        let keys = collect(&shared, sealed, &mut ahead, &mut dedup).map_err(drop).unwrap();
+        assert_eq!(keys, [2, 3], "collected from scratch without key 1, each key once");
+        assert_eq!(dedup.take(), Vec::<u64>::new(), "nothing left behind for the next bus");
+    }
+
+    #[test]
+    fn a_gather_waits_for_quiet_and_the_collect_continues_where_it_stopped() {
+        let shared = shared();
+        let (mut ahead, mut dedup) = (Ahead::new(), Distinct::new());
+        board_keys(&shared, &[5, 6]);
+        ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
+        assert_eq!(ahead.gathered, Gathered::NONE, "boarding was going on: nothing read yet");
+        ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
+        assert_eq!(ahead.gathered.upto, 2);
+        board_keys(&shared, &[7, 5]);
+        let sealed = shared.ring.seal().unwrap();
+        let keys = collect(&shared, sealed, &mut ahead, &mut dedup).map_err(drop).unwrap();
+        assert_eq!(keys, [5, 6, 7], "the gathered keys, then the rest, in boarding order");
+        assert_eq!(ahead.gathered, Gathered::NONE, "the seal's collect took what was gathered");
+    }
+}
