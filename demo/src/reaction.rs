@@ -363,6 +363,24 @@ mod tests {
         assert!(Delay::of(Vec::new()).is_err());
     }
 
+    #[test]
+    fn a_bus_counts_only_when_its_policy_released_it() {
+        // Requests at 0, 10 and 20 µs; bus A (requests 0, 1) sealed at 15 µs and running to
+        // 100 µs, bus B (request 2) sealed at 27 µs while A is in flight.
+        let t0 = Instant::now();
+        let at = |us: u64| t0 + Duration::from_micros(us);
+        let called = [at(0), at(10), at(20)];
+        let bus = |sealed, finished, passengers: Vec<u64>| Bus { sealed: at(sealed), started: at(sealed + 2), finished: at(finished), passengers };
+        let buses = [bus(15, 100, vec![0, 1]), bus(27, 120, vec![2])];
+        // Natural: only A found nothing in flight when its first passenger called.
+        assert_eq!(reactions(&called, &buses), vec![15.0]);
+        // A 5 µs window: A's deadline 5 µs, sealed 10 µs late; B's deadline 25 µs found one in
+        // flight, which counts with two places and not with one.
+        assert_eq!(timer_reactions(&called, &buses, Duration::from_micros(5), 2), vec![10.0, 2.0]);
+        assert_eq!(timer_reactions(&called, &buses, Duration::from_micros(5), 1), vec![10.0]);
+        assert_eq!(launches(&buses), vec![2.0, 2.0]);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_request_is_answered_and_every_bus_measured() {
         let plan = Plan {
