@@ -24,7 +24,9 @@
 //! event, only an instance with a deadline has a timer in it, and routing is O(1) or
 //! O(log instances). The next arrival is held beside the heap rather than in it (there is
 //! always exactly one), carrying the sequence number it would have had in the heap, so the
-//! order of events is the same as with one heap for all.
+//! order of events is the same as with one heap for all. So is the database's completion
+//! event under contention (there is at most one live, [`Db::one_due`]): a rescheduled
+//! completion replaces it there, where it would have left a stale event in the heap.
 //!
 //! # Clients (`[client]`, see [`crate::client`])
 //!
@@ -233,6 +235,9 @@ struct Engine {
     /// The next arrival: its queue key (instant and sequence number) and trace key, drawn when it was
     /// scheduled and held beside the heap until it fires.
     next_arrival: Option<(u128, Option<u32>)>,
+    /// Under contention, the database's one live completion event (its queue key, query and
+    /// version), held beside the heap like the next arrival.
+    db_due: Option<(u128, u32, u32)>,
     distinct: DistinctCounter,
     db: Db,
     db_out: Vec<DbEvent>,
@@ -281,7 +286,7 @@ impl Engine {
     fn new(scenario: &Scenario, opts: &RunOptions) -> Result<Engine> {
         let policy = scenario.policy().map_err(|e| anyhow!("{e}"))?;
         let scheduler = Scheduler::new(policy, scenario.limits()).map_err(|e| anyhow!("{e}"))?;
-        let router = Router::new(scenario);
+        let mut router = Router::new(scenario);
         let n = router.instances() as usize;
         let instances = (0..n)
             .map(|_| Instance {
@@ -299,6 +304,7 @@ impl Engine {
         let clients = Clients::new(scenario)?;
         let trace_keys = traffic.trace_keys();
         let key_space = trace_keys.unwrap_or(if keys.all_unique() { 0 } else { keys.key_space() });
+        router.remember_owners(key_space);
         Ok(Engine {
             heap: EventQueue::with_capacity(64),
             seq: 0,
@@ -310,6 +316,7 @@ impl Engine {
             keys,
             trace_keys: trace_keys.is_some(),
             next_arrival: None,
+            db_due: None,
             distinct: DistinctCounter::new(key_space),
             db: Db::new(scenario),
             db_out: Vec::with_capacity(16),
@@ -382,13 +389,22 @@ impl Engine {
         self.db.set_window(self.warm_ns, horizon);
     }
 
-    /// The earliest event: the heap's top or the next arrival, by `(time, seq)`.
+    /// The earliest event: the heap's top, the next arrival or the database's completion held
+    /// beside the heap, by `(time, seq)` (keys are unique: no ties).
     #[inline]
     fn next_event(&mut self) -> Option<Event> {
-        match (self.next_arrival, self.heap.peek_key()) {
-            (Some((k, _)), h) if h.is_none_or(|h| k < h) => Some(Event { time: queue::time_of(k), kind: Kind::Arrival }),
-            _ => self.heap.pop().map(|(k, kind)| Event { time: queue::time_of(k), kind }),
+        let heap = self.heap.peek_key();
+        let arrival = self.next_arrival.map(|(k, _)| k);
+        let db = self.db_due.map(|(k, _, _)| k);
+        let earliest = |a: Option<u128>, b: Option<u128>| a.is_some_and(|a| b.is_none_or(|b| a < b));
+        if earliest(arrival, heap) && earliest(arrival, db) {
+            return arrival.map(|k| Event { time: queue::time_of(k), kind: Kind::Arrival });
         }
+        if earliest(db, heap) {
+            let (k, query, version) = self.db_due.take()?;
+            return Some(Event { time: queue::time_of(k), kind: Kind::Done { query, version } });
+        }
+        self.heap.pop().map(|(k, kind)| Event { time: queue::time_of(k), kind })
     }
 
     fn run(&mut self) -> Result<()> {
@@ -712,6 +728,10 @@ impl Engine {
                             self.queue_waits.push(at - a);
                         }
                     }
+                }
+                DbEvent::Due { query, version, at } if self.db.one_due() => {
+                    self.seq += 1;
+                    self.db_due = Some((queue::key(at, self.seq), query, version));
                 }
                 DbEvent::Due { query, version, at } => self.push(at, Kind::Done { query, version }),
             }
