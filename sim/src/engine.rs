@@ -24,9 +24,10 @@
 //! event, only an instance with a deadline has a timer in it, and routing is O(1) or
 //! O(log instances). The next arrival is held beside the heap rather than in it (there is
 //! always exactly one), carrying the sequence number it would have had in the heap, so the
-//! order of events is the same as with one heap for all. So is the database's completion
-//! event under contention (there is at most one live, [`Db::one_due`]): a rescheduled
-//! completion replaces it there, where it would have left a stale event in the heap.
+//! order of events is the same as with one heap for all. So are the database's completion
+//! event under contention (there is at most one live, [`Db::one_due`]) and the clients' timer:
+//! rescheduled, each replaces its one event there, where it would have left a stale event in
+//! the heap to pop and ignore.
 //!
 //! # Clients (`[client]`, see [`crate::client`])
 //!
@@ -152,8 +153,8 @@ enum Kind {
     Arrival,
     Timeout { instance: u32, generation: u32 },
     Done { query: u32, version: u32 },
-    /// The clients' next instant (`[client]`), armed like the schedulers' timers.
-    Client { generation: u64 },
+    /// The clients' next instant (`[client]`).
+    Client,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -273,7 +274,8 @@ struct Engine {
     /// `[client]`: callers that time out and retry, and their timer.
     clients: Option<Clients>,
     client_at: Option<u64>,
-    client_generation: u64,
+    /// The clients' timer event (its queue key), held beside the heap like the next arrival.
+    client_key: Option<u128>,
     client_out: Vec<ClientAction>,
     /// `[client]` only: the instance each request (by id) was routed to, to find an attempt
     /// its caller gives up on.
@@ -348,7 +350,7 @@ impl Engine {
             events: 0,
             clients,
             client_at: None,
-            client_generation: 0,
+            client_key: None,
             client_out: Vec::new(),
             routed_to: Vec::new(),
             touched: Vec::new(),
@@ -389,22 +391,45 @@ impl Engine {
         self.db.set_window(self.warm_ns, horizon);
     }
 
-    /// The earliest event: the heap's top, the next arrival or the database's completion held
-    /// beside the heap, by `(time, seq)` (keys are unique: no ties).
+    /// The earliest event: the heap's top or one of the events held beside it (the next
+    /// arrival, the database's completion under contention, the clients' timer), by
+    /// `(time, seq)` (keys are unique: no ties).
     #[inline]
     fn next_event(&mut self) -> Option<Event> {
-        let heap = self.heap.peek_key();
-        let arrival = self.next_arrival.map(|(k, _)| k);
-        let db = self.db_due.map(|(k, _, _)| k);
-        let earliest = |a: Option<u128>, b: Option<u128>| a.is_some_and(|a| b.is_none_or(|b| a < b));
-        if earliest(arrival, heap) && earliest(arrival, db) {
-            return arrival.map(|k| Event { time: queue::time_of(k), kind: Kind::Arrival });
+        #[derive(Clone, Copy)]
+        enum From {
+            Heap,
+            Arrival,
+            Db,
+            Clients,
         }
-        if earliest(db, heap) {
-            let (k, query, version) = self.db_due.take()?;
-            return Some(Event { time: queue::time_of(k), kind: Kind::Done { query, version } });
+        let mut first = self.heap.peek_key().map(|k| (k, From::Heap));
+        let beside = [
+            (self.next_arrival.map(|(k, _)| k), From::Arrival),
+            (self.db_due.map(|(k, _, _)| k), From::Db),
+            (self.client_key, From::Clients),
+        ];
+        for (key, from) in beside {
+            if let Some(k) = key
+                && first.is_none_or(|(f, _)| k < f)
+            {
+                first = Some((k, from));
+            }
         }
-        self.heap.pop().map(|(k, kind)| Event { time: queue::time_of(k), kind })
+        let (key, from) = first?;
+        let kind = match from {
+            From::Heap => self.heap.pop()?.1,
+            From::Arrival => Kind::Arrival, // taken by its handler, with its trace key
+            From::Db => {
+                let (_, query, version) = self.db_due.take()?;
+                Kind::Done { query, version }
+            }
+            From::Clients => {
+                self.client_key = None;
+                Kind::Client
+            }
+        };
+        Some(Event { time: queue::time_of(key), kind })
     }
 
     fn run(&mut self) -> Result<()> {
@@ -433,10 +458,7 @@ impl Engine {
                     self.schedule_arrival();
                     i
                 }
-                Kind::Client { generation } => {
-                    if generation != self.client_generation {
-                        continue; // superseded
-                    }
+                Kind::Client => {
                     self.client_at = None;
                     self.client_event()?;
                     for k in 0..self.touched.len() {
@@ -575,12 +597,11 @@ impl Engine {
         if next == self.client_at {
             return;
         }
-        self.client_generation += 1;
         self.client_at = next;
-        if let Some(t) = next {
-            let generation = self.client_generation;
-            self.push(t.max(self.now), Kind::Client { generation });
-        }
+        self.client_key = next.map(|t| {
+            self.seq += 1;
+            queue::key(t.max(self.now), self.seq)
+        });
     }
 
     /// After an input to instance `i`: its dispatches, then its timer.
