@@ -53,8 +53,8 @@ where
     E: Send + Sync + 'static,
 {
     /// Starts configuring a batcher around `batch_fn`, which receives the distinct keys of one
-    /// batch (each once, at most `max_batch_size`) and returns their values. A key missing from
-    /// the map is answered `Ok(None)`.
+    /// batch (each once, at most `max_batch_size`, in the order their first callers boarded)
+    /// and returns their values. A key missing from the map is answered `Ok(None)`.
     pub fn builder<F, Fut>(batch_fn: F) -> Builder<K, V, E>
     where
         F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,

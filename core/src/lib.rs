@@ -120,6 +120,7 @@ mod load;
 pub mod observe;
 pub mod policy;
 mod ring;
+mod seat_waker;
 #[cfg(feature = "tower")]
 mod service;
 mod seats;
@@ -189,7 +190,7 @@ pub mod model {
     pub use crate::signals::{
         Admission, Boarded, Fanout, Gate, Look, Signals, abandon, admit, board, publish, publish_in_steps, release,
     };
-    pub use crate::slot::Slot;
+    pub use crate::slot::{Gathered, Slot};
     pub use crate::sync::{Bug, break_on_purpose};
 
     /// A ring whose boarding slot's `count` starts at `count` (see `Ring::with_count`).

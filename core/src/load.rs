@@ -177,8 +177,14 @@ where
                     let Stage::Boarding(key) = std::mem::replace(&mut self.stage, Stage::Done) else {
                         unreachable!()
                     };
-                    if let Some(answer) = self.board(key) {
+                    if let Some(answer) = self.board(key, cx) {
                         return Poll::Ready(answer);
+                    }
+                    if let Stage::Seated { .. } = self.stage {
+                        // Seated with our waker in the seat (`Slot::write_with_waker`): the
+                        // batch cannot be published before our seat was written, and its
+                        // publication wakes us.
+                        return Poll::Pending;
                     }
                 }
                 Stage::Seated { slot, index } => {
@@ -228,14 +234,16 @@ where
         }
     }
 
-    /// Claims a seat and writes the key (waking the driver when the bus opens or fills), or
+    /// Claims a seat and writes the key with `cx`'s waker (waking the driver when the bus opens
+    /// or fills), or
     /// applies the overflow policy (`signals::admit`). Returns `Some(answer)` if the request is
     /// refused or answered at once.
     #[inline]
-    fn board(&mut self, key: K) -> Option<Result<T, Error<E>>> {
+    fn board(&mut self, key: K, cx: &Context<'_>) -> Option<Result<T, Error<E>>> {
         let shared = self.shared;
         let stamp = |seat: &Slot<K, V, E>| seat.stamp_opened(shared.clock.now().as_nanos());
-        match signals::admit(&shared.ring, &shared.signals, shared.overflow, SeatKey::new(key), stamp) {
+        let key = SeatKey::new(key);
+        match signals::admit(&shared.ring, &shared.signals, shared.overflow, key, cx.waker(), stamp) {
             Admission::Seated { slot, index } => {
                 self.stage = Stage::Seated { slot, index };
                 None

@@ -470,6 +470,86 @@ mod tests {
     }
 
     #[test]
+    fn keys_gathered_ahead_are_collected_once_and_a_later_cancel_is_caught() {
+        use crate::slot::Gathered;
+        let ring: Ring<String, ()> = Ring::new(2, 8);
+        let board = |i: usize, k: &str| {
+            assert_eq!(ring.claim(), Claim::Seat { slot: 0, index: i });
+            // SAFETY: claimed just now, written once.
+            unsafe { ring.slot(0).write(i, k.to_string()) };
+        };
+        for (i, k) in ["a", "b", "c"].into_iter().enumerate() {
+            board(i, k);
+        }
+        ring.slot(0).cancel(1);
+        assert!(!ring.release(0, 1));
+        let mut keys = vec![];
+        assert_eq!(ring.claim(), Claim::Seat { slot: 0, index: 3 });
+        // SAFETY: the driver, on the boarding slot, first gather; 4 seats claimed, the 4th not
+        // written yet (the gather stops there).
+        let gathered = unsafe { ring.slot(0).gather(Gathered::NONE, 4, |k| keys.push(k.clone())) };
+        assert_eq!(gathered, Gathered { upto: 3, cancelled: 1 });
+        assert_eq!(keys, ["a", "c"]);
+        // SAFETY: seat 3 was claimed above.
+        unsafe { ring.slot(0).write(3, "d".to_string()) };
+        board(4, "e");
+        // Nothing cancelled since: the rest is collected after what was gathered.
+        let sealed = ring.seal().unwrap();
+        // SAFETY: once, after the seal; `gathered` from this epoch.
+        let rest = unsafe { ring.slot(0).collect_rest(sealed.count, gathered, |k| keys.push(k.clone())) };
+        assert_eq!(rest, Some(1));
+        assert_eq!(keys, ["a", "c", "d", "e"]);
+        // SAFETY: once.
+        unsafe { ring.slot(0).publish(()) };
+        for _ in 0..4 {
+            assert!(!ring.release(0, 1));
+        }
+        assert!(ring.release(0, 1), "the batch and four callers: keys dropped, slot free");
+
+        // Next epoch of slot 0 (after slot 1's): a seat gathered live, cancelled before the seal.
+        assert_eq!(ring.seal().map(|s| s.slot), Some(1));
+        assert!(ring.release(1, 1), "slot 1 sealed empty");
+        for (i, k) in ["x", "y"].into_iter().enumerate() {
+            board(i, k);
+        }
+        let mut keys = vec![];
+        // SAFETY: as above.
+        let gathered = unsafe { ring.slot(0).gather(Gathered::NONE, 2, |k| keys.push(k.clone())) };
+        assert_eq!((gathered.upto, keys.len()), (2, 2));
+        ring.slot(0).cancel(0);
+        assert!(!ring.release(0, 1));
+        let sealed = ring.seal().unwrap();
+        // SAFETY: as above.
+        let rest = unsafe { ring.slot(0).collect_rest(sealed.count, gathered, |k| keys.push(k.clone())) };
+        assert_eq!(rest, None, "the cancel after the gather is caught");
+        keys.clear();
+        // SAFETY: collect_rest collected nothing: collect from scratch, once.
+        let cancelled = unsafe { ring.slot(0).collect(sealed.count, |k| keys.push(k.clone())) };
+        assert_eq!((keys, cancelled), (vec!["y".to_string()], 1));
+        // SAFETY: once.
+        unsafe { ring.slot(0).publish(()) };
+        assert!(!ring.release(0, 1));
+        assert!(ring.release(0, 1));
+
+        // A third epoch of slot 0 with no cancel: the reset cleared the count, so what was
+        // gathered stands (a count carried over would force a collect from scratch).
+        assert_eq!(ring.seal().map(|s| s.slot), Some(1));
+        assert!(ring.release(1, 1), "slot 1 sealed empty");
+        board(0, "z");
+        let mut keys = vec![];
+        // SAFETY: as above.
+        let gathered = unsafe { ring.slot(0).gather(Gathered::NONE, 1, |k| keys.push(k.clone())) };
+        let sealed = ring.seal().unwrap();
+        // SAFETY: as above.
+        let rest = unsafe { ring.slot(0).collect_rest(sealed.count, gathered, |k| keys.push(k.clone())) };
+        assert_eq!((rest, keys), (Some(0), vec!["z".to_string()]));
+        // SAFETY: once.
+        unsafe { ring.slot(0).publish(()) };
+        assert!(!ring.release(0, 1));
+        assert!(ring.release(0, 1));
+    }
+
+    #[test]
     fn closed_refuses() {
         let ring: Ring<u64, ()> = Ring::new(2, 4);
         assert!(matches!(ring.claim(), Claim::Seat { .. }));

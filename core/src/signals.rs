@@ -336,10 +336,17 @@ pub enum Boarded<K> {
     Closed(K),
 }
 
-/// A producer: claims a seat and writes `key` into it, waking the driver when the bus opens
-/// (`stamp` is called first, to record when) or fills.
+/// A producer: claims a seat and writes `key` into it with its caller's `waker` (so the
+/// caller's first poll need not register it), waking the driver when the bus opens (`stamp` is
+/// called first, to record when) or fills.
 #[inline]
-pub fn board<K, R>(ring: &Ring<K, R>, signals: &Signals, key: K, stamp: impl FnOnce(&Slot<K, R>)) -> Boarded<K> {
+pub fn board<K, R>(
+    ring: &Ring<K, R>,
+    signals: &Signals,
+    key: K,
+    waker: &Waker,
+    stamp: impl FnOnce(&Slot<K, R>),
+) -> Boarded<K> {
     let (slot, index) = match ring.claim() {
         Claim::Seat { slot, index } => (slot, index),
         Claim::Full { boarding } => return Boarded::Full { boarding, key },
@@ -347,7 +354,7 @@ pub fn board<K, R>(ring: &Ring<K, R>, signals: &Signals, key: K, stamp: impl FnO
     };
     let seat = ring.slot(slot);
     // SAFETY: the claim gave us seat `index` of `slot`; we write it once.
-    unsafe { seat.write(index, key) };
+    unsafe { seat.write_with_waker(index, key, waker) };
     if index == 0 {
         // The first passenger opens the window: stamp it, so the window is measured from the
         // arrival and not from when the driver gets to run.
@@ -396,6 +403,7 @@ pub fn admit<K, R>(
     signals: &Signals,
     overflow: Overflow,
     key: K,
+    waker: &Waker,
     stamp: impl FnOnce(&Slot<K, R>),
 ) -> Admission<K> {
     if overflow != Overflow::Wait {
@@ -406,7 +414,7 @@ pub fn admit<K, R>(
             Gate::Shutdown => return Admission::Closed(key),
         }
     }
-    match board(ring, signals, key, stamp) {
+    match board(ring, signals, key, waker, stamp) {
         Boarded::Seat { slot, index } => Admission::Seated { slot, index },
         Boarded::Full { boarding, key } if overflow == Overflow::Wait => Admission::WaitForRoom { boarding, key },
         // A full bus is capacity to those that decide at once.

@@ -6,14 +6,15 @@
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use crossbeam_utils::CachePadded;
 
 use crate::seats::{Pool, Seats};
 #[cfg(busline_loom)]
 use crate::sync::Bug;
-use crate::sync::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering, UnsafeCell, WakerCell};
+use crate::sync::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering, UnsafeCell};
+use crate::seat_waker::SeatWaker;
 
 /// A seat: one request's key, its progress, and its caller's waker.
 #[derive(Debug)]
@@ -23,7 +24,7 @@ pub(crate) struct Entry<K> {
     /// Initialised while `state` is `WRITTEN` or `CANCELLED`.
     key: UnsafeCell<MaybeUninit<K>>,
     /// The waiting caller's waker.
-    waker: WakerCell,
+    waker: SeatWaker,
 }
 
 /// The seat is free: its key is uninitialised. Grants the claiming producer the right to write
@@ -41,9 +42,32 @@ impl<K> Entry<K> {
         Entry {
             state: AtomicU8::new(EMPTY),
             key: UnsafeCell::new(MaybeUninit::uninit()),
-            waker: WakerCell::new(),
+            waker: SeatWaker::new(),
         }
     }
+}
+
+/// How far [`Slot::gather`] has read a boarding bus's seats ahead of its seal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gathered {
+    /// Seats `0..upto` have been read.
+    pub upto: usize,
+    /// How many of them were cancelled when read.
+    pub cancelled: usize,
+}
+
+impl Gathered {
+    /// Nothing read yet.
+    pub const NONE: Gathered = Gathered { upto: 0, cancelled: 0 };
+}
+
+/// A slot's reference count and its count of cancels, on their own cache line.
+#[derive(Debug)]
+struct Parties {
+    /// Parties still using the slot (see the `parties` field of [`Slot`]).
+    remaining: AtomicI64,
+    /// Seats cancelled in this epoch (see `cancel` and `collect_rest`).
+    cancels: AtomicU64,
 }
 
 /// One bus: its seats (see `seats.rs`), the batch's result, and the count of parties still using it.
@@ -62,12 +86,13 @@ pub struct Slot<K, R> {
     /// Parties that still use this slot after its seal: one per seated request (its caller),
     /// plus one for the batch (the driver, then the batch's publisher). Releases may come
     /// before the seal (a caller that gives up early), so it can dip below zero; the seal adds
-    /// `count + 1`, and the release that brings it to zero resets the slot.
+    /// `count + 1`, and the release that brings it to zero resets the slot (`remaining`).
     ///
-    /// On a cache line of its own: every caller of the batch decrements it, and on the line of
-    /// `done`, the seat table and `result` (which every caller reads) each decrement would make
-    /// the other cores' readers miss.
-    remaining: CachePadded<AtomicI64>,
+    /// On a cache line of its own (with `cancels`, which a caller giving up bumps before it
+    /// releases): every caller of the batch decrements it, and on the line of `done`, the seat
+    /// table and `result` (which every caller reads) each decrement would make the other cores'
+    /// readers miss.
+    parties: CachePadded<Parties>,
     /// Nanoseconds (driver clock) at which the first passenger sat down; 0 until stamped.
     opened_at_ns: AtomicU64,
 }
@@ -98,7 +123,7 @@ impl<K, R> Slot<K, R> {
             result: UnsafeCell::new(None),
             done: AtomicBool::new(false),
             sealed_count: AtomicU64::new(0),
-            remaining: CachePadded::new(AtomicI64::new(0)),
+            parties: CachePadded::new(Parties { remaining: AtomicI64::new(0), cancels: AtomicU64::new(0) }),
             opened_at_ns: AtomicU64::new(0),
         }
     }
@@ -127,19 +152,48 @@ impl<K, R> Slot<K, R> {
 
     // ---- producer side -------------------------------------------------------------------
 
-    /// Writes `key` into seat `index` and publishes it to the driver.
+    /// Writes `key` into seat `index` and publishes it to the driver; the caller registers its
+    /// waker later, in [`poll_done`](Slot::poll_done). (The engine boards with
+    /// [`write_with_waker`](Slot::write_with_waker); this one serves the unit tests and the loom
+    /// models of the registration.)
     ///
     /// # Safety
     ///
     /// The caller claimed seat `index` of this slot's current epoch, and writes it once.
+    #[cfg(any(test, busline_loom))]
     #[inline]
     pub unsafe fn write(&self, index: usize, key: K) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.write_seat(index, key, None) }
+    }
+
+    /// [`write`](Slot::write), registering the caller's `waker` with the seat at the same
+    /// time: the caller then need not register it in its first [`poll_done`](Slot::poll_done)
+    /// (two compare-exchanges saved; see `seat_waker.rs`).
+    ///
+    /// # Safety
+    ///
+    /// As for [`write`](Slot::write).
+    #[inline]
+    pub unsafe fn write_with_waker(&self, index: usize, key: K, waker: &Waker) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.write_seat(index, key, Some(waker)) }
+    }
+
+    #[inline(always)]
+    unsafe fn write_seat(&self, index: usize, key: K, waker: Option<&Waker>) {
         // SAFETY: the caller claimed seat `index` in this epoch.
         let entry = unsafe { self.seats.get_or_install(index) };
         // SAFETY: the claim grants this producer the only access to the seat while it is
         // EMPTY; the driver waits for WRITTEN before it reads.
         entry.key.with_mut(|slot| unsafe { (*slot).write(key) });
-        // Release: pairs with the driver's Acquire load in `collect`, which then reads the key.
+        if let Some(waker) = waker {
+            // SAFETY: as for the key: nobody reaches the seat's waker cell before the store
+            // below (the publisher's `wake` waits for it too), and a reset left the cell empty.
+            unsafe { entry.waker.init(waker) };
+        }
+        // Release: pairs with the driver's Acquire load in `collect` (which then reads the key)
+        // and with `wake`'s (which then takes the waker).
         entry.state.store(WRITTEN, Ordering::Release);
     }
 
@@ -163,7 +217,7 @@ impl<K, R> Slot<K, R> {
     pub fn on_sealed(&self, count: usize) {
         self.sealed_count.store(count as u64, Ordering::Relaxed);
         // Release: the final releaser's Acquire sees `sealed_count`.
-        self.remaining.fetch_add(count as i64 + 1, Ordering::AcqRel);
+        self.parties.remaining.fetch_add(count as i64 + 1, Ordering::AcqRel);
     }
 
     /// Waits for each of the `count` sealed seats to be written, and calls `live` with the key of
@@ -173,29 +227,59 @@ impl<K, R> Slot<K, R> {
     ///
     /// Called once per seal, by the driver, after [`on_sealed`](Slot::on_sealed), before the
     /// batch's reference is released.
-    pub unsafe fn collect(&self, count: usize, mut live: impl FnMut(&K)) -> usize {
-        let mut cancelled = 0;
-        for index in 0..count {
-            // The producer of seat `index` has claimed it (it was counted by the seal) but may
-            // not have installed its segment or stored its key yet: it is between its
-            // `fetch_add` and its `store`, a handful of instructions (an allocation if it
-            // installs a segment). Spin, then yield, until it has.
-            let mut spins = 0u32;
-            let (entry, state) = loop {
-                if let Some(entry) = self.seats.get(index) {
-                    // Acquire: pairs with the producer's Release store in `write`.
-                    let s = entry.state.load(Ordering::Acquire);
-                    if s != EMPTY {
-                        break (entry, s);
-                    }
+    pub unsafe fn collect(&self, count: usize, live: impl FnMut(&K)) -> usize {
+        // SAFETY: forwarded from the caller; nothing was gathered ahead.
+        unsafe { self.collect_rest(count, Gathered::NONE, live) }.expect("nothing gathered, nothing to re-check")
+    }
+
+    /// Gathers ahead of the seal: calls `live` with the key of each seat from `from.upto` on
+    /// (below `claimed`, the seats taken so far) that is written now, and stops at the first
+    /// seat not written yet, without waiting for it. What it returns goes to the next gather and
+    /// finally to [`collect_rest`](Slot::collect_rest).
+    ///
+    /// A timed bus's passengers board long before it departs, and the driver is awake in the
+    /// last stretch before its deadline anyway (`driver/alarm.rs`): reading their keys then
+    /// takes their de-duplication (tens of nanoseconds a seat: the seats were written by other
+    /// cores) off the path from the deadline to the batch call.
+    ///
+    /// # Safety
+    ///
+    /// Called by the driver, on the boarding slot (or on a slot sealed and not yet collected),
+    /// with the `Gathered` of this epoch's previous gather (or [`Gathered::NONE`]); `claimed`
+    /// does not exceed the seats taken in this epoch.
+    pub unsafe fn gather(&self, from: Gathered, claimed: usize, mut live: impl FnMut(&K)) -> Gathered {
+        let mut gathered = from;
+        while gathered.upto < claimed {
+            let Some(entry) = self.seats.get(gathered.upto) else { break };
+            // Acquire: pairs with the producer's Release store in `write`.
+            match entry.state.load(Ordering::Acquire) {
+                EMPTY => break,
+                WRITTEN => {
+                    // SAFETY: WRITTEN grants shared reads of the key until the reset, which
+                    // cannot come before this epoch's seal and collect.
+                    entry.key.with(|key| live(unsafe { (*key).assume_init_ref() }));
                 }
-                spins += 1;
-                if spins < 64 {
-                    crate::sync::spin_loop();
-                } else {
-                    crate::sync::yield_now();
-                }
-            };
+                _ => gathered.cancelled += 1,
+            }
+            gathered.upto += 1;
+        }
+        gathered
+    }
+
+    /// [`collect`](Slot::collect) after a [`gather`](Slot::gather): waits for and collects the
+    /// seats not gathered yet, then checks, from the slot's count of cancels, that no seat
+    /// gathered ahead has been cancelled since (one counter read, not a pass over the seats).
+    /// Returns how many seats were cancelled, or `None` if one gathered ahead was cancelled
+    /// since: the caller then drops everything it collected and collects from scratch.
+    ///
+    /// # Safety
+    ///
+    /// As for [`collect`](Slot::collect); `gathered` comes from this epoch's gathers.
+    pub unsafe fn collect_rest(&self, count: usize, gathered: Gathered, mut live: impl FnMut(&K)) -> Option<usize> {
+        debug_assert!(gathered.upto <= count, "gathered {} seats of {count} sealed", gathered.upto);
+        let mut cancelled = gathered.cancelled;
+        for index in gathered.upto..count {
+            let (entry, state) = self.written(index);
             if state == WRITTEN {
                 // SAFETY: WRITTEN grants shared reads of the key until the reset, which cannot
                 // happen before the batch's reference is released.
@@ -204,7 +288,24 @@ impl<K, R> Slot<K, R> {
                 cancelled += 1;
             }
         }
-        cancelled
+        if gathered.upto > 0 {
+            // Every cancel is counted before its seat reads CANCELLED (see `cancel`), so the
+            // count is at least the cancelled seats seen; more means a seat gathered as
+            // WRITTEN has been cancelled since. (One cancelled after this load is a caller
+            // leaving as its batch departs: it goes either way, as without a gather.)
+            // Relaxed: the cancels that must show here are those of seats this collect saw
+            // CANCELLED (each counted before its store, which was read with Acquire) and those
+            // ordered before the departure (a cancel racing the departure goes either way).
+            let counted = self.parties.cancels.load(Ordering::Relaxed);
+            #[cfg(busline_loom)]
+            // BROKEN ON PURPOSE (loom-tests): trusts the keys gathered ahead, so a caller that
+            // gave up after the gather still has its key sent.
+            let counted = if crate::sync::broken(Bug::Gather) { cancelled as u64 } else { counted };
+            if counted != cancelled as u64 {
+                return None;
+            }
+        }
+        Some(cancelled)
     }
 
     /// Publishes the batch's outcome and wakes every passenger.
@@ -251,7 +352,39 @@ impl<K, R> Slot<K, R> {
     /// finds `done` on its own re-check, so a seat woken late, or twice, loses nothing).
     pub fn wake(&self, seats: std::ops::Range<usize>) {
         for index in seats {
-            self.with_entry(index, |entry| entry.waker.wake());
+            // A batch published without its collect (a panic in the keys' user code stopped
+            // it) may reach a seat whose producer is still writing it, waker included.
+            #[cfg(busline_loom)]
+            if crate::sync::broken(Bug::WakeUnwritten) {
+                // BROKEN ON PURPOSE (loom-tests): wakes without waiting for the seat's write.
+                self.with_entry(index, |entry| entry.waker.wake());
+                continue;
+            }
+            let (entry, _) = self.written(index);
+            entry.waker.wake();
+        }
+    }
+
+    /// Waits for sealed seat `index` to be written (or cancelled), and returns it with its
+    /// state. Its producer has claimed it (the seal counted it) but may not have installed its
+    /// segment or stored its key yet: it is between its `fetch_add` and its `store`, a handful
+    /// of instructions (an allocation if it installs a segment). Spin, then yield, until it has.
+    fn written(&self, index: usize) -> (&Entry<K>, u8) {
+        let mut spins = 0u32;
+        loop {
+            if let Some(entry) = self.seats.get(index) {
+                // Acquire: pairs with the producer's Release store in `write_seat`.
+                let state = entry.state.load(Ordering::Acquire);
+                if state != EMPTY {
+                    return (entry, state);
+                }
+            }
+            spins += 1;
+            if spins < 64 {
+                crate::sync::spin_loop();
+            } else {
+                crate::sync::yield_now();
+            }
         }
     }
 
@@ -309,8 +442,20 @@ impl<K, R> Slot<K, R> {
     /// The caller of seat `index` leaves before reading the outcome: the driver, if it has not
     /// collected the seat yet, leaves its key out of the batch. The caller must still release.
     pub fn cancel(&self, index: usize) {
+        // Counted first, so that whoever sees the seat CANCELLED sees the count too: the check
+        // of a gather in `collect_rest` compares the count with the cancelled seats it saw, and
+        // with two cancels or more a count that lags its store would hide a gathered seat's.
+        #[cfg(busline_loom)]
+        if crate::sync::broken(Bug::CancelOrder) {
+            // BROKEN ON PURPOSE (loom-tests): the store first, the count after.
+            self.with_entry(index, |entry| entry.state.store(CANCELLED, Ordering::Release));
+            self.parties.cancels.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.parties.cancels.fetch_add(1, Ordering::Relaxed);
         // Release: pairs with the driver's Acquire load in `collect` (no data is handed over;
-        // the ordering keeps the cancel after the write of the key in the seat's history).
+        // the ordering keeps the cancel after the write of the key in the seat's history, and
+        // after its count).
         self.with_entry(index, |entry| entry.state.store(CANCELLED, Ordering::Release));
     }
 
@@ -319,7 +464,7 @@ impl<K, R> Slot<K, R> {
     pub fn release(&self, n: i64) -> bool {
         // AcqRel: every release publishes its reads of the slot, and the last one acquires
         // them all before it resets the slot.
-        let prev = self.remaining.fetch_sub(n, Ordering::AcqRel);
+        let prev = self.parties.remaining.fetch_sub(n, Ordering::AcqRel);
         if prev != n {
             return false;
         }
@@ -364,6 +509,7 @@ impl<K, R> Slot<K, R> {
         self.result.with_mut(|result| unsafe { *result = None });
         self.done.store(false, Ordering::Relaxed);
         self.sealed_count.store(0, Ordering::Relaxed);
+        self.parties.cancels.store(0, Ordering::Relaxed);
     }
 }
 

@@ -1,13 +1,14 @@
 //! The loom facade: every synchronisation primitive the engine uses, from std or from loom.
 //!
 //! Under `--cfg busline_loom` the atomics, `UnsafeCell`, thread yields, spin hints and the
-//! waker cell come from loom, so the `loom-tests` crate model-checks the engine's real code.
+//! driver's waker cell come from loom (and so does everything built on them, `seat_waker.rs`
+//! included), so the `loom-tests` crate model-checks the engine's real code.
 //! (A namespaced cfg, because plain `cfg(loom)` also switches tokio's internals.) Nothing else
 //! in the crate names `std::sync::atomic` directly.
 
 #[cfg(not(busline_loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU8, AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use std::thread::yield_now;
 
     /// `std::cell::UnsafeCell` with loom's closure-based API.
@@ -30,7 +31,8 @@ mod imp {
         }
     }
 
-    /// A cell holding the waker of one task, woken by another: `atomic_waker::AtomicWaker`.
+    /// The driver's waker cell, woken by callers and batches: `atomic_waker::AtomicWaker`.
+    /// (A seat's is `seat_waker.rs`.)
     #[derive(Debug, Default)]
     pub(crate) struct WakerCell(atomic_waker::AtomicWaker);
 
@@ -48,10 +50,6 @@ mod imp {
         pub(crate) fn wake(&self) {
             self.0.wake();
         }
-
-        pub(crate) fn clear(&self) {
-            drop(self.0.take());
-        }
     }
 
     /// Spin-wait hint.
@@ -64,7 +62,7 @@ mod imp {
 #[cfg(busline_loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU8, AtomicU64, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use loom::thread::yield_now;
 
     /// loom's model of `AtomicWaker`.
@@ -82,10 +80,6 @@ mod imp {
 
         pub(crate) fn wake(&self) {
             self.0.wake();
-        }
-
-        pub(crate) fn clear(&self) {
-            drop(self.0.take_waker());
         }
     }
 
@@ -145,6 +139,13 @@ mod broken {
         /// A partition's `Activity::leave` retires its member with a plain store of `DEAD`
         /// instead of a compare-exchange from zero.
         Retire,
+        /// `Slot::collect_rest` trusts the keys gathered ahead without re-checking their seats.
+        Gather,
+        /// `Slot::cancel` stores CANCELLED before counting the cancel.
+        CancelOrder,
+        /// `Slot::wake` wakes a seat without waiting for it to be written, racing the waker
+        /// its producer stores with the key.
+        WakeUnwritten,
     }
 
     thread_local! {

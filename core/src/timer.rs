@@ -12,11 +12,12 @@
 //!    deadlines) until the deadline; if not, it sleeps on to the deadline itself. It wakes the
 //!    driver's task at the deadline, deadlines due together in their order.
 //!
-//! The driver asks to be woken a little before its deadline (`THREAD_WAKE_LATENCY` in `driver/alarm.rs`) and
-//! covers the rest by yielding (staying runnable) rather than parking, because waking a parked
-//! tokio worker costs tens of microseconds too. Its `SkipSpin` says "skip" when the bus is
-//! busy: its workers are awake with callers then, and the driver's own last stretch covers the
-//! sleep's wake-up latency, so no core is burnt on a spin. (Asked when the spin would begin,
+//! The driver asks to be woken a little before its deadline (by a thread's or a parked worker's
+//! wake-up latency, `driver/alarm.rs`) and covers the rest by yielding (staying runnable)
+//! rather than parking, because waking a parked tokio worker costs tens of microseconds too.
+//! Its `SkipSpin` says "skip" when the bus is busy: its workers are awake with callers then,
+//! and the driver's own last stretch covers the sleep's wake-up latency, so no core is burnt
+//! on a spin. (Asked when the spin would begin,
 //! not when the deadline is set: a bus is armed when its first passenger boards, long before it
 //! fills.) A spin costs at most ~100 µs of a core per window, and only while a lightly loaded
 //! window is open; an idle batcher registers no deadline and the thread sleeps.

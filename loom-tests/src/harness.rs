@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-pub use busline::model::{Bug, Claim, MAX_SEATS, Ring, Sealed, Slot};
+pub use busline::model::{Bug, Claim, Gathered, MAX_SEATS, Ring, Sealed, Slot};
 
 /// The preemption bound when `LOOM_MAX_PREEMPTIONS` is not set (tokio's CI uses 2 to 4).
 pub const DEFAULT_PREEMPTIONS: usize = 3;
@@ -238,6 +238,15 @@ impl Wakers {
         self.live.load(SeqCst)
     }
 
+    /// A fresh, counted waker that forwards to `cx`'s.
+    pub fn tracked(self: &Arc<Self>, cx: &Context<'_>) -> Waker {
+        self.live.fetch_add(1, SeqCst);
+        Waker::from(Arc::new(Tracked {
+            inner: cx.waker().clone(),
+            wakers: Arc::clone(self),
+        }))
+    }
+
     /// `slot.poll_done(index, ..)` with a fresh, counted waker that forwards to `cx`'s.
     fn poll_done(
         self: &Arc<Self>,
@@ -245,11 +254,7 @@ impl Wakers {
         index: usize,
         cx: &mut Context<'_>,
     ) -> Poll<()> {
-        self.live.fetch_add(1, SeqCst);
-        let waker = Waker::from(Arc::new(Tracked {
-            inner: cx.waker().clone(),
-            wakers: Arc::clone(self),
-        }));
+        let waker = self.tracked(cx);
         slot.poll_done(index, &mut Context::from_waker(&waker))
     }
 }
@@ -470,6 +475,23 @@ pub fn wait_and_read(
 pub fn give_up(ring: &TestRing, slot: usize, index: usize, ledger: &Ledger) {
     ring.slot(slot).cancel(index);
     release(ring, slot, ledger);
+}
+
+/// [`give_up`] on a thread of the model.
+pub fn spawn_give_up(ring: &Arc<TestRing>, slot: usize, index: usize, ledger: &Arc<Ledger>) -> loom::thread::JoinHandle<()> {
+    let (ring, ledger) = (Arc::clone(ring), Arc::clone(ledger));
+    loom::thread::spawn(move || give_up(&ring, slot, index, &ledger))
+}
+
+/// [`wait_and_read`] on a thread of the model.
+pub fn spawn_wait_and_read(
+    ring: &Arc<TestRing>,
+    (slot, index, id): (usize, usize, usize),
+    wakers: &Arc<Wakers>,
+    ledger: &Arc<Ledger>,
+) -> loom::thread::JoinHandle<Outcome> {
+    let (ring, ledger, wakers) = (Arc::clone(ring), Arc::clone(ledger), Arc::clone(wakers));
+    loom::thread::spawn(move || wait_and_read(&ring, slot, index, id, &wakers, &ledger))
 }
 
 /// What a caller that polls once and then gives up (a `Load` under `tokio::time::timeout`)

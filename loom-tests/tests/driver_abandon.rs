@@ -28,7 +28,7 @@ fn abandon_vs_producers(closed_before: bool) -> usize {
     let producers: Vec<_> = (0..2)
         .map(|id| {
             let (ring, signals, ledger) = (Arc::clone(&ring), Arc::clone(&signals), Arc::clone(&ledger));
-            loom::thread::spawn(move || match board(&ring, &signals, ledger.key(id), |_| {}) {
+            loom::thread::spawn(move || match board(&ring, &signals, ledger.key(id), std::task::Waker::noop(), |_| {}) {
                 Boarded::Seat { slot, index } => {
                     let seat = ring.slot(slot);
                     loom::future::block_on(poll_fn(|cx| seat.poll_done(index, cx)));

@@ -31,7 +31,7 @@ fn shutdown_vs_caller(overflow: Overflow, stalled: bool) -> Answer {
     let ring: Arc<TestRing> = Arc::new(Ring::new(2, 1));
     let signals = Arc::new(Signals::new());
     let ledger = Ledger::new(2);
-    assert!(matches!(board(&ring, &signals, ledger.key(0), |_| {}), busline::model::Boarded::Seat { .. }));
+    assert!(matches!(board(&ring, &signals, ledger.key(0), std::task::Waker::noop(), |_| {}), busline::model::Boarded::Seat { .. }));
     signals.set_stalled(stalled);
     let finished = Arc::new(loom::sync::atomic::AtomicBool::new(false));
     // Set if a solo run started once the driver had finished (std: bookkeeping, not modelled).
@@ -47,7 +47,7 @@ fn shutdown_vs_caller(overflow: Overflow, stalled: bool) -> Answer {
         loom::thread::spawn(move || {
             let mut key = ledger.key(1);
             loop {
-                match admit(&ring, &signals, overflow, key, |_| {}) {
+                match admit(&ring, &signals, overflow, key, std::task::Waker::noop(), |_| {}) {
                     Admission::Seated { slot, index } => {
                         // Only a close can send this bus (the driver sends nothing else here):
                         // its outcome is published by `abandon`.

@@ -22,7 +22,7 @@ fn wake_on_release_and_first_seat() {
     let ring: Arc<TestRing> = Arc::new(Ring::new(2, 1));
     let signals = Arc::new(Signals::new());
     let ledger = Ledger::new(2);
-    assert!(matches!(board(&ring, &signals, ledger.key(0), |_| {}), Boarded::Seat { slot: 0, index: 0 }));
+    assert!(matches!(board(&ring, &signals, ledger.key(0), std::task::Waker::noop(), |_| {}), Boarded::Seat { slot: 0, index: 0 }));
     let sealed = ring.seal().expect("slot 1 is free");
     // SAFETY: once per seal, by the driver, before the batch's reference is released.
     unsafe { ring.slot(0).collect(sealed.count, |_| {}) };
@@ -38,7 +38,7 @@ fn wake_on_release_and_first_seat() {
     };
     let producer = {
         let (ring, signals, ledger) = (Arc::clone(&ring), Arc::clone(&signals), Arc::clone(&ledger));
-        loom::thread::spawn(move || board(&ring, &signals, ledger.key(1), |_| {}))
+        loom::thread::spawn(move || board(&ring, &signals, ledger.key(1), std::task::Waker::noop(), |_| {}))
     };
 
     let mut completed = 0;

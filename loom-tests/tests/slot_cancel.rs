@@ -2,10 +2,9 @@
 //! departure (`seal`, `collect`, `publish`, `release`).
 #![cfg(busline_loom)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{Wakers, dispatch, give_up, model, two_seated, wait_and_read};
+use busline_loom_tests::harness::{Wakers, dispatch, model, spawn_give_up, spawn_wait_and_read, two_seated};
 
 /// Executions in which the batch ran without the caller who gave up, and with it.
 static RAN_WITHOUT: AtomicUsize = AtomicUsize::new(0);
@@ -16,14 +15,8 @@ static RAN_WITH: AtomicUsize = AtomicUsize::new(0);
 fn cancel_vs_dispatch() {
     let (ring, ledger) = two_seated();
     let wakers = Wakers::new();
-    let quitter = {
-        let (ring, ledger) = (Arc::clone(&ring), Arc::clone(&ledger));
-        loom::thread::spawn(move || give_up(&ring, 0, 0, &ledger))
-    };
-    let waiter = {
-        let (ring, ledger, wakers) = (Arc::clone(&ring), Arc::clone(&ledger), Arc::clone(&wakers));
-        loom::thread::spawn(move || wait_and_read(&ring, 0, 1, 1, &wakers, &ledger))
-    };
+    let quitter = spawn_give_up(&ring, 0, 0, &ledger);
+    let waiter = spawn_wait_and_read(&ring, (0, 1, 1), &wakers, &ledger);
 
     let sealed = ring.seal().expect("slot 1 is free");
     assert_eq!(sealed.count, 2, "a cancelled seat still counts in the seal");

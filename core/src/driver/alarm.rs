@@ -7,10 +7,13 @@
 //!   own, so a window costs about what a departure without one does; but tokio's timer has a
 //!   1 ms resolution and rounds up: a window closes up to ~1 ms late.
 //! - the precise timer thread (`timer.rs`), when spinning is on (the default): it wakes the
-//!   driver a thread's wake-up latency early (and spins its own last stretch when the bus is
-//!   lightly loaded), and the driver stays runnable through the last stretch instead of
-//!   parking, so no thread wake-up stands between the deadline and the departure. Precise to
-//!   microseconds, for the CPU of those spins and wake-ups.
+//!   driver early by the wake-up latency that stands between it and the driver's poll (a
+//!   thread's when the bus is busy and its workers awake; a parked worker's when it is light,
+//!   and then the timer thread spins its own last stretch so that its wake-up adds nothing),
+//!   and the driver stays runnable from there to the deadline instead of parking, so no
+//!   wake-up stands between the deadline and the departure. Precise to microseconds, for the
+//!   CPU of those spins and wake-ups. The driver also reads the boarded keys in that stretch
+//!   (`batch.rs`, `Ahead`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -21,13 +24,14 @@ use crate::policy::Instant;
 use crate::timer;
 
 /// How long waking a parked tokio worker takes on a 2-vCPU VM (20–130 µs measured by
-/// `examples/window_precision.rs`; this covers most of it): within this of a deadline, a
-/// driver with few passengers stays runnable rather than parks.
+/// `examples/window_precision.rs`; this covers most of it): a driver with few passengers is
+/// woken this much early by the timer thread (which spins to that instant), and stays runnable
+/// from there rather than parks.
 const WORKER_WAKE_LATENCY: Duration = Duration::from_micros(100);
 
 /// How long a sleeping thread's futex wake-up takes on a 2-vCPU VM (10–60 µs, same source):
-/// the timer thread wakes the driver this much early, and a driver with many passengers (its
-/// workers awake with callers, so no parked worker to wake) stays runnable this long.
+/// a driver with many passengers (its workers awake with callers, so no parked worker to
+/// wake) is woken this much early by the timer thread, and stays runnable this long.
 const THREAD_WAKE_LATENCY: Duration = Duration::from_micros(60);
 
 /// From this many passengers on, a bus counts as busy: its callers keep the runtime's workers
@@ -58,7 +62,9 @@ impl Alarm {
     }
 
     /// Makes sure the driver's task (`cx`) is woken at `deadline`, now being `now`. `paused`:
-    /// tokio's clock is paused. `passengers`: seats taken on the boarding bus.
+    /// tokio's clock is paused. `passengers`: seats taken on the boarding bus. Returns whether
+    /// the driver stays runnable through the last stretch to the deadline (it is polled again
+    /// soon, with time on its hands).
     pub(super) fn set(
         &mut self,
         clock: &Clock,
@@ -67,10 +73,10 @@ impl Alarm {
         paused: bool,
         passengers: usize,
         cx: &mut Context<'_>,
-    ) {
+    ) -> bool {
         if paused || !self.spin {
             self.sleep_until(clock, deadline, cx);
-            return;
+            return false;
         }
         let busy = passengers >= BUSY_PASSENGERS;
         let stay_runnable = if busy { THREAD_WAKE_LATENCY } else { WORKER_WAKE_LATENCY };
@@ -80,14 +86,20 @@ impl Alarm {
             // tokio re-polls a self-woken task soon (LIFO slot), where `yield_now` waits for
             // the worker's next maintenance pass (an epoll call).
             cx.waker().wake_by_ref();
+            true
         } else {
-            let early = THREAD_WAKE_LATENCY.as_nanos() as u64;
-            let wake = Instant::from_nanos(deadline.as_nanos() - early);
+            // Woken early by the latency of whatever stands between the timer thread and our
+            // next poll: a futex wake-up of a worker that is awake with callers (busy), or the
+            // unpark of a parked worker (light; the timer thread spins to this instant then, so
+            // its own wake-up adds nothing). We stay runnable from there to the deadline.
+            let early = stay_runnable.as_nanos() as u64;
+            let wake = Instant::from_nanos(deadline.as_nanos().saturating_sub(early));
             // Unless a wake-up at or before it is still pending with the timer thread.
             if self.armed.is_none_or(|armed| wake < armed || armed <= now) {
                 self.armed = Some(wake);
                 timer::wake_at(clock.to_std(wake), &self.skip_spin, cx.waker());
             }
+            false
         }
     }
 

@@ -12,7 +12,10 @@ use std::time::Duration;
 use crate::Error;
 use crate::observe::{BatchTrace, Departure, Ending};
 use crate::ring::Sealed;
-use crate::shared::{Held, Outcome, Shared, await_batch, drop_quietly};
+use crate::slot::Gathered;
+
+use super::distinct::Distinct;
+use crate::shared::{Held, Outcome, SeatKey, Shared, await_batch, drop_quietly};
 use crate::signals::{self, Fanout};
 use crate::stats::StatsCells;
 
@@ -20,31 +23,122 @@ use crate::stats::StatsCells;
 #[derive(Debug)]
 pub(super) struct Panicked;
 
+/// The keys of the boarding bus gathered ahead of its departure, de-duplicated into the
+/// driver's set (see `Slot::gather`): the driver gathers while it waits out a window, so that
+/// at the deadline only the last passengers' keys are left to read.
+#[derive(Debug)]
+pub(super) struct Ahead {
+    /// The boarding slot the gathered keys belong to, and how far its seats were read.
+    slot: usize,
+    gathered: Gathered,
+    /// Seats taken at the previous gather's look.
+    last_count: usize,
+    /// A gather of this bus panicked (user code): leave its keys to the collect, which meets
+    /// the panic once more at most, instead of every poll of the stretch meeting it again.
+    stopped: bool,
+}
+
+impl Ahead {
+    pub(super) fn new() -> Ahead {
+        Ahead { slot: usize::MAX, gathered: Gathered::NONE, last_count: 0, stopped: false }
+    }
+
+    /// Reads the keys written since the last gather in the boarding bus (`boarding`) into
+    /// `dedup`, if nobody boarded since the previous look: while callers are still boarding,
+    /// reading the seats they write would pull those cache lines away from them mid-write
+    /// (the seats are packed, several to a line), slowing the boarding more than the gather
+    /// saves. The keys' `Hash`, `Eq` and `Clone` run here: if one panics, what was gathered is
+    /// dropped, this bus is gathered no more, and the collect at departure reads every seat
+    /// again (and meets the panic there, as the batch's outcome, if it repeats).
+    pub(super) fn gather<K, V, E>(&mut self, shared: &Shared<K, V, E>, boarding: Sealed, dedup: &mut Distinct<K>)
+    where
+        K: Eq + Hash + Clone,
+    {
+        if self.slot != boarding.slot {
+            self.forget(dedup);
+            self.slot = boarding.slot;
+            self.last_count = 0;
+            self.stopped = false;
+        }
+        if self.stopped {
+            return;
+        }
+        let quiet = std::mem::replace(&mut self.last_count, boarding.count) == boarding.count;
+        if !quiet || boarding.count <= self.gathered.upto {
+            return;
+        }
+        let slot = shared.ring.slot(boarding.slot);
+        let from = self.gathered;
+        let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: by the driver, on the boarding slot, continuing this epoch's gathers: every
+            // seal is collected (`take`, which forgets what was gathered) before the driver
+            // gathers again, so `from` is this epoch's; `count` is the seats claimed so far.
+            unsafe { slot.gather(from, boarding.count, |key| insert(dedup, key)) }
+        }));
+        match read {
+            Ok(gathered) => self.gathered = gathered,
+            Err(_) => {
+                self.forget(dedup);
+                self.stopped = true;
+            }
+        }
+    }
+
+    /// Drops what was gathered (a seal, or a panic in user code).
+    fn forget<K>(&mut self, dedup: &mut Distinct<K>) {
+        // Also when nothing was counted as gathered: a gather that panicked may have added
+        // keys before it could count them.
+        dedup.clear();
+        self.gathered = Gathered::NONE;
+    }
+
+    /// Takes what was gathered for the bus sealed as `sealed`, leaving nothing behind.
+    fn take<K>(&mut self, sealed: Sealed, dedup: &mut Distinct<K>) -> Gathered {
+        if self.slot != sealed.slot {
+            self.forget(dedup);
+        }
+        self.slot = usize::MAX;
+        self.stopped = false;
+        std::mem::replace(&mut self.gathered, Gathered::NONE)
+    }
+}
+
+/// Adds a seat's key to the batch's distinct keys.
+fn insert<K: Eq + Hash + Clone>(dedup: &mut Distinct<K>, key: &SeatKey<K>) {
+    dedup.insert(key.get());
+}
+
 /// Waits for each sealed seat to be written and gathers the distinct keys of the callers still
-/// there into `dedup`, then drains them. The keys' `Hash`, `Eq` and `Clone` run here.
+/// there into `dedup` (continuing what `ahead` gathered), then takes them out. The keys'
+/// `Hash`, `Eq` and `Clone` run here.
 pub(super) fn collect<K, V, E>(
     shared: &Shared<K, V, E>,
     sealed: Sealed,
-    dedup: &mut hashbrown::HashSet<K>,
+    ahead: &mut Ahead,
+    dedup: &mut Distinct<K>,
 ) -> Result<Vec<K>, Panicked>
 where
     K: Eq + Hash + Clone,
 {
     let slot = shared.ring.slot(sealed.slot);
-    let gathered = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: once per seal, by the driver, before the batch's reference is released.
-        unsafe {
-            slot.collect(sealed.count, |key| {
-                dedup.get_or_insert_with(key.get(), K::clone);
-            })
+    let gathered = ahead.take(sealed, dedup);
+    let collected = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: once per seal, by the driver, before the batch's reference is released;
+        // `gathered` comes from this epoch's gathers.
+        let rest = unsafe { slot.collect_rest(sealed.count, gathered, |key| insert(dedup, key)) };
+        if rest.is_none() {
+            // A caller gathered ahead has gone since: start again without its key.
+            dedup.clear();
+            // SAFETY: as above; nothing else was collected from this seal.
+            unsafe { slot.collect(sealed.count, |key| insert(dedup, key)) };
         }
     }));
-    match gathered {
-        // Draining moves the keys out: no user code.
-        Ok(_) => Ok(dedup.drain().collect()),
+    match collected {
+        // The keys move out: no user code.
+        Ok(()) => Ok(dedup.take()),
         Err(_) => {
-            // The set may hold clones; drop them (their `Drop` is user code too) with the set.
-            drop_quietly(std::mem::take(dedup));
+            // The set may hold clones; drop them (their `Drop` is user code too).
+            dedup.clear();
             Err(Panicked)
         }
     }
@@ -190,5 +284,81 @@ impl<K, V, E> Drop for Sweep<K, V, E> {
 impl<K, V, E> Drop for Publisher<K, V, E> {
     fn drop(&mut self) {
         self.publish_once(Err(Error::Closed));
+    }
+}
+
+#[cfg(all(test, not(busline_loom)))]
+mod tests {
+    use std::sync::Arc as StdArc;
+    use std::sync::atomic::AtomicBool;
+    use std::task::Waker;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::observe::Observer;
+    use crate::ring::Ring;
+    use crate::settings::Overflow;
+    use crate::signals::{Boarded, Signals, board};
+
+    /// The state a batcher's driver works on (2 slots of 8 seats), with no driver running.
+    fn shared() -> Shared<u64, u64, ()> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _entered = rt.enter();
+        Shared {
+            ring: Ring::new(2, 8),
+            signals: Signals::new(),
+            room: Notify::new(),
+            finished: AtomicBool::new(false),
+            finished_notify: Notify::new(),
+            overflow: Overflow::Wait,
+            batch_fn: StdArc::new(|_| unreachable!("no batch runs here")),
+            batch_timeout: None,
+            stats: StatsCells::new(),
+            observer: Observer::new(&StdArc::from("test"), "window"),
+            clock: Clock::start(),
+        }
+    }
+
+    fn board_keys(shared: &Shared<u64, u64, ()>, keys: &[u64]) {
+        for &key in keys {
+            let boarded = board(&shared.ring, &shared.signals, SeatKey::new(key), Waker::noop(), |_| {});
+            assert!(matches!(boarded, Boarded::Seat { slot: 0, .. }), "{boarded:?}");
+        }
+    }
+
+    #[test]
+    fn the_collect_leaves_out_a_caller_gone_after_the_gather_and_keeps_the_rest() {
+        let shared = shared();
+        let (mut ahead, mut dedup) = (Ahead::new(), Distinct::new());
+        board_keys(&shared, &[1, 2, 3, 2]);
+        // Two looks: the first sees boarding go on, the second finds it quiet and reads.
+        ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
+        ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
+        assert_eq!(ahead.gathered, Gathered { upto: 4, cancelled: 0 });
+        // Key 1's caller gives up before the departure.
+        shared.ring.slot(0).cancel(0);
+        shared.release(0, 1);
+        let sealed = shared.ring.seal().unwrap();
+        let keys = collect(&shared, sealed, &mut ahead, &mut dedup).map_err(drop).unwrap();
+        assert_eq!(keys, [2, 3], "collected from scratch without key 1, each key once");
+        assert_eq!(dedup.take(), Vec::<u64>::new(), "nothing left behind for the next bus");
+    }
+
+    #[test]
+    fn a_gather_waits_for_quiet_and_the_collect_continues_where_it_stopped() {
+        let shared = shared();
+        let (mut ahead, mut dedup) = (Ahead::new(), Distinct::new());
+        board_keys(&shared, &[5, 6]);
+        ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
+        assert_eq!(ahead.gathered, Gathered::NONE, "boarding was going on: nothing read yet");
+        ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
+        assert_eq!(ahead.gathered.upto, 2);
+        board_keys(&shared, &[7, 5]);
+        let sealed = shared.ring.seal().unwrap();
+        let keys = collect(&shared, sealed, &mut ahead, &mut dedup).map_err(drop).unwrap();
+        assert_eq!(keys, [5, 6, 7], "the gathered keys, then the rest, in boarding order");
+        assert_eq!(ahead.gathered, Gathered::NONE, "the seal's collect took what was gathered");
     }
 }

@@ -10,6 +10,7 @@
 
 mod alarm;
 mod batch;
+mod distinct;
 
 use std::fmt;
 use std::hash::Hash;
@@ -27,6 +28,7 @@ use crate::stats::StatsCells;
 
 use alarm::{Alarm, BUSY_PASSENGERS};
 use batch::Publisher;
+use distinct::Distinct;
 
 /// The most rounds a departure that is due now (natural batching) waits for more passengers: a
 /// round is one `yield_now`, one pass of the worker's run queue, and 16 passes bound the added
@@ -53,11 +55,10 @@ pub(crate) struct Driver<K, V, E> {
     /// Rounds waited before the departure now due, and the seats taken at the last one.
     rounds: u32,
     seats_at_round: usize,
-    /// Scratch set for de-duplicating a batch's keys. hashbrown with foldhash: one hash per
-    /// seat (`get_or_insert_with`), several times cheaper than std's SipHash for small keys.
-    /// foldhash is seeded per process; a crafted collision set could at worst make one
-    /// batch's de-duplication quadratic in `max_batch_size`.
-    dedup: hashbrown::HashSet<K>,
+    /// The distinct keys of the bus being collected (`distinct.rs`).
+    dedup: Distinct<K>,
+    /// How far the boarding bus's keys are already in `dedup`.
+    ahead: batch::Ahead,
 }
 
 impl<K, V, E> fmt::Debug for Driver<K, V, E> {
@@ -100,7 +101,8 @@ where
             last_now: Instant::ZERO,
             rounds: 0,
             seats_at_round: 0,
-            dedup: hashbrown::HashSet::new(),
+            dedup: Distinct::new(),
+            ahead: batch::Ahead::new(),
         }
     }
 
@@ -142,7 +144,14 @@ where
             return self.finish_when_drained();
         }
         if let Some(deadline) = self.scheduler.poll_timeout() {
-            self.alarm.set(&self.shared.clock, deadline, now, paused, self.seen, cx);
+            let near = self.alarm.set(&self.shared.clock, deadline, now, paused, self.seen, cx);
+            if near {
+                // Awake through the last stretch before the deadline anyway: read the keys of
+                // whoever has boarded, so the departure finds them de-duplicated. (Not sooner:
+                // a bus's keys are copied only shortly before it leaves, so a long window's
+                // pending requests cost no more memory than their seats.)
+                self.ahead.gather(&self.shared, self.shared.ring.boarding(), &mut self.dedup);
+            }
         }
         Poll::Pending
     }
@@ -256,7 +265,7 @@ where
             stats.queue_wait_us.record(waited.as_micros() as u64);
         }
         let mut publisher = Publisher::new(StdArc::clone(&self.shared), sealed.slot);
-        let keys = match batch::collect(shared, sealed, &mut self.dedup) {
+        let keys = match batch::collect(shared, sealed, &mut self.ahead, &mut self.dedup) {
             Ok(keys) => keys,
             Err(batch::Panicked) => return publisher.publish(Err(Error::Panicked)),
         };
@@ -285,6 +294,8 @@ impl<K, V, E> Drop for Driver<K, V, E> {
         // boarded with `Closed`, so no caller waits for a driver that is gone.
         let shared = &*self.shared;
         signals::abandon(&shared.ring, &shared.signals, Held::new(Err(Error::Closed)));
+        // Keys gathered ahead for a bus that never left: their `Drop` is user code.
+        self.dedup.clear();
         shared.room.notify_waiters();
         shared.finish();
     }
