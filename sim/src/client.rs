@@ -26,8 +26,7 @@
 //! engine reports every answer with [`on_answer`](Clients::on_answer). Time never goes
 //! backwards; an early or repeated `on_timeout` is a no-op.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 
 use anyhow::Result;
 use rand::Rng;
@@ -35,6 +34,7 @@ use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Exp1};
 use serde::Serialize;
 
+use crate::queue::{self, EventQueue};
 use crate::rng::{Stream, stream};
 use crate::scenario::{ClientConfig, Scenario};
 use crate::stats::{Histogram, LatencySummary};
@@ -69,7 +69,7 @@ pub enum Answer {
     Late,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Event {
     /// The next fresh request of the open loop.
     Fresh,
@@ -152,7 +152,7 @@ pub struct Clients {
     /// The next fresh arrival of the open loop, drawn when its event was scheduled.
     next_fresh: Option<Option<u32>>,
     /// Fresh arrivals, closed-loop issues and retries, by (instant, sequence).
-    events: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    events: EventQueue<Event>,
     /// The attempts' deadlines, in the order they were set: with one timeout for all and time
     /// never going backwards, that is their order in time (a FIFO, not a heap). Each carries
     /// its sequence number, so the two queues merge in the order one heap would give.
@@ -208,7 +208,7 @@ impl Clients {
             rng: stream(scenario.seed, Stream::Client),
             traffic: if closed { None } else { Some(Traffic::new(scenario)?) },
             next_fresh: None,
-            events: BinaryHeap::new(),
+            events: EventQueue::with_capacity(16),
             deadlines: VecDeque::new(),
             seq: 0,
             requests: Vec::new(),
@@ -243,7 +243,7 @@ impl Clients {
     /// The next event (its instant and sequence), and whether it is a deadline.
     #[inline]
     fn peek(&self) -> Option<(u64, bool)> {
-        let heap = self.events.peek().map(|Reverse((t, seq, _))| (*t, *seq));
+        let heap = self.events.peek_key().map(|k| (queue::time_of(k), queue::seq_of(k)));
         let deadline = self.deadlines.front().map(|&(t, seq, _)| (t, seq));
         match (heap, deadline) {
             (Some(h), Some(d)) => Some(if d < h { (d.0, true) } else { (h.0, false) }),
@@ -291,7 +291,7 @@ impl Clients {
                 let (_, _, attempt) = self.deadlines.pop_front().unwrap_or_default();
                 Event::Deadline { attempt }
             } else {
-                let Some(Reverse((_, _, ev))) = self.events.pop() else { break };
+                let Some((_, ev)) = self.events.pop() else { break };
                 ev
             };
             match ev {
@@ -417,7 +417,7 @@ impl Clients {
 
     fn push(&mut self, t: u64, ev: Event) {
         self.seq += 1;
-        self.events.push(Reverse((t, self.seq, ev)));
+        self.events.push(queue::key(t, self.seq), ev);
     }
 
     fn count(&mut self, measured: bool, f: impl FnOnce(&mut Counters)) {

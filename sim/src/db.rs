@@ -14,6 +14,14 @@
 //! stale: its version no longer matches): O(1) events per change instead of O(k).
 //! With `contention = 0` the rate is always 1: each query gets its completion event when it
 //! starts, and nothing is ever rescheduled.
+//!
+//! # Cost per event
+//!
+//! A completion finds its query's place among the running ones through an index by query id
+//! (not a scan of the `servers` running queries), and the rate is computed once per change of
+//! `k`, not at every use. Under contention the engine keeps the one live completion event
+//! beside its heap ([`Db::one_due`]): a rescheduled event replaces it there instead of
+//! leaving a stale event in the heap to be popped and ignored.
 
 use std::collections::VecDeque;
 
@@ -126,6 +134,7 @@ pub enum DbEvent {
         at: u64,
     },
     /// `query` will finish at `at` unless rescheduled; deliver `complete(at, query, version)`.
+    /// Under contention ([`Db::one_due`]) each `Due` supersedes every earlier one.
     Due {
         /// The query.
         query: u32,
@@ -135,6 +144,9 @@ pub enum DbEvent {
         at: u64,
     },
 }
+
+/// `Db::place` of a query that is not running.
+const NOT_RUNNING: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Copy)]
 struct Running {
@@ -151,6 +163,10 @@ pub struct Db {
     contention: f64,
     service: ServiceSampler,
     running: Vec<Running>,
+    /// The place in `running` of each running query, by query id (`NOT_RUNNING` otherwise).
+    place: Vec<u32>,
+    /// The rate of every running query, `1 / (1 + contention × (k − 1))` for the `k` running now.
+    rate: f64,
     waiting: VecDeque<(u32, u32, u64)>,
     /// Virtual time: work done by each running query since the start (under contention).
     v: f64,
@@ -175,6 +191,8 @@ impl Db {
             contention: c.contention,
             service: ServiceSampler::new(scenario),
             running: Vec::with_capacity(c.servers as usize),
+            place: Vec::new(),
+            rate: 1.0,
             waiting: VecDeque::new(),
             v: 0.0,
             due: None,
@@ -210,6 +228,13 @@ impl Db {
         self.servers as f64 / (1.0 + self.contention * (self.servers.saturating_sub(1)) as f64)
     }
 
+    /// Whether at most one completion event is live at a time (under contention): each
+    /// [`DbEvent::Due`] then supersedes the earlier ones, which [`complete`](Db::complete)
+    /// would ignore, so the engine may keep only the latest.
+    pub fn one_due(&self) -> bool {
+        self.contention > 0.0
+    }
+
     /// Queries running now.
     pub fn running(&self) -> usize {
         self.running.len()
@@ -241,13 +266,20 @@ impl Db {
     pub fn complete(&mut self, now: u64, query: u32, version: u32, out: &mut Vec<DbEvent>) -> bool {
         // Under contention only the query first to finish holds a live event; the versions
         // tell its latest event from those it had before being rescheduled.
-        let live = |r: &Running| r.query == query && r.version == version;
-        let Some(i) = self.running.iter().position(live) else { return false };
+        let Some(&i) = self.place.get(query as usize) else { return false };
+        if i == NOT_RUNNING || self.running[i as usize].version != version {
+            return false;
+        }
         if self.contention > 0.0 && self.due != Some(query) {
             return false;
         }
         self.advance(now);
-        self.running.swap_remove(i);
+        self.running.swap_remove(i as usize);
+        self.place[query as usize] = NOT_RUNNING;
+        if let Some(moved) = self.running.get(i as usize) {
+            self.place[moved.query as usize] = i;
+        }
+        self.rate = self.rate_of_running();
         self.due = None;
         if self.waiting.is_empty() {
             self.reschedule(now, out);
@@ -263,7 +295,13 @@ impl Db {
         let work = self.service.sample_batch(keys, first_request);
         out.push(DbEvent::Started { query, at: now });
         let version = self.bump();
+        let q = query as usize;
+        if q >= self.place.len() {
+            self.place.resize(q + 1, NOT_RUNNING);
+        }
+        self.place[q] = self.running.len() as u32;
         self.running.push(Running { query, done_at_v: self.v + work as f64, version });
+        self.rate = self.rate_of_running();
         if self.contention == 0.0 {
             out.push(DbEvent::Due { query, version, at: now + work });
         } else {
@@ -280,10 +318,10 @@ impl Db {
         if inside > 0 && !self.running.is_empty() {
             let k = self.running.len() as f64;
             self.window_busy_ns += inside as f64 * k;
-            self.window_work_ns += inside as f64 * k * self.rate();
+            self.window_work_ns += inside as f64 * k * self.rate;
         }
         if self.contention > 0.0 && dt > 0 {
-            self.v += dt as f64 * self.rate();
+            self.v += dt as f64 * self.rate;
         }
         self.last_update = now;
     }
@@ -300,7 +338,7 @@ impl Db {
             self.due = None;
             return;
         };
-        let rate = self.rate();
+        let rate = self.rate;
         let version = self.bump();
         let r = &mut self.running[first];
         r.version = version;
@@ -309,7 +347,8 @@ impl Db {
         out.push(DbEvent::Due { query: r.query, version, at });
     }
 
-    fn rate(&self) -> f64 {
+    /// The rate for the queries running now (kept in `rate` as `k` changes).
+    fn rate_of_running(&self) -> f64 {
         let extra = self.running.len().saturating_sub(1) as f64;
         1.0 / (1.0 + self.contention * extra)
     }

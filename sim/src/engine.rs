@@ -34,7 +34,10 @@
 //! event, only an instance with a deadline has a timer in it, and routing is O(1) or
 //! O(log instances). The next arrival is held beside the heap rather than in it (there is
 //! always exactly one), carrying the sequence number it would have had in the heap, so the
-//! order of events is the same as with one heap for all.
+//! order of events is the same as with one heap for all. So are the database's completion
+//! event under contention (there is at most one live, [`Db::one_due`]) and the clients' timer:
+//! rescheduled, each replaces its one event there, where it would have left a stale event in
+//! the heap to pop and ignore.
 //!
 //! # Clients (`[client]`, see [`crate::client`])
 //!
@@ -161,8 +164,8 @@ enum Kind {
     Arrival,
     Timeout { instance: u32, generation: u32 },
     Done { query: u32, version: u32 },
-    /// The clients' next instant (`[client]`), armed like the schedulers' timers.
-    Client { generation: u64 },
+    /// The clients' next instant (`[client]`).
+    Client,
     /// `[driver]`: the instance's driver has reacted; its released buses leave now.
     Depart { instance: u32 },
     /// `[driver]`: the sealed query's batch function runs now; it goes to the pool.
@@ -253,6 +256,9 @@ struct Engine {
     /// The next arrival: its queue key (instant and sequence number) and trace key, drawn when it was
     /// scheduled and held beside the heap until it fires.
     next_arrival: Option<(u128, Option<u32>)>,
+    /// Under contention, the database's one live completion event (its queue key, query and
+    /// version), held beside the heap like the next arrival.
+    db_due: Option<(u128, u32, u32)>,
     distinct: DistinctCounter,
     db: Db,
     db_out: Vec<DbEvent>,
@@ -290,7 +296,8 @@ struct Engine {
     /// `[client]`: callers that time out and retry, and their timer.
     clients: Option<Clients>,
     client_at: Option<u64>,
-    client_generation: u64,
+    /// The clients' timer event (its queue key), held beside the heap like the next arrival.
+    client_key: Option<u128>,
     client_out: Vec<ClientAction>,
     /// `[client]` only: the instance each request (by id) was routed to, to find an attempt
     /// its caller gives up on.
@@ -303,7 +310,7 @@ impl Engine {
     fn new(scenario: &Scenario, opts: &RunOptions) -> Result<Engine> {
         let policy = scenario.policy().map_err(|e| anyhow!("{e}"))?;
         let scheduler = Scheduler::new(policy, scenario.limits()).map_err(|e| anyhow!("{e}"))?;
-        let router = Router::new(scenario);
+        let mut router = Router::new(scenario);
         let n = router.instances() as usize;
         let instances = (0..n)
             .map(|_| Instance {
@@ -322,6 +329,7 @@ impl Engine {
         let clients = Clients::new(scenario)?;
         let trace_keys = traffic.trace_keys();
         let key_space = trace_keys.unwrap_or(if keys.all_unique() { 0 } else { keys.key_space() });
+        router.remember_owners(key_space);
         Ok(Engine {
             heap: EventQueue::with_capacity(64),
             seq: 0,
@@ -333,6 +341,7 @@ impl Engine {
             keys,
             trace_keys: trace_keys.is_some(),
             next_arrival: None,
+            db_due: None,
             distinct: DistinctCounter::new(key_space),
             db: Db::new(scenario),
             db_out: Vec::with_capacity(16),
@@ -365,7 +374,7 @@ impl Engine {
             events: 0,
             clients,
             client_at: None,
-            client_generation: 0,
+            client_key: None,
             client_out: Vec::new(),
             routed_to: Vec::new(),
             touched: Vec::new(),
@@ -406,13 +415,45 @@ impl Engine {
         self.db.set_window(self.warm_ns, horizon);
     }
 
-    /// The earliest event: the heap's top or the next arrival, by `(time, seq)`.
+    /// The earliest event: the heap's top or one of the events held beside it (the next
+    /// arrival, the database's completion under contention, the clients' timer), by
+    /// `(time, seq)` (keys are unique: no ties).
     #[inline]
     fn next_event(&mut self) -> Option<Event> {
-        match (self.next_arrival, self.heap.peek_key()) {
-            (Some((k, _)), h) if h.is_none_or(|h| k < h) => Some(Event { time: queue::time_of(k), kind: Kind::Arrival }),
-            _ => self.heap.pop().map(|(k, kind)| Event { time: queue::time_of(k), kind }),
+        #[derive(Clone, Copy)]
+        enum From {
+            Heap,
+            Arrival,
+            Db,
+            Clients,
         }
+        let mut first = self.heap.peek_key().map(|k| (k, From::Heap));
+        let beside = [
+            (self.next_arrival.map(|(k, _)| k), From::Arrival),
+            (self.db_due.map(|(k, _, _)| k), From::Db),
+            (self.client_key, From::Clients),
+        ];
+        for (key, from) in beside {
+            if let Some(k) = key
+                && first.is_none_or(|(f, _)| k < f)
+            {
+                first = Some((k, from));
+            }
+        }
+        let (key, from) = first?;
+        let kind = match from {
+            From::Heap => self.heap.pop()?.1,
+            From::Arrival => Kind::Arrival, // taken by its handler, with its trace key
+            From::Db => {
+                let (_, query, version) = self.db_due.take()?;
+                Kind::Done { query, version }
+            }
+            From::Clients => {
+                self.client_key = None;
+                Kind::Client
+            }
+        };
+        Some(Event { time: queue::time_of(key), kind })
     }
 
     fn run(&mut self) -> Result<()> {
@@ -441,10 +482,7 @@ impl Engine {
                     self.schedule_arrival();
                     (i, false)
                 }
-                Kind::Client { generation } => {
-                    if generation != self.client_generation {
-                        continue; // superseded
-                    }
+                Kind::Client => {
                     self.client_at = None;
                     self.client_event()?;
                     for k in 0..self.touched.len() {
@@ -596,12 +634,11 @@ impl Engine {
         if next == self.client_at {
             return;
         }
-        self.client_generation += 1;
         self.client_at = next;
-        if let Some(t) = next {
-            let generation = self.client_generation;
-            self.push(t.max(self.now), Kind::Client { generation });
-        }
+        self.client_key = next.map(|t| {
+            self.seq += 1;
+            queue::key(t.max(self.now), self.seq)
+        });
     }
 
     /// After an input to instance `i` (`by_timer`: its deadline): its dispatches, or with
@@ -772,6 +809,10 @@ impl Engine {
                             self.queue_waits.push(at - a);
                         }
                     }
+                }
+                DbEvent::Due { query, version, at } if self.db.one_due() => {
+                    self.seq += 1;
+                    self.db_due = Some((queue::key(at, self.seq), query, version));
                 }
                 DbEvent::Due { query, version, at } => self.push(at, Kind::Done { query, version }),
             }

@@ -88,7 +88,8 @@ enum Command {
         /// Override a key in every scenario, as for `run`.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// Runs of each variant; the fastest is kept (other work only ever adds time).
+        /// Measurements of each variant (each repeats the scenario for at least 0.5 s of CPU
+        /// time); the fastest is kept (other work only ever adds time).
         #[arg(long, default_value_t = 3)]
         repeat: u32,
     },

@@ -1,4 +1,4 @@
-//! The engine's event queue: a 4-ary min-heap on one `u128` key per event.
+//! The event queues of the engine and the clients: a 4-ary min-heap on one `u128` key per event.
 //!
 //! The key is `(time << 64) | sequence`, so one integer comparison orders events by time and,
 //! at equal times, by the order they were scheduled (the engine's determinism rests on it).
@@ -30,6 +30,12 @@ pub fn key(time: u64, seq: u64) -> u128 {
 #[inline]
 pub fn time_of(key: u128) -> u64 {
     (key >> 64) as u64
+}
+
+/// The sequence number of a key.
+#[inline]
+pub fn seq_of(key: u128) -> u64 {
+    key as u64
 }
 
 impl<T: Copy> EventQueue<T> {
@@ -132,6 +138,6 @@ mod tests {
             assert_eq!(u128::from(item), k & u128::from(u64::MAX), "the item travels with its key");
         }
         assert!(q.is_empty());
-        assert_eq!(time_of(key(7, 9)), 7);
+        assert_eq!((time_of(key(7, 9)), seq_of(key(7, 9))), (7, 9));
     }
 }

@@ -18,7 +18,10 @@
 //! points (at least one), as Envoy's ring-hash scales an endpoint's hashes by its weight.
 //!
 //! Every pick is O(1) (even, random or in turn) or O(log N) (a binary search over shares or
-//! ring points): no work per request grows linearly with the fleet.
+//! ring points): no work per request grows linearly with the fleet. Key affinity remembers
+//! each key's owner once found ([`Router::remember_owners`]), so a key's later requests skip
+//! the ring's binary search (at 256 instances and 100 vnodes, 15 steps over 200 KiB of
+//! points, cache misses mostly).
 
 use rand::Rng;
 use rand::rngs::SmallRng;
@@ -43,8 +46,15 @@ enum How {
     Single,
     Random { rng: SmallRng, cumulative: Option<Vec<f64>> },
     RoundRobin { next: u64, cumulative: Option<Vec<f64>> },
-    KeyAffinity(Ring),
+    KeyAffinity {
+        ring: Ring,
+        /// Each key's owner once looked up (`UNKNOWN` before), for keys below its length.
+        owners: Vec<u32>,
+    },
 }
+
+/// `How::KeyAffinity::owners` of a key not looked up yet.
+const UNKNOWN: u32 = u32::MAX;
 
 impl Router {
     /// The balancer of `scenario`'s `[fleet]`.
@@ -56,9 +66,19 @@ impl Router {
             _ if n == 1 => How::Single,
             Routing::Random => How::Random { rng: stream(scenario.seed, Stream::Routing), cumulative },
             Routing::RoundRobin => How::RoundRobin { next: 0, cumulative },
-            Routing::KeyAffinity => How::KeyAffinity(Ring::new(&shares(n, f.instance_skew), f.vnodes)),
+            Routing::KeyAffinity => {
+                How::KeyAffinity { ring: Ring::new(&shares(n, f.instance_skew), f.vnodes), owners: Vec::new() }
+            }
         };
         Router { instances: n, how }
+    }
+
+    /// Key affinity: keeps the owner of each key in `0..key_space` once found (4 bytes a key),
+    /// so later requests for it skip the ring. Picks are the same either way.
+    pub fn remember_owners(&mut self, key_space: u32) {
+        if let How::KeyAffinity { owners, .. } = &mut self.how {
+            *owners = vec![UNKNOWN; key_space as usize];
+        }
     }
 
     /// Instances behind the balancer.
@@ -83,7 +103,14 @@ impl Router {
                 *next += 1;
                 by_share(c, u)
             }
-            How::KeyAffinity(ring) => ring.owner(key_hash(key)),
+            How::KeyAffinity { ring, owners } => match owners.get_mut(key as usize) {
+                Some(o) if *o != UNKNOWN => *o,
+                Some(o) => {
+                    *o = ring.owner(key_hash(key));
+                    *o
+                }
+                None => ring.owner(key_hash(key)),
+            },
         }
     }
 }

@@ -128,23 +128,38 @@ pub(super) struct Adaptive {
     /// Decaying peak of the driver's recent lateness, in nanoseconds.
     lateness_ns: f64,
     decay: f64,
+    /// The budget in nanoseconds, and the window `budget − lateness` (also in seconds): they
+    /// change only with the lateness, on a departure, while `due` reads them at every input.
+    budget_ns: f64,
+    window: Duration,
+    window_s: f64,
 }
 
 impl Adaptive {
     pub(super) fn new(cfg: AdaptiveConfig) -> Adaptive {
-        Adaptive {
+        let mut a = Adaptive {
             cfg,
             rate: RateEstimator::new(cfg.rate_samples),
             fast: RateEstimator::new(FAST_SAMPLES),
             lateness_ns: 0.0,
             decay: 1.0 - 1.0 / f64::from(cfg.lateness_memory),
-        }
+            budget_ns: cfg.latency_budget.as_nanos() as f64,
+            window: Duration::ZERO,
+            window_s: 0.0,
+        };
+        a.set_window();
+        a
     }
 
     /// The window currently applied when waiting pays.
     pub(super) fn window(&self) -> Duration {
-        let budget = self.cfg.latency_budget.as_nanos() as f64;
-        Duration::from_nanos((budget - self.lateness_ns).max(0.0) as u64)
+        self.window
+    }
+
+    /// Derives the window from the budget and the lateness.
+    fn set_window(&mut self) {
+        self.window = Duration::from_nanos((self.budget_ns - self.lateness_ns).max(0.0) as u64);
+        self.window_s = self.window.as_secs_f64();
     }
 
     pub(super) fn on_arrival(&mut self, now: Instant, n: usize) {
@@ -160,13 +175,16 @@ impl Adaptive {
     pub(super) fn on_dispatch(&mut self, held: Duration, late: Duration) {
         let excess = (late + held.saturating_sub(self.cfg.latency_budget)).as_nanos() as f64;
         self.lateness_ns = (self.lateness_ns * self.decay).max(excess);
+        self.set_window();
     }
 
     pub(super) fn due(&self, now: Instant, opened: Instant) -> Due {
-        let w = self.window();
-        let secs = w.as_secs_f64();
+        let (w, secs) = (self.window, self.window_s);
+        if w.is_zero() {
+            return Due::Now;
+        }
         let pays = self.rate.rate_per_s(now) * secs >= self.cfg.gate || self.fast.rate_per_s(now) * secs >= 1.0;
-        if w.is_zero() || !pays { Due::Now } else { Due::At(opened + w) }
+        if pays { Due::At(opened + w) } else { Due::Now }
     }
 }
 

@@ -39,7 +39,10 @@ impl RateEstimator {
                 self.times.push(now);
             } else {
                 self.times[self.next] = now;
-                self.next = (self.next + 1) % self.samples;
+                self.next += 1;
+                if self.next == self.samples {
+                    self.next = 0;
+                }
             }
         }
     }
