@@ -46,6 +46,7 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::db::Database;
+use crate::reaction::DriverModel;
 
 /// The mean cost of a query of `keys` ids with `concurrency` queries running.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -351,9 +352,10 @@ pub fn fit(backend: &str, pool_size: u32, points: Vec<CostPoint>) -> Result<Cost
 
 impl CostModel {
     /// The simulator scenario of this database: the cost model as `[db]`, the demo's batcher
-    /// limits as `[policy]`, and a trace (relative to the scenario file) as `[traffic]`.
-    /// Policy and trace are overridden per contender (`--set`).
-    pub fn scenario_toml(&self, name: &str, trace: &str, provenance: &str) -> String {
+    /// limits as `[policy]`, the batcher driver's measured delays (if given) as `[driver]`, and
+    /// a trace (relative to the scenario file) as `[traffic]`. Policy and trace are overridden
+    /// per contender (`--set`).
+    pub fn scenario_toml(&self, name: &str, trace: &str, provenance: &str, driver: Option<&DriverModel>) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# The {} database's cost model, measured by `busline-demo calibrate`.", self.backend);
         for line in provenance.lines() {
@@ -379,6 +381,22 @@ impl CostModel {
         let _ = writeln!(s, "lognormal_sigma = {:.4}\n", self.lognormal_sigma);
         let _ = writeln!(s, "[policy]\nkind = \"natural\"\nmax_batch = 1024\nmax_in_flight = {}", self.pool_size);
         let _ = writeln!(s, "window_ms = 1.0\nthreshold = 2\nlatency_budget_ms = 1.0");
+        if let Some(d) = driver {
+            let table = |q: &[f64]| q.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(", ");
+            let _ = writeln!(s, "\n# The batcher driver's delays, µs, measured against a mock backend (demo/src/reaction.rs):");
+            let _ = writeln!(
+                s,
+                "# quantiles at 5 % steps, the slowest 1 % left out ({}, {} and {} buses of {} requests per policy).",
+                d.reaction.samples,
+                d.timer_reaction.samples,
+                d.launch.samples,
+                d.requests
+            );
+            let _ = writeln!(s, "[driver]");
+            let _ = writeln!(s, "reaction_us = [{}]", table(&d.reaction.quantiles_us));
+            let _ = writeln!(s, "timer_reaction_us = [{}]", table(&d.timer_reaction.quantiles_us));
+            let _ = writeln!(s, "launch_us = [{}]", table(&d.launch.quantiles_us));
+        }
         s
     }
 
@@ -387,8 +405,8 @@ impl CostModel {
     /// # Errors
     ///
     /// If the file cannot be written.
-    pub fn write_scenario(&self, path: &Path, name: &str, trace: &str, provenance: &str) -> Result<()> {
-        std::fs::write(path, self.scenario_toml(name, trace, provenance)).with_context(|| format!("writing {}", path.display()))
+    pub fn write_scenario(&self, path: &Path, name: &str, trace: &str, provenance: &str, driver: Option<&DriverModel>) -> Result<()> {
+        std::fs::write(path, self.scenario_toml(name, trace, provenance, driver)).with_context(|| format!("writing {}", path.display()))
     }
 }
 
@@ -461,9 +479,16 @@ mod tests {
     #[test]
     fn the_scenario_parses_in_the_simulator() {
         let m = fit("sqlite", 4, vec![point(1, 1, 0.05), point(1, 10, 0.06)]).unwrap();
-        let text = m.scenario_toml("db-sqlite", "trace.csv", "test");
+        let text = m.scenario_toml("db-sqlite", "trace.csv", "test", None);
         let s = busline_sim::Scenario::parse_with(&text, Path::new("."), &["policy.kind=car".into()]).unwrap();
         assert_eq!(s.db.servers, 4);
         assert_eq!(s.limits().max_in_flight, 4);
+        assert!(s.driver.is_instant());
+        let delay = |base: f64| crate::reaction::Delay::of((0..100).map(|i| base + f64::from(i)).collect()).unwrap();
+        let d = DriverModel { reaction: delay(20.0), timer_reaction: delay(5.0), launch: delay(1.0), window_ms: 0.5, requests: 100 };
+        let text = m.scenario_toml("db-sqlite", "trace.csv", "test", Some(&d));
+        let s = busline_sim::Scenario::parse_with(&text, Path::new("."), &[]).unwrap();
+        assert_eq!(s.driver.reaction_us.len(), crate::reaction::QUANTILES);
+        assert_eq!((s.driver.reaction_us[0], s.driver.timer_reaction_us[0], s.driver.launch_us[20]), (20.0, 5.0, 99.0));
     }
 }

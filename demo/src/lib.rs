@@ -10,12 +10,14 @@
 //! - [`db`]: the table, the query, the pool, the database's own query count.
 //! - [`sqlite_trace`]: SQLite's statement-profile hook (the crate's only `unsafe`).
 //! - [`trace`]: the arrival trace; [`replay`]: the open-loop load generator.
-//! - [`calibrate`]: the cost model and its scenario; [`simcheck`]: the simulator's predictions.
+//! - [`calibrate`]: the cost model and its scenario; [`reaction`]: the batcher driver's delays;
+//!   [`simcheck`]: the simulator's predictions.
 //! - [`report`]: `reports/db/` (README, CSV, plot).
 #![deny(unsafe_code)]
 
 pub mod calibrate;
 pub mod db;
+pub mod reaction;
 pub mod replay;
 pub mod report;
 pub mod simcheck;

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use busline_demo::calibrate::{CostModel, Plan, calibrate};
 use busline_demo::db::{Database, redact};
+use busline_demo::reaction::{self, DriverModel};
 use busline_demo::replay::{ContenderSpec, contenders, replay};
 use busline_demo::report::{self, Provenance, Run};
-use busline_demo::simcheck::{Errors, predict};
+use busline_demo::simcheck::{Errors, NO_DRIVER, predict, predict_with};
 use busline_demo::trace::{self, TraceSpec};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -111,9 +112,20 @@ async fn setup(args: &DbArgs, pb: &ProgressBar) -> Result<Database> {
     Ok(db)
 }
 
-async fn calibrated(db: &Database, args: &DbArgs, pb: &ProgressBar) -> Result<CostModel> {
+async fn calibrated(db: &Database, args: &DbArgs, pb: &ProgressBar) -> Result<(CostModel, DriverModel)> {
     stage(pb, "calibrating the cost model".into());
-    calibrate(db, &Plan::demo(args.pool, args.users), Some(pb)).await
+    let model = calibrate(db, &Plan::demo(args.pool, args.users), Some(pb)).await?;
+    stage(pb, "measuring the batcher driver's reaction (mock backend)".into());
+    let plan = reaction::Plan::demo(&model, args.users);
+    pb.inc_length(plan.steps());
+    let driver = reaction::measure(&plan, Some(pb)).await?;
+    Ok((model, driver))
+}
+
+/// Progress-bar steps of the calibration: the database's cells, then the driver's requests
+/// (added when known: their plan needs the cost model).
+fn calibration_steps(args: &DbArgs) -> u64 {
+    Plan::demo(args.pool, args.users).steps() as u64
 }
 
 fn slug(label: &str) -> String {
@@ -125,20 +137,24 @@ async fn run_cli(cli: Cli) -> Result<()> {
     let started = Instant::now();
     match cli.command {
         Command::Calibrate { db: args, out } => {
-            let pb = bar(Plan::demo(args.pool, args.users).steps() as u64);
+            let pb = bar(calibration_steps(&args));
             let db = setup(&args, &pb).await?;
-            let model = calibrated(&db, &args, &pb).await?;
+            let (model, driver) = calibrated(&db, &args, &pb).await?;
             let dir = out.parent().unwrap_or(Path::new("."));
             let (rel, _) = write_intended(dir, db.backend(), &TraceSpec::demo(args.users))?;
-            model.write_scenario(&out, &format!("db-{}", db.backend()), &rel, &provenance_lines(&provenance))?;
+            model.write_scenario(&out, &format!("db-{}", db.backend()), &rel, &provenance_lines(&provenance), Some(&driver))?;
             pb.finish_and_clear();
             println!(
-                "wrote {} (base {:.4} ms + {:.6} ms/key, servers {}, contention {:.3})",
+                "wrote {} (base {:.4} ms + {:.6} ms/key, servers {}, contention {:.3}; driver reaction median {:.1} µs, \
+                 after a deadline {:.1} µs, launch {:.1} µs)",
                 out.display(),
                 model.base_ms,
                 model.per_key_ms,
                 model.servers,
-                model.contention
+                model.contention,
+                driver.reaction.at(0.5),
+                driver.timer_reaction.at(0.5),
+                driver.launch.at(0.5)
             );
             db.close().await;
             Ok(())
@@ -147,16 +163,15 @@ async fn run_cli(cli: Cli) -> Result<()> {
             let spec = TraceSpec::demo(args.users);
             let arrivals = spec.generate();
             let all = contenders();
-            let plan = Plan::demo(args.pool, args.users);
-            let pb = bar(plan.steps() as u64 + (all.len() * arrivals.len()) as u64);
+            let pb = bar(calibration_steps(&args) + (all.len() * arrivals.len()) as u64);
             let db = setup(&args, &pb).await?;
             let version = db.version().await?;
-            let model = calibrated(&db, &args, &pb).await?;
+            let (model, driver) = calibrated(&db, &args, &pb).await?;
             let backend = db.backend().to_string();
             std::fs::create_dir_all(out.join("traces")).with_context(|| format!("creating {}", out.display()))?;
             let (intended, _) = write_intended(&out, &backend, &spec)?;
             let scenario = out.join(format!("{backend}-calibrated.toml"));
-            model.write_scenario(&scenario, &format!("db-{backend}"), &intended, &provenance_lines(&provenance))?;
+            model.write_scenario(&scenario, &format!("db-{backend}"), &intended, &provenance_lines(&provenance), Some(&driver))?;
 
             let mut measured = Vec::new();
             for c in &all {
@@ -168,9 +183,12 @@ async fn run_cli(cli: Cli) -> Result<()> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             stage(&pb, "simulating the same arrivals".into());
-            let mut rows = Vec::new();
+            let (mut rows, mut instant) = (Vec::new(), Vec::new());
             for (c, m) in all.iter().zip(measured) {
                 let p = predict(&scenario, &trace_rel(&backend, c), c)?;
+                // The same without the driver's delays: what the simulator predicted before it
+                // modelled them, on the same measurements.
+                instant.push(predict_with(&scenario, &trace_rel(&backend, c), c, &NO_DRIVER)?);
                 rows.push((m, p));
             }
             pb.finish_and_clear();
@@ -182,7 +200,9 @@ async fn run_cli(cli: Cli) -> Result<()> {
                 trace: spec,
                 requests: arrivals.len(),
                 model,
+                driver,
                 rows,
+                instant,
                 provenance,
                 elapsed_s: started.elapsed().as_secs_f64(),
             };

@@ -32,6 +32,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::db::{Counted, Database, User};
+use crate::reaction::{self, Bus, Delay};
 use crate::trace::Arrival;
 
 /// How requests reach the database.
@@ -100,7 +101,28 @@ pub struct Measured {
     pub span_ns: u64,
     /// The actual arrivals (ns from the first), in time order: what the simulator replays.
     pub arrivals: Vec<Arrival>,
+    /// A batcher's driver delays during this replay (`None` for direct calls).
+    pub driver: Option<ReplayDriver>,
 }
+
+/// The batcher driver's delays as they were in one replay, against the real database (see
+/// [`crate::reaction`] for each; a delay its policy does not show is `None`).
+#[derive(Debug, Clone)]
+pub struct ReplayDriver {
+    /// Natural batching: seal − the call of a first passenger who found nothing in flight.
+    pub reaction: Option<Delay>,
+    /// A fixed window: seal − first call − the window, for buses with a free place then.
+    pub timer_reaction: Option<Delay>,
+    /// Every bus: its future's first poll − its seal.
+    pub launch: Option<Delay>,
+    /// Every request: its caller holding the answer − its query's end (the driver publishing
+    /// the outcome and the caller's task being woken and polled; the simulator answers at the
+    /// query's end).
+    pub answer: Option<Delay>,
+}
+
+/// Each bus of a replay as its batch function saw it: seal, first poll, end, ids.
+type BusLog = Arc<Mutex<Vec<(Instant, Instant, Instant, Vec<i64>)>>>;
 
 impl Measured {
     /// Requests answered per second over the replay.
@@ -148,13 +170,18 @@ pub fn batcher(
     max_in_flight: usize,
     waits: Arc<Mutex<Histogram>>,
     sent: Arc<AtomicU64>,
+    buses: BusLog,
 ) -> Result<Batcher<i64, User, sqlx::Error>> {
     let db = db.clone();
     Batcher::builder(move |ids: Vec<i64>| {
-        let (db, waits, sent) = (db.clone(), Arc::clone(&waits), Arc::clone(&sent));
+        let sealed = Instant::now();
+        let (db, waits, sent, buses) = (db.clone(), Arc::clone(&waits), Arc::clone(&sent), Arc::clone(&buses));
         async move {
+            let started = Instant::now();
             sent.fetch_add(1, Ordering::Relaxed);
-            let f = db.fetch_users(&ids).await?;
+            let f = db.fetch_users(&ids).await;
+            buses.lock().expect("bus log lock").push((sealed, started, Instant::now(), ids));
+            let f = f?;
             waits.lock().expect("histogram lock").record(nanos(f.pool_wait));
             Ok(f.users)
         }
@@ -183,9 +210,12 @@ pub async fn replay(
 ) -> Result<Measured> {
     let waits = Arc::new(Mutex::new(Histogram::new()));
     let sent = Arc::new(AtomicU64::new(0));
+    let buses: BusLog = Arc::new(Mutex::new(Vec::new()));
     let target = Arc::new(match spec.contender {
         Contender::Direct => Target::Direct { db: db.clone(), waits: Arc::clone(&waits), sent: Arc::clone(&sent) },
-        Contender::Batched(policy) => Target::Batched(batcher(db, policy, max_in_flight, Arc::clone(&waits), Arc::clone(&sent))?),
+        Contender::Batched(policy) => {
+            Target::Batched(batcher(db, policy, max_in_flight, Arc::clone(&waits), Arc::clone(&sent), Arc::clone(&buses))?)
+        }
     });
     // Warm-up: one burst as wide as the pool, a few times, unmeasured.
     let mut rng = SmallRng::seed_from_u64(99);
@@ -201,6 +231,7 @@ pub async fn replay(
         }
     }
     *waits.lock().expect("histogram lock") = Histogram::new();
+    buses.lock().expect("bus log lock").clear();
     let sent_before = sent.load(Ordering::Relaxed);
     let db_before = db.executed_queries().await?;
 
@@ -256,6 +287,17 @@ pub async fn replay(
         arrivals.push(Arrival { at_ns: at, id: a.id });
     }
     arrivals.sort_unstable();
+    let driver = match spec.contender {
+        Contender::Direct => None,
+        Contender::Batched(policy) => {
+            let called: Vec<Instant> =
+                records.iter().map(|r| start + Duration::from_nanos(r.arrival_ns.load(Ordering::Relaxed))).collect();
+            let answered: Vec<Instant> =
+                records.iter().zip(&called).map(|(r, &c)| c + Duration::from_nanos(r.latency_ns.load(Ordering::Relaxed))).collect();
+            let log = std::mem::take(&mut *buses.lock().expect("bus log lock"));
+            Some(replay_driver(policy, max_in_flight, trace, (&called, &answered), log))
+        }
+    };
     let pool_wait = waits.lock().expect("histogram lock").clone();
     Ok(Measured {
         label: spec.label.clone(),
@@ -268,7 +310,53 @@ pub async fn replay(
         lag,
         span_ns: last.saturating_sub(first),
         arrivals,
+        driver,
     })
+}
+
+/// The driver's delays in a replay under `policy`: each bus's passengers are found from its
+/// ids (for each, the latest request for that id called before the seal: ids repeat across
+/// the trace, rarely within a bus), then measured as [`crate::reaction`] measures the mock's.
+fn replay_driver(
+    policy: Policy,
+    max_in_flight: usize,
+    trace: &[Arrival],
+    (called, answered): (&[Instant], &[Instant]),
+    log: Vec<(Instant, Instant, Instant, Vec<i64>)>,
+) -> ReplayDriver {
+    let mut by_id: std::collections::HashMap<i64, Vec<usize>> = std::collections::HashMap::new();
+    for (i, a) in trace.iter().enumerate() {
+        by_id.entry(a.id).or_default().push(i);
+    }
+    for requests in by_id.values_mut() {
+        requests.sort_unstable_by_key(|&i| called[i]);
+    }
+    let buses: Vec<Bus> = log
+        .into_iter()
+        .map(|(sealed, started, finished, ids)| Bus {
+            sealed,
+            started,
+            finished,
+            passengers: ids
+                .iter()
+                .filter_map(|id| by_id.get(id)?.iter().rev().find(|&&i| called[i] <= sealed).map(|&i| i as u64))
+                .collect(),
+        })
+        .collect();
+    let table = |xs: Vec<f64>| Delay::of(xs).ok();
+    let answer = buses
+        .iter()
+        .flat_map(|b| b.passengers.iter().map(|&i| answered[i as usize].saturating_duration_since(b.finished).as_secs_f64() * 1e6))
+        .collect();
+    ReplayDriver {
+        reaction: matches!(policy, Policy::Natural).then(|| table(reaction::reactions(called, &buses))).flatten(),
+        timer_reaction: match policy {
+            Policy::Window { window } => table(reaction::timer_reactions(called, &buses, window, max_in_flight)),
+            _ => None,
+        },
+        launch: table(reaction::launches(&buses)),
+        answer: table(answer),
+    }
 }
 
 /// A duration in whole ns (saturating).

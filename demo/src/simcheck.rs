@@ -66,13 +66,17 @@ impl Errors {
     }
 }
 
+/// The `--set` overrides that take the batcher driver's delays out of a scenario.
+pub const NO_DRIVER: [&str; 3] = ["driver.reaction_us=[]", "driver.timer_reaction_us=[]", "driver.launch_us=[]"];
+
 /// The `--set` overrides that put `contender` into a scenario (the batcher's policy; direct calls
 /// are the simulator's car: one query per request, at most `servers` at once, the rest waiting
-/// in arrival order, as they wait for sqlx's pool).
+/// in arrival order, as they wait for sqlx's pool, and no batcher driver in between: its
+/// `[driver]` delays are zero).
 pub fn policy_overrides(contender: &Contender) -> Vec<String> {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     match contender {
-        Contender::Direct => vec!["policy.kind=car".into()],
+        Contender::Direct => ["policy.kind=car"].iter().chain(&NO_DRIVER).map(|s| (*s).to_string()).collect(),
         Contender::Batched(Policy::Window { window }) => {
             vec!["policy.kind=window".into(), format!("policy.window_ms={}", ms(*window))]
         }
@@ -95,9 +99,19 @@ pub fn policy_overrides(contender: &Contender) -> Vec<String> {
 ///
 /// If the scenario or trace cannot be loaded or the simulator fails a check.
 pub fn predict(scenario_path: &Path, trace_path: &str, spec: &ContenderSpec) -> Result<Prediction> {
+    predict_with(scenario_path, trace_path, spec, &[])
+}
+
+/// [`predict`] with further `--set` overrides (`extra`, e.g. [`NO_DRIVER`]).
+///
+/// # Errors
+///
+/// As [`predict`], and if an override is rejected.
+pub fn predict_with(scenario_path: &Path, trace_path: &str, spec: &ContenderSpec, extra: &[&str]) -> Result<Prediction> {
     let mut sum = Prediction { queries: 0.0, mean_ms: 0.0, p99_ms: 0.0, db_wait_ms: 0.0 };
     for seed in 1..=SEEDS {
         let mut sets = policy_overrides(&spec.contender);
+        sets.extend(extra.iter().map(|s| (*s).to_string()));
         sets.push(format!("traffic.path={trace_path}"));
         sets.push(format!("seed={seed}"));
         let scenario = Scenario::load_with(scenario_path, &sets)?;

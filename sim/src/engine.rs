@@ -18,6 +18,16 @@
 //! stale and are skipped). The engine never decides when a batch leaves: that is
 //! `busline::policy`.
 //!
+//! # The driver's delays (`[driver]`, see [`crate::driver`])
+//!
+//! Without them a bus leaves the instant its scheduler releases it. With them, serving an
+//! instance whose scheduler has an action arms a `Depart` event a *reaction* later (one at a
+//! time per instance) instead of draining it at once; requests arriving meanwhile are heard by
+//! the scheduler as usual and board, and at the `Depart` the engine drains `poll_action` as
+//! above (the scheduler's `ready_at` stays the release, so the reaction shows as in-flight
+//! wait). A sealed query then reaches its pool after the *launch* delay (a `Launch` event),
+//! counted as connection wait.
+//!
 //! # Cost per event
 //!
 //! Nothing per event grows with the fleet: instances live in a `Vec`, one heap holds every
@@ -64,6 +74,7 @@ use busline::policy::{Action, Instant, Scheduler};
 
 use crate::client::{Answer, ClientAction, Clients};
 use crate::db::{Db, DbEvent};
+use crate::driver::Driver;
 use crate::keys::{DistinctCounter, Keys};
 use crate::queue::{self, EventQueue};
 use crate::routing::Router;
@@ -155,6 +166,10 @@ enum Kind {
     Done { query: u32, version: u32 },
     /// The clients' next instant (`[client]`).
     Client,
+    /// `[driver]`: the instance's driver has reacted; its released buses leave now.
+    Depart { instance: u32 },
+    /// `[driver]`: the sealed query's batch function runs now; it goes to the pool.
+    Launch { query: u32 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -181,6 +196,9 @@ struct Slot {
     /// When the policy released the bus (`Action::Dispatch::ready_at`).
     ready_at: u64,
     started_at: u64,
+    /// Its distinct keys and first live request, held while it is launched (`[driver]`).
+    distinct: u32,
+    first_request: u64,
     arrivals: Vec<u64>,
     /// The requests' ids, kept only with `[client]` (to tell the clients of each answer).
     ids: Vec<u64>,
@@ -207,6 +225,8 @@ struct Instance {
     /// Connections of the pool in use (queries at the database), and queries waiting for one.
     pool_in_use: u32,
     pool_queue: VecDeque<Pending>,
+    /// `[driver]`: a `Depart` event is pending.
+    departing: bool,
 }
 
 /// Runs `scenario` once.
@@ -242,6 +262,8 @@ struct Engine {
     distinct: DistinctCounter,
     db: Db,
     db_out: Vec<DbEvent>,
+    /// `[driver]`'s delays; `None`: buses leave the instant they are released.
+    driver: Option<Driver>,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     next_id: u64,
@@ -299,6 +321,7 @@ impl Engine {
                 last_boarded: None,
                 pool_in_use: 0,
                 pool_queue: VecDeque::new(),
+                departing: false,
             })
             .collect();
         let traffic = Traffic::new(scenario)?;
@@ -322,6 +345,7 @@ impl Engine {
             distinct: DistinctCounter::new(key_space),
             db: Db::new(scenario),
             db_out: Vec::with_capacity(16),
+            driver: Driver::new(scenario),
             slots: Vec::new(),
             free_slots: Vec::new(),
             next_id: 0,
@@ -446,7 +470,7 @@ impl Engine {
             self.totals.area_ns += u128::from(self.in_system) * u128::from(dt);
             self.now = ev.time;
             let now = Instant::from_nanos(ev.time);
-            let instance = match ev.kind {
+            let (instance, by_timer) = match ev.kind {
                 Kind::Arrival => {
                     let (_, trace_key) =
                         self.next_arrival.take().ok_or_else(|| anyhow!("arrival without a drawn instant"))?;
@@ -456,14 +480,14 @@ impl Engine {
                     }
                     self.instances[i as usize].scheduler.on_arrival(now, 1);
                     self.schedule_arrival();
-                    i
+                    (i, false)
                 }
                 Kind::Client => {
                     self.client_at = None;
                     self.client_event()?;
                     for k in 0..self.touched.len() {
                         let i = self.touched[k];
-                        self.serve(i)?;
+                        self.serve(i, false)?;
                     }
                     self.touched.clear();
                     self.arm_client_timer();
@@ -476,7 +500,20 @@ impl Engine {
                     }
                     inst.timer_at = None;
                     inst.scheduler.on_timeout(now);
-                    instance
+                    (instance, true)
+                }
+                Kind::Depart { instance } => {
+                    let inst = &mut self.instances[instance as usize];
+                    inst.departing = false;
+                    inst.scheduler.on_timeout(now);
+                    self.dispatch(instance)?;
+                    (instance, false)
+                }
+                Kind::Launch { query } => {
+                    let slot = &self.slots[query as usize];
+                    let p = Pending { query, distinct: slot.distinct, first_request: slot.first_request };
+                    self.connect(slot.instance, p)?;
+                    continue;
                 }
                 Kind::Done { query, version } => {
                     if !self.db.complete(ev.time, query, version, &mut self.db_out) {
@@ -486,10 +523,10 @@ impl Engine {
                     self.instances[i as usize].scheduler.on_complete(now);
                     self.handle_db_events()?;
                     self.release_connection(i)?;
-                    i
+                    (i, false)
                 }
             };
-            self.serve(instance)?;
+            self.serve(instance, by_timer)?;
             if self.clients.is_some() {
                 self.arm_client_timer();
             }
@@ -604,10 +641,20 @@ impl Engine {
         });
     }
 
-    /// After an input to instance `i`: its dispatches, then its timer.
+    /// After an input to instance `i` (`by_timer`: its deadline): its dispatches, or with
+    /// `[driver]` a `Depart` a reaction later; then its timer.
     #[inline]
-    fn serve(&mut self, i: u32) -> Result<()> {
-        self.dispatch(i)?;
+    fn serve(&mut self, i: u32, by_timer: bool) -> Result<()> {
+        if self.driver.is_none() {
+            self.dispatch(i)?;
+        } else {
+            let inst = &mut self.instances[i as usize];
+            if !inst.departing && inst.scheduler.has_action() {
+                inst.departing = true;
+                let reaction = self.driver.as_mut().map_or(0, |d| d.reaction(by_timer));
+                self.push(self.now + reaction, Kind::Depart { instance: i });
+            }
+        }
         self.arm_timer(i);
         Ok(())
     }
@@ -698,14 +745,27 @@ impl Engine {
                 ts.at(now).queries += 1;
             }
             let query = Pending { query: q, distinct, first_request: first };
-            if inst.pool_in_use < self.pool_size {
-                inst.pool_in_use += 1;
-                self.send(query)?;
-            } else {
-                inst.pool_queue.push_back(query);
+            match self.driver.as_mut().filter(|d| d.launches_late()).map(Driver::launch) {
+                Some(launch) => {
+                    (slot.distinct, slot.first_request) = (distinct, first);
+                    self.push(now + launch, Kind::Launch { query: q });
+                }
+                None => self.connect(i, query)?,
             }
         }
         Ok(())
+    }
+
+    /// Sealed `query` of instance `i` goes to its pool: a connection, or the pool's queue.
+    fn connect(&mut self, i: u32, query: Pending) -> Result<()> {
+        let inst = &mut self.instances[i as usize];
+        if inst.pool_in_use < self.pool_size {
+            inst.pool_in_use += 1;
+            self.send(query)
+        } else {
+            inst.pool_queue.push_back(query);
+            Ok(())
+        }
     }
 
     /// `query` has a connection: it goes to the database.

@@ -2,7 +2,8 @@
 //! driving busline's own departure policy (`busline::policy`) in virtual time.
 //!
 //! - [`scenario`]: the TOML scenario files and `--set` overrides.
-//! - [`traffic`], [`keys`], [`db`]: the models of arrivals, keys and the database;
+//! - [`traffic`], [`keys`], [`db`]: the models of arrivals, keys and the database; [`driver`]:
+//!   the batcher driver's delays;
 //!   [`zipf`]: Zipf keys without a `powf` per draw; [`client`]: callers that time out and retry.
 //! - [`engine`]: the event loop ([`queue`]: its event queue) that feeds the core's `Scheduler` (one per service instance)
 //!   and checks invariants; [`routing`]: the load balancer in front of a fleet.
@@ -15,6 +16,7 @@
 
 pub mod client;
 pub mod db;
+pub mod driver;
 pub mod engine;
 pub mod fleet;
 pub mod keys;

@@ -21,6 +21,8 @@ pub enum Stream {
     Routing = 4,
     /// Clients: think times and retry jitter.
     Client = 5,
+    /// The batcher driver's delays (`[driver]`).
+    Driver = 6,
 }
 
 /// The generator of `stream` for `seed`, re-seeded for `key` (one draw per key: common random

@@ -48,6 +48,9 @@ pub struct Scenario {
     /// The departure policy under test.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// How long the batcher's driver takes to carry out a departure (default: no time).
+    #[serde(default, skip_serializing_if = "DriverConfig::is_instant")]
+    pub driver: DriverConfig,
     /// What `sweep` and `report` do with this scenario.
     #[serde(default)]
     pub sweep: SweepConfig,
@@ -411,6 +414,33 @@ impl PolicyKind {
 impl fmt::Display for PolicyKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// `[driver]`: the time a real batcher's driver takes to act on the policy's release of a bus,
+/// each an empirical distribution in µs given by quantiles at equal steps (`[q0, q5, ..., q100]`
+/// for 21 values; one value is a constant), drawn by linear interpolation between them (see
+/// [`crate::driver`]). Empty (the default): no delay, the bus leaves the instant it is released.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DriverConfig {
+    /// From the release of a bus by an arrival or a completion to its seal; requests arriving
+    /// meanwhile still board.
+    #[serde(default, deserialize_with = "quantiles", skip_serializing_if = "Vec::is_empty")]
+    pub reaction_us: Vec<f64>,
+    /// The same for a release by a deadline (a window closing); empty: `reaction_us`.
+    #[serde(default, deserialize_with = "quantiles", skip_serializing_if = "Vec::is_empty")]
+    pub timer_reaction_us: Vec<f64>,
+    /// From the seal to the query's start (the batch function's task being polled); nobody
+    /// boards any more.
+    #[serde(default, deserialize_with = "quantiles", skip_serializing_if = "Vec::is_empty")]
+    pub launch_us: Vec<f64>,
+}
+
+impl DriverConfig {
+    /// No delay anywhere: the simulator's behaviour without a `[driver]` section.
+    pub fn is_instant(&self) -> bool {
+        [&self.reaction_us, &self.timer_reaction_us, &self.launch_us].iter().all(|q| q.iter().all(|&x| x == 0.0))
     }
 }
 
@@ -819,6 +849,18 @@ fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
         .ok_or_else(|| de::Error::custom(format!("invalid value {v}: must be an integer >= 1")))
 }
 
+/// Quantiles of a delay: finite, >= 0 and non-decreasing.
+fn quantiles<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    let q = Vec::<f64>::deserialize(d)?;
+    if q.iter().any(|x| !(x.is_finite() && *x >= 0.0)) {
+        return Err(de::Error::custom("every quantile must be a finite number >= 0"));
+    }
+    if q.windows(2).any(|w| w[1] < w[0]) {
+        return Err(de::Error::custom("quantiles must be non-decreasing"));
+    }
+    Ok(q)
+}
+
 fn opt_positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     positive_u32(d).map(Some)
 }
@@ -900,6 +942,19 @@ max_batch = 1000
         let err = format!("{:#}", parse(BURST, &["policy.kind=bus"]).unwrap_err());
         assert!(err.contains("policy.kind=bus") && err.contains("bus"), "{err}");
         assert!(parse(BURST, &["no_equals_sign"]).is_err());
+    }
+
+    #[test]
+    fn driver_delays_are_optional_and_checked() {
+        let s = parse(BURST, &[]).unwrap();
+        assert!(s.driver.is_instant());
+        let s = parse(BURST, &["driver.reaction_us=[10, 20, 40]", "driver.launch_us=[5]"]).unwrap();
+        assert_eq!(s.driver.reaction_us, vec![10.0, 20.0, 40.0]);
+        assert!(!s.driver.is_instant());
+        let err = format!("{:#}", parse(BURST, &["driver.reaction_us=[20, 10]"]).unwrap_err());
+        assert!(err.contains("non-decreasing"), "{err}");
+        let err = format!("{:#}", parse(BURST, &["driver.launch_us=[-1]"]).unwrap_err());
+        assert!(err.contains(">= 0"), "{err}");
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub(crate) async fn exercise(url: &str, dir: &Path) {
     assert!(model.base_ms > 0.0, "{model:?}");
     let scenario = dir.join("calibrated.toml");
     write_csv(&dir.join("traces/intended.csv"), &arrivals).unwrap();
-    model.write_scenario(&scenario, "test", "traces/intended.csv", "test").unwrap();
+    let driver_plan = busline_demo::reaction::Plan { trace: TraceSpec::small(USERS), ..busline_demo::reaction::Plan::demo(&model, USERS) };
+    let driver = busline_demo::reaction::measure(&driver_plan, None).await.unwrap();
+    model.write_scenario(&scenario, "test", "traces/intended.csv", "test", Some(&driver)).unwrap();
     for c in contenders() {
         let m = replay(&db, &arrivals, &c, 4, None).await.unwrap();
         let n = m.requests;
@@ -36,6 +38,14 @@ pub(crate) async fn exercise(url: &str, dir: &Path) {
         assert_eq!(m.correct, n, "{}: every request gets its own user", c.label);
         assert_eq!(m.db.queries, m.sent, "{}: the database ran exactly what we sent", c.label);
         assert_eq!(m.pool_wait.count(), m.sent, "{}: one pool wait per query", c.label);
+        match (&c.contender, &m.driver) {
+            (Contender::Direct, driver) => assert!(driver.is_none(), "direct calls have no driver"),
+            (Contender::Batched(_), Some(d)) => {
+                let launched = d.launch.as_ref().map_or(0, |l| l.samples as u64);
+                assert_eq!(launched, m.sent, "{}: every bus's seal and first poll are noted", c.label);
+            }
+            (Contender::Batched(_), None) => panic!("{}: a batcher's driver is measured", c.label),
+        }
         match c.contender {
             Contender::Direct => assert_eq!(m.db.queries, n, "car: one query per request"),
             Contender::Batched(p) if p.name() == "window" => {
