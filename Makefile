@@ -23,9 +23,10 @@ lint:
 # tower tests need them; one feature set compiles the core's test binaries once), the doc
 # tests. Leaves out the benches (their peer
 # crates, async-graphql and the rest, are most of a cold build: `make test-benches`, CI), the
-# examples crate (axum: `make examples`) and the crates' `examples/` programs (measurement
-# tools; `make lint` compiles them).
-TEST_CRATES = --workspace --exclude busline-benches --exclude busline-examples --features busline/metrics,busline/tracing,busline/tower
+# examples crate (axum: `make examples`), the crates' `examples/` programs (measurement
+# tools; `make lint` compiles them) and the loom models (`make loom`; without
+# `--cfg busline_loom` they compile to 17 empty test binaries).
+TEST_CRATES = --workspace --exclude busline-benches --exclude busline-examples --exclude busline-loom-tests --features busline/metrics,busline/tracing,busline/tower
 test:
 	$(CARGO) test $(TEST_CRATES) --lib --bins --tests
 	$(CARGO) test $(TEST_CRATES) --doc
