@@ -66,7 +66,7 @@ sim-speed:
 # reports/db/. `demo` uses an SQLite file under target/ (created and filled on first run);
 # `demo-pg` a throwaway PostgreSQL on loopback (installed from Debian's packages if missing).
 demo:
-	$(CARGO) run --release -p busline-demo -- run --out reports/db
+	$(CARGO) run --profile sim -p busline-demo -- run --out reports/db
 
 demo-pg:
 	bash demo/pg.sh run --out reports/db

@@ -84,6 +84,6 @@ export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
 echo "demo/pg.sh: $("$bin/postgres" --version) on 127.0.0.1:$port (data in $data)"
 
 case "$mode" in
-  run) cargo run --release -p busline-demo --features postgres -- run "$@" ;;
+  run) cargo run --profile sim -p busline-demo --features postgres -- run "$@" ;;
   test) cargo test -p busline-demo --features postgres --test postgres -- --ignored ;;
 esac
