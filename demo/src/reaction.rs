@@ -245,11 +245,7 @@ async fn replay(policy: Policy, plan: &Plan, progress: Option<&ProgressBar>) -> 
         tokio::task::spawn_blocking(move || {
             let mut tasks = Vec::with_capacity(trace.len());
             for (i, a) in trace.iter().enumerate() {
-                let due = start + Duration::from_nanos(a.at_ns);
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
+                crate::replay::sleep_until(start + Duration::from_nanos(a.at_ns));
                 let (called, b) = (Arc::clone(&called), b.clone());
                 tasks.push(handle.spawn(async move {
                     let t0 = Instant::now();

@@ -243,11 +243,7 @@ pub async fn replay(
         tokio::task::spawn_blocking(move || {
             let mut tasks = Vec::with_capacity(trace.len());
             for (i, a) in trace.iter().enumerate() {
-                let due = start + Duration::from_nanos(a.at_ns);
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
+                sleep_until(start + Duration::from_nanos(a.at_ns));
                 let (target, records, id) = (Arc::clone(&target), Arc::clone(&records), a.id);
                 tasks.push(handle.spawn(async move {
                     let t0 = Instant::now();
@@ -362,4 +358,12 @@ fn replay_driver(
 /// A duration in whole ns (saturating).
 pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Blocks this thread until `due` (the injector's wait for an arrival's instant).
+pub(crate) fn sleep_until(due: Instant) {
+    let now = Instant::now();
+    if due > now {
+        std::thread::sleep(due - now);
+    }
 }
