@@ -89,9 +89,27 @@ async fn the_group_reaches_the_function_and_groups_never_share_work() {
         assert_eq!(*group, x as u64 % 3, "the departure ran with its callers' group");
         assert!(inputs.contains(&(x as u64)) && inputs.iter().all(|i| i % 3 == *group), "{inputs:?}");
     }
-    // UseLast: a call supersedes only its own group's execution.
-    let u = use_last();
-    let (a1, a2, b1) = tokio::join!(u.call(1, 10), u.call(1, 11), u.call(2, 20));
+    // UseLast: a call supersedes only its own group's execution. The executions wait at a gate
+    // opened once all three calls have started: each runs as its own task, and on two workers
+    // the first could otherwise finish before the second call supersedes it.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let u = {
+        let gate = gate.clone();
+        UseLast::per_group(move |g: u64, x: u64| {
+            let gate = gate.clone();
+            async move {
+                drop(gate.acquire().await.unwrap());
+                Ok::<_, ()>((g, value_of(x)))
+            }
+        })
+        .build()
+        .unwrap()
+    };
+    let open = async {
+        tokio::task::yield_now().await;
+        gate.add_permits(3);
+    };
+    let (a1, a2, b1, ()) = tokio::join!(u.call(1, 10), u.call(1, 11), u.call(2, 20), open);
     assert_eq!((a1.unwrap(), a2.unwrap(), b1.unwrap()), ((1, value_of(11)), (1, value_of(11)), (2, value_of(20))));
     // Debounce: a call joins only its own group's cohort.
     let d = debounce(Duration::from_millis(5));
