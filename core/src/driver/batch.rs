@@ -303,7 +303,7 @@ mod tests {
     use crate::signals::{Boarded, Signals, board};
 
     /// The state a batcher's driver works on (2 slots of 8 seats), with no driver running.
-    fn shared() -> Shared<u64, u64, ()> {
+    fn shared<K: Send + Sync + 'static>() -> Shared<K, u64, ()> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let _entered = rt.enter();
         Shared {
@@ -321,10 +321,10 @@ mod tests {
         }
     }
 
-    fn board_keys(shared: &Shared<u64, u64, ()>, keys: &[u64]) {
-        for &key in keys {
-            let boarded = board(&shared.ring, &shared.signals, SeatKey::new(key), Waker::noop(), |_| {});
-            assert!(matches!(boarded, Boarded::Seat { slot: 0, .. }), "{boarded:?}");
+    fn board_keys<K: Clone + std::fmt::Debug>(shared: &Shared<K, u64, ()>, slot: usize, keys: &[K]) {
+        for key in keys {
+            let boarded = board(&shared.ring, &shared.signals, SeatKey::new(key.clone()), Waker::noop(), |_| {});
+            assert!(matches!(boarded, Boarded::Seat { slot: s, .. } if s == slot), "{boarded:?}");
         }
     }
 
@@ -332,7 +332,7 @@ mod tests {
     fn the_collect_leaves_out_a_caller_gone_after_the_gather_and_keeps_the_rest() {
         let shared = shared();
         let (mut ahead, mut dedup) = (Ahead::new(), Distinct::new());
-        board_keys(&shared, &[1, 2, 3, 2]);
+        board_keys(&shared, 0, &[1, 2, 3, 2]);
         // Two looks: the first sees boarding go on, the second finds it quiet and reads.
         ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
         ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
@@ -350,15 +350,62 @@ mod tests {
     fn a_gather_waits_for_quiet_and_the_collect_continues_where_it_stopped() {
         let shared = shared();
         let (mut ahead, mut dedup) = (Ahead::new(), Distinct::new());
-        board_keys(&shared, &[5, 6]);
+        board_keys(&shared, 0, &[5, 6]);
         ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
         assert_eq!(ahead.gathered, Gathered::NONE, "boarding was going on: nothing read yet");
         ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
         assert_eq!(ahead.gathered.upto, 2);
-        board_keys(&shared, &[7, 5]);
+        board_keys(&shared, 0, &[7, 5]);
         let sealed = shared.ring.seal().unwrap();
         let keys = collect(&shared, sealed, &mut ahead, &mut dedup).map_err(drop).unwrap();
         assert_eq!(keys, [5, 6, 7], "the gathered keys, then the rest, in boarding order");
         assert_eq!(ahead.gathered, Gathered::NONE, "the seal's collect took what was gathered");
+    }
+
+    /// A key whose `Hash` panics for one value.
+    #[derive(Clone, PartialEq, Eq, Debug)]
+    struct Fragile(u64);
+
+    /// How many times `Fragile`'s `Hash` has panicked (one test uses it).
+    static HASH_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    impl std::hash::Hash for Fragile {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            if self.0 == 13 {
+                HASH_PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                panic!("Hash panics");
+            }
+            self.0.hash(state);
+        }
+    }
+
+    #[test]
+    fn a_key_that_panics_in_the_gather_stops_it_and_fails_only_its_batch() {
+        let shared = shared::<Fragile>();
+        let (mut ahead, mut dedup) = (Ahead::new(), Distinct::new());
+        board_keys(&shared, 0, &[Fragile(1), Fragile(13), Fragile(2)]);
+        ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
+        ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
+        assert!(ahead.stopped, "the panic stopped the gathering of this bus");
+        assert_eq!(ahead.gathered, Gathered::NONE, "nothing counted as gathered");
+        assert_eq!(dedup.take(), Vec::<Fragile>::new(), "the key added before the panic was dropped");
+        // A later look does not meet the panic again; the collect at departure does, as the
+        // batch's outcome.
+        ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
+        let panics = || HASH_PANICS.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(panics(), 1, "the stopped gather did not hash the bad key again");
+        let sealed = shared.ring.seal().unwrap();
+        assert!(collect(&shared, sealed, &mut ahead, &mut dedup).is_err(), "the batch fails as Panicked");
+        assert_eq!(panics(), 2);
+        assert!(!ahead.stopped, "the next bus is gathered again");
+        // Its three callers and the batch let go of slot 0, so the next seal finds it free.
+        shared.release(0, 4);
+        // The next bus, without the bad key, is collected as usual.
+        board_keys(&shared, 1, &[Fragile(3)]);
+        let boarding = shared.ring.boarding();
+        ahead.gather(&shared, boarding, &mut dedup);
+        ahead.gather(&shared, boarding, &mut dedup);
+        let sealed = shared.ring.seal().unwrap();
+        assert_eq!(collect(&shared, sealed, &mut ahead, &mut dedup).map_err(drop).unwrap(), [Fragile(3)]);
     }
 }
