@@ -26,7 +26,8 @@
 //! the scheduler as usual and board, and at the `Depart` the engine drains `poll_action` as
 //! above (the scheduler's `ready_at` stays the release, so the reaction shows as in-flight
 //! wait). A sealed query then reaches its pool after the *launch* delay (a `Launch` event),
-//! counted as connection wait.
+//! counted as connection wait. When it ends, each caller's latency ends a *way back* later
+//! (its answer delivered; the request leaves the system at the query's end).
 //!
 //! # Cost per event
 //!
@@ -832,12 +833,13 @@ impl Engine {
         let warm = self.warm_ns;
         self.service.record_n(service, slot.arrivals.iter().filter(|&&a| a >= warm).count() as u64);
         self.totals.service_ns += u128::from(service) * u128::from(n);
-        for &a in &slot.arrivals {
-            let l = now - a;
+        for (woken_before, &a) in slot.arrivals.iter().enumerate() {
+            self.totals.sojourn_ns += u128::from(now - a);
+            // `[driver]`: the caller holds its answer a way back after the query's end.
+            let l = now - a + self.driver.as_mut().map_or(0, |d| d.answer(woken_before));
             if a >= warm {
                 self.latency.record(l);
             }
-            self.totals.sojourn_ns += u128::from(l);
             if let Some(ts) = &mut self.timeseries {
                 ts.at(a).latency.record(l);
             }

@@ -435,12 +435,26 @@ pub struct DriverConfig {
     /// boards any more.
     #[serde(default, deserialize_with = "quantiles", skip_serializing_if = "Vec::is_empty")]
     pub launch_us: Vec<f64>,
+    /// From a query's end to each of its callers holding the answer (the outcome published,
+    /// the caller's task woken and run), for the first caller woken; a caller's latency ends
+    /// then.
+    #[serde(default, deserialize_with = "quantiles", skip_serializing_if = "Vec::is_empty")]
+    pub answer_us: Vec<f64>,
+    /// Added to `answer_us` per caller woken before this one in its bus (callers are woken in
+    /// the order they boarded).
+    #[serde(default, deserialize_with = "non_negative", skip_serializing_if = "is_zero")]
+    pub answer_per_caller_us: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl DriverConfig {
     /// No delay anywhere: the simulator's behaviour without a `[driver]` section.
     pub fn is_instant(&self) -> bool {
-        [&self.reaction_us, &self.timer_reaction_us, &self.launch_us].iter().all(|q| q.iter().all(|&x| x == 0.0))
+        [&self.reaction_us, &self.timer_reaction_us, &self.launch_us, &self.answer_us].iter().all(|q| q.iter().all(|&x| x == 0.0))
+            && self.answer_per_caller_us == 0.0
     }
 }
 
@@ -955,6 +969,9 @@ max_batch = 1000
         assert!(err.contains("non-decreasing"), "{err}");
         let err = format!("{:#}", parse(BURST, &["driver.launch_us=[-1]"]).unwrap_err());
         assert!(err.contains(">= 0"), "{err}");
+        let s = parse(BURST, &["driver.answer_per_caller_us=1.5"]).unwrap();
+        assert!(!s.driver.is_instant());
+        assert!(parse(BURST, &["driver.answer_per_caller_us=-1"]).is_err());
     }
 
     #[test]
