@@ -135,14 +135,15 @@ pub struct Plan {
 
 impl Plan {
     /// 1 to `pool` queries at once (every level, so the servers-and-contention fit sees the
-    /// whole curve); 1 to 1,000 ids (the demo's batches span that range); 5 rounds of 60 ms a
-    /// cell (an odd count, so the median is a measured round): 20 cells in about 6 s.
+    /// whole curve); 1 to 1,000 ids (the demo's batches span that range); 3 rounds of 50 ms a
+    /// cell (an odd count, so the median is a measured round and one spoiled round is
+    /// outvoted): 20 cells in about 3 s, leaving `make demo`'s budget to the replays' rounds.
     pub fn demo(pool: u32, users: u32) -> Plan {
         Plan {
             concurrency: (1..=pool.max(1)).collect(),
             keys: vec![1, 10, 50, 200, 1000],
-            rounds: 5,
-            per_point: Duration::from_millis(60),
+            rounds: 3,
+            per_point: Duration::from_millis(50),
             users,
         }
     }
@@ -396,6 +397,8 @@ impl CostModel {
             let _ = writeln!(s, "reaction_us = [{}]", table(&d.reaction.quantiles_us));
             let _ = writeln!(s, "timer_reaction_us = [{}]", table(&d.timer_reaction.quantiles_us));
             let _ = writeln!(s, "launch_us = [{}]", table(&d.launch.quantiles_us));
+            let _ = writeln!(s, "answer_us = [{}]", table(&d.answer.quantiles_us));
+            let _ = writeln!(s, "answer_per_caller_us = {:.3}", d.answer_per_caller_us);
         }
         s
     }
@@ -485,10 +488,20 @@ mod tests {
         assert_eq!(s.limits().max_in_flight, 4);
         assert!(s.driver.is_instant());
         let delay = |base: f64| crate::reaction::Delay::of((0..100).map(|i| base + f64::from(i)).collect()).unwrap();
-        let d = DriverModel { reaction: delay(20.0), timer_reaction: delay(5.0), launch: delay(1.0), window_ms: 0.5, requests: 100 };
+        let d = DriverModel {
+            reaction: delay(20.0),
+            timer_reaction: delay(5.0),
+            launch: delay(1.0),
+            answer: delay(3.0),
+            answer_per_caller_us: 0.75,
+            answer_raw: delay(3.0),
+            window_ms: 0.5,
+            requests: 100,
+        };
         let text = m.scenario_toml("db-sqlite", "trace.csv", "test", Some(&d));
         let s = busline_sim::Scenario::parse_with(&text, Path::new("."), &[]).unwrap();
         assert_eq!(s.driver.reaction_us.len(), crate::reaction::QUANTILES);
         assert_eq!((s.driver.reaction_us[0], s.driver.timer_reaction_us[0], s.driver.launch_us[20]), (20.0, 5.0, 99.0));
+        assert_eq!((s.driver.answer_us[0], s.driver.answer_per_caller_us), (3.0, 0.75));
     }
 }

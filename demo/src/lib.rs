@@ -12,6 +12,8 @@
 //! - [`trace`]: the arrival trace; [`replay`]: the open-loop load generator.
 //! - [`calibrate`]: the cost model and its scenario; [`reaction`]: the batcher driver's delays;
 //!   [`simcheck`]: the simulator's predictions.
+//! - [`sched`]: the CPU a replay used and its wait for a core.
+//! - [`rounds`]: each contender replayed a few times, interleaved; medians and spreads.
 //! - [`report`]: `reports/db/` (README, CSV, plot).
 #![deny(unsafe_code)]
 
@@ -20,6 +22,8 @@ pub mod db;
 pub mod reaction;
 pub mod replay;
 pub mod report;
+pub mod rounds;
+pub mod sched;
 pub mod simcheck;
 pub mod sqlite_trace;
 pub mod trace;

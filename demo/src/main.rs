@@ -11,7 +11,8 @@ use busline_demo::db::{Database, redact};
 use busline_demo::reaction::{self, DriverModel};
 use busline_demo::replay::{ContenderSpec, contenders, replay};
 use busline_demo::report::{self, Provenance, Run};
-use busline_demo::simcheck::{Errors, NO_DRIVER, predict, predict_with};
+use busline_demo::rounds::{self, Contended, Replayed};
+use busline_demo::simcheck::{NO_DRIVER, predict, predict_with};
 use busline_demo::trace::{self, TraceSpec};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -47,6 +48,10 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "reports/db")]
         out: PathBuf,
+        /// Replays of each contender, interleaved (see `src/rounds.rs`); each figure is the
+        /// median of the rounds.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=99))]
+        rounds: u32,
     },
     /// Measures the database's cost model and writes it as a simulator scenario.
     Calibrate {
@@ -159,11 +164,12 @@ async fn run_cli(cli: Cli) -> Result<()> {
             db.close().await;
             Ok(())
         }
-        Command::Run { db: args, out } => {
+        Command::Run { db: args, out, rounds } => {
             let spec = TraceSpec::demo(args.users);
             let arrivals = spec.generate();
             let all = contenders();
-            let pb = bar(calibration_steps(&args) + (all.len() * arrivals.len()) as u64);
+            let replays = all.len() * rounds as usize;
+            let pb = bar(calibration_steps(&args) + (replays * arrivals.len()) as u64);
             let db = setup(&args, &pb).await?;
             let version = db.version().await?;
             let (model, driver) = calibrated(&db, &args, &pb).await?;
@@ -172,25 +178,45 @@ async fn run_cli(cli: Cli) -> Result<()> {
             let (intended, _) = write_intended(&out, &backend, &spec)?;
             let scenario = out.join(format!("{backend}-calibrated.toml"));
             model.write_scenario(&scenario, &format!("db-{backend}"), &intended, &provenance_lines(&provenance), Some(&driver))?;
+            // The first round's arrivals go to the report's traces/; the other rounds' to a
+            // scratch directory (absolute paths: the simulator reads them from anywhere).
+            let scratch = std::env::temp_dir().join(format!("busline-demo-rounds-{}", std::process::id()));
+            std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
 
-            let mut measured = Vec::new();
-            for c in &all {
-                stage(&pb, format!("replaying {} requests: {}", arrivals.len(), c.label));
-                let m = replay(&db, &arrivals, c, args.pool as usize, Some(&pb)).await?;
-                trace::write_csv(&out.join(trace_rel(&backend, c)), &m.arrivals)?;
-                measured.push(m);
-                // Let the last answers' connections settle before the next contender starts.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut measured: Vec<Vec<(usize, busline_demo::replay::Measured)>> = vec![Vec::new(); all.len()];
+            for round in 0..rounds as usize {
+                for i in rounds::order(round, all.len()) {
+                    let c = &all[i];
+                    stage(&pb, format!("round {}/{rounds}: replaying {} requests: {}", round + 1, arrivals.len(), c.label));
+                    let m = replay(&db, &arrivals, c, args.pool as usize, Some(&pb)).await?;
+                    measured[i].push((round, m));
+                    // Let the last answers' connections settle before the next contender starts.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
             stage(&pb, "simulating the same arrivals".into());
-            let (mut rows, mut instant) = (Vec::new(), Vec::new());
-            for (c, m) in all.iter().zip(measured) {
-                let p = predict(&scenario, &trace_rel(&backend, c), c)?;
-                // The same without the driver's delays: what the simulator predicted before it
-                // modelled them, on the same measurements.
-                instant.push(predict_with(&scenario, &trace_rel(&backend, c), c, &NO_DRIVER)?);
-                rows.push((m, p));
+            let mut contended = Vec::new();
+            for (c, ms) in all.iter().zip(measured) {
+                let mut rounds = Vec::new();
+                for (round, m) in ms {
+                    let path = if round == 0 {
+                        let rel = trace_rel(&backend, c);
+                        trace::write_csv(&out.join(&rel), &m.arrivals)?;
+                        rel
+                    } else {
+                        let p = scratch.join(format!("{}-r{round}.csv", slug(&c.label)));
+                        trace::write_csv(&p, &m.arrivals)?;
+                        p.display().to_string()
+                    };
+                    let predicted = predict(&scenario, &path, c)?;
+                    // The same without the driver's delays: what the simulator predicted before
+                    // it modelled them, on the same measurements.
+                    let instant = predict_with(&scenario, &path, c, &NO_DRIVER)?;
+                    rounds.push(Replayed { measured: m, predicted, instant });
+                }
+                contended.push(Contended { label: c.label.clone(), rounds });
             }
+            let _ = std::fs::remove_dir_all(&scratch);
             pb.finish_and_clear();
             db.close().await;
             let run = Run {
@@ -201,8 +227,8 @@ async fn run_cli(cli: Cli) -> Result<()> {
                 requests: arrivals.len(),
                 model,
                 driver,
-                rows,
-                instant,
+                rounds,
+                contenders: contended,
                 provenance,
                 elapsed_s: started.elapsed().as_secs_f64(),
             };
@@ -232,17 +258,20 @@ fn provenance_lines(p: &Provenance) -> String {
 }
 
 fn print_summary(run: &Run) {
-    println!("{} ({}), {} requests; simulator error in parentheses", run.backend, run.version, run.requests);
+    println!(
+        "{} ({}), {} requests, {} rounds; medians of the rounds, the simulator's median error in parentheses",
+        run.backend, run.version, run.requests, run.rounds
+    );
     println!("{:<16} {:>8} {:>9} {:>10} {:>10} {:>10}", "contender", "queries", "(sim)", "mean ms", "p99 ms", "(sim err)");
-    for (m, p) in &run.rows {
-        let e = Errors::of(p, m);
+    for c in &run.contenders {
+        let e = c.errors().median();
         println!(
-            "{:<16} {:>8} {:>+8.1}% {:>10.3} {:>10.3} {:>+5.0}%/{:+.0}%",
-            m.label,
-            m.db.queries,
+            "{:<16} {:>8.0} {:>+8.1}% {:>10.3} {:>10.3} {:>+5.0}%/{:+.0}%",
+            c.label,
+            c.measured(|m| m.db.queries as f64).median,
             e.queries * 100.0,
-            m.latency.mean() / 1e6,
-            m.latency.quantile(0.99) as f64 / 1e6,
+            c.measured(|m| m.latency.mean() / 1e6).median,
+            c.measured(|m| m.latency.quantile(0.99) as f64 / 1e6).median,
             e.mean * 100.0,
             e.p99 * 100.0
         );

@@ -22,6 +22,13 @@
 //! - **After a deadline**: a fixed window `W`; for each bus with an in-flight place free at its
 //!   deadline (so the deadline released it), seal − the first passenger's call − `W`.
 //! - **Launch**: every bus, its future's first poll − the seal (nobody boards any more).
+//! - **Way back**: every request, its caller holding the answer − its bus's end (the batch
+//!   function's future returning): the outcome published and the callers woken in the order
+//!   they boarded, each a task a worker must run. So it grows with the caller's place `k` in its
+//!   bus: a line `a + b k` is fitted by least squares over every request, `b` is the
+//!   scenario's `answer_per_caller_us`, and the residuals `back − b k` are its `answer_us`
+//!   table. The mock answers each id with the demo's `User` (two strings), so a caller's share
+//!   of the way back (cloning its value) costs what it does in the replay.
 //!
 //! "Seal" is when the driver calls the batch function (it seals the bus just before, in the
 //! same step); the function notes the instant synchronously and again in its future.
@@ -46,7 +53,8 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::calibrate::CostModel;
+use crate::calibrate::{CostModel, least_squares};
+use crate::db::User;
 use crate::trace::{Arrival, Burst, Spike, TraceSpec};
 
 /// Quantiles per table: 0 %, 5 %, ..., 100 % (of the samples without their slowest 1 %).
@@ -138,6 +146,13 @@ pub struct DriverModel {
     pub timer_reaction: Delay,
     /// Seal to the batch future's first poll, over both policies.
     pub launch: Delay,
+    /// The way back less `answer_per_caller_us` per caller woken before, over both policies
+    /// (the scenario's `answer_us`).
+    pub answer: Delay,
+    /// The way back's growth per caller woken before in the same bus, µs (least squares).
+    pub answer_per_caller_us: f64,
+    /// The way back itself, per request, over both policies (for the report).
+    pub answer_raw: Delay,
     /// The window of the deadline measurement.
     pub window_ms: f64,
     /// Requests replayed per policy.
@@ -201,14 +216,13 @@ impl MockDb {
     }
 }
 
-/// Replays `plan.trace` under `policy` against the mock; returns each request's call instant
-/// and every bus.
-async fn replay(policy: Policy, plan: &Plan, progress: Option<&ProgressBar>) -> Result<(Vec<Instant>, Vec<Bus>)> {
+/// Replays `plan.trace` under `policy` against the mock.
+async fn replay(policy: Policy, plan: &Plan, progress: Option<&ProgressBar>) -> Result<Replayed> {
     let db = MockDb::new(plan.max_in_flight);
     let buses = Arc::new(Mutex::new(Vec::<Bus>::new()));
-    let batcher: Batcher<u64, u64, Infallible> = {
+    let batcher: Batcher<i64, User, Infallible> = {
         let (jobs, buses, base, per_key) = (db.jobs.clone(), Arc::clone(&buses), plan.base, plan.per_key);
-        Batcher::builder(move |ids: Vec<u64>| {
+        Batcher::builder(move |ids: Vec<i64>| {
             let sealed = Instant::now();
             let (jobs, buses) = (jobs.clone(), Arc::clone(&buses));
             async move {
@@ -219,8 +233,9 @@ async fn replay(policy: Policy, plan: &Plan, progress: Option<&ProgressBar>) -> 
                     let _ = answered.await;
                 }
                 let finished = Instant::now();
-                buses.lock().expect("buses lock").push(Bus { sealed, started, finished, passengers: ids.clone() });
-                Ok::<_, Infallible>(ids.into_iter().map(|id| (id, id)).collect::<HashMap<_, _>>())
+                let passengers = ids.iter().map(|&id| id as u64).collect();
+                buses.lock().expect("buses lock").push(Bus { sealed, started, finished, passengers });
+                Ok::<_, Infallible>(ids.into_iter().map(|id| (id, User::expected(id))).collect::<HashMap<_, _>>())
             }
         })
         .policy(policy)
@@ -230,27 +245,30 @@ async fn replay(policy: Policy, plan: &Plan, progress: Option<&ProgressBar>) -> 
         .map_err(|e| anyhow!("batcher: {e}"))?
     };
     // Warm-up, unmeasured: the driver, its timer thread and the mock are running.
-    for id in 0..8u64 {
-        batcher.load(u64::MAX - id).await.map_err(|e| anyhow!("warm-up: {e}"))?;
+    for id in 0..8i64 {
+        batcher.load(-1 - id).await.map_err(|e| anyhow!("warm-up: {e}"))?;
     }
     buses.lock().expect("buses lock").clear();
     let trace: Vec<Arrival> = plan.trace.generate();
     let n = trace.len();
     let base = Instant::now();
     let called: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let answered: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let handle = tokio::runtime::Handle::current();
     let start = base + Duration::from_millis(2);
     let injector = {
-        let (called, b, progress) = (Arc::clone(&called), batcher.clone(), progress.cloned());
+        let (called, answered, b, progress) = (Arc::clone(&called), Arc::clone(&answered), batcher.clone(), progress.cloned());
         tokio::task::spawn_blocking(move || {
             let mut tasks = Vec::with_capacity(trace.len());
             for (i, a) in trace.iter().enumerate() {
                 crate::replay::sleep_until(start + Duration::from_nanos(a.at_ns));
-                let (called, b) = (Arc::clone(&called), b.clone());
+                let (called, answered, b) = (Arc::clone(&called), Arc::clone(&answered), b.clone());
                 tasks.push(handle.spawn(async move {
                     let t0 = Instant::now();
                     called[i].store(ns(t0.saturating_duration_since(base)), Ordering::Relaxed);
-                    b.load(i as u64).await.map(|v| v == Some(i as u64))
+                    let got = b.load(i as i64).await;
+                    answered[i].store(ns(base.elapsed()), Ordering::Relaxed);
+                    got.map(|v| v == Some(User::expected(i as i64)))
                 }));
                 if let Some(p) = &progress {
                     p.inc(1);
@@ -265,9 +283,16 @@ async fn replay(policy: Policy, plan: &Plan, progress: Option<&ProgressBar>) -> 
     }
     batcher.shutdown().await;
     db.close();
-    let called = called.iter().map(|c| base + Duration::from_nanos(c.load(Ordering::Relaxed))).collect();
+    let at = |xs: &[AtomicU64]| xs.iter().map(|c| base + Duration::from_nanos(c.load(Ordering::Relaxed))).collect();
     let buses = std::mem::take(&mut *buses.lock().expect("buses lock"));
-    Ok((called, buses))
+    Ok(Replayed { called: at(&called), answered: at(&answered), buses })
+}
+
+/// A mock replay: each request's call and answer, and every bus.
+struct Replayed {
+    called: Vec<Instant>,
+    answered: Vec<Instant>,
+    buses: Vec<Bus>,
 }
 
 fn ns(d: Duration) -> u64 {
@@ -318,24 +343,53 @@ pub fn launches(buses: &[Bus]) -> Vec<f64> {
     buses.iter().map(|b| us(b.started.saturating_duration_since(b.sealed))).collect()
 }
 
+/// Each request's way back (its answer − its bus's end, µs) with its place in its bus (callers
+/// woken before it: they are woken in the order they boarded).
+pub fn ways_back(answered: &[Instant], buses: &[Bus]) -> Vec<(usize, f64)> {
+    buses
+        .iter()
+        .flat_map(|b| {
+            b.passengers
+                .iter()
+                .enumerate()
+                .filter_map(|(k, &i)| Some((k, us(answered.get(i as usize)?.saturating_duration_since(b.finished)))))
+        })
+        .collect()
+}
+
+/// The way back as the scenario carries it: `(b, residuals)` with `b` the least-squares
+/// growth per caller woken before (µs, at least 0) and the residuals `back − b k` (at least 0).
+pub fn way_back_line(samples: &[(usize, f64)]) -> (f64, Vec<f64>) {
+    let xy: Vec<(f64, f64)> = samples.iter().map(|&(k, back)| (k as f64, back)).collect();
+    let (_, slope) = least_squares(&xy);
+    let b = if slope.is_finite() { slope.max(0.0) } else { 0.0 };
+    (b, samples.iter().map(|&(k, back)| (back - b * k as f64).max(0.0)).collect())
+}
+
 /// Measures the driver's delays (see the module docs); `progress` advances by one per request.
 ///
 /// # Errors
 ///
 /// If the batcher cannot be built, a request fails, or a delay got no sample.
 pub async fn measure(plan: &Plan, progress: Option<&ProgressBar>) -> Result<DriverModel> {
-    let (called, natural) = replay(Policy::natural(), plan, progress).await?;
-    let reaction = reactions(&called, &natural);
-    let (called_w, windowed) = replay(Policy::window(plan.window), plan, progress).await?;
-    let timer_reaction = timer_reactions(&called_w, &windowed, plan.window, plan.max_in_flight);
-    let mut launch = launches(&natural);
-    launch.extend(launches(&windowed));
+    let natural = replay(Policy::natural(), plan, progress).await?;
+    let reaction = reactions(&natural.called, &natural.buses);
+    let windowed = replay(Policy::window(plan.window), plan, progress).await?;
+    let timer_reaction = timer_reactions(&windowed.called, &windowed.buses, plan.window, plan.max_in_flight);
+    let mut launch = launches(&natural.buses);
+    launch.extend(launches(&windowed.buses));
+    let mut back = ways_back(&natural.answered, &natural.buses);
+    back.extend(ways_back(&windowed.answered, &windowed.buses));
+    let (answer_per_caller_us, residuals) = way_back_line(&back);
     Ok(DriverModel {
         reaction: Delay::of(reaction).context("the reaction on arrival")?,
         timer_reaction: Delay::of(timer_reaction).context("the reaction after a deadline")?,
         launch: Delay::of(launch).context("the launch")?,
+        answer: Delay::of(residuals).context("the way back")?,
+        answer_per_caller_us,
+        answer_raw: Delay::of(back.into_iter().map(|(_, b)| b).collect()).context("the way back")?,
         window_ms: plan.window.as_secs_f64() * 1e3,
-        requests: called.len(),
+        requests: natural.called.len(),
     })
 }
 
@@ -377,6 +431,27 @@ mod tests {
         assert_eq!(launches(&buses), vec![2.0, 2.0]);
     }
 
+    #[test]
+    fn the_way_back_grows_with_the_callers_woken_before() {
+        // Bus A (requests 0, 1, 2) ends at 100 µs; its callers hold their answers at 105,
+        // 107 and 109 µs: 5 µs + 2 µs per caller before. Bus B (request 3) ends at 200 µs and
+        // its caller holds the answer at 206 µs.
+        let t0 = Instant::now();
+        let at = |us: u64| t0 + Duration::from_micros(us);
+        let bus = |finished, passengers: Vec<u64>| Bus { sealed: at(0), started: at(1), finished: at(finished), passengers };
+        let buses = [bus(100, vec![0, 1, 2]), bus(200, vec![3])];
+        let answered = [at(105), at(107), at(109), at(206)];
+        let back = ways_back(&answered, &buses);
+        assert_eq!(back, vec![(0, 5.0), (1, 7.0), (2, 9.0), (0, 6.0)]);
+        let (b, residuals) = way_back_line(&back);
+        // The line through them: the three of A on 5 + 2k, B one above its start.
+        assert!(b > 1.5 && b < 2.1, "{b}");
+        assert_eq!(residuals.len(), 4);
+        assert!(residuals.iter().all(|&r| (4.0..=6.5).contains(&r)), "{residuals:?}");
+        // One caller per bus: nothing to grow with.
+        assert_eq!(way_back_line(&[(0, 3.0), (0, 5.0)]), (0.0, vec![3.0, 5.0]));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_request_is_answered_and_every_bus_measured() {
         let plan = Plan {
@@ -393,7 +468,9 @@ mod tests {
         // sample per bus of both policies.
         assert!(m.launch.samples >= 2 && m.launch.samples <= 2 * n, "{m:?}");
         assert!(m.reaction.samples >= 1 && m.timer_reaction.samples >= 1, "{m:?}");
-        for d in [&m.reaction, &m.timer_reaction, &m.launch] {
+        assert_eq!(m.answer_raw.samples, 2 * n, "every request's way back, under both policies");
+        assert!(m.answer_per_caller_us >= 0.0, "{m:?}");
+        for d in [&m.reaction, &m.timer_reaction, &m.launch, &m.answer, &m.answer_raw] {
             assert!(d.quantiles_us.iter().all(|q| q.is_finite() && *q >= 0.0), "{d:?}");
         }
     }

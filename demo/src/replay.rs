@@ -103,6 +103,33 @@ pub struct Measured {
     pub arrivals: Vec<Arrival>,
     /// A batcher's driver delays during this replay (`None` for direct calls).
     pub driver: Option<ReplayDriver>,
+    /// Where each request's latency went.
+    pub stages: Stages,
+    /// The CPU this process used during the replay, and its threads' wait for a core
+    /// (`None` where the scheduler's statistics cannot be read).
+    pub usage: Option<crate::sched::Usage>,
+}
+
+/// Where each request's latency went, per request, ns: the four stages add up to its latency
+/// (a request whose bus was not found is left out of every stage).
+#[derive(Debug, Clone, Default)]
+pub struct Stages {
+    /// Call to its bus's seal (the policy's wait and the driver's reaction); 0 for direct calls.
+    pub to_seal: Histogram,
+    /// Seal (direct calls: the call) to holding a pooled connection (the launch, the pool).
+    pub to_connection: Histogram,
+    /// Holding the connection to the query's rows decoded (`fetch_users` returning).
+    pub query: Histogram,
+    /// The query's end to its caller holding the answer (the way back); direct calls: the
+    /// caller's own return, nothing in between.
+    pub way_back: Histogram,
+}
+
+impl Stages {
+    /// The mean of each stage, ms, in order: to seal, to connection, query, way back.
+    pub fn means_ms(&self) -> [f64; 4] {
+        [&self.to_seal, &self.to_connection, &self.query, &self.way_back].map(|h| h.mean() / 1e6)
+    }
 }
 
 /// The batcher driver's delays as they were in one replay, against the real database (see
@@ -116,13 +143,29 @@ pub struct ReplayDriver {
     /// Every bus: its future's first poll − its seal.
     pub launch: Option<Delay>,
     /// Every request: its caller holding the answer − its query's end (the driver publishing
-    /// the outcome and the caller's task being woken and polled; the simulator answers at the
-    /// query's end).
+    /// the outcome and the caller's task being woken and polled).
     pub answer: Option<Delay>,
+    /// The way back's growth per caller woken before in the same bus, µs (as the calibration
+    /// fits it on the mock, [`reaction::way_back_line`]).
+    pub answer_per_caller_us: f64,
 }
 
-/// Each bus of a replay as its batch function saw it: seal, first poll, end, ids.
-type BusLog = Arc<Mutex<Vec<(Instant, Instant, Instant, Vec<i64>)>>>;
+/// One bus of a replay as its batch function saw it.
+#[derive(Debug, Clone)]
+struct Logged {
+    /// The batch function's call.
+    sealed: Instant,
+    /// Its future's first poll (`fetch_users` asks the pool).
+    started: Instant,
+    /// The pool handed it a connection.
+    acquired: Instant,
+    /// `fetch_users` returned.
+    finished: Instant,
+    ids: Vec<i64>,
+}
+
+/// Each bus of a replay, in the order they finished.
+type BusLog = Arc<Mutex<Vec<Logged>>>;
 
 impl Measured {
     /// Requests answered per second over the replay.
@@ -136,7 +179,13 @@ struct Record {
     arrival_ns: AtomicU64,
     latency_ns: AtomicU64,
     correct: AtomicBool,
+    /// Direct calls: the call to holding a connection, and to `fetch_users` returning.
+    connected_ns: AtomicU64,
+    queried_ns: AtomicU64,
 }
+
+/// A direct call's stages: call to connection, call to the query's end.
+type DirectStages = Option<(Duration, Duration)>;
 
 #[derive(Debug, Clone)]
 enum Target {
@@ -145,15 +194,22 @@ enum Target {
 }
 
 impl Target {
-    async fn get_user_info(&self, id: i64) -> Result<Option<User>, String> {
+    /// The user, and for a direct call its stages (see [`DirectStages`]).
+    async fn get_user_info(&self, id: i64) -> (Result<Option<User>, String>, DirectStages) {
         match self {
             Target::Direct { db, waits, sent } => {
+                let t0 = Instant::now();
                 sent.fetch_add(1, Ordering::Relaxed);
-                let mut f = db.fetch_users(&[id]).await.map_err(|e| e.to_string())?;
-                waits.lock().expect("histogram lock").record(nanos(f.pool_wait));
-                Ok(f.users.remove(&id))
+                match db.fetch_users(&[id]).await {
+                    Ok(mut f) => {
+                        let queried = t0.elapsed();
+                        waits.lock().expect("histogram lock").record(nanos(f.pool_wait));
+                        (Ok(f.users.remove(&id)), Some((f.pool_wait, queried)))
+                    }
+                    Err(e) => (Err(e.to_string()), None),
+                }
             }
-            Target::Batched(b) => b.load(id).await.map_err(|e| e.to_string()),
+            Target::Batched(b) => (b.load(id).await.map_err(|e| e.to_string()), None),
         }
     }
 }
@@ -164,7 +220,7 @@ impl Target {
 /// # Errors
 ///
 /// If the core rejects the settings, or outside a tokio runtime.
-pub fn batcher(
+fn batcher(
     db: &Database,
     policy: Policy,
     max_in_flight: usize,
@@ -180,7 +236,9 @@ pub fn batcher(
             let started = Instant::now();
             sent.fetch_add(1, Ordering::Relaxed);
             let f = db.fetch_users(&ids).await;
-            buses.lock().expect("bus log lock").push((sealed, started, Instant::now(), ids));
+            let finished = Instant::now();
+            let acquired = f.as_ref().map_or(finished, |f| started + f.pool_wait);
+            buses.lock().expect("bus log lock").push(Logged { sealed, started, acquired, finished, ids });
             let f = f?;
             waits.lock().expect("histogram lock").record(nanos(f.pool_wait));
             Ok(f.users)
@@ -223,7 +281,7 @@ pub async fn replay(
         let calls: Vec<_> = (0..max_in_flight * 4)
             .map(|_| {
                 let (t, id) = (Arc::clone(&target), rng.random_range(1..=1000));
-                tokio::spawn(async move { t.get_user_info(id).await })
+                tokio::spawn(async move { t.get_user_info(id).await.0 })
             })
             .collect();
         for c in calls {
@@ -234,6 +292,7 @@ pub async fn replay(
     buses.lock().expect("bus log lock").clear();
     let sent_before = sent.load(Ordering::Relaxed);
     let db_before = db.executed_queries().await?;
+    let sched_before = crate::sched::snapshot();
 
     let records: Arc<Vec<Record>> = Arc::new((0..trace.len()).map(|_| Record::default()).collect());
     let handle = tokio::runtime::Handle::current();
@@ -247,9 +306,13 @@ pub async fn replay(
                 let (target, records, id) = (Arc::clone(&target), Arc::clone(&records), a.id);
                 tasks.push(handle.spawn(async move {
                     let t0 = Instant::now();
-                    let got = target.get_user_info(id).await;
+                    let (got, direct) = target.get_user_info(id).await;
                     let latency = t0.elapsed();
                     let r = &records[i];
+                    if let Some((connected, queried)) = direct {
+                        r.connected_ns.store(nanos(connected), Ordering::Relaxed);
+                        r.queried_ns.store(nanos(queried), Ordering::Relaxed);
+                    }
                     r.arrival_ns.store(nanos(t0.saturating_duration_since(start)), Ordering::Relaxed);
                     r.latency_ns.store(nanos(latency), Ordering::Relaxed);
                     r.correct.store(got == Ok(Some(User::expected(id))), Ordering::Relaxed);
@@ -264,6 +327,7 @@ pub async fn replay(
     for t in injector.await.context("injector panicked")? {
         t.await.context("request task panicked")?;
     }
+    let usage = crate::sched::snapshot().zip(sched_before).map(|(after, before)| after.since(&before));
     if let Target::Batched(b) = &*target {
         b.shutdown().await;
     }
@@ -283,15 +347,26 @@ pub async fn replay(
         arrivals.push(Arrival { at_ns: at, id: a.id });
     }
     arrivals.sort_unstable();
-    let driver = match spec.contender {
-        Contender::Direct => None,
+    let (driver, stages) = match spec.contender {
+        Contender::Direct => {
+            let mut stages = Stages::default();
+            for r in records.iter() {
+                let (c, q, l) = (r.connected_ns.load(Ordering::Relaxed), r.queried_ns.load(Ordering::Relaxed), r.latency_ns.load(Ordering::Relaxed));
+                stages.to_seal.record(0);
+                stages.to_connection.record(c);
+                stages.query.record(q.saturating_sub(c));
+                stages.way_back.record(l.saturating_sub(q));
+            }
+            (None, stages)
+        }
         Contender::Batched(policy) => {
             let called: Vec<Instant> =
                 records.iter().map(|r| start + Duration::from_nanos(r.arrival_ns.load(Ordering::Relaxed))).collect();
             let answered: Vec<Instant> =
                 records.iter().zip(&called).map(|(r, &c)| c + Duration::from_nanos(r.latency_ns.load(Ordering::Relaxed))).collect();
             let log = std::mem::take(&mut *buses.lock().expect("bus log lock"));
-            Some(replay_driver(policy, max_in_flight, trace, (&called, &answered), log))
+            let (driver, stages) = replay_driver(policy, max_in_flight, trace, (&called, &answered), log);
+            (Some(driver), stages)
         }
     };
     let pool_wait = waits.lock().expect("histogram lock").clone();
@@ -307,6 +382,8 @@ pub async fn replay(
         span_ns: last.saturating_sub(first),
         arrivals,
         driver,
+        stages,
+        usage,
     })
 }
 
@@ -318,8 +395,8 @@ fn replay_driver(
     max_in_flight: usize,
     trace: &[Arrival],
     (called, answered): (&[Instant], &[Instant]),
-    log: Vec<(Instant, Instant, Instant, Vec<i64>)>,
-) -> ReplayDriver {
+    log: Vec<Logged>,
+) -> (ReplayDriver, Stages) {
     let mut by_id: std::collections::HashMap<i64, Vec<usize>> = std::collections::HashMap::new();
     for (i, a) in trace.iter().enumerate() {
         by_id.entry(a.id).or_default().push(i);
@@ -328,23 +405,33 @@ fn replay_driver(
         requests.sort_unstable_by_key(|&i| called[i]);
     }
     let buses: Vec<Bus> = log
-        .into_iter()
-        .map(|(sealed, started, finished, ids)| Bus {
-            sealed,
-            started,
-            finished,
-            passengers: ids
+        .iter()
+        .map(|l| Bus {
+            sealed: l.sealed,
+            started: l.started,
+            finished: l.finished,
+            passengers: l
+                .ids
                 .iter()
-                .filter_map(|id| by_id.get(id)?.iter().rev().find(|&&i| called[i] <= sealed).map(|&i| i as u64))
+                .filter_map(|id| by_id.get(id)?.iter().rev().find(|&&i| called[i] <= l.sealed).map(|&i| i as u64))
                 .collect(),
         })
         .collect();
+    let mut stages = Stages::default();
+    for (b, l) in buses.iter().zip(&log) {
+        for &i in &b.passengers {
+            let i = i as usize;
+            stages.to_seal.record(nanos(l.sealed.saturating_duration_since(called[i])));
+            stages.to_connection.record(nanos(l.acquired.saturating_duration_since(l.sealed)));
+            stages.query.record(nanos(l.finished.saturating_duration_since(l.acquired)));
+            stages.way_back.record(nanos(answered[i].saturating_duration_since(l.finished)));
+        }
+    }
     let table = |xs: Vec<f64>| Delay::of(xs).ok();
-    let answer = buses
-        .iter()
-        .flat_map(|b| b.passengers.iter().map(|&i| answered[i as usize].saturating_duration_since(b.finished).as_secs_f64() * 1e6))
-        .collect();
-    ReplayDriver {
+    let back = reaction::ways_back(answered, &buses);
+    let (answer_per_caller_us, _) = reaction::way_back_line(&back);
+    let answer = back.into_iter().map(|(_, b)| b).collect();
+    let driver = ReplayDriver {
         reaction: matches!(policy, Policy::Natural).then(|| table(reaction::reactions(called, &buses))).flatten(),
         timer_reaction: match policy {
             Policy::Window { window } => table(reaction::timer_reactions(called, &buses, window, max_in_flight)),
@@ -352,7 +439,9 @@ fn replay_driver(
         },
         launch: table(reaction::launches(&buses)),
         answer: table(answer),
-    }
+        answer_per_caller_us,
+    };
+    (driver, stages)
 }
 
 /// A duration in whole ns (saturating).

@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::calibrate::CostModel;
 use crate::reaction::DriverModel;
-use crate::replay::Measured;
-use crate::simcheck::{Errors, GOAL_MEAN, GOAL_P99, GOAL_QUERIES, Prediction};
+use crate::rounds::{Contended, Spread};
+use crate::simcheck::{GOAL_MEAN, GOAL_P99, GOAL_QUERIES};
 use crate::trace::TraceSpec;
 
 /// Where and how a run was made.
@@ -74,11 +74,11 @@ pub struct Run {
     pub model: CostModel,
     /// The batcher driver's measured delays (the scenario's `[driver]`).
     pub driver: DriverModel,
-    /// Per contender: what was measured, and what the simulator predicted.
-    pub rows: Vec<(Measured, Prediction)>,
-    /// Per contender, the simulator's prediction without `[driver]` (a bus leaves the instant
-    /// the policy releases it).
-    pub instant: Vec<Prediction>,
+    /// Replays of each contender.
+    pub rounds: u32,
+    /// Per contender, every round: what was measured, and what the simulator predicted with
+    /// and without `[driver]`.
+    pub contenders: Vec<Contended>,
     /// Where and how.
     pub provenance: Provenance,
     /// Wall time of the whole run, s.
@@ -91,6 +91,10 @@ fn ms(ns: u64) -> f64 {
 
 fn pct(x: f64) -> String {
     format!("{:+.1} %", x * 100.0)
+}
+
+fn spread_pct(x: &Spread) -> String {
+    format!("{:+.1} % [{:+.0}, {:+.0}]", x.median * 100.0, x.min * 100.0, x.max * 100.0)
 }
 
 fn mark(ok: bool) -> &'static str {
@@ -113,46 +117,63 @@ pub fn write(dir: &Path, run: &Run) -> Result<()> {
     readme(dir)
 }
 
+/// One line per replay (every round of every contender).
 fn csv(run: &Run) -> String {
     let mut s = String::from(
-        "backend,contender,requests,correct,db_queries,sent_queries,requests_per_query,db_exec_us_per_query,throughput_per_s,\
+        "backend,contender,round,requests,correct,db_queries,sent_queries,requests_per_query,db_exec_us_per_query,throughput_per_s,\
          latency_mean_ms,latency_p50_ms,latency_p99_ms,latency_p999_ms,latency_max_ms,pool_wait_mean_ms,pool_wait_p99_ms,\
          arrival_lag_p99_ms,sim_queries,sim_latency_mean_ms,sim_latency_p99_ms,err_queries,err_mean,err_p99,\
-         sim_no_driver_queries,sim_no_driver_latency_mean_ms,sim_no_driver_latency_p99_ms\n",
+         sim_no_driver_queries,sim_no_driver_latency_mean_ms,sim_no_driver_latency_p99_ms,\
+         to_seal_mean_ms,to_connection_mean_ms,query_mean_ms,way_back_mean_ms,\
+         sim_to_seal_mean_ms,sim_to_connection_mean_ms,sim_query_mean_ms,sim_way_back_mean_ms,cpu_ms,waiting_for_a_core_ms\n",
     );
-    for ((m, p), i) in run.rows.iter().zip(&run.instant) {
-        let e = Errors::of(p, m);
-        let l = &m.latency;
-        let _ = writeln!(
-            s,
-            "{},{},{},{},{},{},{:.3},{:.2},{:.1},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.4},{:.4}",
-            run.backend,
-            m.label,
-            m.requests,
-            m.correct,
-            m.db.queries,
-            m.sent,
-            m.requests as f64 / m.db.queries.max(1) as f64,
-            m.db.exec_ms * 1e3 / m.db.queries.max(1) as f64,
-            m.throughput_per_s(),
-            l.mean() / 1e6,
-            ms(l.quantile(0.5)),
-            ms(l.quantile(0.99)),
-            ms(l.quantile(0.999)),
-            ms(l.max()),
-            m.pool_wait.mean() / 1e6,
-            ms(m.pool_wait.quantile(0.99)),
-            ms(m.lag.quantile(0.99)),
-            p.queries,
-            p.mean_ms,
-            p.p99_ms,
-            e.queries,
-            e.mean,
-            e.p99,
-            i.queries,
-            i.mean_ms,
-            i.p99_ms
-        );
+    for c in &run.contenders {
+        for (round, r) in c.rounds.iter().enumerate() {
+            let (m, p, i) = (&r.measured, &r.predicted, &r.instant);
+            let e = r.errors();
+            let l = &m.latency;
+            let _ = write!(
+                s,
+                "{},{},{},{},{},{},{},{:.3},{:.2},{:.1},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.4},{:.4}",
+                run.backend,
+                m.label,
+                round + 1,
+                m.requests,
+                m.correct,
+                m.db.queries,
+                m.sent,
+                m.requests as f64 / m.db.queries.max(1) as f64,
+                m.db.exec_ms * 1e3 / m.db.queries.max(1) as f64,
+                m.throughput_per_s(),
+                l.mean() / 1e6,
+                ms(l.quantile(0.5)),
+                ms(l.quantile(0.99)),
+                ms(l.quantile(0.999)),
+                ms(l.max()),
+                m.pool_wait.mean() / 1e6,
+                ms(m.pool_wait.quantile(0.99)),
+                ms(m.lag.quantile(0.99)),
+                p.queries,
+                p.mean_ms,
+                p.p99_ms,
+                e.queries,
+                e.mean,
+                e.p99,
+                i.queries,
+                i.mean_ms,
+                i.p99_ms
+            );
+            for x in m.stages.means_ms().iter().chain(&p.stages_ms) {
+                let _ = write!(s, ",{x:.4}");
+            }
+            match m.usage {
+                Some(u) => {
+                    let _ = write!(s, ",{:.1},{:.1}", u.cpu_ms, u.waiting_ms);
+                }
+                None => s.push_str(",,"),
+            }
+            s.push('\n');
+        }
     }
     s
 }
@@ -193,11 +214,18 @@ fn section(run: &Run) -> String {
         "postgres" => "`pg_stat_statements` (sum of `calls` of the statement, every IN-list length)",
         _ => "SQLite's own statement-profile hook (`sqlite3_trace_v2`, `SQLITE_TRACE_PROFILE`) on every pooled connection",
     };
-    let _ = writeln!(s, "### What the database counted\n\nQueries as counted by {counter}; \"sent\" is our own count of calls, for a cross-check. \
-        Latency runs from the call of `get_user_info` to its answer; pool wait is per query. Timings were taken on a shared, busy machine: read them as ratios within this run.\n");
+    let _ = writeln!(
+        s,
+        "### What the database counted\n\nEach contender was replayed {} times, the rounds interleaved (round `r` starts at \
+         the `r`-th contender and goes round the list); this table shows each contender's median round by mean latency. \
+         Queries as counted by {counter}; \"sent\" is our own count of calls, for a cross-check. \
+         Latency runs from the call of `get_user_info` to its answer; pool wait is per query. Timings were taken on a shared, busy machine: read them as ratios within this run.\n",
+        run.rounds
+    );
     let _ = writeln!(s, "| contender | queries (database) | sent | requests/query | DB time/query | throughput | p50 | p99 | p99.9 | pool wait mean / p99 | correct |");
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (m, _) in &run.rows {
+    for c in &run.contenders {
+        let m = &c.median_round().measured;
         let l = &m.latency;
         let _ = writeln!(
             s,
@@ -218,7 +246,7 @@ fn section(run: &Run) -> String {
         );
     }
     let _ = writeln!(s, "\n![queries and p99 per contender]({}.png)\n", run.backend);
-    let worst_lag = run.rows.iter().map(|(m, _)| m.lag.quantile(0.99)).max().unwrap_or(0);
+    let worst_lag = run.contenders.iter().flat_map(|c| &c.rounds).map(|r| r.measured.lag.quantile(0.99)).max().unwrap_or(0);
     let _ = writeln!(
         s,
         "The injector's lateness (actual arrival − the trace's instant) was at most {:.3} ms at the p99 in any replay; \
@@ -292,53 +320,70 @@ fn section(run: &Run) -> String {
     let _ = writeln!(s, "### The simulator against the database\n");
     let _ = writeln!(
         s,
-        "`busline-sim` with that scenario replays each contender's actual arrivals (`traces/{}-*.csv`) under the same policy \
-         (direct calls as `car`, with no driver between the caller and the pool) and the batcher driver's measured \
-         delays (`[driver]`), mean of {} seeds. Goals: queries within {:.0} %, mean latency within {:.0} %, p99 within {:.0} %.\n",
+        "`busline-sim` with that scenario replays each replay's actual arrivals (the first round's are in \
+         `traces/{}-*.csv`) under the same policy (direct calls as `car`, with no driver between the caller and the pool) \
+         and the batcher driver's measured delays (`[driver]`), mean of {} seeds. Each figure is the median of the {} \
+         rounds, each error the median of the rounds' errors (each round's prediction against that round's \
+         measurement) with the lowest and highest in brackets. Goals, judged on the median error: queries within {:.0} %, \
+         mean latency within {:.0} %, p99 within {:.0} %.\n",
         run.backend,
         crate::simcheck::SEEDS,
+        run.rounds,
         GOAL_QUERIES * 100.0,
         GOAL_MEAN * 100.0,
         GOAL_P99 * 100.0
     );
-    let _ = writeln!(s, "| contender | queries measured / predicted | error | mean measured / predicted | error | p99 measured / predicted | error | goals met (q / mean / p99) |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|");
-    for (m, p) in &run.rows {
-        let e = Errors::of(p, m);
-        let (q, me, p9) = e.met();
+    let _ = writeln!(
+        s,
+        "| contender | queries measured / predicted | error | mean measured / predicted | error | p99 measured / predicted | error | goals met (q / mean / p99) | waited for a core, each round |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|---:|");
+    for c in &run.contenders {
+        let e = c.errors();
+        let (q, me, p9) = e.median().met();
+        let waited: Vec<String> =
+            c.rounds.iter().map(|r| r.measured.usage.map_or_else(|| "?".into(), |u| format!("{:.0}", u.waiting_ms))).collect();
         let _ = writeln!(
             s,
-            "| {} | {} / {:.0} | {} | {:.3} / {:.3} ms | {} | {:.3} / {:.3} ms | {} | {} / {} / {} |",
-            m.label,
-            m.db.queries,
-            p.queries,
-            pct(e.queries),
-            m.latency.mean() / 1e6,
-            p.mean_ms,
-            pct(e.mean),
-            ms(m.latency.quantile(0.99)),
-            p.p99_ms,
-            pct(e.p99),
+            "| {} | {:.0} / {:.0} | {} | {:.3} / {:.3} ms | {} | {:.3} / {:.3} ms | {} | {} / {} / {} | {} ms |",
+            c.label,
+            c.measured(|m| m.db.queries as f64).median,
+            c.predicted(|p| p.queries).median,
+            spread_pct(&e.queries),
+            c.measured(|m| m.latency.mean() / 1e6).median,
+            c.predicted(|p| p.mean_ms).median,
+            spread_pct(&e.mean),
+            c.measured(|m| ms(m.latency.quantile(0.99))).median,
+            c.predicted(|p| p.p99_ms).median,
+            spread_pct(&e.p99),
             mark(q),
             mark(me),
-            mark(p9)
+            mark(p9),
+            waited.join(", ")
         );
     }
-    s.push('\n');
+    let _ = writeln!(
+        s,
+        "\n*Waited for a core*: over each round's replay, the time this process's threads were runnable but not \
+         running (Linux's scheduler statistics, `demo/src/sched.rs`), summed over the threads: on this 2-core machine \
+         shared with other work, mostly other processes' time slices, which the simulator cannot know of. A round \
+         that waited tens of ms lost whole milliseconds in some requests' latency.\n"
+    );
+    stages_section(&mut s, run);
     let _ = writeln!(
         s,
         "The same predictions without `[driver]` (a bus leaves the instant the policy releases it, as the simulator \
-         predicted before it modelled the driver), against the same measurements: errors of queries / mean / p99, \
+         predicted before it modelled the driver), against the same measurements: median errors of queries / mean / p99, \
          without → with the driver's delays.\n"
     );
     let _ = writeln!(s, "| contender | queries error | mean error | p99 error |");
     let _ = writeln!(s, "|---|---:|---:|---:|");
-    for ((m, p), i) in run.rows.iter().zip(&run.instant) {
-        let (e, e0) = (Errors::of(p, m), Errors::of(i, m));
+    for c in &run.contenders {
+        let (e, e0) = (c.errors().median(), c.instant_errors().median());
         let _ = writeln!(
             s,
             "| {} | {} → {} | {} → {} | {} → {} |",
-            m.label,
+            c.label,
             pct(e0.queries),
             pct(e.queries),
             pct(e0.mean),
@@ -350,6 +395,34 @@ fn section(run: &Run) -> String {
     s.push('\n');
     why_misses(&mut s, run);
     s
+}
+
+/// Where the latency goes: each stage's mean, measured against predicted.
+fn stages_section(s: &mut String, run: &Run) {
+    let _ = writeln!(
+        s,
+        "Where the mean latency goes, per request, in each contender's median round: *to seal*, from the call to its \
+         bus's seal (the policy's wait and the driver's reaction); *to connection*, from the seal (direct calls: the \
+         call) to holding a pooled connection (the launch and the pool; in the simulator also a wait for one of the \
+         `servers`, which here is a wait for a core inside the query); *query*, holding the connection to \
+         `fetch_users` returning; *way back*, from there to the caller holding its answer. Measured / predicted, ms; \
+         the stages add up to the mean latency. Direct calls wait for a connection before their seal in the \
+         simulator (its car holds them at the stop while the pool is busy) and after it here: read their first two \
+         stages together.\n"
+    );
+    let _ = writeln!(s, "| contender | to seal | to connection | query | way back | mean |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    for c in &run.contenders {
+        let r = c.median_round();
+        let m = r.measured.stages.means_ms();
+        let p = r.predicted.stages_ms;
+        let _ = write!(s, "| {} |", c.label);
+        for (m, p) in m.iter().zip(p) {
+            let _ = write!(s, " {m:.3} / {p:.3} |");
+        }
+        let _ = writeln!(s, " {:.3} / {:.3} |", r.measured.latency.mean() / 1e6, r.predicted.mean_ms);
+    }
+    s.push('\n');
 }
 
 /// The batcher driver's measured delays, as the scenario's `[driver]` carries them.
@@ -373,20 +446,29 @@ fn driver_section(s: &mut String, run: &Run) {
     );
     let _ = writeln!(s, "| delay | samples | p5 | p50 | p95 | p99 (table's top) | mean (table) | max (left out) |");
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    let mock = [("mock: reaction (due on arrival)".to_string(), &d.reaction), ("mock: after a deadline".into(), &d.timer_reaction), ("mock: launch".into(), &d.launch)];
+    let mock = [
+        ("mock: reaction (due on arrival)".to_string(), &d.reaction),
+        ("mock: after a deadline".into(), &d.timer_reaction),
+        ("mock: launch".into(), &d.launch),
+        ("mock: way back (per request)".into(), &d.answer_raw),
+        (format!("mock: way back − {:.2} µs per caller woken before (`answer_us`)", d.answer_per_caller_us), &d.answer),
+    ];
     let mut rows: Vec<(String, &crate::reaction::Delay)> = mock.into_iter().collect();
-    for (m, _) in &run.rows {
+    let mut per_caller = Vec::new();
+    for c in &run.contenders {
+        let m = &c.median_round().measured;
         let Some(r) = &m.driver else { continue };
         for (what, x) in [
             ("reaction (due on arrival)", &r.reaction),
             ("after a deadline", &r.timer_reaction),
             ("launch", &r.launch),
-            ("answer (per request)", &r.answer),
+            ("way back (per request)", &r.answer),
         ] {
             if let Some(x) = x {
                 rows.push((format!("replay, {}: {what}", m.label), x));
             }
         }
+        per_caller.push(format!("{} {:.2} µs", m.label, r.answer_per_caller_us));
     }
     for (name, x) in rows {
         let _ = writeln!(
@@ -405,21 +487,26 @@ fn driver_section(s: &mut String, run: &Run) {
         s,
         "\nThe rows \"replay\" are the same delays as they were in each replay against the database (its batch \
          function noted each seal, first poll and end; a bus's passengers are found from its ids): not used by the \
-         simulator, they show how well the mock's tables stand for the driver under the real load. *Answer*: per \
-         request, from its query's end to its caller holding the answer (the outcome published, the caller's task \
-         woken and polled), which the simulator does not model.\n"
+         simulator, they show how well the mock's tables stand for the driver under the real load (each contender's \
+         median round). *Way back*: per request, from its bus's end (the batch function's future returning) to its \
+         caller holding the answer (the outcome published, the caller's task woken and run). The callers of a bus are \
+         woken in the order they boarded, so the way back grows with a caller's place in its bus: the calibration fits \
+         a line over every request against the mock, {:.2} µs per caller woken before, and the scenario carries that \
+         (`answer_per_caller_us`) and the table of what is left (`answer_us`). The same fit on the replays: {}.\n",
+        d.answer_per_caller_us,
+        per_caller.join(", ")
     );
 }
 
 /// The figures that missed their goals in this run, and what the model lacks that moves each.
 fn why_misses(s: &mut String, run: &Run) {
     let mut missed = Vec::new();
-    for (m, p) in &run.rows {
-        let e = Errors::of(p, m);
+    for c in &run.contenders {
+        let e = c.errors().median();
         let (q, me, p9) = e.met();
         for (ok, what, err) in [(q, "queries", e.queries), (me, "mean", e.mean), (p9, "p99", e.p99)] {
             if !ok {
-                missed.push(format!("{} {what} ({})", m.label, pct(err)));
+                missed.push(format!("{} {what} ({})", c.label, pct(err)));
             }
         }
     }
@@ -443,15 +530,20 @@ fn why_misses(s: &mut String, run: &Run) {
          microseconds is what lets the callers of a burst board the same bus. The tables leave out the slowest 1 % \
          (milliseconds: another process's time slice on this shared machine); the adaptive policy shortens its \
          window after exactly such late departures, so its real query count follows the machine's load from run to \
-         run (`demo/README.md` gives the spread seen) while the simulator's stays put.\n\
-         - **The answer's way back.** From the batch function's return to each caller holding its answer, the \
-         driver publishes the outcome and wakes the callers in steps (`core/src/signals.rs`); here a request is \
-         answered the instant its query completes (a negative latency error on every batching contender).\n\
-         - **The application's own CPU** (every latency, most under the spikes and for the shortest windows). The \
-         callers' tasks, the injector, the driver and sqlx's worker threads run on the same {} cores as SQLite; the \
-         calibration times queries with nothing else running. When 200 requests arrive within 3 ms, spawning, waking \
-         and answering them costs CPU the model charges to no one: measured latencies above the predicted ones (a \
-         negative latency error).\n\
+         run (`demo/README.md` gives the spread seen) while the simulator's stays put. The way back is drawn the \
+         same way (its table, plus its measured growth per caller woken before): the *way back* stage above sets it \
+         against each replay's.\n\
+         - **Other processes' time slices** (every latency, most the p99). On a shared machine a thread of the \
+         replay that is runnable can wait milliseconds for a core (the \"waited for a core\" column): a query, a \
+         driver's reaction or a way back stretched by a few ms, and every request in flight with it. The calibration \
+         ran seconds earlier, under whatever load there was then. The rounds and their medians keep one spoiled \
+         replay out of a figure, not a load that lasts the whole run: then every round waited and the errors of all \
+         of them lean the same way (the brackets).\n\
+         - **The application's own CPU** (the *query* stage above, most under the spikes and for the shortest \
+         windows). The callers' tasks, the injector, the driver and sqlx's worker threads run on the same {} cores \
+         as SQLite; the calibration times queries with only their own callers running. When 200 requests arrive \
+         within 3 ms, spawning, waking and answering them costs CPU the model charges to no one: the measured query \
+         stage above the predicted one (a negative latency error).\n\
          - **One `contention` for every query size.** The calibration shows small queries contending less than \
          large ones (a single-id query is mostly hand-offs between the caller, sqlx's worker thread and back; a \
          1,000-id one keeps SQLite's thread and the runtime decoding its rows busy, close to both cores alone), and the \
@@ -530,9 +622,14 @@ where
         .titled(&format!("{}: {} requests, pool of {}", title(&run.backend), run.requests, run.model.pool_size), ("sans-serif", 22))
         .map_err(perr)?;
     let (left, right) = root.split_horizontally(550);
-    let labels: Vec<String> = run.rows.iter().map(|(m, _)| short(&m.label)).collect();
-    let queries: Vec<(f64, f64)> = run.rows.iter().map(|(m, p)| (m.db.queries as f64, p.queries)).collect();
-    let p99: Vec<(f64, f64)> = run.rows.iter().map(|(m, p)| (ms(m.latency.quantile(0.99)), p.p99_ms)).collect();
+    let labels: Vec<String> = run.contenders.iter().map(|c| short(&c.label)).collect();
+    let queries: Vec<(f64, f64)> =
+        run.contenders.iter().map(|c| (c.measured(|m| m.db.queries as f64).median, c.predicted(|p| p.queries).median)).collect();
+    let p99: Vec<(f64, f64)> = run
+        .contenders
+        .iter()
+        .map(|c| (c.measured(|m| ms(m.latency.quantile(0.99))).median, c.predicted(|p| p.p99_ms).median))
+        .collect();
     panel(&left, "queries the database ran", "queries", &labels, &queries)?;
     panel(&right, "p99 latency", "ms", &labels, &p99)?;
     Ok(())

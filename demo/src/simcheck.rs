@@ -36,6 +36,10 @@ pub struct Prediction {
     pub p99_ms: f64,
     /// Mean wait for a connection (dispatch to service), ms.
     pub db_wait_ms: f64,
+    /// Per request, mean of each stage of its latency, ms: call to seal (the policy's wait
+    /// and the driver's reaction), seal to the query's start (the launch, the pool, a busy
+    /// database), the query, and the way back; they add up to `mean_ms`.
+    pub stages_ms: [f64; 4],
 }
 
 /// Predicted against measured, as relative errors `(predicted − measured) / measured`.
@@ -66,8 +70,15 @@ impl Errors {
     }
 }
 
-/// The `--set` overrides that take the batcher driver's delays out of a scenario.
-pub const NO_DRIVER: [&str; 3] = ["driver.reaction_us=[]", "driver.timer_reaction_us=[]", "driver.launch_us=[]"];
+/// The `--set` overrides that take the batcher driver's delays out of a scenario (its way back
+/// too: a direct call's caller holds its rows when its query returns).
+pub const NO_DRIVER: [&str; 5] = [
+    "driver.reaction_us=[]",
+    "driver.timer_reaction_us=[]",
+    "driver.launch_us=[]",
+    "driver.answer_us=[]",
+    "driver.answer_per_caller_us=0",
+];
 
 /// The `--set` overrides that put `contender` into a scenario (the batcher's policy; direct calls
 /// are the simulator's car: one query per request, at most `servers` at once, the rest waiting
@@ -108,7 +119,7 @@ pub fn predict(scenario_path: &Path, trace_path: &str, spec: &ContenderSpec) -> 
 ///
 /// As [`predict`], and if an override is rejected.
 pub fn predict_with(scenario_path: &Path, trace_path: &str, spec: &ContenderSpec, extra: &[&str]) -> Result<Prediction> {
-    let mut sum = Prediction { queries: 0.0, mean_ms: 0.0, p99_ms: 0.0, db_wait_ms: 0.0 };
+    let mut sum = Prediction { queries: 0.0, mean_ms: 0.0, p99_ms: 0.0, db_wait_ms: 0.0, stages_ms: [0.0; 4] };
     for seed in 1..=SEEDS {
         let mut sets = policy_overrides(&spec.contender);
         sets.extend(extra.iter().map(|s| (*s).to_string()));
@@ -121,9 +132,20 @@ pub fn predict_with(scenario_path: &Path, trace_path: &str, spec: &ContenderSpec
         sum.mean_ms += s.latency_ms.mean;
         sum.p99_ms += s.latency_ms.p99;
         sum.db_wait_ms += s.db_wait_ms.mean;
+        let stages = [(out.added_wait.mean() + out.in_flight_wait.mean()), out.connection_wait.mean(), out.service.mean()];
+        for (total, stage) in sum.stages_ms.iter_mut().zip(stages) {
+            *total += stage / 1e6;
+        }
+        sum.stages_ms[3] += s.latency_ms.mean - (stages.iter().sum::<f64>() / 1e6);
     }
     let n = SEEDS as f64;
-    Ok(Prediction { queries: sum.queries / n, mean_ms: sum.mean_ms / n, p99_ms: sum.p99_ms / n, db_wait_ms: sum.db_wait_ms / n })
+    Ok(Prediction {
+        queries: sum.queries / n,
+        mean_ms: sum.mean_ms / n,
+        p99_ms: sum.p99_ms / n,
+        db_wait_ms: sum.db_wait_ms / n,
+        stages_ms: sum.stages_ms.map(|x| x / n),
+    })
 }
 
 #[cfg(test)]
@@ -133,7 +155,8 @@ mod tests {
 
     #[test]
     fn every_contender_maps_to_a_valid_simulator_policy() {
-        let base = "name = \"t\"\n[traffic]\nkind = \"trace\"\npath = \"x.csv\"\n";
+        let base = "name = \"t\"\n[traffic]\nkind = \"trace\"\npath = \"x.csv\"\n\
+                    [driver]\nreaction_us = [3]\nanswer_us = [5]\nanswer_per_caller_us = 1.5\n";
         for c in contenders() {
             let s = Scenario::parse_with(base, Path::new("."), &policy_overrides(&c.contender)).unwrap();
             let expected = match c.contender {
@@ -141,6 +164,8 @@ mod tests {
                 Contender::Batched(p) => p.name(),
             };
             assert_eq!(s.policy().unwrap().name(), expected, "{}", c.label);
+            // Direct calls have no batcher: no driver's delay, no way back.
+            assert_eq!(s.driver.is_instant(), c.contender == Contender::Direct, "{}", c.label);
             if let Contender::Batched(p) = c.contender {
                 assert_eq!(s.policy().unwrap(), p, "{}", c.label);
             }

@@ -38,6 +38,20 @@ pub(crate) async fn exercise(url: &str, dir: &Path) {
         assert_eq!(m.correct, n, "{}: every request gets its own user", c.label);
         assert_eq!(m.db.queries, m.sent, "{}: the database ran exactly what we sent", c.label);
         assert_eq!(m.pool_wait.count(), m.sent, "{}: one pool wait per query", c.label);
+        // Every request's latency is split into its stages (a batched request is found in its
+        // bus by its id; two requests for one id in one bus share a seat, and the second is
+        // not found); a direct call's stages add up to its latency exactly.
+        let st = &m.stages;
+        let staged = st.query.count();
+        assert!(staged <= n && staged * 100 >= n * 95, "{}: {staged} of {n} requests staged", c.label);
+        for h in [&st.to_seal, &st.to_connection, &st.way_back] {
+            assert_eq!(h.count(), staged, "{}: every stage of every staged request", c.label);
+        }
+        if c.contender == Contender::Direct {
+            assert_eq!(staged, n);
+            let parts = st.to_seal.sum() + st.to_connection.sum() + st.query.sum() + st.way_back.sum();
+            assert_eq!(parts, m.latency.sum(), "car: the stages add up to the latency");
+        }
         match (&c.contender, &m.driver) {
             (Contender::Direct, driver) => assert!(driver.is_none(), "direct calls have no driver"),
             (Contender::Batched(_), Some(d)) => {
