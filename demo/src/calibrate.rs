@@ -31,6 +31,14 @@
 //! a busy machine preempts do not inflate it; the simulator's lognormal keeps the mean), the
 //! median over the rounds.
 //!
+//! **Wake-up.** The closed loop keeps every thread busy; the replays' background sends a query
+//! about every millisecond, after the pool's worker thread and the runtime's have parked and a
+//! quiet machine's cores have idled. So single-id queries are also sent open loop, as the
+//! background sends them (Poisson at 1,000/s from tasks an injector thread spawns), and each
+//! one sent after the database had nothing to do for at least [`WAKE_AFTER_US`] is set against
+//! the closed loop's single-id mean: the difference is its wake-up, and their table (the
+//! slowest 1 % left out, as the driver's) is the scenario's `wake_us`.
+//!
 //! What is timed is the whole call as the caller sees it (acquire, the statement, the rows back
 //! through sqlx): that is what a batch, or a direct call, costs once sent.
 
@@ -46,7 +54,7 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::db::Database;
-use crate::reaction::DriverModel;
+use crate::reaction::{Delay, DriverModel};
 
 /// The mean cost of a query of `keys` ids with `concurrency` queries running.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -116,6 +124,79 @@ pub struct CostModel {
     pub contention: f64,
     /// Lognormal shape from the single-key spread (`log_spread` at concurrency 1, one id).
     pub lognormal_sigma: f64,
+    /// A single-id query's wake-up after the database was idle at least [`WAKE_AFTER_US`]:
+    /// its open-loop time less the closed loop's single-id mean (`None` until measured).
+    pub wake: Option<Delay>,
+}
+
+/// The idleness from which a query counts as woken, µs: in the per-idle breakdown of one
+/// `make demo` (17:38 UTC, 2026-11-28, load 1.6) single-id queries sent less than 100 µs after
+/// the previous one ended cost what the closed loop's do (medians 27-31 µs, natural and the
+/// 0.1 ms window), and those sent later 38-79 µs. One run on a shared machine: a threshold
+/// read off it, not a fitted figure (the wake-up itself is measured every run).
+pub const WAKE_AFTER_US: f64 = 100.0;
+
+/// Sends single-id queries open loop at 1,000/s for `duration` (Poisson, `seed`) from tasks
+/// spawned by an injector thread; returns the wake-up of each one sent with nothing running
+/// for at least [`WAKE_AFTER_US`]: its time less `hot_ms`, µs (at least 0).
+///
+/// # Errors
+///
+/// If a query fails or a task panics.
+pub async fn measure_wake(db: &Database, users: u32, duration: Duration, seed: u64, hot_ms: f64) -> Result<Vec<f64>> {
+    use rand::Rng;
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut at = Duration::ZERO;
+    let mut sends = Vec::new();
+    while at < duration {
+        sends.push((at, rng.random_range(1..=i64::from(users.max(1)))));
+        let gap: f64 = rand_distr::Distribution::sample(&rand_distr::Exp1, &mut rng);
+        at += Duration::from_secs_f64(gap / 1000.0);
+    }
+    let handle = tokio::runtime::Handle::current();
+    let db = db.clone();
+    let start = Instant::now() + Duration::from_millis(1);
+    let tasks = tokio::task::spawn_blocking(move || {
+        sends
+            .into_iter()
+            .map(|(at, id)| {
+                crate::replay::sleep_until(start + at);
+                let db = db.clone();
+                handle.spawn(async move {
+                    let t = Instant::now();
+                    db.fetch_users(&[id]).await.map(|_| (t, Instant::now()))
+                })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .context("the wake-up injector panicked")?;
+    let mut spans = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        spans.push(t.await.context("a wake-up query panicked")??);
+    }
+    Ok(wake_ups(&spans, hot_ms))
+}
+
+/// From each query's (start, end): the wake-up of those started with nothing running for at
+/// least [`WAKE_AFTER_US`] (time less `hot_ms`, µs, at least 0).
+pub fn wake_ups(spans: &[(Instant, Instant)], hot_ms: f64) -> Vec<f64> {
+    let mut order: Vec<&(Instant, Instant)> = spans.iter().collect();
+    order.sort_by_key(|s| s.0);
+    let mut last_end: Option<Instant> = None;
+    let mut out = Vec::new();
+    for &&(start, end) in &order {
+        let idle_us = match last_end {
+            Some(e) if e > start => 0.0,
+            Some(e) => (start - e).as_secs_f64() * 1e6,
+            None => 0.0,
+        };
+        if idle_us >= WAKE_AFTER_US {
+            out.push(((end - start).as_secs_f64() * 1e3 - hot_ms).max(0.0) * 1e3);
+        }
+        last_end = Some(last_end.map_or(end, |e| e.max(end)));
+    }
+    out
 }
 
 /// What to measure.
@@ -131,6 +212,9 @@ pub struct Plan {
     pub per_point: Duration,
     /// Ids are drawn from `1..=users`.
     pub users: u32,
+    /// How long each round sends single-id queries open loop for the wake-up (zero: not
+    /// measured).
+    pub wake_per_round: Duration,
 }
 
 impl Plan {
@@ -144,6 +228,7 @@ impl Plan {
             keys: vec![1, 10, 50, 200, 1000],
             rounds: 3,
             per_point: Duration::from_millis(50),
+            wake_per_round: Duration::from_millis(100),
             users,
         }
     }
@@ -197,7 +282,17 @@ pub async fn calibrate(db: &Database, plan: &Plan, progress: Option<&ProgressBar
             log_spread: median(rs.iter().map(|r| r.log_spread).collect()),
         })
         .collect();
-    fit(db.backend(), db.pool_size(), points)
+    let mut model = fit(db.backend(), db.pool_size(), points)?;
+    if plan.wake_per_round > Duration::ZERO {
+        // The closed loop's single-id mean: the cost of a query sent to busy threads.
+        let hot_ms = model.points.iter().find(|p| p.concurrency == 1 && p.keys == 1).map_or(model.base_ms, |p| p.mean_ms);
+        let mut samples = Vec::new();
+        for r in 0..plan.rounds.max(1) {
+            samples.extend(measure_wake(db, plan.users, plan.wake_per_round, 1000 + u64::from(r), hot_ms).await?);
+        }
+        model.wake = Delay::of(samples).ok();
+    }
+    Ok(model)
 }
 
 async fn measure(db: &Database, n: u32, k: u32, round: u32, plan: &Plan) -> Result<Round> {
@@ -346,6 +441,7 @@ pub fn fit(backend: &str, pool_size: u32, points: Vec<CostPoint>) -> Result<Cost
         servers: chosen.servers,
         contention: chosen.contention,
         lognormal_sigma: sigma,
+        wake: None,
         points,
         lines,
     })
@@ -399,6 +495,11 @@ impl CostModel {
             let _ = writeln!(s, "launch_us = [{}]", table(&d.launch.quantiles_us));
             let _ = writeln!(s, "answer_us = [{}]", table(&d.answer.quantiles_us));
             let _ = writeln!(s, "answer_per_caller_us = {:.3}", d.answer_per_caller_us);
+            if let Some(w) = &self.wake {
+                let _ = writeln!(s, "# A query sent after the database was idle {WAKE_AFTER_US} µs: its wake-up, measured open loop (demo/src/calibrate.rs).");
+                let _ = writeln!(s, "wake_us = [{}]", table(&w.quantiles_us));
+                let _ = writeln!(s, "wake_after_us = {WAKE_AFTER_US:.1}");
+            }
         }
         s
     }
@@ -480,6 +581,19 @@ mod tests {
     }
 
     #[test]
+    fn a_wake_up_counts_only_after_the_database_was_idle() {
+        // Queries (start, end) in µs: 0-50; 60-90 (idle 10 µs: not counted); 300-380 (idle
+        // 210 µs: 80 − 30 = 50 µs); 310-340 started while 300-380 ran (not counted); 1000-1020
+        // (idle 620 µs, 20 µs: faster than hot, 0).
+        let t0 = Instant::now();
+        let at = |us: u64| t0 + Duration::from_micros(us);
+        let spans = [(at(0), at(50)), (at(60), at(90)), (at(300), at(380)), (at(310), at(340)), (at(1000), at(1020))];
+        let w = wake_ups(&spans, 0.030);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!((w[0] - 50.0).abs() < 1e-6 && w[1] == 0.0, "{w:?}");
+    }
+
+    #[test]
     fn the_scenario_parses_in_the_simulator() {
         let m = fit("sqlite", 4, vec![point(1, 1, 0.05), point(1, 10, 0.06)]).unwrap();
         let text = m.scenario_toml("db-sqlite", "trace.csv", "test", None);
@@ -503,5 +617,9 @@ mod tests {
         assert_eq!(s.driver.reaction_us.len(), crate::reaction::QUANTILES);
         assert_eq!((s.driver.reaction_us[0], s.driver.timer_reaction_us[0], s.driver.launch_us[20]), (20.0, 5.0, 99.0));
         assert_eq!((s.driver.answer_us[0], s.driver.answer_per_caller_us), (3.0, 0.75));
+        assert!(s.driver.wake_us.is_empty(), "no wake-up measured, none written");
+        let woken = CostModel { wake: Some(delay(15.0)), ..m };
+        let s = busline_sim::Scenario::parse_with(&woken.scenario_toml("db-sqlite", "trace.csv", "test", Some(&d)), Path::new("."), &[]).unwrap();
+        assert_eq!((s.driver.wake_us[0], s.driver.wake_after_us), (15.0, WAKE_AFTER_US));
     }
 }

@@ -316,6 +316,25 @@ fn section(run: &Run) -> String {
         b = run.backend
     );
 
+    if let Some(w) = &m.wake {
+        let hot = m.points.iter().find(|p| p.concurrency == 1 && p.keys == 1).map_or(m.base_ms, |p| p.mean_ms);
+        let _ = writeln!(
+            s,
+            "**Wake-up.** The closed loop keeps every thread busy; the replays' background does not. {} single-id queries \
+             sent open loop (Poisson, 1,000/s, as the background) found the database idle for at least {} µs: each took \
+             {:.1} µs more than the closed loop's single-id mean ({:.1} µs) at the median, {:.1} µs on average (p5 {:.1}, \
+             p95 {:.1} µs; the slowest 1 % left out). The scenario's `[driver]` carries them as `wake_us`, added to the \
+             launch of any query (direct calls too) sealed after the database had been idle that long; in the stage \
+             table below it shows as *to connection* in the simulator and inside *query* here.\n",
+            w.samples,
+            crate::calibrate::WAKE_AFTER_US,
+            w.at(0.5),
+            hot * 1e3,
+            w.mean_us,
+            w.at(0.05),
+            w.at(0.95)
+        );
+    }
     driver_section(&mut s, run);
     let _ = writeln!(s, "### The simulator against the database\n");
     let _ = writeln!(

@@ -70,9 +70,10 @@ impl Errors {
     }
 }
 
-/// The `--set` overrides that take the batcher driver's delays out of a scenario (its way back
-/// too: a direct call's caller holds its rows when its query returns).
-pub const NO_DRIVER: [&str; 5] = [
+/// The `--set` overrides that take the batcher's own delays out of a scenario: its driver's
+/// reaction and launch and the way back through it. A direct call has none of them; it keeps
+/// the wake-up of a query sent to idle threads.
+pub const NO_BATCHER: [&str; 5] = [
     "driver.reaction_us=[]",
     "driver.timer_reaction_us=[]",
     "driver.launch_us=[]",
@@ -80,14 +81,25 @@ pub const NO_DRIVER: [&str; 5] = [
     "driver.answer_per_caller_us=0",
 ];
 
+/// The `--set` overrides that take every `[driver]` delay out of a scenario (what the
+/// simulator predicted before it modelled any): [`NO_BATCHER`] and the wake-up.
+pub const NO_DRIVER: [&str; 6] = [
+    "driver.reaction_us=[]",
+    "driver.timer_reaction_us=[]",
+    "driver.launch_us=[]",
+    "driver.answer_us=[]",
+    "driver.answer_per_caller_us=0",
+    "driver.wake_us=[]",
+];
+
 /// The `--set` overrides that put `contender` into a scenario (the batcher's policy; direct calls
 /// are the simulator's car: one query per request, at most `servers` at once, the rest waiting
-/// in arrival order, as they wait for sqlx's pool, and no batcher driver in between: its
-/// `[driver]` delays are zero).
+/// in arrival order, as they wait for sqlx's pool, and no batcher driver in between: of
+/// `[driver]` only the wake-up is left).
 pub fn policy_overrides(contender: &Contender) -> Vec<String> {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     match contender {
-        Contender::Direct => ["policy.kind=car"].iter().chain(&NO_DRIVER).map(|s| (*s).to_string()).collect(),
+        Contender::Direct => ["policy.kind=car"].iter().chain(&NO_BATCHER).map(|s| (*s).to_string()).collect(),
         Contender::Batched(Policy::Window { window }) => {
             vec!["policy.kind=window".into(), format!("policy.window_ms={}", ms(*window))]
         }
@@ -156,7 +168,7 @@ mod tests {
     #[test]
     fn every_contender_maps_to_a_valid_simulator_policy() {
         let base = "name = \"t\"\n[traffic]\nkind = \"trace\"\npath = \"x.csv\"\n\
-                    [driver]\nreaction_us = [3]\nanswer_us = [5]\nanswer_per_caller_us = 1.5\n";
+                    [driver]\nreaction_us = [3]\nanswer_us = [5]\nanswer_per_caller_us = 1.5\nwake_us = [20]\n";
         for c in contenders() {
             let s = Scenario::parse_with(base, Path::new("."), &policy_overrides(&c.contender)).unwrap();
             let expected = match c.contender {
@@ -164,8 +176,11 @@ mod tests {
                 Contender::Batched(p) => p.name(),
             };
             assert_eq!(s.policy().unwrap().name(), expected, "{}", c.label);
-            // Direct calls have no batcher: no driver's delay, no way back.
-            assert_eq!(s.driver.is_instant(), c.contender == Contender::Direct, "{}", c.label);
+            // Direct calls have no batcher: no driver's delay, no way back; the wake-up stays.
+            let d = &s.driver;
+            let batcher_delays = !d.reaction_us.is_empty() && !d.answer_us.is_empty() && d.answer_per_caller_us > 0.0;
+            assert_eq!(batcher_delays, c.contender != Contender::Direct, "{}", c.label);
+            assert_eq!(d.wake_us, vec![20.0], "{}", c.label);
             if let Contender::Batched(p) = c.contender {
                 assert_eq!(s.policy().unwrap(), p, "{}", c.label);
             }

@@ -15,6 +15,11 @@
 //! Only the caller's latency ends later; the request leaves the simulated system (and frees
 //! nothing else) at the query's end, as the core counts the batch complete when it publishes.
 //!
+//! A query sealed when the database has run nothing for at least `wake_after_us` starts a
+//! **wake-up** later (a draw from `wake_us`, added to its launch): the pool's and the
+//! runtime's threads have parked, and a quiet machine's cores have gone idle. This one applies
+//! to direct calls too, which have no other driver delay.
+//!
 //! Each delay is an empirical distribution given by quantiles at equal steps,
 //! `q[0] <= q[1] <= ... <= q[n − 1]` at probabilities `0, 1/(n − 1), ..., 1`: a draw takes `u`
 //! uniform on [0, 1) and interpolates linearly between the two quantiles around `u (n − 1)`
@@ -64,6 +69,9 @@ pub struct Driver {
     answer: Table,
     /// ns per caller woken before.
     answer_per_caller: f64,
+    wake: Table,
+    /// ns of the database's idleness from which a query pays `wake`.
+    wake_after: u64,
     rng: SmallRng,
 }
 
@@ -82,6 +90,8 @@ impl Driver {
             launch: Table::new(&d.launch_us),
             answer: Table::new(&d.answer_us),
             answer_per_caller: d.answer_per_caller_us * 1e3,
+            wake: Table::new(&d.wake_us),
+            wake_after: crate::rng::round_ns(d.wake_after_us * 1e3),
             rng: stream(scenario.seed, Stream::Driver),
         })
     }
@@ -91,9 +101,15 @@ impl Driver {
         if timer { self.timer_reaction.draw(&mut self.rng) } else { self.reaction.draw(&mut self.rng) }
     }
 
-    /// Whether a sealed bus's query starts later than its seal.
+    /// Whether a sealed bus's query may start later than its seal.
     pub fn launches_late(&self) -> bool {
-        !self.launch.is_zero()
+        !self.launch.is_zero() || !self.wake.is_zero()
+    }
+
+    /// The wake-up of a query sealed after the database has had nothing to do for `idle_ns`,
+    /// ns (zero below `wake_after_us`).
+    pub fn wake(&mut self, idle_ns: u64) -> u64 {
+        if idle_ns >= self.wake_after && !self.wake.is_zero() { self.wake.draw(&mut self.rng) } else { 0 }
     }
 
     /// The delay from the seal to the query's start, ns.
@@ -185,6 +201,18 @@ mod tests {
         // law on the sample path) hold, and nothing else moved.
         assert_eq!(out.summary.queries, 1);
         assert_eq!(out.totals.answered, 2);
+    }
+
+    #[test]
+    fn a_query_after_a_quiet_spell_pays_the_wake_up() {
+        // Cars 10 ms apart, a 1 ms query: each after the first (the database idle since the
+        // start, 0 µs) finds it idle 9 ms, over the 5 ms threshold, and pays 40 µs; 2 ms apart
+        // (1 ms idle) none does.
+        let sets = ["policy.kind=car", "driver.wake_us=[40]", "driver.wake_after_us=5000"];
+        let l = run_trace("wake0", 20, 10_000, &sets).summary.latency_ms;
+        assert!((l.mean - (1.0 + 19.0 * 1.04) / 20.0).abs() < 1e-9 && (l.max - 1.04).abs() < 1e-9, "{l:?}");
+        let l = run_trace("wake1", 20, 2_000, &sets).summary.latency_ms;
+        assert!((l.mean - 1.0).abs() < 1e-9 && (l.max - 1.0).abs() < 1e-9, "{l:?}");
     }
 
     #[test]

@@ -26,7 +26,8 @@
 //! the scheduler as usual and board, and at the `Depart` the engine drains `poll_action` as
 //! above (the scheduler's `ready_at` stays the release, so the reaction shows as in-flight
 //! wait). A sealed query then reaches its pool after the *launch* delay (a `Launch` event),
-//! counted as connection wait. When it ends, each caller's latency ends a *way back* later
+//! counted as connection wait; a query sealed while the database has had nothing to do for a
+//! while waits a *wake-up* more. When it ends, each caller's latency ends a *way back* later
 //! (its answer delivered; the request leaves the system at the query's end).
 //!
 //! # Cost per event
@@ -260,6 +261,8 @@ struct Engine {
     /// Under contention, the database's one live completion event (its queue key, query and
     /// version), held beside the heap like the next arrival.
     db_due: Option<(u128, u32, u32)>,
+    /// When the database last finished its last running query (`[driver]`'s wake-up).
+    db_idle_since: u64,
     distinct: DistinctCounter,
     db: Db,
     db_out: Vec<DbEvent>,
@@ -343,6 +346,7 @@ impl Engine {
             trace_keys: trace_keys.is_some(),
             next_arrival: None,
             db_due: None,
+            db_idle_since: 0,
             distinct: DistinctCounter::new(key_space),
             db: Db::new(scenario),
             db_out: Vec::with_capacity(16),
@@ -521,6 +525,9 @@ impl Engine {
                         continue; // rescheduled under contention
                     }
                     let i = self.answer(query)?;
+                    if self.db.running() == 0 {
+                        self.db_idle_since = ev.time;
+                    }
                     self.instances[i as usize].scheduler.on_complete(now);
                     self.handle_db_events()?;
                     self.release_connection(i)?;
@@ -746,7 +753,9 @@ impl Engine {
                 ts.at(now).queries += 1;
             }
             let query = Pending { query: q, distinct, first_request: first };
-            match self.driver.as_mut().filter(|d| d.launches_late()).map(Driver::launch) {
+            // `[driver]`'s wake-up: the database has had nothing to do for this long.
+            let idle = if self.db.running() + self.db.waiting() > 0 { 0 } else { now.saturating_sub(self.db_idle_since) };
+            match self.driver.as_mut().filter(|d| d.launches_late()).map(|d| d.launch() + d.wake(idle)) {
                 Some(launch) => {
                     (slot.distinct, slot.first_request) = (distinct, first);
                     self.push(now + launch, Kind::Launch { query: q });

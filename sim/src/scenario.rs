@@ -444,6 +444,13 @@ pub struct DriverConfig {
     /// the order they boarded).
     #[serde(default, deserialize_with = "non_negative", skip_serializing_if = "is_zero")]
     pub answer_per_caller_us: f64,
+    /// Added to the launch of a query sealed when the database has run nothing for at least
+    /// `wake_after_us` (its threads have parked and must be woken), for direct calls too.
+    #[serde(default, deserialize_with = "quantiles", skip_serializing_if = "Vec::is_empty")]
+    pub wake_us: Vec<f64>,
+    /// See `wake_us`.
+    #[serde(default, deserialize_with = "non_negative", skip_serializing_if = "is_zero")]
+    pub wake_after_us: f64,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -453,7 +460,9 @@ fn is_zero(x: &f64) -> bool {
 impl DriverConfig {
     /// No delay anywhere: the simulator's behaviour without a `[driver]` section.
     pub fn is_instant(&self) -> bool {
-        [&self.reaction_us, &self.timer_reaction_us, &self.launch_us, &self.answer_us].iter().all(|q| q.iter().all(|&x| x == 0.0))
+        [&self.reaction_us, &self.timer_reaction_us, &self.launch_us, &self.answer_us, &self.wake_us]
+            .iter()
+            .all(|q| q.iter().all(|&x| x == 0.0))
             && self.answer_per_caller_us == 0.0
     }
 }

@@ -23,9 +23,19 @@ pub(crate) async fn exercise(url: &str, dir: &Path) {
     db.ensure_users(USERS).await.unwrap();
     assert!(!db.ensure_users(USERS).await.unwrap(), "a filled table is kept");
     let arrivals = TraceSpec::small(USERS).generate();
-    let plan = Plan { concurrency: vec![1, 2], keys: vec![1, 20], rounds: 1, per_point: Duration::from_millis(20), users: USERS };
+    let plan = Plan {
+        concurrency: vec![1, 2],
+        keys: vec![1, 20],
+        rounds: 1,
+        per_point: Duration::from_millis(20),
+        users: USERS,
+        wake_per_round: Duration::from_millis(50),
+    };
     let model = calibrate(&db, &plan, None).await.unwrap();
     assert!(model.base_ms > 0.0, "{model:?}");
+    // ~50 single-id queries open loop; a few may have found another still running.
+    let wake = model.wake.as_ref().expect("the wake-up is measured");
+    assert!(wake.samples >= 10, "{wake:?}");
     let scenario = dir.join("calibrated.toml");
     write_csv(&dir.join("traces/intended.csv"), &arrivals).unwrap();
     let driver_plan = busline_demo::reaction::Plan { trace: TraceSpec::small(USERS), ..busline_demo::reaction::Plan::demo(&model, USERS) };
