@@ -137,13 +137,12 @@ pub struct CostModel {
 pub const WAKE_AFTER_US: f64 = 100.0;
 
 /// Sends single-id queries open loop at 1,000/s for `duration` (Poisson, `seed`) from tasks
-/// spawned by an injector thread; returns the wake-up of each one sent with nothing running
-/// for at least [`WAKE_AFTER_US`]: its time less `hot_ms`, µs (at least 0).
+/// spawned by an injector thread, as the replays' background; returns each one's (start, end).
 ///
 /// # Errors
 ///
 /// If a query fails or a task panics.
-pub async fn measure_wake(db: &Database, users: u32, duration: Duration, seed: u64, hot_ms: f64) -> Result<Vec<f64>> {
+pub async fn open_loop(db: &Database, users: u32, duration: Duration, seed: u64) -> Result<Vec<(Instant, Instant)>> {
     use rand::Rng;
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut at = Duration::ZERO;
@@ -175,7 +174,7 @@ pub async fn measure_wake(db: &Database, users: u32, duration: Duration, seed: u
     for t in tasks {
         spans.push(t.await.context("a wake-up query panicked")??);
     }
-    Ok(wake_ups(&spans, hot_ms))
+    Ok(spans)
 }
 
 /// From each query's (start, end): the wake-up of those started with nothing running for at
@@ -245,6 +244,7 @@ impl Plan {
 }
 
 /// One round of one cell.
+#[derive(Debug)]
 struct Round {
     samples: u64,
     mean_ms: f64,
@@ -258,41 +258,91 @@ struct Round {
 ///
 /// If a query fails, or a point gets no sample.
 pub async fn calibrate(db: &Database, plan: &Plan, progress: Option<&ProgressBar>) -> Result<CostModel> {
-    let cells: Vec<(u32, u32)> =
-        plan.concurrency.iter().flat_map(|&n| plan.keys.iter().map(move |&k| (n, k.min(plan.users)))).collect();
-    let mut rounds: Vec<Vec<Round>> = cells.iter().map(|_| Vec::new()).collect();
-    for r in 0..plan.rounds.max(1) {
-        for (cell, &(n, k)) in cells.iter().enumerate() {
-            rounds[cell].push(measure(db, n, k, r, plan).await?);
+    let mut c = Calibration::new(plan.clone());
+    for _ in 0..plan.rounds.max(1) {
+        c.round(db, progress).await?;
+    }
+    c.finish(db.backend(), db.pool_size())
+}
+
+/// A calibration in rounds that may be interleaved with other work (`make demo` runs one
+/// before each round of replays, so the cost model sees the same spells of load as the
+/// replays do): [`Calibration::round`] as often as wanted, then [`Calibration::finish`].
+#[derive(Debug)]
+pub struct Calibration {
+    plan: Plan,
+    cells: Vec<(u32, u32)>,
+    rounds: Vec<Vec<Round>>,
+    /// Per round, the wake-up queries' (start, end).
+    wake_spans: Vec<Vec<(Instant, Instant)>>,
+    done: u32,
+}
+
+impl Calibration {
+    /// Nothing measured yet.
+    pub fn new(plan: Plan) -> Calibration {
+        let cells: Vec<(u32, u32)> =
+            plan.concurrency.iter().flat_map(|&n| plan.keys.iter().map(move |&k| (n, k.min(plan.users)))).collect();
+        let rounds = cells.iter().map(|_| Vec::new()).collect();
+        Calibration { plan, cells, rounds, wake_spans: Vec::new(), done: 0 }
+    }
+
+    /// Rounds measured so far.
+    pub fn rounds_done(&self) -> u32 {
+        self.done
+    }
+
+    /// Measures one round: every cell once, then the open-loop single-id queries of the
+    /// wake-up; `progress` advances by one per cell.
+    ///
+    /// # Errors
+    ///
+    /// If a query fails or a task panics.
+    pub async fn round(&mut self, db: &Database, progress: Option<&ProgressBar>) -> Result<()> {
+        let r = self.done;
+        for (cell, &(n, k)) in self.cells.iter().enumerate() {
+            self.rounds[cell].push(measure(db, n, k, r, &self.plan).await?);
             if let Some(p) = progress {
                 p.inc(1);
             }
         }
-    }
-    let points = cells
-        .iter()
-        .zip(rounds)
-        .map(|(&(concurrency, keys), rs)| CostPoint {
-            concurrency,
-            keys,
-            samples: rs.iter().map(|r| r.samples).sum(),
-            mean_ms: median(rs.iter().map(|r| r.mean_ms).collect()),
-            round_means_ms: rs.iter().map(|r| r.mean_ms).collect(),
-            cv: median(rs.iter().map(|r| r.cv).collect()),
-            log_spread: median(rs.iter().map(|r| r.log_spread).collect()),
-        })
-        .collect();
-    let mut model = fit(db.backend(), db.pool_size(), points)?;
-    if plan.wake_per_round > Duration::ZERO {
-        // The closed loop's single-id mean: the cost of a query sent to busy threads.
-        let hot_ms = model.points.iter().find(|p| p.concurrency == 1 && p.keys == 1).map_or(model.base_ms, |p| p.mean_ms);
-        let mut samples = Vec::new();
-        for r in 0..plan.rounds.max(1) {
-            samples.extend(measure_wake(db, plan.users, plan.wake_per_round, 1000 + u64::from(r), hot_ms).await?);
+        if self.plan.wake_per_round > Duration::ZERO {
+            self.wake_spans.push(open_loop(db, self.plan.users, self.plan.wake_per_round, 1000 + u64::from(r)).await?);
         }
-        model.wake = Delay::of(samples).ok();
+        self.done += 1;
+        Ok(())
     }
-    Ok(model)
+
+    /// The model fitted to every round measured (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// If no round was measured, or concurrency 1 was not.
+    pub fn finish(self, backend: &str, pool_size: u32) -> Result<CostModel> {
+        anyhow::ensure!(self.done > 0, "no calibration round was measured");
+        let points = self
+            .cells
+            .iter()
+            .zip(self.rounds)
+            .map(|(&(concurrency, keys), rs)| CostPoint {
+                concurrency,
+                keys,
+                samples: rs.iter().map(|r| r.samples).sum(),
+                mean_ms: median(rs.iter().map(|r| r.mean_ms).collect()),
+                round_means_ms: rs.iter().map(|r| r.mean_ms).collect(),
+                cv: median(rs.iter().map(|r| r.cv).collect()),
+                log_spread: median(rs.iter().map(|r| r.log_spread).collect()),
+            })
+            .collect();
+        let mut model = fit(backend, pool_size, points)?;
+        if !self.wake_spans.is_empty() {
+            // The closed loop's single-id mean: the cost of a query sent to busy threads.
+            let hot_ms = model.points.iter().find(|p| p.concurrency == 1 && p.keys == 1).map_or(model.base_ms, |p| p.mean_ms);
+            let samples = self.wake_spans.iter().flat_map(|spans| wake_ups(spans, hot_ms)).collect();
+            model.wake = Delay::of(samples).ok();
+        }
+        Ok(model)
+    }
 }
 
 async fn measure(db: &Database, n: u32, k: u32, round: u32, plan: &Plan) -> Result<Round> {

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use busline_demo::calibrate::{CostModel, Plan, calibrate};
+use busline_demo::calibrate::{Calibration, CostModel, Plan, calibrate};
 use busline_demo::db::{Database, redact};
 use busline_demo::reaction::{self, DriverModel};
 use busline_demo::replay::{ContenderSpec, contenders, replay};
 use busline_demo::report::{self, Provenance, Run};
 use busline_demo::rounds::{self, Contended, Replayed};
-use busline_demo::simcheck::{NO_DRIVER, predict, predict_with};
+use busline_demo::simcheck::{NO_DRIVER, REACTION_ONLY, predict, predict_with};
 use busline_demo::trace::{self, TraceSpec};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -120,11 +120,15 @@ async fn setup(args: &DbArgs, pb: &ProgressBar) -> Result<Database> {
 async fn calibrated(db: &Database, args: &DbArgs, pb: &ProgressBar) -> Result<(CostModel, DriverModel)> {
     stage(pb, "calibrating the cost model".into());
     let model = calibrate(db, &Plan::demo(args.pool, args.users), Some(pb)).await?;
+    Ok((model.clone(), driver_of(&model, args, pb).await?))
+}
+
+/// The batcher driver's delays against the mock, with `model`'s query costs.
+async fn driver_of(model: &CostModel, args: &DbArgs, pb: &ProgressBar) -> Result<DriverModel> {
     stage(pb, "measuring the batcher driver's reaction (mock backend)".into());
-    let plan = reaction::Plan::demo(&model, args.users);
+    let plan = reaction::Plan::demo(model, args.users);
     pb.inc_length(plan.steps());
-    let driver = reaction::measure(&plan, Some(pb)).await?;
-    Ok((model, driver))
+    reaction::measure(&plan, Some(pb)).await
 }
 
 /// Progress-bar steps of the calibration: the database's cells, then the driver's requests
@@ -172,19 +176,18 @@ async fn run_cli(cli: Cli) -> Result<()> {
             let pb = bar(calibration_steps(&args) + (replays * arrivals.len()) as u64);
             let db = setup(&args, &pb).await?;
             let version = db.version().await?;
-            let (model, driver) = calibrated(&db, &args, &pb).await?;
             let backend = db.backend().to_string();
-            std::fs::create_dir_all(out.join("traces")).with_context(|| format!("creating {}", out.display()))?;
-            let (intended, _) = write_intended(&out, &backend, &spec)?;
-            let scenario = out.join(format!("{backend}-calibrated.toml"));
-            model.write_scenario(&scenario, &format!("db-{backend}"), &intended, &provenance_lines(&provenance), Some(&driver))?;
-            // The first round's arrivals go to the report's traces/; the other rounds' to a
-            // scratch directory (absolute paths: the simulator reads them from anywhere).
-            let scratch = std::env::temp_dir().join(format!("busline-demo-rounds-{}", std::process::id()));
-            std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-
+            // Each round of replays follows a round of the calibration, so the cost model sees
+            // the spells of load the replays see (on a shared machine they change by the
+            // minute); the driver's delays are measured against the mock at the end.
+            let plan = Plan::demo(args.pool, args.users);
+            let mut calibration = Calibration::new(plan.clone());
             let mut measured: Vec<Vec<(usize, busline_demo::replay::Measured)>> = vec![Vec::new(); all.len()];
             for round in 0..rounds as usize {
+                if calibration.rounds_done() < plan.rounds {
+                    stage(&pb, format!("round {}/{rounds}: calibrating the cost model", round + 1));
+                    calibration.round(&db, Some(&pb)).await?;
+                }
                 for i in rounds::order(round, all.len()) {
                     let c = &all[i];
                     stage(&pb, format!("round {}/{rounds}: replaying {} requests: {}", round + 1, arrivals.len(), c.label));
@@ -194,6 +197,20 @@ async fn run_cli(cli: Cli) -> Result<()> {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
+            while calibration.rounds_done() < plan.rounds {
+                stage(&pb, "calibrating the cost model".into());
+                calibration.round(&db, Some(&pb)).await?;
+            }
+            let model = calibration.finish(db.backend(), db.pool_size())?;
+            let driver = driver_of(&model, &args, &pb).await?;
+            std::fs::create_dir_all(out.join("traces")).with_context(|| format!("creating {}", out.display()))?;
+            let (intended, _) = write_intended(&out, &backend, &spec)?;
+            let scenario = out.join(format!("{backend}-calibrated.toml"));
+            model.write_scenario(&scenario, &format!("db-{backend}"), &intended, &provenance_lines(&provenance), Some(&driver))?;
+            // The first round's arrivals go to the report's traces/; the other rounds' to a
+            // scratch directory (absolute paths: the simulator reads them from anywhere).
+            let scratch = std::env::temp_dir().join(format!("busline-demo-rounds-{}", std::process::id()));
+            std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
             stage(&pb, "simulating the same arrivals".into());
             let mut contended = Vec::new();
             for (c, ms) in all.iter().zip(measured) {
@@ -212,7 +229,9 @@ async fn run_cli(cli: Cli) -> Result<()> {
                     // The same without the driver's delays: what the simulator predicted before
                     // it modelled them, on the same measurements.
                     let instant = predict_with(&scenario, &path, c, &NO_DRIVER)?;
-                    rounds.push(Replayed { measured: m, predicted, instant });
+                    // And with the driver as modelled before the way back and the wake-up.
+                    let reaction_only = predict_with(&scenario, &path, c, &REACTION_ONLY)?;
+                    rounds.push(Replayed { measured: m, predicted, instant, reaction_only });
                 }
                 contended.push(Contended { label: c.label.clone(), rounds });
             }

@@ -260,7 +260,8 @@ fn section(run: &Run) -> String {
         s,
         "Closed loop, `n` queries at once (`n` ≤ the pool, so none waits for a connection), each of `k` random ids; \
          the mean time of a `fetch_users` call, the median of {} rounds (each round visits every cell once, so a burst of \
-         load elsewhere spoils one round, not the cell), and per `n` a line `base + per_key × k` fitted on relative errors \
+         load elsewhere spoils one round, not the cell; each round ran just before a round of replays, so the model sees \
+         the spells of load they saw), and per `n` a line `base + per_key × k` fitted on relative errors \
          (so the single-id queries, what direct calls and small batches cost, are fitted as well as the 1,000-id ones):\n",
         m.points.first().map_or(1, |p| p.round_means_ms.len())
     );
@@ -391,23 +392,26 @@ fn section(run: &Run) -> String {
     stages_section(&mut s, run);
     let _ = writeln!(
         s,
-        "The same predictions without `[driver]` (a bus leaves the instant the policy releases it, as the simulator \
-         predicted before it modelled the driver), against the same measurements: median errors of queries / mean / p99, \
-         without → with the driver's delays.\n"
+        "The same predictions, against the same measurements, as the simulator made them before: without `[driver]` \
+         (a bus leaves the instant the policy releases it), then with the driver's reaction and launch only (no way \
+         back, no wake-up), then with everything above. Median errors of queries / mean / p99.\n"
     );
     let _ = writeln!(s, "| contender | queries error | mean error | p99 error |");
     let _ = writeln!(s, "|---|---:|---:|---:|");
     for c in &run.contenders {
-        let (e, e0) = (c.errors().median(), c.instant_errors().median());
+        let (e, e1, e0) = (c.errors().median(), c.reaction_only_errors().median(), c.instant_errors().median());
         let _ = writeln!(
             s,
-            "| {} | {} → {} | {} → {} | {} → {} |",
+            "| {} | {} → {} → {} | {} → {} → {} | {} → {} → {} |",
             c.label,
             pct(e0.queries),
+            pct(e1.queries),
             pct(e.queries),
             pct(e0.mean),
+            pct(e1.mean),
             pct(e.mean),
             pct(e0.p99),
+            pct(e1.p99),
             pct(e.p99)
         );
     }
@@ -458,7 +462,7 @@ fn driver_section(s: &mut String, run: &Run) {
          board. *After a deadline*: a {} ms window, each bus with a free place at its deadline: seal − first call − the \
          window. *Launch*: every bus, its future's first poll − the seal (nobody boards). The scenario's `[driver]` \
          carries each as 21 quantiles of the samples without their slowest 1 % (another process's time slice on this \
-         shared machine). Timings on a busy machine, taken minutes before the replays: the replays' own driver ran \
+         shared machine). Timings on a busy machine, taken just after the replays: the replays' own driver ran \
          under whatever load the machine had then.\n",
         d.requests,
         d.window_ms

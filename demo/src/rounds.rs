@@ -23,6 +23,8 @@ pub struct Replayed {
     pub predicted: Prediction,
     /// The same without `[driver]` (a bus leaves the instant the policy releases it).
     pub instant: Prediction,
+    /// The same with the driver's reaction and launch only (no way back, no wake-up).
+    pub reaction_only: Prediction,
 }
 
 impl Replayed {
@@ -34,6 +36,11 @@ impl Replayed {
     /// The errors without `[driver]` against this replay.
     pub fn instant_errors(&self) -> Errors {
         Errors::of(&self.instant, &self.measured)
+    }
+
+    /// The errors with the driver's reaction and launch only against this replay.
+    pub fn reaction_only_errors(&self) -> Errors {
+        Errors::of(&self.reaction_only, &self.measured)
     }
 }
 
@@ -110,6 +117,11 @@ impl Contended {
     /// The errors of every round, without `[driver]`.
     pub fn instant_errors(&self) -> ErrorSpread {
         spread_of(self.rounds.iter().map(Replayed::instant_errors))
+    }
+
+    /// The errors of every round, with the driver's reaction and launch only.
+    pub fn reaction_only_errors(&self) -> ErrorSpread {
+        spread_of(self.rounds.iter().map(Replayed::reaction_only_errors))
     }
 
     /// A measured figure over the rounds.

@@ -81,6 +81,10 @@ pub const NO_BATCHER: [&str; 5] = [
     "driver.answer_per_caller_us=0",
 ];
 
+/// The `--set` overrides that leave `[driver]` as it was before the way back and the wake-up
+/// were modelled: the driver's reaction and launch only.
+pub const REACTION_ONLY: [&str; 3] = ["driver.answer_us=[]", "driver.answer_per_caller_us=0", "driver.wake_us=[]"];
+
 /// The `--set` overrides that take every `[driver]` delay out of a scenario (what the
 /// simulator predicted before it modelled any): [`NO_BATCHER`] and the wake-up.
 pub const NO_DRIVER: [&str; 6] = [
