@@ -558,10 +558,10 @@ fn why_misses(s: &mut String, run: &Run) {
          against each replay's.\n\
          - **Other processes' time slices** (every latency, most the p99). On a shared machine a thread of the \
          replay that is runnable can wait milliseconds for a core (the \"waited for a core\" column): a query, a \
-         driver's reaction or a way back stretched by a few ms, and every request in flight with it. The calibration \
-         ran seconds earlier, under whatever load there was then. The rounds and their medians keep one spoiled \
-         replay out of a figure, not a load that lasts the whole run: then every round waited and the errors of all \
-         of them lean the same way (the brackets).\n\
+         driver's reaction or a way back stretched by a few ms, and every request in flight with it. Each calibration \
+         round ran just before a round of replays, so the cost model saw the same spells of load; the rounds and their \
+         medians keep one spoiled replay out of a figure, not a load that lasts the whole run: then every round waited \
+         and the errors of all of them lean the same way (the brackets).\n\
          - **The application's own CPU** (the *query* stage above, most under the spikes and for the shortest \
          windows). The callers' tasks, the injector, the driver and sqlx's worker threads run on the same {} cores \
          as SQLite; the calibration times queries with only their own callers running. When 200 requests arrive \
