@@ -194,7 +194,7 @@ async fn run_cli(cli: Cli) -> Result<()> {
                     let m = replay(&db, &arrivals, c, args.pool as usize, Some(&pb)).await?;
                     measured[i].push((round, m));
                     // Let the last answers' connections settle before the next contender starts.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
             while calibration.rounds_done() < plan.rounds {
