@@ -151,6 +151,11 @@ impl Natural {
         let now = 1.0 + rate * self.hold_ns;
         let cost = |h: f64| h + service * queue_p99(self.places, utilisation * now / (1.0 + rate * h));
         let (mut best, mut best_cost) = (0.0, cost(0.0));
+        if best_cost == 0.0 {
+            // No queue in the p99 without a hold: no hold can do better (the common, light
+            // case skips the scan, `HOLD_STEPS` Erlang recursions of `c` steps each).
+            return 0.0;
+        }
         for i in 1..=HOLD_STEPS {
             let h = service * f64::from(i) / f64::from(HOLD_STEPS);
             let cost_h = cost(h);
