@@ -41,9 +41,10 @@
 //! leaves at the first completion, within about `T`, so a longer hold replaces a wait it cannot
 //! exceed. Below 1 % of arrivals finding every place busy, the p99 has no queue in it and
 //! `h = 0`: on an empty road it never waits. Nothing is held before `MEMORY / 2` departures
-//! (too few for the averages to span several batches per place). Congestion only lengthens the
-//! hold (a higher `ρ` makes a bigger batch pay more): it is never a reason for a smaller bus,
-//! and a bus that waits for a place keeps filling until one frees.
+//! (too few for the averages to span several batches per place). Congestion is a reason for a
+//! longer hold, never a shorter one (a higher `ρ` makes a bigger batch pay more), and a bus
+//! that waits for a place keeps filling until one frees. Cost per departure: one Erlang
+//! recursion of `c` steps, and `HOLD_STEPS` more only while a queue reaches the p99.
 //!
 //! **What the model gets wrong.** It takes the service time as exponential (`Cs² = 1`): with a
 //! constant one the real queue is about half the predicted one (Kingman's `(Ca² + Cs²) / 2`)
