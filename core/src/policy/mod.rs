@@ -212,7 +212,7 @@ impl Default for Policy {
     ///
     /// Not always undominated: in `busline-sim`'s 50 generated scenarios (seeds 0 to 49) a
     /// fixed window beats natural on queries and p99 in 7 (one run each), gated in 9, adaptive
-    /// in 3 (over 5 paired replications: 3, 5 and 0; on seeds 50 to 99, 1, 2 and 1). Adaptive
+    /// in 3 (over 5 paired replications: 3, 4 and 0; on seeds 50 to 99, 1, 2 and 1). Adaptive
     /// is not the default because it needs a latency budget B that only the user knows (it
     /// makes requests wait up to B whenever waiting saves queries; no B can be derived from
     /// the traffic), and natural is the one policy that adds no wait unless the backend's
