@@ -27,6 +27,11 @@ lint:
 # tools; `make lint` compiles them) and the loom models (`make loom`; without
 # `--cfg busline_loom` they compile to 17 empty test binaries).
 TEST_CRATES = --workspace --exclude busline-benches --exclude busline-examples --exclude busline-loom-tests --features busline/metrics,busline/tracing,busline/tower
+# Without incremental compilation: a first `make test` builds every crate once, where its
+# bookkeeping is pure cost (the test build of a fresh clone: 162 s against 177 s, and 155 s
+# against 190 s in the other order, on the 2-core VM). `CARGO_INCREMENTAL=1 make test` keeps it
+# for quicker rebuilds while iterating on a crate.
+test: export CARGO_INCREMENTAL ?= 0
 test:
 	$(CARGO) test $(TEST_CRATES) --lib --bins --tests
 	$(CARGO) test $(TEST_CRATES) --doc

@@ -169,7 +169,26 @@ where
         }
     }
 
+    /// The first poll (boarding) is every load's hot path: it is kept small enough to inline
+    /// into the caller's future; the other stages are out of line (`poll_stage`).
+    #[inline]
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, Error<E>>> {
+        if let Stage::Boarding(_) = self.stage {
+            let Stage::Boarding(key) = std::mem::replace(&mut self.stage, Stage::Done) else { unreachable!() };
+            if let Some(answer) = self.board(key, cx) {
+                return Poll::Ready(answer);
+            }
+            if let Stage::Seated { .. } = self.stage {
+                // Seated with our waker in the seat (`Slot::write_with_waker`): the batch
+                // cannot be published before our seat was written, and its publication wakes us.
+                return Poll::Pending;
+            }
+        }
+        self.poll_stage(cx)
+    }
+
+    #[inline(never)]
+    fn poll_stage(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, Error<E>>> {
         let shared = self.shared;
         loop {
             match &mut self.stage {
@@ -181,9 +200,6 @@ where
                         return Poll::Ready(answer);
                     }
                     if let Stage::Seated { .. } = self.stage {
-                        // Seated with our waker in the seat (`Slot::write_with_waker`): the
-                        // batch cannot be published before our seat was written, and its
-                        // publication wakes us.
                         return Poll::Pending;
                     }
                 }
@@ -248,6 +264,17 @@ where
                 self.stage = Stage::Seated { slot, index };
                 None
             }
+            refused => self.not_seated(refused),
+        }
+    }
+
+    /// The boarding's other outcomes: wait for room, or the overflow policy's answer.
+    #[cold]
+    #[inline(never)]
+    fn not_seated(&mut self, admission: Admission<SeatKey<K>>) -> Option<Result<T, Error<E>>> {
+        let shared = self.shared;
+        match admission {
+            Admission::Seated { .. } => unreachable!("handled by `board`"),
             Admission::WaitForRoom { boarding, key } => {
                 let notified = Box::pin(shared.room.notified());
                 self.stage = Stage::WaitingForRoom { key: key.into_inner(), boarding, notified };

@@ -60,8 +60,12 @@ impl SeatWaker {
     /// seat's store of `WRITTEN`), and no wake or registration is in progress on it.
     #[inline]
     pub(crate) unsafe fn init(&self, waker: &Waker) {
-        // SAFETY: exclusive access, guaranteed by the caller.
-        self.waker.with_mut(|cell| unsafe { *cell = Some(waker.clone()) });
+        // SAFETY: exclusive access, guaranteed by the caller. The cell is empty (a new seat, or
+        // one its reset cleared), so nothing is dropped: a plain write, no check of an old waker.
+        self.waker.with_mut(|cell| unsafe {
+            debug_assert!((*cell).is_none(), "`init` on a seat whose waker was not cleared");
+            cell.write(Some(waker.clone()))
+        });
     }
 
     /// Registers `waker` to be woken by the next [`wake`](SeatWaker::wake), replacing the

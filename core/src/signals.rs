@@ -355,16 +355,23 @@ pub fn board<K, R>(
     let seat = ring.slot(slot);
     // SAFETY: the claim gave us seat `index` of `slot`; we write it once.
     unsafe { seat.write_with_waker(index, key, waker) };
-    if index == 0 {
-        // The first passenger opens the window: stamp it, so the window is measured from the
-        // arrival and not from when the driver gets to run.
-        stamp(seat);
-        signals.wake_driver();
-    }
-    if index + 1 == ring.seats() {
-        signals.wake_driver();
+    if index == 0 || index + 1 == ring.seats() {
+        opened_or_filled(seat, signals, index, stamp);
     }
     Boarded::Seat { slot, index }
+}
+
+/// The first passenger opens the window, the last fills the bus: either wakes the driver. Out
+/// of line: most passengers do neither.
+#[cold]
+#[inline(never)]
+fn opened_or_filled<K, R>(seat: &Slot<K, R>, signals: &Signals, index: usize, stamp: impl FnOnce(&Slot<K, R>)) {
+    if index == 0 {
+        // Stamped, so the window is measured from the arrival and not from when the driver
+        // gets to run.
+        stamp(seat);
+    }
+    signals.wake_driver();
 }
 
 /// Where a caller's request goes, by the overflow policy: [`admit`]'s answer.

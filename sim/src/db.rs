@@ -332,12 +332,18 @@ impl Db {
         if self.contention == 0.0 {
             return;
         }
-        let Some(first) = (0..self.running.len())
-            .min_by(|&a, &b| self.running[a].done_at_v.total_cmp(&self.running[b].done_at_v))
-        else {
+        if self.running.is_empty() {
             self.due = None;
             return;
-        };
+        }
+        // The first of the earliest marks (they are finite and >= +0: `<` orders them as
+        // `total_cmp` would, in a plain comparison per running query).
+        let mut first = 0;
+        for (i, r) in self.running.iter().enumerate().skip(1) {
+            if r.done_at_v < self.running[first].done_at_v {
+                first = i;
+            }
+        }
         let rate = self.rate;
         let version = self.bump();
         let r = &mut self.running[first];

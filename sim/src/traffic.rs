@@ -140,6 +140,8 @@ pub struct Traffic {
     segment: u64,
     segment_ns: f64,
     bound: f64,
+    /// Shaped models: a lower bound of `rate(t) / bound` over the segment (the squeeze).
+    squeeze: f64,
 }
 
 impl Traffic {
@@ -195,10 +197,17 @@ impl Traffic {
             }
             _ => f64::INFINITY,
         };
-        let mut traffic =
-            Traffic { model, rng: stream(scenario.seed, Stream::Arrivals), t: 0.0, segment: 0, segment_ns, bound: 0.0 };
+        let mut traffic = Traffic {
+            model,
+            rng: stream(scenario.seed, Stream::Arrivals),
+            t: 0.0,
+            segment: 0,
+            segment_ns,
+            bound: 0.0,
+            squeeze: 0.0,
+        };
         if segment_ns.is_finite() {
-            traffic.bound = traffic.segment_bound(0);
+            traffic.enter_segment(0);
         }
         Ok(traffic)
     }
@@ -269,13 +278,14 @@ impl Traffic {
                 let candidate = if self.bound > 0.0 { self.t + exp(&mut self.rng, 1.0 / self.bound) } else { end };
                 if candidate >= end {
                     self.t = end;
-                    self.segment += 1;
-                    self.bound = self.segment_bound(self.segment);
+                    self.enter_segment(self.segment + 1);
                     continue;
                 }
                 self.t = candidate;
-                let keep = self.shaped_rate(self.t) / self.bound;
-                if self.rng.random::<f64>() < keep {
+                // Kept with probability rate(t) / bound; below the squeeze that holds without
+                // computing the rate (the same decision, for the same uniform).
+                let u: f64 = self.rng.random();
+                if u < self.squeeze || u < self.shaped_rate(self.t) / self.bound {
                     break self.t;
                 }
             },
@@ -288,21 +298,46 @@ impl Traffic {
         Some((round_ns(t), None))
     }
 
-    /// The highest rate (per ns) of a shaped model over thinning segment `k`. A day's rate
-    /// rises from midnight to noon and falls after, so its maximum over an interval is at an
-    /// end or at a noon inside; a spike's rises until its hold ends and falls after.
-    fn segment_bound(&self, k: u64) -> f64 {
+    /// Thinning moves to segment `k`: its rate bound and its squeeze.
+    fn enter_segment(&mut self, k: u64) {
+        self.segment = k;
+        let (low, high) = self.segment_range(k);
+        self.bound = high;
+        self.squeeze = if high > 0.0 { low / high } else { 0.0 };
+    }
+
+    /// The lowest and highest rates (per ns) of a shaped model over thinning segment `k`,
+    /// each a hair outside, so rounding never makes `rate(t)` leave `[low, high]` (then a
+    /// candidate whose uniform is below `low / high` is kept without computing its rate: the
+    /// squeeze of Marsaglia's rejection). A day's rate rises from midnight to noon and falls
+    /// after, so its extremes over an interval are at its ends or at a noon or midnight
+    /// inside; a spike's rises until its hold ends and falls after, so they are at its ends
+    /// or at the hold's end.
+    fn segment_range(&self, k: u64) -> (f64, f64) {
         let (a, b) = (k as f64 * self.segment_ns, (k + 1) as f64 * self.segment_ns);
-        let peak_at = match &self.model {
+        let (ra, rb) = (self.shaped_rate(a), self.shaped_rate(b));
+        let (mut low, mut high) = (ra.min(rb), ra.max(rb));
+        match &self.model {
             Model::Diurnal { period_ns, .. } => {
                 let noon = ((a / period_ns - 0.5).floor() + 1.5) * period_ns; // first noon after a
-                if noon <= b { noon } else if self.shaped_rate(a) > self.shaped_rate(b) { a } else { b }
+                if noon <= b {
+                    high = self.shaped_rate(noon);
+                }
+                let midnight = ((a / period_ns).floor() + 1.0) * period_ns; // first midnight after a
+                if midnight <= b {
+                    low = self.shaped_rate(midnight);
+                }
             }
-            Model::Spike { start_ns, ramp_ns, hold_ns, .. } => (start_ns + ramp_ns + hold_ns).clamp(a, b),
+            Model::Spike { start_ns, ramp_ns, hold_ns, .. } => {
+                // (Below 1, a multiplier makes a dip: there the hold's end is the lowest.)
+                let turn = self.shaped_rate((start_ns + ramp_ns + hold_ns).clamp(a, b));
+                (low, high) = (low.min(turn), high.max(turn));
+            }
             _ => unreachable!("only shaped models are thinned"),
-        };
-        // A hair above, so rounding never makes rate(t) / bound exceed 1.
-        self.shaped_rate(peak_at) * (1.0 + 1e-12)
+        }
+        // Relative rounding of the rate is ~1e-15 (the cosine's argument grows with the day's
+        // count: 1e-9 keeps the squeeze below the rate for 10^5 days).
+        (low * (1.0 - 1e-9), high * (1.0 + 1e-12))
     }
 
     /// Rate (per ns) of a shaped model at `t`.

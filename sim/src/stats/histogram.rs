@@ -5,6 +5,11 @@
 //! its value wide, so a quantile is reported within 0.1 %; the mean and the maximum are exact (kept
 //! beside the buckets). Recording is a shift, a leading-zero count and an increment: no
 //! allocation once the bucket array has grown to the largest value seen.
+//!
+//! A run of equal values is counted before it reaches the buckets: the histogram holds the
+//! last value recorded and how many times in a row, and adds them to its bucket only when
+//! another value comes (or a reader asks). Many of a run's waits are runs of zeros (a car's
+//! added wait, every connection wait while a connection is free): each costs a comparison.
 
 /// Counts of `u64` values (nanoseconds) in log-linear buckets, with the exact sum and maximum.
 ///
@@ -30,6 +35,10 @@ pub struct Histogram {
     count: u64,
     sum: u128,
     max: u64,
+    /// The last value recorded, and how many times in a row: not yet in `counts`, `count`
+    /// and `sum` (already in `max`).
+    run_value: u64,
+    run_n: u64,
 }
 
 impl Default for Histogram {
@@ -58,6 +67,8 @@ impl Histogram {
             count: 0,
             sum: 0,
             max: 0,
+            run_value: 0,
+            run_n: 0,
         }
     }
 
@@ -70,6 +81,22 @@ impl Histogram {
     /// Records `n` occurrences of `value`.
     #[inline]
     pub fn record_n(&mut self, value: u64, n: u64) {
+        if value == self.run_value {
+            self.run_n += n;
+            return;
+        }
+        self.end_run();
+        self.max = self.max.max(value);
+        (self.run_value, self.run_n) = (value, n);
+    }
+
+    /// Adds the run of equal values to the buckets.
+    #[inline]
+    fn end_run(&mut self) {
+        let (value, n) = (self.run_value, std::mem::take(&mut self.run_n));
+        if n == 0 {
+            return;
+        }
         let i = self.index_of(value);
         if i >= self.counts.len() {
             self.counts.resize(i + 1, 0);
@@ -77,7 +104,6 @@ impl Histogram {
         self.counts[i] += n;
         self.count += n;
         self.sum += u128::from(value) * u128::from(n);
-        self.max = self.max.max(value);
     }
 
     /// Adds every count of `other` (which must have the same precision).
@@ -87,6 +113,7 @@ impl Histogram {
     /// If the precisions differ.
     pub fn merge(&mut self, other: &Histogram) {
         assert_eq!(self.sub_bits, other.sub_bits, "merging histograms of different precision");
+        self.end_run();
         if other.counts.len() > self.counts.len() {
             self.counts.resize(other.counts.len(), 0);
         }
@@ -96,21 +123,23 @@ impl Histogram {
         self.count += other.count;
         self.sum += other.sum;
         self.max = self.max.max(other.max);
+        self.record_n(other.run_value, other.run_n);
     }
 
     /// Number of values recorded.
     pub fn count(&self) -> u64 {
-        self.count
+        self.count + self.run_n
     }
 
     /// Exact sum of the values recorded.
     pub fn sum(&self) -> u128 {
-        self.sum
+        self.sum + u128::from(self.run_value) * u128::from(self.run_n)
     }
 
     /// Exact mean (0 when empty).
     pub fn mean(&self) -> f64 {
-        if self.count == 0 { 0.0 } else { self.sum as f64 / self.count as f64 }
+        let count = self.count();
+        if count == 0 { 0.0 } else { self.sum() as f64 / count as f64 }
     }
 
     /// Exact maximum (0 when empty).
@@ -122,6 +151,11 @@ impl Histogram {
     /// `ceil(q * count)`-th smallest value, capped at the maximum (and exactly the maximum for the
     /// last rank). 0 when empty.
     pub fn quantile(&self, q: f64) -> u64 {
+        if self.run_n > 0 {
+            let mut whole = self.clone();
+            whole.end_run();
+            return whole.quantile(q);
+        }
         if self.count == 0 {
             return 0;
         }
@@ -199,6 +233,31 @@ mod tests {
             assert!(err < 1.0 / 1024.0, "q {q}: {got} vs {exact}");
         }
         assert_eq!(h.quantile(1.0), 99_999 * 37 + 5);
+    }
+
+    #[test]
+    fn runs_of_equal_values_count_as_the_values() {
+        // The same values, in runs and one by one: the same figures.
+        let values = [0, 0, 0, 5, 5, 0, 7, 7, 7, 7, 1 << 40, 0, 3];
+        let mut runs = Histogram::new();
+        let mut single = Histogram::new();
+        for &v in &values {
+            runs.record(v);
+            single.end_run(); // every value reaches the buckets at once
+            single.record(v);
+        }
+        runs.record_n(9, 0); // a value recorded no times still counts towards the maximum
+        single.record_n(9, 0);
+        single.end_run();
+        assert_eq!(runs.count(), values.len() as u64);
+        assert_eq!((runs.count(), runs.sum(), runs.max()), (single.count(), single.sum(), single.max()));
+        for q in [0.0, 0.3, 0.5, 0.9, 1.0] {
+            assert_eq!(runs.quantile(q), single.quantile(q), "q {q}");
+        }
+        let mut merged = Histogram::new();
+        merged.record_n(5, 2);
+        merged.merge(&runs);
+        assert_eq!((merged.count(), merged.sum()), (runs.count() + 2, runs.sum() + 10));
     }
 
     #[test]
