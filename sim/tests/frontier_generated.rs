@@ -21,19 +21,21 @@ const SCENARIOS: u64 = 50;
 const REQUESTS: u64 = 20_000;
 
 /// (policy, scenarios of the 50 where a fixed window beats it), as measured at this commit.
-// Issue 10, session 4, re-counted on the merged main (issue 15's default `batch_cost =
-// "per_key"` and the policy branch's natural): natural 9, gated 9, adaptive 3 of 50, single
-// runs (before the policy branch: 8, 9, 3). Natural's change (its congestion hold applies only
-// above the utilisation where a hold pays, U*(c)) is within single-run noise here and fixes a
-// light-load bug its unit test shows. The policy branch's gated rule (a 128-arrival opening
-// estimate; queued requests no longer open the gate) counted gated 5, but it was taken back: the
-// real driver reports the passengers it finds at once, which that estimate reads as a burst, and
-// the core sent 3.7 % fewer queries than the simulator on the same trace (demo/tests/
-// virtual_time.rs, 1 % allowed). Where each is still beaten, and by which window: the test's
-// output (`-- --nocapture`), and `cargo run --release -p busline-sim --example frontier_cases --
-// gen 50 20000 0 --reps 5` for paired replications. The ceiling records where the unmet goal
-// stands; it is not the goal.
-const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 9), ("gated", 9), ("adaptive", 3)];
+// Session 6, single runs: natural 7, gated 9, adaptive 3 (5 paired replications, `--reps 5`:
+// 3, 4, 0; on the unseen seeds 50..100: 2, 6, 3 and 1, 2, 1; on 100..150: 4, 6, 2 and 2, 2,
+// 0). Natural now holds every bus for the time that minimises a predicted p99 of hold plus
+// queue for a place (`natural.rs`); under the mean-latency law it replaces it was beaten in
+// 9 (5 replicated), 9 (5) on seeds 50..100 and 8 (7) on 100..150. Its remaining losses:
+// small windows where contention or a constant service makes its M/M/c queue model wrong
+// (3, 13, 33), floods past saturation on one or two places where a window longer than its
+// cap (one time in flight) wins (26, 46). Gated's fast path now opens only at 20 times the
+// threshold's rate (replicated: 5, 2, 4 before on the three ranges); it still mixes cars and
+// full windows near its threshold (a mix a window in between beats). Adaptive is unchanged:
+// it keeps its budget where a longer window would win (see `adaptive.rs`). Where each is
+// beaten and by which window: this test's output (`-- --nocapture`), and `cargo run --release
+// -p busline-sim --example frontier_cases -- gen 50 20000 0 --reps 5`. The ceiling records
+// where the unmet goal stands; it is not the goal.
+const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 7), ("gated", 9), ("adaptive", 3)];
 
 #[test]
 fn the_policies_hold_their_goals_on_generated_scenarios() {

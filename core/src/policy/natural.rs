@@ -5,117 +5,116 @@
 //! Plain natural batching (LMAX's smart batching) sends whatever waits the moment an in-flight
 //! place is free. On an empty road that is a car: no wait at all. Under load it is
 //! work-conserving at the places: every place that frees takes the few passengers that came
-//! since, so the backend runs all `max_in_flight` places with small batches, sits at full
-//! utilisation, and the next bus queues for a place. That queue is the wrong place to wait:
-//! a bus that waits for a place runs just as small as one that left at once, while a bus that
-//! waits *at the stop* fills, and one query of `n` costs the backend far less than `n` queries
-//! (a per-query cost `b` is paid once; `k` per key is paid anyway).
+//! since, so the backend runs its `max_in_flight` places with small batches, and a share of
+//! the requests find every place busy and wait for one. That wait is the wrong one: a bus that
+//! waits for a place runs just as small as one that left at once, while a bus that waits *at
+//! the stop* fills, and one query of `n` costs the backend far less than `n` queries.
 //!
-//! So this policy holds a bus at the stop for about as long as buses have recently had to wait
-//! for a place, and only while the places are busy enough for that to pay:
+//! So this policy holds each bus `h` after its first passenger (or until it is full), with `h`
+//! chosen to minimise the predicted p99 of what a passenger waits: the hold plus the queue for
+//! a place. Everything it uses it measures itself, from its own inputs (no clock), over the
+//! last `MEMORY` departures (decaying averages):
 //!
-//! - `D` is the wait a bus had between its release and its dispatch because every place was
-//!   taken (the backend's wait; a driver's own delay does not count).
-//! - `h`, the hold, is a decaying peak of `D`: a bus that waited `D` for a place raises `h` to
-//!   `D` at once, and `h` decays by `1 − 1/MEMORY` per departure. A peak, not a mean: once
-//!   buses are held, few of them queue, and a mean of mostly zeros would release the hold just
-//!   as it starts to work.
-//! - `U` is the places' utilisation, measured by the scheduler itself from its inputs: the
-//!   time-average of the batches in flight over `max_in_flight`, over the last `MEMORY`
-//!   departures (the integral of a count the scheduler keeps, between instants it is given:
-//!   no clock).
-//! - A bus leaves at once when nothing is in flight (an empty road: there is no queue to
-//!   avoid) or when `U ≤ U*(c)` (below, a hold costs more than the queue it removes; see
-//!   below); else `h` after its first passenger (at once while `h` is 0), or when it is full.
+//! - `λ`, the arrival rate: arrivals over the span of time;
+//! - `U`, the places' utilisation: the time-average of the batches in flight over `c`
+//!   (`max_in_flight`);
+//! - `T`, the mean time a batch spends in flight (Little's law: the integral of the batches in
+//!   flight over the departures), the backend's service time, slowdown under contention
+//!   included.
 //!
-//! **Why it shortens the queue.** With `c` places, per-query cost `S(n) = b + k n` and arrival
-//! rate `λ`, batches of `n` load each place at `ρ(n) = λ (b / n + k) / c`. The wait for a
-//! place grows like `ρ / (1 − ρ)` (M/M/c, Erlang C: `Wq = C(c, a) / (cμ − λ)`; Kingman's
-//! `Wq ≈ S ρ / (1 − ρ) · (Ca² + Cs²) / 2` in heavy traffic): near `ρ = 1` every request a bus
-//! gains lowers the queue by far more than the time it took to collect it. Holding `h` adds
-//! `λ h` passengers per bus and at most `h` to a passenger's wait; it lowers `ρ`, and with it
-//! `D`, so `h` falls again. The loop settles where the hold is about the queue it removes:
-//! a passenger waits at the stop, in a filling bus, instead of in the queue for a place. When
-//! nothing queues for a place, `D = 0`, `h` decays to 0 within `MEMORY` departures and
-//! the policy is plain natural batching again: congestion is the only reason it ever waits.
+//! **The model.** A hold `h` gives batches of about `1 + λ h` passengers, so (taking a query's
+//! cost as per query) the places' load scales as `ρ(h) = U (1 + λ h₀) / (1 + λ h)`, `h₀` the
+//! hold applied now. The wait for a place is taken as in an M/M/c queue: a fraction `C(c, ρ)`
+//! of arrivals (Erlang C) find every place busy, and the wait exceeds `t` with probability
+//! `C e^(−c (1 − ρ) t / T)`, so its p99 is `T ln(100 C) / (c (1 − ρ))` when `C > 1 %`, and 0
+//! when fewer than 1 % of arrivals wait at all. The hold is the `h` in `0, T/32, …, T` that
+//! minimises `h + p99 wait(ρ(h))`, chosen again at every departure.
 //!
-//! **When a hold pays: `U*(c)`.** A hold `h` collecting batches of `n ≈ λ h` (per-key part
-//! aside) costs a passenger up to `h` and sets `ρ = b / (c h)`. Minimising `h + Wq(ρ)` with
-//! Sakasegawa's M/M/c approximation `Wq ≈ (S / c) ρ^e / (1 − ρ)`, `e = √(2 (c + 1)) − 1`
-//! (exact for one place), gives the utilisation below which lengthening the hold costs more
-//! than it saves: the root of `ρ^(e+1) (e (1 − ρ) + ρ) = (1 − ρ)²`, which is 1/2 for one
-//! place (M/M/1: `ρ / (1 − ρ) = 1`), 0.52 for 2, 0.54 for 4, 0.57 for 8. So the hold is
-//! applied only while the measured `U` is above `U*(c)`: a bus that queued for a place now
-//! and then at a light load (the places are busy a fifth of the time, and once in a while all
-//! at once) no longer makes the next 64 buses wait for company that does not come.
+//! **Why the p99, and why every bus.** The old law minimised the *mean* wait and held only
+//! above about half utilisation; a fixed window of a tenth of the service time then beat it on
+//! queries and p99 wherever 1 to 15 % of arrivals met a busy backend (the mean hardly moves,
+//! the p99 is that wait). And the hold applies to every bus, whether or not batches are in
+//! flight: a hold applied to some buses only makes more than 1 % of passengers wait `h` (the
+//! p99 sees it) while saving the queries of a few, a mix any fixed window in between beats.
 //!
-//! The hold never grows because the backend is slow or because requests are many: only
-//! because buses queued, at a utilisation where a queue costs more than a hold.
+//! **Bounds.** A hold longer than `T` is never tried: a bus released while every place is busy
+//! leaves at the first completion, within about `T`, so a longer hold replaces a wait it cannot
+//! exceed. Below 1 % of arrivals finding every place busy, the p99 has no queue in it and
+//! `h = 0`: on an empty road it never waits. Nothing is held before `MEMORY / 2` departures
+//! (too few for the averages to span several batches per place). Congestion is a reason for a
+//! longer hold, never a shorter one (a higher `ρ` makes a bigger batch pay more), and a bus
+//! that waits for a place keeps filling until one frees. Cost per departure: one Erlang
+//! recursion of `c` steps, and `HOLD_STEPS` more only while a queue reaches the p99.
 //!
-//! **What it does not see.** A backend that slows down with concurrency (lock contention)
-//! while places stay free never makes a bus queue, so the hold stays 0 although fewer, bigger
-//! queries would run faster; and at a moderate load a small fixed window (a tenth of the
-//! service time) merges the near-simultaneous arrivals that would otherwise find every place
-//! busy, a gain in p99 that needs no queue to have formed. In both a fixed window can beat
-//! natural batching on queries and p99 (in 8 of the 50 generated scenarios of `busline-sim`
-//! in one run each; see `reports/sim`). Seeing the first would take the backend's time per
-//! batch against its concurrency, which the scheduler is not told. A backend that saturates
-//! anyway (a hold cannot lower `ρ` below `λ k / c`) still gets the largest buses natural
-//! batching can form: a bus waiting for a place keeps filling until one frees.
+//! **What the model gets wrong.** It takes the service time as exponential (`Cs² = 1`): with a
+//! constant one the real queue is about half the predicted one (Kingman's `(Ca² + Cs²) / 2`)
+//! and the hold is longer than it needs to be; with heavy tails, shorter. It takes the cost as
+//! all per query: with a large per-key part a bigger batch lowers `ρ` less than predicted.
+//! And a backend that slows with concurrency (lock contention) shows only through `T`, not
+//! through how `T` would fall with fewer queries. Where these matter a fixed window can still
+//! beat natural batching on queries and p99 (in 7 of the 50 generated scenarios of
+//! `busline-sim` in one run each, 3 over five paired replications; see
+//! `sim/tests/frontier_generated.rs`).
 
 use std::time::Duration;
 
 use super::Instant;
 use super::scheduler::Due;
 
-/// Departures over which a wait for a place and the places' utilisation are forgotten (decay
+/// Departures over which the load, the batch and the places' utilisation are forgotten (decay
 /// to 1/e). 64 departures are a few milliseconds into a burst, so the hold follows a change of
 /// load within a burst (bursts last 0.1 to 10 s), and long enough for a held bus's effect on
 /// the queue to show (and for `U` to average over several batches on every place).
 const MEMORY: f64 = 64.0;
+
+/// Holds tried: `0` and `i × T / HOLD_STEPS` for `i` in `1..=HOLD_STEPS`, up to the mean time
+/// in flight `T` (see the module docs). 32 steps: a hold within 3 % of `T` of the best one.
+const HOLD_STEPS: u32 = 32;
 
 #[derive(Debug, Clone)]
 pub(super) struct Natural {
     /// The hold `h`, in nanoseconds.
     hold_ns: f64,
     /// `max_in_flight`: the places `c`.
-    places: f64,
-    /// `U*(c)`: the utilisation above which a hold pays.
-    target: f64,
+    places: usize,
     /// Decaying integral of the batches in flight over time, in place-nanoseconds.
     busy_ns: f64,
     /// Decaying time span of that integral, in nanoseconds.
     span_ns: f64,
+    /// Decaying count of arrivals and of departures over the same span.
+    arrivals: f64,
+    departures: f64,
 }
 
-/// `U*(c)`: the root in (0, 1) of `ρ^(e+1) (e (1 − ρ) + ρ) = (1 − ρ)²`, `e = √(2 (c + 1)) − 1`
-/// (see the module docs). The left side grows and the right falls in `ρ`, so bisection finds it.
-fn hold_pays_above(places: usize) -> f64 {
-    let e = (2.0 * (places as f64 + 1.0)).sqrt() - 1.0;
-    let excess = |r: f64| r.powf(e + 1.0) * (e * (1.0 - r) + r) - (1.0 - r) * (1.0 - r);
-    let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
-    for _ in 0..50 {
-        let mid = 0.5 * (lo + hi);
-        if excess(mid) < 0.0 { lo = mid } else { hi = mid }
+/// Erlang C: the probability that an arrival finds all `c` places busy in an M/M/c queue at
+/// utilisation `rho` (through the Erlang B recursion, stable for any `c`).
+fn erlang_c(c: usize, rho: f64) -> f64 {
+    let a = c as f64 * rho;
+    let mut b = 1.0;
+    for k in 1..=c {
+        b = a * b / (k as f64 + a * b);
     }
-    0.5 * (lo + hi)
+    b / (1.0 - rho * (1.0 - b))
+}
+
+/// The p99 of the wait for a place in an M/M/c queue, in mean service times: the wait exceeds
+/// `t` with probability `C e^(−c (1 − ρ) t)`, so `ln(100 C) / (c (1 − ρ))` when `C > 1 %`.
+fn queue_p99(c: usize, rho: f64) -> f64 {
+    if rho >= 1.0 {
+        return f64::INFINITY;
+    }
+    (100.0 * erlang_c(c, rho)).ln().max(0.0) / (c as f64 * (1.0 - rho))
 }
 
 impl Natural {
     /// Natural batching over `places` in-flight places.
     pub(super) fn new(places: usize) -> Natural {
-        Natural {
-            hold_ns: 0.0,
-            places: places.max(1) as f64,
-            target: hold_pays_above(places.max(1)),
-            busy_ns: 0.0,
-            span_ns: 0.0,
-        }
+        Natural { hold_ns: 0.0, places: places.max(1), busy_ns: 0.0, span_ns: 0.0, arrivals: 0.0, departures: 0.0 }
     }
 
-    /// The hold currently applied while batches are in flight (zero while it does not pay).
+    /// The hold currently applied.
     pub(super) fn hold(&self) -> Duration {
-        if self.pays() { Duration::from_nanos(self.hold_ns as u64) } else { Duration::ZERO }
+        Duration::from_nanos(self.hold_ns as u64)
     }
 
     /// `dt` passed with `in_flight` batches running.
@@ -125,28 +124,52 @@ impl Natural {
         self.busy_ns += dt * in_flight as f64;
     }
 
-    /// The places' utilisation `U` over the last `MEMORY` departures.
-    fn utilisation(&self) -> f64 {
-        if self.span_ns <= 0.0 { 0.0 } else { self.busy_ns / (self.places * self.span_ns) }
+    /// `n` requests arrived.
+    pub(super) fn on_arrival(&mut self, n: usize) {
+        self.arrivals += n as f64;
     }
 
-    /// Whether the places are busy enough for a hold to shorten the queue by more than it costs.
-    fn pays(&self) -> bool {
-        self.utilisation() > self.target
-    }
-
-    /// A bus left after waiting `queued_for_place` for a free in-flight place.
-    pub(super) fn on_dispatch(&mut self, queued_for_place: Duration) {
-        let d = queued_for_place.as_nanos() as f64;
+    /// A bus left: the hold is chosen again.
+    pub(super) fn on_dispatch(&mut self) {
         let keep = 1.0 - 1.0 / MEMORY;
-        self.hold_ns = (self.hold_ns * keep).max(d);
         self.busy_ns *= keep;
         self.span_ns *= keep;
+        self.arrivals *= keep;
+        self.departures = self.departures * keep + 1.0;
+        self.hold_ns = self.best_hold();
     }
 
-    pub(super) fn due(&self, opened: Instant, in_flight: usize) -> Due {
+    /// The hold that minimises the predicted p99 of hold plus queue for a place (see the
+    /// module docs), from what was measured over the last `MEMORY` departures.
+    fn best_hold(&self) -> f64 {
+        if self.span_ns <= 0.0 || self.departures < MEMORY / 2.0 {
+            // Too few departures yet for the averages to average over several batches.
+            return 0.0;
+        }
+        let rate = self.arrivals / self.span_ns;
+        let utilisation = self.busy_ns / (self.places as f64 * self.span_ns);
+        let service = self.busy_ns / self.departures;
+        let now = 1.0 + rate * self.hold_ns;
+        let cost = |h: f64| h + service * queue_p99(self.places, utilisation * now / (1.0 + rate * h));
+        let (mut best, mut best_cost) = (0.0, cost(0.0));
+        if best_cost == 0.0 {
+            // No queue in the p99 without a hold: no hold can do better (the common, light
+            // case skips the scan, `HOLD_STEPS` Erlang recursions of `c` steps each).
+            return 0.0;
+        }
+        for i in 1..=HOLD_STEPS {
+            let h = service * f64::from(i) / f64::from(HOLD_STEPS);
+            let cost_h = cost(h);
+            if cost_h < best_cost {
+                (best, best_cost) = (h, cost_h);
+            }
+        }
+        best
+    }
+
+    pub(super) fn due(&self, opened: Instant) -> Due {
         let hold = self.hold();
-        if in_flight == 0 || hold.is_zero() { Due::Now } else { Due::At(opened + hold) }
+        if hold.is_zero() { Due::Now } else { Due::At(opened + hold) }
     }
 }
 
@@ -156,12 +179,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_hold_pays_above_about_half_utilisation() {
-        // M/M/1: ρ / (1 − ρ) = 1.
-        assert!((hold_pays_above(1) - 0.5).abs() < 1e-9);
-        let u: Vec<f64> = [2, 4, 8, 64].iter().map(|&c| hold_pays_above(c)).collect();
-        assert!(u.windows(2).all(|w| w[0] < w[1]), "{u:?}");
-        assert!((0.51..0.53).contains(&u[0]) && (0.53..0.56).contains(&u[1]) && (0.56..0.59).contains(&u[2]), "{u:?}");
+    fn the_queue_model_is_erlang_c() {
+        // M/M/1: an arrival waits with probability ρ; M/M/2: 2ρ² / (1 + ρ).
+        assert!((erlang_c(1, 0.3) - 0.3).abs() < 1e-12);
+        assert!((erlang_c(2, 0.5) - 1.0 / 3.0).abs() < 1e-12);
+        // Fewer than 1 % wait: no queue in the p99. M/M/1 at ρ = 0.5: ln(50) / 0.5 services.
+        assert_eq!(queue_p99(1, 0.005), 0.0);
+        assert!((queue_p99(1, 0.5) - 50f64.ln() / 0.5).abs() < 1e-9);
+        assert_eq!(queue_p99(4, 1.0), f64::INFINITY);
     }
 
     /// Two places; each batch runs `service_us`. Arrivals every `gap_us` for `n` arrivals.
@@ -242,6 +267,20 @@ mod tests {
         }
         assert!(sizes.iter().all(|&n| n == 1), "{sizes:?}");
         assert_eq!(sizes.len(), 600);
+    }
+
+    #[test]
+    fn a_queue_in_the_p99_is_answered_with_a_hold_of_at_most_a_time_in_flight() {
+        // One arrival per 250 µs against two places of 300 µs: the places are busy 60 % of
+        // the time, and at that load an M/M/2 queue makes 45 % of arrivals wait for a place.
+        // Natural batching holds every bus, never longer than a batch's time in flight, and
+        // its buses carry company. (These arrivals are regular, so no bus would ever find both
+        // places busy: the old law, which held only after buses had queued, never held; the
+        // model assumes Poisson arrivals, which is what makes it hold here.)
+        let (s, batch) = run(250, 300, 4_000);
+        let hold = s.current_window();
+        assert!(hold > Duration::ZERO && hold <= Duration::from_micros(300), "{hold:?}");
+        assert!(batch > 1.2, "mean batch {batch}");
     }
 
     #[test]

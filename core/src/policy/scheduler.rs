@@ -208,7 +208,8 @@ impl Scheduler {
         match &mut self.rule {
             Rule::Gated(g) => g.on_arrival(self.now, n, self.queued),
             Rule::Adaptive(a) => a.on_arrival(self.now, n),
-            Rule::Car | Rule::Window(_) | Rule::Natural(_) => {}
+            Rule::Natural(r) => r.on_arrival(n),
+            Rule::Car | Rule::Window(_) => {}
         }
         self.latch();
     }
@@ -242,7 +243,8 @@ impl Scheduler {
         match &mut self.rule {
             Rule::Gated(g) => g.on_arrival(self.now, n, self.queued),
             Rule::Adaptive(a) => a.on_arrival(self.now, n),
-            Rule::Car | Rule::Window(_) | Rule::Natural(_) => {}
+            Rule::Natural(r) => r.on_arrival(n),
+            Rule::Car | Rule::Window(_) => {}
         }
         self.latch();
     }
@@ -253,9 +255,9 @@ impl Scheduler {
     }
 
     /// Whether the waiting requests' departure is timed (a window that opened with the first
-    /// of them) rather than immediate (natural batching, or a car). A driver in a cooperative
-    /// runtime may let callers that are already runnable board before an immediate departure;
-    /// a timed one has had its wait.
+    /// of them) rather than immediate (a car, natural batching while it holds nothing). A
+    /// driver in a cooperative runtime may let callers that are already runnable board before
+    /// an immediate departure; a timed one has had its wait.
     pub fn is_timed(&self) -> bool {
         matches!(self.due(), Due::At(_))
     }
@@ -283,8 +285,7 @@ impl Scheduler {
         let since_release = self.now - ready_at;
         // The wait for a place is the backend's queue; a released bus that had a place and
         // still left later was delayed by the driver (a late timer): the policy's lateness.
-        let (queued_for_place, late) =
-            if self.blocked { (since_release, Duration::ZERO) } else { (Duration::ZERO, since_release) };
+        let late = if self.blocked { Duration::ZERO } else { since_release };
         self.queued -= requests;
         // Whoever is left behind by a full bus starts the next one's window now.
         self.opened_at = (self.queued > 0).then_some(self.now);
@@ -292,7 +293,7 @@ impl Scheduler {
         self.stats.dispatches += 1;
         match &mut self.rule {
             Rule::Adaptive(a) => a.on_dispatch(ready_at - opened_at, late),
-            Rule::Natural(n) => n.on_dispatch(queued_for_place),
+            Rule::Natural(n) => n.on_dispatch(),
             Rule::Car | Rule::Window(_) | Rule::Gated(_) => {}
         }
         // Left behind by a full bus under an immediate rule (a car, natural batching), the
@@ -357,7 +358,7 @@ impl Scheduler {
         let opened = self.opened_at.unwrap_or(self.now);
         match &self.rule {
             Rule::Car => Due::Now,
-            Rule::Natural(n) => n.due(opened, self.in_flight),
+            Rule::Natural(n) => n.due(opened),
             Rule::Window(w) => Due::At(opened + *w),
             Rule::Gated(g) => g.due(self.now, opened, self.queued),
             Rule::Adaptive(a) => a.due(self.now, opened),

@@ -117,8 +117,9 @@ pub(super) fn write(
          Latency is arrival to answer. It splits into the wait the policy added \
          (added wait: arrival to the moment the policy released the bus), the wait the backend \
          imposed (db wait: release to the start of service, queueing for a free in-flight place \
-         or a connection) and service; a car or natural batching adds no wait of its own, so \
-         their whole queue is db wait. Rates are over the arrival horizon (after any \
+         or a connection) and service; a car adds no wait of its own, nor does natural batching \
+         until more than 1 % of requests would find every place busy (then it holds buses), \
+         so their queue is db wait. Rates are over the arrival horizon (after any \
          `warmup_s`); the drain after it is reported on its own. `db util` is work done over the \
          database's capacity (connections at the contended rate) in the horizon, the ρ of \
          queueing theory; `db occ` is the fraction of connection time busy. The adaptive \
