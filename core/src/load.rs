@@ -173,18 +173,26 @@ where
     /// into the caller's future; the other stages are out of line (`poll_stage`).
     #[inline]
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, Error<E>>> {
-        if let Stage::Boarding(_) = self.stage {
-            let Stage::Boarding(key) = std::mem::replace(&mut self.stage, Stage::Done) else { unreachable!() };
-            if let Some(answer) = self.board(key, cx) {
-                return Poll::Ready(answer);
-            }
-            if let Stage::Seated { .. } = self.stage {
-                // Seated with our waker in the seat (`Slot::write_with_waker`): the batch
-                // cannot be published before our seat was written, and its publication wakes us.
-                return Poll::Pending;
-            }
+        if let Stage::Boarding(_) = self.stage
+            && let Some(poll) = self.poll_boarding(cx)
+        {
+            return poll;
         }
         self.poll_stage(cx)
+    }
+
+    /// The `Boarding` stage: how this poll ends (seated: `Pending`; refused or answered at
+    /// once: `Ready`), or `None` if the next stage (waiting for room, running alone) must be
+    /// polled.
+    #[inline(always)]
+    fn poll_boarding(&mut self, cx: &mut Context<'_>) -> Option<Poll<Result<T, Error<E>>>> {
+        let Stage::Boarding(key) = std::mem::replace(&mut self.stage, Stage::Done) else { unreachable!() };
+        if let Some(answer) = self.board(key, cx) {
+            return Some(Poll::Ready(answer));
+        }
+        // Seated with our waker in the seat (`Slot::write_with_waker`): the batch cannot be
+        // published before our seat was written, and its publication wakes us.
+        matches!(self.stage, Stage::Seated { .. }).then_some(Poll::Pending)
     }
 
     #[inline(never)]
@@ -193,14 +201,8 @@ where
         loop {
             match &mut self.stage {
                 Stage::Boarding(_) => {
-                    let Stage::Boarding(key) = std::mem::replace(&mut self.stage, Stage::Done) else {
-                        unreachable!()
-                    };
-                    if let Some(answer) = self.board(key, cx) {
-                        return Poll::Ready(answer);
-                    }
-                    if let Stage::Seated { .. } = self.stage {
-                        return Poll::Pending;
+                    if let Some(poll) = self.poll_boarding(cx) {
+                        return poll;
                     }
                 }
                 Stage::Seated { slot, index } => {
