@@ -121,7 +121,7 @@ struct Best {
 
 impl Best {
     fn offer(&mut self, cost: f64, step: u32) {
-        if cost < self.cost || (cost == self.cost && step < self.step) {
+        if self.may_beat(cost, step) {
             (self.cost, self.step) = (cost, step);
         }
     }
@@ -130,6 +130,34 @@ impl Best {
     fn may_beat(&self, bound: f64, step: u32) -> bool {
         bound < self.cost || (bound == self.cost && step < self.step)
     }
+}
+
+/// The step `i` in `0..=HOLD_STEPS` of least `hold(i) + queue(i)`, the shortest of equal ones,
+/// by branch and bound (see `Natural::best_hold`): `hold` grows with `i`, `hold(0) = 0`, `queue`
+/// never grows with `i`, and `q0 = queue(0)`.
+fn least_cost_step(q0: f64, hold: impl Fn(u32) -> f64, queue: impl Fn(u32) -> f64) -> u32 {
+    let mut best = Best { cost: q0, step: 0 };
+    let q_last = queue(HOLD_STEPS);
+    best.offer(hold(HOLD_STEPS) + q_last, HOLD_STEPS);
+    // Spans (lo, hi) still to search, with the queue at `hi`: a stack, at most one span per
+    // halving plus one (no allocation at a departure).
+    let mut spans = [(0, 0, 0.0); SPAN_STACK];
+    spans[0] = (0, HOLD_STEPS, q_last);
+    let mut len = 1;
+    while len > 0 {
+        len -= 1;
+        let (lo, hi, q_hi) = spans[len];
+        if hi - lo < 2 || !best.may_beat(hold(lo + 1) + q_hi, lo + 1) {
+            continue;
+        }
+        let mid = lo + (hi - lo) / 2;
+        let q_mid = queue(mid);
+        best.offer(hold(mid) + q_mid, mid);
+        spans[len] = (mid, hi, q_hi);
+        spans[len + 1] = (lo, mid, q_mid);
+        len += 2;
+    }
+    best.step
 }
 
 impl Natural {
@@ -191,28 +219,7 @@ impl Natural {
             // No queue in the p99 without a hold: no hold can do better.
             return 0.0;
         }
-        let mut best = Best { cost: q0, step: 0 };
-        let q_last = queue(HOLD_STEPS);
-        best.offer(hold(HOLD_STEPS) + q_last, HOLD_STEPS);
-        // Spans (lo, hi) still to search, with the queue at `hi`: a stack, at most one span
-        // per halving plus one (no allocation at a departure).
-        let mut spans = [(0, 0, 0.0); SPAN_STACK];
-        spans[0] = (0, HOLD_STEPS, q_last);
-        let mut len = 1;
-        while len > 0 {
-            len -= 1;
-            let (lo, hi, q_hi) = spans[len];
-            if hi - lo < 2 || !best.may_beat(hold(lo + 1) + q_hi, lo + 1) {
-                continue;
-            }
-            let mid = lo + (hi - lo) / 2;
-            let q_mid = queue(mid);
-            best.offer(hold(mid) + q_mid, mid);
-            spans[len] = (mid, hi, q_hi);
-            spans[len + 1] = (lo, mid, q_mid);
-            len += 2;
-        }
-        hold(best.step)
+        hold(least_cost_step(q0, hold, queue))
     }
 
     pub(super) fn due(&self, opened: Instant) -> Due {
@@ -276,6 +283,36 @@ mod tests {
             }
         }
         (s, boarded as f64 / batches.max(1) as f64)
+    }
+
+    #[test]
+    fn the_branch_and_bound_chooses_as_the_full_scan_does() {
+        // Non-increasing queues (with plateaus, so ties happen) against holds at several
+        // scales: the search must return the full scan's least cost, the shortest of equal ones.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for case in 0..20_000 {
+            let scale = [0.01, 0.1, 1.0, 10.0][case % 4];
+            let mut queue = [0.0; HOLD_STEPS as usize + 1];
+            let mut q = (next() % 1000) as f64 / 100.0;
+            for slot in &mut queue {
+                *slot = q;
+                if next() % 3 != 0 {
+                    q = (q - (next() % 100) as f64 / 100.0).max(0.0);
+                }
+            }
+            let hold = |i: u32| scale * f64::from(i) / f64::from(HOLD_STEPS);
+            let full = (0..=HOLD_STEPS)
+                .min_by(|&a, &b| (hold(a) + queue[a as usize]).total_cmp(&(hold(b) + queue[b as usize])))
+                .unwrap();
+            let found = least_cost_step(queue[0], hold, |i| queue[i as usize]);
+            assert_eq!(found, full, "case {case}: queue {queue:?}, scale {scale}");
+        }
     }
 
     #[test]

@@ -205,13 +205,18 @@ impl Scheduler {
         }
         self.queued += n;
         self.stats.arrivals += n as u64;
+        self.rule_on_arrival(n);
+        self.latch();
+    }
+
+    /// Tells the rule that `n` requests arrived (on time, or found late at a seal).
+    fn rule_on_arrival(&mut self, n: usize) {
         match &mut self.rule {
             Rule::Gated(g) => g.on_arrival(self.now, n, self.queued),
             Rule::Adaptive(a) => a.on_arrival(self.now, n),
             Rule::Natural(r) => r.on_arrival(n),
             Rule::Car | Rule::Window(_) => {}
         }
-        self.latch();
     }
 
     /// One dispatched batch completed at `now`.
@@ -240,12 +245,7 @@ impl Scheduler {
             return;
         }
         self.stats.arrivals += n as u64;
-        match &mut self.rule {
-            Rule::Gated(g) => g.on_arrival(self.now, n, self.queued),
-            Rule::Adaptive(a) => a.on_arrival(self.now, n),
-            Rule::Natural(r) => r.on_arrival(n),
-            Rule::Car | Rule::Window(_) => {}
-        }
+        self.rule_on_arrival(n);
         self.latch();
     }
 
