@@ -392,6 +392,13 @@ impl Engine {
         self.heap.push(queue::key(time, self.seq), kind);
     }
 
+    /// As [`push`](Engine::push), for an event mostly scheduled in the order such events fire
+    /// (see `EventQueue::push_in_order`).
+    fn push_in_order(&mut self, time: u64, kind: Kind) {
+        self.seq += 1;
+        self.heap.push_in_order(queue::key(time, self.seq), kind);
+    }
+
     /// Draws the next arrival, unless the run's request count or duration is reached.
     fn schedule_arrival(&mut self) {
         if self.next_id < self.limit_requests
@@ -883,8 +890,7 @@ impl Engine {
             let generation = inst.timer_generation;
             // Deadlines come mostly in the order they fire (a fixed window's: each the
             // instance's first arrival + the window): the queue's run takes them in O(1).
-            self.seq += 1;
-            self.heap.push_in_order(queue::key(t.max(self.now), self.seq), Kind::Timeout { instance: i, generation });
+            self.push_in_order(t.max(self.now), Kind::Timeout { instance: i, generation });
         }
     }
 
