@@ -389,10 +389,15 @@ fn mean(x: &[f64]) -> f64 {
 
 /// The median (the mean of the middle two for an even count); NaN for none.
 pub fn median(mut x: Vec<f64>) -> f64 {
+    x.sort_unstable_by(f64::total_cmp);
+    median_of_sorted(&x)
+}
+
+/// The median of `x`, sorted by `f64::total_cmp`; NaN for none.
+pub fn median_of_sorted(x: &[f64]) -> f64 {
     if x.is_empty() {
         return f64::NAN;
     }
-    x.sort_unstable_by(f64::total_cmp);
     let h = x.len() / 2;
     if x.len() % 2 == 1 { x[h] } else { (x[h - 1] + x[h]) / 2.0 }
 }

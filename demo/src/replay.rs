@@ -172,6 +172,16 @@ impl Measured {
     pub fn throughput_per_s(&self) -> f64 {
         self.requests as f64 / (self.span_ns.max(1) as f64 / 1e9)
     }
+
+    /// Requests per query the database counted.
+    pub fn requests_per_query(&self) -> f64 {
+        self.requests as f64 / self.db.queries.max(1) as f64
+    }
+
+    /// The database's execution time per query it counted, µs.
+    pub fn db_exec_us_per_query(&self) -> f64 {
+        self.db.exec_ms * 1e3 / self.db.queries.max(1) as f64
+    }
 }
 
 #[derive(Debug, Default)]

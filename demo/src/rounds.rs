@@ -11,6 +11,7 @@
 
 use serde::Serialize;
 
+use crate::calibrate::median_of_sorted;
 use crate::replay::Measured;
 use crate::simcheck::{Errors, Prediction};
 
@@ -72,9 +73,7 @@ impl Spread {
             return Spread { median: f64::NAN, min: f64::NAN, max: f64::NAN };
         }
         xs.sort_unstable_by(f64::total_cmp);
-        let n = xs.len();
-        let median = if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 };
-        Spread { median, min: xs[0], max: xs[n - 1] }
+        Spread { median: median_of_sorted(&xs), min: xs[0], max: xs[xs.len() - 1] }
     }
 }
 
