@@ -43,8 +43,10 @@
 //! `h = 0`: on an empty road it never waits. Nothing is held before `MEMORY / 2` departures
 //! (too few for the averages to span several batches per place). Congestion is a reason for a
 //! longer hold, never a shorter one (a higher `ρ` makes a bigger batch pay more), and a bus
-//! that waits for a place keeps filling until one frees. Cost per departure: one Erlang
-//! recursion of `c` steps, and `HOLD_STEPS` more only while a queue reaches the p99.
+//! that waits for a place keeps filling until one frees. Cost per departure: a few
+//! multiplications, while the measured inputs stay within their noise of those of the last
+//! search; a search (one Erlang recursion of `c` steps, and about `2 log2 HOLD_STEPS` more while
+//! a queue reaches the p99) only when they move further.
 //!
 //! **What the model gets wrong.** It takes the service time as exponential (`Cs² = 1`): with a
 //! constant one the real queue is about half the predicted one (Kingman's `(Ca² + Cs²) / 2`)
@@ -74,6 +76,11 @@ const HOLD_STEPS: u32 = 32;
 /// The branch and bound's stack of spans: each halving of `HOLD_STEPS` leaves one span waiting.
 const SPAN_STACK: usize = HOLD_STEPS.ilog2() as usize + 2;
 
+/// The relative change of the search's inputs below which the last choice stands: half the
+/// relative standard deviation `1 / √MEMORY` of an average over `MEMORY` departures. A smaller
+/// move is the averages' own noise, and choosing again on it would only follow that noise.
+const INPUT_NOISE: f64 = 0.5 / 8.0;
+
 #[derive(Debug, Clone)]
 pub(super) struct Natural {
     /// The hold `h`, in nanoseconds.
@@ -87,6 +94,11 @@ pub(super) struct Natural {
     /// Decaying count of arrivals and of departures over the same span.
     arrivals: f64,
     departures: f64,
+    /// The inputs of the last search, `(λ T, ρ₀)` (see `best_hold`), and the step it chose.
+    searched: Option<(f64, f64, u32)>,
+    /// Searches run, for the tests.
+    #[cfg(test)]
+    searches: u64,
 }
 
 /// Erlang C: the probability that an arrival finds all `c` places busy in an M/M/c queue at
@@ -133,7 +145,7 @@ impl Best {
 }
 
 /// The step `i` in `0..=HOLD_STEPS` of least `hold(i) + queue(i)`, the shortest of equal ones,
-/// by branch and bound (see `Natural::best_hold`): `hold` grows with `i`, `hold(0) = 0`, `queue`
+/// by branch and bound (see `least_cost_hold`): `hold` grows with `i`, `hold(0) = 0`, `queue`
 /// never grows with `i`, and `q0 = queue(0)`.
 fn least_cost_step(q0: f64, hold: impl Fn(u32) -> f64, queue: impl Fn(u32) -> f64) -> u32 {
     let mut best = Best { cost: q0, step: 0 };
@@ -160,10 +172,46 @@ fn least_cost_step(q0: f64, hold: impl Fn(u32) -> f64, queue: impl Fn(u32) -> f6
     best.step
 }
 
+/// Whether a measured input went from `was` to `now` by more than its noise.
+fn moved(was: f64, now: f64) -> bool {
+    (now - was).abs() > INPUT_NOISE * was.abs()
+}
+
+/// The step of least predicted p99 of hold plus queue, over `places` places, with `per_service`
+/// arrivals per time in flight and the places loaded `load` at the present hold: everything in
+/// units of the time in flight (see `Natural::best_hold`).
+///
+/// Found by branch and bound rather than by trying all `HOLD_STEPS + 1` holds (each an Erlang
+/// recursion and a logarithm: a full scan at every departure made the simulator's natural runs
+/// three times slower): the queue term never grows with the hold (a longer hold lowers `ρ`,
+/// and the p99 grows with `ρ`), so every hold strictly between steps `lo` and `hi` costs at
+/// least `h(lo + 1) + queue(h(hi))`, and a span whose bound cannot beat the best so far is
+/// skipped. The same choice as the full scan, in about `2 log2` steps.
+fn least_cost_hold(places: usize, per_service: f64, load: f64) -> u32 {
+    let hold = |i: u32| f64::from(i) / f64::from(HOLD_STEPS);
+    let queue = |i: u32| queue_p99(places, load / (1.0 + per_service * hold(i)));
+    let q0 = queue(0);
+    if q0 == 0.0 {
+        // No queue in the p99 without a hold: no hold can do better.
+        return 0;
+    }
+    least_cost_step(q0, hold, queue)
+}
+
 impl Natural {
     /// Natural batching over `places` in-flight places.
     pub(super) fn new(places: usize) -> Natural {
-        Natural { hold_ns: 0.0, places: places.max(1), busy_ns: 0.0, span_ns: 0.0, arrivals: 0.0, departures: 0.0 }
+        Natural {
+            hold_ns: 0.0,
+            places: places.max(1),
+            busy_ns: 0.0,
+            span_ns: 0.0,
+            arrivals: 0.0,
+            departures: 0.0,
+            searched: None,
+            #[cfg(test)]
+            searches: 0,
+        }
     }
 
     /// The hold currently applied.
@@ -197,13 +245,14 @@ impl Natural {
     /// module docs), from what was measured over the last `MEMORY` departures: the least cost
     /// over the holds tried, the shortest of equal ones.
     ///
-    /// Found by branch and bound rather than by trying all `HOLD_STEPS + 1` holds (each an
-    /// Erlang recursion and a logarithm, at every departure: a full scan made the simulator's
-    /// natural runs three times slower): the queue term never grows with the hold (a longer
-    /// hold lowers `ρ`, and the p99 grows with `ρ`), so every hold strictly between steps `lo`
-    /// and `hi` costs at least `h(lo + 1) + queue(h(hi))`, and a span whose bound cannot beat
-    /// the best so far is skipped. The same choice as the full scan, in about `2 log2` steps.
-    fn best_hold(&self) -> f64 {
+    /// In units of the time in flight `T`, the cost of step `i` is `i / HOLD_STEPS + p99(c,
+    /// ρ₀ / (1 + λT i / HOLD_STEPS))`: the step depends on two measured numbers only, the
+    /// arrivals per time in flight `λT` and the load at the present hold `ρ₀`. So the search
+    /// runs again only when one of them (or the headroom `1 − ρ₀`, which the queue divides
+    /// by) has moved by more than its own noise, `INPUT_NOISE`; otherwise the last step
+    /// stands, scaled by the present `T`. On steady load that is one search per several
+    /// dozen departures instead of one per departure.
+    fn best_hold(&mut self) -> f64 {
         if self.span_ns <= 0.0 || self.departures < MEMORY / 2.0 {
             // Too few departures yet for the averages to average over several batches.
             return 0.0;
@@ -211,15 +260,25 @@ impl Natural {
         let rate = self.arrivals / self.span_ns;
         let utilisation = self.busy_ns / (self.places as f64 * self.span_ns);
         let service = self.busy_ns / self.departures;
-        let now = 1.0 + rate * self.hold_ns;
-        let hold = |i: u32| service * f64::from(i) / f64::from(HOLD_STEPS);
-        let queue = |i: u32| service * queue_p99(self.places, utilisation * now / (1.0 + rate * hold(i)));
-        let q0 = queue(0);
-        if q0 == 0.0 {
-            // No queue in the p99 without a hold: no hold can do better.
-            return 0.0;
-        }
-        hold(least_cost_step(q0, hold, queue))
+        let per_service = rate * service;
+        let load = utilisation * (1.0 + rate * self.hold_ns);
+        let step = match self.searched {
+            Some((x, rho, step))
+                if !moved(x, per_service) && !moved(rho, load) && !moved(1.0 - rho, 1.0 - load) =>
+            {
+                step
+            }
+            _ => {
+                let step = least_cost_hold(self.places, per_service, load);
+                self.searched = Some((per_service, load, step));
+                #[cfg(test)]
+                {
+                    self.searches += 1;
+                }
+                step
+            }
+        };
+        service * f64::from(step) / f64::from(HOLD_STEPS)
     }
 
     pub(super) fn due(&self, opened: Instant) -> Due {
@@ -366,6 +425,39 @@ mod tests {
         let hold = s.current_window();
         assert!(hold > Duration::ZERO && hold <= Duration::from_micros(300), "{hold:?}");
         assert!(batch > 1.2, "mean batch {batch}");
+    }
+
+    #[test]
+    fn a_steady_load_is_searched_rarely_and_a_changed_one_again() {
+        // Drive the rule directly, a departure per arrival. First a light load (a batch of
+        // 0.1 ms per ms on two places): no queue in the p99, no hold.
+        let mut natural = Natural::new(2);
+        let ms = |x: f64| Duration::from_nanos((x * 1e6) as u64);
+        for _ in 0..1_000 {
+            natural.observe(ms(0.9), 0);
+            natural.observe(ms(0.1), 1);
+            natural.on_arrival(1);
+            natural.on_dispatch();
+        }
+        assert_eq!(natural.hold(), Duration::ZERO);
+        // The load steps up to one arrival per 0.25 ms, the places 60 % busy: the inputs
+        // moved, the hold is searched again and is not zero.
+        let light = natural.searches;
+        for _ in 0..4_000 {
+            natural.observe(ms(0.05), 2);
+            natural.observe(ms(0.1), 1);
+            natural.observe(ms(0.1), 0);
+            natural.on_arrival(1);
+            natural.on_dispatch();
+        }
+        assert!(natural.hold() > Duration::ZERO);
+        // Held steady, it is searched again only when the averages move beyond their noise,
+        // far less often than at every departure, and the step in force is what a search on
+        // the present inputs finds.
+        let searches = natural.searches - light;
+        assert!(searches > 0 && searches < 4_000 / 8, "{searches} searches for 4000 departures");
+        let (x, rho, step) = natural.searched.unwrap();
+        assert_eq!(step, least_cost_hold(2, x, rho));
     }
 
     #[test]
