@@ -135,8 +135,10 @@ pub enum Policy {
     /// would make more than 1 % of requests find every place busy (so the queue for a place is
     /// in the p99), hold every bus after its first passenger for the time that minimises the
     /// predicted p99 of hold plus queue (an M/M/c model fed with the rate, utilisation and
-    /// time in flight the scheduler measures; at most one time in flight). On an empty road it
-    /// never waits.
+    /// time in flight the scheduler measures; at most one time in flight). The hold grows at
+    /// once with the load and shrinks only slowly (over 1024 departures), so a run does not mix
+    /// long holds in its bursts with short ones between them. On an empty road it never waits
+    /// (right after a burst, the decaying hold at most).
     Natural,
     /// Wait the window only when recent concurrency reaches `threshold`: either that many
     /// requests are already waiting, or the estimated arrival rate times the window reaches it.
@@ -211,8 +213,9 @@ impl Default for Policy {
     /// [`Natural`](Policy::Natural): no added latency on an empty road, full buses under load.
     ///
     /// Not always undominated: in `busline-sim`'s 50 generated scenarios (seeds 0 to 49) a
-    /// fixed window beats natural on queries and p99 in 7 (one run each), gated in 9, adaptive
-    /// in 3 (over 5 paired replications: 3, 4 and 0; on seeds 50 to 99, 1, 2 and 1). Adaptive
+    /// fixed window beats natural on queries and p99 in 4 (one run each), gated in 9, adaptive
+    /// in 3 (over 5 paired replications: 1, 4 and 0; on seeds 50 to 99, 1, 2 and 1; on 100 to
+    /// 149, 1, 2 and 0). Adaptive
     /// is not the default because it needs a latency budget B that only the user knows (it
     /// makes requests wait up to B whenever waiting saves queries; no B can be derived from
     /// the traffic), and natural is the one policy that adds no wait unless the backend's
