@@ -4,6 +4,8 @@
 //!   waker) on a batcher whose one-hour window never closes in time; the futures are kept while
 //!   timed, then dropped untimed, and the driver seals each full bus between chunks.
 //! - `busline/board_and_cancel`: that poll, then dropping the future (the cancel path).
+//! - `floor/board`: the machine's floor for a submit (`busline_benches::floor`: one claim and
+//!   the seat's stores, nothing else), timed the same way.
 //! - `joined_1024/<implementation>`: 1,024 loads awaited together with `join_all` on one thread
 //!   at window 0: the whole coalesced path, per load.
 //!
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busline_benches::adapters::{Contender, Counters, Loader, Setup};
+use busline_benches::floor::{self, FloorRing};
 use busline_benches::{scenarios, with_loader};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -73,6 +76,22 @@ fn submit_cost(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(3)).throughput(Throughput::Elements(1));
     boarding(&mut group, &rt, false);
     boarding(&mut group, &rt, true);
+    // The machine's floor for a submit (`floor.rs`), timed the same way.
+    let ring = FloorRing::new(SEATS as usize);
+    let mut next_key = 0u64;
+    group.bench_function(BenchmarkId::new("floor", "board"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                total += floor::board_floor(&ring, next_key, n as usize);
+                next_key += n;
+                left -= n;
+            }
+            total
+        });
+    });
     group.throughput(Throughput::Elements(JOINED as u64));
     for &contender in Contender::ALL {
         let id = BenchmarkId::new(contender.name(), "joined_1024");
