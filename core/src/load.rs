@@ -118,6 +118,7 @@ where
 {
     type Output = Result<Option<V>, Error<E>>;
 
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.0.poll(cx)
     }
@@ -131,6 +132,7 @@ where
 {
     type Output = Result<StdArc<HashMap<K, V>>, Error<E>>;
 
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.0.poll(cx)
     }
@@ -204,7 +206,7 @@ where
 
     /// The first poll (boarding) is every load's hot path: it is kept small enough to inline
     /// into the caller's future; the other stages are out of line (`poll_stage`).
-    #[inline]
+    #[inline(always)]
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<R::Output, Error<E>>> {
         if let Stage::Boarding(_) = self.stage
             && let Some(poll) = self.poll_boarding(cx)
@@ -289,7 +291,7 @@ where
     /// or fills), or
     /// applies the overflow policy (`signals::admit`). Returns `Some(answer)` if the request is
     /// refused or answered at once.
-    #[inline]
+    #[inline(always)]
     fn board(&mut self, key: K, cx: &Context<'_>) -> Option<Result<R::Output, Error<E>>> {
         let shared = self.shared;
         let stamp = |seat: &Slot<K, V, E>| seat.stamp_opened(shared.clock.now().as_nanos());
