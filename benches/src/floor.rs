@@ -5,17 +5,18 @@
 //! waker, a Release flag), inside a future that is built, polled once and kept. [`FloorLoad`]
 //! does exactly that and nothing else: no capacity check, no overflow policy, no segment table,
 //! no driver to wake, seats reused round-robin. Timed in the same loop as busline's board
-//! ([`board_floor`] beside `scenarios::board_only`), it tells how much of a submit figure is the
-//! machine (an uncontended `lock xadd` costs ~2 ns on some hosts and ~10 ns on others) and how
-//! much is busline's own path above it.
+//! ([`board_floor`] beside `scenarios::board_only`, the futures held the same way), it tells how
+//! much of a submit figure is the machine (an uncontended `lock xadd` costs ~2 ns on some hosts
+//! and ~10 ns on others) and how much is busline's own path above it.
 
 use std::future::Future;
-use std::hint::black_box;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::scenarios::{Holding, board_chunk};
 
 /// One seat: a key and a waker, as busline's seat holds them (48 bytes for u64 keys), written
 /// with plain (Relaxed) stores and published by a Release store of `state`.
@@ -84,22 +85,10 @@ impl Future for FloorLoad<'_> {
     }
 }
 
-/// Boards `n` floor loads exactly as `scenarios::board_only` boards busline's: each built,
-/// polled once with a no-op waker and kept; returns the time of those `n` polls alone.
-pub fn board_floor(ring: &FloorRing, first_key: u64, n: usize) -> Duration {
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut loads = Vec::with_capacity(n);
-    let start = Instant::now();
-    for key in first_key..first_key + n as u64 {
-        let mut load = FloorLoad::new(ring, key);
-        let polled = Pin::new(&mut load).poll(&mut cx);
-        debug_assert!(polled.is_pending());
-        loads.push(load);
-    }
-    let elapsed = start.elapsed();
-    black_box(&loads);
-    drop(loads);
-    elapsed
+/// Boards `n` floor loads exactly as `scenarios::board_only` boards busline's (see
+/// [`board_chunk`]); returns the time of those builds and polls.
+pub fn board_floor(ring: &FloorRing, first_key: u64, n: usize, holding: Holding) -> Duration {
+    board_chunk(first_key, n, holding, |key| FloorLoad::new(ring, key))
 }
 
 #[cfg(test)]
@@ -109,7 +98,7 @@ mod tests {
     #[test]
     fn every_poll_claims_and_fills_one_seat() {
         let ring = FloorRing::new(8);
-        let _ = board_floor(&ring, 100, 5);
+        let _ = board_floor(&ring, 100, 5, Holding::InPlace);
         assert_eq!(ring.head.load(Ordering::Relaxed), 5);
         let keys: Vec<u64> = ring.seats.iter().map(|s| s.key.load(Ordering::Relaxed)).collect();
         assert_eq!(keys, [100, 101, 102, 103, 104, 0, 0, 0]);
