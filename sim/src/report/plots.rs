@@ -53,11 +53,7 @@ macro_rules! write_both {
     ($stem:expr, $size:expr, $func:ident ( $($arg:expr),* )) => {{
         let png = $stem.with_extension("png");
         let svg = $stem.with_extension("svg");
-        {
-            let root = BitMapBackend::new(&png, $size).into_drawing_area();
-            $func(&root, $($arg),*)?;
-            root.present().map_err(err)?;
-        }
+        $crate::report::png::render(&png, $size, |root| $func(root, $($arg),*))?;
         {
             let root = SVGBackend::new(&svg, $size).into_drawing_area();
             $func(&root, $($arg),*)?;
