@@ -155,9 +155,30 @@ fn log_log_chart<'a, DB: DrawingBackend>(
         .y_desc(y_desc)
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
+        .x_label_formatter(&log_label)
+        .y_label_formatter(&log_label)
         .draw()
         .map_err(err)?;
     Ok(chart)
+}
+
+/// A log axis's label: 1, 2 and 5 times a power of ten, compactly ("20k", "1M", "0.05"); the
+/// other grid lines unlabelled (a range within a decade or two otherwise labels every integer
+/// multiple, and wide numbers overlap).
+fn log_label(v: &f64) -> String {
+    let decade = 10f64.powf(v.log10().floor());
+    let mantissa = v / decade;
+    if ![1.0, 2.0, 5.0].iter().any(|m| (mantissa - m).abs() < 1e-6) {
+        return String::new();
+    }
+    let (scaled, suffix) = match *v {
+        v if v >= 1e6 => (v / 1e6, "M"),
+        v if v >= 1e3 => (v / 1e3, "k"),
+        v => (v, ""),
+    };
+    // Rounded to the label's own precision: 0.05 stays 0.05, 2e4 prints 20k, not 20.000000001k.
+    let digits = (-scaled.log10().floor()).max(0.0) as usize;
+    format!("{:.*}{suffix}", digits, scaled)
 }
 
 /// A time-series panel: linear time axis, logarithmic value axis.
@@ -332,8 +353,9 @@ fn frontier_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str,
                 .map(|r| Circle::new((r.queries as f64, r.latency_ms.p99), 11, ring)),
         )
         .map_err(err)?;
-    keys.push(("dominated (another run: >= 1 %".to_string(), BLACK, Key::Ring));
-    keys.push(("  fewer queries, >= 2 % lower p99)".to_string(), WHITE, Key::Line(0)));
+    keys.push(("dominated: another run has".to_string(), BLACK, Key::Ring));
+    keys.push(("  >= 1 % fewer queries".to_string(), WHITE, Key::Line(0)));
+    keys.push(("  and >= 2 % lower p99".to_string(), WHITE, Key::Line(0)));
     side_legend(&legend, &keys, 15)
 }
 
@@ -439,4 +461,18 @@ pub fn write(dir: &Path, name: &str, rows: &[RunSummary], series: &[(String, Str
         write_both!(stem("timeseries"), (1200, 950), timeseries_plot(&t, series))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_label;
+
+    #[test]
+    fn log_labels_name_one_two_and_five_times_a_power_of_ten_only() {
+        let labels: Vec<String> = [0.05, 0.1, 0.3, 1.0, 2.0, 7.0, 10.0, 5000.0, 6000.0, 20_000.0, 1e6, 2.5e6, 5e6]
+            .iter()
+            .map(log_label)
+            .collect();
+        assert_eq!(labels, ["0.05", "0.1", "", "1", "2", "", "10", "5k", "", "20k", "1M", "", "5M"]);
+    }
 }
