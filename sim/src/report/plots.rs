@@ -116,7 +116,21 @@ pub(super) fn log_range(values: impl Iterator<Item = f64>) -> Range<f64> {
     if !lo.is_finite() {
         return 0.001..1.0;
     }
-    (lo / 1.6)..(hi * 1.6)
+    // Some room around the data, then out to 1, 2 or 5 times a power of ten. plotters labels a
+    // log axis only where a power of ten lies inside, and this range always holds one: a lower
+    // end of 2 or 5 times 10^k means data at or above 3.2 × 10^k, so an upper end of 10^(k+1).
+    nice(lo / 1.6, false)..nice(hi * 1.6, true)
+}
+
+/// The nearest of 1, 2 and 5 times a power of ten at or above `v` (`up`), or at or below it.
+fn nice(v: f64, up: bool) -> f64 {
+    let decade = 10f64.powf(v.log10().floor());
+    let steps = [1.0, 2.0, 5.0, 10.0].map(|m| m * decade);
+    if up {
+        steps.into_iter().find(|&s| s >= v * (1.0 - 1e-9)).unwrap_or(10.0 * decade)
+    } else {
+        steps.into_iter().rev().find(|&s| s <= v * (1.0 + 1e-9)).unwrap_or(decade)
+    }
 }
 
 fn windows(rows: &[RunSummary]) -> Vec<&RunSummary> {
@@ -200,6 +214,7 @@ pub(super) fn time_panel<'a, DB: DrawingBackend>(
     c.configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
+        .y_label_formatter(&log_label)
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 15))
         .draw()
@@ -474,5 +489,13 @@ mod tests {
             .map(log_label)
             .collect();
         assert_eq!(labels, ["0.05", "0.1", "", "1", "2", "", "10", "5k", "", "20k", "1M", "", "5M"]);
+    }
+
+    #[test]
+    fn log_ranges_hold_the_data_and_a_power_of_ten() {
+        for (data, expected) in [([15.0, 40.0], 5.0..100.0), ([40.0, 50.0], 20.0..100.0), ([0.3, 0.4], 0.1..1.0), ([2.0, 12.0], 1.0..20.0), ([120.0, 9000.0], 50.0..20_000.0)] {
+            let r = super::log_range(data.into_iter());
+            assert_eq!(r, expected, "{data:?}");
+        }
     }
 }
