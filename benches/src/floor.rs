@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use crate::scenarios::{Holding, board_chunk};
 
-/// One seat: a key and a waker, as busline's seat holds them (48 bytes for u64 keys), written
+/// One seat: a key and a waker, as busline's seat holds them (40 bytes for u64 keys), written
 /// with plain (Relaxed) stores and published by a Release store of `state`.
 #[derive(Debug, Default)]
 struct Seat {
-    tag: AtomicU64,
     key: AtomicU64,
     waker_data: AtomicUsize,
     waker_vtable: AtomicUsize,
@@ -73,7 +72,6 @@ impl Future for FloorLoad<'_> {
         if let Stage::Boarding(key) = std::mem::replace(&mut self.stage, Stage::Done) {
             let claimed = self.ring.head.fetch_add(1, Ordering::Acquire) as usize;
             let seat = &self.ring.seats[claimed & (self.ring.seats.len() - 1)];
-            seat.tag.store(1, Ordering::Relaxed);
             seat.key.store(key, Ordering::Relaxed);
             let waker = ManuallyDrop::new(cx.waker().clone());
             seat.waker_data.store(waker.data() as usize, Ordering::Relaxed);

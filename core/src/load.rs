@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 use tokio::sync::futures::Notified;
 
 use crate::Error;
-use crate::shared::{AwaitedBatch, Held, Outcome, SeatKey, Shared, Slot, await_batch, drop_quietly};
+use crate::shared::{AwaitedBatch, Held, Outcome, Shared, Slot, await_batch, drop_quietly};
 use crate::signals::{self, Admission, Signals};
 use crate::stats::StatsCells;
 
@@ -251,7 +251,7 @@ where
                             seat.read(index, |held, key| {
                                 #[cfg(feature = "tracing")]
                                 crate::observe::tracing::served(&self.span, &held.trace().span);
-                                R::read(held.outcome(), key.get())
+                                R::read(held.outcome(), key)
                             })
                         }
                     }))
@@ -295,7 +295,6 @@ where
     fn board(&mut self, key: K, cx: &Context<'_>) -> Option<Result<R::Output, Error<E>>> {
         let shared = self.shared;
         let stamp = |seat: &Slot<K, V, E>| seat.stamp_opened(shared.clock.now().as_nanos());
-        let key = SeatKey::new(key);
         match signals::admit(&shared.ring, &shared.signals, shared.overflow, key, cx.waker(), stamp) {
             Admission::Seated { slot, index } => {
                 // The stage is the `Done` that `poll_boarding` left: nothing to drop, so no drop
@@ -311,22 +310,28 @@ where
     /// The boarding's other outcomes: wait for room, or the overflow policy's answer.
     #[cold]
     #[inline(never)]
-    fn not_seated(&mut self, admission: Admission<SeatKey<K>>) -> Option<Result<R::Output, Error<E>>> {
+    fn not_seated(&mut self, admission: Admission<K>) -> Option<Result<R::Output, Error<E>>> {
         let shared = self.shared;
         match admission {
             Admission::Seated { .. } => unreachable!("handled by `board`"),
             Admission::WaitForRoom { boarding, key } => {
                 let notified = Box::pin(shared.room.notified());
-                self.stage = Stage::WaitingForRoom { key: key.into_inner(), boarding, notified };
+                self.stage = Stage::WaitingForRoom { key, boarding, notified };
                 None
             }
-            Admission::Overloaded(_) => {
+            Admission::Overloaded(key) => {
+                // The caller's own key, handed back: its `Drop` (user code) must not panic
+                // out of this poll.
+                drop_quietly(key);
                 StatsCells::bump(&shared.stats.rejected);
                 shared.observer.rejected();
                 Some(Err(Error::Overloaded))
             }
-            Admission::RunAlone(key) => self.run_alone(key.into_inner()),
-            Admission::Closed(_) => Some(Err(Error::Closed)),
+            Admission::RunAlone(key) => self.run_alone(key),
+            Admission::Closed(key) => {
+                drop_quietly(key);
+                Some(Err(Error::Closed))
+            }
         }
     }
 

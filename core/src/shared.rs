@@ -70,41 +70,10 @@ impl<K, V, E> Drop for Held<K, V, E> {
     }
 }
 
-/// A key as a seat holds it. The slot drops it when it is reset, after every caller of its
-/// batch has been answered; its drop (user code) catches a panic, so that the reset always
-/// completes and the slot returns to the pool. (An `Option`, not `ManuallyDrop`, to stay free
-/// of `unsafe`: no size for keys with a niche, one word for the others.)
-#[derive(Debug)]
-pub(crate) struct SeatKey<K>(Option<K>);
-
-impl<K> SeatKey<K> {
-    #[inline]
-    pub(crate) fn new(key: K) -> Self {
-        SeatKey(Some(key))
-    }
-
-    #[inline]
-    pub(crate) fn get(&self) -> &K {
-        self.0.as_ref().expect("taken only by drop or into_inner")
-    }
-
-    pub(crate) fn into_inner(mut self) -> K {
-        self.0.take().expect("taken only by drop or into_inner")
-    }
-}
-
-impl<K> Drop for SeatKey<K> {
-    fn drop(&mut self) {
-        if let Some(key) = self.0.take() {
-            drop_quietly(key);
-        }
-    }
-}
-
 /// The ring of a batcher with keys `K`.
-pub(crate) type SeatRing<K, V, E> = Ring<SeatKey<K>, Held<K, V, E>>;
+pub(crate) type SeatRing<K, V, E> = Ring<K, Held<K, V, E>>;
 /// One of its batch slots.
-pub(crate) type Slot<K, V, E> = crate::slot::Slot<SeatKey<K>, Held<K, V, E>>;
+pub(crate) type Slot<K, V, E> = crate::slot::Slot<K, Held<K, V, E>>;
 
 /// Drops `value`, catching a panic from its `Drop` (user code: keys, values, errors, futures).
 /// Returns whether it panicked.
@@ -148,8 +117,8 @@ impl<K, V, E> Shared<K, V, E> {
     }
 
     /// Drops `n` references to `slot`, waking the driver if that freed it. The last reference
-    /// resets the slot, dropping keys and the outcome: `SeatKey` and `Held` catch a panic in
-    /// their user code, so the reset completes and the slot returns to the pool.
+    /// resets the slot, dropping keys and the outcome: the slot (for keys) and `Held` catch a
+    /// panic in their user code, so the reset completes and the slot returns to the pool.
     pub(crate) fn release(&self, slot: usize, n: i64) {
         signals::release(&self.ring, &self.signals, slot, n);
     }
