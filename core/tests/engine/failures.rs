@@ -2,6 +2,7 @@
 //! dropped handles leave nobody hanging; overflow policies; cancellation frees everything.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,6 +124,31 @@ async fn shutdown_sends_what_is_queued_then_refuses() {
     }
     assert!(matches!(b.load(1).await, Err(Error::Closed)));
     b.shutdown().await; // idempotent
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_load_after_shutdown_was_requested_is_refused_under_wait() {
+    // `shutdown` refuses new loads from the moment it is called, under `Overflow::Wait` too:
+    // before the driver has run to close the ring (found by a cold review: such a load ran a
+    // batch and was answered).
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let b = Batcher::builder(move |keys: Vec<u32>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { Ok::<_, ()>(keys.into_iter().map(|k| (k, k * 2)).collect::<HashMap<_, _>>()) }
+    })
+    .window(Duration::from_millis(5))
+    .build()
+    .unwrap();
+    tokio::task::yield_now().await;
+    let mut shutdown = Box::pin(b.shutdown());
+    // Its first poll requests the shutdown; the driver has not run since.
+    let polled = shutdown.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    assert!(polled.is_pending());
+    assert!(b.is_closed());
+    assert!(matches!(b.load(21).await, Err(Error::Closed)));
+    shutdown.await;
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no batch call after shutdown was requested");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
