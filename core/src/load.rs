@@ -346,7 +346,7 @@ where
         let call = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.batch_fn)(vec![key.clone()])));
         match call {
             Ok(batch) => {
-                let run = await_batch(batch, shared.batch_timeout).boxed();
+                let run = await_batch(batch, shared.batch_timeout, &shared.runtime).boxed();
                 self.stage = Stage::Alone(Box::new(Solo { key, run, _admitted: admitted }));
                 None
             }

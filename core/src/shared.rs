@@ -98,6 +98,9 @@ pub(crate) struct Shared<K, V, E> {
     /// features).
     pub(crate) observer: Observer,
     pub(crate) clock: Clock,
+    /// The runtime the driver runs on: where a caller running alone makes its timeout's timer
+    /// (the caller itself may be anywhere).
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 impl<K, V, E> std::fmt::Debug for Shared<K, V, E> {
@@ -152,24 +155,36 @@ impl<K, V, E> Shared<K, V, E> {
 }
 
 /// Polls `batch` to completion (a panic is caught) or until `timeout`; hands the future back
-/// so that the caller decides when to drop it.
-pub(crate) async fn await_batch<K, V, E>(
+/// so that the caller decides when to drop it. The timeout's timer is made here, on `runtime`
+/// (a caller running alone may poll from another runtime or a plain thread, where tokio's
+/// timer cannot be made), and counts from now.
+pub(crate) fn await_batch<K, V, E>(
     mut batch: BatchFuture<K, V, E>,
     timeout: Option<Duration>,
-) -> (Outcome<K, V, E>, BatchFuture<K, V, E>) {
-    let finished = {
-        let polled = AssertUnwindSafe(batch.as_mut()).catch_unwind();
-        match timeout {
-            Some(timeout) => tokio::time::timeout(timeout, polled).await.ok(),
-            None => Some(polled.await),
-        }
-    };
-    let outcome = match finished {
-        Some(Ok(Ok(answered))) => Ok(Answers::from(answered)),
-        Some(Ok(Err(e))) => Err(Error::Batch(StdArc::new(e))),
-        Some(Err(_panic)) => Err(Error::Panicked),
-        None => Err(Error::Timeout),
-    };
-    (outcome, batch)
+    runtime: &tokio::runtime::Handle,
+) -> impl Future<Output = (Outcome<K, V, E>, BatchFuture<K, V, E>)> + use<K, V, E> {
+    let deadline = timeout.map(|timeout| {
+        let _entered = runtime.enter();
+        Box::pin(tokio::time::sleep(timeout))
+    });
+    async move {
+        let finished = {
+            let polled = std::pin::pin!(AssertUnwindSafe(batch.as_mut()).catch_unwind());
+            match deadline {
+                Some(deadline) => match futures_util::future::select(polled, deadline).await {
+                    futures_util::future::Either::Left((finished, _)) => Some(finished),
+                    futures_util::future::Either::Right(_) => None,
+                },
+                None => Some(polled.await),
+            }
+        };
+        let outcome = match finished {
+            Some(Ok(Ok(answered))) => Ok(Answers::from(answered)),
+            Some(Ok(Err(e))) => Err(Error::Batch(StdArc::new(e))),
+            Some(Err(_panic)) => Err(Error::Panicked),
+            None => Err(Error::Timeout),
+        };
+        (outcome, batch)
+    }
 }
 

@@ -160,8 +160,9 @@ pub(super) fn run<K, V, E>(
     let call = std::panic::catch_unwind(AssertUnwindSafe(|| (publisher.shared.batch_fn)(keys)));
     match call {
         Ok(batch) => {
+            let awaited = await_batch(batch, timeout, runtime);
             runtime.spawn(async move {
-                let (outcome, batch) = await_batch(batch, timeout).await;
+                let (outcome, batch) = awaited.await;
                 // Wake the callers a step at a time, letting the first ones run (and board the
                 // next bus) before the rest are woken: see `signals::Fanout`.
                 let mut sweep = publisher.publish_in_steps(outcome);
@@ -318,6 +319,7 @@ mod tests {
             stats: StatsCells::new(),
             observer: Observer::new(&StdArc::from("test"), "window"),
             clock: Clock::start(),
+            runtime: rt.handle().clone(),
         }
     }
 

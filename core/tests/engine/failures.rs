@@ -424,6 +424,73 @@ async fn a_load_set_aside_holds_its_slot_until_it_is_read() {
     assert_slots_released(&b).await;
 }
 
+#[test]
+fn a_caller_outside_tokio_runs_alone_under_the_batch_timeout() {
+    // A load polled on a plain thread (no tokio context) that runs alone at capacity with a
+    // batch timeout: its timer is made on the batcher's runtime. Before, tokio panicked in the
+    // caller ("there is no reactor running"; found by a cold review).
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    let b = Batcher::builder(move |keys: Vec<u32>| {
+        let g = g.clone();
+        async move {
+            if keys.contains(&0) {
+                g.acquire().await.unwrap().forget();
+            }
+            Ok::<_, ()>(keys.into_iter().map(|k| (k, k * 2)).collect::<HashMap<_, _>>())
+        }
+    })
+    .max_batch_size(1)
+    .max_in_flight(1)
+    .overflow(Overflow::RunAlone)
+    .batch_timeout(Duration::from_secs(30))
+    .policy(Policy::Car)
+    .runtime(rt.handle().clone())
+    .build()
+    .unwrap();
+    // The one place is taken by a batch held at the gate; the next bus (one seat) is full.
+    let held = rt.spawn({
+        let b = b.clone();
+        async move { b.load(0).await }
+    });
+    while b.stats().batches == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut queued = Box::pin(b.load(1));
+    let polled = queued.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    assert!(polled.is_pending(), "boarded the next bus");
+    // At capacity: this caller, on a plain thread, runs alone under the timeout.
+    let alone = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(b.load(7)));
+    let answer = block_on_this_thread(alone);
+    assert!(matches!(answer, Ok(Ok(Some(14)))), "{:?}", answer.map_err(|_| "panicked"));
+    assert_eq!(b.stats().ran_alone, 1);
+    gate.add_permits(1);
+    let held = rt.block_on(held).unwrap();
+    assert!(matches!(held, Ok(Some(0))), "{held:?}");
+    assert!(matches!(block_on_this_thread(queued), Ok(Some(2))));
+}
+
+/// A minimal executor on the calling thread (no tokio context): polls `f`, parking between
+/// wake-ups.
+fn block_on_this_thread<F: Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_final_under_run_alone_at_capacity() {
     // Before: at capacity, `RunAlone` kept calling the batch function after shutdown and
