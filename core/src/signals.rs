@@ -347,6 +347,9 @@ pub fn board<K, R>(
     waker: &Waker,
     stamp: impl FnOnce(&Slot<K, R>),
 ) -> Boarded<K> {
+    // Cloned before the claim: the clone is the caller's executor's code, and a panic in it
+    // after the claim would leave a claimed seat unwritten, which the driver waits for.
+    let waker = waker.clone();
     let (slot, index) = match ring.claim() {
         Claim::Seat { slot, index } => (slot, index),
         Claim::Full { boarding } => return Boarded::Full { boarding, key },
