@@ -92,7 +92,7 @@ where
             weak.upgrade().is_none_or(|shared| shared.ring.boarding().count >= BUSY_PASSENGERS)
         });
         Driver {
-            pause: PauseDetector::new(&shared.clock),
+            pause: PauseDetector::new(),
             alarm: Alarm::new(spin, skip_spin),
             shared,
             scheduler,
@@ -124,8 +124,7 @@ where
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         // Register before looking, so anything that happens after the look wakes us.
         let look = self.shared.signals.look(&self.shared.ring, cx.waker());
-        let reading = self.shared.clock.now();
-        let paused = self.pause.observe(reading);
+        let (reading, paused) = self.pause.read(&self.shared.clock);
         let now = reading.max(self.last_now);
         self.last_now = now;
         for _ in 0..look.completed {
