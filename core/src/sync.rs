@@ -146,6 +146,9 @@ mod broken {
         /// `Slot::wake` wakes a seat without waiting for it to be written, racing the waker
         /// its producer stores with the key.
         WakeUnwritten,
+        /// `signals::update_stall` clears the stall flag without taking the announcements of
+        /// waiters for room.
+        Unstall,
     }
 
     thread_local! {

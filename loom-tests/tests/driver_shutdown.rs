@@ -32,7 +32,7 @@ fn shutdown_vs_caller(overflow: Overflow, stalled: bool) -> Answer {
     let signals = Arc::new(Signals::new());
     let ledger = Ledger::new(2);
     assert!(matches!(board(&ring, &signals, ledger.key(0), std::task::Waker::noop(), |_| {}), busline::model::Boarded::Seat { .. }));
-    signals.set_stalled(stalled);
+    let _ = signals.set_stalled(stalled);
     let finished = Arc::new(loom::sync::atomic::AtomicBool::new(false));
     // Set if a solo run started once the driver had finished (std: bookkeeping, not modelled).
     let late_run = Arc::new(AtomicBool::new(false));
@@ -84,7 +84,7 @@ fn shutdown_vs_caller(overflow: Overflow, stalled: bool) -> Answer {
     }));
     let closed = abandon(&ring, &signals, vec![usize::MAX]).expect("closed once");
     assert_eq!(closed.count, 1, "the close sent request 0 (the bus has one seat)");
-    signals.set_stalled(false);
+    let _ = signals.set_stalled(false);
     loom::future::block_on(poll_fn(|cx| {
         let _ = signals.look(&ring, cx.waker());
         if signals.solo_runs() == 0 { Poll::Ready(()) } else { Poll::Pending }

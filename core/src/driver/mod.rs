@@ -195,7 +195,11 @@ where
         let full = shared.ring.boarding().count >= shared.ring.seats();
         let stuck = !shared.ring.has_free_slot()
             || self.scheduler.in_flight() >= self.scheduler.limits().max_in_flight;
-        shared.signals.set_stalled(full && stuck);
+        // Unstalled: wake whoever announced a wait for room since the last seal (a `tower`
+        // caller waits for the stall to end, not only for a seal; see `Shared::room_after`).
+        if signals::update_stall(&shared.ring, &shared.signals, full && stuck) {
+            shared.room.notify_waiters();
+        }
         None
     }
 
@@ -234,7 +238,7 @@ where
             self.scheduler.flush();
             self.depart(now, sealed);
         }
-        shared.signals.set_stalled(false);
+        let _ = shared.signals.set_stalled(false);
         shared.room.notify_waiters();
     }
 
