@@ -339,7 +339,7 @@ pub enum Boarded<K> {
 /// A producer: claims a seat and writes `key` into it with its caller's `waker` (so the
 /// caller's first poll need not register it), waking the driver when the bus opens (`stamp` is
 /// called first, to record when) or fills.
-#[inline]
+#[inline(always)]
 pub fn board<K, R>(
     ring: &Ring<K, R>,
     signals: &Signals,
@@ -404,7 +404,7 @@ pub enum Admission<K> {
 /// A caller's request: claims a seat and writes `key` (see [`board`]), or applies `overflow`.
 /// `Reject` and `RunAlone` decide at once: at capacity (the stall flag, or a full bus) they
 /// answer without waiting, and once shutdown is requested they answer `Closed`.
-#[inline]
+#[inline(always)]
 pub fn admit<K, R>(
     ring: &Ring<K, R>,
     signals: &Signals,

@@ -174,7 +174,7 @@ impl<K, R> Slot<K, R> {
     /// # Safety
     ///
     /// As for [`write`](Slot::write).
-    #[inline]
+    #[inline(always)]
     pub unsafe fn write_with_waker(&self, index: usize, key: K, waker: &Waker) {
         // SAFETY: forwarded from the caller.
         unsafe { self.write_seat(index, key, Some(waker)) }
