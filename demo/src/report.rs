@@ -641,7 +641,8 @@ fn why_misses(s: &mut String, run: &Run) {
          medians keep one spoiled replay out of a figure, not a load that lasts the whole run: then every round waited \
          and the errors of all of them lean the same way (the brackets).\n\
          - **The application's own CPU** (the *query* stage above, most under the spikes and for the shortest \
-         windows). The callers' tasks, the injector, the driver and sqlx's worker threads run on the same {} cores \
+         windows: the part table shows the spikes' query stage against the background's, and where the predicted \
+         latency falls short). The callers' tasks, the injector, the driver and sqlx's worker threads run on the same {} cores \
          as SQLite; the calibration times queries with only their own callers running. When 200 requests arrive \
          within 3 ms, spawning, waking and answering them costs CPU the model charges to no one: the measured query \
          stage above the predicted one (a negative latency error).\n\
