@@ -238,7 +238,8 @@ async fn run_cli(cli: Cli) -> Result<()> {
                     let one_factor_sets: Vec<&str> = one_factor_sets.iter().map(String::as_str).collect();
                     let one_factor = predict_with(&scenario, &path, c, &one_factor_sets)?;
                     let parts = segments::split(&spec, &arrivals, &m, &scenario, &path, c)?;
-                    rounds.push(Replayed { measured: m, predicted, instant, reaction_only, one_factor, parts });
+                    let tail = segments::tail(&spec, &arrivals, &m);
+                    rounds.push(Replayed { measured: m, predicted, instant, reaction_only, one_factor, parts, tail });
                 }
                 contended.push(Contended { label: c.label.clone(), rounds });
             }

@@ -467,7 +467,9 @@ fn parts_section(s: &mut String, run: &Run) {
          in (by their instant in the trace; the spikes' part runs 0.1 ms past each spike's last arrival), the \
          simulator's latency for the same requests beside the measured one (its time series by arrival instant, \
          {bucket} µs buckets, histograms of 1/16 precision: its p99 is good to a few percent), and the measured stages \
-         (as above). ms.\n",
+         (as above). Last, the slowest 1 % of the measured requests, the parts they arrived in, and their stages: \
+         where the p99 comes from (their predicted counterpart is not known request by request: the row shows the \
+         predicted p99 of the whole replay). ms.\n",
         bucket = segments::BUCKET_NS / 1000
     );
     let _ = writeln!(
@@ -494,6 +496,24 @@ fn parts_section(s: &mut String, run: &Run) {
                 st[3]
             );
         }
+        let t = &r.tail;
+        let st = t.stages.means_ms();
+        let from: Vec<String> =
+            segments::PARTS.iter().zip(t.from).filter(|(_, n)| *n > 0).map(|(p, n)| format!("{n} {p}")).collect();
+        let _ = writeln!(
+            s,
+            "| {} | slowest 1 % ({}) | {} | {:.3} / – | {:.3} / {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            c.label,
+            from.join(", "),
+            t.latency.count(),
+            t.latency.mean() / 1e6,
+            ms(r.measured.latency.quantile(0.99)),
+            r.predicted.p99_ms,
+            st[0],
+            st[1],
+            st[2],
+            st[3]
+        );
     }
     s.push('\n');
 }

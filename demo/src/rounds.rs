@@ -31,6 +31,8 @@ pub struct Replayed {
     pub one_factor: Prediction,
     /// The requests split by the part of the trace they arrived in, measured and predicted.
     pub parts: Vec<crate::segments::Part>,
+    /// The slowest 1 % of the measured requests.
+    pub tail: crate::segments::Tail,
 }
 
 impl Replayed {

@@ -58,6 +58,34 @@ pub struct Part {
     pub predicted: Histogram,
 }
 
+/// The slowest 1 % of a replay's requests (at least one): where the p99 comes from.
+#[derive(Debug, Clone)]
+pub struct Tail {
+    /// Their latency, ns.
+    pub latency: Histogram,
+    /// Their stages (those whose bus was found).
+    pub stages: Stages,
+    /// How many arrived in each part (indices of [`PARTS`]).
+    pub from: [u64; PARTS.len()],
+}
+
+/// The slowest 1 % of `measured`'s requests (a replay of `trace`, generated from `spec`).
+pub fn tail(spec: &TraceSpec, trace: &[Arrival], measured: &Measured) -> Tail {
+    let mut order: Vec<usize> = (0..measured.rows.len().min(trace.len())).collect();
+    order.sort_unstable_by_key(|&i| std::cmp::Reverse(measured.rows[i].latency_ns));
+    let n = order.len().div_ceil(100).min(order.len());
+    let mut t = Tail { latency: Histogram::new(), stages: Stages::default(), from: [0; PARTS.len()] };
+    for &i in &order[..n] {
+        let r = &measured.rows[i];
+        t.latency.record(r.latency_ns);
+        if let Some(stages) = r.stages {
+            t.stages.record(stages);
+        }
+        t.from[part(spec, trace[i].at_ns)] += 1;
+    }
+    t
+}
+
 /// Splits `measured` (a replay of `trace`, generated from `spec`) and the simulator's prediction on its arrivals (the scenario at
 /// `scenario_path` with its trace replaced by `trace_path`, as [`crate::simcheck::predict`])
 /// by the part of `spec` each request arrived in.

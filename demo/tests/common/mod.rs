@@ -6,7 +6,7 @@ use std::time::Duration;
 use busline_demo::calibrate::{Plan, calibrate};
 use busline_demo::db::Database;
 use busline_demo::replay::{Contender, contenders, replay};
-use busline_demo::segments::{part, split};
+use busline_demo::segments::{part, split, tail};
 use busline_demo::simcheck::{SEEDS, predict};
 use busline_demo::trace::{TraceSpec, write_csv};
 
@@ -97,6 +97,10 @@ pub(crate) async fn exercise(url: &str, dir: &Path) {
         let in_spike = arrivals.iter().filter(|a| part(&spec, a.at_ns) == 1).count() as u64;
         assert!(in_spike >= 200, "the spike's 200 and any background arrival among them: {in_spike}");
         assert_eq!(parts[1].measured.count(), in_spike, "{}: the spike's requests", c.label);
+        let t = tail(&spec, &arrivals, &m);
+        assert_eq!(t.latency.count(), n.div_ceil(100), "{}: the slowest 1 %", c.label);
+        assert_eq!(t.from.iter().sum::<u64>(), t.latency.count(), "{}: each in one part", c.label);
+        assert!(t.latency.max() == m.latency.max() && t.latency.quantile(0.0) as f64 >= m.latency.quantile(0.98) as f64 * 0.99, "{}", c.label);
     }
     db.close().await;
 }
