@@ -673,6 +673,10 @@ fn why_misses(s: &mut String, run: &Run) {
          shows) lowers their predicted cost, and whatever the closed loop does not see of their cost under a spike \
          (the application's CPU, above) then shows as a negative error. The part table above shows it: direct calls' \
          misses are in the spikes.\n\
+         - **Contention between queries of different sizes.** A query's contention depends on its own size (the \
+         calibration's closed loops run equal queries), not on its neighbours': a single-id query beside a \
+         1,000-id one slows as beside another single-id one. The table comparing one factor with the contention by \
+         size shows what the sizes change here.\n\
          - **The pool's hand-back.** sqlx returns a connection from a spawned task, so a query sent as another \
          completes may wait for it; in the simulator a place is free the instant its query completes.\n\
          - **Statement preparation.** Each IN-list length is its own statement; a length not yet in a connection's \
