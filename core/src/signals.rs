@@ -419,7 +419,11 @@ pub fn admit<K, R>(
     waker: &Waker,
     stamp: impl FnOnce(&Slot<K, R>),
 ) -> Admission<K> {
-    match signals.gate() {
+    // BROKEN ON PURPOSE (loom-tests) under `Bug::ShutdownGate`: only the policies that decide
+    // at once read the gate (the engine before a review), so a `Wait` load after the request
+    // boards the bus the driver has not closed yet.
+    let gate = if broken(Bug::ShutdownGate) && overflow == Overflow::Wait { Gate::Open } else { signals.gate() };
+    match gate {
         Gate::Open => {}
         // Refused from the moment shutdown is requested, under every policy (the ring is
         // closed only when the driver gets to it).
@@ -505,6 +509,7 @@ enum Bug {
     SoloAdmission,
     Abandon,
     Unstall,
+    ShutdownGate,
 }
 
 #[cfg(not(busline_loom))]

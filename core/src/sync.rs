@@ -149,6 +149,8 @@ mod broken {
         /// `signals::update_stall` clears the stall flag without taking the announcements of
         /// waiters for room.
         Unstall,
+        /// `signals::admit` reads the shutdown flag only for `Reject` and `RunAlone`.
+        ShutdownGate,
     }
 
     thread_local! {
