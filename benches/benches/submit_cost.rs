@@ -1,9 +1,13 @@
 //! `submit_cost`: what one load costs busline's caller, uncontended, on a current-thread runtime.
 //!
 //! - `busline/board`: the first poll of `load(k)` (claim a seat, write the key, register the
-//!   waker) on a batcher whose one-hour window never closes in time; the futures are kept while
-//!   timed, then dropped untimed, and the driver seals each full bus between chunks.
+//!   waker) on a batcher whose one-hour window never closes in time; a chunk's futures are built
+//!   into a vector and each polled where it lies (`Holding::InPlace`; the compare runner also
+//!   times them polled, then moved), then dropped untimed, and the driver seals each full bus
+//!   between chunks.
 //! - `busline/board_and_cancel`: that poll, then dropping the future (the cancel path).
+//! - `floor/board`: the machine's floor for a submit (`busline_benches::floor`: one claim and
+//!   the seat's stores, nothing else), held and timed the same way.
 //! - `joined_1024/<implementation>`: 1,024 loads awaited together with `join_all` on one thread
 //!   at window 0: the whole coalesced path, per load.
 //!
@@ -14,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busline_benches::adapters::{Contender, Counters, Loader, Setup};
+use busline_benches::floor::{self, FloorRing};
+use busline_benches::scenarios::Holding;
 use busline_benches::{scenarios, with_loader};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -44,7 +50,7 @@ fn boarding(group: &mut BenchmarkGroup<'_, WallTime>, rt: &tokio::runtime::Runti
                     total += if cancel {
                         scenarios::board_and_cancel(&batcher, next_key, n as usize)
                     } else {
-                        scenarios::board_only(&batcher, next_key, n as usize)
+                        scenarios::board_only(&batcher, next_key, n as usize, Holding::InPlace)
                     };
                     next_key += n;
                     left -= n;
@@ -73,6 +79,22 @@ fn submit_cost(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(3)).throughput(Throughput::Elements(1));
     boarding(&mut group, &rt, false);
     boarding(&mut group, &rt, true);
+    // The machine's floor for a submit (`floor.rs`), timed the same way.
+    let ring = FloorRing::new(SEATS as usize);
+    let mut next_key = 0u64;
+    group.bench_function(BenchmarkId::new("floor", "board"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                total += floor::board_floor(&ring, next_key, n as usize, Holding::InPlace);
+                next_key += n;
+                left -= n;
+            }
+            total
+        });
+    });
     group.throughput(Throughput::Elements(JOINED as u64));
     for &contender in Contender::ALL {
         let id = BenchmarkId::new(contender.name(), "joined_1024");

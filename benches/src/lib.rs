@@ -8,6 +8,7 @@
 
 pub mod adapters;
 pub mod clock;
+pub mod floor;
 #[cfg(feature = "peers")]
 pub mod peers;
 pub mod placement;

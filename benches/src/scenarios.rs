@@ -115,24 +115,70 @@ pub fn repetitions(window: Duration, budget: Duration, min: usize, max: usize) -
 
 // ---- submit cost -----------------------------------------------------------------------------
 
-/// Boards `n` loads on a busline batcher whose window never closes in time: each future is polled
-/// once (claim a seat, write the key, register the caller's waker; the first also stamps the
-/// window and wakes the driver) and kept. Returns the time of those `n` first polls alone; the
-/// futures are then dropped (each cancels its seat), untimed. `n` must leave room in the bus.
-pub fn board_only(batcher: &busline::Batcher<u64, u64, Infallible>, first_key: u64, n: usize) -> Duration {
+/// How a submit benchmark holds the futures it boards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// Each future is built, polled once where it was built, then moved into the chunk's
+    /// vector. Reading a future right after its poll wrote it costs a store-forwarding stall
+    /// (the wide loads of the move span the poll's narrower stores): a cost of the move, which
+    /// async code never makes (a task polls the future it owns where it lies).
+    PollThenMove,
+    /// The chunk's futures are built into a vector, then each is polled where it lies, as a
+    /// task polls the future it owns. Both steps are timed.
+    InPlace,
+}
+
+impl Holding {
+    /// Both, in the order the reports list them.
+    pub const ALL: [Holding; 2] = [Holding::InPlace, Holding::PollThenMove];
+
+    /// As the reports name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Holding::InPlace => "in place",
+            Holding::PollThenMove => "poll then move",
+        }
+    }
+}
+
+/// Builds `n` futures with `make(key)` for keys `first_key..first_key + n` and polls each once
+/// with a no-op waker, holding them as `holding` says; returns the time of those builds and
+/// polls. The futures are then dropped, untimed. Every poll must leave its future pending.
+pub fn board_chunk<F: Future + Unpin>(first_key: u64, n: usize, holding: Holding, mut make: impl FnMut(u64) -> F) -> Duration {
     let mut cx = Context::from_waker(Waker::noop());
-    let mut loads = Vec::with_capacity(n);
+    let mut futures = Vec::with_capacity(n);
+    let keys = first_key..first_key + n as u64;
     let start = Instant::now();
-    for key in first_key..first_key + n as u64 {
-        let mut load = batcher.load(key);
-        let polled = Pin::new(&mut load).poll(&mut cx);
-        debug_assert!(polled.is_pending());
-        loads.push(load);
+    match holding {
+        Holding::PollThenMove => {
+            for key in keys {
+                let mut future = make(key);
+                let polled = Pin::new(&mut future).poll(&mut cx);
+                debug_assert!(polled.is_pending());
+                futures.push(future);
+            }
+        }
+        Holding::InPlace => {
+            futures.extend(keys.map(&mut make));
+            for future in &mut futures {
+                let polled = Pin::new(future).poll(&mut cx);
+                debug_assert!(polled.is_pending());
+            }
+        }
     }
     let elapsed = start.elapsed();
-    black_box(&loads);
-    drop(loads);
+    black_box(&futures);
+    drop(futures);
     elapsed
+}
+
+/// Boards `n` loads on a busline batcher whose window never closes in time: each future is polled
+/// once (claim a seat, write the key, register the caller's waker; the first also stamps the
+/// window and wakes the driver) and kept, as `holding` says. Returns the time of those `n` first
+/// polls (and the futures' building); the futures are then dropped (each cancels its seat),
+/// untimed. `n` must leave room in the bus.
+pub fn board_only(batcher: &busline::Batcher<u64, u64, Infallible>, first_key: u64, n: usize, holding: Holding) -> Duration {
+    board_chunk(first_key, n, holding, |key| batcher.load(key))
 }
 
 /// Boards and at once gives up `n` loads (poll once, drop): the board path plus the cancel path.

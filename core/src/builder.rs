@@ -182,7 +182,8 @@ where
     /// resolution and rounds up (a window closes up to ~1 ms late), and a window costs about
     /// what a batch without one does: for batchers that mostly idle at light load with windows
     /// of a few milliseconds or more. core/README.md has the figures. (Under a paused tokio
-    /// clock deadlines always go to tokio's timer; see the crate docs.)
+    /// clock deadlines always go to tokio's timer; see the crate docs.) Off needs the runtime's
+    /// time driver (`enable_time`) for a timed policy: `build` says so otherwise.
     pub fn spin(mut self, spin: bool) -> Self {
         self.settings.spin = spin;
         self
@@ -208,8 +209,9 @@ where
     /// # Errors
     ///
     /// A [`ConfigError`] naming the setting if one is out of range; `runtime` if no runtime
-    /// was given and `build` is called outside one, or if `batch_timeout` is set and the
-    /// runtime has no time driver.
+    /// was given and `build` is called outside one, or if the runtime has no time driver and
+    /// `batch_timeout` is set, or a timed policy runs with `spin(false)` (tokio's timer then
+    /// closes the windows).
     pub fn build(self) -> Result<Batcher<K, V, E>, ConfigError> {
         let timed = self.settings.is_timed();
         let policy = self.settings.policy.name();
@@ -221,6 +223,9 @@ where
         };
         if validated.batch_timeout.is_some() && !has_time_driver(&runtime) {
             return Err(ConfigError::new("runtime", "batch_timeout needs the runtime's time driver (enable_time)"));
+        }
+        if timed && !validated.spin && !has_time_driver(&runtime) {
+            return Err(ConfigError::new("runtime", "a window with spin(false) needs the runtime's time driver (enable_time)"));
         }
         if timed && validated.spin {
             // Spawn the precise timer thread now rather than on the first deadline, which would
@@ -243,6 +248,7 @@ where
             stats: StatsCells::new(),
             observer: Observer::new(&self.name, policy),
             clock,
+            runtime: runtime.clone(),
         });
         let driver = Driver::new(StdArc::clone(&shared), validated.scheduler, runtime.clone(), validated.spin);
         runtime.spawn(driver.run());

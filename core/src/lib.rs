@@ -156,11 +156,12 @@ pub use strategy::{Coalescer, Debounce, PerGroup, Serial, SingleFlight, UseLast}
 /// # Examples
 ///
 /// ```
-/// // 8 bytes of key, 40 of bookkeeping (the key's `Option` tag included).
-/// assert_eq!(busline::seat_bytes::<u64>(), 48);
+/// // 8 bytes of key, 32 of bookkeeping: the caller's waker (16), its registration state and
+/// // the seat's (8, padded).
+/// assert_eq!(busline::seat_bytes::<u64>(), 40);
 /// ```
 pub const fn seat_bytes<K>() -> usize {
-    std::mem::size_of::<slot::Entry<shared::SeatKey<K>>>()
+    std::mem::size_of::<slot::Entry<K>>()
 }
 
 // The public futures and handles are `Send` (spawnable on a multi-thread runtime) and the

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc as StdArc;
@@ -13,12 +14,48 @@ use futures_util::FutureExt;
 use tokio::sync::futures::Notified;
 
 use crate::Error;
-use crate::shared::{AwaitedBatch, Held, Outcome, SeatKey, Shared, Slot, await_batch, drop_quietly};
+use crate::shared::{AwaitedBatch, Held, Outcome, Shared, Slot, await_batch, drop_quietly};
 use crate::signals::{self, Admission, Signals};
 use crate::stats::StatsCells;
 
-/// Turns the batch's outcome into what this caller asked for.
-type Reader<K, V, E, T> = fn(&Outcome<K, V, E>, &K) -> Result<T, Error<E>>;
+/// Turns the batch's outcome into what this caller asked for: a type, not a stored function
+/// pointer, so that the future carries no word for it.
+trait Reader<K, V, E> {
+    /// What the caller gets.
+    type Output;
+    /// This caller's answer from its batch's outcome.
+    fn read(outcome: &Outcome<K, V, E>, key: &K) -> Result<Self::Output, Error<E>>;
+}
+
+/// `load`'s reader: this key's value.
+struct ByKey;
+
+/// `load_shared`'s reader: the whole map.
+struct WholeMap;
+
+impl<K, V, E> Reader<K, V, E> for ByKey
+where
+    K: Eq + Hash,
+    V: Clone,
+{
+    type Output = Option<V>;
+    fn read(outcome: &Outcome<K, V, E>, key: &K) -> Result<Option<V>, Error<E>> {
+        match outcome {
+            Ok(answers) => answers.get(key),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+impl<K, V, E> Reader<K, V, E> for WholeMap {
+    type Output = StdArc<HashMap<K, V>>;
+    fn read(outcome: &Outcome<K, V, E>, _: &K) -> Result<StdArc<HashMap<K, V>>, Error<E>> {
+        match outcome {
+            Ok(answers) => Ok(StdArc::clone(&answers.values)),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
 
 /// The future of [`Batcher::load`](crate::Batcher::load): this key's value, `None` if the batch
 /// function's map lacks it.
@@ -40,7 +77,7 @@ type Reader<K, V, E, T> = fn(&Outcome<K, V, E>, &K) -> Result<T, Error<E>>;
 /// `Overloaded` or run alone, as [`Overflow`] says. Futures that are awaited, or dropped when
 /// abandoned (as `tokio::time::timeout` does), never hold one.
 #[must_use = "a `Load` does nothing unless awaited (or polled)"]
-pub struct Load<'a, K, V, E>(Ticket<'a, K, V, E, Option<V>>);
+pub struct Load<'a, K, V, E>(Ticket<'a, K, V, E, ByKey>);
 
 /// The future of [`Batcher::load_shared`](crate::Batcher::load_shared): the whole map the batch
 /// function returned for this request's batch, one `Arc` shared by every caller of that batch.
@@ -49,7 +86,7 @@ pub struct Load<'a, K, V, E>(Ticket<'a, K, V, E, Option<V>>);
 ///
 /// As for [`Load`].
 #[must_use = "a `LoadShared` does nothing unless awaited (or polled)"]
-pub struct LoadShared<'a, K, V, E>(Ticket<'a, K, V, E, StdArc<HashMap<K, V>>>);
+pub struct LoadShared<'a, K, V, E>(Ticket<'a, K, V, E, WholeMap>);
 
 impl<'a, K, V, E> Load<'a, K, V, E>
 where
@@ -58,10 +95,7 @@ where
     E: Send + Sync + 'static,
 {
     pub(crate) fn new(shared: &'a Shared<K, V, E>, key: K) -> Self {
-        Load(Ticket::new(shared, key, |outcome, key| match outcome {
-            Ok(answers) => answers.get(key),
-            Err(e) => Err(e.clone()),
-        }))
+        Load(Ticket::new(shared, key))
     }
 }
 
@@ -72,10 +106,7 @@ where
     E: Send + Sync + 'static,
 {
     pub(crate) fn new(shared: &'a Shared<K, V, E>, key: K) -> Self {
-        LoadShared(Ticket::new(shared, key, |outcome, _| match outcome {
-            Ok(answers) => Ok(StdArc::clone(&answers.values)),
-            Err(e) => Err(e.clone()),
-        }))
+        LoadShared(Ticket::new(shared, key))
     }
 }
 
@@ -87,6 +118,7 @@ where
 {
     type Output = Result<Option<V>, Error<E>>;
 
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.0.poll(cx)
     }
@@ -100,6 +132,7 @@ where
 {
     type Output = Result<StdArc<HashMap<K, V>>, Error<E>>;
 
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.0.poll(cx)
     }
@@ -119,10 +152,11 @@ impl<K, V, E> fmt::Debug for LoadShared<'_, K, V, E> {
 
 /// One request's journey: board (claim a seat and write the key), wait for the outcome, read
 /// it, release the seat. Lazy: nothing happens until the first poll.
-struct Ticket<'a, K, V, E, T> {
+struct Ticket<'a, K, V, E, R> {
     shared: &'a Shared<K, V, E>,
     stage: Stage<'a, K, V, E>,
-    read: Reader<K, V, E, T>,
+    /// How the answer is read (`ByKey`, `WholeMap`).
+    reader: PhantomData<fn() -> R>,
     /// The caller's `busline.load` span, linked to the batch that serves it.
     #[cfg(feature = "tracing")]
     span: tracing::Span,
@@ -151,19 +185,20 @@ struct Solo<'a, K, V, E> {
 }
 
 // `Stage` holds no self-references; the pinned parts are boxed.
-impl<K, V, E, T> Unpin for Ticket<'_, K, V, E, T> {}
+impl<K, V, E, R> Unpin for Ticket<'_, K, V, E, R> {}
 
-impl<'a, K, V, E, T> Ticket<'a, K, V, E, T>
+impl<'a, K, V, E, R> Ticket<'a, K, V, E, R>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
     E: Send + Sync + 'static,
+    R: Reader<K, V, E>,
 {
-    fn new(shared: &'a Shared<K, V, E>, key: K, read: Reader<K, V, E, T>) -> Self {
+    fn new(shared: &'a Shared<K, V, E>, key: K) -> Self {
         Ticket {
             shared,
             stage: Stage::Boarding(key),
-            read,
+            reader: PhantomData,
             #[cfg(feature = "tracing")]
             span: crate::observe::tracing::load_span(),
         }
@@ -171,8 +206,8 @@ where
 
     /// The first poll (boarding) is every load's hot path: it is kept small enough to inline
     /// into the caller's future; the other stages are out of line (`poll_stage`).
-    #[inline]
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, Error<E>>> {
+    #[inline(always)]
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<R::Output, Error<E>>> {
         if let Stage::Boarding(_) = self.stage
             && let Some(poll) = self.poll_boarding(cx)
         {
@@ -185,7 +220,7 @@ where
     /// once: `Ready`), or `None` if the next stage (waiting for room, running alone) must be
     /// polled.
     #[inline(always)]
-    fn poll_boarding(&mut self, cx: &mut Context<'_>) -> Option<Poll<Result<T, Error<E>>>> {
+    fn poll_boarding(&mut self, cx: &mut Context<'_>) -> Option<Poll<Result<R::Output, Error<E>>>> {
         let Stage::Boarding(key) = std::mem::replace(&mut self.stage, Stage::Done) else { unreachable!() };
         if let Some(answer) = self.board(key, cx) {
             return Some(Poll::Ready(answer));
@@ -196,7 +231,7 @@ where
     }
 
     #[inline(never)]
-    fn poll_stage(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, Error<E>>> {
+    fn poll_stage(&mut self, cx: &mut Context<'_>) -> Poll<Result<R::Output, Error<E>>> {
         let shared = self.shared;
         loop {
             match &mut self.stage {
@@ -216,7 +251,7 @@ where
                             seat.read(index, |held, key| {
                                 #[cfg(feature = "tracing")]
                                 crate::observe::tracing::served(&self.span, &held.trace().span);
-                                (self.read)(held.outcome(), key.get())
+                                R::read(held.outcome(), key)
                             })
                         }
                     }))
@@ -240,7 +275,7 @@ where
                 }
                 Stage::Alone(solo) => {
                     let (outcome, batch) = ready!(solo.run.as_mut().poll(cx));
-                    let answer = std::panic::catch_unwind(AssertUnwindSafe(|| (self.read)(&outcome, &solo.key)))
+                    let answer = std::panic::catch_unwind(AssertUnwindSafe(|| R::read(&outcome, &solo.key)))
                         .unwrap_or(Err(Error::Panicked));
                     drop_quietly(batch);
                     drop(Held::new(outcome));
@@ -256,14 +291,16 @@ where
     /// or fills), or
     /// applies the overflow policy (`signals::admit`). Returns `Some(answer)` if the request is
     /// refused or answered at once.
-    #[inline]
-    fn board(&mut self, key: K, cx: &Context<'_>) -> Option<Result<T, Error<E>>> {
+    #[inline(always)]
+    fn board(&mut self, key: K, cx: &Context<'_>) -> Option<Result<R::Output, Error<E>>> {
         let shared = self.shared;
         let stamp = |seat: &Slot<K, V, E>| seat.stamp_opened(shared.clock.now().as_nanos());
-        let key = SeatKey::new(key);
         match signals::admit(&shared.ring, &shared.signals, shared.overflow, key, cx.waker(), stamp) {
             Admission::Seated { slot, index } => {
-                self.stage = Stage::Seated { slot, index };
+                // The stage is the `Done` that `poll_boarding` left: nothing to drop, so no drop
+                // call on the hot path (an assignment would call `drop_in_place` out of line).
+                debug_assert!(matches!(self.stage, Stage::Done));
+                std::mem::forget(std::mem::replace(&mut self.stage, Stage::Seated { slot, index }));
                 None
             }
             refused => self.not_seated(refused),
@@ -273,28 +310,34 @@ where
     /// The boarding's other outcomes: wait for room, or the overflow policy's answer.
     #[cold]
     #[inline(never)]
-    fn not_seated(&mut self, admission: Admission<SeatKey<K>>) -> Option<Result<T, Error<E>>> {
+    fn not_seated(&mut self, admission: Admission<K>) -> Option<Result<R::Output, Error<E>>> {
         let shared = self.shared;
         match admission {
             Admission::Seated { .. } => unreachable!("handled by `board`"),
             Admission::WaitForRoom { boarding, key } => {
                 let notified = Box::pin(shared.room.notified());
-                self.stage = Stage::WaitingForRoom { key: key.into_inner(), boarding, notified };
+                self.stage = Stage::WaitingForRoom { key, boarding, notified };
                 None
             }
-            Admission::Overloaded(_) => {
+            Admission::Overloaded(key) => {
+                // The caller's own key, handed back: its `Drop` (user code) must not panic
+                // out of this poll.
+                drop_quietly(key);
                 StatsCells::bump(&shared.stats.rejected);
                 shared.observer.rejected();
                 Some(Err(Error::Overloaded))
             }
-            Admission::RunAlone(key) => self.run_alone(key.into_inner()),
-            Admission::Closed(_) => Some(Err(Error::Closed)),
+            Admission::RunAlone(key) => self.run_alone(key),
+            Admission::Closed(key) => {
+                drop_quietly(key);
+                Some(Err(Error::Closed))
+            }
         }
     }
 
     /// Starts the batch function for this key alone (the run is admitted). Returns
     /// `Some(answer)` if the request is answered at once.
-    fn run_alone(&mut self, key: K) -> Option<Result<T, Error<E>>> {
+    fn run_alone(&mut self, key: K) -> Option<Result<R::Output, Error<E>>> {
         let shared = self.shared;
         // Ends the run (for shutdown's count) however it ends.
         let admitted = Admitted(&shared.signals);
@@ -303,7 +346,7 @@ where
         let call = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.batch_fn)(vec![key.clone()])));
         match call {
             Ok(batch) => {
-                let run = await_batch(batch, shared.batch_timeout).boxed();
+                let run = await_batch(batch, shared.batch_timeout, &shared.runtime).boxed();
                 self.stage = Stage::Alone(Box::new(Solo { key, run, _admitted: admitted }));
                 None
             }
@@ -322,7 +365,7 @@ impl Drop for Admitted<'_> {
     }
 }
 
-impl<K, V, E, T> Ticket<'_, K, V, E, T> {
+impl<K, V, E, R> Ticket<'_, K, V, E, R> {
     fn stage_name(&self) -> &'static str {
         match self.stage {
             Stage::Boarding(_) => "boarding",
@@ -334,7 +377,7 @@ impl<K, V, E, T> Ticket<'_, K, V, E, T> {
     }
 }
 
-impl<K, V, E, T> Drop for Ticket<'_, K, V, E, T> {
+impl<K, V, E, R> Drop for Ticket<'_, K, V, E, R> {
     fn drop(&mut self) {
         if let Stage::Seated { slot, index } = self.stage {
             // Gave up while seated: tell the driver to leave the key out (if it has not

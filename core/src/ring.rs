@@ -224,7 +224,7 @@ impl<K, R> Ring<K, R> {
 
     /// Claims a seat on the boarding slot. Wait-free: one load, then (if the bus is not seen
     /// full) one `fetch_add`.
-    #[inline]
+    #[inline(always)]
     pub fn claim(&self) -> Claim {
         // Look before claiming: a producer that sees the bus full (or the ring closed) does not
         // add to `count`, which bounds the count past the seats (see the essay). Relaxed: the

@@ -298,7 +298,7 @@ impl<T> Seats<T> {
     /// # Safety
     ///
     /// The caller claimed seat `index` in the slot's current epoch.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn get_or_install(&self, index: usize) -> &T {
         let (segment, offset) = locate(index);
         let entry = &self.table[segment];

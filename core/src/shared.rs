@@ -70,41 +70,10 @@ impl<K, V, E> Drop for Held<K, V, E> {
     }
 }
 
-/// A key as a seat holds it. The slot drops it when it is reset, after every caller of its
-/// batch has been answered; its drop (user code) catches a panic, so that the reset always
-/// completes and the slot returns to the pool. (An `Option`, not `ManuallyDrop`, to stay free
-/// of `unsafe`: no size for keys with a niche, one word for the others.)
-#[derive(Debug)]
-pub(crate) struct SeatKey<K>(Option<K>);
-
-impl<K> SeatKey<K> {
-    #[inline]
-    pub(crate) fn new(key: K) -> Self {
-        SeatKey(Some(key))
-    }
-
-    #[inline]
-    pub(crate) fn get(&self) -> &K {
-        self.0.as_ref().expect("taken only by drop or into_inner")
-    }
-
-    pub(crate) fn into_inner(mut self) -> K {
-        self.0.take().expect("taken only by drop or into_inner")
-    }
-}
-
-impl<K> Drop for SeatKey<K> {
-    fn drop(&mut self) {
-        if let Some(key) = self.0.take() {
-            drop_quietly(key);
-        }
-    }
-}
-
 /// The ring of a batcher with keys `K`.
-pub(crate) type SeatRing<K, V, E> = Ring<SeatKey<K>, Held<K, V, E>>;
+pub(crate) type SeatRing<K, V, E> = Ring<K, Held<K, V, E>>;
 /// One of its batch slots.
-pub(crate) type Slot<K, V, E> = crate::slot::Slot<SeatKey<K>, Held<K, V, E>>;
+pub(crate) type Slot<K, V, E> = crate::slot::Slot<K, Held<K, V, E>>;
 
 /// Drops `value`, catching a panic from its `Drop` (user code: keys, values, errors, futures).
 /// Returns whether it panicked.
@@ -129,6 +98,9 @@ pub(crate) struct Shared<K, V, E> {
     /// features).
     pub(crate) observer: Observer,
     pub(crate) clock: Clock,
+    /// The runtime the driver runs on: where a caller running alone makes its timeout's timer
+    /// (the caller itself may be anywhere).
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 impl<K, V, E> std::fmt::Debug for Shared<K, V, E> {
@@ -148,8 +120,8 @@ impl<K, V, E> Shared<K, V, E> {
     }
 
     /// Drops `n` references to `slot`, waking the driver if that freed it. The last reference
-    /// resets the slot, dropping keys and the outcome: `SeatKey` and `Held` catch a panic in
-    /// their user code, so the reset completes and the slot returns to the pool.
+    /// resets the slot, dropping keys and the outcome: the slot (for keys) and `Held` catch a
+    /// panic in their user code, so the reset completes and the slot returns to the pool.
     pub(crate) fn release(&self, slot: usize, n: i64) {
         signals::release(&self.ring, &self.signals, slot, n);
     }
@@ -183,24 +155,36 @@ impl<K, V, E> Shared<K, V, E> {
 }
 
 /// Polls `batch` to completion (a panic is caught) or until `timeout`; hands the future back
-/// so that the caller decides when to drop it.
-pub(crate) async fn await_batch<K, V, E>(
+/// so that the caller decides when to drop it. The timeout's timer is made here, on `runtime`
+/// (a caller running alone may poll from another runtime or a plain thread, where tokio's
+/// timer cannot be made), and counts from now.
+pub(crate) fn await_batch<K, V, E>(
     mut batch: BatchFuture<K, V, E>,
     timeout: Option<Duration>,
-) -> (Outcome<K, V, E>, BatchFuture<K, V, E>) {
-    let finished = {
-        let polled = AssertUnwindSafe(batch.as_mut()).catch_unwind();
-        match timeout {
-            Some(timeout) => tokio::time::timeout(timeout, polled).await.ok(),
-            None => Some(polled.await),
-        }
-    };
-    let outcome = match finished {
-        Some(Ok(Ok(answered))) => Ok(Answers::from(answered)),
-        Some(Ok(Err(e))) => Err(Error::Batch(StdArc::new(e))),
-        Some(Err(_panic)) => Err(Error::Panicked),
-        None => Err(Error::Timeout),
-    };
-    (outcome, batch)
+    runtime: &tokio::runtime::Handle,
+) -> impl Future<Output = (Outcome<K, V, E>, BatchFuture<K, V, E>)> + use<K, V, E> {
+    let deadline = timeout.map(|timeout| {
+        let _entered = runtime.enter();
+        Box::pin(tokio::time::sleep(timeout))
+    });
+    async move {
+        let finished = {
+            let polled = std::pin::pin!(AssertUnwindSafe(batch.as_mut()).catch_unwind());
+            match deadline {
+                Some(deadline) => match futures_util::future::select(polled, deadline).await {
+                    futures_util::future::Either::Left((finished, _)) => Some(finished),
+                    futures_util::future::Either::Right(_) => None,
+                },
+                None => Some(polled.await),
+            }
+        };
+        let outcome = match finished {
+            Some(Ok(Ok(answered))) => Ok(Answers::from(answered)),
+            Some(Ok(Err(e))) => Err(Error::Batch(StdArc::new(e))),
+            Some(Err(_panic)) => Err(Error::Panicked),
+            None => Err(Error::Timeout),
+        };
+        (outcome, batch)
+    }
 }
 

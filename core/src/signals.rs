@@ -166,7 +166,7 @@ impl Signals {
         self.flags.load(Ordering::Acquire) & SHUTDOWN != 0
     }
 
-    /// Caller under `Reject` or `RunAlone`, before claiming: may it claim?
+    /// Caller, before claiming: may it claim (`Stalled` matters to `Reject` and `RunAlone`)?
     #[inline]
     pub fn gate(&self) -> Gate {
         let flags = self.flags.load(Ordering::Relaxed);
@@ -339,7 +339,7 @@ pub enum Boarded<K> {
 /// A producer: claims a seat and writes `key` into it with its caller's `waker` (so the
 /// caller's first poll need not register it), waking the driver when the bus opens (`stamp` is
 /// called first, to record when) or fills.
-#[inline]
+#[inline(always)]
 pub fn board<K, R>(
     ring: &Ring<K, R>,
     signals: &Signals,
@@ -402,9 +402,9 @@ pub enum Admission<K> {
 }
 
 /// A caller's request: claims a seat and writes `key` (see [`board`]), or applies `overflow`.
-/// `Reject` and `RunAlone` decide at once: at capacity (the stall flag, or a full bus) they
-/// answer without waiting, and once shutdown is requested they answer `Closed`.
-#[inline]
+/// Once shutdown is requested every policy answers `Closed`. `Reject` and `RunAlone` decide at
+/// once: at capacity (the stall flag, or a full bus) they answer without waiting.
+#[inline(always)]
 pub fn admit<K, R>(
     ring: &Ring<K, R>,
     signals: &Signals,
@@ -413,13 +413,15 @@ pub fn admit<K, R>(
     waker: &Waker,
     stamp: impl FnOnce(&Slot<K, R>),
 ) -> Admission<K> {
-    if overflow != Overflow::Wait {
-        // At capacity, do not even claim: a claim would only count past the seats.
-        match signals.gate() {
-            Gate::Open => {}
-            Gate::Stalled => return at_capacity(signals, overflow, key),
-            Gate::Shutdown => return Admission::Closed(key),
-        }
+    match signals.gate() {
+        Gate::Open => {}
+        // Refused from the moment shutdown is requested, under every policy (the ring is
+        // closed only when the driver gets to it).
+        Gate::Shutdown => return Admission::Closed(key),
+        // At capacity, those that decide at once do not even claim: a claim would only count
+        // past the seats.
+        Gate::Stalled if overflow != Overflow::Wait => return at_capacity(signals, overflow, key),
+        Gate::Stalled => {}
     }
     match board(ring, signals, key, waker, stamp) {
         Boarded::Seat { slot, index } => Admission::Seated { slot, index },

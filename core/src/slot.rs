@@ -174,7 +174,7 @@ impl<K, R> Slot<K, R> {
     /// # Safety
     ///
     /// As for [`write`](Slot::write).
-    #[inline]
+    #[inline(always)]
     pub unsafe fn write_with_waker(&self, index: usize, key: K, waker: &Waker) {
         // SAFETY: forwarded from the caller.
         unsafe { self.write_seat(index, key, Some(waker)) }
@@ -494,7 +494,7 @@ impl<K, R> Slot<K, R> {
                 debug_assert_ne!(state, EMPTY, "a sealed seat was never written");
                 if state != EMPTY {
                     // SAFETY: WRITTEN or CANCELLED: the key is initialised, and nobody reads it.
-                    entry.key.with_mut(|key| unsafe { (*key).assume_init_drop() });
+                    entry.key.with_mut(|key| unsafe { drop_key(key) });
                 }
                 entry.state.store(EMPTY, Ordering::Relaxed);
                 if !published {
@@ -513,6 +513,19 @@ impl<K, R> Slot<K, R> {
     }
 }
 
+/// Drops a seat's key, catching a panic from its `Drop` (user code): the reset (or the slot's
+/// drop) always completes, so the slot returns to the ring, and the panic reaches no caller
+/// (every caller of the batch has its answer by then).
+///
+/// # Safety
+///
+/// `*key` is initialised, nobody else refers to it, and it is not used again until written.
+unsafe fn drop_key<K>(key: *mut MaybeUninit<K>) {
+    // SAFETY: forwarded from the caller. A panic part-way through leaves the key's parts as
+    // its own `Drop` left them; the seat counts as empty either way.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { (*key).assume_init_drop() }));
+}
+
 impl<K, R> Drop for Slot<K, R> {
     fn drop(&mut self) {
         // Seats still holding keys (a slot dropped while boarding or sealed: the batcher went
@@ -521,7 +534,7 @@ impl<K, R> Drop for Slot<K, R> {
             if entry.state.load(Ordering::Relaxed) != EMPTY {
                 // SAFETY: `&mut self`: nobody else refers to the slot; WRITTEN or CANCELLED:
                 // the key is initialised.
-                entry.key.with_mut(|key| unsafe { (*key).assume_init_drop() });
+                entry.key.with_mut(|key| unsafe { drop_key(key) });
             }
         });
     }
@@ -533,7 +546,6 @@ mod tests {
 
     #[test]
     fn a_seat_costs_at_most_64_bytes_beyond_its_key() {
-        // The key as the batcher seats it (`shared::SeatKey`) included.
         assert!(crate::seat_bytes::<u64>() - std::mem::size_of::<u64>() <= 64);
         let overhead = std::mem::size_of::<Entry<u64>>() - std::mem::size_of::<u64>();
         eprintln!("seat overhead for u64 keys: {overhead} bytes");

@@ -3,6 +3,7 @@
 #![cfg(feature = "metrics")]
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 
 use busline::{Batcher, Error, Overflow};
@@ -140,4 +141,73 @@ fn the_names_table_lists_every_series() {
 /// Polls `fut` once, as the first step of an `await`.
 async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
     std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
+}
+
+/// A recorder whose every counter and histogram panics when touched: user code the driver and
+/// the callers run between steps that must both happen (a batch's publication and the end of
+/// its call; a cancelled seat's count and its release).
+struct PanickyRecorder;
+
+struct Boom;
+
+impl metrics::CounterFn for Boom {
+    fn increment(&self, _: u64) {
+        panic!("the recorder's counter panics");
+    }
+    fn absolute(&self, _: u64) {
+        panic!("the recorder's counter panics");
+    }
+}
+
+impl metrics::HistogramFn for Boom {
+    fn record(&self, _: f64) {
+        panic!("the recorder's histogram panics");
+    }
+}
+
+impl metrics::Recorder for PanickyRecorder {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::from_arc(std::sync::Arc::new(Boom))
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::from_arc(std::sync::Arc::new(Boom))
+    }
+}
+
+#[test]
+fn a_panicking_recorder_costs_its_measurements_not_the_callers_answers() {
+    // A local recorder (the process-wide one belongs to the test above) on a current-thread
+    // runtime, so that the driver runs where it is installed.
+    metrics::with_local_recorder(&PanickyRecorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let b = Batcher::builder(|keys: Vec<u32>| async move {
+                Ok::<_, ()>(keys.into_iter().map(|k| (k, k * 2)).collect::<HashMap<_, _>>())
+            })
+            .name("panicky")
+            .window(Duration::from_millis(1))
+            .build()
+            .unwrap();
+            // Every batch's end records its duration: the histogram panics there.
+            for k in 0..4 {
+                let answer = tokio::time::timeout(Duration::from_secs(10), b.load(k)).await;
+                assert!(matches!(answer, Ok(Ok(Some(v))) if v == k * 2), "load {k}: {answer:?}");
+            }
+            // A caller that gives up is counted (the counter panics), then releases its seat.
+            for k in 10..14 {
+                let mut gone = std::pin::pin!(b.load(k));
+                let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(gone.as_mut().poll(cx))).await;
+                assert!(polled.is_pending());
+            }
+            let answer = tokio::time::timeout(Duration::from_secs(10), b.load(20)).await;
+            assert!(matches!(answer, Ok(Ok(Some(40)))), "{answer:?}");
+            assert_eq!(b.live_slots(), 0, "every slot released");
+        });
+    });
 }

@@ -629,9 +629,7 @@ fn plot(path: &Path, run: &Run) -> Result<()> {
         draw(&root, run)?;
         root.present().map_err(perr)?;
     } else {
-        let root = BitMapBackend::new(path, size).into_drawing_area();
-        draw(&root, run)?;
-        root.present().map_err(perr)?;
+        busline_sim::report::png::render(path, size, |root| draw(root, run))?;
     }
     Ok(())
 }

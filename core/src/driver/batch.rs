@@ -15,7 +15,7 @@ use crate::ring::Sealed;
 use crate::slot::Gathered;
 
 use super::distinct::Distinct;
-use crate::shared::{Held, Outcome, SeatKey, Shared, await_batch, drop_quietly};
+use crate::shared::{Held, Outcome, Shared, await_batch, drop_quietly};
 use crate::signals::{self, Fanout};
 use crate::stats::StatsCells;
 
@@ -104,8 +104,8 @@ impl Ahead {
 }
 
 /// Adds a seat's key to the batch's distinct keys.
-fn insert<K: Eq + Hash + Clone>(dedup: &mut Distinct<K>, key: &SeatKey<K>) {
-    dedup.insert(key.get());
+fn insert<K: Eq + Hash + Clone>(dedup: &mut Distinct<K>, key: &K) {
+    dedup.insert(key);
 }
 
 /// Waits for each sealed seat to be written and gathers the distinct keys of the callers still
@@ -160,8 +160,9 @@ pub(super) fn run<K, V, E>(
     let call = std::panic::catch_unwind(AssertUnwindSafe(|| (publisher.shared.batch_fn)(keys)));
     match call {
         Ok(batch) => {
+            let awaited = await_batch(batch, timeout, runtime);
             runtime.spawn(async move {
-                let (outcome, batch) = await_batch(batch, timeout).await;
+                let (outcome, batch) = awaited.await;
                 // Wake the callers a step at a time, letting the first ones run (and board the
                 // next bus) before the rest are woken: see `signals::Fanout`.
                 let mut sweep = publisher.publish_in_steps(outcome);
@@ -318,12 +319,13 @@ mod tests {
             stats: StatsCells::new(),
             observer: Observer::new(&StdArc::from("test"), "window"),
             clock: Clock::start(),
+            runtime: rt.handle().clone(),
         }
     }
 
     fn board_keys<K: Clone + std::fmt::Debug>(shared: &Shared<K, u64, ()>, slot: usize, keys: &[K]) {
         for key in keys {
-            let boarded = board(&shared.ring, &shared.signals, SeatKey::new(key.clone()), Waker::noop(), |_| {});
+            let boarded = board(&shared.ring, &shared.signals, key.clone(), Waker::noop(), |_| {});
             assert!(matches!(boarded, Boarded::Seat { slot: s, .. } if s == slot), "{boarded:?}");
         }
     }

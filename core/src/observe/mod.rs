@@ -125,10 +125,10 @@ impl Observer {
     pub(crate) fn departed(&self, departure: &Departure) -> BatchTrace {
         let _ = departure;
         #[cfg(feature = "metrics")]
-        self.metrics.departed(departure);
+        quietly(|| self.metrics.departed(departure));
         BatchTrace {
             #[cfg(feature = "tracing")]
-            span: tracing::batch_span(&self.name, self.policy, departure),
+            span: quietly(|| tracing::batch_span(&self.name, self.policy, departure)).unwrap_or_else(::tracing::Span::none),
         }
     }
 
@@ -137,29 +137,38 @@ impl Observer {
     pub(crate) fn finished(&self, trace: &BatchTrace, ending: Ending, took: Duration) {
         let _ = (trace, ending, took);
         #[cfg(feature = "metrics")]
-        self.metrics.finished(ending, took);
+        quietly(|| self.metrics.finished(ending, took));
         #[cfg(feature = "tracing")]
-        tracing::finished(&trace.span, ending, took);
+        quietly(|| tracing::finished(&trace.span, ending, took));
     }
 
     /// A request was refused at capacity.
     #[inline]
     pub(crate) fn rejected(&self) {
         #[cfg(feature = "metrics")]
-        self.metrics.rejected.increment(1);
+        quietly(|| self.metrics.rejected.increment(1));
     }
 
     /// A request ran alone at capacity.
     #[inline]
     pub(crate) fn ran_alone(&self) {
         #[cfg(feature = "metrics")]
-        self.metrics.ran_alone.increment(1);
+        quietly(|| self.metrics.ran_alone.increment(1));
     }
 
     /// A request's caller gave up before its answer.
     #[inline]
     pub(crate) fn cancelled(&self) {
         #[cfg(feature = "metrics")]
-        self.metrics.cancelled.increment(1);
+        quietly(|| self.metrics.cancelled.increment(1));
     }
+}
+
+/// Runs an observer call (user code: the installed metrics recorder, the tracing subscriber),
+/// catching a panic: the engine calls observers between steps that must both happen (a batch's
+/// publication, a seat's release), and a panicking recorder must cost its measurement, not
+/// the callers' answers or the slot. `None` if it panicked.
+#[cfg(any(feature = "metrics", feature = "tracing"))]
+fn quietly<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
 }

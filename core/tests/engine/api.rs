@@ -276,6 +276,21 @@ fn a_batcher_runs_on_the_runtime_it_is_given() {
 }
 
 #[test]
+fn spin_off_with_a_window_needs_the_time_driver_and_build_says_so() {
+    // Without the check, the driver panicked at its first deadline (tokio's timer without a
+    // time driver) and every load was `Closed` from then on (found by a cold review).
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let refused = builder().window(Duration::from_millis(2)).spin(false).runtime(rt.handle().clone()).build();
+    let err = refused.expect_err("refused");
+    assert_eq!(err.setting(), "runtime", "{err}");
+    // Spinning (the timer thread), or no window at all, needs no time driver.
+    let spinning = builder().window(Duration::from_millis(2)).runtime(rt.handle().clone()).build().unwrap();
+    assert_eq!(rt.block_on(spinning.load(3)).unwrap(), Some(3));
+    let car = builder().policy(Policy::Car).spin(false).runtime(rt.handle().clone()).build().unwrap();
+    assert_eq!(rt.block_on(car.load(4)).unwrap(), Some(4));
+}
+
+#[test]
 fn a_batcher_on_a_current_thread_runtime_is_driven_inside_block_on() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let b = builder().window(Duration::from_micros(300)).runtime(rt.handle().clone()).build().unwrap();

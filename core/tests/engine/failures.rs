@@ -2,6 +2,7 @@
 //! dropped handles leave nobody hanging; overflow policies; cancellation frees everything.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,6 +124,31 @@ async fn shutdown_sends_what_is_queued_then_refuses() {
     }
     assert!(matches!(b.load(1).await, Err(Error::Closed)));
     b.shutdown().await; // idempotent
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_load_after_shutdown_was_requested_is_refused_under_wait() {
+    // `shutdown` refuses new loads from the moment it is called, under `Overflow::Wait` too:
+    // before the driver has run to close the ring (found by a cold review: such a load ran a
+    // batch and was answered).
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let b = Batcher::builder(move |keys: Vec<u32>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { Ok::<_, ()>(keys.into_iter().map(|k| (k, k * 2)).collect::<HashMap<_, _>>()) }
+    })
+    .window(Duration::from_millis(5))
+    .build()
+    .unwrap();
+    tokio::task::yield_now().await;
+    let mut shutdown = Box::pin(b.shutdown());
+    // Its first poll requests the shutdown; the driver has not run since.
+    let polled = shutdown.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    assert!(polled.is_pending());
+    assert!(b.is_closed());
+    assert!(matches!(b.load(21).await, Err(Error::Closed)));
+    shutdown.await;
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no batch call after shutdown was requested");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,6 +422,73 @@ async fn a_load_set_aside_holds_its_slot_until_it_is_read() {
     let next = tokio::time::timeout(Duration::from_secs(10), next).await.expect("the next bus left");
     assert!(matches!(next.unwrap(), Ok(Some(20))));
     assert_slots_released(&b).await;
+}
+
+#[test]
+fn a_caller_outside_tokio_runs_alone_under_the_batch_timeout() {
+    // A load polled on a plain thread (no tokio context) that runs alone at capacity with a
+    // batch timeout: its timer is made on the batcher's runtime. Before, tokio panicked in the
+    // caller ("there is no reactor running"; found by a cold review).
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    let b = Batcher::builder(move |keys: Vec<u32>| {
+        let g = g.clone();
+        async move {
+            if keys.contains(&0) {
+                g.acquire().await.unwrap().forget();
+            }
+            Ok::<_, ()>(keys.into_iter().map(|k| (k, k * 2)).collect::<HashMap<_, _>>())
+        }
+    })
+    .max_batch_size(1)
+    .max_in_flight(1)
+    .overflow(Overflow::RunAlone)
+    .batch_timeout(Duration::from_secs(30))
+    .policy(Policy::Car)
+    .runtime(rt.handle().clone())
+    .build()
+    .unwrap();
+    // The one place is taken by a batch held at the gate; the next bus (one seat) is full.
+    let held = rt.spawn({
+        let b = b.clone();
+        async move { b.load(0).await }
+    });
+    while b.stats().batches == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut queued = Box::pin(b.load(1));
+    let polled = queued.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    assert!(polled.is_pending(), "boarded the next bus");
+    // At capacity: this caller, on a plain thread, runs alone under the timeout.
+    let alone = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(b.load(7)));
+    let answer = block_on_this_thread(alone);
+    assert!(matches!(answer, Ok(Ok(Some(14)))), "{:?}", answer.map_err(|_| "panicked"));
+    assert_eq!(b.stats().ran_alone, 1);
+    gate.add_permits(1);
+    let held = rt.block_on(held).unwrap();
+    assert!(matches!(held, Ok(Some(0))), "{held:?}");
+    assert!(matches!(block_on_this_thread(queued), Ok(Some(2))));
+}
+
+/// A minimal executor on the calling thread (no tokio context): polls `f`, parking between
+/// wake-ups.
+fn block_on_this_thread<F: Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,12 +71,7 @@ pub fn write(dir: &Path, name: &str, series: &[(String, String, TimeSeries)]) ->
     register_font();
     let title = format!("{name}: offered load, retries, goodput and queries over time");
     let stem = dir.join(format!("{name}-clients"));
-    {
-        let png = stem.with_extension("png");
-        let root = BitMapBackend::new(&png, (1200, 950)).into_drawing_area();
-        clients_plot(&root, &title, series)?;
-        root.present().map_err(err)?;
-    }
+    super::png::render(&stem.with_extension("png"), (1200, 950), |root| clients_plot(root, &title, series))?;
     let svg = stem.with_extension("svg");
     let root = SVGBackend::new(&svg, (1200, 950)).into_drawing_area();
     clients_plot(&root, &title, series)?;

@@ -7,6 +7,7 @@ pub mod clients_plot;
 pub mod frontier;
 pub mod generated;
 pub mod plots;
+pub mod png;
 mod readme;
 
 use std::path::{Path, PathBuf};

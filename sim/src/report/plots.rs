@@ -53,11 +53,7 @@ macro_rules! write_both {
     ($stem:expr, $size:expr, $func:ident ( $($arg:expr),* )) => {{
         let png = $stem.with_extension("png");
         let svg = $stem.with_extension("svg");
-        {
-            let root = BitMapBackend::new(&png, $size).into_drawing_area();
-            $func(&root, $($arg),*)?;
-            root.present().map_err(err)?;
-        }
+        $crate::report::png::render(&png, $size, |root| $func(root, $($arg),*))?;
         {
             let root = SVGBackend::new(&svg, $size).into_drawing_area();
             $func(&root, $($arg),*)?;
@@ -120,7 +116,21 @@ pub(super) fn log_range(values: impl Iterator<Item = f64>) -> Range<f64> {
     if !lo.is_finite() {
         return 0.001..1.0;
     }
-    (lo / 1.6)..(hi * 1.6)
+    // Some room around the data, then out to 1, 2 or 5 times a power of ten. plotters labels a
+    // log axis only where a power of ten lies inside, and this range always holds one: a lower
+    // end of 2 or 5 times 10^k means data at or above 3.2 × 10^k, so an upper end of 10^(k+1).
+    nice(lo / 1.6, false)..nice(hi * 1.6, true)
+}
+
+/// The nearest of 1, 2 and 5 times a power of ten at or above `v` (`up`), or at or below it.
+fn nice(v: f64, up: bool) -> f64 {
+    let decade = 10f64.powf(v.log10().floor());
+    let steps = [1.0, 2.0, 5.0, 10.0].map(|m| m * decade);
+    if up {
+        steps.into_iter().find(|&s| s >= v * (1.0 - 1e-9)).unwrap_or(10.0 * decade)
+    } else {
+        steps.into_iter().rev().find(|&s| s <= v * (1.0 + 1e-9)).unwrap_or(decade)
+    }
 }
 
 fn windows(rows: &[RunSummary]) -> Vec<&RunSummary> {
@@ -159,9 +169,30 @@ fn log_log_chart<'a, DB: DrawingBackend>(
         .y_desc(y_desc)
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
+        .x_label_formatter(&log_label)
+        .y_label_formatter(&log_label)
         .draw()
         .map_err(err)?;
     Ok(chart)
+}
+
+/// A log axis's label: 1, 2 and 5 times a power of ten, compactly ("20k", "1M", "0.05"); the
+/// other grid lines unlabelled (a range within a decade or two otherwise labels every integer
+/// multiple, and wide numbers overlap).
+fn log_label(v: &f64) -> String {
+    let decade = 10f64.powf(v.log10().floor());
+    let mantissa = v / decade;
+    if ![1.0, 2.0, 5.0].iter().any(|m| (mantissa - m).abs() < 1e-6) {
+        return String::new();
+    }
+    let (scaled, suffix) = match *v {
+        v if v >= 1e6 => (v / 1e6, "M"),
+        v if v >= 1e3 => (v / 1e3, "k"),
+        v => (v, ""),
+    };
+    // Rounded to the label's own precision: 0.05 stays 0.05, 2e4 prints 20k, not 20.000000001k.
+    let digits = (-scaled.log10().floor()).max(0.0) as usize;
+    format!("{:.*}{suffix}", digits, scaled)
 }
 
 /// A time-series panel: linear time axis, logarithmic value axis.
@@ -183,6 +214,7 @@ pub(super) fn time_panel<'a, DB: DrawingBackend>(
     c.configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
+        .y_label_formatter(&log_label)
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 15))
         .draw()
@@ -336,8 +368,9 @@ fn frontier_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str,
                 .map(|r| Circle::new((r.queries as f64, r.latency_ms.p99), 11, ring)),
         )
         .map_err(err)?;
-    keys.push(("dominated (another run: >= 1 %".to_string(), BLACK, Key::Ring));
-    keys.push(("  fewer queries, >= 2 % lower p99)".to_string(), WHITE, Key::Line(0)));
+    keys.push(("dominated: another run has".to_string(), BLACK, Key::Ring));
+    keys.push(("  >= 1 % fewer queries".to_string(), WHITE, Key::Line(0)));
+    keys.push(("  and >= 2 % lower p99".to_string(), WHITE, Key::Line(0)));
     side_legend(&legend, &keys, 15)
 }
 
@@ -443,4 +476,26 @@ pub fn write(dir: &Path, name: &str, rows: &[RunSummary], series: &[(String, Str
         write_both!(stem("timeseries"), (1200, 950), timeseries_plot(&t, series))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_label;
+
+    #[test]
+    fn log_labels_name_one_two_and_five_times_a_power_of_ten_only() {
+        let labels: Vec<String> = [0.05, 0.1, 0.3, 1.0, 2.0, 7.0, 10.0, 5000.0, 6000.0, 20_000.0, 1e6, 2.5e6, 5e6]
+            .iter()
+            .map(log_label)
+            .collect();
+        assert_eq!(labels, ["0.05", "0.1", "", "1", "2", "", "10", "5k", "", "20k", "1M", "", "5M"]);
+    }
+
+    #[test]
+    fn log_ranges_hold_the_data_and_a_power_of_ten() {
+        for (data, expected) in [([15.0, 40.0], 5.0..100.0), ([40.0, 50.0], 20.0..100.0), ([0.3, 0.4], 0.1..1.0), ([2.0, 12.0], 1.0..20.0), ([120.0, 9000.0], 50.0..20_000.0)] {
+            let r = super::log_range(data.into_iter());
+            assert_eq!(r, expected, "{data:?}");
+        }
+    }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use busline_benches::adapters::{Contender, Counters, Setup};
 use busline_benches::report::{self, Run, median, quantile};
+use busline_benches::floor::{self, FloorRing};
+use busline_benches::scenarios::Holding;
 use busline_benches::{scenarios, with_loader};
 
 use crate::{Args, Verdict, yes};
@@ -19,24 +21,33 @@ pub(crate) fn section(args: &Args, run: &Run, verdicts: &mut Vec<Verdict>) -> st
     const CHUNK: usize = 512; // half of a 1,024-seat bus: the driver seals between two chunks.
     let chunks = if args.quick { 50 } else { 4_000 };
     let rt = scenarios::current_thread_runtime();
-    let (board, cancel) = rt.block_on(async {
+    // Five measures, interleaved chunk by chunk so that the machine's slow and fast spells fall
+    // on all alike: busline's board and the floor, each held both ways, and board + cancel.
+    let measures = [
+        Measure::Board(Holding::InPlace),
+        Measure::Board(Holding::PollThenMove),
+        Measure::Cancel,
+        Measure::Floor(Holding::InPlace),
+        Measure::Floor(Holding::PollThenMove),
+    ];
+    let samples: Vec<Vec<f64>> = rt.block_on(async {
         let batcher = scenarios::parked_batcher(Arc::new(Counters::default()));
+        let floor_ring = FloorRing::new(busline::DEFAULT_MAX_BATCH_SIZE);
         let mut key = 0u64;
-        let mut board = Vec::with_capacity(chunks);
-        let mut cancel = Vec::with_capacity(chunks);
-        for i in 0..chunks * 2 {
-            let d = if i % 2 == 0 {
-                scenarios::board_only(&batcher, key, CHUNK)
-            } else {
-                scenarios::board_and_cancel(&batcher, key, CHUNK)
+        let mut samples = vec![Vec::with_capacity(chunks); measures.len()];
+        for i in 0..chunks * measures.len() {
+            let d = match measures[i % measures.len()] {
+                Measure::Board(holding) => scenarios::board_only(&batcher, key, CHUNK, holding),
+                Measure::Cancel => scenarios::board_and_cancel(&batcher, key, CHUNK),
+                Measure::Floor(holding) => floor::board_floor(&floor_ring, key, CHUNK, holding),
             };
             key += CHUNK as u64;
-            let per = d.as_secs_f64() * 1e9 / CHUNK as f64;
-            if i % 2 == 0 { board.push(per) } else { cancel.push(per) }
+            samples[i % measures.len()].push(d.as_secs_f64() * 1e9 / CHUNK as f64);
             scenarios::let_driver_run().await;
         }
-        (board, cancel)
+        samples
     });
+    let of = |m: Measure| &samples[measures.iter().position(|&x| x == m).expect("measured")];
     // One thread, 1,024 loads awaited together with join_all: the whole coalesced path.
     let concurrency = 1024;
     let reps = if args.quick { 5 } else { 300 };
@@ -70,15 +81,10 @@ pub(crate) fn section(args: &Args, run: &Run, verdicts: &mut Vec<Verdict>) -> st
         quantile(&v, q)
     };
     let mut csv = String::from("measure,implementation,ns_per_load_median,ns_per_load_p10,ns_per_load_p90,samples\n");
-    let _ = writeln!(csv, "board_only,busline,{:.2},{:.2},{:.2},{}", median(&board), quant(&board, 0.1), quant(&board, 0.9), board.len());
-    let _ = writeln!(
-        csv,
-        "board_and_cancel,busline,{:.2},{:.2},{:.2},{}",
-        median(&cancel),
-        quant(&cancel, 0.1),
-        quant(&cancel, 0.9),
-        cancel.len()
-    );
+    for (&m, v) in measures.iter().zip(&samples) {
+        let (measure, implementation) = m.csv();
+        let _ = writeln!(csv, "{measure},{implementation},{:.2},{:.2},{:.2},{}", median(v), quant(v, 0.1), quant(v, 0.9), v.len());
+    }
     for (c, per) in &joined {
         let _ = writeln!(csv, "joined_1024_current_thread,{},{per:.2},,,{reps}", c.name());
     }
@@ -93,34 +99,45 @@ pub(crate) fn section(args: &Args, run: &Run, verdicts: &mut Vec<Verdict>) -> st
         "Current-thread runtime, one caller, u64 keys. **board**: the first poll of `load(k)` on a batcher whose window \
          (1 h) never closes in time: claim a seat, write the key, register the caller's waker (the bus's first request \
          also stamps the window and wakes the driver; the 1,024th wakes it again); timed over chunks of {CHUNK} polls, \
-         the futures dropped untimed after each chunk, then the driver runs and seals the full bus. **board + cancel**: \
-         the same poll, then the future is dropped at once (timed): adds marking the seat cancelled and releasing it. \
-         Median of {} chunks (p10–p90). Target: submit ≤ 20 ns.\n",
-        board.len()
+         the futures dropped untimed after each chunk, then the driver runs and seals the full bus. Held two ways: \
+         **in place**, the chunk's futures built into a vector, then each polled where it lies (as a task polls the \
+         future it owns; both steps timed), and **poll then move**, each built, polled, then moved into the vector \
+         (the move reads the future its poll has just written, a store-forwarding stall that async code never pays). \
+         **board + cancel**: the poll, then the future dropped at once (timed): adds marking the seat cancelled and \
+         releasing it. **floor**: the least a seat-ring submit costs on this machine (`benches/src/floor.rs`: one \
+         `fetch_add` to claim a seat, the key, the waker and a Release flag stored; no capacity check, overflow \
+         policy, segment table or driver), held the same two ways. The five measures' chunks are interleaved. Median \
+         of {chunks} chunks (p10–p90). Target: submit ≤ 20 ns, held either way.\n"
     );
     let _ = writeln!(s, "| measure | ns per load: median | p10–p90 | target ≤ 20 ns |");
     let _ = writeln!(s, "|---|---:|---:|---|");
-    let _ = writeln!(
-        s,
-        "| board (busline) | {:.1} | {:.1}–{:.1} | {} |",
-        median(&board),
-        quant(&board, 0.1),
-        quant(&board, 0.9),
-        yes(median(&board) <= SUBMIT_TARGET_NS)
-    );
-    let _ = writeln!(
-        s,
-        "| board + cancel (busline) | {:.1} | {:.1}–{:.1} | |",
-        median(&cancel),
-        quant(&cancel, 0.1),
-        quant(&cancel, 0.9)
-    );
+    for (&m, v) in measures.iter().zip(&samples) {
+        let verdict = if m == Measure::Cancel { String::new() } else { yes(median(v) <= SUBMIT_TARGET_NS).to_string() };
+        let _ = writeln!(s, "| {} | {:.1} | {:.1}–{:.1} | {verdict} |", m.name(), median(v), quant(v, 0.1), quant(v, 0.9));
+    }
+    for holding in Holding::ALL {
+        let (board, floor) = (median(of(Measure::Board(holding))), median(of(Measure::Floor(holding))));
+        let _ = writeln!(
+            s,
+            "\nHeld {}: busline's board costs {:.2}× the floor measured beside it ({:+.1} ns).",
+            holding.name(),
+            board / floor,
+            board - floor
+        );
+    }
     s += &run.caption();
+    let (in_place, moved) = (of(Measure::Board(Holding::InPlace)), of(Measure::Board(Holding::PollThenMove)));
     verdicts.push(Verdict::new(
         "submit (board: the first poll of `load`)",
         format!("≤ {SUBMIT_TARGET_NS:.0} ns"),
-        format!("{:.1} ns (p10–p90 {:.1}–{:.1})", median(&board), quant(&board, 0.1), quant(&board, 0.9)),
-        median(&board) <= SUBMIT_TARGET_NS,
+        format!(
+            "{:.1} ns in place, {:.1} ns polled then moved; this machine's floor {:.1} / {:.1} ns",
+            median(in_place),
+            median(moved),
+            median(of(Measure::Floor(Holding::InPlace))),
+            median(of(Measure::Floor(Holding::PollThenMove)))
+        ),
+        median(in_place) <= SUBMIT_TARGET_NS && median(moved) <= SUBMIT_TARGET_NS,
     ));
     let _ = writeln!(
         s,
@@ -144,3 +161,36 @@ pub(crate) fn section(args: &Args, run: &Run, verdicts: &mut Vec<Verdict>) -> st
     Ok(s)
 }
 
+
+/// One of the submit section's measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    /// busline's board.
+    Board(Holding),
+    /// busline's board, then the future dropped.
+    Cancel,
+    /// The machine's floor (`floor.rs`).
+    Floor(Holding),
+}
+
+impl Measure {
+    /// Its row in the report.
+    fn name(self) -> String {
+        match self {
+            Measure::Board(h) => format!("board, {} (busline)", h.name()),
+            Measure::Cancel => "board + cancel, poll then drop (busline)".into(),
+            Measure::Floor(h) => format!("floor, {} (one claim + the seat's stores)", h.name()),
+        }
+    }
+
+    /// Its `measure` and `implementation` columns in the CSV.
+    fn csv(self) -> (&'static str, &'static str) {
+        match self {
+            Measure::Board(Holding::InPlace) => ("board_in_place", "busline"),
+            Measure::Board(Holding::PollThenMove) => ("board_poll_then_move", "busline"),
+            Measure::Cancel => ("board_and_cancel", "busline"),
+            Measure::Floor(Holding::InPlace) => ("board_in_place", "floor"),
+            Measure::Floor(Holding::PollThenMove) => ("board_poll_then_move", "floor"),
+        }
+    }
+}
