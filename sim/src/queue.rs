@@ -5,12 +5,7 @@
 //! Four children per node halve the heap's depth against a binary heap, and both sifts move a
 //! hole rather than swapping, writing each entry once: at the simulator's sizes (a few to a
 //! few hundred pending events) `std`'s `BinaryHeap` with a tuple comparison took a tenth of a
-//! run, much of it in store-to-load stalls of its swaps. The order of the keys a sift-down
-//! compares is random, so a branch on it is mispredicted about every other time: the least of
-//! four children is picked with selects instead ([`min_of_four`]), from keys kept apart from
-//! the items and padded past the heap's end (see [`EventQueue`]). Measured on the fleet's
-//! 256-instance car run (callgrind's branch simulation, 2 × 10^5 requests): 2.1 M mispredicted
-//! branches before, 1.2 M after, for 4 % more instructions.
+//! run, much of it in store-to-load stalls of its swaps.
 //!
 //! Beside the heap, a *run*: a FIFO of events pushed in increasing key order
 //! ([`EventQueue::push_in_order`]). Some streams of events are scheduled in the order they
@@ -22,29 +17,17 @@
 
 use std::collections::VecDeque;
 
-/// A pending event of the run: its key and what it is.
+/// A pending event: its key and what it is.
 #[derive(Debug, Clone, Copy)]
 struct Entry<T> {
     key: u128,
     item: T,
 }
 
-/// Keys past the heap's end: larger than any event's (an event's sequence number is below
-/// `u64::MAX`), so a node with fewer than four children compares as if it had four.
-const PAD: usize = 3;
-
 /// A min-heap of `T` by `u128` key, and a run of events pushed in key order.
-///
-/// The heap keeps its keys and items in two arrays: the sift-down compares four children's
-/// keys, 64 contiguous bytes, and moves an item only once its place is decided. The keys are
-/// followed by [`PAD`] keys of `u128::MAX`, so every node's four children can be compared
-/// without a branch on where the heap ends (at a few dozen events, that branch goes either
-/// way, mispredicted as often as the comparisons themselves were).
 #[derive(Debug, Clone)]
 pub struct EventQueue<T> {
-    /// The heap's keys, then `PAD` times `u128::MAX`.
-    keys: Vec<u128>,
-    items: Vec<T>,
+    heap: Vec<Entry<T>>,
     /// Events in increasing key order (each pushed after every event in it).
     run: VecDeque<Entry<T>>,
 }
@@ -67,42 +50,28 @@ pub fn seq_of(key: u128) -> u64 {
     key as u64
 }
 
-/// The least of the four keys `keys[first..first + 4]` and its index, without a branch on
-/// their order (which is random: a branch on it is mispredicted about every other time).
-#[inline(always)]
-fn min_of_four(keys: &[u128], first: usize) -> (usize, u128) {
-    let k = &keys[first..first + 4];
-    let (a, ka) = if k[1] < k[0] { (1, k[1]) } else { (0, k[0]) };
-    let (b, kb) = if k[3] < k[2] { (3, k[3]) } else { (2, k[2]) };
-    if kb < ka { (first + b, kb) } else { (first + a, ka) }
-}
-
 impl<T: Copy> EventQueue<T> {
     /// An empty queue with room for `capacity` events.
     pub fn with_capacity(capacity: usize) -> EventQueue<T> {
-        let mut keys = Vec::with_capacity(capacity + PAD);
-        keys.resize(PAD, u128::MAX);
-        EventQueue { keys, items: Vec::with_capacity(capacity), run: VecDeque::with_capacity(capacity) }
+        EventQueue { heap: Vec::with_capacity(capacity), run: VecDeque::with_capacity(capacity) }
     }
 
     /// Events pending.
     pub fn len(&self) -> usize {
-        self.items.len() + self.run.len()
+        self.heap.len() + self.run.len()
     }
 
     /// Whether no event is pending.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.run.is_empty()
+        self.heap.is_empty() && self.run.is_empty()
     }
 
     /// The smallest key, if any.
     #[inline]
     pub fn peek_key(&self) -> Option<u128> {
-        // With the heap empty its first key is a pad, larger than every event's.
-        let heap = self.keys[0];
-        match self.run.front() {
-            Some(r) => Some(heap.min(r.key)),
-            None => (!self.items.is_empty()).then_some(heap),
+        match (self.heap.first(), self.run.front()) {
+            (Some(h), Some(r)) => Some(h.key.min(r.key)),
+            (h, r) => h.or(r).map(|e| e.key),
         }
     }
 
@@ -120,29 +89,24 @@ impl<T: Copy> EventQueue<T> {
     /// Adds `item` under `key`.
     #[inline]
     pub fn push(&mut self, key: u128, item: T) {
-        debug_assert!(key < u128::MAX, "the largest key is the heap's padding");
-        let mut hole = self.items.len();
-        // The new place is the first pad's: a pad more at the end.
-        self.keys.push(u128::MAX);
-        self.items.push(item);
+        let mut hole = self.heap.len();
+        self.heap.push(Entry { key, item });
         while hole > 0 {
             let parent = (hole - 1) / 4;
-            if self.keys[parent] <= key {
+            if self.heap[parent].key <= key {
                 break;
             }
-            self.keys[hole] = self.keys[parent];
-            self.items[hole] = self.items[parent];
+            self.heap[hole] = self.heap[parent];
             hole = parent;
         }
-        self.keys[hole] = key;
-        self.items[hole] = item;
+        self.heap[hole] = Entry { key, item };
     }
 
     /// Removes and returns the event of the smallest key.
     #[inline]
     pub fn pop(&mut self) -> Option<(u128, T)> {
         if let Some(r) = self.run.front()
-            && r.key < self.keys[0]
+            && self.heap.first().is_none_or(|h| r.key < h.key)
         {
             return self.run.pop_front().map(|e| (e.key, e.item));
         }
@@ -152,31 +116,29 @@ impl<T: Copy> EventQueue<T> {
     /// Removes and returns the heap's event of the smallest key.
     #[inline]
     fn pop_heap(&mut self) -> Option<(u128, T)> {
-        let last_item = self.items.pop()?;
-        let len = self.items.len();
-        // The last event's key becomes a pad; one pad fewer at the end.
-        let last_key = std::mem::replace(&mut self.keys[len], u128::MAX);
-        self.keys.pop();
-        let Some(&top_item) = self.items.first() else { return Some((last_key, last_item)) };
-        let top = (self.keys[0], top_item);
+        let last = self.heap.pop()?;
+        let Some(&top) = self.heap.first() else { return Some((last.key, last.item)) };
+        let len = self.heap.len();
         let mut hole = 0;
         loop {
             let first = 4 * hole + 1;
             if first >= len {
                 break;
             }
-            // `first + 3 < len + PAD`: the four children, pads included, are all there.
-            let (child, child_key) = min_of_four(&self.keys, first);
-            if child_key >= last_key {
+            let mut child = first;
+            for c in first + 1..(first + 4).min(len) {
+                if self.heap[c].key < self.heap[child].key {
+                    child = c;
+                }
+            }
+            if self.heap[child].key >= last.key {
                 break;
             }
-            self.keys[hole] = child_key;
-            self.items[hole] = self.items[child];
+            self.heap[hole] = self.heap[child];
             hole = child;
         }
-        self.keys[hole] = last_key;
-        self.items[hole] = last_item;
-        Some(top)
+        self.heap[hole] = last;
+        Some((top.key, top.item))
     }
 }
 
