@@ -5,9 +5,12 @@
 //! clock (`tokio::time::pause`, `#[tokio::test(start_paused = true)]`). A paused clock stands
 //! still until the runtime, idle with a tokio timer pending, jumps it to that timer; a deadline
 //! held by a thread of our own would never be seen by it. tokio cannot say whether it is
-//! paused, but a paused clock betrays itself: it reads the same instant twice while the OS
-//! clock has moved on. [`PauseDetector`] watches for that; from then on the driver keeps its
-//! deadlines with tokio's own `sleep_until`, which the paused clock honours.
+//! paused, but a clock that has been paused betrays itself at once: a running tokio clock is
+//! the OS clock (a tokio `Instant` wraps a `std` one), so a reading taken between two OS-clock
+//! readings lies between them, and a paused one lies in the past (or, jumped ahead by
+//! auto-advance, in the future). [`PauseDetector`] reads that way at every step of the driver;
+//! from the first step that sees it, the driver keeps its deadlines with tokio's own
+//! `sleep_until`, which the paused clock honours.
 
 use std::time::{Duration, Instant as StdInstant};
 
@@ -45,36 +48,32 @@ impl Clock {
     }
 }
 
-/// Tells, from successive readings, whether tokio's clock is paused. Sticky: once paused, a
-/// clock that resumes may have jumped, and tokio's `sleep_until` stays correct for it.
-#[derive(Debug)]
+/// Tells whether tokio's clock is (or has been) paused, from readings sandwiched between two
+/// OS-clock readings. Sticky: a clock that resumes after a pause runs offset from the OS clock,
+/// and tokio's `sleep_until` stays correct for it where the timer thread would not.
+#[derive(Debug, Default)]
 pub(crate) struct PauseDetector {
-    last: Instant,
-    last_std: StdInstant,
     paused: bool,
 }
 
 impl PauseDetector {
-    /// The OS clock must move at least this much between two readings for an unchanged tokio
-    /// reading to count as frozen (a running clock reads in nanoseconds, so any movement of the
-    /// OS clock shows in it).
-    const OS_MOVED: Duration = Duration::from_micros(1);
-
-    pub(crate) fn new(clock: &Clock) -> PauseDetector {
-        PauseDetector { last: clock.now(), last_std: StdInstant::now(), paused: false }
+    pub(crate) fn new() -> PauseDetector {
+        PauseDetector::default()
     }
 
-    /// Records the reading `now` (just taken from `clock`); returns whether the clock is paused.
+    /// Reads `clock` (now, on tokio's clock); also returns whether tokio's clock is paused.
     #[inline]
-    pub(crate) fn observe(&mut self, now: Instant) -> bool {
-        if !self.paused {
-            let now_std = StdInstant::now();
-            if now == self.last && now_std.duration_since(self.last_std) >= Self::OS_MOVED {
-                self.paused = true;
-            }
-            self.last = now;
-            self.last_std = now_std;
+    pub(crate) fn read(&mut self, clock: &Clock) -> (Instant, bool) {
+        if self.paused {
+            return (clock.now(), true);
         }
-        self.paused
+        let before = StdInstant::now();
+        let tokio_now = tokio::time::Instant::now();
+        let after = StdInstant::now();
+        let tokio_std = tokio_now.into_std();
+        // A running clock read between `before` and `after` lies between them.
+        self.paused = tokio_std < before || tokio_std > after;
+        let elapsed = tokio_now.saturating_duration_since(clock.origin);
+        (Instant::from_nanos(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)), self.paused)
     }
 }

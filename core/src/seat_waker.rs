@@ -59,12 +59,12 @@ impl SeatWaker {
     /// No other thread accesses the cell until it is handed over by a later Release (the
     /// seat's store of `WRITTEN`), and no wake or registration is in progress on it.
     #[inline(always)]
-    pub(crate) unsafe fn init(&self, waker: &Waker) {
+    pub(crate) unsafe fn init(&self, waker: Waker) {
         // SAFETY: exclusive access, guaranteed by the caller. The cell is empty (a new seat, or
         // one its reset cleared), so nothing is dropped: a plain write, no check of an old waker.
         self.waker.with_mut(|cell| unsafe {
             debug_assert!((*cell).is_none(), "`init` on a seat whose waker was not cleared");
-            cell.write(Some(waker.clone()))
+            cell.write(Some(waker))
         });
     }
 

@@ -127,14 +127,16 @@ impl<K, V, E> Shared<K, V, E> {
     }
 
     /// Waits until the bus that was boarding as `{ epoch, slot }` = `boarding` has left (or the
-    /// batcher closed): register, then announce and check, as a producer that found the bus
-    /// full does (`Ring::want_room`).
+    /// batcher closed), or the stall has ended: register, then announce and check, as a
+    /// producer that found the bus full does (`signals::room_or_unstalled`).
     #[cfg(feature = "tower")]
     pub(crate) async fn room_after(&self, boarding: u64) {
         let notified = self.room.notified();
         let mut notified = std::pin::pin!(notified);
         notified.as_mut().enable();
-        if self.ring.want_room(boarding) {
+        // Or until the stall ends without a seal (the bus seen full left before `boarding` was
+        // read, and the next one is not stuck).
+        if signals::room_or_unstalled(&self.ring, &self.signals, boarding) {
             return;
         }
         notified.await;

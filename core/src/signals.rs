@@ -179,8 +179,10 @@ impl Signals {
         }
     }
 
-    /// Driver: records whether a full bus is stuck. Writes only on a change.
-    pub fn set_stalled(&self, stalled: bool) {
+    /// Driver: records whether a full bus is stuck. Writes only on a change; returns whether it
+    /// cleared the flag (then the driver must also wake whoever waits for room, see
+    /// `Shared::room_after`).
+    pub fn set_stalled(&self, stalled: bool) -> bool {
         let was = self.flags.load(Ordering::Relaxed) & STALLED != 0;
         if was != stalled {
             if stalled {
@@ -189,6 +191,7 @@ impl Signals {
                 self.flags.fetch_and(!STALLED, Ordering::Relaxed);
             }
         }
+        was && !stalled
     }
 
     /// Caller under `RunAlone`: admits a solo run, unless shutdown was requested (then `false`:
@@ -347,6 +350,9 @@ pub fn board<K, R>(
     waker: &Waker,
     stamp: impl FnOnce(&Slot<K, R>),
 ) -> Boarded<K> {
+    // Cloned before the claim: the clone is the caller's executor's code, and a panic in it
+    // after the claim would leave a claimed seat unwritten, which the driver waits for.
+    let waker = waker.clone();
     let (slot, index) = match ring.claim() {
         Claim::Seat { slot, index } => (slot, index),
         Claim::Full { boarding } => return Boarded::Full { boarding, key },
@@ -413,7 +419,11 @@ pub fn admit<K, R>(
     waker: &Waker,
     stamp: impl FnOnce(&Slot<K, R>),
 ) -> Admission<K> {
-    match signals.gate() {
+    // BROKEN ON PURPOSE (loom-tests) under `Bug::ShutdownGate`: only the policies that decide
+    // at once read the gate (the engine before a review), so a `Wait` load after the request
+    // boards the bus the driver has not closed yet.
+    let gate = if broken(Bug::ShutdownGate) && overflow == Overflow::Wait { Gate::Open } else { signals.gate() };
+    match gate {
         Gate::Open => {}
         // Refused from the moment shutdown is requested, under every policy (the ring is
         // closed only when the driver gets to it).
@@ -438,6 +448,34 @@ fn at_capacity<K>(signals: &Signals, overflow: Overflow, key: K) -> Admission<K>
         _ if signals.begin_alone() => Admission::RunAlone(key),
         _ => Admission::Closed(key),
     }
+}
+
+/// Driver, after its departures: records whether a full bus is stuck (the stall flag that
+/// `Reject`, `RunAlone` and a `tower` caller's readiness read). Returns whether the waiters for
+/// room must be notified: the flag was cleared and a wait was announced since the last seal
+/// (see [`room_or_unstalled`]).
+pub fn update_stall<K, R>(ring: &Ring<K, R>, signals: &Signals, stalled: bool) -> bool {
+    let cleared = signals.set_stalled(stalled);
+    // BROKEN ON PURPOSE (loom-tests) under `Bug::Unstall`: the end of a stall wakes nobody, so
+    // a waiter that read the boarding word after the seal sleeps until the next seal.
+    cleared && !broken(Bug::Unstall) && ring.take_room_wanted()
+}
+
+/// A waiter for room that does not claim (a `tower` caller whose readiness saw the stall and
+/// then the boarding word `boarding`), after it has registered for the notification: announces
+/// itself, then returns whether it may go on without waiting: the bus has moved on, or the
+/// stall has ended. If not, [`update_stall`] (or the next seal) notifies it.
+///
+/// The driver clears the flag, then takes the announcement (an AcqRel swap); the waiter
+/// announces (an AcqRel swap), then reads the flag. The swaps are ordered: if the driver's
+/// came first, the waiter's acquired the clearing; if the waiter's came first, the driver
+/// sees the announcement.
+#[cfg_attr(
+    not(any(feature = "tower", busline_loom)),
+    allow(dead_code, reason = "the tower service's readiness and the loom models only")
+)]
+pub fn room_or_unstalled<K, R>(ring: &Ring<K, R>, signals: &Signals, boarding: u64) -> bool {
+    ring.want_room(boarding) || signals.gate() != Gate::Stalled
 }
 
 /// The driver, going away before it finished (its runtime is shutting down): closes the ring,
@@ -470,6 +508,8 @@ enum Bug {
     DriverLook,
     SoloAdmission,
     Abandon,
+    Unstall,
+    ShutdownGate,
 }
 
 #[cfg(not(busline_loom))]

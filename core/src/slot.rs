@@ -175,13 +175,13 @@ impl<K, R> Slot<K, R> {
     ///
     /// As for [`write`](Slot::write).
     #[inline(always)]
-    pub unsafe fn write_with_waker(&self, index: usize, key: K, waker: &Waker) {
+    pub unsafe fn write_with_waker(&self, index: usize, key: K, waker: Waker) {
         // SAFETY: forwarded from the caller.
         unsafe { self.write_seat(index, key, Some(waker)) }
     }
 
     #[inline(always)]
-    unsafe fn write_seat(&self, index: usize, key: K, waker: Option<&Waker>) {
+    unsafe fn write_seat(&self, index: usize, key: K, waker: Option<Waker>) {
         // SAFETY: the caller claimed seat `index` in this epoch.
         let entry = unsafe { self.seats.get_or_install(index) };
         // SAFETY: the claim grants this producer the only access to the seat while it is

@@ -146,6 +146,11 @@ mod broken {
         /// `Slot::wake` wakes a seat without waiting for it to be written, racing the waker
         /// its producer stores with the key.
         WakeUnwritten,
+        /// `signals::update_stall` clears the stall flag without taking the announcements of
+        /// waiters for room.
+        Unstall,
+        /// `signals::admit` reads the shutdown flag only for `Reject` and `RunAlone`.
+        ShutdownGate,
     }
 
     thread_local! {

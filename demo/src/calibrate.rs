@@ -19,12 +19,19 @@
 //! **Servers and contention.** An embedded database (SQLite) runs its queries on the
 //! application's threads: `n` connections do not run `n` queries at once when the machine has
 //! fewer cores; a server database has its own limits. So `servers` is not assumed to be the
-//! pool size: both `servers` = `s` and `c` are fitted to what the closed-loop cells did. With
-//! `n` clients always busy, `m = min(n, s)` queries run, each at rate `1 / (1 + c (m − 1))`, so
-//! a call takes `R(n, k) = S(1, k) · (n / m) · (1 + c (m − 1))`. For every `s` from 1 to the
-//! pool, `c` minimises the absolute log error of `R` summed over every cell with `n` > 1 (all
+//! pool size: `servers` = `s` and the contention are fitted to what the closed-loop cells did.
+//! With `n` clients always busy, `m = min(n, s)` queries run, each at rate
+//! `1 / (1 + c (m − 1))`, so a call takes `R(n, k) = S(1, k) · (n / m) · (1 + c (m − 1))`.
+//! The contention depends on the query's size (a single-id query on SQLite is mostly
+//! hand-offs between threads, a 1,000-id one keeps a core busy): `c` is the base's
+//! contention `c_b` and the per-key part's `c_k` weighted by the two parts' means at `n` = 1,
+//! `c(k) = (c_b base + c_k per_key k) / (base + per_key k)`, as the simulator applies them
+//! (`[db] contention` and `per_key_contention`). For every `s` from 1 to the pool, `(c_b, c_k)`
+//! minimise the absolute log error of `R` summed over every cell with `n` > 1 (all
 //! concurrencies and all `k` at once, and absolute rather than squared, so no single noisy
-//! cell or row decides), and the `s` with the smallest error is written. The machine's core count is reported beside it.
+//! cell or row decides), and the `s` with the smallest error is written. The one-factor fit
+//! (`c_b = c_k`, the model before) is kept beside it for the report. The machine's core count
+//! is reported beside it.
 //!
 //! **Spread.** The spread of single-key times sets the lognormal's shape:
 //! `sigma = (ln q84 − ln q16) / 2` (a lognormal's, read from its middle 68 %, so the few queries
@@ -94,11 +101,16 @@ pub struct Line {
 pub struct ServerFit {
     /// Queries that run at once.
     pub servers: u32,
-    /// Slow-down per extra running query (>= 0).
+    /// Slow-down of a query's base per extra running query (>= 0).
     pub contention: f64,
+    /// Slow-down of a query's per-key part per extra running query (>= 0).
+    pub per_key_contention: f64,
     /// Mean absolute error of `ln R` over the cells with more than one client (0.1: about
     /// 10 %).
     pub mean_abs_log_error: f64,
+    /// The best single factor for both parts (the model before contention by size), and its
+    /// error.
+    pub one_factor: (f64, f64),
 }
 
 /// The measured cost model.
@@ -120,8 +132,10 @@ pub struct CostModel {
     pub server_fits: Vec<ServerFit>,
     /// The scenario's `servers`: the candidate with the smallest error.
     pub servers: u32,
-    /// The scenario's `contention`: that candidate's.
+    /// The scenario's `contention` (of a query's base): that candidate's.
     pub contention: f64,
+    /// The scenario's `per_key_contention`: that candidate's.
+    pub per_key_contention: f64,
     /// Lognormal shape from the single-key spread (`log_spread` at concurrency 1, one id).
     pub lognormal_sigma: f64,
     /// A single-id query's wake-up after the database was idle at least [`WAKE_AFTER_US`]:
@@ -429,20 +443,46 @@ pub fn closed_loop_ratio(n: u32, servers: u32, c: f64) -> f64 {
 /// far beyond any sharing of cores; a fit that wants more has a broken cell).
 const MAX_CONTENTION: f64 = 10.0;
 
-/// The `contention` that best reproduces `cells` (`(n, measured time / time alone)`, `n` > 1)
-/// with `servers`, and its mean absolute log error. Least absolute deviations, not squares: a
-/// median-like fit, so one spoiled cell cannot pull `c`; a grid of 0.001 over [0, 10] finds
-/// the minimum without assuming the error's shape.
-fn fit_contention(cells: &[(u32, f64)], servers: u32) -> ServerFit {
-    let err = |c: f64| cells.iter().map(|&(n, r)| (r.ln() - closed_loop_ratio(n, servers, c).ln()).abs()).sum::<f64>();
-    let steps = (MAX_CONTENTION * 1000.0) as u32;
-    let (best, e) = (0..=steps)
-        .map(|i| f64::from(i) / 1000.0)
-        .map(|c| (c, err(c)))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .expect("at least one step");
-    let mean_abs = if cells.is_empty() { 0.0 } else { e / cells.len() as f64 };
-    ServerFit { servers, contention: best, mean_abs_log_error: mean_abs }
+/// A query's contention by size: `c_b` and `c_k` weighted by the parts' means
+/// (`base_ms`, `per_key_ms` × `keys`), as the simulator's `[db]` applies them.
+pub fn sized_contention(c_b: f64, c_k: f64, base_ms: f64, per_key_ms: f64, keys: u32) -> f64 {
+    let per_key = per_key_ms * f64::from(keys);
+    let total = base_ms + per_key;
+    if total > 0.0 { (c_b * base_ms + c_k * per_key) / total } else { c_b }
+}
+
+/// The grid's step: 0.001 (finer than any cell's noise).
+const STEP: f64 = 0.001;
+
+/// The `(c_b, c_k)` that best reproduce `cells` (`(n, k, measured time / time alone)`, `n` > 1)
+/// with `servers` and the line at `n` = 1, `(base_ms, per_key_ms)`, and the mean absolute log
+/// error; and the best single factor with its error. Least absolute deviations, not squares: a
+/// median-like fit, so one spoiled cell cannot pull it. The single factor is searched on a grid
+/// of 0.001 over [0, 10]; the pair on a grid of 0.05 over [0, 10]², then of 0.001 around the
+/// best point (the error is piecewise smooth in each factor: no shape assumed beyond that).
+fn fit_contention(cells: &[(u32, u32, f64)], servers: u32, (base_ms, per_key_ms): (f64, f64)) -> ServerFit {
+    let err = |c_b: f64, c_k: f64| {
+        cells
+            .iter()
+            .map(|&(n, k, r)| (r.ln() - closed_loop_ratio(n, servers, sized_contention(c_b, c_k, base_ms, per_key_ms, k)).ln()).abs())
+            .sum::<f64>()
+    };
+    let mean = |e: f64| if cells.is_empty() { 0.0 } else { e / cells.len() as f64 };
+    let grid = |from: f64, to: f64, step: f64| {
+        let n = ((to - from) / step).round() as u32;
+        (0..=n).map(move |i| (from + f64::from(i) * step).clamp(0.0, MAX_CONTENTION))
+    };
+    let best = |points: &mut dyn Iterator<Item = (f64, f64)>| {
+        points.map(|(b, k)| (b, k, err(b, k))).min_by(|x, y| x.2.total_cmp(&y.2)).expect("at least one point")
+    };
+    let (one, _, e_one) = best(&mut grid(0.0, MAX_CONTENTION, STEP).map(|c| (c, c)));
+    let coarse = 50.0 * STEP;
+    let (b0, k0, _) = best(&mut grid(0.0, MAX_CONTENTION, coarse).flat_map(|b| grid(0.0, MAX_CONTENTION, coarse).map(move |k| (b, k))));
+    let (b, k, e) = best(&mut grid(b0 - coarse, b0 + coarse, STEP).flat_map(|b| grid(k0 - coarse, k0 + coarse, STEP).map(move |k| (b, k))));
+    // The pair cannot do worse than the single factor (a point of its plane); a coarse grid
+    // that missed the single factor's valley falls back to it.
+    let (b, k, e) = if e <= e_one { (b, k, e) } else { (one, one, e_one) };
+    ServerFit { servers, contention: b, per_key_contention: k, mean_abs_log_error: mean(e), one_factor: (one, mean(e_one)) }
 }
 
 /// Fits the model to measured points (see the module docs).
@@ -469,23 +509,24 @@ pub fn fit(backend: &str, pool_size: u32, points: Vec<CostPoint>) -> Result<Cost
         .collect();
     let one = lines.iter().find(|l| l.concurrency == 1).ok_or_else(|| anyhow!("calibration needs concurrency 1"))?;
     // Every cell with more than one client, as its time over the same `k` alone.
-    let ratios: Vec<(u32, f64)> = points
+    let ratios: Vec<(u32, u32, f64)> = points
         .iter()
         .filter(|p| p.concurrency > 1)
         .filter_map(|p| {
             let solo = points.iter().find(|q| q.concurrency == 1 && q.keys == p.keys)?;
             let r = p.mean_ms / solo.mean_ms;
-            (r.is_finite() && r > 0.0).then_some((p.concurrency, r))
+            (r.is_finite() && r > 0.0).then_some((p.concurrency, p.keys, r))
         })
         .collect();
-    let server_fits: Vec<ServerFit> = (1..=pool_size.max(1)).map(|s| fit_contention(&ratios, s)).collect();
+    let line = (one.base_ms, one.per_key_ms);
+    let server_fits: Vec<ServerFit> = (1..=pool_size.max(1)).map(|s| fit_contention(&ratios, s, line)).collect();
     // The smallest error; on a tie (no cell tells them apart) the pool size, the larger.
     let chosen = server_fits
         .iter()
         .rev()
         .min_by(|a, b| a.mean_abs_log_error.total_cmp(&b.mean_abs_log_error))
         .copied()
-        .unwrap_or(ServerFit { servers: pool_size, contention: 0.0, mean_abs_log_error: 0.0 });
+        .unwrap_or(ServerFit { servers: pool_size, contention: 0.0, per_key_contention: 0.0, mean_abs_log_error: 0.0, one_factor: (0.0, 0.0) });
     let sigma = points.iter().find(|p| p.concurrency == 1 && p.keys == 1).map_or(0.5, |p| p.log_spread);
     Ok(CostModel {
         backend: backend.to_string(),
@@ -495,6 +536,7 @@ pub fn fit(backend: &str, pool_size: u32, points: Vec<CostPoint>) -> Result<Cost
         server_fits,
         servers: chosen.servers,
         contention: chosen.contention,
+        per_key_contention: chosen.per_key_contention,
         lognormal_sigma: sigma,
         wake: None,
         points,
@@ -503,6 +545,23 @@ pub fn fit(backend: &str, pool_size: u32, points: Vec<CostPoint>) -> Result<Cost
 }
 
 impl CostModel {
+    /// The model before contention by size: the `servers` whose single factor fits best, and
+    /// that factor (for both parts of a query).
+    pub fn one_factor(&self) -> (u32, f64) {
+        self.server_fits
+            .iter()
+            .rev()
+            .min_by(|a, b| a.one_factor.1.total_cmp(&b.one_factor.1))
+            .map_or((self.servers, self.contention), |f| (f.servers, f.one_factor.0))
+    }
+
+    /// The `--set` overrides that put [`one_factor`](CostModel::one_factor) into this model's
+    /// scenario.
+    pub fn one_factor_overrides(&self) -> Vec<String> {
+        let (servers, c) = self.one_factor();
+        vec![format!("db.servers={servers}"), format!("db.contention={c}"), format!("db.per_key_contention={c}")]
+    }
+
     /// The simulator scenario of this database: the cost model as `[db]`, the demo's batcher
     /// limits as `[policy]`, the batcher driver's measured delays (if given) as `[driver]`, and
     /// a trace (relative to the scenario file) as `[traffic]`. Policy and trace are overridden
@@ -517,9 +576,17 @@ impl CostModel {
         for l in &self.lines {
             let _ = writeln!(s, "#   {}: {:.5} + {:.6} x ids", l.concurrency, l.base_ms, l.per_key_ms);
         }
-        let _ = writeln!(s, "# servers and contention, fitted to every cell with more than one client (mean absolute log error):");
+        let _ = writeln!(
+            s,
+            "# servers and contention (base, per key), fitted to every cell with more than one client (mean absolute log error;\n\
+             # one factor for both: the model before contention by size):"
+        );
         for f in &self.server_fits {
-            let _ = writeln!(s, "#   servers {}: contention {:.3}, error {:.3}", f.servers, f.contention, f.mean_abs_log_error);
+            let _ = writeln!(
+                s,
+                "#   servers {}: contention {:.3}, per key {:.3}, error {:.3} (one factor {:.3}, error {:.3})",
+                f.servers, f.contention, f.per_key_contention, f.mean_abs_log_error, f.one_factor.0, f.one_factor.1
+            );
         }
         let _ = writeln!(s, "name = \"{name}\"");
         let _ = writeln!(s, "seed = 1\n");
@@ -530,6 +597,7 @@ impl CostModel {
         let _ = writeln!(s, "base_ms = {:.6}", self.base_ms);
         let _ = writeln!(s, "per_key_ms = {:.8}", self.per_key_ms);
         let _ = writeln!(s, "contention = {:.4}", self.contention);
+        let _ = writeln!(s, "per_key_contention = {:.4}", self.per_key_contention);
         let _ = writeln!(s, "lognormal_sigma = {:.4}\n", self.lognormal_sigma);
         let _ = writeln!(s, "[policy]\nkind = \"natural\"\nmax_batch = 1024\nmax_in_flight = {}", self.pool_size);
         let _ = writeln!(s, "window_ms = 1.0\nthreshold = 2\nlatency_budget_ms = 1.0");
@@ -616,6 +684,30 @@ mod tests {
         assert_eq!(m.servers, 4);
         assert!((m.contention - 0.2).abs() < 1e-9, "{}", m.contention);
         assert_eq!(m.lognormal_sigma, 0.3);
+    }
+
+    #[test]
+    fn contention_by_size_is_recovered() {
+        // Three places; a query's base contends 0.3 per extra running query, its per-key part
+        // 1.2: small queries slow each other less than large ones. One factor cannot fit both.
+        let (base, per_key) = (0.025, 0.0036);
+        let pts = [1u32, 10, 50, 200, 1000]
+            .iter()
+            .flat_map(|&k| {
+                let s = base + per_key * f64::from(k);
+                let c = sized_contention(0.3, 1.2, base, per_key, k);
+                (1..=4).map(move |n| point(n, k, s * closed_loop_ratio(n, 3, c)))
+            })
+            .collect();
+        let m = fit("sqlite", 4, pts).unwrap();
+        assert_eq!(m.servers, 3, "{:?}", m.server_fits);
+        assert!((m.contention - 0.3).abs() < 0.002 && (m.per_key_contention - 1.2).abs() < 0.002, "{:?}", m.server_fits);
+        let f = m.server_fits[2];
+        assert!(f.mean_abs_log_error < 1e-3 && f.one_factor.1 > 0.05, "{f:?}");
+        // What the simulator is told.
+        let text = m.scenario_toml("db-sqlite", "trace.csv", "test", None);
+        let s = busline_sim::Scenario::parse_with(&text, Path::new("."), &[]).unwrap();
+        assert!((s.db.contention - 0.3).abs() < 0.002 && (s.db.per_key_contention.unwrap() - 1.2).abs() < 0.002);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`calibrate`]: the cost model and its scenario; [`reaction`]: the batcher driver's delays;
 //!   [`simcheck`]: the simulator's predictions.
 //! - [`sched`]: the CPU a replay used and its wait for a core.
+//! - [`segments`]: the requests split by the part of the trace they arrived in.
 //! - [`rounds`]: each contender replayed a few times, interleaved; medians and spreads.
 //! - [`report`]: `reports/db/` (README, CSV, plot).
 #![deny(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod replay;
 pub mod report;
 pub mod rounds;
 pub mod sched;
+pub mod segments;
 pub mod simcheck;
 pub mod sqlite_trace;
 pub mod trace;

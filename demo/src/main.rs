@@ -12,6 +12,7 @@ use busline_demo::reaction::{self, DriverModel};
 use busline_demo::replay::{ContenderSpec, contenders, replay};
 use busline_demo::report::{self, Provenance, Run};
 use busline_demo::rounds::{self, Contended, Replayed};
+use busline_demo::segments;
 use busline_demo::simcheck::{NO_DRIVER, REACTION_ONLY, predict, predict_with};
 use busline_demo::trace::{self, TraceSpec};
 use clap::{Parser, Subcommand};
@@ -154,13 +155,14 @@ async fn run_cli(cli: Cli) -> Result<()> {
             model.write_scenario(&out, &format!("db-{}", db.backend()), &rel, &provenance_lines(&provenance), Some(&driver))?;
             pb.finish_and_clear();
             println!(
-                "wrote {} (base {:.4} ms + {:.6} ms/key, servers {}, contention {:.3}; driver reaction median {:.1} µs, \
+                "wrote {} (base {:.4} ms + {:.6} ms/key, servers {}, contention {:.3} + {:.3} per key; driver reaction median {:.1} µs, \
                  after a deadline {:.1} µs, launch {:.1} µs)",
                 out.display(),
                 model.base_ms,
                 model.per_key_ms,
                 model.servers,
                 model.contention,
+                model.per_key_contention,
                 driver.reaction.at(0.5),
                 driver.timer_reaction.at(0.5),
                 driver.launch.at(0.5)
@@ -231,7 +233,13 @@ async fn run_cli(cli: Cli) -> Result<()> {
                     let instant = predict_with(&scenario, &path, c, &NO_DRIVER)?;
                     // And with the driver as modelled before the way back and the wake-up.
                     let reaction_only = predict_with(&scenario, &path, c, &REACTION_ONLY)?;
-                    rounds.push(Replayed { measured: m, predicted, instant, reaction_only });
+                    // And with one contention for every query size (the model before).
+                    let one_factor_sets = model.one_factor_overrides();
+                    let one_factor_sets: Vec<&str> = one_factor_sets.iter().map(String::as_str).collect();
+                    let one_factor = predict_with(&scenario, &path, c, &one_factor_sets)?;
+                    let parts = segments::split(&spec, &arrivals, &m, &scenario, &path, c)?;
+                    let tail = segments::tail(&spec, &arrivals, &m);
+                    rounds.push(Replayed { measured: m, predicted, instant, reaction_only, one_factor, parts, tail });
                 }
                 contended.push(Contended { label: c.label.clone(), rounds });
             }

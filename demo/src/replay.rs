@@ -105,6 +105,10 @@ pub struct Measured {
     pub driver: Option<ReplayDriver>,
     /// Where each request's latency went.
     pub stages: Stages,
+    /// Every request, in trace order: its actual arrival (ns from the replay's start, the
+    /// trace's instant 0), its latency and its stages (`None` where its bus was not found):
+    /// the segments' table splits them by the part of the trace they arrived in.
+    pub rows: Vec<RequestRow>,
     /// The CPU this process used during the replay, and its threads' wait for a core
     /// (`None` where the scheduler's statistics cannot be read).
     pub usage: Option<crate::sched::Usage>,
@@ -126,10 +130,29 @@ pub struct Stages {
 }
 
 impl Stages {
+    /// Adds one request's stages (to seal, to connection, query, way back), ns.
+    pub fn record(&mut self, [seal, connection, query, back]: [u64; 4]) {
+        self.to_seal.record(seal);
+        self.to_connection.record(connection);
+        self.query.record(query);
+        self.way_back.record(back);
+    }
+
     /// The mean of each stage, ms, in order: to seal, to connection, query, way back.
     pub fn means_ms(&self) -> [f64; 4] {
         [&self.to_seal, &self.to_connection, &self.query, &self.way_back].map(|h| h.mean() / 1e6)
     }
+}
+
+/// One request of a replay: see [`Measured::rows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestRow {
+    /// Its call, ns from the replay's start.
+    pub at_ns: u64,
+    /// Call to answer, ns.
+    pub latency_ns: u64,
+    /// To seal, to connection, query, way back, ns (as [`Stages`]).
+    pub stages: Option<[u64; 4]>,
 }
 
 /// The batcher driver's delays as they were in one replay, against the real database (see
@@ -357,17 +380,17 @@ pub async fn replay(
         arrivals.push(Arrival { at_ns: at, id: a.id });
     }
     arrivals.sort_unstable();
-    let (driver, stages) = match spec.contender {
+    let (driver, stages, per_request) = match spec.contender {
         Contender::Direct => {
             let mut stages = Stages::default();
+            let mut per_request = Vec::with_capacity(records.len());
             for r in records.iter() {
                 let (c, q, l) = (r.connected_ns.load(Ordering::Relaxed), r.queried_ns.load(Ordering::Relaxed), r.latency_ns.load(Ordering::Relaxed));
-                stages.to_seal.record(0);
-                stages.to_connection.record(c);
-                stages.query.record(q.saturating_sub(c));
-                stages.way_back.record(l.saturating_sub(q));
+                let row = [0, c, q.saturating_sub(c), l.saturating_sub(q)];
+                stages.record(row);
+                per_request.push(Some(row));
             }
-            (None, stages)
+            (None, stages, per_request)
         }
         Contender::Batched(policy) => {
             let called: Vec<Instant> =
@@ -375,10 +398,19 @@ pub async fn replay(
             let answered: Vec<Instant> =
                 records.iter().zip(&called).map(|(r, &c)| c + Duration::from_nanos(r.latency_ns.load(Ordering::Relaxed))).collect();
             let log = std::mem::take(&mut *buses.lock().expect("bus log lock"));
-            let (driver, stages) = replay_driver(policy, max_in_flight, trace, (&called, &answered), log);
-            (Some(driver), stages)
+            let (driver, stages, per_request) = replay_driver(policy, max_in_flight, trace, (&called, &answered), log);
+            (Some(driver), stages, per_request)
         }
     };
+    let rows = records
+        .iter()
+        .zip(per_request)
+        .map(|(r, stages)| RequestRow {
+            at_ns: r.arrival_ns.load(Ordering::Relaxed),
+            latency_ns: r.latency_ns.load(Ordering::Relaxed),
+            stages,
+        })
+        .collect();
     let pool_wait = waits.lock().expect("histogram lock").clone();
     Ok(Measured {
         label: spec.label.clone(),
@@ -393,6 +425,7 @@ pub async fn replay(
         arrivals,
         driver,
         stages,
+        rows,
         usage,
     })
 }
@@ -406,7 +439,7 @@ fn replay_driver(
     trace: &[Arrival],
     (called, answered): (&[Instant], &[Instant]),
     log: Vec<Logged>,
-) -> (ReplayDriver, Stages) {
+) -> (ReplayDriver, Stages, Vec<Option<[u64; 4]>>) {
     let mut by_id: std::collections::HashMap<i64, Vec<usize>> = std::collections::HashMap::new();
     for (i, a) in trace.iter().enumerate() {
         by_id.entry(a.id).or_default().push(i);
@@ -428,13 +461,18 @@ fn replay_driver(
         })
         .collect();
     let mut stages = Stages::default();
+    let mut per_request = vec![None; called.len()];
     for (b, l) in buses.iter().zip(&log) {
         for &i in &b.passengers {
             let i = i as usize;
-            stages.to_seal.record(nanos(l.sealed.saturating_duration_since(called[i])));
-            stages.to_connection.record(nanos(l.acquired.saturating_duration_since(l.sealed)));
-            stages.query.record(nanos(l.finished.saturating_duration_since(l.acquired)));
-            stages.way_back.record(nanos(answered[i].saturating_duration_since(l.finished)));
+            let row = [
+                nanos(l.sealed.saturating_duration_since(called[i])),
+                nanos(l.acquired.saturating_duration_since(l.sealed)),
+                nanos(l.finished.saturating_duration_since(l.acquired)),
+                nanos(answered[i].saturating_duration_since(l.finished)),
+            ];
+            stages.record(row);
+            per_request[i] = Some(row);
         }
     }
     let table = |xs: Vec<f64>| Delay::of(xs).ok();
@@ -451,7 +489,7 @@ fn replay_driver(
         answer: table(answer),
         answer_per_caller_us,
     };
-    (driver, stages)
+    (driver, stages, per_request)
 }
 
 /// A duration in whole ns (saturating).

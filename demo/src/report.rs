@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::calibrate::CostModel;
 use crate::reaction::DriverModel;
 use crate::rounds::{Contended, Spread};
+use crate::segments;
 use crate::simcheck::{GOAL_MEAN, GOAL_P99, GOAL_QUERIES};
 use crate::trace::TraceSpec;
 
@@ -125,7 +126,8 @@ fn csv(run: &Run) -> String {
          arrival_lag_p99_ms,sim_queries,sim_latency_mean_ms,sim_latency_p99_ms,err_queries,err_mean,err_p99,\
          sim_no_driver_queries,sim_no_driver_latency_mean_ms,sim_no_driver_latency_p99_ms,\
          to_seal_mean_ms,to_connection_mean_ms,query_mean_ms,way_back_mean_ms,\
-         sim_to_seal_mean_ms,sim_to_connection_mean_ms,sim_query_mean_ms,sim_way_back_mean_ms,cpu_ms,waiting_for_a_core_ms\n",
+         sim_to_seal_mean_ms,sim_to_connection_mean_ms,sim_query_mean_ms,sim_way_back_mean_ms,cpu_ms,waiting_for_a_core_ms,\
+         sim_one_factor_queries,sim_one_factor_latency_mean_ms,sim_one_factor_latency_p99_ms\n",
     );
     for c in &run.contenders {
         for (round, r) in c.rounds.iter().enumerate() {
@@ -172,6 +174,8 @@ fn csv(run: &Run) -> String {
                 }
                 None => s.push_str(",,"),
             }
+            let o = &r.one_factor;
+            let _ = write!(s, ",{:.1},{:.4},{:.4}", o.queries, o.mean_ms, o.p99_ms);
             s.push('\n');
         }
     }
@@ -292,26 +296,35 @@ fn section(run: &Run) -> String {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let _ = writeln!(
         s,
-        "\n`servers` (queries that really run at once) and `contention` (with `m` running, each progresses at rate \
-         1 / (1 + contention (m − 1))) are fitted together to every cell with `n` > 1: `n` clients always busy take \
-         `(n / m) (1 + contention (m − 1))` times as long as one alone, `m = min(n, servers)`. The machine has {cores} cores \
-         (an embedded database runs on the application's threads, so its queries cannot all run at once beyond them):\n"
+        "\n`servers` (queries that really run at once) and the contention (with `m` running, a query progresses at rate \
+         1 / (1 + c (m − 1))) are fitted together to every cell with `n` > 1: `n` clients always busy take \
+         `(n / m) (1 + c (m − 1))` times as long as one alone, `m = min(n, servers)`. A query's `c` depends on its size: \
+         its base contends by `contention`, its per-key part by `per_key_contention`, and `c` is the two weighted by the \
+         parts' means at `n` = 1 (`sim/src/db.rs`). Beside it, the best single factor for every size (the model before). \
+         The machine has {cores} cores (an embedded database runs on the application's threads, so its queries cannot all \
+         run at once beyond them):\n"
     );
-    let _ = writeln!(s, "| servers | contention | mean abs. log error |");
-    let _ = writeln!(s, "|---:|---:|---:|");
+    let _ = writeln!(s, "| servers | contention (base) | per-key contention | mean abs. log error | one factor | its error |");
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
     for f in &m.server_fits {
         let chosen = if f.servers == m.servers { " (chosen)" } else { "" };
-        let _ = writeln!(s, "| {}{chosen} | {:.3} | {:.3} |", f.servers, f.contention, f.mean_abs_log_error);
+        let _ = writeln!(
+            s,
+            "| {}{chosen} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            f.servers, f.contention, f.per_key_contention, f.mean_abs_log_error, f.one_factor.0, f.one_factor.1
+        );
     }
     let _ = writeln!(
         s,
         "\nScenario [`{b}-calibrated.toml`]({b}-calibrated.toml): `servers` = {}, `base_ms` = {:.4}, `per_key_ms` = {:.6}, \
-         `contention` = {:.3}, lognormal with `sigma` = {:.3} (from the single-key spread); the batchers keep \
-         `max_in_flight` = {} (the pool), so batches beyond `servers` wait in the simulator as they wait for a core here.\n",
+         `contention` = {:.3}, `per_key_contention` = {:.3}, lognormal with `sigma` = {:.3} (from the single-key spread); \
+         the batchers keep `max_in_flight` = {} (the pool), so batches beyond `servers` wait in the simulator as they wait \
+         for a core here.\n",
         m.servers,
         m.base_ms,
         m.per_key_ms,
         m.contention,
+        m.per_key_contention,
         m.lognormal_sigma,
         m.pool_size,
         b = run.backend
@@ -416,8 +429,93 @@ fn section(run: &Run) -> String {
         );
     }
     s.push('\n');
+    let (servers, c) = run.model.one_factor();
+    let _ = writeln!(
+        s,
+        "The same predictions with one contention for every query size (the model before: `servers` = {servers}, \
+         `contention` = {c:.3} for the whole query, the best single factor in the calibration's table) → with the \
+         contention by size above. Median errors of queries / mean / p99.\n"
+    );
+    let _ = writeln!(s, "| contender | queries error | mean error | p99 error |");
+    let _ = writeln!(s, "|---|---:|---:|---:|");
+    for c in &run.contenders {
+        let (e, e0) = (c.errors().median(), c.one_factor_errors().median());
+        let _ = writeln!(
+            s,
+            "| {} | {} → {} | {} → {} | {} → {} |",
+            c.label,
+            pct(e0.queries),
+            pct(e.queries),
+            pct(e0.mean),
+            pct(e.mean),
+            pct(e0.p99),
+            pct(e.p99)
+        );
+    }
+    s.push('\n');
+    parts_section(&mut s, run);
     why_misses(&mut s, run);
     s
+}
+
+/// Where in the trace the latency goes: per part, measured against predicted, and the
+/// measured stages.
+fn parts_section(s: &mut String, run: &Run) {
+    let _ = writeln!(
+        s,
+        "Where in the trace: each contender's median round, its requests split by the part of the trace they arrived \
+         in (by their instant in the trace; the spikes' part runs 0.1 ms past each spike's last arrival), the \
+         simulator's latency for the same requests beside the measured one (its time series by arrival instant, \
+         {bucket} µs buckets, histograms of 1/16 precision: its p99 is good to a few percent), and the measured stages \
+         (as above). Last, the slowest 1 % of the measured requests, the parts they arrived in, and their stages: \
+         where the p99 comes from (their predicted counterpart is not known request by request: the row shows the \
+         predicted p99 of the whole replay). ms.\n",
+        bucket = segments::BUCKET_NS / 1000
+    );
+    let _ = writeln!(
+        s,
+        "| contender | part | requests | mean measured / predicted | p99 measured / predicted | to seal | to connection | query | way back |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for c in &run.contenders {
+        let r = c.median_round();
+        for (name, p) in segments::PARTS.iter().zip(&r.parts) {
+            let st = p.stages.means_ms();
+            let _ = writeln!(
+                s,
+                "| {} | {name} | {} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                c.label,
+                p.measured.count(),
+                p.measured.mean() / 1e6,
+                p.predicted.mean() / 1e6,
+                ms(p.measured.quantile(0.99)),
+                ms(p.predicted.quantile(0.99)),
+                st[0],
+                st[1],
+                st[2],
+                st[3]
+            );
+        }
+        let t = &r.tail;
+        let st = t.stages.means_ms();
+        let from: Vec<String> =
+            segments::PARTS.iter().zip(t.from).filter(|(_, n)| *n > 0).map(|(p, n)| format!("{n} {p}")).collect();
+        let _ = writeln!(
+            s,
+            "| {} | slowest 1 % ({}) | {} | {:.3} / – | {:.3} / {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            c.label,
+            from.join(", "),
+            t.latency.count(),
+            t.latency.mean() / 1e6,
+            ms(r.measured.latency.quantile(0.99)),
+            r.predicted.p99_ms,
+            st[0],
+            st[1],
+            st[2],
+            st[3]
+        );
+    }
+    s.push('\n');
 }
 
 /// Where the latency goes: each stage's mean, measured against predicted.
@@ -563,15 +661,22 @@ fn why_misses(s: &mut String, run: &Run) {
          medians keep one spoiled replay out of a figure, not a load that lasts the whole run: then every round waited \
          and the errors of all of them lean the same way (the brackets).\n\
          - **The application's own CPU** (the *query* stage above, most under the spikes and for the shortest \
-         windows). The callers' tasks, the injector, the driver and sqlx's worker threads run on the same {} cores \
+         windows: the part table shows the spikes' query stage against the background's, and where the predicted \
+         latency falls short). The callers' tasks, the injector, the driver and sqlx's worker threads run on the same {} cores \
          as SQLite; the calibration times queries with only their own callers running. When 200 requests arrive \
          within 3 ms, spawning, waking and answering them costs CPU the model charges to no one: the measured query \
          stage above the predicted one (a negative latency error).\n\
-         - **One `contention` for every query size.** The calibration shows small queries contending less than \
-         large ones (a single-id query is mostly hand-offs between the caller, sqlx's worker thread and back; a \
-         1,000-id one keeps SQLite's thread and the runtime decoding its rows busy, close to both cores alone), and the \
-         simulator applies one factor to all: the fit's log error above is what that costs, and direct calls, all \
-         single-id, get the average factor.\n\
+         - **Direct calls on a knife's edge.** Under the article's spike (200 requests within 3 ms, one every 15 µs) \
+         single-id queries on the pool's connections arrive about as fast as the database completes them, so the \
+         queue that builds, and with it direct calls' mean and p99, moves several percent for every percent of the \
+         queries' cost: the contention by size (a single-id query contends less than a large one, as the calibration \
+         shows) lowers their predicted cost, and whatever the closed loop does not see of their cost under a spike \
+         (the application's CPU, above) then shows as a negative error. The part table above shows it: direct calls' \
+         misses are in the spikes.\n\
+         - **Contention between queries of different sizes.** A query's contention depends on its own size (the \
+         calibration's closed loops run equal queries), not on its neighbours': a single-id query beside a \
+         1,000-id one slows as beside another single-id one. The table comparing one factor with the contention by \
+         size shows what the sizes change here.\n\
          - **The pool's hand-back.** sqlx returns a connection from a spawned task, so a query sent as another \
          completes may wait for it; in the simulator a place is free the instant its query completes.\n\
          - **Statement preparation.** Each IN-list length is its own statement; a length not yet in a connection's \

@@ -26,6 +26,13 @@ pub struct Replayed {
     pub instant: Prediction,
     /// The same with the driver's reaction and launch only (no way back, no wake-up).
     pub reaction_only: Prediction,
+    /// The same with one contention for every query size (the model before contention by
+    /// size; see [`crate::calibrate::CostModel::one_factor`]).
+    pub one_factor: Prediction,
+    /// The requests split by the part of the trace they arrived in, measured and predicted.
+    pub parts: Vec<crate::segments::Part>,
+    /// The slowest 1 % of the measured requests.
+    pub tail: crate::segments::Tail,
 }
 
 impl Replayed {
@@ -42,6 +49,11 @@ impl Replayed {
     /// The errors with the driver's reaction and launch only against this replay.
     pub fn reaction_only_errors(&self) -> Errors {
         Errors::of(&self.reaction_only, &self.measured)
+    }
+
+    /// The errors with one contention for every query size against this replay.
+    pub fn one_factor_errors(&self) -> Errors {
+        Errors::of(&self.one_factor, &self.measured)
     }
 }
 
@@ -121,6 +133,11 @@ impl Contended {
     /// The errors of every round, with the driver's reaction and launch only.
     pub fn reaction_only_errors(&self) -> ErrorSpread {
         spread_of(self.rounds.iter().map(Replayed::reaction_only_errors))
+    }
+
+    /// The errors of every round, with one contention for every query size.
+    pub fn one_factor_errors(&self) -> ErrorSpread {
+        spread_of(self.rounds.iter().map(Replayed::one_factor_errors))
     }
 
     /// A measured figure over the rounds.

@@ -32,7 +32,7 @@ fn shutdown_vs_caller(overflow: Overflow, stalled: bool) -> Answer {
     let signals = Arc::new(Signals::new());
     let ledger = Ledger::new(2);
     assert!(matches!(board(&ring, &signals, ledger.key(0), std::task::Waker::noop(), |_| {}), busline::model::Boarded::Seat { .. }));
-    signals.set_stalled(stalled);
+    let _ = signals.set_stalled(stalled);
     let finished = Arc::new(loom::sync::atomic::AtomicBool::new(false));
     // Set if a solo run started once the driver had finished (std: bookkeeping, not modelled).
     let late_run = Arc::new(AtomicBool::new(false));
@@ -84,7 +84,7 @@ fn shutdown_vs_caller(overflow: Overflow, stalled: bool) -> Answer {
     }));
     let closed = abandon(&ring, &signals, vec![usize::MAX]).expect("closed once");
     assert_eq!(closed.count, 1, "the close sent request 0 (the bus has one seat)");
-    signals.set_stalled(false);
+    let _ = signals.set_stalled(false);
     loom::future::block_on(poll_fn(|cx| {
         let _ = signals.look(&ring, cx.waker());
         if signals.solo_runs() == 0 { Poll::Ready(()) } else { Poll::Pending }
@@ -148,5 +148,66 @@ fn broken_solo_admission_is_caught() {
     break_on_purpose(Some(Bug::SoloAdmission));
     model("broken_solo_admission", || {
         shutdown_vs_caller(Overflow::RunAlone, true);
+    });
+}
+
+/// A load first polled after shutdown was requested (the requesting thread joined before it
+/// starts), on a bus with room, while the driver closes: under every policy it is refused
+/// `Closed`, never seated in the bus the close sends.
+fn load_after_the_request(overflow: Overflow) -> Answer {
+    let ring: Arc<TestRing> = Arc::new(Ring::new(2, 2));
+    let signals = Arc::new(Signals::new());
+    let ledger = Ledger::new(2);
+    assert!(matches!(board(&ring, &signals, ledger.key(0), std::task::Waker::noop(), |_| {}), busline::model::Boarded::Seat { .. }));
+    let caller = {
+        let (ring, signals, ledger) = (Arc::clone(&ring), Arc::clone(&signals), Arc::clone(&ledger));
+        loom::thread::spawn(move || {
+            let requester = {
+                let signals = Arc::clone(&signals);
+                loom::thread::spawn(move || signals.request_shutdown())
+            };
+            requester.join().unwrap();
+            match admit(&ring, &signals, overflow, ledger.key(1), std::task::Waker::noop(), |_| {}) {
+                Admission::Seated { slot, index } => {
+                    loom::future::block_on(poll_fn(|cx| ring.slot(slot).poll_done(index, cx)));
+                    release(&ring, &signals, slot, 1);
+                    Answer::Served
+                }
+                Admission::Closed(_) => Answer::Closed,
+                other => panic!("{overflow:?}: {other:?} with room in the bus"),
+            }
+        })
+    };
+    loom::future::block_on(poll_fn(|cx| {
+        if signals.look(&ring, cx.waker()).shutdown { Poll::Ready(()) } else { Poll::Pending }
+    }));
+    let _ = abandon(&ring, &signals, vec![usize::MAX]).expect("closed once");
+    let answer = caller.join().unwrap();
+    assert_eq!(answer, Answer::Closed, "{overflow:?}: a load after the shutdown request was {answer:?}");
+    release(&ring, &signals, 0, 1);
+    drop(ring);
+    ledger.assert_all_dropped_once();
+    answer
+}
+
+/// Proves: a load after the shutdown request is refused under `Wait`, `Reject` and `RunAlone`
+/// alike, though the driver has not closed the ring yet (`admit` reads the shutdown flag first).
+#[test]
+fn a_load_after_the_shutdown_request_is_refused_under_every_policy() {
+    for (name, overflow) in [("after_request_wait", Overflow::Wait), ("after_request_reject", Overflow::Reject), ("after_request_run_alone", Overflow::RunAlone)] {
+        model(name, move || {
+            load_after_the_request(overflow);
+        });
+    }
+}
+
+/// Proves the model can fail: with `Wait` ignoring the shutdown flag (`Bug::ShutdownGate`, the
+/// engine before a review), the load boards the bus the driver has not closed yet and is served.
+#[test]
+#[should_panic(expected = "a load after the shutdown request was Served")]
+fn broken_shutdown_gate_is_caught() {
+    break_on_purpose(Some(Bug::ShutdownGate));
+    model("broken_shutdown_gate", || {
+        load_after_the_request(Overflow::Wait);
     });
 }

@@ -27,7 +27,7 @@ fn first_waker_vs_uncollected_publish() {
             loom::future::block_on(poll_fn(|cx| match key.take() {
                 Some(key) => {
                     // SAFETY: seat 0 was claimed for this caller; written once.
-                    unsafe { seat.write_with_waker(0, key, &wakers.tracked(cx)) };
+                    unsafe { seat.write_with_waker(0, key, wakers.tracked(cx)) };
                     Poll::Pending
                 }
                 None => {

@@ -15,6 +15,20 @@
 //! With `contention = 0` the rate is always 1: each query gets its completion event when it
 //! starts, and nothing is ever rescheduled.
 //!
+//! # Contention by size
+//!
+//! With `per_key_contention` (`c_k`) beside `contention` (`c_b`), a query's two parts contend
+//! differently: run alone it takes `base + per_key × keys`, with `k` running
+//! `base (1 + c_b (k − 1)) + per_key × keys (1 + c_k (k − 1))` (on SQLite a single-id query
+//! is mostly hand-offs between threads and slows its neighbours less than a 1,000-id one, which
+//! keeps a core busy). The query's own factor is the mean of the two weighted by its parts'
+//! means, `c_q = (c_b base + c_k per_key × keys) / (base + per_key × keys)`, and it progresses
+//! at rate `1 / (1 + c_q (k − 1))`. The running queries' rates then differ and no longer share
+//! one clock: each keeps the work it has left, all of them are brought up to date when `k`
+//! changes (at most `servers` of them), and the one due first gets the completion event. Left
+//! out (`per_key_contention` absent or equal to `contention`), the model is the one above,
+//! event for event.
+//!
 //! # Cost per event
 //!
 //! A completion finds its query's place among the running ones through an index by query id
@@ -151,9 +165,30 @@ const NOT_RUNNING: u32 = u32::MAX;
 #[derive(Debug, Clone, Copy)]
 struct Running {
     query: u32,
-    /// Under contention: the virtual time at which the query's work is done.
+    /// Under contention: the virtual time at which the query's work is done (contention by
+    /// size: the work it has left, at rate 1).
     done_at_v: f64,
     version: u32,
+    /// Contention by size: the query's own contention `c_q`.
+    contention: f64,
+}
+
+/// `[db]`'s contention by size (see the module's doc): what a query's own contention is
+/// computed from.
+#[derive(Debug, Clone, Copy)]
+struct BySize {
+    base_ns: f64,
+    per_key_ns: f64,
+    per_key_contention: f64,
+}
+
+impl BySize {
+    /// `c_q` of a query of `keys` keys, given the base's contention `c_b`.
+    fn of(&self, c_b: f64, keys: u32) -> f64 {
+        let per_key = self.per_key_ns * f64::from(keys);
+        let total = self.base_ns + per_key;
+        if total > 0.0 { (c_b * self.base_ns + self.per_key_contention * per_key) / total } else { c_b }
+    }
 }
 
 /// The database model. Queries are identified by the engine's `u32` ids.
@@ -161,6 +196,8 @@ struct Running {
 pub struct Db {
     servers: usize,
     contention: f64,
+    /// Contention by size, when `per_key_contention` differs from `contention`.
+    by_size: Option<BySize>,
     service: ServiceSampler,
     running: Vec<Running>,
     /// The place in `running` of each running query, by query id (`NOT_RUNNING` otherwise).
@@ -186,9 +223,15 @@ impl Db {
     /// The database of `scenario`.
     pub fn new(scenario: &Scenario) -> Db {
         let c = &scenario.db;
+        let by_size = c.per_key_contention.filter(|&k| k != c.contention).map(|per_key_contention| BySize {
+            base_ns: c.base_ms * 1e6,
+            per_key_ns: c.per_key_ms * 1e6,
+            per_key_contention,
+        });
         Db {
             servers: c.servers as usize,
             contention: c.contention,
+            by_size,
             service: ServiceSampler::new(scenario),
             running: Vec::with_capacity(c.servers as usize),
             place: Vec::new(),
@@ -223,16 +266,18 @@ impl Db {
 
     /// The most work the database does per ns: all connections busy, each at the contended
     /// rate, `servers / (1 + contention × (servers − 1))` (the rate only grows with the
-    /// number running, so the maximum is at `servers`).
+    /// number running, so the maximum is at `servers`). By size: with the smaller of the two
+    /// contentions (the queries that contend least).
     pub fn capacity(&self) -> f64 {
-        self.servers as f64 / (1.0 + self.contention * (self.servers.saturating_sub(1)) as f64)
+        let c = self.by_size.map_or(self.contention, |b| b.per_key_contention.min(self.contention));
+        self.servers as f64 / (1.0 + c * (self.servers.saturating_sub(1)) as f64)
     }
 
     /// Whether at most one completion event is live at a time (under contention): each
     /// [`DbEvent::Due`] then supersedes the earlier ones, which [`complete`](Db::complete)
     /// would ignore, so the engine may keep only the latest.
     pub fn one_due(&self) -> bool {
-        self.contention > 0.0
+        self.contention > 0.0 || self.by_size.is_some()
     }
 
     /// Queries running now.
@@ -270,7 +315,7 @@ impl Db {
         if i == NOT_RUNNING || self.running[i as usize].version != version {
             return false;
         }
-        if self.contention > 0.0 && self.due != Some(query) {
+        if self.one_due() && self.due != Some(query) {
             return false;
         }
         self.advance(now);
@@ -300,9 +345,13 @@ impl Db {
             self.place.resize(q + 1, NOT_RUNNING);
         }
         self.place[q] = self.running.len() as u32;
-        self.running.push(Running { query, done_at_v: self.v + work as f64, version });
+        let (done_at_v, contention) = match self.by_size {
+            Some(b) => (work as f64, b.of(self.contention, keys)),
+            None => (self.v + work as f64, self.contention),
+        };
+        self.running.push(Running { query, done_at_v, version, contention });
         self.rate = self.rate_of_running();
-        if self.contention == 0.0 {
+        if !self.one_due() {
             out.push(DbEvent::Due { query, version, at: now + work });
         } else {
             self.reschedule(now, out);
@@ -315,6 +364,22 @@ impl Db {
         self.busy_ns += u128::from(dt) * self.running.len() as u128;
         let (start, end) = self.window;
         let inside = now.min(end).saturating_sub(self.last_update.max(start));
+        if self.by_size.is_some() {
+            // Each running query at its own rate: its work left shrinks by `dt` × that rate.
+            let extra = self.running.len().saturating_sub(1) as f64;
+            let mut rates = 0.0;
+            for r in &mut self.running {
+                let rate = 1.0 / (1.0 + r.contention * extra);
+                rates += rate;
+                r.done_at_v -= dt as f64 * rate;
+            }
+            if inside > 0 {
+                self.window_busy_ns += inside as f64 * self.running.len() as f64;
+                self.window_work_ns += inside as f64 * rates;
+            }
+            self.last_update = now;
+            return;
+        }
         if inside > 0 && !self.running.is_empty() {
             let k = self.running.len() as f64;
             self.window_busy_ns += inside as f64 * k;
@@ -329,11 +394,29 @@ impl Db {
     /// Under contention: a new completion event for the running query that finishes first, at
     /// the current rate (the previous event, if any, becomes stale).
     fn reschedule(&mut self, now: u64, out: &mut Vec<DbEvent>) {
-        if self.contention == 0.0 {
+        if !self.one_due() {
             return;
         }
         if self.running.is_empty() {
             self.due = None;
+            return;
+        }
+        if self.by_size.is_some() {
+            // The query whose work left, at its own rate, runs out first.
+            let extra = self.running.len().saturating_sub(1) as f64;
+            let time_left = |r: &Running| r.done_at_v.max(0.0) * (1.0 + r.contention * extra);
+            let mut first = 0;
+            for (i, r) in self.running.iter().enumerate().skip(1) {
+                if time_left(r) < time_left(&self.running[first]) {
+                    first = i;
+                }
+            }
+            let version = self.bump();
+            let r = &mut self.running[first];
+            r.version = version;
+            self.due = Some(r.query);
+            let at = now + ceil_ns(time_left(r));
+            out.push(DbEvent::Due { query: r.query, version, at });
             return;
         }
         // The first of the earliest marks (they are finite and >= +0: `<` orders them as
@@ -421,5 +504,46 @@ mod tests {
         assert!(d.complete(at1, 1, v1, &mut out));
         // Query 2 did 0.5 ms of work at half speed in [0.5, 1.5]; 0.5 ms left alone: 2.0 ms.
         assert_eq!(due(&out, 2).1, 2_000_000);
+    }
+
+    #[test]
+    fn contention_by_size_weighs_each_part() {
+        // base 1 ms uncontended, 1 ms per key fully contended: a 1-key query has c_q = 1/2, a
+        // 3-key one 3/4. Both start at 0: the 1-key one (2 ms of work) runs at 1/1.5 and is
+        // done at 3 ms; the 3-key one did 3/1.75 ms of its 4 ms by then, the rest alone.
+        let mut d = db("servers = 2\nbase_ms = 1.0\nper_key_ms = 1.0\nper_key_cv = 0.0\ncontention = 0.0\nper_key_contention = 1.0");
+        assert!(d.one_due());
+        let mut out = Vec::new();
+        d.submit(0, 1, 1, 1, &mut out);
+        assert_eq!(due(&out, 1).1, 2_000_000, "alone, a query takes its work");
+        d.submit(0, 2, 3, 2, &mut out);
+        let (v1, at1) = due(&out, 1);
+        assert_eq!(at1, 3_000_000);
+        out.clear();
+        assert!(d.complete(at1, 1, v1, &mut out));
+        assert_eq!(due(&out, 2).1, 3_000_000 + (4_000_000.0 - 3_000_000.0 / 1.75_f64).ceil() as u64);
+        // The capacity is that of the queries contending least (the base alone: none).
+        assert_eq!(d.capacity(), 2.0);
+    }
+
+    #[test]
+    fn per_key_contention_equal_to_contention_is_the_one_factor_model() {
+        let events = |extra: &str| {
+            let mut d = db(&format!("servers = 3\nbase_ms = 1.0\nper_key_ms = 0.5\ncontention = 0.4\n{extra}"));
+            let mut out = Vec::new();
+            for q in 0..5u32 {
+                d.submit(u64::from(q) * 300_000, q, q + 1, u64::from(q), &mut out);
+            }
+            while let Some((q, v, at)) = out.iter().rev().find_map(|e| match *e {
+                DbEvent::Due { query, version, at } => Some((query, version, at)),
+                _ => None,
+            }) {
+                if !d.complete(at, q, v, &mut out) {
+                    break;
+                }
+            }
+            out
+        };
+        assert_eq!(events("per_key_contention = 0.4"), events(""));
     }
 }

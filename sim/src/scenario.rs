@@ -236,9 +236,15 @@ pub struct DbConfig {
     /// Mean service time added per distinct key in the query.
     #[serde(default, deserialize_with = "non_negative")]
     pub per_key_ms: f64,
-    /// Slow-down of every running query per extra running query (0.1: 10 % each).
+    /// Slow-down of every running query per extra running query (0.1: 10 % each); with
+    /// `per_key_contention`, of a query's `base_ms` part only.
     #[serde(default, deserialize_with = "non_negative")]
     pub contention: f64,
+    /// Slow-down of a query's per-key part per extra running query; `None` (the default):
+    /// `contention`, one factor for the whole query. A query of `k` keys then slows by the
+    /// mean of the two weighted by its parts' means (`sim/src/db.rs`).
+    #[serde(default, deserialize_with = "opt_non_negative", skip_serializing_if = "Option::is_none")]
+    pub per_key_contention: Option<f64>,
     /// lognormal: shape σ of the underlying normal (default 0.5).
     #[serde(default = "default_sigma", deserialize_with = "non_negative")]
     pub lognormal_sigma: f64,
@@ -277,6 +283,7 @@ impl Default for DbConfig {
             base_ms: default_base_ms(),
             per_key_ms: 0.0,
             contention: 0.0,
+            per_key_contention: None,
             lognormal_sigma: default_sigma(),
             pool_per_instance: None,
             batch_cost: default_batch_cost(),

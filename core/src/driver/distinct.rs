@@ -26,25 +26,43 @@ pub(super) struct Distinct<K> {
     room: usize,
 }
 
+/// What the driver keeps between batches: the index of a batch this large, and room for its
+/// keys. The seat pool's bound (`POOL_SEATS`, the default `max_batch_size`): a steady load of
+/// batches up to it allocates nothing per batch, and a burst's larger table is freed with the
+/// burst, so memory follows the load back down.
+const KEEP: usize = crate::seats::POOL_SEATS;
+
 impl<K> Distinct<K> {
     pub(super) fn new() -> Distinct<K> {
         Distinct { keys: Vec::new(), index: HashTable::new(), hasher: Hasher::default(), room: 0 }
     }
 
     /// Takes the keys out. The next batch's vector is allocated by its first key, with room for
-    /// as many as this one had (so an idle driver holds none).
+    /// as many as this one had, up to `KEEP` (so an idle driver holds no keys).
     pub(super) fn take(&mut self) -> Vec<K> {
-        self.index.clear();
-        self.room = self.keys.len();
+        self.forget_index();
+        self.room = self.keys.len().min(KEEP);
         std::mem::take(&mut self.keys)
     }
 
     /// Forgets the keys. Their `Drop` is user code: each is dropped on its own, so a panicking
     /// one neither stops the others nor meets a second panic while unwinding.
     pub(super) fn clear(&mut self) {
-        self.index.clear();
+        self.forget_index();
         for key in self.keys.drain(..) {
             crate::shared::drop_quietly(key);
+        }
+        if self.keys.capacity() > KEEP {
+            self.keys = Vec::new();
+        }
+    }
+
+    /// Empties the index, and frees it if a burst grew it past `KEEP` keys.
+    fn forget_index(&mut self) {
+        if self.index.capacity() > KEEP {
+            self.index = HashTable::new();
+        } else {
+            self.index.clear();
         }
     }
 }

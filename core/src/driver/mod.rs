@@ -92,7 +92,7 @@ where
             weak.upgrade().is_none_or(|shared| shared.ring.boarding().count >= BUSY_PASSENGERS)
         });
         Driver {
-            pause: PauseDetector::new(&shared.clock),
+            pause: PauseDetector::new(),
             alarm: Alarm::new(spin, skip_spin),
             shared,
             scheduler,
@@ -124,8 +124,7 @@ where
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         // Register before looking, so anything that happens after the look wakes us.
         let look = self.shared.signals.look(&self.shared.ring, cx.waker());
-        let reading = self.shared.clock.now();
-        let paused = self.pause.observe(reading);
+        let (reading, paused) = self.pause.read(&self.shared.clock);
         let now = reading.max(self.last_now);
         self.last_now = now;
         for _ in 0..look.completed {
@@ -196,7 +195,11 @@ where
         let full = shared.ring.boarding().count >= shared.ring.seats();
         let stuck = !shared.ring.has_free_slot()
             || self.scheduler.in_flight() >= self.scheduler.limits().max_in_flight;
-        shared.signals.set_stalled(full && stuck);
+        // Unstalled: wake whoever announced a wait for room since the last seal (a `tower`
+        // caller waits for the stall to end, not only for a seal; see `Shared::room_after`).
+        if signals::update_stall(&shared.ring, &shared.signals, full && stuck) {
+            shared.room.notify_waiters();
+        }
         None
     }
 
@@ -235,7 +238,7 @@ where
             self.scheduler.flush();
             self.depart(now, sealed);
         }
-        shared.signals.set_stalled(false);
+        let _ = shared.signals.set_stalled(false);
         shared.room.notify_waiters();
     }
 

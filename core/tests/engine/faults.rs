@@ -261,3 +261,33 @@ fn gated_backend(overflow: Overflow, timeout: Option<Duration>) -> (Batcher<u32,
     (b.build().unwrap(), gate)
 }
 
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waker_whose_clone_panics_costs_its_own_poll_only() {
+    // The waker is the caller's executor's code. Its clone panicked after the seat was claimed
+    // and before it was written, so the driver waited for that seat, and its whole bus with
+    // it, for ever (found by a cold review). Now the clone comes before the claim.
+    fn clone(_: *const ()) -> std::task::RawWaker {
+        panic!("injected: the waker's clone panics")
+    }
+    fn ignore(_: *const ()) {}
+    static VTABLE: std::task::RawWakerVTable = std::task::RawWakerVTable::new(clone, ignore, ignore, ignore);
+    // SAFETY: the vtable's functions never read the data pointer (null), and the contract on
+    // clone is kept by never returning.
+    let waker = unsafe { std::task::Waker::from_raw(std::task::RawWaker::new(std::ptr::null(), &VTABLE)) };
+    let b = Batcher::builder(|keys: Vec<u32>| async move {
+        Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+    })
+    .window(Duration::from_millis(5))
+    .build()
+    .unwrap();
+    let mut load = Box::pin(b.load(1));
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        load.as_mut().poll(&mut std::task::Context::from_waker(&waker))
+    }));
+    assert!(polled.is_err(), "the clone's panic reaches its own poll");
+    drop(load);
+    // Its bus and the next ones leave as usual.
+    assert_eq!(answered(b.load(2)).await.unwrap(), Some(2));
+    assert_eq!(answered(b.load(3)).await.unwrap(), Some(3));
+}

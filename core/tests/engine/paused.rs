@@ -138,3 +138,21 @@ async fn spinning_off_keeps_windows_on_tokios_clock_too() {
     assert!(start.elapsed() >= Duration::from_millis(3));
     assert_eq!(b.stats().batches, 1);
 }
+
+#[tokio::test]
+async fn a_clock_paused_after_the_batcher_ran_on_a_running_one_is_followed_at_once() {
+    // `tokio::time::pause()` mid-test, after the driver has stepped on the running clock: the
+    // first window after it closes on tokio's clock. Before, the driver noticed the pause only
+    // from two equal readings, so that window went to the OS-clock timer thread and
+    // auto-advance reached this test's hour first (found by a cold review).
+    let (b, calls, _) = recording(Policy::window(Duration::from_millis(50)));
+    assert_eq!(b.load(1).await.unwrap(), Some(2));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    tokio::time::pause();
+    let paused_at = Instant::now();
+    assert_eq!(within_an_hour(b.load(2)).await.unwrap(), Some(4));
+    // The window closed on the paused clock (auto-advance to its deadline, rounded up to
+    // tokio's millisecond tick), not at the hour.
+    assert!(paused_at.elapsed() <= Duration::from_millis(52), "{:?}", paused_at.elapsed());
+    assert_eq!(calls.lock().unwrap().len(), 2);
+}
