@@ -156,7 +156,11 @@ pub struct Clients {
     /// The attempts' deadlines, in the order they were set: with one timeout for all and time
     /// never going backwards, that is their order in time (a FIFO, not a heap). Each carries
     /// its sequence number, so the two queues merge in the order one heap would give.
+    /// Deadlines of attempts no longer awaited (answered in time) are taken off its front as
+    /// soon as they get there: they would wake the engine for nothing.
     deadlines: VecDeque<(u64, u64, u64)>,
+    /// The latest deadline set: the instant the last caller would stop waiting.
+    last_deadline: u64,
     seq: u64,
     requests: Vec<Request>,
     free_requests: Vec<u32>,
@@ -210,6 +214,7 @@ impl Clients {
             next_fresh: None,
             events: EventQueue::with_capacity(16),
             deadlines: VecDeque::new(),
+            last_deadline: 0,
             seq: 0,
             requests: Vec::new(),
             free_requests: Vec::new(),
@@ -334,6 +339,24 @@ impl Clients {
                 }
             }
         }
+        self.skip_answered_deadlines();
+    }
+
+    /// Takes the deadlines of attempts no longer awaited off the front of the FIFO: at their
+    /// instant nothing would happen (an attempt never becomes awaited again).
+    fn skip_answered_deadlines(&mut self) {
+        while let Some(&(_, _, attempt)) = self.deadlines.front() {
+            if let Some(Attempt::Awaited(_)) = self.attempt(attempt) {
+                break;
+            }
+            self.deadlines.pop_front();
+        }
+    }
+
+    /// The instant the last caller would stop waiting (0 without a timeout): the run lasts
+    /// until then, as if the answered attempts' deadlines had been waited for.
+    pub fn last_deadline(&self) -> u64 {
+        self.last_deadline
     }
 
     /// The engine put attempt `attempt` of `request` at the stop at `now`, for `key`.
@@ -347,14 +370,21 @@ impl Clients {
             c.retries += u64::from(retry);
         });
         let i = attempt.saturating_sub(self.attempt_base) as usize;
-        if self.attempts.len() <= i {
-            self.attempts.resize(i + 1, Attempt::Settled);
+        // Attempts are sent in id order: this one is almost always the next at the back
+        // (`resize` is a call that costs more than the rest of this function).
+        if i < self.attempts.len() {
+            self.attempts[i] = Attempt::Awaited(request);
+        } else {
+            if i > self.attempts.len() {
+                self.attempts.resize(i, Attempt::Settled);
+            }
+            self.attempts.push_back(Attempt::Awaited(request));
         }
-        self.attempts[i] = Attempt::Awaited(request);
         if let Some(t) = self.timeout_ns {
             self.seq += 1;
             debug_assert!(self.deadlines.back().is_none_or(|&(last, _, _)| last <= now + t), "time went backwards");
             self.deadlines.push_back((now + t, self.seq, attempt));
+            self.last_deadline = now + t;
         }
     }
 
@@ -377,6 +407,7 @@ impl Clients {
                 self.success_latency.record(now - r.started);
             }
             self.close(now, request);
+            self.skip_answered_deadlines();
             Answer::Success
         } else {
             if let Some(Attempt::Abandoned { measured }) = state {
@@ -441,7 +472,10 @@ impl Clients {
             && t < self.limit_ns
         {
             self.next_fresh = Some(key);
-            self.push(t, Event::Fresh);
+            // Fresh arrivals come in time order: the queue's run takes them in O(1), and the
+            // heap holds only the retries (and the closed loop's issues).
+            self.seq += 1;
+            self.events.push_in_order(queue::key(t, self.seq), Event::Fresh);
             return;
         }
         self.end(now);
@@ -511,6 +545,22 @@ mod tests {
         let draws: Vec<u64> = (0..1000).map(|_| c.backoff(2)).collect();
         assert!(draws.iter().all(|&b| (2_000_000..=4_000_000).contains(&b)), "within [b/2, b]");
         assert!(draws.iter().any(|&b| b < 2_500_000) && draws.iter().any(|&b| b > 3_500_000), "spread");
+    }
+
+    #[test]
+    fn an_attempt_answered_in_time_wakes_nobody_at_its_deadline() {
+        let mut c = clients("timeout_ms = 1.0\nmax_retries = 1\nbackoff_ms = 0.0");
+        let mut out = Vec::new();
+        let t0 = c.poll_timeout().unwrap();
+        c.on_timeout(t0, &mut out);
+        let [ClientAction::Send { request, .. }] = out[..] else { panic!("{out:?}") };
+        c.on_sent(t0, request, 0, 7);
+        let deadline = t0 + 1_000_000;
+        assert!(c.deadlines.front().is_some_and(|d| d.0 == deadline), "awaited: its deadline is set");
+        assert_eq!(c.on_answer(t0 + 5, 0), Answer::Success);
+        assert!(c.deadlines.is_empty(), "answered: its deadline is skipped");
+        assert_ne!(c.poll_timeout(), Some(deadline), "the next wake-up is the next fresh request's");
+        assert_eq!(c.last_deadline(), deadline, "the run still lasts until it");
     }
 
     #[test]

@@ -895,6 +895,12 @@ impl Engine {
     }
 
     fn finish(mut self, scenario: &Scenario, wall_s: f64) -> Result<RunOutput> {
+        if let Some(c) = &self.clients {
+            // The clients skip the deadlines of attempts answered in time (nothing happens at
+            // them), but the run still lasts until the last one, with nobody in the system.
+            ensure!(self.in_system == 0, "{} requests in the system at the end", self.in_system);
+            self.now = self.now.max(c.last_deadline());
+        }
         let t = &mut self.totals;
         for (i, inst) in self.instances.iter().enumerate() {
             let s = &inst.scheduler;
