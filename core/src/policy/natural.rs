@@ -460,12 +460,28 @@ mod tests {
         assert!(batch > 1.2, "mean batch {batch}");
     }
 
+    /// `x` milliseconds.
+    fn ms(x: f64) -> Duration {
+        Duration::from_nanos((x * 1e6) as u64)
+    }
+
+    /// Drives the rule directly at a heavy load (the places 60 % busy, one arrival per
+    /// 0.25 ms), a departure per arrival, `n` times.
+    fn drive_heavily(natural: &mut Natural, n: usize) {
+        for _ in 0..n {
+            natural.observe(ms(0.05), 2);
+            natural.observe(ms(0.1), 1);
+            natural.observe(ms(0.1), 0);
+            natural.on_arrival(1);
+            natural.on_dispatch();
+        }
+    }
+
     #[test]
     fn a_steady_load_is_searched_rarely_and_a_changed_one_again() {
         // Drive the rule directly, a departure per arrival. First a light load (a batch of
         // 0.1 ms per ms on two places): no queue in the p99, no hold.
         let mut natural = Natural::new(2);
-        let ms = |x: f64| Duration::from_nanos((x * 1e6) as u64);
         for _ in 0..1_000 {
             natural.observe(ms(0.9), 0);
             natural.observe(ms(0.1), 1);
@@ -476,13 +492,7 @@ mod tests {
         // The load steps up to one arrival per 0.25 ms, the places 60 % busy: the inputs
         // moved, the hold is searched again and is not zero.
         let light = natural.searches;
-        for _ in 0..4_000 {
-            natural.observe(ms(0.05), 2);
-            natural.observe(ms(0.1), 1);
-            natural.observe(ms(0.1), 0);
-            natural.on_arrival(1);
-            natural.on_dispatch();
-        }
+        drive_heavily(&mut natural, 4_000);
         assert!(natural.hold() > Duration::ZERO);
         // Held steady, it is searched again only when the averages move beyond their noise,
         // far less often than at every departure, and the step in force is what a search on
@@ -495,17 +505,9 @@ mod tests {
 
     #[test]
     fn a_hold_no_longer_needed_decays_then_stops() {
-        // Heavy load (the places 60 % busy, one arrival per 0.25 ms), then a light one (10 %
-        // busy, one per 2.5 ms), a departure per arrival.
+        // Heavy load, then a light one (10 % busy, one per 2.5 ms), a departure per arrival.
         let mut natural = Natural::new(2);
-        let ms = |x: f64| Duration::from_nanos((x * 1e6) as u64);
-        for _ in 0..4_000 {
-            natural.observe(ms(0.05), 2);
-            natural.observe(ms(0.1), 1);
-            natural.observe(ms(0.1), 0);
-            natural.on_arrival(1);
-            natural.on_dispatch();
-        }
+        drive_heavily(&mut natural, 4_000);
         let peak = natural.hold();
         assert!(peak > Duration::ZERO);
         let mut holds = Vec::new();
