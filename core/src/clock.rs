@@ -32,7 +32,13 @@ impl Clock {
     /// Now, on tokio's clock.
     #[inline]
     pub(crate) fn now(&self) -> Instant {
-        let elapsed = tokio::time::Instant::now().saturating_duration_since(self.origin);
+        self.since_origin(tokio::time::Instant::now())
+    }
+
+    /// A reading of tokio's clock, in the scheduler's units.
+    #[inline]
+    fn since_origin(&self, reading: tokio::time::Instant) -> Instant {
+        let elapsed = reading.saturating_duration_since(self.origin);
         Instant::from_nanos(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
     }
 
@@ -73,7 +79,6 @@ impl PauseDetector {
         let tokio_std = tokio_now.into_std();
         // A running clock read between `before` and `after` lies between them.
         self.paused = tokio_std < before || tokio_std > after;
-        let elapsed = tokio_now.saturating_duration_since(clock.origin);
-        (Instant::from_nanos(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)), self.paused)
+        (clock.since_origin(tokio_now), self.paused)
     }
 }

@@ -3,7 +3,6 @@
 #![cfg(feature = "metrics")]
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::Duration;
 
 use busline::{Batcher, Error, Overflow};
@@ -201,9 +200,8 @@ fn a_panicking_recorder_costs_its_measurements_not_the_callers_answers() {
             }
             // A caller that gives up is counted (the counter panics), then releases its seat.
             for k in 10..14 {
-                let mut gone = std::pin::pin!(b.load(k));
-                let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(gone.as_mut().poll(cx))).await;
-                assert!(polled.is_pending());
+                let mut gone = Box::pin(b.load(k));
+                assert!(poll_once(&mut gone).await.is_pending());
             }
             let answer = tokio::time::timeout(Duration::from_secs(10), b.load(20)).await;
             assert!(matches!(answer, Ok(Ok(Some(40)))), "{answer:?}");

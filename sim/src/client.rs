@@ -451,6 +451,13 @@ impl Clients {
         self.events.push(queue::key(t, self.seq), ev);
     }
 
+    /// As [`push`](Clients::push), for an event no earlier than every one pushed in order
+    /// before it (`EventQueue::push_in_order`).
+    fn push_in_order(&mut self, t: u64, ev: Event) {
+        self.seq += 1;
+        self.events.push_in_order(queue::key(t, self.seq), ev);
+    }
+
     fn count(&mut self, measured: bool, f: impl FnOnce(&mut Counters)) {
         if measured {
             f(&mut self.stats);
@@ -474,8 +481,7 @@ impl Clients {
             self.next_fresh = Some(key);
             // Fresh arrivals come in time order: the queue's run takes them in O(1), and the
             // heap holds only the retries (and the closed loop's issues).
-            self.seq += 1;
-            self.events.push_in_order(queue::key(t, self.seq), Event::Fresh);
+            self.push_in_order(t, Event::Fresh);
             return;
         }
         self.end(now);

@@ -143,8 +143,7 @@ async fn a_load_after_shutdown_was_requested_is_refused_under_wait() {
     tokio::task::yield_now().await;
     let mut shutdown = Box::pin(b.shutdown());
     // Its first poll requests the shutdown; the driver has not run since.
-    let polled = shutdown.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-    assert!(polled.is_pending());
+    assert!(poll_once(shutdown.as_mut()).await.is_pending());
     assert!(b.is_closed());
     assert!(matches!(b.load(21).await, Err(Error::Closed)));
     shutdown.await;
