@@ -291,3 +291,44 @@ async fn a_waker_whose_clone_panics_costs_its_own_poll_only() {
     assert_eq!(answered(b.load(2)).await.unwrap(), Some(2));
     assert_eq!(answered(b.load(3)).await.unwrap(), Some(3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_whose_drop_panics_is_refused_without_a_panic() {
+    // A refused caller's key is handed back and dropped by the engine: its `Drop` (user code)
+    // must not panic out of the caller's poll, neither at capacity (`Overloaded`) nor after
+    // shutdown (`Closed`).
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let b = Batcher::builder(move |keys: Vec<Key>| {
+        let g = g.clone();
+        async move {
+            if keys.iter().any(|k| k.id == 0) {
+                g.acquire().await.unwrap().forget();
+            }
+            Ok::<_, ()>(keys.into_iter().map(|k| { let v = k.id * 10; (k, v) }).collect::<HashMap<_, _>>())
+        }
+    })
+    .max_batch_size(1)
+    .max_in_flight(1)
+    .overflow(Overflow::Reject)
+    .policy(busline::Policy::Car)
+    .build()
+    .unwrap();
+    // The one place is held by key 0's batch; key 1 fills the next bus (one seat).
+    let held = tokio::spawn({
+        let b = b.clone();
+        async move { b.load(Key::new(0, Fault::Drop)).await }
+    });
+    while b.stats().batches == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut queued = Box::pin(b.load(Key::new(1, Fault::Drop)));
+    let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(queued.as_mut().poll(cx))).await;
+    assert!(polled.is_pending(), "boarded the next bus");
+    assert!(matches!(answered(b.load(Key::new(BAD, Fault::Drop))).await, Err(Error::Overloaded)));
+    gate.add_permits(1);
+    assert_eq!(answered(held).await.unwrap().unwrap(), Some(0));
+    assert_eq!(answered(queued).await.unwrap(), Some(10));
+    b.shutdown().await;
+    assert!(matches!(answered(b.load(Key::new(BAD, Fault::Drop))).await, Err(Error::Closed)));
+}
