@@ -347,3 +347,152 @@ async fn debounce_a_huge_quiet_closes_every_call() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. Memory after a burst: SingleFlight's shards are hashbrown tables, which never shrink. After
+//    30,000 distinct keys were in flight at once, `in_flight()` is 0 but the tables keep their
+//    capacity for life ("Per-key state exists only while a key is in flight"; memory must follow
+//    the load). Measured by a counting allocator that counts the test thread's allocations only
+//    (the runtime is current_thread, so every task runs there). Likewise the partition: after a
+//    burst of 30,000 groups live at once and gone, and 1,000 calls more, ~1 MB stays (papaya's
+//    table or seize's retired entries).
+
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static TRACKING: Cell<bool> = const { Cell::new(false) };
+        static NET: Cell<isize> = const { Cell::new(0) };
+    }
+
+    pub(crate) struct Counting;
+
+    fn count(delta: isize) {
+        let _ = TRACKING.try_with(|t| {
+            if t.get() {
+                let _ = NET.try_with(|n| n.set(n.get() + delta));
+            }
+        });
+    }
+
+    // SAFETY: forwards to the system allocator; only counts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count(layout.size() as isize);
+            // SAFETY: the caller's contract is the system allocator's.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            count(-(layout.size() as isize));
+            // SAFETY: as above.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count(new_size as isize - layout.size() as isize);
+            // SAFETY: as above.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    /// Counts this thread's allocations from now on.
+    pub(crate) fn track() {
+        TRACKING.with(|t| t.set(true));
+    }
+
+    /// Net bytes this thread allocated since `track`.
+    pub(crate) fn net() -> isize {
+        NET.with(|n| n.get())
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: counting::Counting = counting::Counting;
+
+#[test]
+fn single_flight_keeps_a_bursts_table_for_life() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let sf = busline::SingleFlight::<u64, u64, ()>::new();
+        // Warm-up: the runtime's and the table's first allocations.
+        for k in 0..100u64 {
+            sf.run(k, || async move { Ok(k) }).await.unwrap();
+        }
+        // The same burst without SingleFlight first: tokio's queues grow to its size and keep
+        // it; that is not ours to count.
+        let control = (0..30_000u64).map(|k| async move {
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                k
+            })
+            .await
+        });
+        futures_util::future::join_all(control).await;
+        counting::track();
+        let start = counting::net();
+        let burst = (0..30_000u64).map(|k| {
+            let sf = sf.clone();
+            async move {
+                sf.run(k, || async move {
+                    tokio::task::yield_now().await;
+                    Ok(k)
+                })
+                .await
+            }
+        });
+        let answers = futures_util::future::join_all(burst).await;
+        assert!(answers.into_iter().enumerate().all(|(k, a)| a.ok() == Some(k as u64)));
+        assert_eq!(sf.in_flight(), 0);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // What the idle handle holds: the bytes its drop frees (an idle SingleFlight should
+        // hold its shards' fixed state, a few KiB).
+        let before_drop = counting::net();
+        drop(sf);
+        let held = before_drop - counting::net();
+        eprintln!("SingleFlight: {} bytes kept after a burst of 30,000 keys, {held} of them by the idle handle", before_drop - start);
+        assert!(held <= 64 * 1024, "the idle SingleFlight holds {held} bytes after the burst; in_flight() was 0");
+    });
+}
+
+#[test]
+fn per_group_keeps_a_bursts_map_for_life() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let s = Serial::per_group(|g: u64, x: u64| async move {
+            tokio::task::yield_now().await;
+            Ok::<_, ()>((g, x))
+        })
+        .build()
+        .unwrap();
+        for g in 0..100u64 {
+            s.call(g, g).await.unwrap();
+        }
+        // The same burst without the partition first: tokio's queues grow to its size and
+        // keep it; that is not ours to count.
+        let control = (0..30_000u64).map(|g| async move {
+            tokio::task::yield_now().await;
+            g
+        });
+        futures_util::future::join_all(control).await;
+        counting::track();
+        let start = counting::net();
+        let burst = (0..30_000u64).map(|g| {
+            let s = s.clone();
+            async move { s.call(g, g).await }
+        });
+        let answers = futures_util::future::join_all(burst).await;
+        assert!(answers.into_iter().enumerate().all(|(g, a)| a.ok() == Some((g as u64, g as u64))));
+        // Some traffic afterwards, so that the map may shrink and the collector reclaim.
+        for g in 0..1000u64 {
+            s.call(g, g).await.unwrap();
+        }
+        assert_eq!(s.live_groups(), 0);
+        let before_drop = counting::net();
+        drop(s);
+        let held = before_drop - counting::net();
+        eprintln!("PerGroup<Serial>: {} bytes kept after a burst of 30,000 groups, {held} of them by the idle handle", before_drop - start);
+        assert!(held <= 64 * 1024, "the idle PerGroup holds {held} bytes after the burst; live_groups() was 0");
+    });
+}
