@@ -496,3 +496,68 @@ fn per_group_keeps_a_bursts_map_for_life() {
         assert!(held <= 64 * 1024, "the idle PerGroup holds {held} bytes after the burst; live_groups() was 0");
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6. `max_in_flight` per group does not bound the backend calls of a group whose callers time
+//    out: the timed-out load leaves the group idle, the partition reclaims it (its Batcher is
+//    dropped, its batch still running), and the next load builds a new Batcher, which starts
+//    another batch. A slow backend plus callers with a timeout (the retry storm the bound is
+//    for) gets one more call per timeout, without limit.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_max_in_flight_is_bypassed_by_reclamation() {
+    let running = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let users = {
+        let (running, most) = (running.clone(), most.clone());
+        busline::Grouped::builder(move |_tenant: u32, ids: Vec<u32>| {
+            let (running, most) = (running.clone(), most.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                // The backend is stuck.
+                std::future::pending::<()>().await;
+                Ok::<_, ()>(ids.into_iter().map(|id| (id, id)).collect::<std::collections::HashMap<_, _>>())
+            }
+        })
+        .max_in_flight(1)
+        .build()
+        .unwrap()
+    };
+    for attempt in 0..10u32 {
+        // A caller with a timeout, as tower's or tokio's.
+        let _ = tokio::time::timeout(Duration::from_millis(20), users.load(1, attempt)).await;
+    }
+    let most = most.load(Ordering::SeqCst);
+    assert!(most <= 1, "one group, max_in_flight(1): {most} batch calls of it ran at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_group_coalescer_max_in_flight_is_bypassed_by_reclamation() {
+    let running = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let views = {
+        let (running, most) = (running.clone(), most.clone());
+        busline::Coalescer::per_group(
+            || 0u64,
+            |n: &mut u64, x: u64| *n += x,
+            move |_site: u32, n: u64| {
+                let (running, most) = (running.clone(), most.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                    Ok::<_, ()>(n)
+                }
+            },
+        )
+        .max_in_flight(1)
+        .build()
+        .unwrap()
+    };
+    for _ in 0..10 {
+        let _ = tokio::time::timeout(Duration::from_millis(20), views.coalesce(1, 1)).await;
+    }
+    let most = most.load(Ordering::SeqCst);
+    assert!(most <= 1, "one group, max_in_flight(1): {most} runs of it at once");
+}
