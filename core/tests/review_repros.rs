@@ -561,3 +561,67 @@ async fn per_group_coalescer_max_in_flight_is_bypassed_by_reclamation() {
     let most = most.load(Ordering::SeqCst);
     assert!(most <= 1, "one group, max_in_flight(1): {most} runs of it at once");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7. A group whose `Eq` is not reflexive (a float NaN in it, a hand-written `eq` that is wrong):
+//    every call creates a member, and the retirer's `remove_if(&member.group, ptr_eq)` never
+//    finds it (papaya compares the keys with `Eq` before the closure sees the pointer), so the
+//    dead member stays in the map for ever: `live_groups()` reads 0 while the map, and in
+//    `Grouped` each member's Batcher with its driver task, grow by one per call.
+
+/// A group that is never equal to anything, itself included (as a NaN).
+#[derive(Clone, Debug)]
+struct Nan(u64);
+
+impl PartialEq for Nan {
+    fn eq(&self, _: &Self) -> bool {
+        false
+    }
+}
+
+impl Eq for Nan {}
+
+impl Hash for Nan {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_a_group_unequal_to_itself_leaks_a_batcher_and_its_driver_per_load() {
+    let users = busline::Grouped::builder(|_: Nan, ids: Vec<u32>| async move {
+        Ok::<_, ()>(ids.into_iter().map(|id| (id, id)).collect::<std::collections::HashMap<_, _>>())
+    })
+    .build()
+    .unwrap();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    for i in 0..1000u32 {
+        assert_eq!(users.load(Nan(1), i).await.ok(), Some(Some(i)));
+    }
+    assert_eq!(users.live_groups(), 0);
+    // Time for dropped batchers' drivers to end.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alive = metrics.num_alive_tasks() - before;
+    assert!(alive <= 10, "{alive} tasks still alive after 1,000 loads of an idle group; live_groups() is 0");
+}
+
+#[test]
+fn per_group_a_group_unequal_to_itself_leaks_a_member_per_call() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let s = Serial::per_group(|g: Nan, x: u64| async move { Ok::<_, ()>((g.0, x)) }).build().unwrap();
+        for x in 0..100u64 {
+            s.call(Nan(1), x).await.unwrap();
+        }
+        counting::track();
+        let start = counting::net();
+        for x in 0..10_000u64 {
+            assert_eq!(s.call(Nan(1), x).await.ok(), Some((1, x)));
+        }
+        assert_eq!(s.live_groups(), 0);
+        let kept = counting::net() - start;
+        eprintln!("PerGroup<Serial>: {kept} bytes kept after 10,000 calls of one idle group unequal to itself");
+        assert!(kept <= 64 * 1024, "{kept} bytes kept after 10,000 calls; live_groups() is 0");
+    });
+}
