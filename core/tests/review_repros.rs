@@ -625,3 +625,38 @@ fn per_group_a_group_unequal_to_itself_leaks_a_member_per_call() {
         assert!(kept <= 64 * 1024, "{kept} bytes kept after 10,000 calls; live_groups() is 0");
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. `max_groups` refuses calls of the one group there is. A creator reserves its place before
+//    it knows whether its member will be the group's (partition.rs, `find_or_create`): two
+//    callers creating the same group at once both reserve, and at the bound the second is
+//    refused instead of joining the first's member. Likewise a retired member still counts
+//    between its retirer's CAS to DEAD and its `live.fetch_sub`, so the group's next caller,
+//    which must create it afresh, is refused. With `max_groups(1)`, one group and two tasks
+//    calling it, more than half the calls fail with `Overloaded`.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_group_max_groups_refuses_calls_of_the_only_group() {
+    let s = Serial::per_group(|g: u64, x: u64| async move { Ok::<_, ()>((g, x)) }).max_groups(1).build().unwrap();
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut overloaded = 0u64;
+                for x in 0..300_000u64 {
+                    match s.call(1, x).await {
+                        Ok((1, got)) if got == x => {}
+                        Err(busline::Error::Overloaded) => overloaded += 1,
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                overloaded
+            })
+        })
+        .collect();
+    let mut overloaded = 0;
+    for t in tasks {
+        overloaded += t.await.unwrap();
+    }
+    assert_eq!(overloaded, 0, "one group, max_groups(1): {overloaded} of 600,000 calls refused as Overloaded");
+}
