@@ -112,7 +112,7 @@ async fn grow_past_a_bad_hash(s: &GatedSerial, gate: &Arc<Semaphore>, started: &
     // Until every call has started or ended (10 s at most).
     for _ in 0..1000 {
         let ended = others.iter().filter(|h| h.is_finished()).count() as u64;
-        if started.load(Ordering::SeqCst) + ended >= N + 1 {
+        if started.load(Ordering::SeqCst) + ended > N {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -616,13 +616,13 @@ fn per_group_a_group_unequal_to_itself_leaks_a_member_per_call() {
         }
         counting::track();
         let start = counting::net();
-        for x in 0..10_000u64 {
+        for x in 0..3_000u64 {
             assert_eq!(s.call(Nan(1), x).await.ok(), Some((1, x)));
         }
         assert_eq!(s.live_groups(), 0);
         let kept = counting::net() - start;
-        eprintln!("PerGroup<Serial>: {kept} bytes kept after 10,000 calls of one idle group unequal to itself");
-        assert!(kept <= 64 * 1024, "{kept} bytes kept after 10,000 calls; live_groups() is 0");
+        eprintln!("PerGroup<Serial>: {kept} bytes kept after 3,000 calls of one idle group unequal to itself");
+        assert!(kept <= 64 * 1024, "{kept} bytes kept after 3,000 calls; live_groups() is 0");
     });
 }
 
