@@ -14,9 +14,11 @@
 //! (`partition.rs`, shared with the strategies' per-group forms): a lock-free map in which
 //! finding an existing group takes no lock, where a group with no load in it is reclaimed, and
 //! which holds at most `max_groups` groups; its essay explains the races. A group's load
-//! occupies it from the call until it is answered or dropped. Reclaiming the group drops its
-//! `Batcher` handle, which shuts its driver down once any batch still in flight (its callers
-//! all gone) has finished; a new load of the group meanwhile starts a new batcher.
+//! occupies it from the call until it is answered or dropped, and a batch call occupies it
+//! while it runs: a group whose callers have all given up is not reclaimed while its batch
+//! still runs, so its `max_in_flight` holds across callers that time out (a new batcher beside
+//! the running batch would start another). Reclaiming the group drops its `Batcher` handle,
+//! which shuts its driver down.
 
 use std::fmt;
 use std::future::Future;
@@ -26,6 +28,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 
 use crate::partition::Partition;
+use crate::shared::drop_quietly;
 use crate::{Batcher, Builder, ConfigError, Error, Overflow, Policy};
 
 /// The user's batch function, shared by every group.
@@ -34,8 +37,8 @@ type GroupFn<G, K, V, E> = Arc<dyn Fn(G, Vec<K>) -> crate::shared::BatchFuture<K
 /// Batchers partitioned by a group: requests of different groups never share a batch.
 ///
 /// Each group coalesces and departs on its own, with the settings given to the builder; its
-/// batch function receives the group with the keys. A group with nothing pending and nothing in
-/// flight is reclaimed; at most [`max_groups`](GroupedBuilder::max_groups) groups live at once.
+/// batch function receives the group with the keys. A group with nothing pending and no batch
+/// call running is reclaimed; at most [`max_groups`](GroupedBuilder::max_groups) groups live at once.
 ///
 /// # Examples
 ///
@@ -62,7 +65,7 @@ pub struct Grouped<G, K, V, E> {
 }
 
 struct Inner<G, K, V, E> {
-    groups: Partition<G, Batcher<K, V, E>>,
+    groups: Arc<Partition<G, Batcher<K, V, E>>>,
     batch_fn: GroupFn<G, K, V, E>,
     /// The settings every group's batcher is built with (its batch function is replaced).
     template: Builder<K, V, E>,
@@ -107,12 +110,28 @@ where
     /// idle is reclaimed.
     pub async fn load(&self, group: G, key: K) -> Result<Option<V>, Error<E>> {
         let inner = &*self.inner;
-        let batcher = inner.groups.enter(&group, |group| {
+        let batcher = inner.groups.enter(&group, |group, presence| {
             let batch_fn = Arc::clone(&inner.batch_fn);
             let name = group.clone();
-            inner.template.with_batch_fn(Arc::new(move |keys| batch_fn(name.clone(), keys))).build().map_err(|_| Error::Closed)
-        })?;
-        batcher.load(key).await
+            // A batch occupies its group while it runs: `max_in_flight` holds across loads
+            // that give up (a group reclaimed with its batch running would start another).
+            let per_group: crate::shared::BatchFn<K, V, E> = Arc::new(move |keys| {
+                let Some(occupancy) = presence.occupy() else {
+                    // Retired: nobody of the group waits on this batch.
+                    return Box::pin(std::future::ready(Ok(crate::answers::Answered::plain(std::collections::HashMap::new()))));
+                };
+                let batch = batch_fn(name.clone(), keys);
+                Box::pin(async move {
+                    let answer = batch.await;
+                    drop(occupancy);
+                    answer
+                })
+            });
+            inner.template.with_batch_fn(per_group).build().map_err(|_| Error::Closed)
+        });
+        // The caller's group, dropped here where its `Drop` cannot unwind into the caller.
+        drop_quietly(group);
+        batcher?.load(key).await
     }
 }
 
@@ -251,7 +270,7 @@ where
         let template = self.template.runtime(runtime);
         Ok(Grouped {
             inner: Arc::new(Inner {
-                groups: Partition::new(self.max_groups),
+                groups: Arc::new(Partition::new(self.max_groups)),
                 batch_fn: self.batch_fn,
                 template,
             }),

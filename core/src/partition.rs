@@ -11,24 +11,44 @@
 //! count). Removed members are freed by the map's epoch reclamation (`seize`) once no reader
 //! can still see them; the map's and the collector's correctness are theirs, tested by them.
 //!
+//! No user code runs inside the map. Its keys are [`GroupKey`]s: the group's hash, computed
+//! once per call with the partition's own `RandomState` (outside the map, under the call's
+//! panic guard), and the group in an `Arc` shared with its member; the map's hasher passes
+//! that hash through. So the map, which re-hashes every key while it grows, never calls the
+//! user's `Hash` (a panic there would leave an entry half-copied for ever, and reach whichever
+//! caller's insert drove the copy). Keys compare by identity first, then by the user's `Eq`
+//! under a panic guard: a panic reads as "not equal" inside the map and is reported to the call
+//! that ran the operation, as [`Error::Panicked`], once the operation is over (the call then
+//! leaves whatever member it got unused). A lookup borrows the caller's group (no clone per
+//! call); a member's own entry is removed by identity ([`Identity`]), with no user code: a
+//! group whose `Eq` is not reflexive (a NaN in it) gets a member per call, each of them removed
+//! when it retires, never a dead entry left behind. The partition's copies of a group, and its
+//! instances, drop quietly ([`Quiet`]): the map frees them in whichever thread's guard
+//! reclaims them, and a panicking `Drop` must not unwind through the collector or into an
+//! unrelated caller.
+//!
 //! # Reclaiming idle groups: the activity word
 //!
 //! What this module adds is one word per member, [`Activity`]: it counts the *occupants*
-//! (the calls between entering the group and leaving it, and whatever a strategy keeps running
-//! on the group's behalf, such as `UseLast`'s spawned execution), and its top bit, `DEAD`, is
-//! set once and for all when the member is retired.
+//! (the calls between entering the group and leaving it, and whatever the instance runs on the
+//! group's behalf: `UseLast`'s spawned execution, a `Batcher`'s batch call through the member's
+//! [`Presence`]), and its top bit, `DEAD`, is set once and for all when the member is retired.
 //!
 //! - *Enter*: `fetch_add(1)`. If the previous value had `DEAD`, the member is gone: the caller
 //!   retries with a fresh one (the increment on a dead word is harmless: nothing reads it
 //!   again).
 //! - *Leave*: `fetch_sub(1)`; whoever brings the count to zero tries to retire the member with
 //!   a CAS `0 → DEAD`. The CAS fails if someone entered meanwhile (the member lives on); if it
-//!   succeeds, nobody is in the member and nobody can enter it again, so the retirer removes it
-//!   from the map (only if the map still holds this very member) and drops the count of live
-//!   groups.
+//!   succeeds, nobody is in the member and nobody can enter it again, so the retirer gives the
+//!   member's place back (below) and removes it from the map (only if the map still holds this
+//!   very member).
 //! - *Hold*: an occupant may add another (`fetch_add` while it is itself counted, so the word
 //!   cannot be `DEAD`) and hand it to a task it spawns: the member then lives until that task
-//!   ends too.
+//!   ends too. A batch call enters through the member's `Presence` when it starts (a plain
+//!   enter: if the member is already retired, nobody of the group waits on the batch, which
+//!   then answers its abandoned requests with nothing instead of calling the backend), and
+//!   leaves when its future completes or is dropped. So a group with a batch running is not
+//!   reclaimed, and its `max_in_flight` holds across callers that give up.
 //!
 //! Enter and retire both act on the word by read-modify-write, so one precedes the other in its
 //! modification order: if the enter comes first the CAS from 0 fails; if the retire comes first
@@ -45,27 +65,74 @@
 //! - Two calls creating the same group: both build a member; `try_insert` lets one win; the
 //!   loser drops its unused instance (never entered, never seen) and enters the winner's.
 //! - A dead member still in the map (its retirer between the CAS and the removal): a caller
-//!   that finds it removes it itself (`remove_if` on pointer identity) and creates a new one;
-//!   the retirer's own removal then finds the new member, leaves it alone, and still uncounts
-//!   its own.
-//! - `max_groups`: a creator reserves a place (`fetch_add` on the live count, undone if over
-//!   the bound, or if its member loses the insert, or if user code panics before it is
-//!   inserted), so at most `max_groups` members are ever counted live; past it a new group is
-//!   refused with [`Error::Overloaded`], never merged into another.
+//!   that finds it removes it itself (by identity) and creates a new one; the retirer's own
+//!   removal then finds the new member and leaves it alone.
 //!
-//! User code runs here: the group's `Hash`, `Eq` and `Clone` (in the map and in the factory),
-//! and the factory itself. A panic in it reaches the one caller that ran it, as
-//! [`Error::Panicked`], and leaves the map consistent (nothing is half-inserted: the reservation
-//! lapses).
+//! # `max_groups`, exactly
+//!
+//! `live` counts *places*: one per member in the map and not retired, one per creator's
+//! reservation. A call is refused with [`Error::Overloaded`] only if, at one instant, its group
+//! has no live member and no creation under way, and `max_groups` other groups are live; past
+//! the bound a new group is refused, never merged into another. Two things would otherwise
+//! refuse calls of a group that exists (with `max_groups(1)`, more than half the calls of the
+//! only group):
+//!
+//! - *A retired member's place.* Each member carries a `place` flag, taken by one swap: by its
+//!   retirer, right after the retiring CAS and before the removal, which gives the place back;
+//!   or by a caller of the group that finds the member dead, which inherits the place for the
+//!   group's next member without reserving. Whoever swaps first has it; the other does
+//!   nothing.
+//! - *A place in a creator's hands* (reserved or inherited, the member not yet inserted), and
+//!   a creator of the same group racing it. A reservation takes a place only below the bound
+//!   (a CAS loop, so a failed attempt never inflates the count). When one fails, the call does
+//!   not refuse at once: it looks again, carefully. `creating` counts the places in creators'
+//!   hands (from before the place is taken until the member is inserted or the place given
+//!   back); `changes` is bumped after every insertion and every place given back. The careful
+//!   round reads `changes` (`seen`) before its lookup; if the lookup finds no member and the
+//!   reservation fails, it refuses only if then `creating` is 0, `live` still at the bound and
+//!   `changes` still `seen`; otherwise it yields (a creator runs no await between taking a place
+//!   and inserting) and looks again. A retirer giving its place back also counts in
+//!   `creating` while it does (the swap, the decrement, the bump).
+//!
+//! Why that is exact (all these operations are `SeqCst`; a group counts as live until its
+//! member's place is given back): take the instant `t` at which `creating` reads 0. No place
+//! was given back between the failed reservation's read of `live` and `t`: a return happens in
+//! a window counted in `creating`, which must then have closed before `t`, and it bumps
+//! `changes` inside that window, so the last read of `changes` would differ from `seen`. No
+//! place is in a creator's hands at `t`, so each of the `max_groups` places counted then is a
+//! member's; none is of the caller's group: a member inserted before the lookup would have been
+//! found (live, or dead with its place still on it, which the lookup takes over), and an
+//! insertion after it bumps `changes` before its creator leaves `creating`. So at `t` the
+//! group is new and `max_groups` other groups are live: the refusal is right at `t`.
+//!
+//! The careful round costs a failed reservation only; the path of a call that finds its group
+//! touches none of these counters; a creation and a retirement each add two increments of
+//! `creating` and one of `changes`.
+//!
+//! # Memory
+//!
+//! The map does not shrink: after a burst of N distinct groups it keeps a table sized for N
+//! (about 20 bytes a slot, so some 0.6 MB after 30,000 groups) for the partition's life, though
+//! every group is reclaimed. Replacing an empty, oversized map under lock-free readers would
+//! need a second epoch scheme of our own; the bound is this table, sized by the largest burst.
+//!
+//! User code runs here: the group's `Hash` (once per call, before the map), `Eq` (in the map,
+//! guarded), `Clone` (once per new member) and `Drop` (quietly), and the factory itself. A
+//! panic in it reaches the one caller that ran it, as [`Error::Panicked`], and leaves the map
+//! consistent (nothing is half-inserted: the reservation lapses).
 
+use std::cell::Cell;
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+
+use papaya::Equivalent;
 
 use crate::Error;
-use crate::sync::{AtomicU64, Ordering};
+use crate::shared::drop_quietly;
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// Set in an [`Activity`] word once its member is retired. Grants nothing: a caller that sees
 /// it must find or create another member.
@@ -116,19 +183,154 @@ impl Activity {
     }
 }
 
+/// A value of the user's whose `Drop` may panic, dropped where that cannot unwind: the map
+/// frees its entries in whichever thread's guard reclaims them (see the essay).
+struct Quiet<X>(Option<X>);
+
+impl<X> Quiet<X> {
+    fn new(value: X) -> Quiet<X> {
+        Quiet(Some(value))
+    }
+
+    fn get(&self) -> &X {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl<X> Drop for Quiet<X> {
+    fn drop(&mut self) {
+        if let Some(value) = self.0.take() {
+            drop_quietly(value);
+        }
+    }
+}
+
+thread_local! {
+    /// Set when the group's `Eq` panicked inside a map operation of this thread's (which reads
+    /// it as "not equal"); the call that ran the operation reports it.
+    static EQ_PANICKED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The group's `Eq`, a panic in it recorded (see [`EQ_PANICKED`]) and read as "not equal".
+fn user_eq<G: Eq>(a: &G, b: &G) -> bool {
+    catch_unwind(AssertUnwindSafe(|| a == b)).unwrap_or_else(|payload| {
+        drop_quietly(payload);
+        EQ_PANICKED.with(|p| p.set(true));
+        false
+    })
+}
+
+/// A key of the map: the group, shared by its member, with its hash computed once by the
+/// partition (no user `Hash` ever runs inside the map, which re-hashes every key as it grows).
+struct GroupKey<G> {
+    hash: u64,
+    group: Arc<Quiet<G>>,
+}
+
+impl<G> Hash for GroupKey<G> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl<G: Eq> PartialEq for GroupKey<G> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.group, &other.group) || (self.hash == other.hash && user_eq(self.group.get(), other.group.get()))
+    }
+}
+
+impl<G: Eq> Eq for GroupKey<G> {}
+
+/// A caller's lookup: its hash and its own group, borrowed (no clone per call).
+struct Query<'a, G> {
+    hash: u64,
+    group: &'a G,
+}
+
+impl<G> Hash for Query<'_, G> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl<G: Eq> Equivalent<GroupKey<G>> for Query<'_, G> {
+    fn equivalent(&self, key: &GroupKey<G>) -> bool {
+        self.hash == key.hash && user_eq(self.group, key.group.get())
+    }
+}
+
+/// A removal of one member's own entry: by identity, no user code (a group unequal to itself
+/// is still found).
+struct Identity<'a, G>(&'a GroupKey<G>);
+
+impl<G> Hash for Identity<'_, G> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.hash);
+    }
+}
+
+impl<G> Equivalent<GroupKey<G>> for Identity<'_, G> {
+    fn equivalent(&self, key: &GroupKey<G>) -> bool {
+        Arc::ptr_eq(&self.0.group, &key.group)
+    }
+}
+
+/// The map's hasher: passes on the hash the partition computed (the only thing written to it).
+#[derive(Clone, Default)]
+struct PassThrough;
+
+impl BuildHasher for PassThrough {
+    type Hasher = Passed;
+
+    fn build_hasher(&self) -> Passed {
+        Passed(0)
+    }
+}
+
+struct Passed(u64);
+
+impl Hasher for Passed {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in rather than lose it.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// One group's instance in a [`Partition`].
 struct Member<G, T> {
-    /// The group, for the retirer's removal (an owned [`Held`] has no other copy of it).
-    group: G,
-    value: T,
+    /// The map's key of this member (the same `Arc` of the group), for removal by identity.
+    key: GroupKey<G>,
+    value: Quiet<T>,
     activity: Activity,
+    /// Whether this member still holds its place among `max_groups`: taken by a swap, by its
+    /// retirer (which gives it back) or by a caller of its group that finds it retired (which
+    /// inherits it for the group's next member).
+    place: AtomicBool,
 }
 
 /// Live instances by group, reclaimed when idle, at most `max_groups` at once.
 pub(crate) struct Partition<G, T> {
-    members: papaya::HashMap<G, Arc<Member<G, T>>>,
-    /// Members in the map (created and not yet retired), and creators' reservations.
+    members: papaya::HashMap<GroupKey<G>, Arc<Member<G, T>>, PassThrough>,
+    /// Hashes the groups (once per call, outside the map).
+    hasher: RandomState,
+    /// Places taken: by members in the map and not yet retired, and by creators' reservations.
     live: AtomicU64,
+    /// Places in a creator's hands (reserved or inherited, the member not yet inserted or the
+    /// place not yet given back): a refusal waits until there are none (see the essay).
+    creating: AtomicU64,
+    /// Bumped after every insertion and every place given back: a refusal is decided only over
+    /// an interval in which it did not move.
+    changes: AtomicU64,
     max_groups: usize,
 }
 
@@ -143,14 +345,21 @@ where
             // Retired members are freed in batches once no reader can still see them; the
             // smallest batch (seize lifts it to the number of threads) keeps what a burst of
             // retirements leaves waiting to a few members, not 32 per thread.
-            members: papaya::HashMap::builder().collector(seize::Collector::new().batch_size(1)).build(),
+            members: papaya::HashMap::builder()
+                .hasher(PassThrough)
+                .collector(seize::Collector::new().batch_size(1))
+                .build(),
+            hasher: RandomState::new(),
             live: AtomicU64::new(0),
+            creating: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
             max_groups,
         }
     }
 
     /// Enters `group`'s member, creating it with `make` if the group has none (or only a
-    /// retired one).
+    /// retired one). `make` receives the new member's [`Presence`], through which work the
+    /// instance runs on the group's behalf can occupy it.
     ///
     /// # Errors
     ///
@@ -158,57 +367,132 @@ where
     /// [`Error::Panicked`] if the group's `Hash`, `Eq` or `Clone`, or `make`, panicked; what
     /// `make` returns.
     pub(crate) fn enter<E>(
-        &self,
+        self: &Arc<Self>,
         group: &G,
-        make: impl FnMut(&G) -> Result<T, Error<E>>,
+        make: impl FnMut(&G, Presence<G, T>) -> Result<T, Error<E>>,
     ) -> Result<Entered<'_, G, T>, Error<E>> {
-        // User code runs in here: a panic reaches this caller only.
-        let member = catch_unwind(AssertUnwindSafe(|| self.find_or_create(group, make))).unwrap_or(Err(Error::Panicked))?;
-        Ok(Entered { partition: self, member })
+        // Only this call's own map operations may report to it.
+        EQ_PANICKED.with(|p| p.set(false));
+        // User code runs in here: a panic reaches this caller only. The map's guard, and any
+        // member it frees, drop inside too (their drops are quiet anyway).
+        let found = catch_unwind(AssertUnwindSafe(|| self.find_or_create(group, make))).unwrap_or(Err(Error::Panicked));
+        let eq_panicked = EQ_PANICKED.with(|p| p.replace(false));
+        let entered = Entered { partition: self, member: found? };
+        if eq_panicked {
+            // The group's `Eq` panicked in the map: the member found (or created beside one the
+            // panic hid) is left unused, and the caller told.
+            drop(entered);
+            return Err(Error::Panicked);
+        }
+        Ok(entered)
     }
 
     fn find_or_create<E>(
-        &self,
+        self: &Arc<Self>,
         group: &G,
-        mut make: impl FnMut(&G) -> Result<T, Error<E>>,
+        mut make: impl FnMut(&G, Presence<G, T>) -> Result<T, Error<E>>,
     ) -> Result<Arc<Member<G, T>>, Error<E>> {
+        let query = Query { hash: self.hasher.hash_one(group), group };
         let members = self.members.pin();
+        // Set once a reservation failed: the next rounds decide a refusal carefully.
+        let mut careful = false;
         loop {
-            if let Some(member) = members.get(group) {
-                if member.activity.enter() {
-                    return Ok(Arc::clone(member));
+            let seen = if careful { self.changes.load(Ordering::SeqCst) } else { 0 };
+            let place = match members.get(&query) {
+                Some(member) if member.activity.enter() => return Ok(Arc::clone(member)),
+                Some(member) => {
+                    // Retired, its retirer not yet done: inherit its place unless the retirer
+                    // gave it back first, and take the member out ourselves.
+                    let dead = Arc::clone(member);
+                    let place = Reservation::inherit(self, &dead);
+                    let _ = members.remove_if(&Identity(&dead.key), |_, m| Arc::ptr_eq(m, &dead));
+                    match place {
+                        Some(place) => place,
+                        None => continue,
+                    }
                 }
-                // Retired, its retirer not yet done: take it out ourselves and start afresh.
-                let dead = Arc::clone(member);
-                let _ = members.remove_if(group, |_, m| Arc::ptr_eq(m, &dead));
-                continue;
-            }
-            let place = Reservation::take(&self.live, self.max_groups)?;
-            // Born entered: our call counts in before anyone can see the member.
-            let member = Arc::new(Member { group: group.clone(), value: make(group)?, activity: Activity::entered() });
-            if members.try_insert(group.clone(), Arc::clone(&member)).is_ok() {
+                // The group's `Eq` panicked in the lookup: its member may be there, hidden;
+                // creating another beside it would give the group two.
+                None if EQ_PANICKED.with(Cell::get) => return Err(Error::Panicked),
+                None => match Reservation::take(self) {
+                    Some(place) => place,
+                    None if careful && self.refusal_holds(seen) => return Err(Error::Overloaded),
+                    None => {
+                        if careful {
+                            // A place is in a creator's hands, or the partition moved: let it
+                            // settle (creators run no awaits between reserving and inserting).
+                            std::thread::yield_now();
+                        }
+                        careful = true;
+                        continue;
+                    }
+                },
+            };
+            let member = self.build(group, query.hash, &mut make)?;
+            if members.try_insert(GroupKey { hash: member.key.hash, group: Arc::clone(&member.key.group) }, Arc::clone(&member)).is_ok() {
                 place.keep();
                 return Ok(member);
             }
-            // Another call created it first: ours was never seen (its reservation lapses as
-            // `place` drops); enter theirs.
+            // Another call created it first: ours was never seen (its place lapses as `place`
+            // drops, and it drops quietly); enter theirs.
         }
     }
 
-    /// Counts an occupant of `member` out, and takes the member out of the map and out of
-    /// the count if it retired as a result.
+    /// A refusal stands if no place is in a creator's hands and nothing was inserted or given
+    /// back since `seen` (read before the lookup that found no member): see the essay.
+    fn refusal_holds(&self, seen: u64) -> bool {
+        self.creating.load(Ordering::SeqCst) == 0
+            && self.live.load(Ordering::SeqCst) >= self.max_groups as u64
+            && self.changes.load(Ordering::SeqCst) == seen
+    }
+
+    /// A new member for `group`, born entered (its creator counts in before anyone can see
+    /// it), its instance made with a [`Presence`] of it.
+    fn build<E>(
+        self: &Arc<Self>,
+        group: &G,
+        hash: u64,
+        make: &mut impl FnMut(&G, Presence<G, T>) -> Result<T, Error<E>>,
+    ) -> Result<Arc<Member<G, T>>, Error<E>> {
+        let key = GroupKey { hash, group: Arc::new(Quiet::new(group.clone())) };
+        let mut failed = None;
+        let member = Arc::new_cyclic(|weak| {
+            let presence = Presence { partition: Arc::downgrade(self), member: Weak::clone(weak) };
+            let value = match make(group, presence) {
+                Ok(value) => Some(value),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            };
+            Member { key, value: Quiet(value), activity: Activity::entered(), place: AtomicBool::new(true) }
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(member),
+        }
+    }
+
+    /// Counts an occupant of `member` out, and takes the member out of the map and gives its
+    /// place back if it retired as a result.
     fn leave(&self, member: &Arc<Member<G, T>>) {
         if !member.activity.leave() {
             return;
         }
-        let members = self.members.pin();
-        // The group's `Hash` and `Eq` run again here; a panic in them must not unwind out of a
-        // drop. (The member then stays in the map, dead, until a caller of its group finds it
-        // and removes it; it no longer counts.)
+        // The place first (unless a caller of the group found the member dead and inherited
+        // it), so that the group's next member never waits for this removal.
+        self.creating.fetch_add(1, Ordering::SeqCst);
+        if member.place.swap(false, Ordering::SeqCst) {
+            self.live.fetch_sub(1, Ordering::SeqCst);
+            self.changes.fetch_add(1, Ordering::SeqCst);
+        }
+        self.creating.fetch_sub(1, Ordering::SeqCst);
+        // By identity: no user code runs, and drops in here are quiet; the catch is for the
+        // map's own failures (an allocation), which must not unwind out of a drop.
         let _ = catch_unwind(AssertUnwindSafe(|| {
-            let _ = members.remove_if(&member.group, |_, m| Arc::ptr_eq(m, member));
+            let members = self.members.pin();
+            let _ = members.remove_if(&Identity(&member.key), |_, m| Arc::ptr_eq(m, member));
         }));
-        self.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -233,22 +517,41 @@ impl<G, T> fmt::Debug for Partition<G, T> {
     }
 }
 
-/// One place among `max_groups`, given back when dropped unless kept (also when user code
-/// panics between taking it and inserting the member).
+/// One place among `max_groups` in a creator's hands, given back when dropped unless kept
+/// (also when user code panics between taking it and inserting the member).
 struct Reservation<'a> {
     live: &'a AtomicU64,
+    creating: &'a AtomicU64,
+    changes: &'a AtomicU64,
     kept: bool,
 }
 
 impl<'a> Reservation<'a> {
-    fn take<E>(live: &'a AtomicU64, max_groups: usize) -> Result<Reservation<'a>, Error<E>> {
-        // Relaxed: the count is a bound, not a hand-off. The reservation exists (and gives its
-        // place back) whether or not it fits.
-        let reservation = Reservation { live, kept: false };
-        if live.fetch_add(1, Ordering::Relaxed) >= max_groups as u64 {
-            return Err(Error::Overloaded);
+    /// A free place, if there is one.
+    fn take<G, T>(partition: &'a Partition<G, T>) -> Option<Reservation<'a>> {
+        // In hand from before the place is taken until it is kept or given back.
+        partition.creating.fetch_add(1, Ordering::SeqCst);
+        let reservation = Reservation { live: &partition.live, creating: &partition.creating, changes: &partition.changes, kept: false };
+        let mut live = partition.live.load(Ordering::SeqCst);
+        while live < partition.max_groups as u64 {
+            match partition.live.compare_exchange_weak(live, live + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Some(reservation),
+                Err(now) => live = now,
+            }
         }
-        Ok(reservation)
+        partition.creating.fetch_sub(1, Ordering::SeqCst);
+        std::mem::forget(reservation);
+        None
+    }
+
+    /// The place of a retired `dead` member, unless its retirer gave it back first.
+    fn inherit<G, T>(partition: &'a Partition<G, T>, dead: &Member<G, T>) -> Option<Reservation<'a>> {
+        partition.creating.fetch_add(1, Ordering::SeqCst);
+        if dead.place.swap(false, Ordering::SeqCst) {
+            return Some(Reservation { live: &partition.live, creating: &partition.creating, changes: &partition.changes, kept: false });
+        }
+        partition.creating.fetch_sub(1, Ordering::SeqCst);
+        None
     }
 
     fn keep(mut self) {
@@ -259,8 +562,49 @@ impl<'a> Reservation<'a> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if !self.kept {
-            self.live.fetch_sub(1, Ordering::Relaxed);
+            self.live.fetch_sub(1, Ordering::SeqCst);
         }
+        // An insertion or a place given back: either moves the partition.
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        self.creating.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A member's presence, given to its instance when it is made: work the instance runs on the
+/// group's behalf (a `Batcher`'s batch call) occupies the member through it, so the group is
+/// not reclaimed, and a second instance not made, while that work runs.
+#[allow(unreachable_pub, reason = "named by the sealed `Partitioned` trait")]
+pub struct Presence<G, T> {
+    partition: Weak<Partition<G, T>>,
+    member: Weak<Member<G, T>>,
+}
+
+impl<G, T> Presence<G, T>
+where
+    G: Eq + Hash + Clone + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+{
+    /// Occupies the member until the returned handle drops; `None` if the member is retired
+    /// (then nobody of the group is waiting on this instance).
+    pub(crate) fn occupy(&self) -> Option<Held<G, T>> {
+        let partition = self.partition.upgrade()?;
+        let member = self.member.upgrade()?;
+        if !member.activity.enter() {
+            return None;
+        }
+        Some(Held { partition, member })
+    }
+}
+
+impl<G, T> fmt::Debug for Presence<G, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Presence").finish_non_exhaustive()
+    }
+}
+
+impl<G, T> Clone for Presence<G, T> {
+    fn clone(&self) -> Self {
+        Presence { partition: Weak::clone(&self.partition), member: Weak::clone(&self.member) }
     }
 }
 
@@ -297,7 +641,7 @@ where
     type Target = T;
 
     fn deref(&self) -> &T {
-        &self.member.value
+        self.member.value.get()
     }
 }
 

@@ -115,6 +115,87 @@ fn per_group_strategies_return_their_memory_after_a_hundred_thousand_groups() {
     });
 }
 
+/// A group that is never equal to anything, itself included (as a NaN).
+#[derive(Clone, Debug)]
+struct Nan(u64);
+
+impl PartialEq for Nan {
+    fn eq(&self, _: &Self) -> bool {
+        false
+    }
+}
+
+impl Eq for Nan {}
+
+impl std::hash::Hash for Nan {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+#[test]
+fn a_group_unequal_to_itself_leaves_nothing_behind() {
+    let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let s = Serial::per_group(|g: Nan, x: u64| async move { Ok::<_, ()>((g.0, x)) }).build().unwrap();
+        for x in 0..100u64 {
+            s.call(Nan(1), x).await.unwrap();
+        }
+        let start = live_bytes();
+        for x in 0..3_000u64 {
+            assert_eq!(s.call(Nan(1), x).await.ok(), Some((1, x)));
+        }
+        assert_eq!(s.live_groups(), 0);
+        let end = settle(|| s.live_groups(), start).await;
+        eprintln!("live bytes: {start} before, {end} after 3,000 calls of a group unequal to itself");
+        assert!(end - start <= 64 * 1024, "{} bytes more after 3,000 calls of one idle group", end - start);
+    });
+}
+
+/// The map does not shrink (documented): an idle `PerGroup` keeps the table of its largest
+/// burst of distinct groups, about two slots of 9 bytes a group. The bound is that burst, not
+/// the traffic: a second burst of as many other groups adds nothing.
+#[test]
+fn an_idle_partition_keeps_only_its_largest_bursts_table() {
+    let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let s = Serial::per_group(|g: u64, x: u64| async move {
+            tokio::task::yield_now().await;
+            Ok::<_, ()>((g, x))
+        })
+        .build()
+        .unwrap();
+        const N: u64 = 30_000;
+        let burst = |first: u64| {
+            let s = &s;
+            async move {
+                let answers = futures_util::future::join_all((first..first + N).map(|g| s.call(g, g))).await;
+                assert!(answers.into_iter().zip(first..).all(|(a, g)| a.ok() == Some((g, g))));
+            }
+        };
+        // The same burst's size without the partition first: tokio's queues grow to it and
+        // keep it; that is not the partition's to count.
+        futures_util::future::join_all((0..N).map(|g| async move {
+            tokio::task::yield_now().await;
+            g
+        }))
+        .await;
+        let start = settle(|| s.live_groups(), isize::MAX).await;
+        burst(0).await;
+        let after_one = settle(|| s.live_groups(), isize::MAX).await;
+        burst(N).await;
+        let after_two = settle(|| s.live_groups(), isize::MAX).await;
+        assert_eq!(s.live_groups(), 0);
+        eprintln!("live bytes: {start} before, {after_one} after a burst of {N} groups, {after_two} after a second");
+        // The table: at most 32 bytes a group of the burst (a power of two of slots, 9 bytes
+        // each, the load factor), once.
+        assert!(after_one - start <= 32 * N as isize, "{} bytes kept after a burst of {N} groups", after_one - start);
+        assert!(after_two - after_one <= 64 * 1024, "a second burst of {N} other groups kept {} bytes more", after_two - after_one);
+    });
+}
+
 /// Waits (bounded) for retired groups' drivers or executions to finish and their memory to be
 /// freed.
 async fn settle(live_groups: impl Fn() -> usize, target: isize) -> isize {

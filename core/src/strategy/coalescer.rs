@@ -8,13 +8,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::FutureExt;
 
 use super::per_group::{PerGroup, PerGroupBuilder, Partitioned};
 use super::user::BoxFuture;
 use crate::answers::Answered;
 use crate::policy::Policy;
-use crate::shared::BatchFuture;
+use crate::partition::Presence;
+use crate::shared::{BatchFuture, drop_quietly};
 use crate::{Batcher, Builder, ConfigError, Error, Overflow, Stats};
 
 /// Coalesces concurrent inputs into one accumulator per departure, runs it once, and hands
@@ -364,9 +364,41 @@ where
     }
 
     fn make(recipe: &Self::Recipe, group: &G) -> Result<Self, ConfigError> {
+        Self::engine(recipe, group, None)
+    }
+
+    fn make_present(recipe: &Self::Recipe, group: &G, presence: Presence<G, Self>) -> Result<Self, ConfigError> {
+        Self::engine(recipe, group, Some(presence))
+    }
+}
+
+impl<In, Out, E> Coalescer<In, Out, E>
+where
+    In: Send + 'static,
+    Out: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// A group's engine. With its member's `presence`, a departure occupies the group while it
+    /// runs: `max_in_flight` holds across callers that give up (a group reclaimed with its
+    /// departure running would start another on its next call).
+    fn engine<G>(recipe: &CoalescerRecipe<G, In, Out, E>, group: &G, presence: Option<Presence<G, Self>>) -> Result<Self, ConfigError>
+    where
+        G: Eq + Hash + Clone + Send + Sync + 'static,
+    {
         let (depart, group) = (Arc::clone(&recipe.depart), group.clone());
         let batch_fn = Arc::new(move |tickets| {
-            Box::pin(depart(group.clone(), tickets).map(|answer| answer.map(Answered::plain))) as BatchFuture<Ticket<In>, Arc<Out>, E>
+            let occupancy = match presence.as_ref().map(Presence::occupy) {
+                // Retired: nobody of the group waits on this departure.
+                Some(None) => return Box::pin(std::future::ready(Ok(Answered::plain(HashMap::new())))) as BatchFuture<Ticket<In>, Arc<Out>, E>,
+                Some(Some(occupancy)) => Some(occupancy),
+                None => None,
+            };
+            let departure = depart(group.clone(), tickets);
+            Box::pin(async move {
+                let answer = departure.await;
+                drop(occupancy);
+                answer.map(Answered::plain)
+            }) as BatchFuture<Ticket<In>, Arc<Out>, E>
         });
         Ok(Coalescer { batcher: recipe.template.with_batch_fn(batch_fn).build()? })
     }
@@ -426,16 +458,18 @@ where
     /// Adds `input` to the next departure of `group` and returns that departure's result,
     /// shared with its other callers (all of `group`): `run(group, fold(seed(), inputs))`.
     ///
-    /// A call occupies its group until it is answered or dropped. A departure whose callers
-    /// have all gone may still be finishing when its group is reclaimed (as in
-    /// [`Grouped`](crate::Grouped)): nobody reads it, and the group's next call starts a new
-    /// engine meanwhile.
+    /// A call occupies its group until it is answered or dropped, and a departure occupies it
+    /// while it runs (as in [`Grouped`](crate::Grouped)): a group whose callers have all given
+    /// up is not reclaimed while its departure runs, so the group's `max_in_flight` holds
+    /// across callers that time out.
     ///
     /// # Errors, panics, cancel safety
     ///
     /// As [`Coalescer::coalesce`], and as every [per-group call](PerGroup#calls).
     pub async fn coalesce(&self, group: G, input: In) -> Result<Arc<Out>, Error<E>> {
-        let coalescer = self.enter(&group)?;
-        coalescer.coalesce(input).await
+        let coalescer = self.enter(&group);
+        // The caller's group, dropped here where its `Drop` cannot unwind into the caller.
+        drop_quietly(group);
+        coalescer?.coalesce(input).await
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -205,4 +206,128 @@ async fn many_tasks_many_groups_every_answer_checked() {
         t.await.unwrap();
     }
     assert_eq!(g.live_groups(), 0);
+}
+
+/// A batch still running keeps its group (the group's `max_in_flight` holds when every caller
+/// of the batch has given up), so loads with a timeout against a stuck backend start no second
+/// batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_batch_keeps_its_group_so_max_in_flight_holds() {
+    let running = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let users = {
+        let (running, most) = (running.clone(), most.clone());
+        Grouped::builder(move |_tenant: u32, ids: Vec<u32>| {
+            let (running, most) = (running.clone(), most.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                // The backend is stuck.
+                std::future::pending::<()>().await;
+                Ok::<_, ()>(ids.into_iter().map(|id| (id, id)).collect::<HashMap<_, _>>())
+            }
+        })
+        .max_in_flight(1)
+        .build()
+        .unwrap()
+    };
+    for attempt in 0..10u32 {
+        // A caller with a timeout, as tower's or tokio's.
+        let _ = tokio::time::timeout(Duration::from_millis(20), users.load(1, attempt)).await;
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 1, "one group, max_in_flight(1): batches of it at once");
+    assert_eq!(users.live_groups(), 1, "the group lives while its batch runs");
+}
+
+/// A group that is never equal to anything, itself included (as a NaN).
+#[derive(Clone, Debug)]
+struct Nan(u64);
+
+impl PartialEq for Nan {
+    fn eq(&self, _: &Self) -> bool {
+        false
+    }
+}
+
+impl Eq for Nan {}
+
+impl Hash for Nan {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+/// A group unequal to itself gets a batcher per load, each reclaimed with its driver: nothing
+/// of it stays once its loads are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_unequal_to_itself_leaves_no_batcher_behind() {
+    let users = Grouped::builder(|_: Nan, ids: Vec<u32>| async move {
+        Ok::<_, ()>(ids.into_iter().map(|id| (id, id)).collect::<HashMap<_, _>>())
+    })
+    .build()
+    .unwrap();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    for i in 0..1000u32 {
+        assert_eq!(users.load(Nan(1), i).await.ok(), Some(Some(i)));
+    }
+    assert_eq!(users.live_groups(), 0);
+    let mut alive = usize::MAX;
+    for _ in 0..500 {
+        // Time for the reclaimed batchers' drivers to end.
+        alive = metrics.num_alive_tasks().saturating_sub(before);
+        if alive <= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(alive <= 10, "{alive} tasks still alive after 1,000 loads of an idle group");
+}
+
+/// A group whose `Drop` panics (if `bad`).
+#[derive(Clone, Debug)]
+struct Touchy {
+    id: u32,
+    bad: bool,
+}
+
+impl PartialEq for Touchy {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Touchy {}
+
+impl Hash for Touchy {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl Drop for Touchy {
+    fn drop(&mut self) {
+        if self.bad && !std::thread::panicking() {
+            panic!("injected: the group's drop");
+        }
+    }
+}
+
+/// The group a caller passes, and the partition's copies of it, drop where a panicking `Drop`
+/// cannot unwind into a caller.
+#[tokio::test(flavor = "current_thread")]
+async fn a_groups_panicking_drop_reaches_no_caller() {
+    crate::support::quiet_injected_panics();
+    let users = Grouped::builder(|g: Touchy, ids: Vec<u32>| {
+        // The function forgets its group: the user's own code never drops one.
+        std::mem::forget(g);
+        async move { Ok::<_, ()>(ids.into_iter().map(|id| (id, id * 2)).collect::<HashMap<_, _>>()) }
+    })
+    .build()
+    .unwrap();
+    for id in 0..64 {
+        let users = users.clone();
+        let out = tokio::spawn(async move { users.load(Touchy { id, bad: true }, 21).await.ok() }).await;
+        assert_eq!(out.ok(), Some(Some(Some(42))), "group {id}: answered, no panic in the caller's task");
+    }
 }

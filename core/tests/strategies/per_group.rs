@@ -543,3 +543,299 @@ async fn one_group_behaves_as_the_plain_strategy() {
     assert_eq!(answers.into_iter().map(Result::unwrap).collect::<Vec<_>>(), (0..20).collect::<Vec<_>>());
     assert_eq!(*order.lock().unwrap(), (0..20).collect::<Vec<_>>(), "arrival order");
 }
+
+/// A group whose `Hash` panics for id 7 while its flag is set (the flag is not part of the
+/// group's identity; one flag per test).
+#[derive(Clone, Debug)]
+struct Flaky(u64, &'static std::sync::atomic::AtomicBool);
+
+impl PartialEq for Flaky {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Flaky {}
+
+impl Hash for Flaky {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        if self.0 == 7 && self.1.load(Ordering::Relaxed) {
+            panic!("injected: group 7's hash");
+        }
+        self.0.hash(state);
+    }
+}
+
+type GatedSerial = PerGroup<Flaky, Serial<u64, (u64, u64), ()>>;
+
+/// Serial per group whose calls count that they started, then wait for a permit of `gate`.
+fn gated_serial(gate: &Arc<tokio::sync::Semaphore>, started: &Arc<AtomicU64>) -> GatedSerial {
+    let (gate, started) = (gate.clone(), started.clone());
+    Serial::per_group(move |g: Flaky, x: u64| {
+        let (gate, started) = (gate.clone(), started.clone());
+        async move {
+            started.fetch_add(1, Ordering::SeqCst);
+            gate.acquire().await.unwrap().forget();
+            Ok::<_, ()>((g.0, x))
+        }
+    })
+    .build()
+    .unwrap()
+}
+
+/// Group 7 enters while its `Hash` is healthy and stays (its call waits at the gate); then its
+/// `Hash` goes bad and 4,000 other groups arrive and stay, so the map grows (and would re-hash
+/// every key it holds). Returns the other groups not answered with their own value, and group
+/// 7's answer.
+async fn grow_past_a_bad_hash(
+    s: &GatedSerial,
+    gate: &Arc<tokio::sync::Semaphore>,
+    started: &Arc<AtomicU64>,
+    armed: &'static std::sync::atomic::AtomicBool,
+) -> (Vec<(u64, String)>, Option<(u64, u64)>) {
+    let seven = tokio::spawn({
+        let s = s.clone();
+        async move { s.call(Flaky(7, armed), 7).await }
+    });
+    while started.load(Ordering::SeqCst) < 1 {
+        tokio::task::yield_now().await;
+    }
+    armed.store(true, Ordering::Relaxed);
+    const N: u64 = 4000;
+    let others: Vec<_> = (1000..1000 + N)
+        .map(|g| {
+            let s = s.clone();
+            tokio::spawn(async move { s.call(Flaky(g, armed), g).await })
+        })
+        .collect();
+    eventually(10, "every call started or ended", || {
+        started.load(Ordering::SeqCst) + others.iter().filter(|h| h.is_finished()).count() as u64 > N
+    })
+    .await;
+    gate.add_permits(N as usize + 1);
+    let mut wrong = Vec::new();
+    for (g, h) in (1000..1000 + N).zip(others) {
+        match h.await.unwrap() {
+            Ok((got, x)) if got == g && x == g => {}
+            other => wrong.push((g, format!("{other:?}"))),
+        }
+    }
+    (wrong, seven.await.unwrap().ok())
+}
+
+/// Runs `body` on its own thread and runtime; `Err` if it does not finish within `secs` (the
+/// thread is then left behind: the hang is the failure).
+fn within<T: Send + 'static>(secs: u64, body: impl std::future::Future<Output = T> + Send + 'static) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(body))));
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(_)) => Err("the body panicked".into()),
+        Err(_) => Err(format!("hung: no answer within {secs} s")),
+    }
+}
+
+#[test]
+fn a_groups_hash_never_runs_inside_the_map_as_it_grows() {
+    static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    quiet_injected_panics();
+    let (wrong, seven) = within(60, async {
+        let (gate, started) = (Arc::new(tokio::sync::Semaphore::new(0)), Arc::new(AtomicU64::new(0)));
+        let s = gated_serial(&gate, &started);
+        grow_past_a_bad_hash(&s, &gate, &started, &ARMED).await
+    })
+    .expect("no hang");
+    assert_eq!(seven, Some((7, 7)), "group 7 entered before its Hash went bad: its call runs");
+    assert!(wrong.is_empty(), "only group 7's own callers may see its Hash panic; these got: {wrong:?}");
+}
+
+#[test]
+fn a_group_whose_hash_panicked_is_served_once_it_recovers() {
+    static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    quiet_injected_panics();
+    let again = within(30, async {
+        let (gate, started) = (Arc::new(tokio::sync::Semaphore::new(0)), Arc::new(AtomicU64::new(0)));
+        let s = gated_serial(&gate, &started);
+        let _ = grow_past_a_bad_hash(&s, &gate, &started, &ARMED).await;
+        ARMED.store(false, Ordering::Relaxed);
+        gate.add_permits(1);
+        s.call(Flaky(7, &ARMED), 8).await.ok()
+    });
+    assert_eq!(again, Ok(Some((7, 8))), "group 7's next call, once its Hash is healthy");
+}
+
+/// With `max_groups(1)` the one group is always served: a call is refused only for a new
+/// group while `max_groups` others are live, never while its own group's member retires or is
+/// being created by another call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_groups_one_serves_its_only_group() {
+    let s = Serial::per_group(|g: u64, x: u64| async move { Ok::<_, ()>((g, x)) }).max_groups(1).build().unwrap();
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut overloaded = 0u64;
+                for x in 0..200_000u64 {
+                    match s.call(1, x).await {
+                        Ok((1, got)) if got == x => {}
+                        Err(Error::Overloaded) => overloaded += 1,
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                overloaded
+            })
+        })
+        .collect();
+    let mut overloaded = 0;
+    for t in tasks {
+        overloaded += t.await.unwrap();
+    }
+    assert_eq!(overloaded, 0, "one group, max_groups(1): {overloaded} of 400,000 calls refused");
+    assert_eq!(s.live_groups(), 0);
+    // And a second group is still refused while the first is live.
+    let gate = Arc::new(Notify::new());
+    let held = Serial::per_group({
+        let gate = gate.clone();
+        move |g: u64, x: u64| {
+            let gate = gate.clone();
+            async move {
+                gate.notified().await;
+                Ok::<_, ()>((g, x))
+            }
+        }
+    })
+    .max_groups(1)
+    .build()
+    .unwrap();
+    let first = tokio::spawn({
+        let held = held.clone();
+        async move { held.call(1, 1).await }
+    });
+    eventually(10, "group 1 live", || held.live_groups() == 1).await;
+    assert!(matches!(held.call(2, 1).await, Err(Error::Overloaded)));
+    gate.notify_one();
+    assert_eq!(first.await.unwrap().ok(), Some((1, 1)));
+}
+
+/// A departure still running keeps its group (a `Coalescer`'s `max_in_flight` holds when every
+/// caller of the departure has given up), so callers with a timeout against a stuck backend
+/// start no second departure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_departure_keeps_its_group_so_max_in_flight_holds() {
+    let running = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let views = {
+        let (running, most) = (running.clone(), most.clone());
+        Coalescer::per_group(
+            || 0u64,
+            |n: &mut u64, x: u64| *n += x,
+            move |_site: u32, n: u64| {
+                let (running, most) = (running.clone(), most.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    // The backend is stuck.
+                    std::future::pending::<()>().await;
+                    Ok::<_, ()>(n)
+                }
+            },
+        )
+        .max_in_flight(1)
+        .build()
+        .unwrap()
+    };
+    for _ in 0..10 {
+        // A caller with a timeout, as tower's or tokio's.
+        let _ = tokio::time::timeout(Duration::from_millis(20), views.coalesce(1, 1)).await;
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 1, "one group, max_in_flight(1): departures of it at once");
+    assert_eq!(views.live_groups(), 1, "the group lives while its departure runs");
+}
+
+/// A group whose `Drop` panics if `bad` (its clones copy `bad_clones` into `bad`).
+#[derive(Debug)]
+struct Touchy {
+    id: u64,
+    bad: bool,
+    bad_clones: bool,
+}
+
+impl Clone for Touchy {
+    fn clone(&self) -> Self {
+        Touchy { id: self.id, bad: self.bad_clones, bad_clones: self.bad_clones }
+    }
+}
+
+impl PartialEq for Touchy {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Touchy {}
+
+impl Hash for Touchy {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl Drop for Touchy {
+    fn drop(&mut self) {
+        if self.bad && !std::thread::panicking() {
+            panic!("injected: the group's drop");
+        }
+    }
+}
+
+/// The partition's own copies of a group (the member's, the map's key, those the group's
+/// instance keeps) drop where a panicking `Drop` reaches no caller, whichever caller's frame or
+/// epoch guard frees them.
+#[tokio::test(flavor = "current_thread")]
+async fn the_partitions_copies_of_a_group_drop_quietly() {
+    quiet_injected_panics();
+    // The functions forget their group: the user's own code never drops one.
+    let s = Serial::per_group(|g: Touchy, x: u64| {
+        let id = g.id;
+        std::mem::forget(g);
+        async move { Ok::<_, ()>(id * 1000 + x) }
+    })
+    .build()
+    .unwrap();
+    let c = Coalescer::per_group(
+        || 0u64,
+        |n: &mut u64, x: u64| *n += x,
+        |g: Touchy, n: u64| {
+            let id = g.id;
+            std::mem::forget(g);
+            async move { Ok::<_, ()>(id * 1000 + n) }
+        },
+    )
+    .build()
+    .unwrap();
+    for id in 0..64 {
+        let (s, c) = (s.clone(), c.clone());
+        // The caller's own group is healthy; only the partition's clones of it panic on drop.
+        let serial = tokio::spawn(async move { s.call(Touchy { id, bad: false, bad_clones: true }, 2).await.ok() });
+        assert_eq!(serial.await.ok(), Some(Some(id * 1000 + 2)), "group {id}: answered, no panic in the caller's task");
+        let coalesced = tokio::spawn(async move { c.coalesce(Touchy { id, bad: false, bad_clones: true }, 3).await.ok().map(|n| *n) });
+        assert_eq!(coalesced.await.ok(), Some(Some(id * 1000 + 3)), "group {id}: answered, no panic in the caller's task");
+    }
+    let c = Coalescer::per_group(
+        || 0u64,
+        |n: &mut u64, x: u64| *n += x,
+        |g: Touchy, n: u64| {
+            let id = g.id;
+            std::mem::forget(g);
+            async move { Ok::<_, ()>(id * 1000 + n) }
+        },
+    )
+    .build()
+    .unwrap();
+    // The caller's own group, dropped in the call.
+    let coalesced = tokio::spawn(async move { c.coalesce(Touchy { id: 1, bad: true, bad_clones: false }, 2).await.ok().map(|n| *n) });
+    assert_eq!(coalesced.await.ok(), Some(Some(1002)), "answered, the caller's group's drop panic caught");
+}
