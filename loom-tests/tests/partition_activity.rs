@@ -1,8 +1,10 @@
 //! A partition's reclamation (`Activity` in `core/src/partition.rs`): a group's last occupant
 //! retiring its member while new calls for the group arrive. Runs the real activity word; the
 //! map (`papaya`, linearizable, its own tests' business) is a mutex around one slot here, with
-//! `find_or_create`'s exact steps: get, enter, remove a dead member by identity and retry, or
-//! create a member born entered and `try_insert` it.
+//! `find_or_create`'s exact steps: get, enter, or take a dead member's place if its retirer has
+//! not (one swap of the member's `place` decides), remove it by identity and retry, or create a
+//! member born entered and `try_insert` it; and `leave`'s: the retirer gives the place back
+//! (unless a caller inherited it) before the removal.
 #![cfg(busline_loom)]
 
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -17,11 +19,14 @@ struct Member {
     activity: Activity,
     /// Set by the member's retirer.
     retired: AtomicBool,
+    /// Whether the member still holds its place in `live` (taken by one swap: its retirer's,
+    /// or a caller's that inherits it).
+    place: AtomicBool,
 }
 
 impl Member {
     fn new(id: usize) -> Arc<Member> {
-        Arc::new(Member { id, activity: Activity::entered(), retired: AtomicBool::new(false) })
+        Arc::new(Member { id, activity: Activity::entered(), retired: AtomicBool::new(false), place: AtomicBool::new(true) })
     }
 }
 
@@ -30,7 +35,8 @@ struct Group {
     slot: Mutex<Option<Arc<Member>>>,
     /// Members created (the next one's id).
     created: AtomicUsize,
-    /// Members inserted and not yet retired (the partition's `live`).
+    /// Places held: by members inserted whose place is not yet given back, and by creators
+    /// (the partition's `live`).
     live: AtomicUsize,
     /// The member of every call now inside the group (one entry per occupant).
     inside: Mutex<Vec<usize>>,
@@ -53,25 +59,36 @@ impl Group {
     fn enter(&self) -> Arc<Member> {
         let member = loop {
             let found = self.slot.lock().unwrap().clone();
-            if let Some(member) = found {
-                if member.activity.enter() {
-                    break member;
+            let inherited = match found {
+                Some(member) if member.activity.enter() => break member,
+                Some(member) => {
+                    // Retired, its retirer not yet done: inherit its place unless the retirer
+                    // gave it back first, and remove it ourselves (by identity).
+                    let inherited = member.place.swap(false, SeqCst);
+                    let mut slot = self.slot.lock().unwrap();
+                    if slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, &member)) {
+                        *slot = None;
+                    }
+                    if !inherited {
+                        continue;
+                    }
+                    true
                 }
-                // Retired, its retirer not yet done: remove it ourselves (by identity).
-                let mut slot = self.slot.lock().unwrap();
-                if slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, &member)) {
-                    *slot = None;
-                }
-                continue;
+                None => false,
+            };
+            if !inherited {
+                // A reservation (the model has no bound).
+                self.live.fetch_add(1, SeqCst);
             }
             let id = self.created.fetch_add(1, SeqCst);
             let member = Member::new(id);
             let mut slot = self.slot.lock().unwrap();
             if slot.is_none() {
                 *slot = Some(Arc::clone(&member));
-                self.live.fetch_add(1, SeqCst);
                 break member;
             }
+            // Lost the insert: the place lapses.
+            self.live.fetch_sub(1, SeqCst);
         };
         let mut inside = self.inside.lock().unwrap();
         assert!(
@@ -93,11 +110,14 @@ impl Group {
         }
         if member.activity.leave() {
             assert!(!member.retired.swap(true, SeqCst), "partition broken: member {} retired twice", member.id);
+            // The place first, unless a caller of the group inherited it.
+            if member.place.swap(false, SeqCst) {
+                self.live.fetch_sub(1, SeqCst);
+            }
             let mut slot = self.slot.lock().unwrap();
             if slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, member)) {
                 *slot = None;
             }
-            self.live.fetch_sub(1, SeqCst);
         }
     }
 }
@@ -119,14 +139,15 @@ fn retire_vs_enter() {
         call.join().unwrap();
     }
     // Every call was served (each entered a member), and nothing stays behind.
-    assert_eq!(group.live.load(SeqCst), 0, "every member retired exactly once");
+    assert_eq!(group.live.load(SeqCst), 0, "every place given back exactly once (by a retirer, or by an inheritor's member)");
     assert!(group.slot.lock().unwrap().is_none(), "no member left in the map");
     assert!(group.inside.lock().unwrap().is_empty());
 }
 
 /// Proves: a call never enters a member that is being retired, so a group's instances never
 /// overlap (`Serial` stays one at a time across reclamations), every member is retired exactly
-/// once (`live_groups` returns to 0), and none stays in the map.
+/// once, every place is given back exactly once, whether its retirer or a caller that found
+/// the member dead took it (`live_groups` returns to 0), and no member stays in the map.
 #[test]
 fn a_retiring_group_never_overlaps_its_successor() {
     model("partition_retire_vs_enter", retire_vs_enter);
