@@ -186,9 +186,8 @@ async fn debounce_a_huge_quiet_closes_every_call() {
 //    30,000 distinct keys were in flight at once, `in_flight()` is 0 but the tables keep their
 //    capacity for life ("Per-key state exists only while a key is in flight"; memory must follow
 //    the load). Measured by a counting allocator that counts the test thread's allocations only
-//    (the runtime is current_thread, so every task runs there). Likewise the partition: after a
-//    burst of 30,000 groups live at once and gone, and 1,000 calls more, ~1 MB stays (papaya's
-//    table or seize's retired entries).
+//    (the runtime is current_thread, so every task runs there). (The partition's map after a
+//    burst is documented and tested in `grouped_memory.rs`.)
 
 mod counting {
     use std::alloc::{GlobalAlloc, Layout, System};
