@@ -11,7 +11,7 @@ use tokio::task::AbortHandle;
 
 use super::rendezvous::Rendezvous;
 use super::round::lock;
-use super::user::{clone_outcome, drop_quietly, guarded, settle};
+use super::user::{Quiet, clone_outcome, drop_quietly, guarded, settle};
 use crate::Error;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -175,9 +175,11 @@ where
         let runtime = tokio::runtime::Handle::current();
         let inner = &self.inner;
         let Joined { hash, flight, leader } = inner.join(key)?;
+        // Whoever holds the flight last drops its value (the user's `Drop`): maybe this caller.
+        let flight = Quiet::new(flight);
         let mut waiter = Waiter { inner, hash, flight: &flight, answered: false };
         if leader {
-            let mut execution = Execution { inner: Arc::clone(inner), hash, flight: Arc::clone(&flight) };
+            let mut execution = Execution { inner: Arc::clone(inner), hash, flight: Quiet::new(Arc::clone(&flight)) };
             match guarded(f) {
                 Ok(fut) => {
                     let task = runtime.spawn(async move {
@@ -284,7 +286,7 @@ impl<K, V, E> Inner<K, V, E> {
 struct Execution<K, V, E> {
     inner: Arc<Inner<K, V, E>>,
     hash: u64,
-    flight: Arc<Flight<V, E>>,
+    flight: Quiet<Arc<Flight<V, E>>>,
 }
 
 impl<K, V, E> Execution<K, V, E> {
