@@ -12,12 +12,14 @@
 //! - [`trace`]: the arrival trace; [`replay`]: the open-loop load generator.
 //! - [`calibrate`]: the cost model and its scenario; [`reaction`]: the batcher driver's delays;
 //!   [`simcheck`]: the simulator's predictions.
+//! - [`app_cpu`]: the application's CPU per request, measured on bursts.
 //! - [`sched`]: the CPU a replay used and its wait for a core.
 //! - [`segments`]: the requests split by the part of the trace they arrived in.
 //! - [`rounds`]: each contender replayed a few times, interleaved; medians and spreads.
 //! - [`report`]: `reports/db/` (README, CSV, plot).
 #![deny(unsafe_code)]
 
+pub mod app_cpu;
 pub mod calibrate;
 pub mod db;
 pub mod reaction;

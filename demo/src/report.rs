@@ -127,7 +127,8 @@ fn csv(run: &Run) -> String {
          sim_no_driver_queries,sim_no_driver_latency_mean_ms,sim_no_driver_latency_p99_ms,\
          to_seal_mean_ms,to_connection_mean_ms,query_mean_ms,way_back_mean_ms,\
          sim_to_seal_mean_ms,sim_to_connection_mean_ms,sim_query_mean_ms,sim_way_back_mean_ms,cpu_ms,waiting_for_a_core_ms,\
-         sim_one_factor_queries,sim_one_factor_latency_mean_ms,sim_one_factor_latency_p99_ms\n",
+         sim_one_factor_queries,sim_one_factor_latency_mean_ms,sim_one_factor_latency_p99_ms,\
+         sim_no_cpu_queries,sim_no_cpu_latency_mean_ms,sim_no_cpu_latency_p99_ms\n",
     );
     for c in &run.contenders {
         for (round, r) in c.rounds.iter().enumerate() {
@@ -176,6 +177,8 @@ fn csv(run: &Run) -> String {
             }
             let o = &r.one_factor;
             let _ = write!(s, ",{:.1},{:.4},{:.4}", o.queries, o.mean_ms, o.p99_ms);
+            let n = &r.no_cpu;
+            let _ = write!(s, ",{:.1},{:.4},{:.4}", n.queries, n.mean_ms, n.p99_ms);
             s.push('\n');
         }
     }
@@ -349,6 +352,7 @@ fn section(run: &Run) -> String {
             w.at(0.95)
         );
     }
+    app_cpu_section(&mut s, run);
     driver_section(&mut s, run);
     let _ = writeln!(s, "### The simulator against the database\n");
     let _ = writeln!(
@@ -453,6 +457,30 @@ fn section(run: &Run) -> String {
         );
     }
     s.push('\n');
+    if run.model.app_cpu.is_some() && run.backend == "sqlite" {
+        let _ = writeln!(
+            s,
+            "The same predictions without the application's CPU (`[cpu]` left out: the model before) → with it. \
+             Median errors of queries / mean / p99.\n"
+        );
+        let _ = writeln!(s, "| contender | queries error | mean error | p99 error |");
+        let _ = writeln!(s, "|---|---:|---:|---:|");
+        for c in &run.contenders {
+            let (e, e0) = (c.errors().median(), c.no_cpu_errors().median());
+            let _ = writeln!(
+                s,
+                "| {} | {} → {} | {} → {} | {} → {} |",
+                c.label,
+                pct(e0.queries),
+                pct(e.queries),
+                pct(e0.mean),
+                pct(e.mean),
+                pct(e0.p99),
+                pct(e.p99)
+            );
+        }
+        s.push('\n');
+    }
     parts_section(&mut s, run);
     why_misses(&mut s, run);
     s
@@ -465,6 +493,8 @@ fn parts_section(s: &mut String, run: &Run) {
         s,
         "Where in the trace: each contender's median round, its requests split by the part of the trace they arrived \
          in (by their instant in the trace; the spikes' part runs 0.1 ms past each spike's last arrival), the \
+         queries sent for them (measured: each request one over the size of its bus, the requests sealed at one \
+         instant; predicted: the simulator's queries dispatched in the part's buckets), the \
          simulator's latency for the same requests beside the measured one (its time series by arrival instant, \
          {bucket} µs buckets, histograms of 1/16 precision: its p99 is good to a few percent), and the measured stages \
          (as above). Last, the slowest 1 % of the measured requests, the parts they arrived in, and their stages: \
@@ -474,18 +504,20 @@ fn parts_section(s: &mut String, run: &Run) {
     );
     let _ = writeln!(
         s,
-        "| contender | part | requests | mean measured / predicted | p99 measured / predicted | to seal | to connection | query | way back |"
+        "| contender | part | requests | queries measured / predicted | mean measured / predicted | p99 measured / predicted | to seal | to connection | query | way back |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for c in &run.contenders {
         let r = c.median_round();
         for (name, p) in segments::PARTS.iter().zip(&r.parts) {
             let st = p.stages.means_ms();
             let _ = writeln!(
                 s,
-                "| {} | {name} | {} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                "| {} | {name} | {} | {:.0} / {:.0} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
                 c.label,
                 p.measured.count(),
+                p.queries.0,
+                p.queries.1,
                 p.measured.mean() / 1e6,
                 p.predicted.mean() / 1e6,
                 ms(p.measured.quantile(0.99)),
@@ -502,7 +534,7 @@ fn parts_section(s: &mut String, run: &Run) {
             segments::PARTS.iter().zip(t.from).filter(|(_, n)| *n > 0).map(|(p, n)| format!("{n} {p}")).collect();
         let _ = writeln!(
             s,
-            "| {} | slowest 1 % ({}) | {} | {:.3} / – | {:.3} / {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            "| {} | slowest 1 % ({}) | {} | – | {:.3} / – | {:.3} / {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
             c.label,
             from.join(", "),
             t.latency.count(),
@@ -544,6 +576,53 @@ fn stages_section(s: &mut String, run: &Run) {
         let _ = writeln!(s, " {:.3} / {:.3} |", r.measured.latency.mean() / 1e6, r.predicted.mean_ms);
     }
     s.push('\n');
+}
+
+/// The application's CPU per request, as the scenario's `[cpu]` carries it.
+fn app_cpu_section(s: &mut String, run: &Run) {
+    let Some(c) = &run.model.app_cpu else { return };
+    let rounds: Vec<String> = c
+        .bursts
+        .iter()
+        .map(|(b, d)| {
+            let q = crate::app_cpu::QueryCpu { base_us: c.query_base_us, per_key_us: c.query_per_key_us };
+            format!(
+                "{:.1} ms of CPU for {} queries ({:.1} µs per request) / {:.1} ms ({:.1} µs)",
+                b.cpu_ms,
+                b.queries,
+                q.request_us(b),
+                d.cpu_ms,
+                q.request_us(d)
+            )
+        })
+        .collect();
+    let used = if run.backend == "sqlite" {
+        format!(
+            "SQLite runs in the process, so its `servers` ({}) are the process's cores ({}): the scenario's `[cpu]` puts \
+             `request_us` = {:.2} µs (direct calls: `direct_request_us` = {:.2} µs) on them at each arrival, in the same \
+             queue as the queries (`sim/README.md`, `[cpu]`).",
+            run.model.servers, c.cores, c.request_us, c.direct_request_us
+        )
+    } else {
+        "A server database runs its queries on its own processes: the scenario carries no `[cpu]`.".to_string()
+    };
+    let _ = writeln!(
+        s,
+        "**The application's CPU.** The closed loop times queries with only their own callers running; a replay's \
+         requests are tasks spawned one by one, each polled, boarding, woken and answered. Each calibration round \
+         also sends bursts of the article's shape ({} requests within {} ms, spawned at their instants as the replays' \
+         injector spawns them; `demo/src/app_cpu.rs`), through a natural batcher and directly, and reads the whole \
+         process's CPU from the first spawn to the last answer (Linux's scheduler statistics). Less the CPU of the \
+         queries the burst ran, each as the closed loop's single-client cells used it ({:.1} µs + {:.2} µs per id, \
+         a line through those cells' CPU per query), what is left per request is the application's CPU per request. \
+         Each round, batched / direct: {}; the median is kept. {}\n",
+        crate::app_cpu::BURST,
+        crate::app_cpu::WIDTH.as_millis(),
+        c.query_base_us,
+        c.query_per_key_us,
+        rounds.join("; "),
+        used
+    );
 }
 
 /// The batcher driver's measured delays, as the scenario's `[driver]` carries them.
