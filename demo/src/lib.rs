@@ -19,6 +19,10 @@
 //! - [`report`]: `reports/db/` (README, CSV, plot).
 #![deny(unsafe_code)]
 
+/// Worker threads of the demo's tokio runtime (`busline-demo`'s and the tests'): two, as the
+/// machine `make demo` is measured on has two cores.
+pub const RUNTIME_WORKERS: usize = 2;
+
 pub mod app_cpu;
 pub mod calibrate;
 pub mod db;

@@ -739,19 +739,21 @@ fn why_misses(s: &mut String, run: &Run) {
          round ran just before a round of replays, so the cost model saw the same spells of load; the rounds and their \
          medians keep one spoiled replay out of a figure, not a load that lasts the whole run: then every round waited \
          and the errors of all of them lean the same way (the brackets).\n\
-         - **The application's own CPU** (the *query* stage above, most under the spikes and for the shortest \
-         windows: the part table shows the spikes' query stage against the background's, and where the predicted \
-         latency falls short). The callers' tasks, the injector, the driver and sqlx's worker threads run on the same {} cores \
-         as SQLite; the calibration times queries with only their own callers running. When 200 requests arrive \
-         within 3 ms, spawning, waking and answering them costs CPU the model charges to no one: the measured query \
-         stage above the predicted one (a negative latency error).\n\
+         - **The application's CPU, as the kernel schedules it** (the *query* stage above, most under the spikes \
+         and for the shortest windows: the part table shows the spikes' query stage against the background's). The \
+         scenario's `[cpu]` now puts each request's measured CPU (above: the article's spike, less its queries' CPU) on \
+         the servers, queued with the queries; the table comparing the predictions with and without it shows what \
+         that explains. What it leaves out: the work runs on threads (the runtime's {} workers, sqlx's worker thread per \
+         connection, the injector) that the kernel time-slices on {} cores, so a query whose thread is switched out \
+         waits a slice, not its turn in a queue; a request's CPU is one constant, whatever the load (a request that \
+         wakes parked threads in the quiet background costs more than one inside a spike, which is what the bursts \
+         measure); and on a busy machine the CPU of a burst, hence `request_us`, moves from round to round.\n\
          - **Direct calls on a knife's edge.** Under the article's spike (200 requests within 3 ms, one every 15 µs) \
          single-id queries on the pool's connections arrive about as fast as the database completes them, so the \
          queue that builds, and with it direct calls' mean and p99, moves several percent for every percent of the \
-         queries' cost: the contention by size (a single-id query contends less than a large one, as the calibration \
-         shows) lowers their predicted cost, and whatever the closed loop does not see of their cost under a spike \
-         (the application's CPU, above) then shows as a negative error. The part table above shows it: direct calls' \
-         misses are in the spikes.\n\
+         queries' cost: a direct call's own CPU beyond its query (`direct_request_us`, a few µs at most, often within \
+         the noise of the query's own CPU) or any cost the closed loop does not see under a spike shows there. The \
+         part table above shows it: direct calls' misses are in the spikes.\n\
          - **Contention between queries of different sizes.** A query's contention depends on its own size (the \
          calibration's closed loops run equal queries), not on its neighbours': a single-id query beside a \
          1,000-id one slows as beside another single-id one. The table comparing one factor with the contention by \
@@ -761,6 +763,7 @@ fn why_misses(s: &mut String, run: &Run) {
          - **Statement preparation.** Each IN-list length is its own statement; a length not yet in a connection's \
          cache costs a prepare, which the linear `base + per_key × k` does not carry. The fewer and larger the batches, \
          the more distinct lengths per query.\n",
+        crate::RUNTIME_WORKERS,
         std::thread::available_parallelism().map_or(0, usize::from)
     );
 }
