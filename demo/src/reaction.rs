@@ -326,6 +326,23 @@ pub fn reactions(called: &[Instant], buses: &[Bus]) -> Vec<f64> {
         .collect()
 }
 
+/// The reaction of each natural bus released by a completion: its first passenger found
+/// `max_in_flight` buses in flight, so it left when the first of them ended; seal − that end,
+/// µs. (The simulator draws this from the table of releases by an arrival, `reactions`.)
+pub fn completion_reactions(called: &[Instant], buses: &[Bus], max_in_flight: usize) -> Vec<f64> {
+    buses
+        .iter()
+        .filter_map(|b| {
+            let open = opened(called, b)?;
+            if in_flight(buses, open) < max_in_flight {
+                return None;
+            }
+            let freed = buses.iter().map(|o| o.finished).filter(|&f| f > open && f <= b.sealed).min()?;
+            Some(us(b.sealed.saturating_duration_since(freed)))
+        })
+        .collect()
+}
+
 /// The lateness of each bus of a `window` released by its deadline (fewer than `max_in_flight`
 /// in flight then): seal − first call − `window`, µs.
 pub fn timer_reactions(called: &[Instant], buses: &[Bus], window: Duration, max_in_flight: usize) -> Vec<f64> {
@@ -429,6 +446,13 @@ mod tests {
         assert_eq!(timer_reactions(&called, &buses, Duration::from_micros(5), 2), vec![10.0, 2.0]);
         assert_eq!(timer_reactions(&called, &buses, Duration::from_micros(5), 1), vec![10.0]);
         assert_eq!(launches(&buses), vec![2.0, 2.0]);
+        // With one place, B's passenger (20 µs) found A in flight: released by A's end at
+        // 100 µs; sealed at 27 µs here, before that end, so no release by a completion is seen.
+        assert!(completion_reactions(&called, &buses, 1).is_empty());
+        let late = [bus(15, 100, vec![0, 1]), bus(112, 200, vec![2])];
+        assert_eq!(completion_reactions(&called, &late, 1), vec![12.0]);
+        // With two places B never waited for a completion.
+        assert!(completion_reactions(&called, &late, 2).is_empty());
     }
 
     #[test]

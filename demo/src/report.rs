@@ -660,6 +660,7 @@ fn driver_section(s: &mut String, run: &Run) {
         let Some(r) = &m.driver else { continue };
         for (what, x) in [
             ("reaction (due on arrival)", &r.reaction),
+            ("reaction (due on a completion)", &r.completion_reaction),
             ("after a deadline", &r.timer_reaction),
             ("launch", &r.launch),
             ("way back (per request)", &r.answer),
