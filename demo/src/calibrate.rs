@@ -861,6 +861,7 @@ mod tests {
         let delay = |base: f64| crate::reaction::Delay::of((0..100).map(|i| base + f64::from(i)).collect()).unwrap();
         let d = DriverModel {
             reaction: delay(20.0),
+            completion_reaction: None,
             timer_reaction: delay(5.0),
             launch: delay(1.0),
             answer: delay(3.0),

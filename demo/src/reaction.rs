@@ -142,6 +142,9 @@ impl Delay {
 pub struct DriverModel {
     /// Release to seal when the bus is due on an arrival (natural).
     pub reaction: Delay,
+    /// Release to seal when the bus is due on a completion (natural, every in-flight place was
+    /// taken when its first passenger called): for the report (`None` without such a bus).
+    pub completion_reaction: Option<Delay>,
     /// Deadline to seal (a fixed window).
     pub timer_reaction: Delay,
     /// Seal to the batch future's first poll, over both policies.
@@ -400,6 +403,7 @@ pub async fn measure(plan: &Plan, progress: Option<&ProgressBar>) -> Result<Driv
     let (answer_per_caller_us, residuals) = way_back_line(&back);
     Ok(DriverModel {
         reaction: Delay::of(reaction).context("the reaction on arrival")?,
+        completion_reaction: Delay::of(completion_reactions(&natural.called, &natural.buses, plan.max_in_flight)).ok(),
         timer_reaction: Delay::of(timer_reaction).context("the reaction after a deadline")?,
         launch: Delay::of(launch).context("the launch")?,
         answer: Delay::of(residuals).context("the way back")?,

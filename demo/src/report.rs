@@ -654,6 +654,9 @@ fn driver_section(s: &mut String, run: &Run) {
         (format!("mock: way back − {:.2} µs per caller woken before (`answer_us`)", d.answer_per_caller_us), &d.answer),
     ];
     let mut rows: Vec<(String, &crate::reaction::Delay)> = mock.into_iter().collect();
+    if let Some(c) = &d.completion_reaction {
+        rows.insert(1, ("mock: reaction (due on a completion; not in the scenario)".into(), c));
+    }
     let mut per_caller = Vec::new();
     for c in &run.contenders {
         let m = &c.median_round().measured;
