@@ -862,6 +862,7 @@ mod tests {
         let d = DriverModel {
             reaction: delay(20.0),
             completion_reaction: None,
+            busy_reaction: None,
             timer_reaction: delay(5.0),
             launch: delay(1.0),
             answer: delay(3.0),

@@ -142,6 +142,9 @@ impl Delay {
 pub struct DriverModel {
     /// Release to seal when the bus is due on an arrival (natural).
     pub reaction: Delay,
+    /// Release to seal when the bus is due on an arrival with other buses in flight (natural):
+    /// for the report (`None` without such a bus).
+    pub busy_reaction: Option<Delay>,
     /// Release to seal when the bus is due on a completion (natural, every in-flight place was
     /// taken when its first passenger called): for the report (`None` without such a bus).
     pub completion_reaction: Option<Delay>,
@@ -329,6 +332,21 @@ pub fn reactions(called: &[Instant], buses: &[Bus]) -> Vec<f64> {
         .collect()
 }
 
+/// The reaction of each natural bus released on its first passenger's arrival while other
+/// buses were in flight (fewer than `max_in_flight`: a place was free): seal − that call, µs.
+/// Under a burst the runtime then has callers and answers to run; the simulator draws these
+/// from the table of buses that found nothing in flight (`reactions`).
+pub fn busy_reactions(called: &[Instant], buses: &[Bus], max_in_flight: usize) -> Vec<f64> {
+    buses
+        .iter()
+        .filter_map(|b| {
+            let open = opened(called, b)?;
+            let n = in_flight(buses, open);
+            (n > 0 && n < max_in_flight).then(|| us(b.sealed.saturating_duration_since(open)))
+        })
+        .collect()
+}
+
 /// The reaction of each natural bus released by a completion: its first passenger found
 /// `max_in_flight` buses in flight, so it left when the first of them ended; seal − that end,
 /// µs. (The simulator draws this from the table of releases by an arrival, `reactions`.)
@@ -404,6 +422,7 @@ pub async fn measure(plan: &Plan, progress: Option<&ProgressBar>) -> Result<Driv
     Ok(DriverModel {
         reaction: Delay::of(reaction).context("the reaction on arrival")?,
         completion_reaction: Delay::of(completion_reactions(&natural.called, &natural.buses, plan.max_in_flight)).ok(),
+        busy_reaction: Delay::of(busy_reactions(&natural.called, &natural.buses, plan.max_in_flight)).ok(),
         timer_reaction: Delay::of(timer_reaction).context("the reaction after a deadline")?,
         launch: Delay::of(launch).context("the launch")?,
         answer: Delay::of(residuals).context("the way back")?,
@@ -457,6 +476,10 @@ mod tests {
         assert_eq!(completion_reactions(&called, &late, 1), vec![12.0]);
         // With two places B never waited for a completion.
         assert!(completion_reactions(&called, &late, 2).is_empty());
+        // With two places B's passenger found A in flight and a place free: B's reaction, 7 µs,
+        // is a busy one; A's (nothing in flight) is not.
+        assert_eq!(busy_reactions(&called, &buses, 2), vec![7.0]);
+        assert!(busy_reactions(&called, &buses, 1).is_empty());
     }
 
     #[test]

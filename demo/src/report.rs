@@ -657,12 +657,16 @@ fn driver_section(s: &mut String, run: &Run) {
     if let Some(c) = &d.completion_reaction {
         rows.insert(1, ("mock: reaction (due on a completion; not in the scenario)".into(), c));
     }
+    if let Some(c) = &d.busy_reaction {
+        rows.insert(1, ("mock: reaction (due on arrival, buses in flight; not in the scenario)".into(), c));
+    }
     let mut per_caller = Vec::new();
     for c in &run.contenders {
         let m = &c.median_round().measured;
         let Some(r) = &m.driver else { continue };
         for (what, x) in [
             ("reaction (due on arrival)", &r.reaction),
+            ("reaction (due on arrival, buses in flight)", &r.busy_reaction),
             ("reaction (due on a completion)", &r.completion_reaction),
             ("after a deadline", &r.timer_reaction),
             ("launch", &r.launch),
