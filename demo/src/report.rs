@@ -755,7 +755,10 @@ fn why_misses(s: &mut String, run: &Run) {
          connection, the injector) that the kernel time-slices on {} cores, so a query whose thread is switched out \
          waits a slice, not its turn in a queue; a request's CPU is one constant, whatever the load (a request that \
          wakes parked threads in the quiet background costs more than one inside a spike, which is what the bursts \
-         measure); and on a busy machine the CPU of a burst, hence `request_us`, moves from round to round.\n\
+         measure); the driver's own CPU while it waits for a deadline (it yields through the last stretch and its \
+         timer thread may spin: the fixed windows' replays use markedly more CPU than natural's, the *CPU* column of \
+         the CSV) is not in it, and costs the shortest windows most; and on a busy machine the CPU of a burst, hence \
+         `request_us`, moves from round to round.\n\
          - **Direct calls on a knife's edge.** Under the article's spike (200 requests within 3 ms, one every 15 µs) \
          single-id queries on the pool's connections arrive about as fast as the database completes them, so the \
          queue that builds, and with it direct calls' mean and p99, moves several percent for every percent of the \
