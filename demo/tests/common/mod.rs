@@ -36,9 +36,12 @@ pub(crate) async fn exercise(url: &str, dir: &Path) {
     let model = calibrate(&db, &plan, None).await.unwrap();
     assert!(model.base_ms > 0.0, "{model:?}");
     // ~50 single-id queries open loop; how many found the database idle long enough depends
-    // on the machine's load (on a loaded one the injector's tasks bunch up): at least one did.
-    let wake = model.wake.as_ref().expect("the wake-up is measured");
-    assert!(wake.samples >= 1, "{wake:?}");
+    // on the machine's load: on a loaded one the injector's tasks bunch up and none may have,
+    // and the scenario then carries no wake-up (`calibrate.rs`'s unit tests cover both cases).
+    match model.wake.as_ref() {
+        Some(wake) => eprintln!("wake-up measured from {} queries", wake.samples),
+        None => eprintln!("no query found the database idle long enough: no wake-up measured"),
+    }
     let scenario = dir.join("calibrated.toml");
     write_csv(&dir.join("traces/intended.csv"), &arrivals).unwrap();
     let driver_plan = busline_demo::reaction::Plan { trace: TraceSpec::small(USERS), ..busline_demo::reaction::Plan::demo(&model, USERS) };
