@@ -105,6 +105,10 @@
 //! insertion after it bumps `changes` before its creator leaves `creating`. So at `t` the
 //! group is new and `max_groups` other groups are live: the refusal is right at `t`.
 //!
+//! Under a steady churn of other groups at the bound, `changes` may never stand still: after
+//! `CAREFUL_ROUNDS` rounds (each retrying the reservation) the call is refused anyway, rather
+//! than spin; the bound itself is never exceeded.
+//!
 //! The careful round costs a failed reservation only; the path of a call that finds its group
 //! touches none of these counters; a creation and a retirement each add two increments of
 //! `creating` and one of `changes`.
@@ -134,8 +138,14 @@ use std::sync::{Arc, Weak};
 use papaya::Equivalent;
 
 use crate::Error;
-use crate::shared::drop_quietly;
+use crate::shared::{Quiet, drop_quietly};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
+
+/// Careful rounds before a call at the bound is refused anyway: a creator holds a place for a
+/// few microseconds (it builds the instance, no await), far less than this many yields, so
+/// only a steady churn of other groups at the bound keeps the check from settling, and there
+/// the call is refused rather than spinning on.
+const CAREFUL_ROUNDS: usize = 64;
 
 /// Set in an [`Activity`] word once its member is retired. Grants nothing: a caller that sees
 /// it must find or create another member.
@@ -186,28 +196,6 @@ impl Activity {
     }
 }
 
-/// A value of the user's whose `Drop` may panic, dropped where that cannot unwind: the map
-/// frees its entries in whichever thread's guard reclaims them (see the essay).
-struct Quiet<X>(Option<X>);
-
-impl<X> Quiet<X> {
-    fn new(value: X) -> Quiet<X> {
-        Quiet(Some(value))
-    }
-
-    fn get(&self) -> &X {
-        self.0.as_ref().expect("present until dropped")
-    }
-}
-
-impl<X> Drop for Quiet<X> {
-    fn drop(&mut self) {
-        if let Some(value) = self.0.take() {
-            drop_quietly(value);
-        }
-    }
-}
-
 thread_local! {
     /// Set when the group's `Eq` panicked inside a map operation of this thread's (which reads
     /// it as "not equal"); the call that ran the operation reports it.
@@ -238,7 +226,7 @@ impl<G> Hash for GroupKey<G> {
 
 impl<G: Eq> PartialEq for GroupKey<G> {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.group, &other.group) || (self.hash == other.hash && user_eq(self.group.get(), other.group.get()))
+        Arc::ptr_eq(&self.group, &other.group) || (self.hash == other.hash && user_eq(&**self.group, &**other.group))
     }
 }
 
@@ -258,7 +246,7 @@ impl<G> Hash for Query<'_, G> {
 
 impl<G: Eq> Equivalent<GroupKey<G>> for Query<'_, G> {
     fn equivalent(&self, key: &GroupKey<G>) -> bool {
-        self.hash == key.hash && user_eq(self.group, key.group.get())
+        self.hash == key.hash && user_eq(self.group, &**key.group)
     }
 }
 
@@ -399,6 +387,7 @@ where
         let members = self.members.pin();
         // Set once a reservation failed: the next rounds decide a refusal carefully.
         let mut careful = false;
+        let mut careful_rounds = 0;
         loop {
             let seen = if careful { self.changes.load(Ordering::SeqCst) } else { 0 };
             let place = match members.get(&query) {
@@ -419,8 +408,11 @@ where
                 None if EQ_PANICKED.with(Cell::get) => return Err(Error::Panicked),
                 None => match Reservation::take(self) {
                     Some(place) => place,
-                    None if careful && self.refusal_holds(seen) => return Err(Error::Overloaded),
+                    None if careful && (self.refusal_holds(seen) || careful_rounds >= CAREFUL_ROUNDS) => {
+                        return Err(Error::Overloaded);
+                    }
                     None => {
+                        careful_rounds += usize::from(careful);
                         if careful {
                             // A place is in a creator's hands, or the partition moved: let it
                             // settle (creators run no awaits between reserving and inserting).
@@ -468,7 +460,7 @@ where
                     None
                 }
             };
-            Member { key, value: Quiet(value), activity: Activity::entered(), place: AtomicBool::new(true) }
+            Member { key, value: value.map_or_else(Quiet::empty, Quiet::new), activity: Activity::entered(), place: AtomicBool::new(true) }
         });
         match failed {
             Some(e) => Err(e),
@@ -644,7 +636,7 @@ where
     type Target = T;
 
     fn deref(&self) -> &T {
-        self.member.value.get()
+        &self.member.value
     }
 }
 

@@ -75,10 +75,56 @@ pub(crate) type SeatRing<K, V, E> = Ring<K, Held<K, V, E>>;
 /// One of its batch slots.
 pub(crate) type Slot<K, V, E> = crate::slot::Slot<K, Held<K, V, E>>;
 
-/// Drops `value`, catching a panic from its `Drop` (user code: keys, values, errors, futures).
-/// Returns whether it panicked.
+/// Drops `value`, catching a panic from its `Drop` (user code: keys, values, errors, futures,
+/// groups). Returns whether it panicked.
 pub(crate) fn drop_quietly<T>(value: T) -> bool {
-    std::panic::catch_unwind(AssertUnwindSafe(move || drop(value))).is_err()
+    match std::panic::catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        Ok(()) => false,
+        Err(payload) => {
+            forget_payload(payload);
+            true
+        }
+    }
+}
+
+/// Drops a caught panic's payload: its own `Drop` may panic too (and that one's payload is
+/// leaked rather than dropped again).
+pub(crate) fn forget_payload(payload: Box<dyn std::any::Any + Send>) {
+    if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
+}
+
+/// A holder of something whose `Drop` runs the user's code, dropped as [`drop_quietly`] does:
+/// whichever caller, task or epoch guard happens to hold it last (a shared outcome's `Arc`, a
+/// partition's copy of a group), a panicking `Drop` does not unwind into its frame.
+pub(crate) struct Quiet<T>(Option<T>);
+
+impl<T> Quiet<T> {
+    pub(crate) fn new(value: T) -> Quiet<T> {
+        Quiet(Some(value))
+    }
+
+    /// Holds nothing: for a value that failed to be made, never read.
+    pub(crate) fn empty() -> Quiet<T> {
+        Quiet(None)
+    }
+}
+
+impl<T> std::ops::Deref for Quiet<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("a Quiet is read only while it holds its value")
+    }
+}
+
+impl<T> Drop for Quiet<T> {
+    fn drop(&mut self) {
+        if let Some(value) = self.0.take() {
+            drop_quietly(value);
+        }
+    }
 }
 
 pub(crate) struct Shared<K, V, E> {

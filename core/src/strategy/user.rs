@@ -2,7 +2,6 @@
 //! behalf goes through here, so a panic becomes [`Error::Panicked`] for the callers it concerns
 //! and never unwinds through the strategy's own state.
 
-use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -11,6 +10,8 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 
 use crate::Error;
+pub(crate) use crate::shared::{Quiet, drop_quietly};
+use crate::shared::forget_payload;
 
 /// A user's future, type-erased: one box per call.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -90,41 +91,4 @@ pub(crate) fn clone_outcome<V: Clone, E>(outcome: &Result<V, Error<E>>) -> Resul
         Ok(value) => guarded(|| value.clone()),
         Err(e) => Err(e.clone()),
     }
-}
-
-/// Drops a value the user gave us (an input no longer needed, a superseded result) where a
-/// panicking `Drop` cannot unwind through our state.
-pub(crate) fn drop_quietly<T>(value: T) {
-    let _ = guarded::<(), ()>(|| drop(value));
-}
-
-/// A holder of something whose `Drop` runs the user's code (a shared outcome: the `Arc` of a
-/// flight or a round, whose last holder drops the value), dropped as [`drop_quietly`] does:
-/// whichever caller or task happens to hold it last, a panicking `Drop` does not unwind into
-/// its frame.
-pub(crate) struct Quiet<T>(Option<T>);
-
-impl<T> Quiet<T> {
-    pub(crate) fn new(value: T) -> Quiet<T> {
-        Quiet(Some(value))
-    }
-}
-
-impl<T> std::ops::Deref for Quiet<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        self.0.as_ref().expect("taken only by drop")
-    }
-}
-
-impl<T> Drop for Quiet<T> {
-    fn drop(&mut self) {
-        drop_quietly(self.0.take());
-    }
-}
-
-/// A panic payload's own `Drop` may panic too; that must not unwind through our state either.
-fn forget_payload(payload: Box<dyn Any + Send>) {
-    let _ = catch_unwind(AssertUnwindSafe(|| drop(payload)));
 }
