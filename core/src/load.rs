@@ -257,7 +257,9 @@ where
                     }))
                     .unwrap_or(Err(Error::Panicked));
                     self.stage = Stage::Done;
-                    shared.release(slot, 1);
+                    // SAFETY: our seat's reference, held since the claim; the read above was
+                    // its last use, and the stage no longer names the seat.
+                    unsafe { shared.release(slot, 1) };
                     return Poll::Ready(answer);
                 }
                 Stage::WaitingForRoom { boarding, notified, .. } => {
@@ -385,7 +387,8 @@ impl<K, V, E, R> Drop for Ticket<'_, K, V, E, R> {
             self.shared.ring.slot(slot).cancel(index);
             StatsCells::bump(&self.shared.stats.cancelled);
             self.shared.observer.cancelled();
-            self.shared.release(slot, 1);
+            // SAFETY: our seat's reference, held since the claim; the ticket is going away.
+            unsafe { self.shared.release(slot, 1) };
         }
     }
 }

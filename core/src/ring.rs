@@ -336,8 +336,13 @@ impl<K, R> Ring<K, R> {
     }
 
     /// Seals the boarding slot and opens a free one. Returns `None` (and changes nothing) if no
-    /// slot is free. Driver only: one caller at a time.
-    pub fn seal(&self) -> Option<Sealed> {
+    /// slot is free.
+    ///
+    /// # Safety
+    ///
+    /// One thread at a time seals or closes the ring (the driver): two seals at once could take
+    /// the same free slot and prepare it under the producers the other let in.
+    pub unsafe fn seal(&self) -> Option<Sealed> {
         // Acquire: pairs with the Release `fetch_or` in `release`: the reset of a freed slot
         // happens before we prepare and reopen it.
         let free = self.free.load(Ordering::Acquire);
@@ -369,8 +374,12 @@ impl<K, R> Ring<K, R> {
         Some(self.sealed(old))
     }
 
-    /// Seals the boarding slot for good: every later claim is refused. Driver only.
-    pub fn close(&self) -> Sealed {
+    /// Seals the boarding slot for good: every later claim is refused.
+    ///
+    /// # Safety
+    ///
+    /// As for [`seal`](Ring::seal): one thread at a time seals or closes.
+    pub unsafe fn close(&self) -> Sealed {
         let current = self.head.load(Ordering::Relaxed);
         debug_assert!(!is_closed(current), "closing a closed ring");
         // AcqRel: as in `seal` (the driver then calls `take_room_wanted`, see the essay).
@@ -386,8 +395,13 @@ impl<K, R> Ring<K, R> {
 
     /// Drops `n` references to slot `slot`; if they were the last, returns the slot to the free
     /// pool and returns `true` (the driver may want to know: it may be waiting for a slot).
-    pub fn release(&self, slot: usize, n: i64) -> bool {
-        if self.slots[slot].release(n) {
+    ///
+    /// # Safety
+    ///
+    /// As for [`Slot::release`]: the caller holds `n` references to the slot and gives them up.
+    pub unsafe fn release(&self, slot: usize, n: i64) -> bool {
+        // SAFETY: forwarded from the caller.
+        if unsafe { self.slots[slot].release(n) } {
             // Release: pairs with the Acquire load in `seal`.
             self.free.fetch_or(1 << slot, Ordering::Release);
             true
@@ -400,6 +414,23 @@ impl<K, R> Ring<K, R> {
 #[cfg(all(test, not(busline_loom)))]
 mod tests {
     use super::*;
+
+    // These tests run on one thread, the ring's one sealer, and release only references they
+    // took (a seat they claimed, the batch's at its seal).
+    fn seal<K, R>(ring: &Ring<K, R>) -> Option<Sealed> {
+        // SAFETY: the one sealer (above).
+        unsafe { ring.seal() }
+    }
+
+    fn close<K, R>(ring: &Ring<K, R>) -> Sealed {
+        // SAFETY: the one sealer (above).
+        unsafe { ring.close() }
+    }
+
+    fn release<K, R>(ring: &Ring<K, R>, slot: usize, n: i64) -> bool {
+        // SAFETY: references the test holds (above).
+        unsafe { ring.release(slot, n) }
+    }
 
     #[test]
     fn packing_round_trips() {
@@ -424,25 +455,25 @@ mod tests {
             ring.slot(0).write(0, 10);
             ring.slot(0).write(1, 11);
         }
-        let sealed = ring.seal().unwrap();
+        let sealed = seal(&ring).unwrap();
         assert_eq!(sealed, Sealed { slot: 0, count: 2 });
         // The next slot boards; no free slot is left for another seal.
         assert_eq!(ring.claim(), Claim::Seat { slot: 1, index: 0 });
         // SAFETY: claimed above.
         unsafe { ring.slot(1).write(0, 12) };
-        assert!(ring.seal().is_none());
+        assert!(seal(&ring).is_none());
         let mut keys = vec![];
         // SAFETY: once, after the seal.
         let cancelled = unsafe { ring.slot(0).collect(2, |k| keys.push(*k)) };
         assert_eq!((keys, cancelled), (vec![10, 11], 0));
         // SAFETY: once, by the batch's holder.
         unsafe { ring.slot(0).publish(7) };
-        assert!(!ring.release(0, 1), "two callers still hold it");
-        assert!(!ring.release(0, 1));
+        assert!(!release(&ring, 0, 1), "two callers still hold it");
+        assert!(!release(&ring, 0, 1));
         assert_eq!(ring.live_slots(), 1);
-        assert!(ring.release(0, 1));
+        assert!(release(&ring, 0, 1));
         assert_eq!(ring.live_slots(), 0);
-        assert_eq!(ring.seal(), Some(Sealed { slot: 1, count: 1 }));
+        assert_eq!(seal(&ring), Some(Sealed { slot: 1, count: 1 }));
         assert_eq!(ring.claim(), Claim::Seat { slot: 0, index: 0 });
     }
 
@@ -455,8 +486,8 @@ mod tests {
             unsafe { ring.slot(0).write(i, k.to_string()) };
         }
         ring.slot(0).cancel(1);
-        assert!(!ring.release(0, 1), "a release before the seal never frees");
-        let sealed = ring.seal().unwrap();
+        assert!(!release(&ring, 0, 1), "a release before the seal never frees");
+        let sealed = seal(&ring).unwrap();
         let mut keys = vec![];
         // SAFETY: once, after the seal.
         let cancelled = unsafe { ring.slot(0).collect(sealed.count, |k| keys.push(k.clone())) };
@@ -464,9 +495,9 @@ mod tests {
         assert_eq!(cancelled, 1);
         // SAFETY: once.
         unsafe { ring.slot(0).publish(()) };
-        assert!(!ring.release(0, 1)); // the batch
-        assert!(!ring.release(0, 1)); // "a"
-        assert!(ring.release(0, 1)); // "c": keys dropped, slot free
+        assert!(!release(&ring, 0, 1)); // the batch
+        assert!(!release(&ring, 0, 1)); // "a"
+        assert!(release(&ring, 0, 1)); // "c": keys dropped, slot free
     }
 
     #[test]
@@ -482,7 +513,7 @@ mod tests {
             board(i, k);
         }
         ring.slot(0).cancel(1);
-        assert!(!ring.release(0, 1));
+        assert!(!release(&ring, 0, 1));
         let mut keys = vec![];
         assert_eq!(ring.claim(), Claim::Seat { slot: 0, index: 3 });
         // SAFETY: the driver, on the boarding slot, first gather; 4 seats claimed, the 4th not
@@ -494,7 +525,7 @@ mod tests {
         unsafe { ring.slot(0).write(3, "d".to_string()) };
         board(4, "e");
         // Nothing cancelled since: the rest is collected after what was gathered.
-        let sealed = ring.seal().unwrap();
+        let sealed = seal(&ring).unwrap();
         // SAFETY: once, after the seal; `gathered` from this epoch.
         let rest = unsafe { ring.slot(0).collect_rest(sealed.count, gathered, |k| keys.push(k.clone())) };
         assert_eq!(rest, Some(1));
@@ -502,13 +533,13 @@ mod tests {
         // SAFETY: once.
         unsafe { ring.slot(0).publish(()) };
         for _ in 0..4 {
-            assert!(!ring.release(0, 1));
+            assert!(!release(&ring, 0, 1));
         }
-        assert!(ring.release(0, 1), "the batch and four callers: keys dropped, slot free");
+        assert!(release(&ring, 0, 1), "the batch and four callers: keys dropped, slot free");
 
         // Next epoch of slot 0 (after slot 1's): a seat gathered live, cancelled before the seal.
-        assert_eq!(ring.seal().map(|s| s.slot), Some(1));
-        assert!(ring.release(1, 1), "slot 1 sealed empty");
+        assert_eq!(seal(&ring).map(|s| s.slot), Some(1));
+        assert!(release(&ring, 1, 1), "slot 1 sealed empty");
         for (i, k) in ["x", "y"].into_iter().enumerate() {
             board(i, k);
         }
@@ -517,8 +548,8 @@ mod tests {
         let gathered = unsafe { ring.slot(0).gather(Gathered::NONE, 2, |k| keys.push(k.clone())) };
         assert_eq!((gathered.upto, keys.len()), (2, 2));
         ring.slot(0).cancel(0);
-        assert!(!ring.release(0, 1));
-        let sealed = ring.seal().unwrap();
+        assert!(!release(&ring, 0, 1));
+        let sealed = seal(&ring).unwrap();
         // SAFETY: as above.
         let rest = unsafe { ring.slot(0).collect_rest(sealed.count, gathered, |k| keys.push(k.clone())) };
         assert_eq!(rest, None, "the cancel after the gather is caught");
@@ -528,25 +559,25 @@ mod tests {
         assert_eq!((keys, cancelled), (vec!["y".to_string()], 1));
         // SAFETY: once.
         unsafe { ring.slot(0).publish(()) };
-        assert!(!ring.release(0, 1));
-        assert!(ring.release(0, 1));
+        assert!(!release(&ring, 0, 1));
+        assert!(release(&ring, 0, 1));
 
         // A third epoch of slot 0 with no cancel: the reset cleared the count, so what was
         // gathered stands (a count carried over would force a collect from scratch).
-        assert_eq!(ring.seal().map(|s| s.slot), Some(1));
-        assert!(ring.release(1, 1), "slot 1 sealed empty");
+        assert_eq!(seal(&ring).map(|s| s.slot), Some(1));
+        assert!(release(&ring, 1, 1), "slot 1 sealed empty");
         board(0, "z");
         let mut keys = vec![];
         // SAFETY: as above.
         let gathered = unsafe { ring.slot(0).gather(Gathered::NONE, 1, |k| keys.push(k.clone())) };
-        let sealed = ring.seal().unwrap();
+        let sealed = seal(&ring).unwrap();
         // SAFETY: as above.
         let rest = unsafe { ring.slot(0).collect_rest(sealed.count, gathered, |k| keys.push(k.clone())) };
         assert_eq!((rest, keys), (Some(0), vec!["z".to_string()]));
         // SAFETY: once.
         unsafe { ring.slot(0).publish(()) };
-        assert!(!ring.release(0, 1));
-        assert!(ring.release(0, 1));
+        assert!(!release(&ring, 0, 1));
+        assert!(release(&ring, 0, 1));
     }
 
     #[test]
@@ -555,7 +586,7 @@ mod tests {
         assert!(matches!(ring.claim(), Claim::Seat { .. }));
         // SAFETY: claimed above.
         unsafe { ring.slot(0).write(0, 1) };
-        assert_eq!(ring.close(), Sealed { slot: 0, count: 1 });
+        assert_eq!(close(&ring), Sealed { slot: 0, count: 1 });
         assert_eq!(ring.claim(), Claim::Closed);
         assert!(ring.is_closed());
     }
@@ -617,7 +648,7 @@ mod tests {
                 // SAFETY: claimed above.
                 unsafe { ring.slot(slot).write(i, format!("{round}:{i}")) };
             }
-            let sealed = ring.seal().unwrap();
+            let sealed = seal(&ring).unwrap();
             assert_eq!(sealed, Sealed { slot, count: 300 });
             let mut n = 0;
             // SAFETY: once, after the seal.
@@ -630,8 +661,8 @@ mod tests {
             assert_eq!((n, cancelled), (300, 0));
             // SAFETY: once, by the batch's holder.
             unsafe { ring.slot(slot).publish(round) };
-            assert!(!ring.release(slot, 300));
-            assert!(ring.release(slot, 1), "the reset recycles the segments");
+            assert!(!release(&ring, slot, 300));
+            assert!(release(&ring, slot, 1), "the reset recycles the segments");
         }
     }
 
@@ -643,7 +674,7 @@ mod tests {
         unsafe { ring.slot(0).write(0, 1) };
         let Claim::Full { boarding } = ring.claim() else { panic!("full") };
         assert!(!ring.want_room(boarding), "nothing moved yet");
-        assert!(ring.seal().is_some());
+        assert!(seal(&ring).is_some());
         assert!(ring.take_room_wanted(), "the driver sees the waiter");
         assert!(!ring.take_room_wanted(), "once");
         assert!(ring.want_room(boarding), "the producer sees the new epoch");

@@ -122,8 +122,14 @@ impl<K, V, E> Shared<K, V, E> {
     /// Drops `n` references to `slot`, waking the driver if that freed it. The last reference
     /// resets the slot, dropping keys and the outcome: the slot (for keys) and `Held` catch a
     /// panic in their user code, so the reset completes and the slot returns to the pool.
-    pub(crate) fn release(&self, slot: usize, n: i64) {
-        signals::release(&self.ring, &self.signals, slot, n);
+    ///
+    /// # Safety
+    ///
+    /// As for [`Ring::release`](crate::ring::Ring::release): the caller holds `n` references
+    /// to `slot` (a seated caller its own, a batch the one its seal took) and gives them up.
+    pub(crate) unsafe fn release(&self, slot: usize, n: i64) {
+        // SAFETY: forwarded from the caller.
+        unsafe { signals::release(&self.ring, &self.signals, slot, n) };
     }
 
     /// Waits until the bus that was boarding as `{ epoch, slot }` = `boarding` has left (or the

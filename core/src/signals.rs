@@ -245,8 +245,13 @@ impl Signals {
 }
 
 /// Drops `n` references to `slot`, waking the driver if that freed it (it may wait for a slot).
-pub fn release<K, R>(ring: &Ring<K, R>, signals: &Signals, slot: usize, n: i64) {
-    if ring.release(slot, n) {
+///
+/// # Safety
+///
+/// As for [`Ring::release`]: the caller holds `n` references to `slot` and gives them up.
+pub unsafe fn release<K, R>(ring: &Ring<K, R>, signals: &Signals, slot: usize, n: i64) {
+    // SAFETY: forwarded from the caller.
+    if unsafe { ring.release(slot, n) } {
         signals.wake_driver();
     }
 }
@@ -261,7 +266,8 @@ pub unsafe fn publish<K, R>(ring: &Ring<K, R>, signals: &Signals, slot: usize, o
     // SAFETY: the caller holds the batch's reference and publishes once.
     unsafe { ring.slot(slot).publish(outcome) };
     signals.complete();
-    release(ring, signals, slot, 1);
+    // SAFETY: the caller held the batch's reference; publishing was its last use.
+    unsafe { release(ring, signals, slot, 1) };
 }
 
 /// [`publish`] in steps, for a batch whose callers are many: publishes the outcome and counts
@@ -314,7 +320,9 @@ impl Fanout {
     /// Wakes every caller not woken yet and releases the batch's reference to its slot.
     pub fn finish<K, R>(self, ring: &Ring<K, R>, signals: &Signals) {
         ring.slot(self.slot).wake(self.next..self.count);
-        release(ring, signals, self.slot, 1);
+        // SAFETY: a `Fanout` holds the batch's reference (taken over from `publish_in_steps`),
+        // and `finish` consumes it.
+        unsafe { release(ring, signals, self.slot, 1) };
     }
 }
 
@@ -482,13 +490,18 @@ pub fn room_or_unstalled<K, R>(ring: &Ring<K, R>, signals: &Signals, boarding: u
 /// collects the boarding bus (waiting for seats being written) and publishes `outcome` to it,
 /// so nobody waits for a driver that is gone. Returns the bus it closed, or `None` if the ring
 /// was already closed.
-pub fn abandon<K, R>(ring: &Ring<K, R>, signals: &Signals, outcome: R) -> Option<Sealed> {
+///
+/// # Safety
+///
+/// As for [`Ring::close`]: called by the one thread that seals and closes (the driver's).
+pub unsafe fn abandon<K, R>(ring: &Ring<K, R>, signals: &Signals, outcome: R) -> Option<Sealed> {
     // BROKEN ON PURPOSE (loom-tests) under `Bug::Abandon`: no check, so a driver dropped
     // after a normal shutdown closes the ring a second time.
     if ring.is_closed() && !broken(Bug::Abandon) {
         return None;
     }
-    let sealed = ring.close();
+    // SAFETY: the caller is the ring's one sealer.
+    let sealed = unsafe { ring.close() };
     // SAFETY: once per seal, by the driver, before the batch's reference is released.
     unsafe { ring.slot(sealed.slot).collect(sealed.count, |_| {}) };
     // SAFETY: `close` gave the driver the batch's reference; published once.

@@ -461,7 +461,13 @@ impl<K, R> Slot<K, R> {
 
     /// Drops `n` references. Returns `true` if that was the last one: the slot is then reset
     /// (keys dropped, result dropped, seats emptied) and the caller must return it to the pool.
-    pub fn release(&self, n: i64) -> bool {
+    ///
+    /// # Safety
+    ///
+    /// The caller holds `n` references to the slot (the batch's, taken at the seal, or seated
+    /// callers') and gives them up: dropping references nobody held would reset the slot under
+    /// the callers and the batch that still read it.
+    pub unsafe fn release(&self, n: i64) -> bool {
         // AcqRel: every release publishes its reads of the slot, and the last one acquires
         // them all before it resets the slot.
         let prev = self.parties.remaining.fetch_sub(n, Ordering::AcqRel);

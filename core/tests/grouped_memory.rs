@@ -1,7 +1,7 @@
 //! After 100,000 distinct groups have come and gone, `live_groups()` is back to 0 and the
 //! memory the process holds is back to where it started: reclaimed groups leave nothing behind,
 //! in `Grouped` and in the strategies' per-group forms (whose `UseLast` executions hold their
-//! group until they end). (Its own test binary: the counting allocator sees every allocation
+//! group until they end); a `SingleFlight` gives back the table a burst of keys grew. (Its own test binary: the counting allocator sees every allocation
 //! of the process; its tests take turns, so that one's allocations do not count in another's.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use busline::{Grouped, Serial, UseLast};
+use busline::{Grouped, Serial, SingleFlight, UseLast};
 
 struct Counting;
 
@@ -128,4 +128,35 @@ async fn settle(live_groups: impl Fn() -> usize, target: isize) -> isize {
         last = now;
     }
     live_bytes()
+}
+
+/// What an idle `SingleFlight` holds: the bytes its drop frees.
+fn held_by(sf: SingleFlight<u64, u64, ()>) -> isize {
+    let before = live_bytes();
+    drop(sf);
+    before - live_bytes()
+}
+
+#[test]
+fn a_single_flight_gives_back_what_a_burst_of_keys_took() {
+    let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let fresh = held_by(SingleFlight::new());
+        let sf = SingleFlight::<u64, u64, ()>::new();
+        // 30,000 keys in flight at once (each execution yields once before it answers).
+        let burst = (0..30_000u64).map(|k| {
+            sf.run(k, move || async move {
+                tokio::task::yield_now().await;
+                Ok(k)
+            })
+        });
+        let answers = futures_util::future::join_all(burst).await;
+        assert!(answers.into_iter().zip(0..).all(|(a, k)| a.ok() == Some(k)));
+        assert_eq!(sf.in_flight(), 0);
+        let held = held_by(sf);
+        eprintln!("an idle SingleFlight holds {fresh} bytes fresh, {held} after a burst of 30,000 keys");
+        // Each shard may keep a small table (`KEEP_CAPACITY` entries): 32 KiB covers 64 shards.
+        assert!(held - fresh <= 32 * 1024, "{held} bytes held after the burst, {fresh} fresh");
+    });
 }

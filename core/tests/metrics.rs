@@ -53,6 +53,13 @@ fn histogram_len(snap: &Series, name: &str) -> usize {
         .sum()
 }
 
+fn gauge(snap: &Series, name: &str) -> Option<f64> {
+    snap.iter().find_map(|((kind, n, _), v)| match v {
+        DebugValue::Gauge(g) if *kind == MetricKind::Gauge && n == name => Some(g.into_inner()),
+        _ => None,
+    })
+}
+
 #[test]
 fn every_series_counts_what_happened() {
     let recorder = DebuggingRecorder::new();
@@ -92,6 +99,7 @@ fn every_series_counts_what_happened() {
         assert_eq!(histogram_len(&snap, "busline_batch_keys"), 3);
         assert_eq!(histogram_len(&snap, "busline_queue_wait_seconds"), 3);
         assert_eq!(histogram_len(&snap, "busline_batch_duration_seconds"), 3);
+        assert_eq!(gauge(&snap, "busline_window_seconds"), Some(0.005), "the window every batch applied");
 
         // A full bus that cannot leave, under `Reject`: refusals are counted.
         let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
@@ -133,7 +141,7 @@ fn every_series_counts_what_happened() {
 
 #[test]
 fn the_names_table_lists_every_series() {
-    assert_eq!(busline::observe::metrics::NAMES.len(), 11);
+    assert_eq!(busline::observe::metrics::NAMES.len(), 12);
     assert!(busline::observe::metrics::NAMES.iter().all(|n| n.starts_with("busline_")));
 }
 

@@ -429,10 +429,28 @@ pub fn board_waiting_for_room(ring: &TestRing, room: &Room, mut key: Key) -> (Ri
     }
 }
 
+// ---- the ring's sealer ----------------------------------------------------------------------
+//
+// Every model has one thread that seals and closes the ring (its driver, as in the engine), and
+// releases only references it holds (a seat it boarded, the batch's from its seal): the contract
+// of the ring's `unsafe` functions, which these wrappers meet on the models' behalf.
+
+/// The real `Ring::seal`, called by the model's one sealer.
+pub fn seal(ring: &TestRing) -> Option<Sealed> {
+    // SAFETY: each model seals from one thread only (above).
+    unsafe { ring.seal() }
+}
+
+/// The real `Ring::close`, called by the model's one sealer.
+pub fn close(ring: &TestRing) -> Sealed {
+    // SAFETY: each model seals and closes from one thread only (above).
+    unsafe { ring.close() }
+}
+
 /// The driver's seal as `driver.rs` does it: the real `seal`, then the real
 /// `take_room_wanted`, notifying the waiters if one announced itself.
 pub fn seal_and_notify(ring: &TestRing, room: &Room) -> Option<Sealed> {
-    let sealed = ring.seal()?;
+    let sealed = seal(ring)?;
     if ring.take_room_wanted() {
         room.notify_waiters();
     }
@@ -533,7 +551,8 @@ pub fn poll_then_give_up(
 
 /// Drops one reference to `slot`, counting in `ledger` a release that frees it.
 pub fn release(ring: &TestRing, slot: usize, ledger: &Ledger) -> bool {
-    let freed = ring.release(slot, 1);
+    // SAFETY: a model releases only the references it holds (above).
+    let freed = unsafe { ring.release(slot, 1) };
     if freed {
         ledger.frees.fetch_add(1, SeqCst);
     }
@@ -610,7 +629,7 @@ pub fn two_seated() -> (Arc<TestRing>, Arc<Ledger>) {
 /// Seals the boarding slot, yielding until a slot is free to open next.
 pub fn seal_when_free(ring: &TestRing) -> Sealed {
     loop {
-        if let Some(sealed) = ring.seal() {
+        if let Some(sealed) = seal(ring) {
             return sealed;
         }
         loom::thread::yield_now();

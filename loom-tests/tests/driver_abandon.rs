@@ -8,7 +8,7 @@ use std::future::poll_fn;
 use std::sync::Arc;
 
 use busline::model::{Boarded, Bug, Ring, Signals, abandon, board, break_on_purpose, release};
-use busline_loom_tests::harness::{Ledger, TestRing, model};
+use busline_loom_tests::harness::{close, Ledger, TestRing, model};
 
 /// The outcome `abandon` publishes in these models (stands for `Error::Closed`).
 const CLOSED: usize = usize::MAX;
@@ -21,9 +21,10 @@ fn abandon_vs_producers(closed_before: bool) -> usize {
     let signals = Arc::new(Signals::new());
     let ledger = Ledger::new(2);
     if closed_before {
-        let sealed = ring.close();
+        let sealed = close(&ring);
         assert_eq!(sealed.count, 0);
-        release(&ring, &signals, sealed.slot, 1);
+        // SAFETY: the empty batch's reference, taken by the close.
+        unsafe { release(&ring, &signals, sealed.slot, 1) };
     }
     let producers: Vec<_> = (0..2)
         .map(|id| {
@@ -35,7 +36,8 @@ fn abandon_vs_producers(closed_before: bool) -> usize {
                     // SAFETY: we hold seat `index` and `poll_done` returned Ready.
                     let outcome = unsafe { seat.read(index, |outcome, key| (outcome.clone(), key.id())) };
                     assert_eq!(outcome, (vec![CLOSED], id), "a seated caller reads the close");
-                    release(&ring, &signals, slot, 1);
+                    // SAFETY: our seat's reference; the read was its last use.
+                    unsafe { release(&ring, &signals, slot, 1) };
                     true
                 }
                 Boarded::Closed(_) => false,
@@ -44,7 +46,8 @@ fn abandon_vs_producers(closed_before: bool) -> usize {
         })
         .collect();
 
-    let abandoned = abandon(&ring, &signals, vec![CLOSED]);
+    // SAFETY: this thread is the model's driver, its one sealer.
+    let abandoned = unsafe { abandon(&ring, &signals, vec![CLOSED]) };
     assert_eq!(abandoned.is_none(), closed_before, "abandon closes exactly when the driver had not");
     let seated = producers.into_iter().map(|p| p.join().unwrap()).filter(|&s| s).count();
     if let Some(sealed) = abandoned {

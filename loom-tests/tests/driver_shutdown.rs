@@ -52,7 +52,8 @@ fn shutdown_vs_caller(overflow: Overflow, stalled: bool) -> Answer {
                         // Only a close can send this bus (the driver sends nothing else here):
                         // its outcome is published by `abandon`.
                         loom::future::block_on(poll_fn(|cx| ring.slot(slot).poll_done(index, cx)));
-                        release(&ring, &signals, slot, 1);
+                        // SAFETY: our seat's reference, given up unread.
+                        unsafe { release(&ring, &signals, slot, 1) };
                         return Answer::Served;
                     }
                     Admission::WaitForRoom { boarding, key: back } => {
@@ -82,7 +83,8 @@ fn shutdown_vs_caller(overflow: Overflow, stalled: bool) -> Answer {
     loom::future::block_on(poll_fn(|cx| {
         if signals.look(&ring, cx.waker()).shutdown { Poll::Ready(()) } else { Poll::Pending }
     }));
-    let closed = abandon(&ring, &signals, vec![usize::MAX]).expect("closed once");
+    // SAFETY: this thread is the model's driver, its one sealer.
+    let closed = unsafe { abandon(&ring, &signals, vec![usize::MAX]) }.expect("closed once");
     assert_eq!(closed.count, 1, "the close sent request 0 (the bus has one seat)");
     let _ = signals.set_stalled(false);
     loom::future::block_on(poll_fn(|cx| {
@@ -95,7 +97,8 @@ fn shutdown_vs_caller(overflow: Overflow, stalled: bool) -> Answer {
     let answer = caller.join().unwrap();
     assert!(!late_run.load(SeqCst), "a solo run started after the driver finished");
     // Request 0's caller reads nothing and releases; the slot is then freed and reset.
-    release(&ring, &signals, 0, 1);
+    // SAFETY: request 0's seat reference, held by this thread since it boarded.
+    unsafe { release(&ring, &signals, 0, 1) };
     drop(ring);
     ledger.assert_all_dropped_once();
     answer
@@ -170,7 +173,8 @@ fn load_after_the_request(overflow: Overflow) -> Answer {
             match admit(&ring, &signals, overflow, ledger.key(1), std::task::Waker::noop(), |_| {}) {
                 Admission::Seated { slot, index } => {
                     loom::future::block_on(poll_fn(|cx| ring.slot(slot).poll_done(index, cx)));
-                    release(&ring, &signals, slot, 1);
+                    // SAFETY: our seat's reference, given up unread.
+                    unsafe { release(&ring, &signals, slot, 1) };
                     Answer::Served
                 }
                 Admission::Closed(_) => Answer::Closed,
@@ -181,10 +185,12 @@ fn load_after_the_request(overflow: Overflow) -> Answer {
     loom::future::block_on(poll_fn(|cx| {
         if signals.look(&ring, cx.waker()).shutdown { Poll::Ready(()) } else { Poll::Pending }
     }));
-    let _ = abandon(&ring, &signals, vec![usize::MAX]).expect("closed once");
+    // SAFETY: this thread is the model's driver, its one sealer.
+    let _ = unsafe { abandon(&ring, &signals, vec![usize::MAX]) }.expect("closed once");
     let answer = caller.join().unwrap();
     assert_eq!(answer, Answer::Closed, "{overflow:?}: a load after the shutdown request was {answer:?}");
-    release(&ring, &signals, 0, 1);
+    // SAFETY: request 0's seat reference, held by this thread since it boarded.
+    unsafe { release(&ring, &signals, 0, 1) };
     drop(ring);
     ledger.assert_all_dropped_once();
     answer

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use busline::model::{Boarded, Bug, Ring, Sealed, Signals, board, break_on_purpose, publish, release};
-use busline_loom_tests::harness::{Ledger, TestRing, model};
+use busline_loom_tests::harness::{seal, Ledger, TestRing, model};
 
 /// 2 slots of 1 seat. Before the threads start, request 0 is seated in slot 0 and sealed:
 /// slot 1 boards, and no slot is free. Then, concurrently:
@@ -23,7 +23,7 @@ fn wake_on_release_and_first_seat() {
     let signals = Arc::new(Signals::new());
     let ledger = Ledger::new(2);
     assert!(matches!(board(&ring, &signals, ledger.key(0), std::task::Waker::noop(), |_| {}), Boarded::Seat { slot: 0, index: 0 }));
-    let sealed = ring.seal().expect("slot 1 is free");
+    let sealed = seal(&ring).expect("slot 1 is free");
     // SAFETY: once per seal, by the driver, before the batch's reference is released.
     unsafe { ring.slot(0).collect(sealed.count, |_| {}) };
 
@@ -33,7 +33,8 @@ fn wake_on_release_and_first_seat() {
             // SAFETY: the batch's reference to slot 0 is this thread's; published once.
             unsafe { publish(&ring, &signals, 0, vec![0]) };
             // Request 0's caller leaves without reading: its release frees the slot.
-            release(&ring, &signals, 0, 1);
+            // SAFETY: request 0's seat reference, handed to this thread with the batch's.
+            unsafe { release(&ring, &signals, 0, 1) };
         })
     };
     let producer = {
@@ -47,7 +48,7 @@ fn wake_on_release_and_first_seat() {
         completed += look.completed;
         if look.boarding.count == 1 && look.free_slot { Poll::Ready(()) } else { Poll::Pending }
     }));
-    let sealed = ring.seal().expect("the look saw a free slot");
+    let sealed = seal(&ring).expect("the look saw a free slot");
     assert_eq!(sealed, Sealed { slot: 1, count: 1 });
     batch.join().unwrap();
     assert!(matches!(producer.join().unwrap(), Boarded::Seat { slot: 1, index: 0 }));
@@ -56,12 +57,13 @@ fn wake_on_release_and_first_seat() {
     assert_eq!(completed, 1, "the batch's completion was counted {completed} times");
 
     // Finish slot 1's batch, so that every key is dropped.
-    // SAFETY: once per seal, by the driver; then published once by the batch's holder.
+    // SAFETY: once per seal, by the driver; then published once by the batch's holder; then
+    // request 1's seat reference, held by this thread since its producer joined, given up.
     unsafe {
         ring.slot(1).collect(1, |_| {});
         publish(&ring, &signals, 1, vec![1]);
+        release(&ring, &signals, 1, 1);
     }
-    release(&ring, &signals, 1, 1);
     drop(ring);
     ledger.assert_all_dropped_once();
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{
+use busline_loom_tests::harness::{close, seal, 
     Boarded, Dispatch, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, assert_reached,
     board, board_waiting, dispatch, model, wait_and_read,
 };
@@ -33,9 +33,9 @@ fn claim_vs_seal() {
         })
         .collect();
 
-    let first = ring.seal().expect("slot 1 is free");
+    let first = seal(&ring).expect("slot 1 is free");
     let first = dispatch(&ring, first, &ledger);
-    let last = dispatch(&ring, ring.close(), &ledger);
+    let last = dispatch(&ring, close(&ring), &ledger);
     let seats: Vec<_> = producers.into_iter().map(|p| p.join().unwrap()).collect();
 
     // Every seated request is in exactly one batch, the one of the slot it was seated in, and a
@@ -103,10 +103,10 @@ fn full_ring() {
 
     let mut dispatches = vec![];
     for _ in 0..2 {
-        let sealed = ring.seal().expect("a free slot");
+        let sealed = seal(&ring).expect("a free slot");
         dispatches.push(dispatch(&ring, sealed, &ledger));
     }
-    dispatches.push(dispatch(&ring, ring.close(), &ledger));
+    dispatches.push(dispatch(&ring, close(&ring), &ledger));
     let rides: Vec<_> = producers.into_iter().map(|p| p.join().unwrap()).collect();
 
     // One seat per epoch: a full bus lets nothing on; the seal discards the count past the seat.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{
+use busline_loom_tests::harness::{close, seal, 
     Boarded, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, assert_reached, board,
     dispatch, model, wait_and_read,
 };
@@ -33,9 +33,9 @@ fn shutdown_vs_submit() {
         })
         .collect();
 
-    let first = ring.seal().expect("slot 1 is free");
+    let first = seal(&ring).expect("slot 1 is free");
     let first = dispatch(&ring, first, &ledger);
-    let last = dispatch(&ring, ring.close(), &ledger);
+    let last = dispatch(&ring, close(&ring), &ledger);
     assert!(ring.is_closed());
     assert!(
         matches!(board(&ring, ledger.key(0)), Boarded::Closed(_)),

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{
+use busline_loom_tests::harness::{close, 
     Boarded, Bug, Ledger, Rebooked, Ring, Room, TestRing, Wakers, assert_reached, board,
     board_waiting_for_room, dispatch, expect_deadlock_in_child, model, model_broken,
     seal_and_notify, wait_and_read,
@@ -50,7 +50,7 @@ fn wait_for_room() {
         [Rebooked::Notified] => NOTIFIED.fetch_add(1, SeqCst),
         _ => panic!("{waits:?}"),
     };
-    let last = dispatch(&ring, ring.close(), &ledger);
+    let last = dispatch(&ring, close(&ring), &ledger);
     assert_eq!(last.ran, Some(vec![1]));
     wait_and_read(&ring, 1, 0, 1, &wakers, &ledger);
     assert_eq!(ledger.frees(), 2);

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{
+use busline_loom_tests::harness::{close, seal, 
     Boarded, Bug, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, assert_reached, board,
     dispatch, model, model_broken, wait_and_read,
 };
@@ -40,9 +40,9 @@ fn install_race() {
         })
         .collect();
 
-    let first = ring.seal().expect("slot 1 is free");
+    let first = seal(&ring).expect("slot 1 is free");
     let first = dispatch(&ring, first, &ledger);
-    let last = dispatch(&ring, ring.close(), &ledger);
+    let last = dispatch(&ring, close(&ring), &ledger);
     let seats: Vec<_> = producers.into_iter().map(|p| p.join().unwrap()).collect();
 
     let mut seated: Vec<usize> = vec![0, 1];

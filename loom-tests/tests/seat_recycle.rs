@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{
+use busline_loom_tests::harness::{close, seal, 
     Boarded, Bug, Ledger, Ring, TestRing, Wakers, assert_clean_end, assert_reached, board,
     dispatch, model, model_broken, wait_and_read,
 };
@@ -31,7 +31,7 @@ fn recycle_while_reading() {
             matches!(board(&ring, ledger.key(id)), Boarded::Seated { slot: 0, index } if index == id)
         );
     }
-    let sealed = ring.seal().expect("slot 1 is free");
+    let sealed = seal(&ring).expect("slot 1 is free");
     let first = dispatch(&ring, sealed, &ledger);
     assert_eq!(first.ran, Some(vec![0, 1]));
     // The caller of seat 0 has read; the slow caller of seat 1 reads on its own thread, and its
@@ -65,7 +65,7 @@ fn recycle_while_reading() {
         4 => ALLOCATED.fetch_add(1, SeqCst),
         n => panic!("{n} segments alive"),
     };
-    let last = dispatch(&ring, ring.close(), &ledger);
+    let last = dispatch(&ring, close(&ring), &ledger);
     assert_eq!(last.ran, Some(vec![2, 3]));
     for (id, index) in [(2, 0), (3, 1)] {
         wait_and_read(&ring, 1, index, id, &wakers, &ledger);

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{Wakers, dispatch, model, spawn_give_up, spawn_wait_and_read, two_seated};
+use busline_loom_tests::harness::{seal, Wakers, dispatch, model, spawn_give_up, spawn_wait_and_read, two_seated};
 
 /// Executions in which the batch ran without the caller who gave up, and with it.
 static RAN_WITHOUT: AtomicUsize = AtomicUsize::new(0);
@@ -18,7 +18,7 @@ fn cancel_vs_dispatch() {
     let quitter = spawn_give_up(&ring, 0, 0, &ledger);
     let waiter = spawn_wait_and_read(&ring, (0, 1, 1), &wakers, &ledger);
 
-    let sealed = ring.seal().expect("slot 1 is free");
+    let sealed = seal(&ring).expect("slot 1 is free");
     assert_eq!(sealed.count, 2, "a cancelled seat still counts in the seal");
     let dispatched = dispatch(&ring, sealed, &ledger);
     quitter.join().unwrap();
@@ -50,7 +50,7 @@ fn cancel_vs_dispatch() {
         "a seat's waker cell kept a waker past the reset"
     );
     assert_eq!(
-        ring.seal().map(|s| s.slot),
+        seal(&ring).map(|s| s.slot),
         Some(1),
         "slot 0 is free again and opens next"
     );

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use busline::model::Claim;
-use busline_loom_tests::harness::{Bug, Ledger, Ring, TestRing, Wakers, model, model_broken, release};
+use busline_loom_tests::harness::{seal, Bug, Ledger, Ring, TestRing, Wakers, model, model_broken, release};
 
 /// A ring of 2 slots of 1 seat. The caller claims seat 0 and, in its first poll, writes its key
 /// with a counted waker and returns pending (as `Ticket::poll` does); later polls check for the
@@ -41,7 +41,7 @@ fn first_waker_vs_uncollected_publish() {
             outcome
         })
     };
-    let sealed = ring.seal().expect("slot 1 is free");
+    let sealed = seal(&ring).expect("slot 1 is free");
     assert_eq!(sealed.count, 1);
     // SAFETY: we hold the batch's reference (the seal) and publish once, without collecting.
     unsafe { ring.slot(0).publish(vec![7]) };

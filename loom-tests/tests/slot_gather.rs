@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{
+use busline_loom_tests::harness::{seal, 
     Bug, Gathered, Ledger, Ring, TestRing, Wakers, assert_reached, board, model, model_broken,
     release, spawn_give_up, spawn_wait_and_read, two_seated,
 };
@@ -36,7 +36,7 @@ fn gather_vs_cancel() {
     };
     quitter.join().unwrap();
 
-    let sealed = ring.seal().expect("slot 1 is free");
+    let sealed = seal(&ring).expect("slot 1 is free");
     assert_eq!(sealed.count, 2);
     // SAFETY: once per seal, by the driver, before the batch's reference is released.
     let cancelled = match unsafe { slot.collect_rest(sealed.count, gathered, |key| ids.push(key.id())) } {
@@ -101,7 +101,7 @@ fn two_cancels() {
     let gathered = unsafe { slot.gather(Gathered::NONE, 1, |key| ids.push(key.id())) };
     let mut quitters = quitters.into_iter();
     quitters.next().unwrap().join().unwrap();
-    let sealed = ring.seal().expect("slot 1 is free");
+    let sealed = seal(&ring).expect("slot 1 is free");
     // SAFETY: once per seal, by the driver, before the batch's reference is released.
     let rest = unsafe { slot.collect_rest(sealed.count, gathered, |key| ids.push(key.id())) };
     if rest.is_none() {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{
+use busline_loom_tests::harness::{seal, 
     Bug, Polled, Wakers, assert_clean_end, assert_reached, dispatch, model, model_broken,
     poll_then_give_up, two_seated,
 };
@@ -30,7 +30,7 @@ fn poll_then_give_up_model() {
         })
         .collect();
 
-    let sealed = ring.seal().expect("slot 1 is free");
+    let sealed = seal(&ring).expect("slot 1 is free");
     let dispatched = dispatch(&ring, sealed, &ledger);
     let polled: Vec<Polled> = callers.into_iter().map(|c| c.join().unwrap()).collect();
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use busline_loom_tests::harness::{
+use busline_loom_tests::harness::{seal, 
     Bug, Ledger, Sealed, TestRing, Wakers, assert_clean_end, dispatch, model, model_broken,
     release, two_seated, wait_and_read,
 };
@@ -23,7 +23,7 @@ type TwoWaiters = (
 /// for its outcome on a thread of its own (`block_on` over `poll_done`, then `read`).
 fn two_waiters() -> TwoWaiters {
     let (ring, ledger) = two_seated();
-    let sealed = ring.seal().expect("slot 1 is free");
+    let sealed = seal(&ring).expect("slot 1 is free");
     let wakers = Wakers::new();
     let waiters: Vec<_> = (0..2)
         .map(|id| {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{
+use busline_loom_tests::harness::{close, seal, 
     Boarded, Ledger, Ring, TestRing, Wakers, assert_dispatched_once, assert_reached, board,
     dispatch, model, release, wait_and_read,
 };
@@ -27,7 +27,7 @@ fn publish_elsewhere() {
         board(&ring, ledger.key(0)),
         Boarded::Seated { slot: 0, index: 0 }
     ));
-    let sealed = ring.seal().expect("slot 1 is free");
+    let sealed = seal(&ring).expect("slot 1 is free");
     let mut ids = vec![];
     // SAFETY: once per seal, by the driver, before the batch's reference is released.
     let cancelled = unsafe { ring.slot(0).collect(sealed.count, |key| ids.push(key.id())) };
@@ -55,7 +55,7 @@ fn publish_elsewhere() {
     };
 
     let mut dispatches = vec![];
-    match ring.seal() {
+    match seal(&ring) {
         Some(second) => {
             RESEALED.fetch_add(1, SeqCst);
             assert_eq!(second.slot, 1);
@@ -65,7 +65,7 @@ fn publish_elsewhere() {
             NOT_FREE.fetch_add(1, SeqCst);
         }
     }
-    dispatches.push(dispatch(&ring, ring.close(), &ledger));
+    dispatches.push(dispatch(&ring, close(&ring), &ledger));
     publisher.join().unwrap();
     let answer = caller.join().unwrap();
     if let Some(outcome) = &answer {

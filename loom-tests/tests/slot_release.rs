@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{
+use busline_loom_tests::harness::{close, seal, 
     Boarded, Ledger, Ring, TestRing, Wakers, assert_reached, board, dispatch, give_up, model,
     seal_when_free, two_seated, wait_and_read,
 };
@@ -23,7 +23,7 @@ fn releases_vs_seal() {
         })
         .collect();
 
-    let sealed = ring.seal().expect("slot 1 is free");
+    let sealed = seal(&ring).expect("slot 1 is free");
     let dispatched = dispatch(&ring, sealed, &ledger);
     for quitter in quitters {
         quitter.join().unwrap();
@@ -40,7 +40,7 @@ fn releases_vs_seal() {
         "the reset dropped both keys"
     );
     // The free bit is back: the next seal opens slot 0 again, and its seats are empty.
-    assert_eq!(ring.seal().map(|s| (s.slot, s.count)), Some((1, 0)));
+    assert_eq!(seal(&ring).map(|s| (s.slot, s.count)), Some((1, 0)));
     assert!(
         matches!(
             board(&ring, ledger.key(0)),
@@ -75,7 +75,7 @@ fn free_mask() {
         assert!(
             matches!(board(&ring, ledger.key(id)), Boarded::Seated { slot, index: 0 } if slot == id)
         );
-        let sealed = ring.seal().expect("a free slot");
+        let sealed = seal(&ring).expect("a free slot");
         assert_eq!(dispatch(&ring, sealed, &ledger).ran, Some(vec![id]));
     }
     // Slots 0 and 1 are held by one caller each; slot 2 boards; no slot is free.
@@ -100,7 +100,7 @@ fn free_mask() {
         caller.join().unwrap();
     }
     // The slot the second seal opened is the other of 0 and 1: no bit was lost or duplicated.
-    let last = ring.close();
+    let last = close(&ring);
     assert_eq!(last.slot, 1 - second.slot, "{first:?} {second:?} {last:?}");
     for sealed in [first, second, last] {
         assert_eq!(
@@ -132,7 +132,7 @@ fn regression_live_slots_after_close() {
     model("live_slots_after_close", || {
         let ring: TestRing = Ring::new(2, 1);
         let ledger = Ledger::new(0);
-        dispatch(&ring, ring.close(), &ledger);
+        dispatch(&ring, close(&ring), &ledger);
         assert_eq!(ring.live_slots(), 0, "every slot is free after the close");
     });
 }

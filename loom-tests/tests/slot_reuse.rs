@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use busline_loom_tests::harness::{
+use busline_loom_tests::harness::{close, seal, 
     Boarded, Bug, Ledger, Ring, TestRing, Wakers, assert_clean_end, assert_dispatched_once,
     assert_reached, board, board_waiting, dispatch, model, model_broken, seal_when_free,
     wait_and_read,
@@ -45,7 +45,7 @@ fn slot_reuse() {
         .collect();
 
     let mut dispatches = vec![];
-    let first = ring.seal().expect("slot 1 is free");
+    let first = seal(&ring).expect("slot 1 is free");
     assert_eq!(first.slot, 0);
     dispatches.push(dispatch(&ring, first, &ledger));
     // Slot 1 boards; slot 0 is free only once its caller (if any) has read and released.
@@ -58,7 +58,7 @@ fn slot_reuse() {
         "slot 0 reopened: the second seal took slot 1"
     );
     dispatches.push(dispatch(&ring, second, &ledger));
-    let last = ring.close();
+    let last = close(&ring);
     assert_eq!(last.slot, 0, "the third epoch boarded in the reused slot 0");
     dispatches.push(dispatch(&ring, last, &ledger));
 
@@ -125,7 +125,7 @@ fn reopened_slot() {
         board(&ring, ledger.key(0)),
         Boarded::Seated { slot: 0, index: 0 }
     ));
-    let first = ring.seal().expect("slot 1 is free");
+    let first = seal(&ring).expect("slot 1 is free");
     let first = dispatch(&ring, first, &ledger);
     let caller = {
         let (ring, ledger, wakers) = (Arc::clone(&ring), Arc::clone(&ledger), Arc::clone(&wakers));
@@ -143,7 +143,7 @@ fn reopened_slot() {
     // The producer has boarded (slot 1 before the second seal, the reopened slot 0 after it)
     // before the close, which dispatches slot 0.
     let (slot, index) = producer.join().unwrap();
-    let last = dispatch(&ring, ring.close(), &ledger);
+    let last = dispatch(&ring, close(&ring), &ledger);
     assert_eq!(caller.join().unwrap(), vec![0]);
     if slot == 0 {
         SEATED_IN_REOPENED.fetch_add(1, SeqCst);

@@ -209,7 +209,9 @@ impl<K, V, E> Publisher<K, V, E> {
     /// Every caller has gone before the batch ran: drops the batch's reference unpublished.
     pub(super) fn discard(mut self) {
         self.published = true;
-        self.shared.release(self.slot, 1);
+        // SAFETY: the batch's reference, taken at the seal and held by this publisher until
+        // now; `discard` consumes it.
+        unsafe { self.shared.release(self.slot, 1) };
     }
 
     /// Publishes `outcome` and hands the batch's reference to a [`Sweep`] that wakes the
@@ -303,6 +305,18 @@ mod tests {
     use crate::settings::Overflow;
     use crate::signals::{Boarded, Signals, board};
 
+    // These tests run on one thread, the ring's one sealer, and release only references they
+    // took (a seat they claimed, the batch's at its seal).
+    fn seal<K>(shared: &Shared<K, u64, ()>) -> Option<crate::ring::Sealed> {
+        // SAFETY: the one sealer (above).
+        unsafe { shared.ring.seal() }
+    }
+
+    fn release<K>(shared: &Shared<K, u64, ()>, slot: usize, n: i64) {
+        // SAFETY: references the test holds (above).
+        unsafe { shared.release(slot, n) }
+    }
+
     /// The state a batcher's driver works on (2 slots of 8 seats), with no driver running.
     fn shared<K: Send + Sync + 'static>() -> Shared<K, u64, ()> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -341,8 +355,8 @@ mod tests {
         assert_eq!(ahead.gathered, Gathered { upto: 4, cancelled: 0 });
         // Key 1's caller gives up before the departure.
         shared.ring.slot(0).cancel(0);
-        shared.release(0, 1);
-        let sealed = shared.ring.seal().unwrap();
+        release(&shared, 0, 1);
+        let sealed = seal(&shared).unwrap();
         let keys = collect(&shared, sealed, &mut ahead, &mut dedup).map_err(drop).unwrap();
         assert_eq!(keys, [2, 3], "collected from scratch without key 1, each key once");
         assert_eq!(dedup.take(), Vec::<u64>::new(), "nothing left behind for the next bus");
@@ -358,7 +372,7 @@ mod tests {
         ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
         assert_eq!(ahead.gathered.upto, 2);
         board_keys(&shared, 0, &[7, 5]);
-        let sealed = shared.ring.seal().unwrap();
+        let sealed = seal(&shared).unwrap();
         let keys = collect(&shared, sealed, &mut ahead, &mut dedup).map_err(drop).unwrap();
         assert_eq!(keys, [5, 6, 7], "the gathered keys, then the rest, in boarding order");
         assert_eq!(ahead.gathered, Gathered::NONE, "the seal's collect took what was gathered");
@@ -396,18 +410,18 @@ mod tests {
         ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
         let panics = || HASH_PANICS.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(panics(), 1, "the stopped gather did not hash the bad key again");
-        let sealed = shared.ring.seal().unwrap();
+        let sealed = seal(&shared).unwrap();
         assert!(collect(&shared, sealed, &mut ahead, &mut dedup).is_err(), "the batch fails as Panicked");
         assert_eq!(panics(), 2);
         assert!(!ahead.stopped, "the next bus is gathered again");
         // Its three callers and the batch let go of slot 0, so the next seal finds it free.
-        shared.release(0, 4);
+        release(&shared, 0, 4);
         // The next bus, without the bad key, is collected as usual.
         board_keys(&shared, 1, &[Fragile(3)]);
         let boarding = shared.ring.boarding();
         ahead.gather(&shared, boarding, &mut dedup);
         ahead.gather(&shared, boarding, &mut dedup);
-        let sealed = shared.ring.seal().unwrap();
+        let sealed = seal(&shared).unwrap();
         assert_eq!(collect(&shared, sealed, &mut ahead, &mut dedup).map_err(drop).unwrap(), [Fragile(3)]);
     }
 }

@@ -183,7 +183,8 @@ where
             let Some(Action::Dispatch { .. }) = self.scheduler.poll_action() else {
                 break;
             };
-            let sealed = shared.ring.seal().expect("a free slot was checked");
+            // SAFETY: the driver is the ring's one sealer.
+            let sealed = unsafe { shared.ring.seal() }.expect("a free slot was checked");
             self.depart(now, sealed);
             // After the seal: a producer waiting for room announced itself, or will see the
             // new epoch (see `Ring::want_room`).
@@ -229,9 +230,11 @@ where
     /// whatever the policy and the in-flight limit say.
     fn close(&mut self, now: Instant) {
         let shared = StdArc::clone(&self.shared);
-        let sealed = shared.ring.close();
+        // SAFETY: the driver is the ring's one sealer.
+        let sealed = unsafe { shared.ring.close() };
         if sealed.count == 0 {
-            shared.release(sealed.slot, 1);
+            // SAFETY: the reference the close took for the (empty) batch, never handed on.
+            unsafe { shared.release(sealed.slot, 1) };
         } else {
             self.scheduler.on_arrival(now, sealed.count - self.seen);
             self.seen = sealed.count;
@@ -296,7 +299,8 @@ impl<K, V, E> Drop for Driver<K, V, E> {
         // Dropped before finishing: its runtime is shutting down. Close, and answer whoever
         // boarded with `Closed`, so no caller waits for a driver that is gone.
         let shared = &*self.shared;
-        signals::abandon(&shared.ring, &shared.signals, Held::new(Err(Error::Closed)));
+        // SAFETY: the driver is the ring's one sealer, and it is going away.
+        unsafe { signals::abandon(&shared.ring, &shared.signals, Held::new(Err(Error::Closed))) };
         // Keys gathered ahead for a bus that never left: their `Drop` is user code.
         self.dedup.clear();
         shared.room.notify_waiters();

@@ -15,6 +15,7 @@
 //! | `busline_queue_wait_seconds` | histogram | `batcher` | how long each batch's first request waited before departure |
 //! | `busline_batch_duration_seconds` | histogram | `batcher` | how long each batch call ran |
 //! | `busline_in_flight_batches` | gauge | `batcher` | batch calls running now |
+//! | `busline_window_seconds` | gauge | `batcher` | the window the policy applied to the latest batch (`natural`, `gated` and `adaptive` move it with the load) |
 //! | `busline_rejected_total` | counter | `batcher` | requests refused with `Error::Overloaded` |
 //! | `busline_ran_alone_total` | counter | `batcher` | requests run alone at capacity (`Overflow::RunAlone`) |
 //! | `busline_cancelled_total` | counter | `batcher` | requests whose caller gave up before the answer |
@@ -27,7 +28,7 @@ use metrics::{Counter, Gauge, Histogram, Unit, counter, describe_counter, descri
 use super::{Departure, Ending};
 
 /// Every metric name this crate emits, for dashboards and tests.
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 12] = [
     "busline_requests_total",
     "busline_batches_total",
     "busline_batch_keys",
@@ -35,6 +36,7 @@ pub const NAMES: [&str; 11] = [
     "busline_queue_wait_seconds",
     "busline_batch_duration_seconds",
     "busline_in_flight_batches",
+    "busline_window_seconds",
     "busline_rejected_total",
     "busline_ran_alone_total",
     "busline_cancelled_total",
@@ -52,6 +54,7 @@ pub(crate) struct Handles {
     queue_wait: Histogram,
     batch_duration: Histogram,
     in_flight: Gauge,
+    window: Gauge,
     /// Batch calls running, for the gauge (departures and endings come from different tasks).
     running: std::sync::atomic::AtomicI64,
     pub(crate) rejected: Counter,
@@ -74,6 +77,7 @@ impl Handles {
             queue_wait: histogram!("busline_queue_wait_seconds", "batcher" => batcher.clone()),
             batch_duration: histogram!("busline_batch_duration_seconds", "batcher" => batcher.clone()),
             in_flight: gauge!("busline_in_flight_batches", "batcher" => batcher.clone()),
+            window: gauge!("busline_window_seconds", "batcher" => batcher.clone()),
             running: std::sync::atomic::AtomicI64::new(0),
             rejected: counter!("busline_rejected_total", "batcher" => batcher.clone()),
             ran_alone: counter!("busline_ran_alone_total", "batcher" => batcher.clone()),
@@ -87,6 +91,7 @@ impl Handles {
         self.batch_keys.record(d.keys as f64);
         self.batch_requests.record(d.requests as f64);
         self.queue_wait.record(d.queue_wait.as_secs_f64());
+        self.window.set(d.window.as_secs_f64());
         // Relaxed: a gauge, not a hand-off.
         let running = self.running.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         self.in_flight.set(running as f64);
@@ -115,6 +120,7 @@ fn describe() {
         describe_histogram!("busline_queue_wait_seconds", Unit::Seconds, "Wait of each batch's first request before departure.");
         describe_histogram!("busline_batch_duration_seconds", Unit::Seconds, "Duration of each batch call.");
         describe_gauge!("busline_in_flight_batches", Unit::Count, "Batch calls running.");
+        describe_gauge!("busline_window_seconds", Unit::Seconds, "Window the policy applied to the latest batch.");
         describe_counter!("busline_rejected_total", Unit::Count, "Requests refused at capacity.");
         describe_counter!("busline_ran_alone_total", Unit::Count, "Requests run alone at capacity.");
         describe_counter!("busline_cancelled_total", Unit::Count, "Requests given up by their caller.");

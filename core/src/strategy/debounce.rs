@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::pending::Pending;
 use super::per_group::{PerGroup, PerGroupBuilder, Partitioned};
 use super::round::{Abort, Round, Waiter, lock};
-use super::user::{BoxFn, GroupFn, bind, box_fn, call_boxed, clone_outcome, drop_quietly, group_fn};
+use super::user::{BoxFn, GroupFn, Quiet, bind, box_fn, call_boxed, clone_outcome, drop_quietly, group_fn};
 use crate::{ConfigError, Error};
 
 /// Runs `f` once the calls have paused for `quiet`, with the last call's input; every caller
@@ -223,9 +223,11 @@ where
         };
         let opened = replaced.is_none();
         drop_quietly(replaced);
+        // Whoever holds the round last drops its value (the user's `Drop`): maybe this caller.
+        let round = Quiet::new(round);
         let waiter = Waiter::new(&inner.waiting, &round, abandon);
         if opened {
-            let task = runtime.spawn(run_when_due(Arc::clone(inner), Arc::clone(&round), hold()));
+            let task = runtime.spawn(run_when_due(Arc::clone(inner), Quiet::new(Arc::clone(&round)), hold()));
             let _ = round.task.set(task.abort_handle());
         }
         clone_outcome(waiter.wait().await)
@@ -239,9 +241,9 @@ where
 
 /// The cohort's task: wait until it is due, close it, run `f` with its last input, answer.
 /// `hold` is kept until the task ends (declared first, dropped last).
-async fn run_when_due<In, Out, E, H>(inner: Arc<Inner<In, Out, E>>, round: Arc<Round<Out, E>>, hold: H) {
+async fn run_when_due<In, Out, E, H>(inner: Arc<Inner<In, Out, E>>, round: Quiet<Arc<Round<Out, E>>>, hold: H) {
     let _hold = hold;
-    let answer = Answer { round: Arc::clone(&round) };
+    let answer = Answer { round: Quiet::new(Arc::clone(&round)) };
     let input = loop {
         let due = {
             let mut waiting = lock(&inner.waiting);
@@ -249,9 +251,9 @@ async fn run_when_due<In, Out, E, H>(inner: Arc<Inner<In, Out, E>>, round: Arc<R
                 // Every caller left: the last one took the cohort out; nothing runs.
                 return;
             };
-            let mut due = cohort.last_at + inner.quiet;
+            let mut due = after(cohort.last_at, inner.quiet);
             if let Some(max_wait) = inner.max_wait {
-                due = due.min(cohort.first_at + max_wait);
+                due = due.min(after(cohort.first_at, max_wait));
             }
             if due <= Instant::now() {
                 let cohort = waiting.take().expect("checked above");
@@ -265,10 +267,17 @@ async fn run_when_due<In, Out, E, H>(inner: Arc<Inner<In, Out, E>>, round: Arc<R
     answer.round.outcome.publish(outcome);
 }
 
+/// `at + wait`, or a time too far off to ever come if that overflows (a `quiet` or `max_wait`
+/// of `Duration::MAX` means "no bound": the run then waits for the other bound, or for ever).
+fn after(at: Instant, wait: Duration) -> Instant {
+    // Thirty years, tokio's own "far future": past any process's life, within every clock's range.
+    at.checked_add(wait).unwrap_or_else(|| at + Duration::from_secs(86_400 * 365 * 30))
+}
+
 /// Answers a cohort's callers with [`Error::Closed`] if its task is dropped before it answers
 /// (its runtime shut down; when it was aborted, nobody is left to read it).
 struct Answer<Out, E> {
-    round: Arc<Round<Out, E>>,
+    round: Quiet<Arc<Round<Out, E>>>,
 }
 
 impl<Out, E> Drop for Answer<Out, E> {
@@ -305,7 +314,8 @@ where
 
     /// The longest the calls can postpone a run: it starts at most this long after the
     /// cohort's first call. Default: unbounded (a steady stream of calls closer together than
-    /// `quiet` postpones the run for as long as it lasts). Zero is a [`ConfigError`].
+    /// `quiet` postpones the run for as long as it lasts), as is `Duration::MAX`. Zero is a
+    /// [`ConfigError`].
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.settings.max_wait = Some(max_wait);
         self
@@ -412,7 +422,9 @@ where
     ///
     /// As [`Debounce::call`], and as every [per-group call](PerGroup#calls).
     pub async fn call(&self, group: G, input: In) -> Result<Out, Error<E>> {
-        let entered = self.enter(&group)?;
+        let entered = self.enter(&group);
+        drop_quietly(group);
+        let entered = entered?;
         entered.call_holding(input, || entered.hold(self.partition())).await
     }
 }

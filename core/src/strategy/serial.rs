@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use super::pending::Pending;
 use super::per_group::{PerGroup, PerGroupBuilder, Partitioned};
-use super::user::{BoxFn, GroupFn, bind, box_fn, call_boxed, group_fn};
+use super::user::{BoxFn, GroupFn, bind, box_fn, call_boxed, drop_quietly, group_fn};
 use crate::{ConfigError, Error};
 
 /// Runs calls of one function one at a time, in the order they arrive; each caller gets its own
@@ -178,7 +178,8 @@ where
     ///
     /// As [`Serial::call`], and as every [per-group call](PerGroup#calls).
     pub async fn call(&self, group: G, input: In) -> Result<Out, Error<E>> {
-        let serial = self.enter(&group)?;
-        serial.call(input).await
+        let serial = self.enter(&group);
+        drop_quietly(group);
+        serial?.call(input).await
     }
 }

@@ -11,7 +11,7 @@ use tokio::task::AbortHandle;
 
 use super::rendezvous::Rendezvous;
 use super::round::lock;
-use super::user::{clone_outcome, drop_quietly, guarded, settle};
+use super::user::{Quiet, clone_outcome, drop_quietly, guarded, settle};
 use crate::Error;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -175,9 +175,11 @@ where
         let runtime = tokio::runtime::Handle::current();
         let inner = &self.inner;
         let Joined { hash, flight, leader } = inner.join(key)?;
+        // Whoever holds the flight last drops its value (the user's `Drop`): maybe this caller.
+        let flight = Quiet::new(flight);
         let mut waiter = Waiter { inner, hash, flight: &flight, answered: false };
         if leader {
-            let mut execution = Execution { inner: Arc::clone(inner), hash, flight: Arc::clone(&flight) };
+            let mut execution = Execution { inner: Arc::clone(inner), hash, flight: Quiet::new(Arc::clone(&flight)) };
             match guarded(f) {
                 Ok(fut) => {
                     let task = runtime.spawn(async move {
@@ -210,6 +212,7 @@ where
             Ok(entry) => Some(entry.remove().0),
             Err(_) => None,
         });
+        shrink(&mut table);
         drop(table);
         let forgotten = matches!(removed, Ok(Some(_)));
         drop_quietly(removed);
@@ -271,10 +274,23 @@ impl<K, V, E> Inner<K, V, E> {
     /// Removes `flight`'s entry if it is still the one in the table (found by pointer: no user
     /// code runs under the lock). The entry, and so the key, is dropped outside the lock.
     fn remove(&self, table: &mut HashTable<Entry<K, V, E>>, hash: u64, flight: &Arc<Flight<V, E>>) -> Option<Entry<K, V, E>> {
-        table
-            .find_entry(hash, |entry| Arc::ptr_eq(&entry.flight, flight))
-            .ok()
-            .map(|entry| entry.remove().0)
+        let removed = table.find_entry(hash, |entry| Arc::ptr_eq(&entry.flight, flight)).ok().map(|entry| entry.remove().0);
+        shrink(table);
+        removed
+    }
+}
+
+/// Tables of at most this many entries keep their capacity (a few hundred bytes a shard):
+/// shrinking them would rehash at every ebb of a lightly loaded shard.
+const KEEP_CAPACITY: usize = 16;
+
+/// Memory follows the load: a table a burst grew is given back as it empties. Shrunk to twice
+/// its entries once they fall below a quarter of its capacity, so a shrink's rehash (by the
+/// stored hashes: no user code under the lock) is paid for by the removals that led to it, and
+/// a table refilling to its old size grows at most twice (amortised O(1) per call).
+fn shrink<K, V, E>(table: &mut HashTable<Entry<K, V, E>>) {
+    if table.capacity() > KEEP_CAPACITY && table.len() < table.capacity() / 4 {
+        table.shrink_to(table.len() * 2, |entry| entry.hash);
     }
 }
 
@@ -284,7 +300,7 @@ impl<K, V, E> Inner<K, V, E> {
 struct Execution<K, V, E> {
     inner: Arc<Inner<K, V, E>>,
     hash: u64,
-    flight: Arc<Flight<V, E>>,
+    flight: Quiet<Arc<Flight<V, E>>>,
 }
 
 impl<K, V, E> Execution<K, V, E> {

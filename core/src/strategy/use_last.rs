@@ -10,7 +10,7 @@ use tokio::task::AbortHandle;
 use super::pending::Pending;
 use super::per_group::{PerGroup, PerGroupBuilder, Partitioned};
 use super::round::{Abort, Round, Waiter, lock};
-use super::user::{BoxFn, GroupFn, box_fn, clone_outcome, drop_quietly, group_fn, guarded, settle};
+use super::user::{BoxFn, GroupFn, Quiet, box_fn, clone_outcome, drop_quietly, group_fn, guarded, settle};
 use crate::{ConfigError, Error};
 
 /// Each call supersedes the execution in progress, which is dropped; every caller since the
@@ -174,6 +174,8 @@ where
             state.round.join();
             (state.newest, Arc::clone(&state.round), state.running.take())
         };
+        // Whoever holds the round last drops its value (the user's `Drop`): maybe this caller.
+        let round = Quiet::new(round);
         let waiter = Waiter::new(&inner.state, &round, abandon);
         if let Some(superseded) = superseded {
             superseded.abort();
@@ -236,7 +238,7 @@ impl<In, Out, E, H> Execution<In, Out, E, H> {
             drop_quietly(outcome);
             return;
         }
-        let round = std::mem::replace(&mut state.round, Round::new());
+        let round = Quiet::new(std::mem::replace(&mut state.round, Round::new()));
         state.running = None;
         drop(state);
         round.outcome.publish(outcome);
@@ -301,7 +303,9 @@ where
     ///
     /// As [`UseLast::call`], and as every [per-group call](PerGroup#calls).
     pub async fn call(&self, group: G, input: In) -> Result<Out, Error<E>> {
-        let entered = self.enter(&group)?;
+        let entered = self.enter(&group);
+        drop_quietly(group);
+        let entered = entered?;
         entered.call_holding(input, || entered.hold(self.partition())).await
     }
 }

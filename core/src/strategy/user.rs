@@ -98,6 +98,32 @@ pub(crate) fn drop_quietly<T>(value: T) {
     let _ = guarded::<(), ()>(|| drop(value));
 }
 
+/// A holder of something whose `Drop` runs the user's code (a shared outcome: the `Arc` of a
+/// flight or a round, whose last holder drops the value), dropped as [`drop_quietly`] does:
+/// whichever caller or task happens to hold it last, a panicking `Drop` does not unwind into
+/// its frame.
+pub(crate) struct Quiet<T>(Option<T>);
+
+impl<T> Quiet<T> {
+    pub(crate) fn new(value: T) -> Quiet<T> {
+        Quiet(Some(value))
+    }
+}
+
+impl<T> std::ops::Deref for Quiet<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("taken only by drop")
+    }
+}
+
+impl<T> Drop for Quiet<T> {
+    fn drop(&mut self) {
+        drop_quietly(self.0.take());
+    }
+}
+
 /// A panic payload's own `Drop` may panic too; that must not unwind through our state either.
 fn forget_payload(payload: Box<dyn Any + Send>) {
     let _ = catch_unwind(AssertUnwindSafe(|| drop(payload)));

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use busline::{Debounce, Error};
-use crate::support::{Live, assert_send, came_from_work, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
+use crate::support::{DropBomb, Live, assert_send, came_from_work, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of, without_panic};
 use tokio::time::{Instant, sleep};
 
 const MS: Duration = Duration::from_millis(1);
@@ -203,4 +203,37 @@ async fn chaos_a_million_calls() {
     let runs = runs.load(Ordering::Relaxed);
     assert!(runs < TASKS * CALLS / 10, "calls were coalesced ({runs} runs)");
     println!("debounce chaos: {} ok, {} failed, {} panicked, {} cancelled, {runs} runs", c.ok, c.failed, c.panicked, c.cancelled);
+}
+
+/// The caller that holds the round last drops the value: a panicking `Drop` is caught there.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_values_drop_that_panics_never_reaches_a_caller() {
+    quiet_injected_panics();
+    let d = Debounce::builder(|_: u32| async { Ok::<_, ()>(DropBomb::new()) }).quiet(10 * MS).build().unwrap();
+    let answered = without_panic(async move { d.call(1).await.is_ok() }).await;
+    assert_eq!(answered, Ok(true));
+}
+
+/// `Duration::MAX` as `max_wait` means no bound: the run comes `quiet` after the last call
+/// (the deadline `first call + max_wait` overflowed `Instant` and closed every call).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_unbounded_max_wait_leaves_the_run_to_the_quiet_period() {
+    let (d, runs) = recording(10 * MS, Some(Duration::MAX));
+    let start = Instant::now();
+    assert_eq!(d.call(5).await.ok(), Some(value_of(5)));
+    assert_eq!(*runs.lock().unwrap(), [(5, start + 10 * MS)]);
+}
+
+/// A `quiet` of `Duration::MAX` postpones the run for ever (unless `max_wait` bounds it): the
+/// calls wait, none fails.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_unbounded_quiet_period_waits_for_max_wait_or_for_ever() {
+    let (d, runs) = recording(Duration::MAX, None);
+    let waited = tokio::time::timeout(Duration::from_secs(3600), d.call(5)).await;
+    assert!(waited.is_err(), "still waiting after an hour: {waited:?}");
+    assert!(runs.lock().unwrap().is_empty());
+    let (d, runs) = recording(Duration::MAX, Some(20 * MS));
+    let start = Instant::now();
+    assert_eq!(d.call(6).await.ok(), Some(value_of(6)));
+    assert_eq!(*runs.lock().unwrap(), [(6, start + 20 * MS)]);
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use busline::{Error, SingleFlight};
-use crate::support::{Came, Live, assert_send, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
+use crate::support::{Came, DropBomb, Live, assert_send, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of, without_panic};
 use tokio::sync::Notify;
 
 type Sf = SingleFlight<u64, u64, u64>;
@@ -365,4 +365,14 @@ async fn chaos_a_million_calls() {
         "single-flight chaos: {} ok, {} failed, {} panicked, {} cancelled, {executions} executions",
         c.ok, c.failed, c.panicked, c.cancelled
     );
+}
+
+/// The caller that holds the shared outcome last drops the value: a panicking `Drop` there is
+/// the user's code and is caught; the caller gets its clone.
+#[tokio::test(flavor = "current_thread")]
+async fn a_values_drop_that_panics_never_reaches_a_caller() {
+    quiet_injected_panics();
+    let sf = SingleFlight::<u32, DropBomb, ()>::new();
+    let answered = without_panic(async move { sf.run(1, || async { Ok(DropBomb::new()) }).await.is_ok() }).await;
+    assert_eq!(answered, Ok(true));
 }

@@ -54,6 +54,38 @@ pub(crate) async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Outpu
     .await
 }
 
+/// A value whose original panics when dropped; its clones do not. The strategies share one
+/// outcome between callers, each cloning it: whoever holds the original last drops it.
+#[derive(Debug)]
+pub(crate) struct DropBomb {
+    original: bool,
+}
+
+impl DropBomb {
+    pub(crate) fn new() -> DropBomb {
+        DropBomb { original: true }
+    }
+}
+
+impl Clone for DropBomb {
+    fn clone(&self) -> Self {
+        DropBomb { original: false }
+    }
+}
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        if self.original && !std::thread::panicking() {
+            panic!("injected: the value's drop");
+        }
+    }
+}
+
+/// Runs `fut` as a task of its own: `Err` if the task panicked.
+pub(crate) async fn without_panic<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> Result<T, String> {
+    tokio::spawn(fut).await.map_err(|e| format!("the caller's task panicked: {e}"))
+}
+
 /// Asserts at compile time that a value is `Send`.
 pub(crate) fn assert_send<T: Send>(_: &T) {}
 

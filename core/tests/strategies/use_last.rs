@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use busline::{Error, UseLast};
-use crate::support::{Live, assert_send, came_from_work, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of};
+use crate::support::{DropBomb, Live, assert_send, came_from_work, chaos, eventually, poll_at_most, poll_once, quiet_injected_panics, value_of, without_panic};
 use tokio::sync::Notify;
 
 type Ul = UseLast<u64, (u64, u64), u64>;
@@ -176,4 +176,13 @@ async fn chaos_a_million_calls() {
     assert_eq!(u.pending(), 0, "nobody left waiting");
     eventually(30, "every execution dropped", || live.load(Ordering::SeqCst) == 0).await;
     println!("use-last chaos: {} ok, {} failed, {} panicked, {} cancelled", c.ok, c.failed, c.panicked, c.cancelled);
+}
+
+/// The caller that holds the round last drops the value: a panicking `Drop` is caught there.
+#[tokio::test(flavor = "current_thread")]
+async fn a_values_drop_that_panics_never_reaches_a_caller() {
+    quiet_injected_panics();
+    let u = UseLast::new(|_: u32| async { Ok::<_, ()>(DropBomb::new()) });
+    let answered = without_panic(async move { u.call(1).await.is_ok() }).await;
+    assert_eq!(answered, Ok(true));
 }
