@@ -82,6 +82,9 @@ pub struct CostPoint {
     /// (`(ln q84 − ln q16) / 2`: a lognormal's `sigma`, robust to the few queries a busy
     /// machine preempts); median over the rounds.
     pub log_spread: f64,
+    /// The process's CPU per query, µs (median over the rounds; `None` where the scheduler's
+    /// statistics cannot be read): what the query costs the cores, as against its time.
+    pub cpu_us: Option<f64>,
 }
 
 /// `base + per_key × keys` fitted at one concurrency.
@@ -141,6 +144,27 @@ pub struct CostModel {
     /// A single-id query's wake-up after the database was idle at least [`WAKE_AFTER_US`]:
     /// its open-loop time less the closed loop's single-id mean (`None` until measured).
     pub wake: Option<Delay>,
+    /// The application's CPU per request beyond its query's (`None` until measured, or where
+    /// the scheduler's statistics cannot be read): see [`crate::app_cpu`].
+    pub app_cpu: Option<AppCpu>,
+}
+
+/// The application's CPU per request, measured on bursts (see [`crate::app_cpu`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppCpu {
+    /// The process's cores (what the scheduler lets it run on).
+    pub cores: u32,
+    /// The CPU of a closed-loop query, µs: the line through the single-client cells' CPU per
+    /// query.
+    pub query_base_us: f64,
+    /// See `query_base_us`: per id.
+    pub query_per_key_us: f64,
+    /// Through a natural batcher: CPU per request beyond its queries', µs (median of rounds).
+    pub request_us: f64,
+    /// Direct calls: the same, µs.
+    pub direct_request_us: f64,
+    /// Each round's bursts: (batched, direct).
+    pub bursts: Vec<(crate::app_cpu::Burst, crate::app_cpu::Burst)>,
 }
 
 /// The idleness from which a query counts as woken, µs: in the per-idle breakdown of one
@@ -228,6 +252,9 @@ pub struct Plan {
     /// How long each round sends single-id queries open loop for the wake-up (zero: not
     /// measured).
     pub wake_per_round: Duration,
+    /// Whether each round also measures the application's CPU per request on bursts
+    /// ([`crate::app_cpu`]).
+    pub bursts: bool,
 }
 
 impl Plan {
@@ -242,6 +269,7 @@ impl Plan {
             rounds: 3,
             per_point: Duration::from_millis(50),
             wake_per_round: Duration::from_millis(100),
+            bursts: true,
             users,
         }
     }
@@ -264,6 +292,7 @@ struct Round {
     mean_ms: f64,
     cv: f64,
     log_spread: f64,
+    cpu_us: Option<f64>,
 }
 
 /// Measures `plan` on `db`; `progress` advances by one per cell and round.
@@ -289,6 +318,8 @@ pub struct Calibration {
     rounds: Vec<Vec<Round>>,
     /// Per round, the wake-up queries' (start, end).
     wake_spans: Vec<Vec<(Instant, Instant)>>,
+    /// Per round, the application's bursts (batched, direct), where measured.
+    bursts: Vec<(crate::app_cpu::Burst, crate::app_cpu::Burst)>,
     done: u32,
 }
 
@@ -298,7 +329,7 @@ impl Calibration {
         let cells: Vec<(u32, u32)> =
             plan.concurrency.iter().flat_map(|&n| plan.keys.iter().map(move |&k| (n, k.min(plan.users)))).collect();
         let rounds = cells.iter().map(|_| Vec::new()).collect();
-        Calibration { plan, cells, rounds, wake_spans: Vec::new(), done: 0 }
+        Calibration { plan, cells, rounds, wake_spans: Vec::new(), bursts: Vec::new(), done: 0 }
     }
 
     /// Rounds measured so far.
@@ -323,6 +354,14 @@ impl Calibration {
         if self.plan.wake_per_round > Duration::ZERO {
             self.wake_spans.push(open_loop(db, self.plan.users, self.plan.wake_per_round, 1000 + u64::from(r)).await?);
         }
+        if self.plan.bursts {
+            let seed = 2000 + u64::from(r);
+            let batched = crate::app_cpu::burst(db, self.plan.users, true, seed).await?;
+            let direct = crate::app_cpu::burst(db, self.plan.users, false, seed).await?;
+            if let Some(pair) = batched.zip(direct) {
+                self.bursts.push(pair);
+            }
+        }
         self.done += 1;
         Ok(())
     }
@@ -346,6 +385,7 @@ impl Calibration {
                 round_means_ms: rs.iter().map(|r| r.mean_ms).collect(),
                 cv: median(rs.iter().map(|r| r.cv).collect()),
                 log_spread: median(rs.iter().map(|r| r.log_spread).collect()),
+                cpu_us: rs.iter().map(|r| r.cpu_us).collect::<Option<Vec<f64>>>().map(median),
             })
             .collect();
         let mut model = fit(backend, pool_size, points)?;
@@ -355,6 +395,7 @@ impl Calibration {
             let samples = self.wake_spans.iter().flat_map(|spans| wake_ups(spans, hot_ms)).collect();
             model.wake = Delay::of(samples).ok();
         }
+        model.app_cpu = app_cpu(&model.points, self.bursts);
         Ok(model)
     }
 }
@@ -362,6 +403,7 @@ impl Calibration {
 async fn measure(db: &Database, n: u32, k: u32, round: u32, plan: &Plan) -> Result<Round> {
     let deadline = Instant::now() + plan.per_point;
     let users = plan.users;
+    let before = crate::sched::snapshot();
     let clients: Vec<_> = (0..n)
         .map(|c| {
             let db = db.clone();
@@ -389,12 +431,15 @@ async fn measure(db: &Database, n: u32, k: u32, round: u32, plan: &Plan) -> Resu
     for c in clients {
         all.extend(c.await.context("calibration client panicked")??);
     }
+    // Every query the clients sent, the two unmeasured ones each included.
+    let sent = all.len() as f64 + 2.0 * f64::from(n);
+    let cpu_us = crate::sched::snapshot().zip(before).map(|(after, before)| after.since(&before).cpu_ms * 1e3 / sent);
     let m = mean(&all);
     let sd = (all.iter().map(|x| (x - m).powi(2)).sum::<f64>() / all.len() as f64).sqrt();
     all.sort_unstable_by(f64::total_cmp);
     let q = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize];
     let log_spread = (q(0.8413).ln() - q(0.1587).ln()) / 2.0;
-    Ok(Round { samples: all.len() as u64, mean_ms: m, cv: sd / m, log_spread })
+    Ok(Round { samples: all.len() as u64, mean_ms: m, cv: sd / m, log_spread, cpu_us })
 }
 
 fn mean(x: &[f64]) -> f64 {
@@ -539,8 +584,33 @@ pub fn fit(backend: &str, pool_size: u32, points: Vec<CostPoint>) -> Result<Cost
         per_key_contention: chosen.per_key_contention,
         lognormal_sigma: sigma,
         wake: None,
+        app_cpu: None,
         points,
         lines,
+    })
+}
+
+/// The application's CPU per request from the rounds' `bursts` (batched, direct) and the
+/// single-client cells' CPU per query (see [`crate::app_cpu`]); `None` without either.
+fn app_cpu(points: &[CostPoint], bursts: Vec<(crate::app_cpu::Burst, crate::app_cpu::Burst)>) -> Option<AppCpu> {
+    let xy: Vec<(f64, f64, f64)> = points
+        .iter()
+        .filter(|p| p.concurrency == 1)
+        .filter_map(|p| p.cpu_us.filter(|&c| c > 0.0).map(|c| (f64::from(p.keys), c, 1.0 / (c * c))))
+        .collect();
+    if xy.len() < 2 || bursts.is_empty() {
+        return None;
+    }
+    // Relative least squares, as the cost line: the single-id queries are what matter here.
+    let (base, slope) = weighted_least_squares(&xy);
+    let q = crate::app_cpu::QueryCpu { base_us: base.max(0.0), per_key_us: slope.max(0.0) };
+    Some(AppCpu {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        query_base_us: q.base_us,
+        query_per_key_us: q.per_key_us,
+        request_us: median(bursts.iter().map(|(b, _)| q.request_us(b)).collect()),
+        direct_request_us: median(bursts.iter().map(|(_, d)| q.request_us(d)).collect()),
+        bursts,
     })
 }
 
@@ -624,6 +694,24 @@ impl CostModel {
                 let _ = writeln!(s, "wake_after_us = {WAKE_AFTER_US:.1}");
             }
         }
+        // The application's work shares the servers only where the database runs in the
+        // process: a server database's servers are its own.
+        if let Some(c) = self.app_cpu.as_ref().filter(|_| self.backend == "sqlite") {
+            let _ = writeln!(
+                s,
+                "\n# The application's CPU per request beyond its queries', µs, on bursts of {} requests within {} ms (demo/src/app_cpu.rs):\n\
+                 # the process's CPU less its queries' (a closed-loop query: {:.1} + {:.2} x ids µs of CPU), median of {} rounds.\n\
+                 # SQLite runs in the process: its `servers` ({}) are the process's cores ({}), which this work shares.",
+                crate::app_cpu::BURST,
+                crate::app_cpu::WIDTH.as_millis(),
+                c.query_base_us,
+                c.query_per_key_us,
+                c.bursts.len(),
+                self.servers,
+                c.cores
+            );
+            let _ = writeln!(s, "[cpu]\nrequest_us = {:.2}\ndirect_request_us = {:.2}", c.request_us, c.direct_request_us);
+        }
         s
     }
 
@@ -642,13 +730,35 @@ mod tests {
     use super::*;
 
     fn point(concurrency: u32, keys: u32, mean_ms: f64) -> CostPoint {
-        CostPoint { concurrency, keys, samples: 100, mean_ms, round_means_ms: vec![mean_ms], cv: 0.2, log_spread: 0.3 }
+        CostPoint { concurrency, keys, samples: 100, mean_ms, round_means_ms: vec![mean_ms], cv: 0.2, log_spread: 0.3, cpu_us: None }
     }
 
     #[test]
     fn a_line_is_recovered_exactly() {
         let (a, b) = least_squares(&[(1.0, 0.06), (10.0, 0.15), (100.0, 1.05)]);
         assert!((a - 0.05).abs() < 1e-12 && (b - 0.01).abs() < 1e-12, "{a} {b}");
+    }
+
+    #[test]
+    fn the_applications_cpu_is_the_bursts_cpu_less_their_queries() {
+        use crate::app_cpu::Burst;
+        // Single-client cells on the line 20 + 5 × ids µs of CPU per query; a batched burst of
+        // 200 requests in 4 queries of 200 ids in all, 3.0 ms of CPU: its queries used
+        // 4 × 20 + 200 × 5 = 1,080 µs, so 1,920 µs over 200 requests, 9.6 µs each. A direct
+        // burst of 200 single-id queries in 6.0 ms: 6,000 / 200 − 25 = 5 µs each.
+        let cell = |k: u32| CostPoint { cpu_us: Some(20.0 + 5.0 * f64::from(k)), ..point(1, k, 1.0) };
+        let points = vec![cell(1), cell(10), cell(100), point(2, 1, 1.0)];
+        let batched = Burst { requests: 200, queries: 4, keys: 200, cpu_ms: 3.0, span_ms: 3.0 };
+        let direct = Burst { requests: 200, queries: 200, keys: 200, cpu_ms: 6.0, span_ms: 3.0 };
+        let c = app_cpu(&points, vec![(batched, direct)]).expect("measured");
+        assert!((c.query_base_us - 20.0).abs() < 1e-9 && (c.query_per_key_us - 5.0).abs() < 1e-9, "{c:?}");
+        assert!((c.request_us - 9.6).abs() < 1e-9 && (c.direct_request_us - 5.0).abs() < 1e-9, "{c:?}");
+        // Less CPU than its queries' (a burst on a quiet machine): none left, not a negative.
+        let quiet = Burst { cpu_ms: 0.5, ..batched };
+        assert_eq!(app_cpu(&points, vec![(quiet, direct)]).unwrap().request_us, 0.0);
+        // No burst, or no CPU per cell: nothing measured.
+        assert!(app_cpu(&points, Vec::new()).is_none());
+        assert!(app_cpu(&[point(1, 1, 1.0), point(1, 10, 1.0)], vec![(batched, direct)]).is_none());
     }
 
     #[test]
@@ -751,6 +861,8 @@ mod tests {
         let delay = |base: f64| crate::reaction::Delay::of((0..100).map(|i| base + f64::from(i)).collect()).unwrap();
         let d = DriverModel {
             reaction: delay(20.0),
+            completion_reaction: None,
+            busy_reaction: None,
             timer_reaction: delay(5.0),
             launch: delay(1.0),
             answer: delay(3.0),

@@ -12,12 +12,18 @@
 //! - [`trace`]: the arrival trace; [`replay`]: the open-loop load generator.
 //! - [`calibrate`]: the cost model and its scenario; [`reaction`]: the batcher driver's delays;
 //!   [`simcheck`]: the simulator's predictions.
+//! - [`app_cpu`]: the application's CPU per request, measured on bursts.
 //! - [`sched`]: the CPU a replay used and its wait for a core.
 //! - [`segments`]: the requests split by the part of the trace they arrived in.
 //! - [`rounds`]: each contender replayed a few times, interleaved; medians and spreads.
 //! - [`report`]: `reports/db/` (README, CSV, plot).
 #![deny(unsafe_code)]
 
+/// Worker threads of the demo's tokio runtime (`busline-demo`'s and the tests'): two, as the
+/// machine `make demo` is measured on has two cores.
+pub const RUNTIME_WORKERS: usize = 2;
+
+pub mod app_cpu;
 pub mod calibrate;
 pub mod db;
 pub mod reaction;

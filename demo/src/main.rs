@@ -13,7 +13,7 @@ use busline_demo::replay::{ContenderSpec, contenders, replay};
 use busline_demo::report::{self, Provenance, Run};
 use busline_demo::rounds::{self, Contended, Replayed};
 use busline_demo::segments;
-use busline_demo::simcheck::{NO_DRIVER, REACTION_ONLY, predict, predict_with};
+use busline_demo::simcheck::{NO_CPU, NO_DRIVER, REACTION_ONLY, predict, predict_with};
 use busline_demo::trace::{self, TraceSpec};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -66,7 +66,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(busline_demo::RUNTIME_WORKERS).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
@@ -237,9 +237,11 @@ async fn run_cli(cli: Cli) -> Result<()> {
                     let one_factor_sets = model.one_factor_overrides();
                     let one_factor_sets: Vec<&str> = one_factor_sets.iter().map(String::as_str).collect();
                     let one_factor = predict_with(&scenario, &path, c, &one_factor_sets)?;
+                    // And without the application's work per request (`[cpu]`).
+                    let no_cpu = predict_with(&scenario, &path, c, &NO_CPU)?;
                     let parts = segments::split(&spec, &arrivals, &m, &scenario, &path, c)?;
                     let tail = segments::tail(&spec, &arrivals, &m);
-                    rounds.push(Replayed { measured: m, predicted, instant, reaction_only, one_factor, parts, tail });
+                    rounds.push(Replayed { measured: m, predicted, instant, reaction_only, one_factor, no_cpu, parts, tail });
                 }
                 contended.push(Contended { label: c.label.clone(), rounds });
             }

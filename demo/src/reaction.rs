@@ -142,6 +142,12 @@ impl Delay {
 pub struct DriverModel {
     /// Release to seal when the bus is due on an arrival (natural).
     pub reaction: Delay,
+    /// Release to seal when the bus is due on an arrival with other buses in flight (natural):
+    /// for the report (`None` without such a bus).
+    pub busy_reaction: Option<Delay>,
+    /// Release to seal when the bus is due on a completion (natural, every in-flight place was
+    /// taken when its first passenger called): for the report (`None` without such a bus).
+    pub completion_reaction: Option<Delay>,
     /// Deadline to seal (a fixed window).
     pub timer_reaction: Delay,
     /// Seal to the batch future's first poll, over both policies.
@@ -326,6 +332,38 @@ pub fn reactions(called: &[Instant], buses: &[Bus]) -> Vec<f64> {
         .collect()
 }
 
+/// The reaction of each natural bus released on its first passenger's arrival while other
+/// buses were in flight (fewer than `max_in_flight`: a place was free): seal − that call, µs.
+/// Under a burst the runtime then has callers and answers to run; the simulator draws these
+/// from the table of buses that found nothing in flight (`reactions`).
+pub fn busy_reactions(called: &[Instant], buses: &[Bus], max_in_flight: usize) -> Vec<f64> {
+    buses
+        .iter()
+        .filter_map(|b| {
+            let open = opened(called, b)?;
+            let n = in_flight(buses, open);
+            (n > 0 && n < max_in_flight).then(|| us(b.sealed.saturating_duration_since(open)))
+        })
+        .collect()
+}
+
+/// The reaction of each natural bus released by a completion: its first passenger found
+/// `max_in_flight` buses in flight, so it left when the first of them ended; seal − that end,
+/// µs. (The simulator draws this from the table of releases by an arrival, `reactions`.)
+pub fn completion_reactions(called: &[Instant], buses: &[Bus], max_in_flight: usize) -> Vec<f64> {
+    buses
+        .iter()
+        .filter_map(|b| {
+            let open = opened(called, b)?;
+            if in_flight(buses, open) < max_in_flight {
+                return None;
+            }
+            let freed = buses.iter().map(|o| o.finished).filter(|&f| f > open && f <= b.sealed).min()?;
+            Some(us(b.sealed.saturating_duration_since(freed)))
+        })
+        .collect()
+}
+
 /// The lateness of each bus of a `window` released by its deadline (fewer than `max_in_flight`
 /// in flight then): seal − first call − `window`, µs.
 pub fn timer_reactions(called: &[Instant], buses: &[Bus], window: Duration, max_in_flight: usize) -> Vec<f64> {
@@ -383,6 +421,8 @@ pub async fn measure(plan: &Plan, progress: Option<&ProgressBar>) -> Result<Driv
     let (answer_per_caller_us, residuals) = way_back_line(&back);
     Ok(DriverModel {
         reaction: Delay::of(reaction).context("the reaction on arrival")?,
+        completion_reaction: Delay::of(completion_reactions(&natural.called, &natural.buses, plan.max_in_flight)).ok(),
+        busy_reaction: Delay::of(busy_reactions(&natural.called, &natural.buses, plan.max_in_flight)).ok(),
         timer_reaction: Delay::of(timer_reaction).context("the reaction after a deadline")?,
         launch: Delay::of(launch).context("the launch")?,
         answer: Delay::of(residuals).context("the way back")?,
@@ -429,6 +469,17 @@ mod tests {
         assert_eq!(timer_reactions(&called, &buses, Duration::from_micros(5), 2), vec![10.0, 2.0]);
         assert_eq!(timer_reactions(&called, &buses, Duration::from_micros(5), 1), vec![10.0]);
         assert_eq!(launches(&buses), vec![2.0, 2.0]);
+        // With one place, B's passenger (20 µs) found A in flight: released by A's end at
+        // 100 µs; sealed at 27 µs here, before that end, so no release by a completion is seen.
+        assert!(completion_reactions(&called, &buses, 1).is_empty());
+        let late = [bus(15, 100, vec![0, 1]), bus(112, 200, vec![2])];
+        assert_eq!(completion_reactions(&called, &late, 1), vec![12.0]);
+        // With two places B never waited for a completion.
+        assert!(completion_reactions(&called, &late, 2).is_empty());
+        // With two places B's passenger found A in flight and a place free: B's reaction, 7 µs,
+        // is a busy one; A's (nothing in flight) is not.
+        assert_eq!(busy_reactions(&called, &buses, 2), vec![7.0]);
+        assert!(busy_reactions(&called, &buses, 1).is_empty());
     }
 
     #[test]

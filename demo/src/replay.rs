@@ -161,6 +161,12 @@ pub struct RequestRow {
 pub struct ReplayDriver {
     /// Natural batching: seal − the call of a first passenger who found nothing in flight.
     pub reaction: Option<Delay>,
+    /// Natural batching: seal − the call of a first passenger who found other buses in flight
+    /// and a place free.
+    pub busy_reaction: Option<Delay>,
+    /// Natural batching: seal − the end of the bus whose completion released it, for a bus
+    /// whose first passenger found every in-flight place taken.
+    pub completion_reaction: Option<Delay>,
     /// A fixed window: seal − first call − the window, for buses with a free place then.
     pub timer_reaction: Option<Delay>,
     /// Every bus: its future's first poll − its seal.
@@ -481,6 +487,12 @@ fn replay_driver(
     let answer = back.into_iter().map(|(_, b)| b).collect();
     let driver = ReplayDriver {
         reaction: matches!(policy, Policy::Natural).then(|| table(reaction::reactions(called, &buses))).flatten(),
+        busy_reaction: matches!(policy, Policy::Natural)
+            .then(|| table(reaction::busy_reactions(called, &buses, max_in_flight)))
+            .flatten(),
+        completion_reaction: matches!(policy, Policy::Natural)
+            .then(|| table(reaction::completion_reactions(called, &buses, max_in_flight)))
+            .flatten(),
         timer_reaction: match policy {
             Policy::Window { window } => table(reaction::timer_reactions(called, &buses, window, max_in_flight)),
             _ => None,

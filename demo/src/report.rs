@@ -127,7 +127,8 @@ fn csv(run: &Run) -> String {
          sim_no_driver_queries,sim_no_driver_latency_mean_ms,sim_no_driver_latency_p99_ms,\
          to_seal_mean_ms,to_connection_mean_ms,query_mean_ms,way_back_mean_ms,\
          sim_to_seal_mean_ms,sim_to_connection_mean_ms,sim_query_mean_ms,sim_way_back_mean_ms,cpu_ms,waiting_for_a_core_ms,\
-         sim_one_factor_queries,sim_one_factor_latency_mean_ms,sim_one_factor_latency_p99_ms\n",
+         sim_one_factor_queries,sim_one_factor_latency_mean_ms,sim_one_factor_latency_p99_ms,\
+         sim_no_cpu_queries,sim_no_cpu_latency_mean_ms,sim_no_cpu_latency_p99_ms\n",
     );
     for c in &run.contenders {
         for (round, r) in c.rounds.iter().enumerate() {
@@ -176,6 +177,8 @@ fn csv(run: &Run) -> String {
             }
             let o = &r.one_factor;
             let _ = write!(s, ",{:.1},{:.4},{:.4}", o.queries, o.mean_ms, o.p99_ms);
+            let n = &r.no_cpu;
+            let _ = write!(s, ",{:.1},{:.4},{:.4}", n.queries, n.mean_ms, n.p99_ms);
             s.push('\n');
         }
     }
@@ -349,6 +352,7 @@ fn section(run: &Run) -> String {
             w.at(0.95)
         );
     }
+    app_cpu_section(&mut s, run);
     driver_section(&mut s, run);
     let _ = writeln!(s, "### The simulator against the database\n");
     let _ = writeln!(
@@ -453,6 +457,30 @@ fn section(run: &Run) -> String {
         );
     }
     s.push('\n');
+    if run.model.app_cpu.is_some() && run.backend == "sqlite" {
+        let _ = writeln!(
+            s,
+            "The same predictions without the application's CPU (`[cpu]` left out: the model before) → with it. \
+             Median errors of queries / mean / p99.\n"
+        );
+        let _ = writeln!(s, "| contender | queries error | mean error | p99 error |");
+        let _ = writeln!(s, "|---|---:|---:|---:|");
+        for c in &run.contenders {
+            let (e, e0) = (c.errors().median(), c.no_cpu_errors().median());
+            let _ = writeln!(
+                s,
+                "| {} | {} → {} | {} → {} | {} → {} |",
+                c.label,
+                pct(e0.queries),
+                pct(e.queries),
+                pct(e0.mean),
+                pct(e.mean),
+                pct(e0.p99),
+                pct(e.p99)
+            );
+        }
+        s.push('\n');
+    }
     parts_section(&mut s, run);
     why_misses(&mut s, run);
     s
@@ -465,6 +493,8 @@ fn parts_section(s: &mut String, run: &Run) {
         s,
         "Where in the trace: each contender's median round, its requests split by the part of the trace they arrived \
          in (by their instant in the trace; the spikes' part runs 0.1 ms past each spike's last arrival), the \
+         queries sent for them (measured: each request one over the size of its bus, the requests sealed at one \
+         instant; predicted: the simulator's queries dispatched in the part's buckets), the \
          simulator's latency for the same requests beside the measured one (its time series by arrival instant, \
          {bucket} µs buckets, histograms of 1/16 precision: its p99 is good to a few percent), and the measured stages \
          (as above). Last, the slowest 1 % of the measured requests, the parts they arrived in, and their stages: \
@@ -474,18 +504,20 @@ fn parts_section(s: &mut String, run: &Run) {
     );
     let _ = writeln!(
         s,
-        "| contender | part | requests | mean measured / predicted | p99 measured / predicted | to seal | to connection | query | way back |"
+        "| contender | part | requests | queries measured / predicted | mean measured / predicted | p99 measured / predicted | to seal | to connection | query | way back |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for c in &run.contenders {
         let r = c.median_round();
         for (name, p) in segments::PARTS.iter().zip(&r.parts) {
             let st = p.stages.means_ms();
             let _ = writeln!(
                 s,
-                "| {} | {name} | {} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                "| {} | {name} | {} | {:.0} / {:.0} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
                 c.label,
                 p.measured.count(),
+                p.queries.0,
+                p.queries.1,
                 p.measured.mean() / 1e6,
                 p.predicted.mean() / 1e6,
                 ms(p.measured.quantile(0.99)),
@@ -502,7 +534,7 @@ fn parts_section(s: &mut String, run: &Run) {
             segments::PARTS.iter().zip(t.from).filter(|(_, n)| *n > 0).map(|(p, n)| format!("{n} {p}")).collect();
         let _ = writeln!(
             s,
-            "| {} | slowest 1 % ({}) | {} | {:.3} / – | {:.3} / {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            "| {} | slowest 1 % ({}) | {} | – | {:.3} / – | {:.3} / {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
             c.label,
             from.join(", "),
             t.latency.count(),
@@ -546,6 +578,53 @@ fn stages_section(s: &mut String, run: &Run) {
     s.push('\n');
 }
 
+/// The application's CPU per request, as the scenario's `[cpu]` carries it.
+fn app_cpu_section(s: &mut String, run: &Run) {
+    let Some(c) = &run.model.app_cpu else { return };
+    let rounds: Vec<String> = c
+        .bursts
+        .iter()
+        .map(|(b, d)| {
+            let q = crate::app_cpu::QueryCpu { base_us: c.query_base_us, per_key_us: c.query_per_key_us };
+            format!(
+                "{:.1} ms of CPU for {} queries ({:.1} µs per request) / {:.1} ms ({:.1} µs)",
+                b.cpu_ms,
+                b.queries,
+                q.request_us(b),
+                d.cpu_ms,
+                q.request_us(d)
+            )
+        })
+        .collect();
+    let used = if run.backend == "sqlite" {
+        format!(
+            "SQLite runs in the process, so its `servers` ({}) are the process's cores ({}): the scenario's `[cpu]` puts \
+             `request_us` = {:.2} µs (direct calls: `direct_request_us` = {:.2} µs) on them at each arrival, in the same \
+             queue as the queries (`sim/README.md`, `[cpu]`).",
+            run.model.servers, c.cores, c.request_us, c.direct_request_us
+        )
+    } else {
+        "A server database runs its queries on its own processes: the scenario carries no `[cpu]`.".to_string()
+    };
+    let _ = writeln!(
+        s,
+        "**The application's CPU.** The closed loop times queries with only their own callers running; a replay's \
+         requests are tasks spawned one by one, each polled, boarding, woken and answered. Each calibration round \
+         also sends bursts of the article's shape ({} requests within {} ms, spawned at their instants as the replays' \
+         injector spawns them; `demo/src/app_cpu.rs`), through a natural batcher and directly, and reads the whole \
+         process's CPU from the first spawn to the last answer (Linux's scheduler statistics). Less the CPU of the \
+         queries the burst ran, each as the closed loop's single-client cells used it ({:.1} µs + {:.2} µs per id, \
+         a line through those cells' CPU per query), what is left per request is the application's CPU per request. \
+         Each round, batched / direct: {}; the median is kept. {}\n",
+        crate::app_cpu::BURST,
+        crate::app_cpu::WIDTH.as_millis(),
+        c.query_base_us,
+        c.query_per_key_us,
+        rounds.join("; "),
+        used
+    );
+}
+
 /// The batcher driver's measured delays, as the scenario's `[driver]` carries them.
 fn driver_section(s: &mut String, run: &Run) {
     let d = &run.driver;
@@ -575,12 +654,20 @@ fn driver_section(s: &mut String, run: &Run) {
         (format!("mock: way back − {:.2} µs per caller woken before (`answer_us`)", d.answer_per_caller_us), &d.answer),
     ];
     let mut rows: Vec<(String, &crate::reaction::Delay)> = mock.into_iter().collect();
+    if let Some(c) = &d.completion_reaction {
+        rows.insert(1, ("mock: reaction (due on a completion; not in the scenario)".into(), c));
+    }
+    if let Some(c) = &d.busy_reaction {
+        rows.insert(1, ("mock: reaction (due on arrival, buses in flight; not in the scenario)".into(), c));
+    }
     let mut per_caller = Vec::new();
     for c in &run.contenders {
         let m = &c.median_round().measured;
         let Some(r) = &m.driver else { continue };
         for (what, x) in [
             ("reaction (due on arrival)", &r.reaction),
+            ("reaction (due on arrival, buses in flight)", &r.busy_reaction),
+            ("reaction (due on a completion)", &r.completion_reaction),
             ("after a deadline", &r.timer_reaction),
             ("launch", &r.launch),
             ("way back (per request)", &r.answer),
@@ -660,19 +747,24 @@ fn why_misses(s: &mut String, run: &Run) {
          round ran just before a round of replays, so the cost model saw the same spells of load; the rounds and their \
          medians keep one spoiled replay out of a figure, not a load that lasts the whole run: then every round waited \
          and the errors of all of them lean the same way (the brackets).\n\
-         - **The application's own CPU** (the *query* stage above, most under the spikes and for the shortest \
-         windows: the part table shows the spikes' query stage against the background's, and where the predicted \
-         latency falls short). The callers' tasks, the injector, the driver and sqlx's worker threads run on the same {} cores \
-         as SQLite; the calibration times queries with only their own callers running. When 200 requests arrive \
-         within 3 ms, spawning, waking and answering them costs CPU the model charges to no one: the measured query \
-         stage above the predicted one (a negative latency error).\n\
+         - **The application's CPU, as the kernel schedules it** (the *query* stage above, most under the spikes \
+         and for the shortest windows: the part table shows the spikes' query stage against the background's). The \
+         scenario's `[cpu]` now puts each request's measured CPU (above: the article's spike, less its queries' CPU) on \
+         the servers, queued with the queries; the table comparing the predictions with and without it shows what \
+         that explains. What it leaves out: the work runs on threads (the runtime's {} workers, sqlx's worker thread per \
+         connection, the injector) that the kernel time-slices on {} cores, so a query whose thread is switched out \
+         waits a slice, not its turn in a queue; a request's CPU is one constant, whatever the load (a request that \
+         wakes parked threads in the quiet background costs more than one inside a spike, which is what the bursts \
+         measure); the driver's own CPU while it waits for a deadline (it yields through the last stretch and its \
+         timer thread may spin: the fixed windows' replays use markedly more CPU than natural's, the *CPU* column of \
+         the CSV) is not in it, and costs the shortest windows most; and on a busy machine the CPU of a burst, hence \
+         `request_us`, moves from round to round.\n\
          - **Direct calls on a knife's edge.** Under the article's spike (200 requests within 3 ms, one every 15 µs) \
          single-id queries on the pool's connections arrive about as fast as the database completes them, so the \
          queue that builds, and with it direct calls' mean and p99, moves several percent for every percent of the \
-         queries' cost: the contention by size (a single-id query contends less than a large one, as the calibration \
-         shows) lowers their predicted cost, and whatever the closed loop does not see of their cost under a spike \
-         (the application's CPU, above) then shows as a negative error. The part table above shows it: direct calls' \
-         misses are in the spikes.\n\
+         queries' cost: a direct call's own CPU beyond its query (`direct_request_us`, a few µs at most, often within \
+         the noise of the query's own CPU) or any cost the closed loop does not see under a spike shows there. The \
+         part table above shows it: direct calls' misses are in the spikes.\n\
          - **Contention between queries of different sizes.** A query's contention depends on its own size (the \
          calibration's closed loops run equal queries), not on its neighbours': a single-id query beside a \
          1,000-id one slows as beside another single-id one. The table comparing one factor with the contention by \
@@ -682,6 +774,7 @@ fn why_misses(s: &mut String, run: &Run) {
          - **Statement preparation.** Each IN-list length is its own statement; a length not yet in a connection's \
          cache costs a prepare, which the linear `base + per_key × k` does not carry. The fewer and larger the batches, \
          the more distinct lengths per query.\n",
+        crate::RUNTIME_WORKERS,
         std::thread::available_parallelism().map_or(0, usize::from)
     );
 }

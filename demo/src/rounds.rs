@@ -29,6 +29,8 @@ pub struct Replayed {
     /// The same with one contention for every query size (the model before contention by
     /// size; see [`crate::calibrate::CostModel::one_factor`]).
     pub one_factor: Prediction,
+    /// The same without `[cpu]` (no application work per request on the servers).
+    pub no_cpu: Prediction,
     /// The requests split by the part of the trace they arrived in, measured and predicted.
     pub parts: Vec<crate::segments::Part>,
     /// The slowest 1 % of the measured requests.
@@ -54,6 +56,11 @@ impl Replayed {
     /// The errors with one contention for every query size against this replay.
     pub fn one_factor_errors(&self) -> Errors {
         Errors::of(&self.one_factor, &self.measured)
+    }
+
+    /// The errors without `[cpu]` against this replay.
+    pub fn no_cpu_errors(&self) -> Errors {
+        Errors::of(&self.no_cpu, &self.measured)
     }
 }
 
@@ -138,6 +145,11 @@ impl Contended {
     /// The errors of every round, with one contention for every query size.
     pub fn one_factor_errors(&self) -> ErrorSpread {
         spread_of(self.rounds.iter().map(Replayed::one_factor_errors))
+    }
+
+    /// The errors of every round, without `[cpu]`.
+    pub fn no_cpu_errors(&self) -> ErrorSpread {
+        spread_of(self.rounds.iter().map(Replayed::no_cpu_errors))
     }
 
     /// A measured figure over the rounds.

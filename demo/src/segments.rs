@@ -56,6 +56,11 @@ pub struct Part {
     pub stages: Stages,
     /// Predicted latency (every seed's requests), ns.
     pub predicted: Histogram,
+    /// Queries sent for this part's requests: measured, each request counting one over its
+    /// bus's size (a bus is the requests sealed at one instant; a request not found in a bus
+    /// counts as its own), and predicted, the simulator's queries dispatched in this part's
+    /// buckets, mean over the seeds.
+    pub queries: (f64, f64),
 }
 
 /// The slowest 1 % of a replay's requests (at least one): where the p99 comes from.
@@ -98,7 +103,8 @@ pub fn split(
     trace: &[Arrival],
     measured: &Measured, scenario_path: &Path, trace_path: &str, contender: &ContenderSpec) -> Result<Vec<Part>> {
     // The simulator's series keeps coarse histograms (1/16): the predicted side merges them.
-    let empty = Part { measured: Histogram::new(), stages: Stages::default(), predicted: Histogram::with_precision(4) };
+    let empty =
+        Part { measured: Histogram::new(), stages: Stages::default(), predicted: Histogram::with_precision(4), queries: (0.0, 0.0) };
     let mut parts = vec![empty; PARTS.len()];
     // A request's part is that of its instant in the trace (the injector may call it late,
     // under load by milliseconds); the rows are in the trace's order.
@@ -112,6 +118,21 @@ pub fn split(
     }
     // The simulator replays the actual calls, its instant t being the replay's t + the first
     // call; a bucket of its series goes to the part most of the calls in it belong to.
+    let mut bus_size: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+    let sealed = |r: &crate::replay::RequestRow| r.stages.map(|s| r.at_ns + s[0]);
+    for r in &measured.rows {
+        if let Some(at) = sealed(r) {
+            *bus_size.entry(at).or_default() += 1;
+        }
+    }
+    for (r, &i) in measured.rows.iter().zip(&of_row) {
+        // Direct calls: every request its own query (their seal is their call).
+        let size = match (&contender.contender, sealed(r)) {
+            (crate::replay::Contender::Batched(_), Some(at)) => bus_size[&at],
+            _ => 1,
+        };
+        parts[i].queries.0 += 1.0 / f64::from(size);
+    }
     let offset = measured.rows.iter().map(|r| r.at_ns).min().unwrap_or(0);
     let mut votes: Vec<[u32; PARTS.len()]> = Vec::new();
     for (r, &i) in measured.rows.iter().zip(&of_row) {
@@ -132,6 +153,7 @@ pub fn split(
         let Some(ts) = out.timeseries else { continue };
         for (b, bucket) in ts.buckets.iter().enumerate() {
             parts[bucket_part(b)].predicted.merge(&bucket.latency);
+            parts[bucket_part(b)].queries.1 += bucket.queries as f64 / SEEDS as f64;
         }
     }
     Ok(parts)

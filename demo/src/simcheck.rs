@@ -96,6 +96,10 @@ pub const NO_DRIVER: [&str; 6] = [
     "driver.wake_us=[]",
 ];
 
+/// The `--set` overrides that take the application's work per request (`[cpu]`) out of a
+/// scenario: the simulator before it modelled the application's CPU.
+pub const NO_CPU: [&str; 2] = ["cpu.request_us=0", "cpu.direct_request_us=0"];
+
 /// The `--set` overrides that put `contender` into a scenario (the batcher's policy; direct calls
 /// are the simulator's car: one query per request, at most `servers` at once, the rest waiting
 /// in arrival order, as they wait for sqlx's pool, and no batcher driver in between: of

@@ -29,6 +29,14 @@
 //! out (`per_key_contention` absent or equal to `contention`), the model is the one above,
 //! event for event.
 //!
+//! # The application's work
+//!
+//! An embedded database runs its queries on the application's own cores, and the application's
+//! work competes with them for the same `servers` (`[cpu]`, [`Db::submit_work`]): a job of a
+//! fixed work that joins the same first-come-first-served queue as the queries, runs on a
+//! server with the same contention as a query's base, and answers nobody. Its ids carry
+//! [`APP_WORK`], so the engine tells it from a query; without `[cpu]` there is none.
+//!
 //! # Cost per event
 //!
 //! A completion finds its query's place among the running ones through an index by query id
@@ -162,6 +170,10 @@ pub enum DbEvent {
 /// `Db::place` of a query that is not running.
 const NOT_RUNNING: u32 = u32::MAX;
 
+/// The bit of a job's id that marks the application's work ([`Db::submit_work`]), not a query
+/// (the engine's query ids are far below it).
+pub const APP_WORK: u32 = 1 << 31;
+
 #[derive(Debug, Clone, Copy)]
 struct Running {
     query: u32,
@@ -202,6 +214,13 @@ pub struct Db {
     running: Vec<Running>,
     /// The place in `running` of each running query, by query id (`NOT_RUNNING` otherwise).
     place: Vec<u32>,
+    /// The same for the application's work, by its id without [`APP_WORK`].
+    work_place: Vec<u32>,
+    /// Ids of the application's work free for reuse, and the next never used.
+    work_free: Vec<u32>,
+    work_next: u32,
+    /// The application's jobs running or waiting.
+    work_jobs: usize,
     /// The rate of every running query, `1 / (1 + contention × (k − 1))` for the `k` running now.
     rate: f64,
     waiting: VecDeque<(u32, u32, u64)>,
@@ -235,6 +254,10 @@ impl Db {
             service: ServiceSampler::new(scenario),
             running: Vec::with_capacity(c.servers as usize),
             place: Vec::new(),
+            work_place: Vec::new(),
+            work_free: Vec::new(),
+            work_next: 0,
+            work_jobs: 0,
             rate: 1.0,
             waiting: VecDeque::new(),
             v: 0.0,
@@ -280,7 +303,50 @@ impl Db {
         self.contention > 0.0 || self.by_size.is_some()
     }
 
-    /// Queries running now.
+    /// Queries running or waiting, the application's work left out.
+    pub fn queries_in(&self) -> usize {
+        self.running.len() + self.waiting.len() - self.work_jobs
+    }
+
+    /// Whether job `id` is the application's work ([`Db::submit_work`]), not a query.
+    #[inline]
+    pub fn is_work(id: u32) -> bool {
+        id & APP_WORK != 0
+    }
+
+    /// The application's work: `work_ns` of it joins the queue at `now`, as a query would, and
+    /// takes a server's time when its turn comes (contended as a query's base). Its events carry
+    /// an id with [`APP_WORK`]; its completion answers nobody.
+    pub fn submit_work(&mut self, now: u64, work_ns: u64, out: &mut Vec<DbEvent>) {
+        let id = self.work_free.pop().unwrap_or_else(|| {
+            self.work_next += 1;
+            self.work_next - 1
+        });
+        self.work_jobs += 1;
+        self.waiting.push_back((APP_WORK | id, 0, work_ns));
+        if self.running.len() < self.servers {
+            self.start_next(now, out);
+        }
+    }
+
+    /// Job `id`'s place in `running` (`NOT_RUNNING` if it is not running), `None` for an id
+    /// never seen.
+    #[inline]
+    fn place_of(&self, id: u32) -> Option<u32> {
+        if Db::is_work(id) { self.work_place.get((id & !APP_WORK) as usize) } else { self.place.get(id as usize) }.copied()
+    }
+
+    #[inline]
+    fn set_place(&mut self, id: u32, at: u32) {
+        let (places, i) =
+            if Db::is_work(id) { (&mut self.work_place, (id & !APP_WORK) as usize) } else { (&mut self.place, id as usize) };
+        if i >= places.len() {
+            places.resize(i + 1, NOT_RUNNING);
+        }
+        places[i] = at;
+    }
+
+    /// Queries running now (and the application's work running, if any).
     pub fn running(&self) -> usize {
         self.running.len()
     }
@@ -311,7 +377,7 @@ impl Db {
     pub fn complete(&mut self, now: u64, query: u32, version: u32, out: &mut Vec<DbEvent>) -> bool {
         // Under contention only the query first to finish holds a live event; the versions
         // tell its latest event from those it had before being rescheduled.
-        let Some(&i) = self.place.get(query as usize) else { return false };
+        let Some(i) = self.place_of(query) else { return false };
         if i == NOT_RUNNING || self.running[i as usize].version != version {
             return false;
         }
@@ -320,9 +386,13 @@ impl Db {
         }
         self.advance(now);
         self.running.swap_remove(i as usize);
-        self.place[query as usize] = NOT_RUNNING;
-        if let Some(moved) = self.running.get(i as usize) {
-            self.place[moved.query as usize] = i;
+        self.set_place(query, NOT_RUNNING);
+        if let Some(moved) = self.running.get(i as usize).map(|r| r.query) {
+            self.set_place(moved, i);
+        }
+        if Db::is_work(query) {
+            self.work_free.push(query & !APP_WORK);
+            self.work_jobs -= 1;
         }
         self.rate = self.rate_of_running();
         self.due = None;
@@ -337,14 +407,11 @@ impl Db {
     fn start_next(&mut self, now: u64, out: &mut Vec<DbEvent>) {
         let Some((query, keys, first_request)) = self.waiting.pop_front() else { return };
         self.advance(now);
-        let work = self.service.sample_batch(keys, first_request);
+        // The application's work carries its own (fixed) work where a query has its first request.
+        let work = if Db::is_work(query) { first_request } else { self.service.sample_batch(keys, first_request) };
         out.push(DbEvent::Started { query, at: now });
         let version = self.bump();
-        let q = query as usize;
-        if q >= self.place.len() {
-            self.place.resize(q + 1, NOT_RUNNING);
-        }
-        self.place[q] = self.running.len() as u32;
+        self.set_place(query, self.running.len() as u32);
         let (done_at_v, contention) = match self.by_size {
             Some(b) => (work as f64, b.of(self.contention, keys)),
             None => (self.v + work as f64, self.contention),
@@ -529,6 +596,30 @@ mod tests {
         assert_eq!(due(&out, 2).1, 3_000_000 + (4_000_000.0 - 3_000_000.0 / 1.75_f64).ceil() as u64);
         // The capacity is that of the queries contending least (the base alone: none).
         assert_eq!(d.capacity(), 2.0);
+    }
+
+    #[test]
+    fn the_applications_work_queues_with_the_queries_and_answers_nobody() {
+        // One server: 0.5 ms of the application's work, then a 1 ms query, both at 0. The query
+        // starts when the work is done (0.5 ms) and ends at 1.5 ms; the work's id is no query's.
+        let mut d = db("servers = 1\nbase_ms = 1.0");
+        let mut out = Vec::new();
+        d.submit_work(0, 500_000, &mut out);
+        d.submit(0, 0, 1, 1, &mut out);
+        assert_eq!((d.running(), d.waiting(), d.queries_in()), (1, 1, 1));
+        let (work, version, at) = match out[..] {
+            [DbEvent::Started { query, at: 0 }, DbEvent::Due { query: q, version, at }] if q == query => (query, version, at),
+            _ => panic!("{out:?}"),
+        };
+        assert!(Db::is_work(work) && at == 500_000, "{work:#x} {at}");
+        out.clear();
+        assert!(d.complete(at, work, version, &mut out));
+        assert_eq!(out[0], DbEvent::Started { query: 0, at: 500_000 });
+        assert_eq!(due(&out, 0).1, 1_500_000);
+        // Its id is free again for the next work.
+        d.submit_work(600_000, 1, &mut out);
+        assert_eq!(d.waiting(), 1);
+        assert!(matches!(d.waiting.back(), Some(&(id, 0, 1)) if id == work));
     }
 
     #[test]

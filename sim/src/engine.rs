@@ -30,6 +30,12 @@
 //! while waits a *wake-up* more. When it ends, each caller's latency ends a *way back* later
 //! (its answer delivered; the request leaves the system at the query's end).
 //!
+//! # The application's CPU (`[cpu]`)
+//!
+//! With a `[cpu]` section each arrival also puts the application's work per request on the
+//! database's servers ([`Db::submit_work`]): it queues with the queries and takes a server's
+//! time, and its completion answers nobody. Without it there is none, event for event.
+//!
 //! # Cost per event
 //!
 //! Nothing per event grows with the fleet: instances live in a `Vec`, one heap holds every
@@ -268,6 +274,8 @@ struct Engine {
     db_out: Vec<DbEvent>,
     /// `[driver]`'s delays; `None`: buses leave the instant they are released.
     driver: Option<Driver>,
+    /// `[cpu]`: the application's work per request on the database's servers, ns (0: none).
+    work_ns: u64,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     next_id: u64,
@@ -351,6 +359,7 @@ impl Engine {
             db: Db::new(scenario),
             db_out: Vec::with_capacity(16),
             driver: Driver::new(scenario),
+            work_ns: scenario.cpu.as_ref().map_or(0, |c| c.request_ns(scenario.policy.kind)),
             slots: Vec::new(),
             free_slots: Vec::new(),
             next_id: 0,
@@ -487,6 +496,7 @@ impl Engine {
                     let (_, trace_key) =
                         self.next_arrival.take().ok_or_else(|| anyhow!("arrival without a drawn instant"))?;
                     let (i, _, _) = self.arrive(trace_key.filter(|_| self.trace_keys));
+                    self.app_work()?;
                     if let Some(ts) = &mut self.timeseries {
                         ts.at(ev.time).arrivals += 1;
                     }
@@ -531,8 +541,13 @@ impl Engine {
                     if !self.db.complete(ev.time, query, version, &mut self.db_out) {
                         continue; // rescheduled under contention
                     }
+                    if Db::is_work(query) {
+                        // `[cpu]`'s work answers nobody: its server takes the next in line.
+                        self.handle_db_events()?;
+                        continue;
+                    }
                     let i = self.answer(query)?;
-                    if self.db.running() == 0 {
+                    if self.db.queries_in() == 0 {
                         self.db_idle_since = ev.time;
                     }
                     self.instances[i as usize].scheduler.on_complete(now);
@@ -579,6 +594,7 @@ impl Engine {
                     // A retry asks for its request's key; a fresh request for a trace's key, or
                     // else for one drawn from `[keys]`.
                     let (i, id, key) = self.arrive(key.filter(|_| retry || self.trace_keys));
+                    self.app_work()?;
                     debug_assert_eq!(self.routed_to.len() as u64, id);
                     self.routed_to.push(i);
                     if let Some(c) = &mut self.clients {
@@ -761,7 +777,7 @@ impl Engine {
             }
             let query = Pending { query: q, distinct, first_request: first };
             // `[driver]`'s wake-up: the database has had nothing to do for this long.
-            let idle = if self.db.running() + self.db.waiting() > 0 { 0 } else { now.saturating_sub(self.db_idle_since) };
+            let idle = if self.db.queries_in() > 0 { 0 } else { now.saturating_sub(self.db_idle_since) };
             match self.driver.as_mut().filter(|d| d.launches_late()).map(|d| d.launch() + d.wake(idle)) {
                 Some(launch) => {
                     (slot.distinct, slot.first_request) = (distinct, first);
@@ -783,6 +799,16 @@ impl Engine {
             inst.pool_queue.push_back(query);
             Ok(())
         }
+    }
+
+    /// `[cpu]`: a request arrived now; its work goes to the database's servers.
+    #[inline]
+    fn app_work(&mut self) -> Result<()> {
+        if self.work_ns == 0 {
+            return Ok(());
+        }
+        self.db.submit_work(self.now, self.work_ns, &mut self.db_out);
+        self.handle_db_events()
     }
 
     /// `query` has a connection: it goes to the database.
@@ -807,6 +833,7 @@ impl Engine {
     fn handle_db_events(&mut self) -> Result<()> {
         for i in 0..self.db_out.len() {
             match self.db_out[i] {
+                DbEvent::Started { query, .. } if Db::is_work(query) => {}
                 DbEvent::Started { query, at } => {
                     let slot = &mut self.slots[query as usize];
                     ensure!(slot.live, "query {query} started but not live");

@@ -51,6 +51,10 @@ pub struct Scenario {
     /// How long the batcher's driver takes to carry out a departure (default: no time).
     #[serde(default, skip_serializing_if = "DriverConfig::is_instant")]
     pub driver: DriverConfig,
+    /// The application's own CPU per request, run on the database's `servers` (an embedded
+    /// database's servers are the process's cores). Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuConfig>,
     /// What `sweep` and `report` do with this scenario.
     #[serde(default)]
     pub sweep: SweepConfig,
@@ -471,6 +475,37 @@ impl DriverConfig {
             .iter()
             .all(|q| q.iter().all(|&x| x == 0.0))
             && self.answer_per_caller_us == 0.0
+    }
+}
+
+/// `[cpu]`: the application's CPU per request, for an embedded database (SQLite), whose queries
+/// run on the application's own cores. Each request, as it arrives, puts `request_us` of work
+/// (its task spawned and polled, its boarding, its wake-up and answer: what it costs the
+/// process besides its query) on the database's `servers`, in the same first-come-first-served
+/// queue as the queries and contended as a query's base (`[db] contention`): under a burst
+/// the queries behind that work wait for a core, as they do in the process. The work answers
+/// nobody; it only takes a server's time. Absent (the default): no such work, the simulator
+/// event for event as before.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CpuConfig {
+    /// The work each request puts on the servers, µs (constant).
+    #[serde(default, deserialize_with = "non_negative")]
+    pub request_us: f64,
+    /// The same for a request sent straight to the pool (policy `car`: no batcher in between,
+    /// so no boarding or wake-up by a batch); absent: `request_us`.
+    #[serde(default, deserialize_with = "opt_non_negative", skip_serializing_if = "Option::is_none")]
+    pub direct_request_us: Option<f64>,
+}
+
+impl CpuConfig {
+    /// The work per request under `policy`, ns (rounded).
+    pub fn request_ns(&self, policy: PolicyKind) -> u64 {
+        let us = match policy {
+            PolicyKind::Car => self.direct_request_us.unwrap_or(self.request_us),
+            _ => self.request_us,
+        };
+        (us * 1e3).round() as u64
     }
 }
 

@@ -85,8 +85,13 @@ async fn a_caller_gone_in_the_last_stretch_of_a_window_is_left_out() {
     // (`driver/batch.rs`, `Ahead`); a caller who gives up after that read, but before the
     // deadline, must still be left out. Its load is dropped at points of the window's last
     // tenth (this task busy-waits, holding one worker; the driver runs on the other).
+    // A drop that overshoots the deadline (the test thread preempted on a busy machine)
+    // checks nothing: the points are tried again until one lands before it.
     let mut checked = 0;
-    for late in [900u64, 930, 950, 970, 980] {
+    for late in [900u64, 930, 950, 970, 980].repeat(20) {
+        if checked >= 5 {
+            break;
+        }
         let (b, calls) = recording(Duration::from_millis(1), 64);
         let stay = b.clone();
         let start = std::time::Instant::now();
@@ -109,7 +114,7 @@ async fn a_caller_gone_in_the_last_stretch_of_a_window_is_left_out() {
             assert!(!sent.contains(&100), "dropped at {late} us, yet sent: {sent:?}");
         }
     }
-    assert!(checked > 0, "every drop overshot the deadline (a preempted test thread): nothing checked");
+    assert!(checked > 0, "all 100 drops overshot the deadline (a preempted test thread): nothing checked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
