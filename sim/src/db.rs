@@ -447,12 +447,12 @@ impl Db {
             self.last_update = now;
             return;
         }
-        if inside > 0 && !self.running.is_empty() {
-            let k = self.running.len() as f64;
-            self.window_busy_ns += inside as f64 * k;
-            self.window_work_ns += inside as f64 * k * self.rate;
-        }
-        if self.contention > 0.0 && dt > 0 {
+        // Unconditional sums: nothing outside the window or with nothing running adds +0.0,
+        // which leaves them as they were (they are >= 0), and costs no mispredicted branch.
+        let k = self.running.len() as f64;
+        self.window_busy_ns += inside as f64 * k;
+        self.window_work_ns += inside as f64 * k * self.rate;
+        if self.contention > 0.0 {
             self.v += dt as f64 * self.rate;
         }
         self.last_update = now;
@@ -473,10 +473,12 @@ impl Db {
             let extra = self.running.len().saturating_sub(1) as f64;
             let time_left = |r: &Running| r.done_at_v.max(0.0) * (1.0 + r.contention * extra);
             let mut first = 0;
+            let mut first_left = time_left(&self.running[0]);
             for (i, r) in self.running.iter().enumerate().skip(1) {
-                if time_left(r) < time_left(&self.running[first]) {
-                    first = i;
-                }
+                let left = time_left(r);
+                let earlier = left < first_left;
+                first = if earlier { i } else { first };
+                first_left = if earlier { left } else { first_left };
             }
             let version = self.bump();
             let r = &mut self.running[first];
@@ -488,11 +490,14 @@ impl Db {
         }
         // The first of the earliest marks (they are finite and >= +0: `<` orders them as
         // `total_cmp` would, in a plain comparison per running query).
+        // Chosen by selects rather than branches: which query finishes first is a coin toss
+        // the branch predictor loses.
         let mut first = 0;
+        let mut first_at = self.running[0].done_at_v;
         for (i, r) in self.running.iter().enumerate().skip(1) {
-            if r.done_at_v < self.running[first].done_at_v {
-                first = i;
-            }
+            let earlier = r.done_at_v < first_at;
+            first = if earlier { i } else { first };
+            first_at = if earlier { r.done_at_v } else { first_at };
         }
         let rate = self.rate;
         let version = self.bump();

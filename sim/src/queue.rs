@@ -125,13 +125,17 @@ impl<T: Copy> EventQueue<T> {
             if first >= len {
                 break;
             }
+            // The smallest child, chosen by selects rather than branches: which child is
+            // smallest is a coin toss the branch predictor loses (a tenth of a fleet run).
             let mut child = first;
+            let mut child_key = self.heap[first].key;
             for c in first + 1..(first + 4).min(len) {
-                if self.heap[c].key < self.heap[child].key {
-                    child = c;
-                }
+                let k = self.heap[c].key;
+                let less = k < child_key;
+                child = if less { c } else { child };
+                child_key = if less { k } else { child_key };
             }
-            if self.heap[child].key >= last.key {
+            if child_key >= last.key {
                 break;
             }
             self.heap[hole] = self.heap[child];

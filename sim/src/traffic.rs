@@ -99,6 +99,8 @@ enum Model {
     },
     Mmpp {
         rate_per_ns: [f64; 2],
+        /// The mean gap of each state, `1 / rate` (a division per arrival less).
+        gap_ns: [f64; 2],
         dwell_ns: [f64; 2],
         state: usize,
         state_end: f64,
@@ -140,6 +142,8 @@ pub struct Traffic {
     segment: u64,
     segment_ns: f64,
     bound: f64,
+    /// `1 / bound`: the mean gap between candidates (a division per candidate less).
+    bound_gap: f64,
     /// Shaped models: a lower bound of `rate(t) / bound` over the segment (the squeeze).
     squeeze: f64,
 }
@@ -158,6 +162,7 @@ impl Traffic {
             TrafficKind::Poisson => Model::Poisson { rate_per_ns: per_ns(c.rate_per_s) },
             TrafficKind::Mmpp => Model::Mmpp {
                 rate_per_ns: [per_ns(c.rate_low_per_s), per_ns(c.rate_high_per_s)],
+                gap_ns: [per_ns(c.rate_low_per_s), per_ns(c.rate_high_per_s)].map(|r| 1.0 / r),
                 dwell_ns: [ns(c.dwell_low_s), ns(c.dwell_high_s)],
                 state: 0,
                 state_end: f64::NAN,
@@ -204,6 +209,7 @@ impl Traffic {
             segment: 0,
             segment_ns,
             bound: 0.0,
+            bound_gap: f64::INFINITY,
             squeeze: 0.0,
         };
         if segment_ns.is_finite() {
@@ -241,13 +247,12 @@ impl Traffic {
                 self.t += e / *rate_per_ns;
                 self.t
             }
-            Model::Mmpp { rate_per_ns, dwell_ns, state, state_end } => {
+            Model::Mmpp { rate_per_ns, gap_ns, dwell_ns, state, state_end } => {
                 if state_end.is_nan() {
                     *state_end = exp(&mut self.rng, dwell_ns[0]);
                 }
                 loop {
-                    let r = rate_per_ns[*state];
-                    let gap = if r > 0.0 { exp(&mut self.rng, 1.0 / r) } else { f64::INFINITY };
+                    let gap = if rate_per_ns[*state] > 0.0 { exp(&mut self.rng, gap_ns[*state]) } else { f64::INFINITY };
                     if self.t + gap < *state_end {
                         self.t += gap;
                         break self.t;
@@ -275,7 +280,7 @@ impl Traffic {
             }
             Model::Diurnal { .. } | Model::Spike { .. } => loop {
                 let end = (self.segment + 1) as f64 * self.segment_ns;
-                let candidate = if self.bound > 0.0 { self.t + exp(&mut self.rng, 1.0 / self.bound) } else { end };
+                let candidate = if self.bound > 0.0 { self.t + exp(&mut self.rng, self.bound_gap) } else { end };
                 if candidate >= end {
                     self.t = end;
                     self.enter_segment(self.segment + 1);
@@ -303,6 +308,7 @@ impl Traffic {
         self.segment = k;
         let (low, high) = self.segment_range(k);
         self.bound = high;
+        self.bound_gap = 1.0 / high;
         self.squeeze = if high > 0.0 { low / high } else { 0.0 };
     }
 
