@@ -105,9 +105,9 @@
 //! insertion after it bumps `changes` before its creator leaves `creating`. So at `t` the
 //! group is new and `max_groups` other groups are live: the refusal is right at `t`.
 //!
-//! Under a steady churn of other groups at the bound, `changes` may never stand still: after
-//! `CAREFUL_ROUNDS` rounds (each retrying the reservation) the call is refused anyway, rather
-//! than spin; the bound itself is never exceeded.
+//! Under a churn of groups at the bound that never pauses, `changes` may never stand still:
+//! after `CAREFUL_FOR` (10 ms) of careful rounds, each retrying the reservation, the call is
+//! refused anyway, rather than spin on; the bound itself is never exceeded.
 //!
 //! The careful round costs a failed reservation only; the path of a call that finds its group
 //! touches none of these counters; a creation and a retirement each add two increments of
@@ -116,12 +116,12 @@
 //! # Memory
 //!
 //! The map does not shrink: after a burst of N distinct groups it keeps a table sized for N
-//! (about 20 bytes a group of the burst: 0.59 MB after 30,000 groups, measured by
-//! `core/tests/grouped_memory.rs`) for the partition's life, though every group is reclaimed.
-//! Replacing an empty, oversized map under lock-free readers would need a hand-over protocol of
-//! our own on top of papaya's (readers pinned in the old map, creators racing into the new);
-//! we have not built it. The bound is the table of the largest burst, not the traffic: a
-//! second burst of as many other groups adds nothing.
+//! (10 to 20 bytes a group of the burst: 0.3 or 0.6 MB after 30,000 groups, as the map last
+//! resized; measured by `core/tests/grouped_memory.rs`) for the partition's life, though every
+//! group is reclaimed. Replacing an empty, oversized map under lock-free readers would need a
+//! hand-over protocol of our own on top of papaya's (readers pinned in the old map, creators
+//! racing into the new); we have not built it. The bound is the table of the largest burst,
+//! not the traffic: bursts of as many other groups after it keep no more.
 //!
 //! User code runs here: the group's `Hash` (once per call, before the map), `Eq` (in the map,
 //! guarded), `Clone` (once per new member) and `Drop` (quietly), and the factory itself. A
@@ -141,11 +141,13 @@ use crate::Error;
 use crate::shared::{Quiet, drop_quietly};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
-/// Careful rounds before a call at the bound is refused anyway: a creator holds a place for a
-/// few microseconds (it builds the instance, no await), far less than this many yields, so
-/// only a steady churn of other groups at the bound keeps the check from settling, and there
-/// the call is refused rather than spinning on.
-const CAREFUL_ROUNDS: usize = 64;
+/// How long a call at the bound looks carefully before it is refused anyway. A creator holds a
+/// place for a few microseconds (it builds the instance, no await): ten milliseconds let any
+/// creator finish thousands of times over, so only a churn of groups that never pauses keeps
+/// the check from settling, and there the call is refused rather than spinning on. (A bound of
+/// 64 rounds, about 64 µs, refused 3 of 400,000 calls of the only group of a `max_groups(1)`
+/// partition churned by two tasks on two workers.)
+const CAREFUL_FOR: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Set in an [`Activity`] word once its member is retired. Grants nothing: a caller that sees
 /// it must find or create another member.
@@ -387,7 +389,7 @@ where
         let members = self.members.pin();
         // Set once a reservation failed: the next rounds decide a refusal carefully.
         let mut careful = false;
-        let mut careful_rounds = 0;
+        let mut careful_since = None;
         loop {
             let seen = if careful { self.changes.load(Ordering::SeqCst) } else { 0 };
             let place = match members.get(&query) {
@@ -408,11 +410,13 @@ where
                 None if EQ_PANICKED.with(Cell::get) => return Err(Error::Panicked),
                 None => match Reservation::take(self) {
                     Some(place) => place,
-                    None if careful && (self.refusal_holds(seen) || careful_rounds >= CAREFUL_ROUNDS) => {
+                    None if careful
+                        && (self.refusal_holds(seen)
+                            || careful_since.get_or_insert_with(std::time::Instant::now).elapsed() >= CAREFUL_FOR) =>
+                    {
                         return Err(Error::Overloaded);
                     }
                     None => {
-                        careful_rounds += usize::from(careful);
                         if careful {
                             // A place is in a creator's hands, or the partition moved: let it
                             // settle (creators run no awaits between reserving and inserting).
