@@ -11,6 +11,11 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use busline::{Grouped, Serial, SingleFlight, UseLast};
 
+#[path = "common/groups.rs"]
+#[allow(dead_code, reason = "the groups this binary's tests use, among others'")]
+mod groups;
+use groups::Nan;
+
 struct Counting;
 
 static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
@@ -115,24 +120,6 @@ fn per_group_strategies_return_their_memory_after_a_hundred_thousand_groups() {
     });
 }
 
-/// A group that is never equal to anything, itself included (as a NaN).
-#[derive(Clone, Debug)]
-struct Nan(u64);
-
-impl PartialEq for Nan {
-    fn eq(&self, _: &Self) -> bool {
-        false
-    }
-}
-
-impl Eq for Nan {}
-
-impl std::hash::Hash for Nan {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
 #[test]
 fn a_group_unequal_to_itself_leaves_nothing_behind() {
     let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -153,9 +140,10 @@ fn a_group_unequal_to_itself_leaves_nothing_behind() {
     });
 }
 
-/// The map does not shrink (documented): an idle `PerGroup` keeps the table of its largest
-/// burst of distinct groups, about two slots of 9 bytes a group. The bound is that burst, not
-/// the traffic: a second burst of as many other groups adds nothing.
+/// The map does not shrink (documented): an idle `PerGroup` keeps a table sized for its
+/// largest burst of distinct groups. The bound is that burst, not the traffic: bursts of as
+/// many other groups after it keep no more (the map may resize on one of them, to a table of
+/// either size: 0.3 or 0.6 MB for 30,000 groups here).
 #[test]
 fn an_idle_partition_keeps_only_its_largest_bursts_table() {
     let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -183,16 +171,17 @@ fn an_idle_partition_keeps_only_its_largest_bursts_table() {
         }))
         .await;
         let start = settle(|| s.live_groups(), isize::MAX).await;
-        burst(0).await;
-        let after_one = settle(|| s.live_groups(), isize::MAX).await;
-        burst(N).await;
-        let after_two = settle(|| s.live_groups(), isize::MAX).await;
+        let mut kept = Vec::new();
+        for b in 0..4 {
+            burst(b * N).await;
+            kept.push(settle(|| s.live_groups(), isize::MAX).await - start);
+        }
         assert_eq!(s.live_groups(), 0);
-        eprintln!("live bytes: {start} before, {after_one} after a burst of {N} groups, {after_two} after a second");
-        // The table: at most 32 bytes a group of the burst (a power of two of slots, 9 bytes
-        // each, the load factor), once.
-        assert!(after_one - start <= 32 * N as isize, "{} bytes kept after a burst of {N} groups", after_one - start);
-        assert!(after_two - after_one <= 64 * 1024, "a second burst of {N} other groups kept {} bytes more", after_two - after_one);
+        eprintln!("bytes kept after each of 4 bursts of {N} distinct groups: {kept:?}");
+        // At most 32 bytes a group of one burst (a power of two of slots, 9 bytes each, the
+        // load factor, and a table of the next size if a resize came late in a burst), after
+        // each burst, though 4 bursts' worth of groups came and went.
+        assert!(kept.iter().all(|&k| k <= 32 * N as isize), "bytes kept after each burst: {kept:?}");
     });
 }
 

@@ -61,7 +61,7 @@ pub trait Partitioned<G>: Sized + Send + Sync + 'static {
 /// - One group's failures, panics and cancellations stay in that group.
 /// - Finding an existing group takes no lock (a concurrent map, an epoch pin and two atomic
 ///   increments); creating one builds the strategy's instance. The map does not shrink: after
-///   a burst of N distinct groups it keeps a table sized for N (some 0.6 MB after 30,000
+///   a burst of N distinct groups it keeps a table sized for N (0.3 to 0.6 MB after 30,000
 ///   groups) for the life of the `PerGroup`, though every group is reclaimed.
 ///
 /// [`SingleFlight`](crate::SingleFlight) has no per-group form: it is keyed already, and a key
