@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::calibrate::CostModel;
 use crate::reaction::DriverModel;
-use crate::rounds::{Contended, Spread};
+use crate::rounds::{Contended, ErrorSpread, Spread};
 use crate::segments;
 use crate::simcheck::{GOAL_MEAN, GOAL_P99, GOAL_QUERIES};
 use crate::trace::TraceSpec;
@@ -440,10 +440,29 @@ fn section(run: &Run) -> String {
          `contention` = {c:.3} for the whole query, the best single factor in the calibration's table) → with the \
          contention by size above. Median errors of queries / mean / p99.\n"
     );
+    errors_before_after(&mut s, run, |c| c.one_factor_errors());
+    if run.model.app_cpu.is_some() && run.backend == "sqlite" {
+        let _ = writeln!(
+            s,
+            "The same predictions without the application's CPU (`[cpu]` left out: the model before) → with it. \
+             Median errors of queries / mean / p99.\n"
+        );
+        errors_before_after(&mut s, run, |c| c.no_cpu_errors());
+    }
+    parts_section(&mut s, run);
+    why_misses(&mut s, run);
+    s
+}
+
+/// Where in the trace the latency goes: per part, measured against predicted, and the
+/// measured stages.
+/// A table of each contender's median errors (queries / mean / p99) under an older model
+/// (`before`) → under the current one.
+fn errors_before_after(s: &mut String, run: &Run, before: impl Fn(&Contended) -> ErrorSpread) {
     let _ = writeln!(s, "| contender | queries error | mean error | p99 error |");
     let _ = writeln!(s, "|---|---:|---:|---:|");
     for c in &run.contenders {
-        let (e, e0) = (c.errors().median(), c.one_factor_errors().median());
+        let (e, e0) = (c.errors().median(), before(c).median());
         let _ = writeln!(
             s,
             "| {} | {} → {} | {} → {} | {} → {} |",
@@ -457,37 +476,8 @@ fn section(run: &Run) -> String {
         );
     }
     s.push('\n');
-    if run.model.app_cpu.is_some() && run.backend == "sqlite" {
-        let _ = writeln!(
-            s,
-            "The same predictions without the application's CPU (`[cpu]` left out: the model before) → with it. \
-             Median errors of queries / mean / p99.\n"
-        );
-        let _ = writeln!(s, "| contender | queries error | mean error | p99 error |");
-        let _ = writeln!(s, "|---|---:|---:|---:|");
-        for c in &run.contenders {
-            let (e, e0) = (c.errors().median(), c.no_cpu_errors().median());
-            let _ = writeln!(
-                s,
-                "| {} | {} → {} | {} → {} | {} → {} |",
-                c.label,
-                pct(e0.queries),
-                pct(e.queries),
-                pct(e0.mean),
-                pct(e.mean),
-                pct(e0.p99),
-                pct(e.p99)
-            );
-        }
-        s.push('\n');
-    }
-    parts_section(&mut s, run);
-    why_misses(&mut s, run);
-    s
 }
 
-/// Where in the trace the latency goes: per part, measured against predicted, and the
-/// measured stages.
 fn parts_section(s: &mut String, run: &Run) {
     let _ = writeln!(
         s,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use busline::{Error, Grouped};
 
+use crate::groups::{Nan, Touchy};
 use crate::support::poll_once;
 
 type Calls = Arc<Mutex<Vec<(u32, Vec<u32>)>>>;
@@ -239,24 +240,6 @@ async fn a_running_batch_keeps_its_group_so_max_in_flight_holds() {
     assert_eq!(users.live_groups(), 1, "the group lives while its batch runs");
 }
 
-/// A group that is never equal to anything, itself included (as a NaN).
-#[derive(Clone, Debug)]
-struct Nan(u64);
-
-impl PartialEq for Nan {
-    fn eq(&self, _: &Self) -> bool {
-        false
-    }
-}
-
-impl Eq for Nan {}
-
-impl Hash for Nan {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
 /// A group unequal to itself gets a batcher per load, each reclaimed with its driver: nothing
 /// of it stays once its loads are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,35 +267,6 @@ async fn a_group_unequal_to_itself_leaves_no_batcher_behind() {
     assert!(alive <= 10, "{alive} tasks still alive after 1,000 loads of an idle group");
 }
 
-/// A group whose `Drop` panics (if `bad`).
-#[derive(Clone, Debug)]
-struct Touchy {
-    id: u32,
-    bad: bool,
-}
-
-impl PartialEq for Touchy {
-    fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
-    }
-}
-
-impl Eq for Touchy {}
-
-impl Hash for Touchy {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.id.hash(state);
-    }
-}
-
-impl Drop for Touchy {
-    fn drop(&mut self) {
-        if self.bad && !std::thread::panicking() {
-            panic!("injected: the group's drop");
-        }
-    }
-}
-
 /// The group a caller passes, and the partition's copies of it, drop where a panicking `Drop`
 /// cannot unwind into a caller.
 #[tokio::test(flavor = "current_thread")]
@@ -327,7 +281,7 @@ async fn a_groups_panicking_drop_reaches_no_caller() {
     .unwrap();
     for id in 0..64 {
         let users = users.clone();
-        let out = tokio::spawn(async move { users.load(Touchy { id, bad: true }, 21).await.ok() }).await;
+        let out = tokio::spawn(async move { users.load(Touchy::callers(id), 21).await.ok() }).await;
         assert_eq!(out.ok(), Some(Some(Some(42))), "group {id}: answered, no panic in the caller's task");
     }
 }

@@ -5,6 +5,8 @@
 mod coalescer;
 mod debounce;
 mod grouped;
+#[path = "../common/groups.rs"]
+mod groups;
 mod per_group;
 mod serial;
 mod single_flight;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use busline::{Coalescer, Debounce, Error, PerGroup, Serial, UseLast};
+use crate::groups::Touchy;
 use crate::support::{
     Came, Live, assert_send, chaos, eventually, exclusive, poll_at_most, poll_once, quiet_injected_panics, value_of,
 };
@@ -755,40 +756,19 @@ async fn a_running_departure_keeps_its_group_so_max_in_flight_holds() {
     assert_eq!(views.live_groups(), 1, "the group lives while its departure runs");
 }
 
-/// A group whose `Drop` panics if `bad` (its clones copy `bad_clones` into `bad`).
-#[derive(Debug)]
-struct Touchy {
-    id: u64,
-    bad: bool,
-    bad_clones: bool,
-}
-
-impl Clone for Touchy {
-    fn clone(&self) -> Self {
-        Touchy { id: self.id, bad: self.bad_clones, bad_clones: self.bad_clones }
-    }
-}
-
-impl PartialEq for Touchy {
-    fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
-    }
-}
-
-impl Eq for Touchy {}
-
-impl Hash for Touchy {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.id.hash(state);
-    }
-}
-
-impl Drop for Touchy {
-    fn drop(&mut self) {
-        if self.bad && !std::thread::panicking() {
-            panic!("injected: the group's drop");
-        }
-    }
+/// A per-group coalescer whose function forgets its group: the user's own code never drops one.
+fn forgetful_coalescer() -> PerGroup<Touchy, Coalescer<u64, u64, ()>> {
+    Coalescer::per_group(
+        || 0u64,
+        |n: &mut u64, x: u64| *n += x,
+        |g: Touchy, n: u64| {
+            let id = g.id;
+            std::mem::forget(g);
+            async move { Ok::<_, ()>(id * 1000 + n) }
+        },
+    )
+    .build()
+    .unwrap()
 }
 
 /// The partition's own copies of a group (the member's, the map's key, those the group's
@@ -805,37 +785,17 @@ async fn the_partitions_copies_of_a_group_drop_quietly() {
     })
     .build()
     .unwrap();
-    let c = Coalescer::per_group(
-        || 0u64,
-        |n: &mut u64, x: u64| *n += x,
-        |g: Touchy, n: u64| {
-            let id = g.id;
-            std::mem::forget(g);
-            async move { Ok::<_, ()>(id * 1000 + n) }
-        },
-    )
-    .build()
-    .unwrap();
+    let c = forgetful_coalescer();
     for id in 0..64 {
         let (s, c) = (s.clone(), c.clone());
         // The caller's own group is healthy; only the partition's clones of it panic on drop.
-        let serial = tokio::spawn(async move { s.call(Touchy { id, bad: false, bad_clones: true }, 2).await.ok() });
+        let serial = tokio::spawn(async move { s.call(Touchy::copies(id), 2).await.ok() });
         assert_eq!(serial.await.ok(), Some(Some(id * 1000 + 2)), "group {id}: answered, no panic in the caller's task");
-        let coalesced = tokio::spawn(async move { c.coalesce(Touchy { id, bad: false, bad_clones: true }, 3).await.ok().map(|n| *n) });
+        let coalesced = tokio::spawn(async move { c.coalesce(Touchy::copies(id), 3).await.ok().map(|n| *n) });
         assert_eq!(coalesced.await.ok(), Some(Some(id * 1000 + 3)), "group {id}: answered, no panic in the caller's task");
     }
-    let c = Coalescer::per_group(
-        || 0u64,
-        |n: &mut u64, x: u64| *n += x,
-        |g: Touchy, n: u64| {
-            let id = g.id;
-            std::mem::forget(g);
-            async move { Ok::<_, ()>(id * 1000 + n) }
-        },
-    )
-    .build()
-    .unwrap();
+    let c = forgetful_coalescer();
     // The caller's own group, dropped in the call.
-    let coalesced = tokio::spawn(async move { c.coalesce(Touchy { id: 1, bad: true, bad_clones: false }, 2).await.ok().map(|n| *n) });
+    let coalesced = tokio::spawn(async move { c.coalesce(Touchy::callers(1), 2).await.ok().map(|n| *n) });
     assert_eq!(coalesced.await.ok(), Some(Some(1002)), "answered, the caller's group's drop panic caught");
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use busline::{Error, Serial};
+use crate::groups::Touchy;
 use crate::support::{Came, assert_send, chaos, exclusive, poll_at_most, poll_once, quiet_injected_panics, value_of, without_panic};
 use tokio::sync::Notify;
 
@@ -190,46 +191,10 @@ async fn chaos_a_million_calls() {
     println!("serial chaos: {} ok, {} failed, {} panicked, {} cancelled", c.ok, c.failed, c.panicked, c.cancelled);
 }
 
-/// A group whose original panics when dropped (its clones do not): the caller's own group is
-/// dropped by the library once its call has found the group's instance.
-#[derive(Debug)]
-struct TouchyGroup {
-    id: u64,
-    original: bool,
-}
-
-impl PartialEq for TouchyGroup {
-    fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
-    }
-}
-
-impl Eq for TouchyGroup {}
-
-impl std::hash::Hash for TouchyGroup {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.id.hash(state);
-    }
-}
-
-impl Clone for TouchyGroup {
-    fn clone(&self) -> Self {
-        TouchyGroup { id: self.id, original: false }
-    }
-}
-
-impl Drop for TouchyGroup {
-    fn drop(&mut self) {
-        if self.original && !std::thread::panicking() {
-            panic!("injected: the group's drop");
-        }
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn per_group_a_callers_group_whose_drop_panics_is_answered() {
     quiet_injected_panics();
-    let s = Serial::per_group(|g: TouchyGroup, x: u64| async move { Ok::<_, ()>(g.id * 1000 + x) }).build().unwrap();
-    let answer = without_panic(async move { s.call(TouchyGroup { id: 1, original: true }, 2).await.ok() }).await;
+    let s = Serial::per_group(|g: Touchy, x: u64| async move { Ok::<_, ()>(g.id * 1000 + x) }).build().unwrap();
+    let answer = without_panic(async move { s.call(Touchy::callers(1), 2).await.ok() }).await;
     assert_eq!(answer, Ok(Some(1002)));
 }
