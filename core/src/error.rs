@@ -18,7 +18,9 @@ pub enum Error<E> {
     Key(Arc<E>),
     /// User code panicked while this request's batch was prepared or computed: the batch
     /// function (its call or its future), or the `Hash`, `Eq` or `Clone` of a key in the batch.
-    /// The panic was caught; later batches run normally.
+    /// The panic was caught; later batches run normally. In a partition (`Grouped`, the
+    /// per-group strategies) also a group's `Eq` that contradicts itself, so that its group can
+    /// be neither found nor created.
     Panicked,
     /// The batcher was shut down (or every handle to it dropped) before this request was
     /// accepted, or its runtime went away before the batch could run.

@@ -149,6 +149,14 @@ use crate::sync::{AtomicBool, AtomicU64, Ordering};
 /// partition churned by two tasks on two workers.)
 const CAREFUL_FOR: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// Inserts a call may lose before its group's `Eq` is taken to contradict itself. A lost insert
+/// means another member of the group is in the map, which the next lookup finds, unless that
+/// member's whole life (its creation, its calls, its retirement) fits between our two steps:
+/// several in a row do not happen with an `Eq` that agrees with itself. A group whose copies
+/// are equal and whose caller's group is not would otherwise loop for ever, building and
+/// dropping an instance each round.
+const LOST_INSERTS: usize = 16;
+
 /// Set in an [`Activity`] word once its member is retired. Grants nothing: a caller that sees
 /// it must find or create another member.
 const DEAD: u64 = 1 << 63;
@@ -390,6 +398,7 @@ where
         // Set once a reservation failed: the next rounds decide a refusal carefully.
         let mut careful = false;
         let mut careful_since = None;
+        let mut lost_inserts = 0;
         loop {
             let seen = if careful { self.changes.load(Ordering::SeqCst) } else { 0 };
             let place = match members.get(&query) {
@@ -434,6 +443,12 @@ where
             }
             // Another call created it first: ours was never seen (its place lapses as `place`
             // drops, and it drops quietly); enter theirs.
+            lost_inserts += 1;
+            if lost_inserts >= LOST_INSERTS {
+                // The map holds a member our lookups never find: the group's `Eq` contradicts
+                // itself (its copies equal, the caller's group not). Its caller is told.
+                return Err(Error::Panicked);
+            }
         }
     }
 

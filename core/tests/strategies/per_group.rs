@@ -799,3 +799,68 @@ async fn the_partitions_copies_of_a_group_drop_quietly() {
     let coalesced = tokio::spawn(async move { c.coalesce(Touchy::callers(1), 2).await.ok().map(|n| *n) });
     assert_eq!(coalesced.await.ok(), Some(Some(1002)), "answered, the caller's group's drop panic caught");
 }
+
+/// A group whose copies are equal to everything and whose caller's own group is equal to
+/// nothing (an `Eq` over a field `Clone` does not copy faithfully): the partition's lookup
+/// finds no member, its insert finds one. The call fails with `Panicked` instead of looping
+/// for ever, building and dropping an instance each round.
+#[test]
+fn a_group_whose_eq_contradicts_itself_fails_its_caller_instead_of_looping() {
+    #[derive(Debug)]
+    struct TwoFaced {
+        original: bool,
+    }
+    impl Clone for TwoFaced {
+        fn clone(&self) -> Self {
+            TwoFaced { original: false }
+        }
+    }
+    impl PartialEq for TwoFaced {
+        fn eq(&self, _: &Self) -> bool {
+            !self.original
+        }
+    }
+    impl Eq for TwoFaced {}
+    impl Hash for TwoFaced {
+        fn hash<H: Hasher>(&self, state: &mut H) {
+            7u64.hash(state);
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let gate = Arc::new(Notify::new());
+    let s = {
+        let _enter = runtime.enter();
+        let gate = gate.clone();
+        Serial::per_group(move |_: TwoFaced, x: u64| {
+            let gate = gate.clone();
+            async move {
+                if x == 1 {
+                    gate.notified().await;
+                }
+                Ok::<u64, ()>(x)
+            }
+        })
+        .build()
+        .unwrap()
+    };
+    // The first call creates the group's member (an empty map: no `Eq` runs) and stays in it.
+    let first = runtime.spawn({
+        let s = s.clone();
+        async move { s.call(TwoFaced { original: true }, 1).await }
+    });
+    runtime.block_on(eventually(10, "the first call holds its group", || s.live_groups() == 1));
+    // The second, on a thread of its own, so that a loop would fail the test rather than hang it.
+    let (done, answer) = std::sync::mpsc::channel();
+    let second = std::thread::spawn({
+        let s = s.clone();
+        move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let _ = done.send(rt.block_on(s.call(TwoFaced { original: true }, 2)));
+        }
+    });
+    let answer = answer.recv_timeout(Duration::from_secs(10));
+    gate.notify_one();
+    assert!(matches!(answer, Ok(Err(Error::Panicked))), "{answer:?}");
+    second.join().unwrap();
+    assert_eq!(runtime.block_on(first).unwrap().ok(), Some(1));
+}
