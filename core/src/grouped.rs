@@ -116,16 +116,11 @@ where
             // A batch occupies its group while it runs: `max_in_flight` holds across loads
             // that give up (a group reclaimed with its batch running would start another).
             let per_group: crate::shared::BatchFn<K, V, E> = Arc::new(move |keys| {
-                let Some(occupancy) = presence.occupy() else {
+                match presence.occupy() {
+                    Some(occupancy) => Box::pin(occupancy.over(batch_fn(name.clone(), keys))),
                     // Retired: nobody of the group waits on this batch.
-                    return Box::pin(std::future::ready(Ok(crate::answers::Answered::plain(std::collections::HashMap::new()))));
-                };
-                let batch = batch_fn(name.clone(), keys);
-                Box::pin(async move {
-                    let answer = batch.await;
-                    drop(occupancy);
-                    answer
-                })
+                    None => Box::pin(std::future::ready(Ok(crate::answers::Answered::plain(std::collections::HashMap::new())))),
+                }
             });
             inner.template.with_batch_fn(per_group).build().map_err(|_| Error::Closed)
         });

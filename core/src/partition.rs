@@ -679,6 +679,20 @@ where
     member: Arc<Member<G, T>>,
 }
 
+impl<G, T> Held<G, T>
+where
+    G: Eq + Hash + Clone + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+{
+    /// `work`, holding this occupancy until it completes or is dropped (a batch call run on the
+    /// group's behalf).
+    pub(crate) async fn over<F: std::future::Future>(self, work: F) -> F::Output {
+        let out = work.await;
+        drop(self);
+        out
+    }
+}
+
 impl<G, T> Drop for Held<G, T>
 where
     G: Eq + Hash + Clone + Send + Sync + 'static,

@@ -8,6 +8,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 
 use super::per_group::{PerGroup, PerGroupBuilder, Partitioned};
 use super::user::BoxFuture;
@@ -387,18 +388,14 @@ where
     {
         let (depart, group) = (Arc::clone(&recipe.depart), group.clone());
         let batch_fn = Arc::new(move |tickets| {
-            let occupancy = match presence.as_ref().map(Presence::occupy) {
+            let departure = || depart(group.clone(), tickets).map(|answer| answer.map(Answered::plain));
+            let run: BatchFuture<Ticket<In>, Arc<Out>, E> = match presence.as_ref().map(Presence::occupy) {
+                None => Box::pin(departure()),
+                Some(Some(occupancy)) => Box::pin(occupancy.over(departure())),
                 // Retired: nobody of the group waits on this departure.
-                Some(None) => return Box::pin(std::future::ready(Ok(Answered::plain(HashMap::new())))) as BatchFuture<Ticket<In>, Arc<Out>, E>,
-                Some(Some(occupancy)) => Some(occupancy),
-                None => None,
+                Some(None) => Box::pin(std::future::ready(Ok(Answered::plain(HashMap::new())))),
             };
-            let departure = depart(group.clone(), tickets);
-            Box::pin(async move {
-                let answer = departure.await;
-                drop(occupancy);
-                answer.map(Answered::plain)
-            }) as BatchFuture<Ticket<In>, Arc<Out>, E>
+            run
         });
         Ok(Coalescer { batcher: recipe.template.with_batch_fn(batch_fn).build()? })
     }
