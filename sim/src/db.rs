@@ -468,44 +468,22 @@ impl Db {
             self.due = None;
             return;
         }
-        if self.by_size.is_some() {
+        let (first, left_ns) = if self.by_size.is_some() {
             // The query whose work left, at its own rate, runs out first.
             let extra = self.running.len().saturating_sub(1) as f64;
             let time_left = |r: &Running| r.done_at_v.max(0.0) * (1.0 + r.contention * extra);
-            let mut first = 0;
-            let mut first_left = time_left(&self.running[0]);
-            for (i, r) in self.running.iter().enumerate().skip(1) {
-                let left = time_left(r);
-                let earlier = left < first_left;
-                first = if earlier { i } else { first };
-                first_left = if earlier { left } else { first_left };
-            }
-            let version = self.bump();
-            let r = &mut self.running[first];
-            r.version = version;
-            self.due = Some(r.query);
-            let at = now + ceil_ns(time_left(r));
-            out.push(DbEvent::Due { query: r.query, version, at });
-            return;
-        }
-        // The first of the earliest marks (they are finite and >= +0: `<` orders them as
-        // `total_cmp` would, in a plain comparison per running query).
-        // Chosen by selects rather than branches: which query finishes first is a coin toss
-        // the branch predictor loses.
-        let mut first = 0;
-        let mut first_at = self.running[0].done_at_v;
-        for (i, r) in self.running.iter().enumerate().skip(1) {
-            let earlier = r.done_at_v < first_at;
-            first = if earlier { i } else { first };
-            first_at = if earlier { r.done_at_v } else { first_at };
-        }
-        let rate = self.rate;
+            let first = first_of(self.running.iter().map(time_left));
+            (first, time_left(&self.running[first]))
+        } else {
+            // The first of the earliest marks, all at the one rate.
+            let first = first_of(self.running.iter().map(|r| r.done_at_v));
+            (first, (self.running[first].done_at_v - self.v).max(0.0) / self.rate)
+        };
         let version = self.bump();
         let r = &mut self.running[first];
         r.version = version;
         self.due = Some(r.query);
-        let at = now + ceil_ns((r.done_at_v - self.v).max(0.0) / rate);
-        out.push(DbEvent::Due { query: r.query, version, at });
+        out.push(DbEvent::Due { query: r.query, version, at: now + ceil_ns(left_ns) });
     }
 
     /// The rate for the queries running now (kept in `rate` as `k` changes).
@@ -518,6 +496,20 @@ impl Db {
         self.next_version = self.next_version.wrapping_add(1);
         self.next_version
     }
+}
+
+/// The index of the first of the smallest of `marks` (finite and >= +0: `<` orders them as
+/// `total_cmp` would, in a plain comparison each), chosen by selects rather than branches:
+/// which query finishes first is a coin toss the branch predictor loses.
+fn first_of(marks: impl Iterator<Item = f64>) -> usize {
+    let mut marks = marks.enumerate();
+    let Some((mut first, mut least)) = marks.next() else { return 0 };
+    for (i, mark) in marks {
+        let earlier = mark < least;
+        first = if earlier { i } else { first };
+        least = if earlier { mark } else { least };
+    }
+    first
 }
 
 #[cfg(test)]
