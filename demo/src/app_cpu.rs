@@ -120,27 +120,19 @@ pub async fn burst(db: &Database, users: u32, batched: bool, seed: u64) -> Resul
     keys.store(0, Ordering::Relaxed);
     let before = crate::sched::snapshot();
     let start = Instant::now();
-    let handle = tokio::runtime::Handle::current();
     let tasks = {
         let (db, batcher, queries, keys) = (db.clone(), batcher.clone(), Arc::clone(&queries), Arc::clone(&keys));
-        tokio::task::spawn_blocking(move || {
-            ids.into_iter()
-                .zip(offsets)
-                .map(|(id, at)| {
-                    crate::replay::sleep_until(start + at);
-                    let (db, batcher, queries, keys) = (db.clone(), batcher.clone(), Arc::clone(&queries), Arc::clone(&keys));
-                    handle.spawn(async move { call(&db, batcher.as_ref(), &queries, &keys, id).await })
-                })
-                .collect::<Vec<_>>()
+        crate::replay::inject(start, offsets, None, move |i| {
+            let (db, batcher, queries, keys, id) = (db.clone(), batcher.clone(), Arc::clone(&queries), Arc::clone(&keys), ids[i]);
+            async move { call(&db, batcher.as_ref(), &queries, &keys, id).await }
         })
-        .await
-        .context("the burst's injector panicked")?
+        .await?
     };
     for t in tasks {
         t.await.context("a burst request panicked")??;
     }
     let span_ms = start.elapsed().as_secs_f64() * 1e3;
-    let usage = crate::sched::snapshot().zip(before).map(|(after, before)| after.since(&before));
+    let usage = crate::sched::usage_since(before);
     if let Some(b) = batcher {
         b.shutdown().await;
     }

@@ -190,24 +190,17 @@ pub async fn open_loop(db: &Database, users: u32, duration: Duration, seed: u64)
         let gap: f64 = rand_distr::Distribution::sample(&rand_distr::Exp1, &mut rng);
         at += Duration::from_secs_f64(gap / 1000.0);
     }
-    let handle = tokio::runtime::Handle::current();
     let db = db.clone();
     let start = Instant::now() + Duration::from_millis(1);
-    let tasks = tokio::task::spawn_blocking(move || {
-        sends
-            .into_iter()
-            .map(|(at, id)| {
-                crate::replay::sleep_until(start + at);
-                let db = db.clone();
-                handle.spawn(async move {
-                    let t = Instant::now();
-                    db.fetch_users(&[id]).await.map(|_| (t, Instant::now()))
-                })
-            })
-            .collect::<Vec<_>>()
+    let (at, ids): (Vec<Duration>, Vec<i64>) = sends.into_iter().unzip();
+    let tasks = crate::replay::inject(start, at, None, move |i| {
+        let (db, id) = (db.clone(), ids[i]);
+        async move {
+            let t = Instant::now();
+            db.fetch_users(&[id]).await.map(|_| (t, Instant::now()))
+        }
     })
-    .await
-    .context("the wake-up injector panicked")?;
+    .await?;
     let mut spans = Vec::with_capacity(tasks.len());
     for t in tasks {
         spans.push(t.await.context("a wake-up query panicked")??);
@@ -433,7 +426,7 @@ async fn measure(db: &Database, n: u32, k: u32, round: u32, plan: &Plan) -> Resu
     }
     // Every query the clients sent, the two unmeasured ones each included.
     let sent = all.len() as f64 + 2.0 * f64::from(n);
-    let cpu_us = crate::sched::snapshot().zip(before).map(|(after, before)| after.since(&before).cpu_ms * 1e3 / sent);
+    let cpu_us = crate::sched::usage_since(before).map(|u| u.cpu_ms * 1e3 / sent);
     let m = mean(&all);
     let sd = (all.iter().map(|x| (x - m).powi(2)).sum::<f64>() / all.len() as f64).sqrt();
     all.sort_unstable_by(f64::total_cmp);

@@ -260,30 +260,23 @@ async fn replay(policy: Policy, plan: &Plan, progress: Option<&ProgressBar>) -> 
     let base = Instant::now();
     let called: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let answered: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
-    let handle = tokio::runtime::Handle::current();
     let start = base + Duration::from_millis(2);
-    let injector = {
-        let (called, answered, b, progress) = (Arc::clone(&called), Arc::clone(&answered), batcher.clone(), progress.cloned());
-        tokio::task::spawn_blocking(move || {
-            let mut tasks = Vec::with_capacity(trace.len());
-            for (i, a) in trace.iter().enumerate() {
-                crate::replay::sleep_until(start + Duration::from_nanos(a.at_ns));
-                let (called, answered, b) = (Arc::clone(&called), Arc::clone(&answered), b.clone());
-                tasks.push(handle.spawn(async move {
-                    let t0 = Instant::now();
-                    called[i].store(ns(t0.saturating_duration_since(base)), Ordering::Relaxed);
-                    let got = b.load(i as i64).await;
-                    answered[i].store(ns(base.elapsed()), Ordering::Relaxed);
-                    got.map(|v| v == Some(User::expected(i as i64)))
-                }));
-                if let Some(p) = &progress {
-                    p.inc(1);
-                }
+    let at = trace.iter().map(|a| Duration::from_nanos(a.at_ns)).collect();
+    let tasks = {
+        let (called, answered, b) = (Arc::clone(&called), Arc::clone(&answered), batcher.clone());
+        crate::replay::inject(start, at, progress.cloned(), move |i| {
+            let (called, answered, b) = (Arc::clone(&called), Arc::clone(&answered), b.clone());
+            async move {
+                let t0 = Instant::now();
+                called[i].store(ns(t0.saturating_duration_since(base)), Ordering::Relaxed);
+                let got = b.load(i as i64).await;
+                answered[i].store(ns(base.elapsed()), Ordering::Relaxed);
+                got.map(|v| v == Some(User::expected(i as i64)))
             }
-            tasks
         })
+        .await?
     };
-    for t in injector.await.context("injector panicked")? {
+    for t in tasks {
         let right = t.await.context("request task panicked")?.map_err(|e| anyhow!("mock request failed: {e}"))?;
         ensure!(right, "the mock answered a request with another's value");
     }

@@ -334,39 +334,32 @@ pub async fn replay(
     let sched_before = crate::sched::snapshot();
 
     let records: Arc<Vec<Record>> = Arc::new((0..trace.len()).map(|_| Record::default()).collect());
-    let handle = tokio::runtime::Handle::current();
     let start = Instant::now() + Duration::from_millis(2);
-    let injector = {
-        let (trace, records, target, progress) = (trace.to_vec(), Arc::clone(&records), Arc::clone(&target), progress.cloned());
-        tokio::task::spawn_blocking(move || {
-            let mut tasks = Vec::with_capacity(trace.len());
-            for (i, a) in trace.iter().enumerate() {
-                sleep_until(start + Duration::from_nanos(a.at_ns));
-                let (target, records, id) = (Arc::clone(&target), Arc::clone(&records), a.id);
-                tasks.push(handle.spawn(async move {
-                    let t0 = Instant::now();
-                    let (got, direct) = target.get_user_info(id).await;
-                    let latency = t0.elapsed();
-                    let r = &records[i];
-                    if let Some((connected, queried)) = direct {
-                        r.connected_ns.store(nanos(connected), Ordering::Relaxed);
-                        r.queried_ns.store(nanos(queried), Ordering::Relaxed);
-                    }
-                    r.arrival_ns.store(nanos(t0.saturating_duration_since(start)), Ordering::Relaxed);
-                    r.latency_ns.store(nanos(latency), Ordering::Relaxed);
-                    r.correct.store(got == Ok(Some(User::expected(id))), Ordering::Relaxed);
-                }));
-                if let Some(p) = &progress {
-                    p.inc(1);
+    let at = trace.iter().map(|a| Duration::from_nanos(a.at_ns)).collect();
+    let tasks = {
+        let (ids, records, target) = (trace.iter().map(|a| a.id).collect::<Vec<_>>(), Arc::clone(&records), Arc::clone(&target));
+        inject(start, at, progress.cloned(), move |i| {
+            let (target, records, id) = (Arc::clone(&target), Arc::clone(&records), ids[i]);
+            async move {
+                let t0 = Instant::now();
+                let (got, direct) = target.get_user_info(id).await;
+                let latency = t0.elapsed();
+                let r = &records[i];
+                if let Some((connected, queried)) = direct {
+                    r.connected_ns.store(nanos(connected), Ordering::Relaxed);
+                    r.queried_ns.store(nanos(queried), Ordering::Relaxed);
                 }
+                r.arrival_ns.store(nanos(t0.saturating_duration_since(start)), Ordering::Relaxed);
+                r.latency_ns.store(nanos(latency), Ordering::Relaxed);
+                r.correct.store(got == Ok(Some(User::expected(id))), Ordering::Relaxed);
             }
-            tasks
         })
+        .await?
     };
-    for t in injector.await.context("injector panicked")? {
+    for t in tasks {
         t.await.context("request task panicked")?;
     }
-    let usage = crate::sched::snapshot().zip(sched_before).map(|(after, before)| after.since(&before));
+    let usage = crate::sched::usage_since(sched_before);
     if let Target::Batched(b) = &*target {
         b.shutdown().await;
     }
@@ -507,6 +500,40 @@ fn replay_driver(
 /// A duration in whole ns (saturating).
 pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The replays' injector: from a blocking thread that sleeps until each instant, spawns
+/// `call(i)` at `start + at[i]` on the current runtime (requests reach the service one by one
+/// at their instants, each a task of its own), counting each on `progress`. Returns the
+/// tasks' handles once the last is spawned.
+///
+/// # Errors
+///
+/// If the injector's thread panicked.
+pub(crate) async fn inject<F>(
+    start: Instant,
+    at: Vec<Duration>,
+    progress: Option<ProgressBar>,
+    mut call: impl FnMut(usize) -> F + Send + 'static,
+) -> Result<Vec<tokio::task::JoinHandle<F::Output>>>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut tasks = Vec::with_capacity(at.len());
+        for (i, at) in at.into_iter().enumerate() {
+            sleep_until(start + at);
+            tasks.push(handle.spawn(call(i)));
+            if let Some(p) = &progress {
+                p.inc(1);
+            }
+        }
+        tasks
+    })
+    .await
+    .context("the injector panicked")
 }
 
 /// Blocks this thread until `due` (the injector's wait for an arrival's instant).

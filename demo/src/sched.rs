@@ -42,6 +42,11 @@ fn parse(text: &str) -> Option<(u64, u64)> {
     Some((fields.next()?.ok()?, fields.next()?.ok()?))
 }
 
+/// The usage since `before` was taken (`None` where the statistics cannot be read).
+pub fn usage_since(before: Option<Snapshot>) -> Option<Usage> {
+    snapshot().zip(before).map(|(after, before)| after.since(&before))
+}
+
 impl Snapshot {
     /// The usage from `before` to `self`: a thread started since counts from zero; one that
     /// ended since is lost (the runtime's and the pool's threads live through a replay).
