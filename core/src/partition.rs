@@ -106,8 +106,9 @@
 //! group is new and `max_groups` other groups are live: the refusal is right at `t`.
 //!
 //! Under a churn of groups at the bound that never pauses, `changes` may never stand still:
-//! after `CAREFUL_FOR` (10 ms) of careful rounds, each retrying the reservation, the call is
-//! refused anyway, rather than spin on; the bound itself is never exceeded.
+//! after `CAREFUL_ROUNDS` (1,024) careful rounds, each retrying the reservation, and
+//! `CAREFUL_FOR` (10 ms), the call is refused anyway, rather than spin on; the bound itself is
+//! never exceeded.
 //!
 //! The careful round costs a failed reservation only; the path of a call that finds its group
 //! touches none of these counters; a creation and a retirement each add two increments of
@@ -141,13 +142,15 @@ use crate::Error;
 use crate::shared::{Quiet, drop_quietly};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
-/// How long a call at the bound looks carefully before it is refused anyway. A creator holds a
-/// place for a few microseconds (it builds the instance, no await): ten milliseconds let any
-/// creator finish thousands of times over, so only a churn of groups that never pauses keeps
-/// the check from settling, and there the call is refused rather than spinning on. (A bound of
-/// 64 rounds, about 64 µs, refused 3 of 400,000 calls of the only group of a `max_groups(1)`
-/// partition churned by two tasks on two workers.)
+/// How long, and how many rounds, a call at the bound looks carefully before it is refused
+/// anyway: both must have passed. A creator holds a place for a few microseconds (it builds
+/// the instance, no await), so only a churn of groups that never pauses keeps the check from
+/// settling, and there the call is refused rather than spinning on. Either bound alone refused
+/// calls of the only group of a `max_groups(1)` partition churned by two tasks: 64 or 1,024
+/// rounds (about a microsecond each on an idle machine: the churning task won every round), and
+/// 10 ms (in CI, where parallel tests made each yield a time slice: a few rounds).
 const CAREFUL_FOR: std::time::Duration = std::time::Duration::from_millis(10);
+const CAREFUL_ROUNDS: u32 = 1024;
 
 /// Inserts a call may lose before its group's `Eq` is taken to contradict itself. A lost insert
 /// means another member of the group is in the map, which the next lookup finds, unless that
@@ -398,6 +401,7 @@ where
         // Set once a reservation failed: the next rounds decide a refusal carefully.
         let mut careful = false;
         let mut careful_since = None;
+        let mut careful_rounds = 0u32;
         let mut lost_inserts = 0;
         loop {
             let seen = if careful { self.changes.load(Ordering::SeqCst) } else { 0 };
@@ -421,7 +425,8 @@ where
                     Some(place) => place,
                     None if careful
                         && (self.refusal_holds(seen)
-                            || careful_since.get_or_insert_with(std::time::Instant::now).elapsed() >= CAREFUL_FOR) =>
+                            || (careful_rounds >= CAREFUL_ROUNDS
+                                && careful_since.is_some_and(|since: std::time::Instant| since.elapsed() >= CAREFUL_FOR))) =>
                     {
                         return Err(Error::Overloaded);
                     }
@@ -429,7 +434,10 @@ where
                         if careful {
                             // A place is in a creator's hands, or the partition moved: let it
                             // settle (creators run no awaits between reserving and inserting).
+                            careful_rounds += 1;
                             std::thread::yield_now();
+                        } else {
+                            careful_since = Some(std::time::Instant::now());
                         }
                         careful = true;
                         continue;
