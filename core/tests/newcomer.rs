@@ -1534,3 +1534,95 @@ mod tower_readiness {
         answered("shutdown", closing).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_batchers_dropped_without_shutdown_leave_no_task_behind() {
+    // A service that builds a batcher per burst and drops it: every driver and batch task
+    // ends once its last handle is gone.
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    for round in 0..200u32 {
+        let policy = match round % 4 {
+            0 => Policy::natural(),
+            1 => Policy::window(Duration::from_micros(200)),
+            2 => Policy::window(Duration::from_secs(3600)),
+            _ => Policy::adaptive(Duration::from_millis(1)),
+        };
+        let b = Batcher::builder(|keys: Vec<u32>| async move { Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>()) })
+            .policy(policy)
+            .max_batch_size(if round % 2 == 0 { usize::MAX } else { 64 })
+            .build()
+            .unwrap();
+        if round % 4 != 2 {
+            assert_eq!(answered("a load on a fresh batcher", b.load(round)).await.unwrap(), Some(round));
+        }
+        drop(b);
+    }
+    until("every driver ended", || metrics.num_alive_tasks() <= baseline).await;
+}
+
+/// Loads that give up at every stage (boarding, seated, waiting for room, running alone) while
+/// `shutdown()` runs, on fresh batchers: every load ends, shutdown returns, and every slot
+/// comes back.
+async fn cancellations_racing_shutdown(overflow: Overflow, max_batch_size: usize) {
+    let (mut served, mut closed) = (0, 0);
+    for round in 0..30u32 {
+        let b = storm_batcher(Policy::window(Duration::from_micros(u64::from(round % 3) * 50)), max_batch_size, overflow);
+        let tasks: Vec<_> = (0..400u32)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let load = b.load(i % 50);
+                    tokio::pin!(load);
+                    for _ in 0..(i % 5) {
+                        if let Poll::Ready(answer) = std::future::poll_fn(|cx| Poll::Ready(load.as_mut().poll(cx))).await {
+                            return Some(answer);
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    if i % 5 == 4 { Some(load.await) } else { None }
+                })
+            })
+            .collect();
+        // Shut down at a different point of the storm each round (some rounds after it).
+        let mut yields = 0;
+        while b.stats().requests < u64::from(round % 10) * 30 && yields < 10_000 {
+            tokio::task::yield_now().await;
+            yields += 1;
+        }
+        answered("shutdown racing cancellations", b.shutdown()).await;
+        for t in tasks {
+            if let Some(answer) = answered("a racing load", t).await.unwrap() {
+                match answer {
+                    Ok(Some(_)) => served += 1,
+                    Err(Error::Closed) => closed += 1,
+                    Err(Error::Overloaded) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        until("every slot released after shutdown", || b.live_slots() == 0).await;
+    }
+    // The storm met the shutdown at many points: both outcomes happened.
+    assert!(served > 0 && closed > 0, "served {served}, closed {closed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellations_racing_shutdown_under_wait() {
+    cancellations_racing_shutdown(Overflow::Wait, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellations_racing_shutdown_under_reject() {
+    cancellations_racing_shutdown(Overflow::Reject, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellations_racing_shutdown_under_run_alone() {
+    cancellations_racing_shutdown(Overflow::RunAlone, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellations_racing_shutdown_unlimited() {
+    cancellations_racing_shutdown(Overflow::Wait, usize::MAX).await;
+}
