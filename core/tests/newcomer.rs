@@ -1324,13 +1324,11 @@ mod tower {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "defect: a request made through the last handle by tower's `oneshot` is refused Closed"]
     async fn a_service_future_outlives_the_last_handle() {
-        // tower's `oneshot` (and `Oneshot`-based `call`ers: `ServiceExt::call_all`, axum's
-        // per-request clones) drops the service as soon as it has called it, before the
-        // future's first poll; the service's future owns its batcher. Expected: the request
-        // made through the last handle is served (the future holds the batcher). Observed:
-        // `Err(Closed)`: the handle's drop requested shutdown before the future boarded.
+        // tower's `oneshot` drops the service as soon as it has called it, before the future's
+        // first poll. Before the fix (the future held only the shared state), the request made
+        // through the last handle was refused `Closed`: that handle's drop had requested
+        // shutdown before the future boarded.
         let b = doubling();
         let fut = b.oneshot(5);
         let answer = answered("oneshot through the last handle", fut).await;
