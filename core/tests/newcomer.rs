@@ -1759,3 +1759,29 @@ async fn a_caller_giving_up_on_a_solo_run_whose_future_panics_in_drop() {
     gate.add_permits(2);
     assert!(answered("held", held).await.unwrap().is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn car_sends_each_request_at_once_only_up_to_max_in_flight() {
+    // `Policy::Car`'s docs: "Every request departs alone, at once". It departs at once only
+    // while a place is free: `max_in_flight` (default 2) bounds the concurrent calls under Car
+    // too, and a third request waits (the docs now say so).
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (r, m) = (running.clone(), most.clone());
+    let b = Batcher::builder(move |keys: Vec<u32>| {
+        let (r, m) = (r.clone(), m.clone());
+        async move {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            r.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+        }
+    })
+    .policy(Policy::Car)
+    .build()
+    .unwrap();
+    let answers = answered("cars", futures_util::future::join_all((0..8).map(|k| b.load(k)))).await;
+    assert!(answers.into_iter().all(|a| a.is_ok()));
+    assert!(most.load(Ordering::SeqCst) <= busline::DEFAULT_MAX_IN_FLIGHT, "Car's concurrency is bounded by max_in_flight");
+}
