@@ -450,12 +450,9 @@ async fn a_hung_batch_without_a_timeout_keeps_its_callers_but_shutdown_still_ref
         tokio::spawn(async move { b.load(0).await })
     };
     until("the hung batch started", || backend.calls.load(Ordering::SeqCst) == 1).await;
-    let queued = {
-        let b = b.clone();
-        tokio::spawn(async move { b.load(1).await })
-    };
-    until("the next load boarded", || b.stats().requests >= 1 && !queued.is_finished()).await;
-    tokio::task::yield_now().await;
+    // Seated on the next bus before the shutdown.
+    let mut queued = Box::pin(b.load(1));
+    assert!(poll_once(&mut queued).is_pending());
     let closing = {
         let b = b.clone();
         tokio::spawn(async move { b.shutdown().await })
@@ -463,7 +460,7 @@ async fn a_hung_batch_without_a_timeout_keeps_its_callers_but_shutdown_still_ref
     until("closed", || b.is_closed()).await;
     assert!(matches!(answered("a load after shutdown", b.load(2)).await, Err(Error::Closed)));
     // The queued load is sent at shutdown although the one in-flight place is taken.
-    assert!(matches!(answered("the queued load", queued).await.unwrap(), Ok(Some(1))));
+    assert!(matches!(answered("the queued load", queued).await, Ok(Some(1))));
     assert!(!hung.is_finished() && !closing.is_finished(), "the hung call still holds its callers and the shutdown");
     backend.gate.add_permits(1);
     assert!(matches!(answered("the hung load", hung).await.unwrap(), Ok(Some(0))));
@@ -568,8 +565,8 @@ async fn shutdown_answers_loads_waiting_for_room_closed() {
     };
     let hung = spawn(0);
     until("the held batch started", || backend.calls.load(Ordering::SeqCst) == 1).await;
-    let seated = spawn(1);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut seated = Box::pin(b.load(1));
+    assert!(poll_once(&mut seated).is_pending(), "seated on the next bus");
     let waiting: Vec<_> = (2..6).map(spawn).collect();
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(waiting.iter().all(|w| !w.is_finished()), "at capacity, waiting for room");
@@ -581,7 +578,7 @@ async fn shutdown_answers_loads_waiting_for_room_closed() {
         let answer = answered("a load waiting for room", w).await.unwrap();
         assert!(matches!(answer, Err(Error::Closed)), "{answer:?}");
     }
-    assert!(matches!(answered("the seated load", seated).await.unwrap(), Ok(Some(1))));
+    assert!(matches!(answered("the seated load", seated).await, Ok(Some(1))));
     backend.gate.add_permits(1);
     assert!(matches!(answered("the held load", hung).await.unwrap(), Ok(Some(0))));
     answered("shutdown", closing).await.unwrap();
@@ -600,7 +597,9 @@ async fn shutdown_waits_for_a_solo_run_then_no_call_starts() {
     };
     let hung = spawn(0);
     until("the held batch started", || backend.calls.load(Ordering::SeqCst) == 1).await;
-    let seated = spawn(1);
+    // Seated on the next bus (one seat) before any probe can take that seat.
+    let mut seated = Box::pin(b.load(1));
+    assert!(poll_once(&mut seated).is_pending());
     until("the next bus is full: a probe runs alone", || {
         let mut probe = Box::pin(b.load(5));
         let _ = poll_once(&mut probe);
@@ -608,8 +607,9 @@ async fn shutdown_waits_for_a_solo_run_then_no_call_starts() {
     })
     .await;
     // A solo run that itself hangs at the gate (it holds key 0 too).
+    let before = b.stats().ran_alone;
     let alone = spawn(0);
-    until("the solo run started", || b.stats().ran_alone >= 2).await;
+    until("the solo run started", || b.stats().ran_alone > before).await;
     let closing = {
         let b = b.clone();
         tokio::spawn(async move { b.shutdown().await })
@@ -619,10 +619,11 @@ async fn shutdown_waits_for_a_solo_run_then_no_call_starts() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(!closing.is_finished(), "shutdown waits for the solo run");
     backend.gate.add_permits(2);
-    for (what, h) in [("held", hung), ("seated", seated), ("alone", alone)] {
+    for (what, h) in [("held", hung), ("alone", alone)] {
         let answer = answered(what, h).await.unwrap();
         assert!(answer.is_ok(), "{what}: {answer:?}");
     }
+    assert!(matches!(answered("seated", seated).await, Ok(Some(1))));
     answered("shutdown", closing).await.unwrap();
     backend.closed.store(true, Ordering::SeqCst);
     assert!(matches!(b.load(0).await, Err(Error::Closed)));
@@ -1219,12 +1220,14 @@ async fn adaptive_with_a_zero_budget_is_refused_or_serves() {
 async fn grouped_keeps_groups_apart_refuses_past_max_groups_and_reclaims() {
     let seen: Calls<u8> = Arc::default();
     let s = seen.clone();
+    let gate = Arc::new(Semaphore::new(0));
+    let g1 = gate.clone();
     let grouped = busline::Grouped::builder(move |g: u8, keys: Vec<u32>| {
         s.lock().unwrap().push((g, keys.clone()));
-        let gate = g == 1;
+        let gate = (g == 1).then(|| g1.clone());
         async move {
-            if gate {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Some(gate) = gate {
+                gate.acquire().await.unwrap().forget();
             }
             Ok::<_, ()>(keys.into_iter().map(|k| (k, k * 10 + u32::from(g))).collect::<HashMap<_, _>>())
         }
@@ -1234,8 +1237,11 @@ async fn grouped_keeps_groups_apart_refuses_past_max_groups_and_reclaims() {
     .build()
     .unwrap();
     let (a, other) = tokio::join!(grouped.load(1, 3), async {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        grouped.load(2, 3).await
+        // Group 1 is live (its batch held at the gate) when group 2 comes.
+        until("group 1's batch started", || !seen.lock().unwrap().is_empty()).await;
+        let other = grouped.load(2, 3).await;
+        gate.add_permits(1);
+        other
     });
     assert_eq!(a.unwrap(), Some(31));
     assert!(matches!(other, Err(Error::Overloaded)), "{other:?}");
@@ -1258,7 +1264,10 @@ async fn strategies_as_the_readme_shows_them() {
     assert_eq!((x.unwrap(), y.unwrap(), runs.load(Ordering::SeqCst)), (7, 7, 1));
     // UseLast: the newest call wins.
     let search = busline::UseLast::new(|q: u32| async move {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if q == 1 {
+            // Never finishes by itself: superseded, it is dropped.
+            std::future::pending::<()>().await;
+        }
         Ok::<_, ()>(q)
     });
     let (a, b) = tokio::join!(search.call(1), async {
@@ -1508,13 +1517,18 @@ mod tower_readiness {
     async fn readiness_waiting_at_capacity_is_answered_by_shutdown() {
         let backend = Gated::new();
         let b = backend.builder().max_batch_size(1).max_in_flight(1).build().unwrap();
-        let held: Vec<_> = (0..2u32)
-            .map(|k| {
-                let b = b.clone();
-                tokio::spawn(async move { b.load(k).await })
-            })
-            .collect();
+        let mut held = vec![{
+            let b = b.clone();
+            tokio::spawn(async move { b.load(0).await })
+        }];
         until("the held batch started", || backend.calls.load(Ordering::SeqCst) == 1).await;
+        // The next bus (one seat) full.
+        let mut seated = Box::pin(b.load(1));
+        assert!(poll_once(&mut seated).is_pending());
+        held.push({
+            let b = b.clone();
+            tokio::spawn(async move { b.load(2).await })
+        });
         let mut svc = b.clone();
         let ready = tokio::spawn(async move { svc.ready().await.map(drop) });
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1526,9 +1540,10 @@ mod tower_readiness {
         let readiness = answered("readiness after shutdown", ready).await.unwrap();
         assert!(matches!(readiness, Err(Error::Closed)), "{readiness:?}");
         backend.gate.add_permits(1);
-        for h in held {
-            assert!(answered("held", h).await.unwrap().is_ok());
-        }
+        assert!(matches!(answered("held", held.remove(0)).await.unwrap(), Ok(Some(0))));
+        assert!(matches!(answered("seated", seated).await, Ok(Some(1))));
+        // Key 2 either waited for room (refused `Closed` by the shutdown) or never boarded.
+        assert!(matches!(answered("the third", held.remove(0)).await.unwrap(), Err(Error::Closed)));
         answered("shutdown", closing).await.unwrap();
     }
 }
