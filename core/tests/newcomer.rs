@@ -1800,3 +1800,62 @@ async fn car_sends_each_request_at_once_only_up_to_max_in_flight() {
     assert!(answers.into_iter().all(|a| a.is_ok()));
     assert!(most.load(Ordering::SeqCst) <= busline::DEFAULT_MAX_IN_FLIGHT, "Car's concurrency is bounded by max_in_flight");
 }
+
+#[test]
+fn a_driver_on_a_dedicated_current_thread_runtime_serves_callers_elsewhere() {
+    // A current_thread runtime driven by a thread of its own (`block_on` of a future that
+    // never ends), given to `Builder::runtime`; callers on a multi-thread runtime.
+    let driver_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let handle = driver_rt.handle().clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let driver_thread = std::thread::spawn(move || driver_rt.block_on(async move { stop_rx.await.ok() }));
+    let callers = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let b = Batcher::builder(|keys: Vec<u32>| async move {
+        tokio::time::sleep(Duration::from_micros(100)).await;
+        Ok::<_, ()>(keys.into_iter().map(|k| (k, k * 3)).collect::<HashMap<_, _>>())
+    })
+    .window(Duration::from_micros(500))
+    .batch_timeout(Duration::from_secs(10))
+    .runtime(handle)
+    .build()
+    .unwrap();
+    callers.block_on(async {
+        let tasks: Vec<_> = (0..1000u32)
+            .map(|k| {
+                let b = b.clone();
+                tokio::spawn(async move { b.load(k).await })
+            })
+            .collect();
+        for (k, t) in tasks.into_iter().enumerate() {
+            assert_eq!(answered("a caller elsewhere", t).await.unwrap().unwrap(), Some(3 * k as u32));
+        }
+        answered("shutdown", b.shutdown()).await;
+    });
+    stop_tx.send(()).unwrap();
+    driver_thread.join().unwrap();
+}
+
+#[cfg(feature = "tower")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect (or a design choice to document): under RunAlone the tower service's poll_ready waits at capacity"]
+async fn run_alone_service_is_ready_at_capacity() {
+    // `Overflow::RunAlone`: "decide at once and never wait". Through the tower service,
+    // `poll_ready` is `Pending` while the batcher is at capacity (core/src/service.rs:
+    // `Gate::Stalled`), so `oneshot` and every tower caller waits for room although its
+    // request would run alone at once. Expected: ready (the call runs alone).
+    use tower05::ServiceExt;
+    let backend = Gated::new();
+    let b = backend.builder().max_batch_size(1).max_in_flight(1).overflow(Overflow::RunAlone).build().unwrap();
+    let held = {
+        let b = b.clone();
+        tokio::spawn(async move { b.load(0).await })
+    };
+    until("the held batch started", || backend.calls.load(Ordering::SeqCst) == 1).await;
+    let mut seated = Box::pin(b.load(1));
+    assert!(poll_once(&mut seated).is_pending());
+    let mut svc = b.clone();
+    let ready = tokio::time::timeout(Duration::from_secs(1), svc.ready()).await.map(|r| r.map(drop));
+    backend.gate.add_permits(1);
+    assert!(answered("held", held).await.unwrap().is_ok());
+    assert!(matches!(ready, Ok(Ok(()))), "{ready:?}");
+}
