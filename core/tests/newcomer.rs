@@ -1859,3 +1859,36 @@ async fn run_alone_service_is_ready_at_capacity() {
     assert!(answered("held", held).await.unwrap().is_ok());
     assert!(matches!(ready, Ok(Ok(()))), "{ready:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waker_whose_wake_panics_costs_nobody_else_an_answer() {
+    // The waker is the caller's executor's code, called by the batch task that publishes (or
+    // the driver). A panic in it must not keep the other callers of the batch from their
+    // answers, nor stop the batcher.
+    struct Bad;
+    impl std::task::Wake for Bad {
+        fn wake(self: Arc<Self>) {
+            panic!("injected: the waker's wake panics");
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            panic!("injected: the waker's wake_by_ref panics");
+        }
+    }
+    let bad = std::task::Waker::from(Arc::new(Bad));
+    let b = Batcher::builder(|keys: Vec<u32>| async move { Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>()) })
+        .window(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    for round in 0..3u32 {
+        let mut first = Box::pin(b.load(1000 + round));
+        assert!(first.as_mut().poll(&mut Context::from_waker(&bad)).is_pending());
+        let others = futures_util::future::join_all((0..20).map(|k| b.load(round * 100 + k)));
+        let answers = answered("the batch of a caller whose waker panics", others).await;
+        assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
+        // The caller itself, polled again with a sound waker, has its answer.
+        assert_eq!(answered("the caller", first).await.unwrap(), Some(1000 + round));
+    }
+    assert_eq!(answered("a later load", b.load(7)).await.unwrap(), Some(7));
+    until("every slot released", || b.live_slots() == 0).await;
+    answered("shutdown", b.shutdown()).await;
+}
