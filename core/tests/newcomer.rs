@@ -1930,3 +1930,38 @@ async fn load_shared_of_a_per_key_batcher_and_a_failed_key() {
     let bad = bad.map(|map| map.len());
     assert!(matches!(&bad, Err(e) if e.key_error().map(String::as_str) == Some("row 13")), "{bad:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_code_blocking_on_loads_from_blocking_threads_and_block_in_place() {
+    let b = Batcher::builder(|keys: Vec<u32>| async move { Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>()) })
+        .window(Duration::from_micros(300))
+        .build()
+        .unwrap();
+    let handle = tokio::runtime::Handle::current();
+    let blocking: Vec<_> = (0..16u32)
+        .map(|k| {
+            let (b, handle) = (b.clone(), handle.clone());
+            tokio::task::spawn_blocking(move || handle.block_on(b.load(k)))
+        })
+        .collect();
+    for (k, t) in blocking.into_iter().enumerate() {
+        assert_eq!(answered("spawn_blocking + Handle::block_on", t).await.unwrap().unwrap(), Some(k as u32));
+    }
+    let in_place = tokio::task::block_in_place(|| handle.block_on(b.load(99)));
+    assert_eq!(in_place.unwrap(), Some(99));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn spawn_blocking_on_a_current_thread_runtime() {
+    let b = Batcher::builder(|keys: Vec<u32>| async move { Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>()) })
+        .window(Duration::from_micros(300))
+        .build()
+        .unwrap();
+    let handle = tokio::runtime::Handle::current();
+    let t = tokio::task::spawn_blocking({
+        let b = b.clone();
+        move || handle.block_on(b.load(5))
+    });
+    // The test's task awaits, so the runtime (and its driver) runs meanwhile.
+    assert_eq!(answered("spawn_blocking on current_thread", t).await.unwrap().unwrap(), Some(5));
+}
