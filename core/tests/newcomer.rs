@@ -1965,3 +1965,43 @@ async fn spawn_blocking_on_a_current_thread_runtime() {
     // The test's task awaits, so the runtime (and its driver) runs meanwhile.
     assert_eq!(answered("spawn_blocking on current_thread", t).await.unwrap().unwrap(), Some(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_code_panics_fails_only_its_caller() {
+    // `Grouped` and `PerGroup`: the group's `Hash`, `Eq`, `Clone` or `Drop` panicking reaches
+    // only the caller that ran it (the README's "Per group" list).
+    for fault in [Fault::Hash, Fault::Eq, Fault::Clone, Fault::Drop] {
+        let grouped = busline::Grouped::builder(|g: Touchy, keys: Vec<u32>| {
+            let id = g.0;
+            std::mem::forget(g);
+            async move { Ok::<_, ()>(keys.into_iter().map(|k| (k, k + id)).collect::<HashMap<_, _>>()) }
+        })
+        .window(Duration::from_millis(1))
+        .build()
+        .unwrap();
+        let bad = answered("a touchy group", futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(grouped.load(Touchy(BAD, fault), 1)))).await;
+        let bad = bad.map_err(|_| "the load's poll panicked");
+        match fault {
+            // Seen once, the group's `Eq` never needs to run; its `Drop` is caught.
+            Fault::Eq | Fault::Drop => assert!(matches!(bad, Ok(Ok(Some(14)))), "{fault:?}: {bad:?}"),
+            _ => assert!(matches!(bad, Ok(Err(Error::Panicked))), "{fault:?}: {bad:?}"),
+        }
+        assert_eq!(answered("a sound group", grouped.load(Touchy(2, fault), 1)).await.unwrap(), Some(3), "{fault:?}");
+        until("groups reclaimed", || grouped.live_groups() == 0).await;
+        let serial = busline::Serial::per_group(|g: Touchy, x: u32| {
+            let id = g.0;
+            std::mem::forget(g);
+            async move { Ok::<_, ()>(x + id) }
+        })
+        .build()
+        .unwrap();
+        let bad = answered("a touchy serial group", futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(serial.call(Touchy(BAD, fault), 1)))).await;
+        let bad = bad.map_err(|_| "the call's poll panicked");
+        match fault {
+            Fault::Eq | Fault::Drop => assert!(matches!(bad, Ok(Ok(14))), "{fault:?}: {bad:?}"),
+            _ => assert!(matches!(bad, Ok(Err(Error::Panicked))), "{fault:?}: {bad:?}"),
+        }
+        assert_eq!(answered("a sound serial group", serial.call(Touchy(2, fault), 1)).await.unwrap(), 3, "{fault:?}");
+        until("serial groups reclaimed", || serial.live_groups() == 0).await;
+    }
+}
