@@ -956,7 +956,10 @@ async fn unlimited_max_batch_size_with_a_capacity_is_accepted_or_clearly_refused
     // batches of 18446744073709551615, i.e. at least 18446744073709551615" }` for every
     // capacity (core/src/settings.rs, `Settings::validate`: capacity is counted in whole
     // batches of `max_batch_size`). A user who wants "no limit per batch" cannot bound the
-    // requests admitted at all, and the message asks for an impossible number.
+    // requests admitted at all, and the message asks for an impossible number. Worse, the bus
+    // never fills, so `Reject` and `RunAlone` never act: behind a hung backend (one place)
+    // 99,999 loads polled once were all admitted, none refused (checked by hand in review):
+    // memory grows without bound.
     let err = Batcher::builder(|keys: Vec<u32>| async move { Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>()) })
         .max_batch_size(usize::MAX)
         .capacity(1_000_000)
