@@ -1533,10 +1533,14 @@ mod tower_readiness {
             let b = b.clone();
             tokio::spawn(async move { b.load(2).await })
         });
+        // Once the driver has seen the full bus stuck, readiness is `Pending`.
         let mut svc = b.clone();
+        until("not ready at capacity", || {
+            use tower05::Service;
+            svc.poll_ready(&mut Context::from_waker(std::task::Waker::noop())).is_pending()
+        })
+        .await;
         let ready = tokio::spawn(async move { svc.ready().await.map(drop) });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!ready.is_finished(), "at capacity: not ready");
         let closing = {
             let b = b.clone();
             tokio::spawn(async move { b.shutdown().await })
@@ -1857,6 +1861,9 @@ async fn run_alone_service_is_ready_at_capacity() {
     until("the held batch started", || backend.calls.load(Ordering::SeqCst) == 1).await;
     let mut seated = Box::pin(b.load(1));
     assert!(poll_once(&mut seated).is_pending());
+    // Let the driver (woken by the bus's last seat) see the full bus stuck and raise its stall
+    // flag, which readiness reads.
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let mut svc = b.clone();
     let ready = tokio::time::timeout(Duration::from_secs(1), svc.ready()).await.map(|r| r.map(drop));
     backend.gate.add_permits(1);
