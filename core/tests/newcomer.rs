@@ -2016,3 +2016,39 @@ async fn a_group_whose_code_panics_fails_only_its_caller() {
         until("serial groups reclaimed", || serial.live_groups() == 0).await;
     }
 }
+
+/// One run of a paused-clock scenario on a fresh runtime: 200 tasks, each sleeping a
+/// different virtual time and then loading, through a windowed batcher. Returns each batch
+/// call's virtual time (from the start) and keys.
+fn paused_scenario(policy: Policy) -> Vec<(Duration, Vec<u32>)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    rt.block_on(async move {
+        let start = tokio::time::Instant::now();
+        let (b, calls) = recording(policy);
+        let tasks: Vec<_> = (0..200u32)
+            .map(|k| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_micros(u64::from(k * 7919 % 20_000))).await;
+                    b.load(k).await
+                })
+            })
+            .collect();
+        for (k, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap().unwrap(), Some(k as u32));
+        }
+        let calls = calls.lock().unwrap();
+        calls.iter().map(|(at, keys)| (*at - start, keys.clone())).collect()
+    })
+}
+
+#[test]
+fn paused_clock_runs_are_deterministic_with_spawned_tasks() {
+    for policy in [Policy::window(Duration::from_millis(3)), Policy::window(Duration::from_micros(300)), Policy::gated(Duration::from_millis(2), 4), Policy::adaptive(Duration::from_millis(2))] {
+        let first = paused_scenario(policy);
+        assert!(first.len() > 1 && first.len() < 200, "{policy:?}: batched: {}", first.len());
+        for _ in 0..3 {
+            assert_eq!(paused_scenario(policy), first, "{policy:?}: the same batches at the same virtual times");
+        }
+    }
+}
