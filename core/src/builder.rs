@@ -153,8 +153,9 @@ where
     /// The most requests admitted at once (waiting, in flight, or being answered), rounded up to
     /// whole batches. Default `(max_in_flight + 2) × max_batch_size`: one bus boarding,
     /// `max_in_flight` running, one being read. It must hold `max_in_flight + 1` batches and at
-    /// most 64. Being counted in whole batches, it cannot be set with an unlimited
-    /// `max_batch_size` (`usize::MAX`): every value is refused.
+    /// most 64. With an unlimited `max_batch_size` (`usize::MAX`) the capacity sets the batch
+    /// size instead: a bus holds at most `capacity / (max_in_flight + 1)` keys, so that the
+    /// batches it must hold fit.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.settings.capacity = Some(capacity);
         self

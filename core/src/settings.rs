@@ -101,10 +101,17 @@ impl Settings {
         if self.batch_timeout == Some(Duration::ZERO) {
             return Err(ConfigError::new("batch_timeout", "must be more than zero"));
         }
-        let scheduler = Scheduler::new(
-            self.policy,
-            Limits { max_batch_size: self.max_batch_size, max_in_flight: self.max_in_flight },
-        )?;
+        // "No limit per batch, at most `capacity` admitted": a bus takes what the capacity
+        // leaves each of the `max_in_flight + 1` batches it must hold, so the bound holds and
+        // a full bus still meets the overflow policy.
+        let max_batch_size = match self.capacity {
+            Some(capacity) if self.max_batch_size == usize::MAX && capacity > 0 => {
+                (capacity / (self.max_in_flight + 1)).max(1)
+            }
+            _ => self.max_batch_size,
+        };
+        let scheduler =
+            Scheduler::new(self.policy, Limits { max_batch_size, max_in_flight: self.max_in_flight })?;
         // Under `Car` every request is its own batch: one seat per bus.
         let seats = scheduler.limits().max_batch_size;
         let slots = match self.capacity {

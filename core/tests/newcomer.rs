@@ -951,24 +951,41 @@ async fn unlimited_max_batch_size_serves_a_first_load_and_a_burst() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: with max_batch_size(usize::MAX) no capacity is accepted"]
-async fn unlimited_max_batch_size_with_a_capacity_is_accepted_or_clearly_refused() {
-    // Observed: `ConfigError { setting: "capacity", reason: "must hold max_in_flight + 1 = 3
-    // batches of 18446744073709551615, i.e. at least 18446744073709551615" }` for every
-    // capacity (core/src/settings.rs, `Settings::validate`: capacity is counted in whole
-    // batches of `max_batch_size`). A user who wants "no limit per batch" cannot bound the
-    // requests admitted at all, and the message asks for an impossible number. Worse, the bus
-    // never fills, so `Reject` and `RunAlone` never act: behind a hung backend (one place)
-    // 99,999 loads polled once were all admitted, none refused (checked by hand in review):
-    // memory grows without bound.
-    let err = Batcher::builder(|keys: Vec<u32>| async move { Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>()) })
+async fn unlimited_max_batch_size_with_a_capacity_bounds_what_is_admitted() {
+    // "No limit per batch, at most `capacity` admitted": the capacity sets the bus size
+    // (`capacity / (max_in_flight + 1)`), so behind a hung backend the overflow policy acts
+    // once the capacity is taken instead of admitting loads without bound.
+    let started = Arc::new(AtomicUsize::new(0));
+    let b = {
+        let started = Arc::clone(&started);
+        Batcher::builder(move |_keys: Vec<u32>| {
+            started.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<HashMap<u32, u32>, ()>>()
+        })
         .max_batch_size(usize::MAX)
-        .capacity(1_000_000)
+        .capacity(3_000)
+        .overflow(Overflow::Reject)
         .build()
-        .map(drop);
-    // A user who says "no limit per batch, at most a million pending" should get a batcher;
-    // see the report for what happens instead.
-    assert!(err.is_ok(), "{err:?}");
+        .expect("an unlimited batch size with a capacity is a valid configuration")
+    };
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut seated = Vec::new();
+    let mut refused = 0;
+    for k in 0..10_000u32 {
+        let mut load = Box::pin(b.load(k));
+        match load.as_mut().poll(&mut cx) {
+            Poll::Pending => seated.push(load),
+            Poll::Ready(Err(Error::Overloaded)) => refused += 1,
+            Poll::Ready(other) => panic!("load {k}: {other:?}"),
+        }
+        if k % 100 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(refused > 0, "the capacity bounds what is admitted");
+    assert!(seated.len() <= 4 * 1_000, "{} admitted past a capacity of 3,000 (rounded up to whole batches of 1,000)", seated.len());
+    assert!(started.load(Ordering::SeqCst) >= 1, "the hung backend was called");
+    drop(seated);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1845,12 +1862,10 @@ fn a_driver_on_a_dedicated_current_thread_runtime_serves_callers_elsewhere() {
 
 #[cfg(feature = "tower")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect (or a design choice to document): under RunAlone the tower service's poll_ready waits at capacity"]
 async fn run_alone_service_is_ready_at_capacity() {
     // `Overflow::RunAlone`: "decide at once and never wait". Through the tower service,
-    // `poll_ready` is `Pending` while the batcher is at capacity (core/src/service.rs:
-    // `Gate::Stalled`), so `oneshot` and every tower caller waits for room although its
-    // request would run alone at once. Expected: ready (the call runs alone).
+    // `poll_ready` must not hold a caller at capacity (it was `Pending` on the stall flag): its
+    // request runs alone at once.
     use tower05::ServiceExt;
     let backend = Gated::new();
     let b = backend.builder().max_batch_size(1).max_in_flight(1).overflow(Overflow::RunAlone).build().unwrap();
