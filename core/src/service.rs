@@ -1,13 +1,15 @@
 //! The `tower` feature: [`Batcher`] and [`Grouped`] as `tower::Service`s, so that tower's
 //! timeout, retry, load-shed, rate-limit and concurrency layers compose around them.
 //!
-//! Readiness reflects capacity. `poll_ready` is `Ready` while a request would board at once,
-//! `Pending` while the batcher is at capacity (a full bus that cannot leave: every in-flight
-//! place or every batch slot taken), woken when the next bus leaves, and `Ready(Err(Closed))`
-//! after shutdown. So `LoadShed` sheds exactly when busline would make a caller wait, and
-//! `ConcurrencyLimit`/`Buffer` hold requests outside the batcher instead of inside it. Readiness
-//! is advice, as with any shared service: a request that finds the batcher full after all
-//! follows the [`Overflow`](crate::Overflow) policy.
+//! Readiness reflects capacity. Under [`Overflow::Wait`] (the default), `poll_ready` is
+//! `Ready` while a request would board at once, `Pending` while the batcher is at capacity (a
+//! full bus that cannot leave: every in-flight place or every batch slot taken), woken when the
+//! next bus leaves, and `Ready(Err(Closed))` after shutdown. So `LoadShed` sheds exactly when
+//! busline would make a caller wait, and `ConcurrencyLimit`/`Buffer` hold requests outside the
+//! batcher instead of inside it. Under `Reject` and `RunAlone`, which never make a caller wait,
+//! the service is ready until shutdown: at capacity, `call` answers as the policy says
+//! (`Overloaded`, or the key run alone). Readiness is advice, as with any shared service: a
+//! request that finds the batcher full after all follows the [`Overflow`] policy.
 //!
 //! `call` returns a boxed future owning a reference to the batcher: one allocation per request,
 //! as tower's own `Buffer` makes; use [`Batcher::load`] directly where every nanosecond counts.
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::signals::Gate;
-use crate::{Batcher, Error, Grouped};
+use crate::{Batcher, Error, Grouped, Overflow};
 
 /// A boxed, `Send` future, as the services return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -44,6 +46,8 @@ where
             match shared.signals.gate() {
                 Gate::Open => return Poll::Ready(Ok(())),
                 Gate::Shutdown => return Poll::Ready(Err(Error::Closed)),
+                // `Reject` and `RunAlone` decide at `call`, at once.
+                Gate::Stalled if shared.overflow != Overflow::Wait => return Poll::Ready(Ok(())),
                 Gate::Stalled => {
                     let shared = Arc::clone(shared);
                     self.readiness = Some(Box::pin(async move { shared.room_after(shared.ring.boarding_word()).await }));

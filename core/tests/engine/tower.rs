@@ -3,6 +3,7 @@
 #![cfg(feature = "tower")]
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +65,57 @@ async fn readiness_is_pending_at_capacity_and_returns_when_the_bus_leaves() {
     assert_eq!(ready.await.unwrap().unwrap(), Some(4));
     for load in loads {
         load.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_reject_the_service_stays_ready_and_its_call_is_refused_at_capacity() {
+    // `Reject` never makes a caller wait, through tower either: ready at capacity, and the call
+    // answers `Overloaded` at once.
+    let gate = Arc::new(Semaphore::new(0));
+    let permits = gate.clone();
+    let b = Batcher::builder(move |keys: Vec<u32>| {
+        let permits = permits.clone();
+        async move {
+            permits.acquire().await.unwrap().forget();
+            Ok::<_, std::io::Error>(keys.into_iter().map(|k| (k, k + 1)).collect::<HashMap<_, _>>())
+        }
+    })
+    .max_batch_size(1)
+    .max_in_flight(1)
+    .overflow(busline::Overflow::Reject)
+    .build()
+    .unwrap();
+    let held: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|k| {
+            let b = b.clone();
+            tokio::spawn(async move { b.load(k).await })
+        })
+        .collect();
+    // At capacity once a load is refused.
+    let mut refused = false;
+    for _ in 0..100_000 {
+        // Polled once: a load that boards would wait for the held backend; it gives up.
+        let mut load = Box::pin(b.load(7));
+        let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(load.as_mut().poll(cx))).await;
+        if matches!(polled, std::task::Poll::Ready(Err(Error::Overloaded))) {
+            refused = true;
+            break;
+        }
+        drop(load);
+        tokio::task::yield_now().await;
+    }
+    assert!(refused, "the batcher never reached capacity");
+    let mut svc = b.clone();
+    let ready = tokio::time::timeout(Duration::from_secs(10), svc.ready()).await;
+    assert!(matches!(ready, Ok(Ok(_))), "ready at capacity under Reject");
+    assert!(matches!(svc.call(3).await, Err(Error::Overloaded)));
+    gate.add_permits(100);
+    for load in held {
+        // Either boarded (and answered now) or refused itself, racing the probe's loads.
+        let answer = load.await.unwrap();
+        assert!(matches!(answer, Ok(Some(_)) | Err(Error::Overloaded)), "{answer:?}");
     }
 }
 
