@@ -171,6 +171,9 @@ enum Stage<'a, K, V, E> {
     WaitingForRoom { key: K, boarding: u64, notified: Pin<Box<Notified<'a>>> },
     /// At capacity under `Overflow::RunAlone`: the batch function runs for this key alone.
     Alone(Box<Solo<'a, K, V, E>>),
+    /// Refused at boarding (`Overloaded`, `Closed`, or a solo run whose call panicked): the
+    /// same poll answers it.
+    Refused(Error<E>),
     /// Answered (or refused).
     Done,
 }
@@ -205,29 +208,18 @@ where
     }
 
     /// The first poll (boarding) is every load's hot path: it is kept small enough to inline
-    /// into the caller's future; the other stages are out of line (`poll_stage`).
+    /// into the caller's future, and a seated boarding returns from here; every other stage
+    /// and outcome is out of line (`poll_stage`).
     #[inline(always)]
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<R::Output, Error<E>>> {
         if let Stage::Boarding(_) = self.stage
-            && let Some(poll) = self.poll_boarding(cx)
+            && self.board(cx)
         {
-            return poll;
+            // Seated with our waker in the seat (`Slot::write_placed`): the batch cannot be
+            // published before our seat was written, and its publication wakes us.
+            return Poll::Pending;
         }
         self.poll_stage(cx)
-    }
-
-    /// The `Boarding` stage: how this poll ends (seated: `Pending`; refused or answered at
-    /// once: `Ready`), or `None` if the next stage (waiting for room, running alone) must be
-    /// polled.
-    #[inline(always)]
-    fn poll_boarding(&mut self, cx: &mut Context<'_>) -> Option<Poll<Result<R::Output, Error<E>>>> {
-        let Stage::Boarding(key) = std::mem::replace(&mut self.stage, Stage::Done) else { unreachable!() };
-        if let Some(answer) = self.board(key, cx) {
-            return Some(Poll::Ready(answer));
-        }
-        // Seated with our waker in the seat (`Slot::write_with_waker`): the batch cannot be
-        // published before our seat was written, and its publication wakes us.
-        matches!(self.stage, Stage::Seated { .. }).then_some(Poll::Pending)
     }
 
     #[inline(never)]
@@ -236,9 +228,15 @@ where
         loop {
             match &mut self.stage {
                 Stage::Boarding(_) => {
-                    if let Some(poll) = self.poll_boarding(cx) {
-                        return poll;
+                    if self.board(cx) {
+                        return Poll::Pending;
                     }
+                }
+                Stage::Refused(_) => {
+                    let Stage::Refused(error) = std::mem::replace(&mut self.stage, Stage::Done) else {
+                        unreachable!()
+                    };
+                    return Poll::Ready(Err(error));
                 }
                 Stage::Seated { slot, index } => {
                     let (slot, index) = (*slot, *index);
@@ -289,37 +287,61 @@ where
         }
     }
 
-    /// Claims a seat and writes the key with `cx`'s waker (waking the driver when the bus opens
-    /// or fills), or
-    /// applies the overflow policy (`signals::admit`). Returns `Some(answer)` if the request is
-    /// refused or answered at once.
+    /// The `Boarding` stage: claims a seat and writes the key with `cx`'s waker (waking the
+    /// driver when the bus opens or fills), or applies the overflow policy
+    /// (`signals::admit_then`). Returns whether it seated the request; if not, the stage says what
+    /// comes next (waiting for room, running alone, or refused).
     #[inline(always)]
-    fn board(&mut self, key: K, cx: &Context<'_>) -> Option<Result<R::Output, Error<E>>> {
+    fn board(&mut self, cx: &Context<'_>) -> bool {
+        // Cloned before the claim: the clone is the caller's executor's code, and a panic in it
+        // after the claim would leave a claimed seat unwritten, which the driver waits for.
+        // Cloned before the key is taken, too: a panic leaves the key in the stage, and the
+        // key is not held in a register across the call (the compiler would store it on the
+        // stack, and the claim's locked add waits for every store).
+        let waker = cx.waker().clone();
+        let key = match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::Boarding(key) => key,
+            other => {
+                // Not a drop of the whole stage (which would keep all of it on the stack for
+                // this arm): `board` runs only on `Boarding`.
+                std::mem::forget(other);
+                unreachable!("`board` on a stage other than `Boarding`")
+            }
+        };
         let shared = self.shared;
         let stamp = |seat: &Slot<K, V, E>| seat.stamp_opened(shared.clock.now().as_nanos());
-        match signals::admit(&shared.ring, &shared.signals, shared.overflow, key, cx.waker(), stamp) {
-            Admission::Seated { slot, index } => {
-                // The stage is the `Done` that `poll_boarding` left: nothing to drop, so no drop
-                // call on the hot path (an assignment would call `drop_in_place` out of line).
-                debug_assert!(matches!(self.stage, Stage::Done));
-                std::mem::forget(std::mem::replace(&mut self.stage, Stage::Seated { slot, index }));
+        let seat = signals::admit_then(
+            &shared.ring,
+            &shared.signals,
+            shared.overflow,
+            key,
+            waker,
+            stamp,
+            |slot, index| Some((slot, index)),
+            |admission| {
+                self.not_seated(admission);
                 None
-            }
-            refused => self.not_seated(refused),
-        }
+            },
+        );
+        let Some((slot, index)) = seat else { return false };
+        // The stage is the `Done` left above: nothing to drop, so no drop call on the hot path
+        // (an assignment would call `drop_in_place` out of line).
+        debug_assert!(matches!(self.stage, Stage::Done));
+        std::mem::forget(std::mem::replace(&mut self.stage, Stage::Seated { slot, index }));
+        true
     }
 
-    /// The boarding's other outcomes: wait for room, or the overflow policy's answer.
+    /// The boarding's other outcomes: wait for room, or the overflow policy's answer, as the
+    /// next stage.
     #[cold]
     #[inline(never)]
-    fn not_seated(&mut self, admission: Admission<K>) -> Option<Result<R::Output, Error<E>>> {
+    fn not_seated(&mut self, admission: Admission<K>) {
         let shared = self.shared;
-        match admission {
-            Admission::Seated { .. } => unreachable!("handled by `board`"),
+        self.stage = match admission {
+            Admission::Seated { .. } => unreachable!("a seat goes to `admit_then`'s `seated`"),
             Admission::WaitForRoom { boarding, key } => {
                 let notified = Box::pin(shared.room.notified());
-                self.stage = Stage::WaitingForRoom { key, boarding, notified };
-                None
+                Stage::WaitingForRoom { key, boarding, notified }
             }
             Admission::Overloaded(key) => {
                 // The caller's own key, handed back: its `Drop` (user code) must not panic
@@ -327,19 +349,19 @@ where
                 drop_quietly(key);
                 StatsCells::bump(&shared.stats.rejected);
                 shared.observer.rejected();
-                Some(Err(Error::Overloaded))
+                Stage::Refused(Error::Overloaded)
             }
             Admission::RunAlone(key) => self.run_alone(key),
             Admission::Closed(key) => {
                 drop_quietly(key);
-                Some(Err(Error::Closed))
+                Stage::Refused(Error::Closed)
             }
-        }
+        };
     }
 
-    /// Starts the batch function for this key alone (the run is admitted). Returns
-    /// `Some(answer)` if the request is answered at once.
-    fn run_alone(&mut self, key: K) -> Option<Result<R::Output, Error<E>>> {
+    /// Starts the batch function for this key alone (the run is admitted): the `Alone` stage,
+    /// or `Refused` if the call panicked.
+    fn run_alone(&self, key: K) -> Stage<'a, K, V, E> {
         let shared = self.shared;
         // Ends the run (for shutdown's count) however it ends.
         let admitted = Admitted(&shared.signals);
@@ -349,10 +371,9 @@ where
         match call {
             Ok(batch) => {
                 let run = await_batch(batch, shared.batch_timeout, &shared.runtime).boxed();
-                self.stage = Stage::Alone(Box::new(Solo { key, run, _admitted: admitted }));
-                None
+                Stage::Alone(Box::new(Solo { key, run, _admitted: admitted }))
             }
-            Err(_) => Some(Err(Error::Panicked)),
+            Err(_) => Stage::Refused(Error::Panicked),
         }
     }
 }
@@ -374,6 +395,7 @@ impl<K, V, E, R> Ticket<'_, K, V, E, R> {
             Stage::Seated { .. } => "seated",
             Stage::WaitingForRoom { .. } => "waiting for room",
             Stage::Alone { .. } => "running alone",
+            Stage::Refused(_) => "refused",
             Stage::Done => "done",
         }
     }

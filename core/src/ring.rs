@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
-use crate::slot::{SeatPool, Slot, fresh_seat};
+use crate::slot::{SeatPlace, SeatPool, Slot, fresh_seat};
 #[cfg(busline_loom)]
 use crate::sync::Bug;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
@@ -59,6 +59,15 @@ pub struct Ring<K, R> {
 // `slot.rs`). At or beyond
 // the number of seats the bus is full (`Claim::Full`): the producer wrote nothing and applies
 // the overflow policy. With `closed` set it is refused (`Claim::Closed`).
+//
+// The claim is an x86 locked instruction (or an ARM acquire RMW): it waits for every earlier
+// store, the previous submit's seat included, and nothing after it starts before it ends. So
+// every step between the `fetch_add` and the seat's stores is paid in series by each submit.
+// The producer therefore locates the seat it expects (the next one of the slot it saw, from its
+// first load) before claiming, and after the claim only compares the word it got with the word
+// it saw: equal, it is that seat; otherwise (another producer claimed in between) it locates
+// the seat it got. Locating is arithmetic on the slot's segment table, which never moves, so a
+// guess that turns out wrong costs only the second computation.
 //
 // # Sealing an epoch
 //
@@ -155,6 +164,10 @@ fn pack(epoch: u64, slot: usize) -> u64 {
 }
 
 /// What a producer's claim got.
+#[cfg_attr(
+    not(any(test, busline_loom)),
+    allow(dead_code, reason = "the engine claims with `claim_placed`; tests and loom models with `claim`")
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// Seat `index` of slot `slot` is this producer's.
@@ -170,6 +183,17 @@ pub enum Claim {
         boarding: u64,
     },
     /// The batcher is closed.
+    Closed,
+}
+
+/// What a producer's [`Ring::claim_placed`] got: a [`Claim`], with where the seat lives.
+#[derive(Debug)]
+pub(crate) enum Placed<'a, K> {
+    /// Seat `index` of slot `slot` is this producer's; it lives at `place`.
+    Seat { slot: usize, index: usize, place: SeatPlace<'a, K> },
+    /// As [`Claim::Full`].
+    Full { boarding: u64 },
+    /// As [`Claim::Closed`].
     Closed,
 }
 
@@ -224,8 +248,22 @@ impl<K, R> Ring<K, R> {
 
     /// Claims a seat on the boarding slot. Wait-free: one load, then (if the bus is not seen
     /// full) one `fetch_add`.
+    #[cfg_attr(
+        not(any(test, busline_loom)),
+        allow(dead_code, reason = "the engine claims with `claim_placed`; tests and loom models with `claim`")
+    )]
     #[inline(always)]
     pub fn claim(&self) -> Claim {
+        match self.claim_placed() {
+            Placed::Seat { slot, index, .. } => Claim::Seat { slot, index },
+            Placed::Full { boarding } => Claim::Full { boarding },
+            Placed::Closed => Claim::Closed,
+        }
+    }
+
+    /// [`claim`](Ring::claim), with where the seat lives.
+    #[inline(always)]
+    pub(crate) fn claim_placed(&self) -> Placed<'_, K> {
         // Look before claiming: a producer that sees the bus full (or the ring closed) does not
         // add to `count`, which bounds the count past the seats (see the essay). Relaxed: the
         // value only decides whether to claim; a stale full bus sends the producer to its
@@ -235,11 +273,15 @@ impl<K, R> Ring<K, R> {
         // BROKEN ON PURPOSE (loom-tests): claim without looking, so a full bus counts on.
         let seen = if crate::sync::broken(Bug::Bound) { seen & !COUNT_MASK & !CLOSED } else { seen };
         if is_closed(seen) {
-            return Claim::Closed;
+            return Placed::Closed;
         }
         if count_of(seen) >= self.seats {
-            return Claim::Full { boarding: seen & !COUNT_MASK };
+            return Placed::Full { boarding: seen & !COUNT_MASK };
         }
+        // The seat this claim gets if no other producer claims first, located before the claim:
+        // the locked add waits for every earlier store, so whatever stands between it and this
+        // seat's stores is paid by every submit in series (see the essay).
+        let expected = self.slots[slot_of(seen)].place(count_of(seen));
         // Acquire: pairs with the driver's Release swap that opened this slot, so its
         // preparation (and the reset of its previous epoch) happens before we write a seat.
         #[cfg(busline_loom)]
@@ -253,14 +295,17 @@ impl<K, R> Ring<K, R> {
         let order = Ordering::Acquire;
         let word = self.head.fetch_add(1, order);
         if is_closed(word) {
-            return Claim::Closed;
+            return Placed::Closed;
         }
         let index = count_of(word);
         debug_assert!(index < COUNT_MASK as usize, "the head word's count is about to carry");
         if index < self.seats {
-            Claim::Seat { slot: slot_of(word), index }
+            let slot = slot_of(word);
+            // The same word means the same slot and seat: the place computed above is this one.
+            let place = if word == seen { expected } else { self.slots[slot].place(index) };
+            Placed::Seat { slot, index, place }
         } else {
-            Claim::Full { boarding: word & !COUNT_MASK }
+            Placed::Full { boarding: word & !COUNT_MASK }
         }
     }
 

@@ -252,6 +252,22 @@ impl<T> Drop for Pool<T> {
     }
 }
 
+/// Where a seat lives in its slot's table: [`Seats::place`].
+#[derive(Debug)]
+pub(crate) struct Place<'a, T> {
+    entry: &'a AtomicPtr<T>,
+    segment: usize,
+    offset: usize,
+}
+
+impl<T> Clone for Place<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Place<'_, T> {}
+
 /// One slot's seats: a table of segment pointers, null until installed.
 #[derive(Debug)]
 pub(crate) struct Seats<T> {
@@ -293,22 +309,40 @@ impl<T> Seats<T> {
         (!ptr.is_null()).then(|| unsafe { &*ptr.add(offset) })
     }
 
+    /// Where seat `index` lives: its segment's table entry and its offset there. Arithmetic on
+    /// the table, which never moves, so it may be computed before the seat is claimed.
+    #[inline(always)]
+    pub(crate) fn place(&self, index: usize) -> Place<'_, T> {
+        let (segment, offset) = locate(index);
+        Place { entry: &self.table[segment], segment, offset }
+    }
+
     /// Seat `index`, installing its segment if it is missing.
     ///
     /// # Safety
     ///
     /// The caller claimed seat `index` in the slot's current epoch.
+    #[cfg_attr(not(test), allow(dead_code, reason = "the engine goes through `place`"))]
     #[inline(always)]
     pub(crate) unsafe fn get_or_install(&self, index: usize) -> &T {
-        let (segment, offset) = locate(index);
-        let entry = &self.table[segment];
+        // SAFETY: forwarded from the caller.
+        unsafe { self.get_or_install_at(self.place(index)) }
+    }
+
+    /// The seat at `place`, installing its segment if it is missing.
+    ///
+    /// # Safety
+    ///
+    /// `place` is this table's place of a seat the caller claimed in the slot's current epoch.
+    #[inline(always)]
+    pub(crate) unsafe fn get_or_install_at(&self, place: Place<'_, T>) -> &T {
         // Acquire: as in `get`.
-        let mut ptr = entry.load(Ordering::Acquire);
+        let mut ptr = place.entry.load(Ordering::Acquire);
         if ptr.is_null() {
-            ptr = self.install(segment);
+            ptr = self.install(place.segment);
         }
         // SAFETY: as in `get`.
-        unsafe { &*ptr.add(offset) }
+        unsafe { &*ptr.add(place.offset) }
     }
 
     #[cold]

@@ -14,7 +14,7 @@ use std::task::Waker;
 
 use crossbeam_utils::CachePadded;
 
-use crate::ring::{Claim, Ring, Sealed};
+use crate::ring::{Placed, Ring, Sealed};
 use crate::settings::Overflow;
 use crate::slot::Slot;
 use crate::sync::{AtomicU8, AtomicU64, Ordering, WakerCell};
@@ -330,6 +330,10 @@ impl Fanout {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Boarded<K> {
     /// Seated in seat `index` of slot `slot`, its key written.
+    #[cfg_attr(
+        not(any(test, busline_loom)),
+        allow(dead_code, reason = "built by `board`, for tests and loom models")
+    )]
     Seat {
         /// The boarding slot.
         slot: usize,
@@ -350,6 +354,10 @@ pub enum Boarded<K> {
 /// A producer: claims a seat and writes `key` into it with its caller's `waker` (so the
 /// caller's first poll need not register it), waking the driver when the bus opens (`stamp` is
 /// called first, to record when) or fills.
+#[cfg_attr(
+    not(any(test, busline_loom)),
+    allow(dead_code, reason = "the engine boards with `admit_then`; tests and loom models with `board`")
+)]
 #[inline(always)]
 pub fn board<K, R>(
     ring: &Ring<K, R>,
@@ -361,18 +369,36 @@ pub fn board<K, R>(
     // Cloned before the claim: the clone is the caller's executor's code, and a panic in it
     // after the claim would leave a claimed seat unwritten, which the driver waits for.
     let waker = waker.clone();
-    let (slot, index) = match ring.claim() {
-        Claim::Seat { slot, index } => (slot, index),
-        Claim::Full { boarding } => return Boarded::Full { boarding, key },
-        Claim::Closed => return Boarded::Closed(key),
+    board_then(ring, signals, key, waker, stamp, |slot, index| Boarded::Seat { slot, index }, |boarded| boarded)
+}
+
+/// [`board`] with the caller's waker already cloned (before the claim, as there), handing a
+/// seat to `seated` and any other outcome to `other`: the seated path, every load's, then
+/// carries no enum of the key (which the compiler would build in memory, and the next claim's
+/// locked add would wait for those stores).
+#[inline(always)]
+pub fn board_then<K, R, T>(
+    ring: &Ring<K, R>,
+    signals: &Signals,
+    key: K,
+    waker: Waker,
+    stamp: impl FnOnce(&Slot<K, R>),
+    seated: impl FnOnce(usize, usize) -> T,
+    other: impl FnOnce(Boarded<K>) -> T,
+) -> T {
+    let (slot, index, place) = match ring.claim_placed() {
+        Placed::Seat { slot, index, place } => (slot, index, place),
+        Placed::Full { boarding } => return other(Boarded::Full { boarding, key }),
+        Placed::Closed => return other(Boarded::Closed(key)),
     };
     let seat = ring.slot(slot);
-    // SAFETY: the claim gave us seat `index` of `slot`; we write it once.
-    unsafe { seat.write_with_waker(index, key, waker) };
+    // SAFETY: the claim gave us seat `index` of `slot`, which lives at `place`; we write it
+    // once.
+    unsafe { seat.write_placed(place, key, waker) };
     if index == 0 || index + 1 == ring.seats() {
         opened_or_filled(seat, signals, index, stamp);
     }
-    Boarded::Seat { slot, index }
+    seated(slot, index)
 }
 
 /// The first passenger opens the window, the last fills the bus: either wakes the driver. Out
@@ -391,7 +417,12 @@ fn opened_or_filled<K, R>(seat: &Slot<K, R>, signals: &Signals, index: usize, st
 /// Where a caller's request goes, by the overflow policy: [`admit`]'s answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admission<K> {
-    /// Seated in seat `index` of slot `slot`, its key written.
+    /// Seated in seat `index` of slot `slot`, its key written. ([`admit_then`] hands a seat to
+    /// its `seated`, never this.)
+    #[cfg_attr(
+        not(busline_loom),
+        allow(dead_code, reason = "built by `admit`, for the loom models")
+    )]
     Seated {
         /// The boarding slot.
         slot: usize,
@@ -418,7 +449,10 @@ pub enum Admission<K> {
 /// A caller's request: claims a seat and writes `key` (see [`board`]), or applies `overflow`.
 /// Once shutdown is requested every policy answers `Closed`. `Reject` and `RunAlone` decide at
 /// once: at capacity (the stall flag, or a full bus) they answer without waiting.
-#[inline(always)]
+#[cfg_attr(
+    not(busline_loom),
+    allow(dead_code, reason = "the engine admits with `admit_then`; the loom models with `admit`")
+)]
 pub fn admit<K, R>(
     ring: &Ring<K, R>,
     signals: &Signals,
@@ -427,6 +461,29 @@ pub fn admit<K, R>(
     waker: &Waker,
     stamp: impl FnOnce(&Slot<K, R>),
 ) -> Admission<K> {
+    // Cloned before the claim, as in `board`.
+    let waker = waker.clone();
+    let seated = |slot, index| Admission::Seated { slot, index };
+    admit_then(ring, signals, overflow, key, waker, stamp, seated, |admission| admission)
+}
+
+/// [`admit`] with the caller's waker already cloned (before the claim, as in `board`): a seat
+/// goes to `seated` (slot, seat), every other answer to `other` (see [`board_then`]).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the inputs of one step and its two ways on; `Load::board` is its caller"
+)]
+#[inline(always)]
+pub fn admit_then<K, R, T>(
+    ring: &Ring<K, R>,
+    signals: &Signals,
+    overflow: Overflow,
+    key: K,
+    waker: Waker,
+    stamp: impl FnOnce(&Slot<K, R>),
+    seated: impl FnOnce(usize, usize) -> T,
+    other: impl FnOnce(Admission<K>) -> T,
+) -> T {
     // BROKEN ON PURPOSE (loom-tests) under `Bug::ShutdownGate`: only the policies that decide
     // at once read the gate (the engine before a review), so a `Wait` load after the request
     // boards the bus the driver has not closed yet.
@@ -435,19 +492,21 @@ pub fn admit<K, R>(
         Gate::Open => {}
         // Refused from the moment shutdown is requested, under every policy (the ring is
         // closed only when the driver gets to it).
-        Gate::Shutdown => return Admission::Closed(key),
+        Gate::Shutdown => return other(Admission::Closed(key)),
         // At capacity, those that decide at once do not even claim: a claim would only count
         // past the seats.
-        Gate::Stalled if overflow != Overflow::Wait => return at_capacity(signals, overflow, key),
+        Gate::Stalled if overflow != Overflow::Wait => return other(at_capacity(signals, overflow, key)),
         Gate::Stalled => {}
     }
-    match board(ring, signals, key, waker, stamp) {
-        Boarded::Seat { slot, index } => Admission::Seated { slot, index },
-        Boarded::Full { boarding, key } if overflow == Overflow::Wait => Admission::WaitForRoom { boarding, key },
-        // A full bus is capacity to those that decide at once.
-        Boarded::Full { key, .. } => at_capacity(signals, overflow, key),
-        Boarded::Closed(key) => Admission::Closed(key),
-    }
+    board_then(ring, signals, key, waker, stamp, seated, |boarded| {
+        other(match boarded {
+            Boarded::Seat { .. } => unreachable!("a seat goes to `seated`"),
+            Boarded::Full { boarding, key } if overflow == Overflow::Wait => Admission::WaitForRoom { boarding, key },
+            // A full bus is capacity to those that decide at once.
+            Boarded::Full { key, .. } => at_capacity(signals, overflow, key),
+            Boarded::Closed(key) => Admission::Closed(key),
+        })
+    })
 }
 
 fn at_capacity<K>(signals: &Signals, overflow: Overflow, key: K) -> Admission<K> {

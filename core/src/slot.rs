@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 
 use crossbeam_utils::CachePadded;
 
-use crate::seats::{Pool, Seats};
+use crate::seats::{Place, Pool, Seats};
 #[cfg(busline_loom)]
 use crate::sync::Bug;
 use crate::sync::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering, UnsafeCell};
@@ -111,6 +111,9 @@ pub(crate) fn fresh_seat<K>() -> Entry<K> {
     Entry::new()
 }
 
+/// Where a seat lives in its slot (see [`Slot::place`]).
+pub(crate) type SeatPlace<'a, K> = Place<'a, Entry<K>>;
+
 /// The pool of seat segments shared by the slots of one ring.
 pub(crate) type SeatPool<K> = Pool<Entry<K>>;
 
@@ -154,8 +157,8 @@ impl<K, R> Slot<K, R> {
 
     /// Writes `key` into seat `index` and publishes it to the driver; the caller registers its
     /// waker later, in [`poll_done`](Slot::poll_done). (The engine boards with
-    /// [`write_with_waker`](Slot::write_with_waker); this one serves the unit tests and the loom
-    /// models of the registration.)
+    /// [`write_placed`](Slot::write_placed); this one serves the unit tests and the loom models
+    /// of the registration.)
     ///
     /// # Safety
     ///
@@ -174,16 +177,49 @@ impl<K, R> Slot<K, R> {
     /// # Safety
     ///
     /// As for [`write`](Slot::write).
+    #[cfg_attr(
+        not(busline_loom),
+        allow(dead_code, reason = "the engine writes with `write_placed`; the loom models with this")
+    )]
     #[inline(always)]
     pub unsafe fn write_with_waker(&self, index: usize, key: K, waker: Waker) {
         // SAFETY: forwarded from the caller.
         unsafe { self.write_seat(index, key, Some(waker)) }
     }
 
+    /// [`write_with_waker`](Slot::write_with_waker) at `place`, the seat's place computed ahead
+    /// (see `Ring::claim_placed`).
+    ///
+    /// # Safety
+    ///
+    /// As for [`write`](Slot::write); `place` is this slot's place of the claimed seat.
+    #[inline(always)]
+    pub(crate) unsafe fn write_placed(&self, place: SeatPlace<'_, K>, key: K, waker: Waker) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.write_at(place, key, Some(waker)) }
+    }
+
+    /// Where seat `index` lives (see [`Seats::place`]): arithmetic only, so a producer may
+    /// compute it before its claim.
+    #[inline(always)]
+    pub(crate) fn place(&self, index: usize) -> SeatPlace<'_, K> {
+        self.seats.place(index)
+    }
+
+    #[cfg_attr(
+        not(any(test, busline_loom)),
+        allow(dead_code, reason = "for `write` and `write_with_waker`")
+    )]
     #[inline(always)]
     unsafe fn write_seat(&self, index: usize, key: K, waker: Option<Waker>) {
-        // SAFETY: the caller claimed seat `index` in this epoch.
-        let entry = unsafe { self.seats.get_or_install(index) };
+        // SAFETY: forwarded from the caller.
+        unsafe { self.write_at(self.place(index), key, waker) }
+    }
+
+    #[inline(always)]
+    unsafe fn write_at(&self, place: SeatPlace<'_, K>, key: K, waker: Option<Waker>) {
+        // SAFETY: the caller claimed the seat at `place` in this epoch.
+        let entry = unsafe { self.seats.get_or_install_at(place) };
         // SAFETY: the claim grants this producer the only access to the seat while it is
         // EMPTY; the driver waits for WRITTEN before it reads.
         entry.key.with_mut(|slot| unsafe { (*slot).write(key) });
