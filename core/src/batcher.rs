@@ -155,7 +155,9 @@ where
 
     /// Sends what is queued, waits until every accepted request has its answer, and refuses new
     /// loads with [`Error::Closed`] from the moment it is called. Idempotent; every clone of
-    /// the handle sees the batcher closed.
+    /// the handle sees the batcher closed. A batch call that never completes keeps this waiting
+    /// unless the batcher has a [`batch_timeout`](crate::Builder::batch_timeout); bound the
+    /// wait yourself (`tokio::time::timeout`) if it may hang: the batcher is closed either way.
     pub async fn shutdown(&self) {
         let shared = self.shared();
         shared.request_shutdown();

@@ -153,7 +153,8 @@ where
     /// The most requests admitted at once (waiting, in flight, or being answered), rounded up to
     /// whole batches. Default `(max_in_flight + 2) × max_batch_size`: one bus boarding,
     /// `max_in_flight` running, one being read. It must hold `max_in_flight + 1` batches and at
-    /// most 64.
+    /// most 64. Being counted in whole batches, it cannot be set with an unlimited
+    /// `max_batch_size` (`usize::MAX`): every value is refused.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.settings.capacity = Some(capacity);
         self

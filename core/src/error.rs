@@ -81,7 +81,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
         match self {
             Error::Batch(e) => write!(f, "batch failed: {e}"),
             Error::Key(e) => write!(f, "key failed: {e}"),
-            Error::Panicked => f.write_str("batch function panicked"),
+            Error::Panicked => f.write_str("user code panicked (the batch function, or a key's or value's code)"),
             Error::Closed => f.write_str("batcher is closed"),
             Error::Overloaded => f.write_str("batcher is overloaded"),
             Error::Timeout => f.write_str("batch call timed out"),

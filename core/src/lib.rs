@@ -25,8 +25,12 @@
 //!
 //! Each batcher has one driver task, spawned by [`Builder::build`] on the runtime given to
 //! [`Builder::runtime`] (by default, the runtime `build` is called in); batch functions'
-//! futures run there too. Callers may be anywhere: another runtime, or a thread that polls a
-//! `load` with any executor; they only need their own task to be woken.
+//! futures run there too, with one exception: a request run alone at capacity under
+//! [`Overflow::RunAlone`] calls the batch function and polls its future in the caller's own
+//! task, so there the future sees the caller's runtime (or none, on a plain thread, where
+//! tokio's timers and `spawn` panic: the caller gets [`Error::Panicked`]). Callers may be
+//! anywhere: another runtime, or a thread that polls a `load` with any executor; they only
+//! need their own task to be woken.
 //!
 //! - On a **multi-thread** runtime the driver runs whenever a worker is free: nothing to do.
 //! - On a **`current_thread`** runtime the driver runs only while that runtime runs, that is,
@@ -57,7 +61,15 @@
 //! fails only the caller reading it. Panics in the `Drop` of keys, values, maps and errors,
 //! which run after every caller concerned has its answer, are caught and ignored. A batch
 //! call that hangs is dropped after [`Builder::batch_timeout`] (its callers get
-//! [`Error::Timeout`]).
+//! [`Error::Timeout`]). Without a `batch_timeout` a call that never completes keeps its
+//! callers waiting and its in-flight place taken (with every place so held, later buses
+//! cannot leave), and [`Batcher::shutdown`] waits for it for ever. The batch function's call
+//! itself (before its future) runs on the driver: blocking there stalls every batch, and no
+//! timeout can interrupt it.
+//!
+//! A batch function may load through its own batcher (a tree of entities resolved through one
+//! loader), but each level of nesting holds an in-flight place while it waits for the next:
+//! nesting deeper than `max_in_flight` waits for ever (or until `batch_timeout`).
 //!
 //! # Examples
 //!

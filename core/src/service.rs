@@ -52,9 +52,13 @@ where
         }
     }
 
+    /// The future holds a handle (not only the shared state) until it is answered: tower's
+    /// `oneshot` drops the service right after `call`, before the future's first poll, and a
+    /// request made through the last handle would otherwise find the batcher shut down by that
+    /// handle's drop and be refused `Closed`.
     fn call(&mut self, key: K) -> Self::Future {
-        let shared = Arc::clone(self.shared());
-        Box::pin(async move { crate::load::Load::new(&shared, key).await })
+        let batcher = self.clone();
+        Box::pin(async move { batcher.load(key).await })
     }
 }
 

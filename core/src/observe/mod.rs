@@ -1,6 +1,6 @@
 //! What a batcher tells the outside world: `metrics` counters and histograms, `tracing` spans.
 //!
-//! One seam for both optional integrations. The engine calls the functions of [`Observer`] at
+//! One seam for both optional integrations. The engine calls the functions of `Observer` at
 //! the few moments of a batch's life (departure, completion) and on the rare paths of a request
 //! (refused, run alone, given up); with the `metrics` and `tracing` features off every one of
 //! them is an empty inline function of a zero-sized type, so the hot path costs what it cost
@@ -9,7 +9,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `metrics` | the counters, gauges and histograms of [`metrics`](self::metrics), through the `metrics` facade (any recorder: Prometheus, StatsD, ...) |
+//! | `metrics` | the counters, gauges and histograms of [`metrics`], through the `metrics` facade (any recorder: Prometheus, StatsD, ...) |
 //! | `tracing` | one span per batch that `follows_from` each caller's span; each caller's `busline.load` span records the batch that served it |
 
 #[cfg(feature = "metrics")]

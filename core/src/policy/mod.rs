@@ -120,8 +120,10 @@ impl fmt::Debug for Instant {
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Policy {
-    /// Every request departs alone, at once: one backend call per request. The reference point
-    /// every other policy is measured against.
+    /// Every request departs alone, at once while an in-flight place is free: one backend call
+    /// per request. `max_in_flight` still bounds the calls running at once (default 2), and a
+    /// request that finds every place taken waits for one; raise it for a pass-through. The
+    /// reference point every other policy is measured against.
     Car,
     /// A fixed collection window: the first request to arrive at an empty stop opens it, and
     /// everyone waiting departs when it closes (or earlier, when the batch is full).
