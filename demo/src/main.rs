@@ -13,7 +13,7 @@ use busline_demo::replay::{ContenderSpec, contenders, replay};
 use busline_demo::report::{self, Provenance, Run};
 use busline_demo::rounds::{self, Contended, Replayed};
 use busline_demo::segments;
-use busline_demo::simcheck::{NO_CPU, NO_DRIVER, REACTION_ONLY, predict, predict_with};
+use busline_demo::simcheck::{NO_CPU, NO_DRIVER, QUEUED_CPU, REACTION_ONLY, predict, predict_with};
 use busline_demo::trace::{self, TraceSpec};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -239,9 +239,11 @@ async fn run_cli(cli: Cli) -> Result<()> {
                     let one_factor = predict_with(&scenario, &path, c, &one_factor_sets)?;
                     // And without the application's work per request (`[cpu]`).
                     let no_cpu = predict_with(&scenario, &path, c, &NO_CPU)?;
+                    // And with it queued ahead of the queries (the model before processor sharing).
+                    let queued_cpu = predict_with(&scenario, &path, c, &QUEUED_CPU)?;
                     let parts = segments::split(&spec, &arrivals, &m, &scenario, &path, c)?;
                     let tail = segments::tail(&spec, &arrivals, &m);
-                    rounds.push(Replayed { measured: m, predicted, instant, reaction_only, one_factor, no_cpu, parts, tail });
+                    rounds.push(Replayed { measured: m, predicted, instant, reaction_only, one_factor, no_cpu, queued_cpu, parts, tail });
                 }
                 contended.push(Contended { label: c.label.clone(), rounds });
             }

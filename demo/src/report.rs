@@ -128,7 +128,8 @@ fn csv(run: &Run) -> String {
          to_seal_mean_ms,to_connection_mean_ms,query_mean_ms,way_back_mean_ms,\
          sim_to_seal_mean_ms,sim_to_connection_mean_ms,sim_query_mean_ms,sim_way_back_mean_ms,cpu_ms,waiting_for_a_core_ms,\
          sim_one_factor_queries,sim_one_factor_latency_mean_ms,sim_one_factor_latency_p99_ms,\
-         sim_no_cpu_queries,sim_no_cpu_latency_mean_ms,sim_no_cpu_latency_p99_ms\n",
+         sim_no_cpu_queries,sim_no_cpu_latency_mean_ms,sim_no_cpu_latency_p99_ms,\
+         sim_queued_cpu_queries,sim_queued_cpu_latency_mean_ms,sim_queued_cpu_latency_p99_ms\n",
     );
     for c in &run.contenders {
         for (round, r) in c.rounds.iter().enumerate() {
@@ -179,6 +180,8 @@ fn csv(run: &Run) -> String {
             let _ = write!(s, ",{:.1},{:.4},{:.4}", o.queries, o.mean_ms, o.p99_ms);
             let n = &r.no_cpu;
             let _ = write!(s, ",{:.1},{:.4},{:.4}", n.queries, n.mean_ms, n.p99_ms);
+            let q = &r.queued_cpu;
+            let _ = write!(s, ",{:.1},{:.4},{:.4}", q.queries, q.mean_ms, q.p99_ms);
             s.push('\n');
         }
     }
@@ -448,6 +451,14 @@ fn section(run: &Run) -> String {
              Median errors of queries / mean / p99.\n"
         );
         errors_before_after(&mut s, run, |c| c.no_cpu_errors());
+        let _ = writeln!(
+            s,
+            "The same predictions with the application's CPU queued with the queries, first come first served, each \
+             job holding a server, and no driver's CPU before a deadline (`[cpu] sharing = \"queue\"`, no \
+             `timer_us`: the model before) → shared with them as the kernel time-slices threads (`sharing = \
+             \"processor\"`), with the driver's timer (`timer_us`). Median errors of queries / mean / p99.\n"
+        );
+        errors_before_after(&mut s, run, |c| c.queued_cpu_errors());
     }
     parts_section(&mut s, run);
     why_misses(&mut s, run);
@@ -589,8 +600,10 @@ fn app_cpu_section(s: &mut String, run: &Run) {
     let used = if run.backend == "sqlite" {
         format!(
             "SQLite runs in the process, so its `servers` ({}) are the process's cores ({}): the scenario's `[cpu]` puts \
-             `request_us` = {:.2} µs (direct calls: `direct_request_us` = {:.2} µs) on them at each arrival, in the same \
-             queue as the queries (`sim/README.md`, `[cpu]`).",
+             `request_us` = {:.2} µs (direct calls: `direct_request_us` = {:.2} µs) on them at each arrival, shared with \
+             the queries as the kernel time-slices threads (`sharing = \"processor\"`): the work starts at once, \
+             holds no connection's server, and every job running, work or query, slows the others by the \
+             contention (`sim/README.md`, `[cpu]`).",
             run.model.servers, c.cores, c.request_us, c.direct_request_us
         )
     } else {
@@ -613,6 +626,44 @@ fn app_cpu_section(s: &mut String, run: &Run) {
         rounds.join("; "),
         used
     );
+    if run.backend == "sqlite"
+        && let Some(check) = timer_cpu_check(run, c.query_base_us)
+    {
+        let _ = writeln!(
+            s,
+            "**The driver's timer.** A timed departure costs the driver's CPU through the last stretch before its \
+             deadline (the core's precise timer spins, then the driver stays runnable); the scenario's `[cpu]` puts \
+             `timer_us` = {:.0} µs of it on the servers before each deadline (or the whole window if shorter; the \
+             core's design, `DRIVER_TIMER_US` in `demo/src/calibrate.rs`). What the replays' CPU says, each fixed \
+             window's median round against natural's (every window bus is timed; less the CPU of the queries one \
+             contender sent more than the other, {:.1} µs each): {}.\n",
+            crate::calibrate::DRIVER_TIMER_US,
+            c.query_base_us,
+            check.join(", ")
+        );
+    }
+}
+
+/// Per fixed window, the replays' CPU beyond natural's per bus, µs: `(cpu − cpu_natural −
+/// (queries − queries_natural) × query_base_us) / queries`, each contender's median round.
+fn timer_cpu_check(run: &Run, query_base_us: f64) -> Option<Vec<String>> {
+    let figures = |label: &str| {
+        let c = run.contenders.iter().find(|c| c.label == label)?;
+        let m = &c.median_round().measured;
+        Some((m.usage?.cpu_ms * 1e3, m.db.queries as f64))
+    };
+    let (natural_us, natural_q) = figures("natural")?;
+    let lines: Vec<String> = run
+        .contenders
+        .iter()
+        .filter(|c| c.label.starts_with("window"))
+        .filter_map(|c| {
+            let (cpu_us, q) = figures(&c.label)?;
+            let per_bus = (cpu_us - natural_us - (q - natural_q) * query_base_us) / q.max(1.0);
+            Some(format!("{} {per_bus:.0} µs per bus", c.label))
+        })
+        .collect();
+    (!lines.is_empty()).then_some(lines)
 }
 
 /// The batcher driver's measured delays, as the scenario's `[driver]` carries them.
@@ -739,16 +790,27 @@ fn why_misses(s: &mut String, run: &Run) {
          and the errors of all of them lean the same way (the brackets).\n\
          - **The application's CPU, as the kernel schedules it** (the *query* stage above, most under the spikes \
          and for the shortest windows: the part table shows the spikes' query stage against the background's). The \
-         scenario's `[cpu]` now puts each request's measured CPU (above: the article's spike, less its queries' CPU) on \
-         the servers, queued with the queries; the table comparing the predictions with and without it shows what \
-         that explains. What it leaves out: the work runs on threads (the runtime's {} workers, sqlx's worker thread per \
-         connection, the injector) that the kernel time-slices on {} cores, so a query whose thread is switched out \
-         waits a slice, not its turn in a queue; a request's CPU is one constant, whatever the load (a request that \
-         wakes parked threads in the quiet background costs more than one inside a spike, which is what the bursts \
-         measure); the driver's own CPU while it waits for a deadline (it yields through the last stretch and its \
-         timer thread may spin: the fixed windows' replays use markedly more CPU than natural's, the *CPU* column of \
-         the CSV) is not in it, and costs the shortest windows most; and on a busy machine the CPU of a burst, hence \
-         `request_us`, moves from round to round.\n\
+         scenario's `[cpu]` puts each request's measured CPU (above: the article's spike, less its queries' CPU) on \
+         the servers beside the queries: the work runs on threads (the runtime's {} workers, sqlx's worker thread per \
+         connection, the injector) that the kernel time-slices on {} cores, so it is modelled as processor sharing \
+         (it starts at once and slows the running queries by the contention) rather than a queue the queries wait \
+         behind; the tables comparing the predictions without it, and with it queued, show what each explains. \
+         What it leaves out: the kernel's slices are not the fitted contention (with fewer jobs running than cores \
+         nothing slows a real thread, a woken thread is favoured over one that has run, and with many jobs running \
+         the contended rates add up to more than the {} cores); a request's CPU is one constant, whatever the load (a \
+         request that wakes parked threads in the quiet background costs more than one inside a spike, which is what \
+         the bursts measure); the driver's CPU before a deadline (`timer_us`) is the core's design figure set against \
+         the replays' CPU above, not fitted, and is put on the servers as work though the real spin ends at the \
+         deadline whatever its share; and on a busy machine the CPU of a burst, hence `request_us`, moves from round \
+         to round (with it every prediction under the spikes: a run whose calibration read a high `request_us` \
+         over-predicts every contender there).\n\
+         - **Gated on the edge of its band.** The gate closes when the estimated rate times the window falls below \
+         half the threshold: here 1,000/s × 1 ms = 1 = 2 / 2, the background's own rate. So in the background each \
+         bus's wait turns on the estimate's noise, and the query count on a few percent of timing: the simulator \
+         on the same arrivals sends about 9 % more queries with a 0.9 ms window and 9 % fewer with 1.1 ms. The \
+         simulator runs the same policy code on the same arrivals; where the real driver's readings of the gate \
+         differ (it hears passengers after the first of a bus only when it next wakes, and reads the gate at \
+         each of its wake-ups) the count moves, and the part table shows the excess in the background.\n\
          - **Direct calls on a knife's edge.** Under the article's spike (200 requests within 3 ms, one every 15 µs) \
          single-id queries on the pool's connections arrive about as fast as the database completes them, so the \
          queue that builds, and with it direct calls' mean and p99, moves several percent for every percent of the \
@@ -765,6 +827,7 @@ fn why_misses(s: &mut String, run: &Run) {
          cache costs a prepare, which the linear `base + per_key × k` does not carry. The fewer and larger the batches, \
          the more distinct lengths per query.\n",
         crate::RUNTIME_WORKERS,
+        std::thread::available_parallelism().map_or(0, usize::from),
         std::thread::available_parallelism().map_or(0, usize::from)
     );
 }

@@ -31,6 +31,9 @@ pub struct Replayed {
     pub one_factor: Prediction,
     /// The same without `[cpu]` (no application work per request on the servers).
     pub no_cpu: Prediction,
+    /// The same with `[cpu]`'s work queued with the queries, first come first served (the
+    /// model before processor sharing).
+    pub queued_cpu: Prediction,
     /// The requests split by the part of the trace they arrived in, measured and predicted.
     pub parts: Vec<crate::segments::Part>,
     /// The slowest 1 % of the measured requests.
@@ -61,6 +64,11 @@ impl Replayed {
     /// The errors without `[cpu]` against this replay.
     pub fn no_cpu_errors(&self) -> Errors {
         Errors::of(&self.no_cpu, &self.measured)
+    }
+
+    /// The errors with `[cpu]`'s work queued with the queries against this replay.
+    pub fn queued_cpu_errors(&self) -> Errors {
+        Errors::of(&self.queued_cpu, &self.measured)
     }
 }
 
@@ -150,6 +158,11 @@ impl Contended {
     /// The errors of every round, without `[cpu]`.
     pub fn no_cpu_errors(&self) -> ErrorSpread {
         spread_of(self.rounds.iter().map(Replayed::no_cpu_errors))
+    }
+
+    /// The errors of every round, with `[cpu]`'s work queued with the queries.
+    pub fn queued_cpu_errors(&self) -> ErrorSpread {
+        spread_of(self.rounds.iter().map(Replayed::queued_cpu_errors))
     }
 
     /// A measured figure over the rounds.

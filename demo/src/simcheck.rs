@@ -98,7 +98,12 @@ pub const NO_DRIVER: [&str; 6] = [
 
 /// The `--set` overrides that take the application's work per request (`[cpu]`) out of a
 /// scenario: the simulator before it modelled the application's CPU.
-pub const NO_CPU: [&str; 2] = ["cpu.request_us=0", "cpu.direct_request_us=0"];
+pub const NO_CPU: [&str; 3] = ["cpu.request_us=0", "cpu.direct_request_us=0", "cpu.timer_us=0"];
+
+/// The `--set` overrides that give `[cpu]` its model before processor sharing: the work per
+/// request queued with the queries, first come first served, each job holding a server, and no
+/// driver's CPU before a deadline.
+pub const QUEUED_CPU: [&str; 2] = ["cpu.sharing=queue", "cpu.timer_us=0"];
 
 /// The `--set` overrides that put `contender` into a scenario (the batcher's policy; direct calls
 /// are the simulator's car: one query per request, at most `servers` at once, the rest waiting

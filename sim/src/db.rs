@@ -33,9 +33,15 @@
 //!
 //! An embedded database runs its queries on the application's own cores, and the application's
 //! work competes with them for the same `servers` (`[cpu]`, [`Db::submit_work`]): a job of a
-//! fixed work that joins the same first-come-first-served queue as the queries, runs on a
-//! server with the same contention as a query's base, and answers nobody. Its ids carry
-//! [`APP_WORK`], so the engine tells it from a query; without `[cpu]` there is none.
+//! fixed work, contended as a query's base, that answers nobody. Its ids carry [`APP_WORK`], so
+//! the engine tells it from a query; without `[cpu]` there is none. By default
+//! (`sharing = "queue"`) it joins the same first-come-first-served queue as the queries and
+//! holds a server while it runs. Under `sharing = "processor"` it is processor sharing, as a
+//! kernel time-slices threads: the work starts the moment it arrives, running beside whatever
+//! runs, and holds no server (the `servers` limit counts queries only: `holding_servers`), so
+//! a query never waits for it to start; it slows the running queries, and they it, through the
+//! same rate `1 / (1 + c (k − 1))` over all `k` jobs running. Its end then frees no server: a
+//! waiting query still waits for a query to end.
 //!
 //! # Cost per event
 //!
@@ -51,7 +57,7 @@ use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Exp1, Gamma, StandardNormal};
 
 use crate::rng::{Stream, ceil_ns, keyed_stream, round_ns};
-use crate::scenario::{BatchCost, Scenario, ServiceKind};
+use crate::scenario::{BatchCost, CpuSharing, Scenario, ServiceKind};
 
 /// Draws service times (in ns) around a mean.
 ///
@@ -221,6 +227,10 @@ pub struct Db {
     work_next: u32,
     /// The application's jobs running or waiting.
     work_jobs: usize,
+    /// `[cpu] sharing = "processor"`: the work holds no server (see [`Db::submit_work`]).
+    work_shares: bool,
+    /// The application's jobs running (under `work_shares`, beside the `servers` queries).
+    work_running: usize,
     /// The rate of every running query, `1 / (1 + contention × (k − 1))` for the `k` running now.
     rate: f64,
     waiting: VecDeque<(u32, u32, u64)>,
@@ -258,6 +268,8 @@ impl Db {
             work_free: Vec::new(),
             work_next: 0,
             work_jobs: 0,
+            work_shares: scenario.cpu.as_ref().is_some_and(|c| c.sharing == CpuSharing::Processor),
+            work_running: 0,
             rate: 1.0,
             waiting: VecDeque::new(),
             v: 0.0,
@@ -314,19 +326,31 @@ impl Db {
         id & APP_WORK != 0
     }
 
-    /// The application's work: `work_ns` of it joins the queue at `now`, as a query would, and
-    /// takes a server's time when its turn comes (contended as a query's base). Its events carry
-    /// an id with [`APP_WORK`]; its completion answers nobody.
+    /// The application's work: `work_ns` of it arrives at `now` (contended as a query's base).
+    /// By default it joins the queue as a query would and takes a server's time when its turn
+    /// comes; under `[cpu] sharing = "processor"` it starts at once beside whatever runs,
+    /// holding no server, and slows the running queries as one more running job would. Its
+    /// events carry an id with [`APP_WORK`]; its completion answers nobody.
     pub fn submit_work(&mut self, now: u64, work_ns: u64, out: &mut Vec<DbEvent>) {
         let id = self.work_free.pop().unwrap_or_else(|| {
             self.work_next += 1;
             self.work_next - 1
         });
         self.work_jobs += 1;
+        if self.work_shares {
+            self.start(now, APP_WORK | id, 0, work_ns, out);
+            return;
+        }
         self.waiting.push_back((APP_WORK | id, 0, work_ns));
-        if self.running.len() < self.servers {
+        if self.holding_servers() < self.servers {
             self.start_next(now, out);
         }
+    }
+
+    /// Servers held: every job running, but the application's work under `work_shares`.
+    #[inline]
+    fn holding_servers(&self) -> usize {
+        self.running.len() - self.work_running
     }
 
     /// Job `id`'s place in `running` (`NOT_RUNNING` if it is not running), `None` for an id
@@ -366,7 +390,7 @@ impl Db {
     /// `first_request` keys the query's service time (see [`ServiceSampler`]).
     pub fn submit(&mut self, now: u64, query: u32, distinct_keys: u32, first_request: u64, out: &mut Vec<DbEvent>) {
         self.waiting.push_back((query, distinct_keys, first_request));
-        if self.running.len() < self.servers {
+        if self.holding_servers() < self.servers {
             self.start_next(now, out);
         }
     }
@@ -393,10 +417,14 @@ impl Db {
         if Db::is_work(query) {
             self.work_free.push(query & !APP_WORK);
             self.work_jobs -= 1;
+            if self.work_shares {
+                self.work_running -= 1;
+            }
         }
         self.rate = self.rate_of_running();
         self.due = None;
-        if self.waiting.is_empty() {
+        // Without `work_shares` every completion frees a server; with it, work's frees none.
+        if self.waiting.is_empty() || self.holding_servers() >= self.servers {
             self.reschedule(now, out);
         } else {
             self.start_next(now, out);
@@ -406,7 +434,15 @@ impl Db {
 
     fn start_next(&mut self, now: u64, out: &mut Vec<DbEvent>) {
         let Some((query, keys, first_request)) = self.waiting.pop_front() else { return };
+        self.start(now, query, keys, first_request, out);
+    }
+
+    /// Job `query` starts running at `now`.
+    fn start(&mut self, now: u64, query: u32, keys: u32, first_request: u64, out: &mut Vec<DbEvent>) {
         self.advance(now);
+        if self.work_shares && Db::is_work(query) {
+            self.work_running += 1;
+        }
         // The application's work carries its own (fixed) work where a query has its first request.
         let work = if Db::is_work(query) { first_request } else { self.service.sample_batch(keys, first_request) };
         out.push(DbEvent::Started { query, at: now });
@@ -612,6 +648,37 @@ mod tests {
         d.submit_work(600_000, 1, &mut out);
         assert_eq!(d.waiting(), 1);
         assert!(matches!(d.waiting.back(), Some(&(id, 0, 1)) if id == work));
+    }
+
+    #[test]
+    fn shared_work_runs_beside_the_queries_and_holds_no_server() {
+        // One server, contention 1 (k running, each at 1/k), `[cpu] sharing = "processor"`.
+        // Query 1 (1 ms) at 0; 0.5 ms of work and query 2 at 0.25 ms: the work starts at once
+        // (queued, it would wait for query 1), query 2 waits for the server. Both running at
+        // 1/2, the work is done at 1.25 ms, query 1 (0.25 left) at 1.5 ms; the work's end
+        // starts nothing (it held no server), query 1's starts query 2: done at 2.5 ms.
+        let mut d = db("servers = 1\nbase_ms = 1.0\ncontention = 1.0\n[cpu]\nsharing = \"processor\"");
+        let mut out = Vec::new();
+        d.submit(0, 1, 1, 1, &mut out);
+        out.clear();
+        d.submit_work(250_000, 500_000, &mut out);
+        d.submit(250_000, 2, 1, 2, &mut out);
+        assert_eq!((d.running(), d.waiting(), d.queries_in()), (2, 1, 2));
+        let work = match out[0] {
+            DbEvent::Started { query, at: 250_000 } if Db::is_work(query) => query,
+            _ => panic!("{out:?}"),
+        };
+        let (v, at) = due(&out, work);
+        assert_eq!(at, 1_250_000, "the work, at half speed beside query 1");
+        out.clear();
+        assert!(d.complete(at, work, v, &mut out));
+        assert_eq!((d.running(), d.waiting()), (1, 1), "the work's end frees no server: {out:?}");
+        let (v1, at1) = due(&out, 1);
+        assert_eq!(at1, 1_500_000);
+        out.clear();
+        assert!(d.complete(at1, 1, v1, &mut out));
+        assert_eq!(out[0], DbEvent::Started { query: 2, at: 1_500_000 });
+        assert_eq!(due(&out, 2).1, 2_500_000);
     }
 
     #[test]

@@ -34,7 +34,11 @@
 //!
 //! With a `[cpu]` section each arrival also puts the application's work per request on the
 //! database's servers ([`Db::submit_work`]): it queues with the queries and takes a server's
-//! time, and its completion answers nobody. Without it there is none, event for event.
+//! time, or runs beside them (`sharing = "processor"`, see `db.rs`), and its completion answers
+//! nobody. With `timer_us`, each armed deadline also schedules a `Spin` event that long before
+//! it (or at once, for a shorter wait): if the timer is still the instance's (same generation),
+//! the stretch left to the deadline goes to the servers as work, the driver's precise timer
+//! spinning and the driver yielding through it. Without `[cpu]` there is none, event for event.
 //!
 //! # Cost per event
 //!
@@ -178,6 +182,9 @@ enum Kind {
     Depart { instance: u32 },
     /// `[driver]`: the sealed query's batch function runs now; it goes to the pool.
     Launch { query: u32 },
+    /// `[cpu] timer_us`: the driver's precise timer starts its last stretch before the
+    /// instance's deadline (of the timer's `generation`); its CPU goes to the servers.
+    Spin { instance: u32, generation: u32 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -276,6 +283,8 @@ struct Engine {
     driver: Option<Driver>,
     /// `[cpu]`: the application's work per request on the database's servers, ns (0: none).
     work_ns: u64,
+    /// `[cpu] timer_us`: the driver's CPU before each deadline, ns (0: none).
+    timer_ns: u64,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     next_id: u64,
@@ -360,6 +369,7 @@ impl Engine {
             db_out: Vec::with_capacity(16),
             driver: Driver::new(scenario),
             work_ns: scenario.cpu.as_ref().map_or(0, |c| c.request_ns(scenario.policy.kind)),
+            timer_ns: scenario.cpu.as_ref().map_or(0, |c| (c.timer_us * 1e3).round() as u64),
             slots: Vec::new(),
             free_slots: Vec::new(),
             next_id: 0,
@@ -530,6 +540,18 @@ impl Engine {
                     inst.scheduler.on_timeout(now);
                     self.dispatch(instance)?;
                     (instance, false)
+                }
+                Kind::Spin { instance, generation } => {
+                    let inst = &self.instances[instance as usize];
+                    if generation == inst.timer_generation
+                        && let Some(deadline) = inst.timer_at
+                    {
+                        // The stretch from here to the deadline, spun (or, by the driver,
+                        // yielded through): that long of a core's time.
+                        self.db.submit_work(self.now, deadline.saturating_sub(self.now).max(1), &mut self.db_out);
+                        self.handle_db_events()?;
+                    }
+                    continue;
                 }
                 Kind::Launch { query } => {
                     let slot = &self.slots[query as usize];
@@ -924,6 +946,10 @@ impl Engine {
             // Deadlines come mostly in the order they fire (a fixed window's: each the
             // instance's first arrival + the window): the queue's run takes them in O(1).
             self.push_in_order(t.max(self.now), Kind::Timeout { instance: i, generation });
+            if self.timer_ns > 0 {
+                // `[cpu] timer_us`: the driver's timer is awake through the last stretch.
+                self.push(t.saturating_sub(self.timer_ns).max(self.now), Kind::Spin { instance: i, generation });
+            }
         }
     }
 

@@ -496,6 +496,36 @@ pub struct CpuConfig {
     /// so no boarding or wake-up by a batch); absent: `request_us`.
     #[serde(default, deserialize_with = "opt_non_negative", skip_serializing_if = "Option::is_none")]
     pub direct_request_us: Option<f64>,
+    /// The CPU a batcher's driver spends before each deadline of a timed policy, µs: its
+    /// precise timer spins, then the driver stays runnable, through the last stretch before
+    /// the departure. Each armed deadline puts that stretch (this long, or what is left of the
+    /// window if less) on the servers as work, from that much before it. Absent: none.
+    #[serde(default, deserialize_with = "non_negative", skip_serializing_if = "is_zero")]
+    pub timer_us: f64,
+    /// How the work shares the servers with the queries (default: [`CpuSharing::Queue`]).
+    #[serde(default, skip_serializing_if = "CpuSharing::is_queue")]
+    pub sharing: CpuSharing,
+}
+
+/// `[cpu] sharing`: how the application's work and the queries share the database's servers.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuSharing {
+    /// The work joins the queries' first-come-first-served queue and holds a server while it
+    /// runs: a query sent behind it waits for it (the model before `sharing`).
+    #[default]
+    Queue,
+    /// Processor sharing, as a kernel time-slices the threads: the work starts the instant it
+    /// arrives, holds no server (a query never waits for it to start), and runs beside the
+    /// queries, every running job, work or query, slowed by the others through `[db]`'s
+    /// contention.
+    Processor,
+}
+
+impl CpuSharing {
+    fn is_queue(&self) -> bool {
+        *self == CpuSharing::Queue
+    }
 }
 
 impl CpuConfig {

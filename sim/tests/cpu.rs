@@ -1,6 +1,7 @@
 //! `[cpu]`: the application's work per request on the database's servers. Closed forms with
-//! one server and constant costs: a burst's queries wait for the work queued before them,
-//! exactly as arithmetic says; absent or zero, the simulator is unchanged event for event.
+//! one server and constant costs: a burst's queries wait for the work queued before them, or
+//! share the server with it (`sharing = "processor"`), exactly as arithmetic says; absent or
+//! zero, the simulator is unchanged event for event.
 
 use std::path::Path;
 
@@ -9,9 +10,14 @@ use busline_sim::scenario::Scenario;
 
 /// `n` requests at the same instant (0), one server, a constant 1 ms query, with `sets`.
 fn burst(name: &str, n: u32, sets: &[&str]) -> RunOutput {
+    arrivals(name, &vec![0; n as usize], sets)
+}
+
+/// Requests at `at_us` (µs), one server, a constant 1 ms query, with `sets`.
+fn arrivals(name: &str, at_us: &[u64], sets: &[&str]) -> RunOutput {
     let dir = std::env::temp_dir().join(format!("busline-sim-cpu-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let csv: String = (0..n).map(|i| format!("0,{i}\n")).collect();
+    let csv: String = at_us.iter().enumerate().map(|(i, t)| format!("{t},{i}\n")).collect();
     std::fs::write(dir.join("t.csv"), csv).unwrap();
     let text = "name = \"t\"\n[traffic]\nkind = \"trace\"\npath = \"t.csv\"\ntime_unit = \"us\"\n\
                 [db]\nservers = 1\nservice = \"const\"\nbase_ms = 1.0\nper_key_cv = 0.0\n";
@@ -63,6 +69,53 @@ fn a_window_bus_leaves_when_its_window_closes_and_starts_when_a_core_is_free() {
 }
 
 #[test]
+fn shared_work_holds_no_server_and_slows_the_queries_by_the_contention() {
+    // The burst of the first test under `sharing = "processor"`: each arrival's 0.25 ms of
+    // work starts at once beside the running query instead of queueing ahead of it.
+    let car = ["policy.kind=car", "policy.max_in_flight=4", "cpu.request_us=250", "cpu.sharing=processor"];
+    // With no contention the work slows nothing: the queries end at 1, 2, 3, 4 ms, as
+    // without [cpu] (queued, they ended at 1.25, 2.5, 3.75, 5).
+    let free = burst("ps0", 4, &car);
+    close("uncontended mean", free.summary.latency_ms.mean, 2.5);
+    close("uncontended max", free.summary.latency_ms.max, 4.0);
+    // With contention 1 (k jobs each at 1/k: one core shared equally): the 4 works and query
+    // 1 run at 1/5 from 0; the works end at 1.25 ms, query 1 has done 0.25 of its 1 ms and
+    // ends at 2 ms; then 3, 4, 5 ms. Mean 3.5 (queued: 3.125, the same work, done in another
+    // order: the first query no longer waits for every work before it but shares with it).
+    let shared = burst("ps1", 4, &[car[0], car[1], car[2], car[3], "db.contention=1"]);
+    close("shared mean", shared.summary.latency_ms.mean, 3.5);
+    close("shared max", shared.summary.latency_ms.max, 5.0);
+    let queued = burst("ps2", 4, &[car[0], car[1], car[2], "db.contention=1"]);
+    close("queued mean", queued.summary.latency_ms.mean, 3.125);
+    // The work answers nobody and counts as no query, shared or not.
+    assert_eq!((shared.summary.queries, shared.totals.answered), (4, 4));
+}
+
+#[test]
+fn the_driver_s_timer_takes_the_last_stretch_before_each_deadline() {
+    // 0.5 ms windows, requests at 0 and 0.6 ms: bus A leaves at 0.5 ms, its query runs
+    // 0.5-1.5 ms; bus B's window runs to 1.1 ms. With `timer_us` = 200 the driver spins
+    // 0.3-0.5 ms (alone: no query runs) and 0.9-1.1 ms, beside query A (two places in flight,
+    // so B's window is timed while A runs).
+    let base = ["policy.kind=window", "policy.window_ms=0.5", "policy.max_in_flight=4", "db.contention=1"];
+    let run = |name: &str, extra: &[&str]| {
+        let sets: Vec<&str> = base.iter().chain(extra).copied().collect();
+        arrivals(name, &[0, 600], &sets).summary.latency_ms
+    };
+    // No timer: A 1.5 ms, B starts at 1.5 (one server), ends 2.5: 1.9 ms.
+    close("no timer", run("t0", &[]).mean, (1.5 + 1.9) / 2.0);
+    // Shared: at 0.9 ms query A (0.6 ms left) and the spin (0.2 ms) run at 1/2 each: the spin
+    // ends at 1.3 ms, query A at 1.7 ms; B (sent at 1.1 ms) waits for it, ends 2.7 ms: 2.1 ms.
+    let shared = run("t1", &["cpu.timer_us=200", "cpu.sharing=processor"]);
+    close("shared mean", shared.mean, (1.7 + 2.1) / 2.0);
+    close("shared max", shared.max, 2.1);
+    // Queued: the spin waits for query A (1.5 ms) and holds the server to 1.7 ms; B behind it.
+    close("queued", run("t2", &["cpu.timer_us=200"]).mean, (1.5 + 2.1) / 2.0);
+    // Without contention the spin slows nothing: as without the timer.
+    close("uncontended", run("t3", &["cpu.timer_us=200", "cpu.sharing=processor", "db.contention=0"]).mean, 1.7);
+}
+
+#[test]
 fn no_work_is_the_simulator_without_cpu() {
     // A contended Poisson run: [cpu] with no work per request changes nothing, event for event.
     let text = "name = \"p\"\nseed = 3\nrequests = 3000\n[traffic]\nkind = \"poisson\"\nrate_per_s = 20000.0\n\
@@ -72,12 +125,16 @@ fn no_work_is_the_simulator_without_cpu() {
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         run(&Scenario::parse_with(text, Path::new("."), &sets).unwrap(), &RunOptions::default()).unwrap()
     };
-    let (a, b) = (go(&[]), go(&["cpu.request_us=0"]));
-    assert_eq!(a.events, b.events);
-    assert_eq!(a.summary.queries, b.summary.queries);
-    assert_eq!(a.summary.latency_ms.mean.to_bits(), b.summary.latency_ms.mean.to_bits());
-    assert_eq!(a.summary.latency_ms.p99.to_bits(), b.summary.latency_ms.p99.to_bits());
+    let a = go(&[]);
+    for b in [go(&["cpu.request_us=0"]), go(&["cpu.request_us=0", "cpu.sharing=processor"])] {
+        assert_eq!(a.events, b.events);
+        assert_eq!(a.summary.queries, b.summary.queries);
+        assert_eq!(a.summary.latency_ms.mean.to_bits(), b.summary.latency_ms.mean.to_bits());
+        assert_eq!(a.summary.latency_ms.p99.to_bits(), b.summary.latency_ms.p99.to_bits());
+    }
     // And some work per request slows the same run: the model does something.
     let c = go(&["cpu.request_us=20"]);
     assert!(c.summary.latency_ms.mean > a.summary.latency_ms.mean, "{} vs {}", c.summary.latency_ms.mean, a.summary.latency_ms.mean);
+    let d = go(&["cpu.request_us=20", "cpu.sharing=processor"]);
+    assert!(d.summary.latency_ms.mean > a.summary.latency_ms.mean, "{} vs {}", d.summary.latency_ms.mean, a.summary.latency_ms.mean);
 }
