@@ -55,9 +55,11 @@
 //!
 //! # Faults
 //!
-//! User code that panics inside the engine (the batch function's call or its future; a key's
-//! `Hash`, `Eq` or `Clone` while the driver de-duplicates a batch) fails exactly that batch:
-//! its callers get [`Error::Panicked`] and later batches run. A value's `Clone` that panics
+//! User code that panics inside the engine reaches the callers it concerns as
+//! [`Error::Panicked`], and later batches run. The batch function's call or its future fails
+//! its batch. A key's `Hash`, `Eq` or `Clone` that panics while the driver de-duplicates a bus
+//! fails that key's callers: the driver reads the bus again, each key under its own guard,
+//! and sends the others. A value's `Clone` that panics
 //! fails only the caller reading it. Panics in the `Drop` of keys, values, maps and errors,
 //! which run after every caller concerned has its answer, are caught and ignored. A batch
 //! call that hangs is dropped after [`Builder::batch_timeout`] (its callers get

@@ -572,7 +572,7 @@ mod tests {
         // Nothing cancelled since: the rest is collected after what was gathered.
         let sealed = seal(&ring).unwrap();
         // SAFETY: once, after the seal; `gathered` from this epoch.
-        let rest = unsafe { ring.slot(0).collect_rest(sealed.count, gathered, |k| keys.push(k.clone())) };
+        let rest = unsafe { ring.slot(0).collect_rest(sealed.count, gathered, |_, k| keys.push(k.clone())) };
         assert_eq!(rest, Some(1));
         assert_eq!(keys, ["a", "c", "d", "e"]);
         // SAFETY: once.
@@ -596,7 +596,7 @@ mod tests {
         assert!(!release(&ring, 0, 1));
         let sealed = seal(&ring).unwrap();
         // SAFETY: as above.
-        let rest = unsafe { ring.slot(0).collect_rest(sealed.count, gathered, |k| keys.push(k.clone())) };
+        let rest = unsafe { ring.slot(0).collect_rest(sealed.count, gathered, |_, k| keys.push(k.clone())) };
         assert_eq!(rest, None, "the cancel after the gather is caught");
         keys.clear();
         // SAFETY: collect_rest collected nothing: collect from scratch, once.
@@ -617,7 +617,7 @@ mod tests {
         let gathered = unsafe { ring.slot(0).gather(Gathered::NONE, 1, |k| keys.push(k.clone())) };
         let sealed = seal(&ring).unwrap();
         // SAFETY: as above.
-        let rest = unsafe { ring.slot(0).collect_rest(sealed.count, gathered, |k| keys.push(k.clone())) };
+        let rest = unsafe { ring.slot(0).collect_rest(sealed.count, gathered, |_, k| keys.push(k.clone())) };
         assert_eq!((rest, keys), (Some(0), vec!["z".to_string()]));
         // SAFETY: once.
         unsafe { ring.slot(0).publish(()) };

@@ -39,6 +39,9 @@ pub(crate) type AwaitedBatch<K, V, E> = Pin<Box<dyn Future<Output = (Outcome<K, 
 #[derive(Debug)]
 pub(crate) struct Held<K, V, E> {
     outcome: Option<Outcome<K, V, E>>,
+    /// Seats (increasing) whose key panicked before the batch ran: their callers get
+    /// `Error::Panicked`, whatever the outcome.
+    refused: Option<Box<[usize]>>,
     #[cfg_attr(not(feature = "tracing"), allow(dead_code, reason = "read by the tracing observer only"))]
     trace: BatchTrace,
 }
@@ -49,7 +52,19 @@ impl<K, V, E> Held<K, V, E> {
     }
 
     pub(crate) fn traced(outcome: Outcome<K, V, E>, trace: BatchTrace) -> Self {
-        Held { outcome: Some(outcome), trace }
+        Held { outcome: Some(outcome), refused: None, trace }
+    }
+
+    /// The same, with `refused` seats answered `Panicked`.
+    pub(crate) fn refusing(mut self, refused: Option<Box<[usize]>>) -> Self {
+        self.refused = refused;
+        self
+    }
+
+    /// Whether seat `index`'s key panicked before the batch ran.
+    #[inline]
+    pub(crate) fn refused(&self, index: usize) -> bool {
+        self.refused.as_ref().is_some_and(|seats| seats.binary_search(&index).is_ok())
     }
 
     pub(crate) fn outcome(&self) -> &Outcome<K, V, E> {

@@ -263,7 +263,18 @@ impl<K, R> Slot<K, R> {
     ///
     /// Called once per seal, by the driver, after [`on_sealed`](Slot::on_sealed), before the
     /// batch's reference is released.
-    pub unsafe fn collect(&self, count: usize, live: impl FnMut(&K)) -> usize {
+    pub unsafe fn collect(&self, count: usize, mut live: impl FnMut(&K)) -> usize {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.collect_indexed(count, |_, key| live(key)) }
+    }
+
+    /// As [`collect`](Slot::collect), calling `live` with each live seat's index too (in
+    /// increasing order).
+    ///
+    /// # Safety
+    ///
+    /// As for [`collect`](Slot::collect).
+    pub unsafe fn collect_indexed(&self, count: usize, live: impl FnMut(usize, &K)) -> usize {
         // SAFETY: forwarded from the caller; nothing was gathered ahead.
         unsafe { self.collect_rest(count, Gathered::NONE, live) }.expect("nothing gathered, nothing to re-check")
     }
@@ -311,7 +322,7 @@ impl<K, R> Slot<K, R> {
     /// # Safety
     ///
     /// As for [`collect`](Slot::collect); `gathered` comes from this epoch's gathers.
-    pub unsafe fn collect_rest(&self, count: usize, gathered: Gathered, mut live: impl FnMut(&K)) -> Option<usize> {
+    pub unsafe fn collect_rest(&self, count: usize, gathered: Gathered, mut live: impl FnMut(usize, &K)) -> Option<usize> {
         debug_assert!(gathered.upto <= count, "gathered {} seats of {count} sealed", gathered.upto);
         let mut cancelled = gathered.cancelled;
         for index in gathered.upto..count {
@@ -319,7 +330,7 @@ impl<K, R> Slot<K, R> {
             if state == WRITTEN {
                 // SAFETY: WRITTEN grants shared reads of the key until the reset, which cannot
                 // happen before the batch's reference is released.
-                entry.key.with(|key| live(unsafe { (*key).assume_init_ref() }));
+                entry.key.with(|key| live(index, unsafe { (*key).assume_init_ref() }));
             } else {
                 cancelled += 1;
             }

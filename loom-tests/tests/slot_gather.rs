@@ -39,7 +39,7 @@ fn gather_vs_cancel() {
     let sealed = seal(&ring).expect("slot 1 is free");
     assert_eq!(sealed.count, 2);
     // SAFETY: once per seal, by the driver, before the batch's reference is released.
-    let cancelled = match unsafe { slot.collect_rest(sealed.count, gathered, |key| ids.push(key.id())) } {
+    let cancelled = match unsafe { slot.collect_rest(sealed.count, gathered, |_, key| ids.push(key.id())) } {
         Some(cancelled) => cancelled,
         None => {
             // A seat gathered ahead was cancelled since: start again.
@@ -103,7 +103,7 @@ fn two_cancels() {
     quitters.next().unwrap().join().unwrap();
     let sealed = seal(&ring).expect("slot 1 is free");
     // SAFETY: once per seal, by the driver, before the batch's reference is released.
-    let rest = unsafe { slot.collect_rest(sealed.count, gathered, |key| ids.push(key.id())) };
+    let rest = unsafe { slot.collect_rest(sealed.count, gathered, |_, key| ids.push(key.id())) };
     if rest.is_none() {
         ids.clear();
         // SAFETY: as above; nothing else was collected from this seal.

@@ -1,8 +1,9 @@
 //! One batch's lifecycle after its seal: collect its keys, run the batch function, publish the
 //! outcome. Every piece of user code on the way (the keys' `Hash`, `Eq` and `Clone` in the
 //! de-duplication, the batch function's call and its future's polls, the drops of what it
-//! leaves behind) runs under `catch_unwind`, so a panic becomes the batch's outcome
-//! (`Error::Panicked`) and never unwinds through the driver.
+//! leaves behind) runs under `catch_unwind`, so a panic never unwinds through the driver: a
+//! key's fails that key's callers (`Error::Panicked`, see [`collect`]), the batch function's
+//! fails the batch.
 
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
@@ -18,10 +19,6 @@ use super::distinct::Distinct;
 use crate::shared::{Held, Outcome, Shared, await_batch, drop_quietly};
 use crate::signals::{self, Fanout};
 use crate::stats::StatsCells;
-
-/// A panic in user code, caught.
-#[derive(Debug)]
-pub(super) struct Panicked;
 
 /// The keys of the boarding bus gathered ahead of its departure, de-duplicated into the
 /// driver's set (see `Slot::gather`): the driver gathers while it waits out a window, so that
@@ -108,15 +105,21 @@ fn insert<K: Eq + Hash + Clone>(dedup: &mut Distinct<K>, key: &K) {
     dedup.insert(key);
 }
 
+/// A sealed batch's keys, and the seats whose key panicked in its de-duplication.
+pub(super) struct Collected<K> {
+    /// The distinct keys of the callers still there, in boarding order.
+    pub(super) keys: Vec<K>,
+    /// Seats (in increasing order) whose key's `Hash`, `Eq` or `Clone` panicked: left out of
+    /// the batch, their callers answered `Error::Panicked`.
+    pub(super) refused: Option<Box<[usize]>>,
+}
+
 /// Waits for each sealed seat to be written and gathers the distinct keys of the callers still
 /// there into `dedup` (continuing what `ahead` gathered), then takes them out. The keys'
-/// `Hash`, `Eq` and `Clone` run here.
-pub(super) fn collect<K, V, E>(
-    shared: &Shared<K, V, E>,
-    sealed: Sealed,
-    ahead: &mut Ahead,
-    dedup: &mut Distinct<K>,
-) -> Result<Vec<K>, Panicked>
+/// `Hash`, `Eq` and `Clone` run here. If one panics, the seats are read again, each key under
+/// its own guard: a key that panics again is left out and its seat refused, so that a bad key
+/// fails its own callers and not the others of its bus.
+pub(super) fn collect<K, V, E>(shared: &Shared<K, V, E>, sealed: Sealed, ahead: &mut Ahead, dedup: &mut Distinct<K>) -> Collected<K>
 where
     K: Eq + Hash + Clone,
 {
@@ -125,7 +128,7 @@ where
     let collected = std::panic::catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: once per seal, by the driver, before the batch's reference is released;
         // `gathered` comes from this epoch's gathers.
-        let rest = unsafe { slot.collect_rest(sealed.count, gathered, |key| insert(dedup, key)) };
+        let rest = unsafe { slot.collect_rest(sealed.count, gathered, |_, key| insert(dedup, key)) };
         if rest.is_none() {
             // A caller gathered ahead has gone since: start again without its key.
             dedup.clear();
@@ -133,15 +136,23 @@ where
             unsafe { slot.collect(sealed.count, |key| insert(dedup, key)) };
         }
     }));
-    match collected {
+    if collected.is_ok() {
         // The keys move out: no user code.
-        Ok(()) => Ok(dedup.take()),
-        Err(_) => {
-            // The set may hold clones; drop them (their `Drop` is user code too).
-            dedup.clear();
-            Err(Panicked)
-        }
+        return Collected { keys: dedup.take(), refused: None };
     }
+    // The set may hold clones; drop them (their `Drop` is user code too).
+    dedup.clear();
+    let mut refused = Vec::new();
+    // SAFETY: as above; what was collected from this seal has been dropped.
+    unsafe {
+        slot.collect_indexed(sealed.count, |index, key| {
+            // `Distinct::insert` leaves nothing half-added when user code panics.
+            if std::panic::catch_unwind(AssertUnwindSafe(|| insert(dedup, key))).is_err() {
+                refused.push(index);
+            }
+        })
+    };
+    Collected { keys: dedup.take(), refused: (!refused.is_empty()).then(|| refused.into_boxed_slice()) }
 }
 
 /// Calls the batch function with `keys` and runs its future on `runtime`, publishing the
@@ -187,12 +198,20 @@ pub(super) struct Publisher<K, V, E> {
     published: bool,
     /// The batch as its observers follow it, and when its call started (set at departure).
     trace: Option<(BatchTrace, std::time::Instant)>,
+    /// Seats whose key panicked in the collect (see [`Collected`]), answered `Panicked`.
+    refused: Option<Box<[usize]>>,
 }
 
 impl<K, V, E> Publisher<K, V, E> {
     /// The publisher of the batch sealed in `slot`; holds the batch's reference to it.
     pub(super) fn new(shared: StdArc<Shared<K, V, E>>, slot: usize) -> Self {
-        Publisher { shared, slot, published: false, trace: None }
+        Publisher { shared, slot, published: false, trace: None, refused: None }
+    }
+
+    /// The callers of `seats` are answered `Panicked`, whatever the outcome (their key
+    /// panicked in the collect).
+    pub(super) fn refuse(&mut self, seats: Box<[usize]>) {
+        self.refused = Some(seats);
     }
 
     /// The batch departs with `departure`: tells the observers (metrics, the batch's span).
@@ -248,13 +267,14 @@ impl<K, V, E> Publisher<K, V, E> {
             Ok(_) => {}
         }
         let shared = &*self.shared;
-        Some(match self.trace.take() {
+        let held = match self.trace.take() {
             Some((trace, started)) => {
                 shared.observer.finished(&trace, Ending::of(&outcome), started.elapsed());
                 Held::traced(outcome, trace)
             }
             None => Held::new(outcome),
-        })
+        };
+        Some(held.refusing(self.refused.take()))
     }
 }
 
@@ -357,7 +377,7 @@ mod tests {
         shared.ring.slot(0).cancel(0);
         release(&shared, 0, 1);
         let sealed = seal(&shared).unwrap();
-        let keys = collect(&shared, sealed, &mut ahead, &mut dedup).map_err(drop).unwrap();
+        let keys = collect(&shared, sealed, &mut ahead, &mut dedup).keys;
         assert_eq!(keys, [2, 3], "collected from scratch without key 1, each key once");
         assert_eq!(dedup.take(), Vec::<u64>::new(), "nothing left behind for the next bus");
     }
@@ -373,7 +393,7 @@ mod tests {
         assert_eq!(ahead.gathered.upto, 2);
         board_keys(&shared, 0, &[7, 5]);
         let sealed = seal(&shared).unwrap();
-        let keys = collect(&shared, sealed, &mut ahead, &mut dedup).map_err(drop).unwrap();
+        let keys = collect(&shared, sealed, &mut ahead, &mut dedup).keys;
         assert_eq!(keys, [5, 6, 7], "the gathered keys, then the rest, in boarding order");
         assert_eq!(ahead.gathered, Gathered::NONE, "the seal's collect took what was gathered");
     }
@@ -396,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn a_key_that_panics_in_the_gather_stops_it_and_fails_only_its_batch() {
+    fn a_key_that_panics_in_the_gather_stops_it_and_fails_only_its_seat() {
         let shared = shared::<Fragile>();
         let (mut ahead, mut dedup) = (Ahead::new(), Distinct::new());
         board_keys(&shared, 0, &[Fragile(1), Fragile(13), Fragile(2)]);
@@ -405,14 +425,16 @@ mod tests {
         assert!(ahead.stopped, "the panic stopped the gathering of this bus");
         assert_eq!(ahead.gathered, Gathered::NONE, "nothing counted as gathered");
         assert_eq!(dedup.take(), Vec::<Fragile>::new(), "the key added before the panic was dropped");
-        // A later look does not meet the panic again; the collect at departure does, as the
-        // batch's outcome.
+        // A later look does not meet the panic again; the collect at departure does, and
+        // refuses the bad key's seat alone.
         ahead.gather(&shared, shared.ring.boarding(), &mut dedup);
         let panics = || HASH_PANICS.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(panics(), 1, "the stopped gather did not hash the bad key again");
         let sealed = seal(&shared).unwrap();
-        assert!(collect(&shared, sealed, &mut ahead, &mut dedup).is_err(), "the batch fails as Panicked");
-        assert_eq!(panics(), 2);
+        let collected = collect(&shared, sealed, &mut ahead, &mut dedup);
+        assert_eq!(collected.keys, [Fragile(1), Fragile(2)], "the other keys go");
+        assert_eq!(collected.refused.as_deref(), Some(&[1][..]), "seat 1's key is refused");
+        assert_eq!(panics(), 3, "met in the collect, then again seat by seat");
         assert!(!ahead.stopped, "the next bus is gathered again");
         // Its three callers and the batch let go of slot 0, so the next seal finds it free.
         release(&shared, 0, 4);
@@ -422,6 +444,7 @@ mod tests {
         ahead.gather(&shared, boarding, &mut dedup);
         ahead.gather(&shared, boarding, &mut dedup);
         let sealed = seal(&shared).unwrap();
-        assert_eq!(collect(&shared, sealed, &mut ahead, &mut dedup).map_err(drop).unwrap(), [Fragile(3)]);
+        let collected = collect(&shared, sealed, &mut ahead, &mut dedup);
+        assert_eq!((collected.keys, collected.refused), (vec![Fragile(3)], None));
     }
 }

@@ -19,6 +19,10 @@ type Hasher = hashbrown::DefaultHashBuilder;
 pub(super) struct Distinct<K> {
     /// The distinct keys so far, in the order they were first met.
     keys: Vec<K>,
+    /// Each key's hash, beside it: the index grows by these, so that no user `Hash` runs on
+    /// the keys already in (a panic there, in the middle of a rehash, is the one that could
+    /// leave the index short of a key).
+    hashes: Vec<u64>,
     /// Positions in `keys`, by the key's hash.
     index: HashTable<usize>,
     hasher: Hasher,
@@ -34,7 +38,7 @@ const KEEP: usize = crate::seats::POOL_SEATS;
 
 impl<K> Distinct<K> {
     pub(super) fn new() -> Distinct<K> {
-        Distinct { keys: Vec::new(), index: HashTable::new(), hasher: Hasher::default(), room: 0 }
+        Distinct { keys: Vec::new(), hashes: Vec::new(), index: HashTable::new(), hasher: Hasher::default(), room: 0 }
     }
 
     /// Takes the keys out. The next batch's vector is allocated by its first key, with room for
@@ -61,19 +65,21 @@ impl<K> Distinct<K> {
     fn forget_index(&mut self) {
         if self.index.capacity() > KEEP {
             self.index = HashTable::new();
+            self.hashes = Vec::new();
         } else {
             self.index.clear();
+            self.hashes.clear();
         }
     }
 }
 
 impl<K: Eq + Hash + Clone> Distinct<K> {
     /// Adds `key` unless an equal key is in already. Runs the key's `Hash`, `Eq` and (for a new
-    /// key) `Clone`; if one panics, nothing half-added stays behind.
+    /// key) `Clone`, and no other key's; if one panics, nothing half-added stays behind.
     pub(super) fn insert(&mut self, key: &K) {
         let hash = self.hasher.hash_one(key);
-        let (keys, hasher) = (&self.keys, &self.hasher);
-        match self.index.entry(hash, |&at| keys[at] == *key, |&at| hasher.hash_one(&keys[at])) {
+        let (keys, hashes) = (&self.keys, &self.hashes);
+        match self.index.entry(hash, |&at| keys[at] == *key, |&at| hashes[at]) {
             Entry::Occupied(_) => {}
             Entry::Vacant(vacant) => {
                 // Clone and make room before indexing: a panicking `Clone` (or a failed
@@ -83,8 +89,10 @@ impl<K: Eq + Hash + Clone> Distinct<K> {
                     self.keys.reserve(self.room.max(1));
                 }
                 self.keys.reserve(1);
+                self.hashes.reserve(1);
                 vacant.insert(self.keys.len());
                 self.keys.push(key);
+                self.hashes.push(hash);
             }
         }
     }

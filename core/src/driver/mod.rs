@@ -271,10 +271,14 @@ where
             stats.queue_wait_us.record(waited.as_micros() as u64);
         }
         let mut publisher = Publisher::new(StdArc::clone(&self.shared), sealed.slot);
-        let keys = match batch::collect(shared, sealed, &mut self.ahead, &mut self.dedup) {
-            Ok(keys) => keys,
-            Err(batch::Panicked) => return publisher.publish(Err(Error::Panicked)),
-        };
+        let batch::Collected { keys, refused } = batch::collect(shared, sealed, &mut self.ahead, &mut self.dedup);
+        if let Some(refused) = refused {
+            if keys.is_empty() {
+                // Every caller still there has a key that panicked.
+                return publisher.publish(Err(Error::Panicked));
+            }
+            publisher.refuse(refused);
+        }
         if keys.is_empty() {
             // Every caller has gone: no batch to run, nobody to publish to.
             publisher.discard();

@@ -93,33 +93,41 @@ fn keyed() -> Batcher<Key, u32, ()> {
     .unwrap()
 }
 
-/// Loads `BAD` and a good key together (one bus), expects both answered `Panicked`, then checks
-/// that many later loads (more than the batcher has slots) are served.
-async fn the_bad_key_fails_its_batch_and_later_loads_work(fault: Fault) {
+/// Loads `BAD` and a good key together (one bus): the bad key's caller is answered `Panicked`,
+/// its bus-mate served (the driver reads the bus again, each key under its own guard, and
+/// sends the others); then checks that many later loads (more than the batcher has slots) are
+/// served.
+async fn the_bad_key_fails_its_own_caller_and_later_loads_work(fault: Fault) {
     let b = keyed();
     let (bad, good) = answered(async { tokio::join!(b.load(Key::new(BAD, fault)), b.load(Key::new(1, fault))) }).await;
     assert!(matches!(bad, Err(Error::Panicked)), "{fault:?}: {bad:?}");
-    assert!(matches!(good, Err(Error::Panicked)), "{fault:?}: the bad key's bus-mate: {good:?}");
+    if fault == Fault::Eq {
+        // `eq(1, BAD)` panics whichever side calls it: the key compared second is blamed in
+        // the driver, and the reader's own lookup in the answer map compares them again.
+        assert!(matches!(good, Ok(Some(10)) | Err(Error::Panicked)), "{fault:?}: the bad key's bus-mate: {good:?}");
+    } else {
+        assert!(matches!(good, Ok(Some(10))), "{fault:?}: the bad key's bus-mate is served: {good:?}");
+    }
     for id in 100..120 {
         assert_eq!(answered(b.load(Key::new(id, fault))).await.unwrap(), Some(id * 10), "{fault:?}");
     }
-    assert_eq!(b.stats().panicked_batches, 1);
+    assert_eq!(b.stats().panicked_batches, 0, "no batch failed as a whole");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_whose_hash_panics_fails_its_batch_and_the_batcher_keeps_serving() {
+async fn a_key_whose_hash_panics_fails_its_caller_and_the_batcher_keeps_serving() {
     // Before: the driver unwound inside its dedup, both callers hung, later loads were refused.
-    the_bad_key_fails_its_batch_and_later_loads_work(Fault::Hash).await;
+    the_bad_key_fails_its_own_caller_and_later_loads_work(Fault::Hash).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_whose_eq_panics_fails_its_batch_and_the_batcher_keeps_serving() {
-    the_bad_key_fails_its_batch_and_later_loads_work(Fault::Eq).await;
+async fn a_key_whose_eq_panics_fails_its_caller_and_the_batcher_keeps_serving() {
+    the_bad_key_fails_its_own_caller_and_later_loads_work(Fault::Eq).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_whose_clone_panics_fails_its_batch_and_the_batcher_keeps_serving() {
-    the_bad_key_fails_its_batch_and_later_loads_work(Fault::Clone).await;
+async fn a_key_whose_clone_panics_fails_its_caller_and_the_batcher_keeps_serving() {
+    the_bad_key_fails_its_own_caller_and_later_loads_work(Fault::Clone).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
