@@ -71,6 +71,14 @@ impl<K, V, E> From<Answered<K, V, E>> for Answers<K, V, E> {
     }
 }
 
+impl<K: Eq + Hash, V, E> Answers<K, V, E> {
+    /// `key`'s own error, if the batch function failed it alone.
+    pub(crate) fn failure(&self, key: &K) -> Option<Error<E>> {
+        let failed = self.failed.as_ref()?;
+        failed.get(key).map(|e| Error::Key(Arc::clone(e)))
+    }
+}
+
 impl<K: Eq + Hash, V: Clone, E> Answers<K, V, E> {
     /// `key`'s answer: its value, `None` if the batch function left it out, or its own error.
     pub(crate) fn get(&self, key: &K) -> Result<Option<V>, Error<E>> {

@@ -47,11 +47,16 @@ where
     }
 }
 
-impl<K, V, E> Reader<K, V, E> for WholeMap {
+impl<K: Eq + Hash, V, E> Reader<K, V, E> for WholeMap {
     type Output = StdArc<HashMap<K, V>>;
-    fn read(outcome: &Outcome<K, V, E>, _: &K) -> Result<StdArc<HashMap<K, V>>, Error<E>> {
+    fn read(outcome: &Outcome<K, V, E>, key: &K) -> Result<StdArc<HashMap<K, V>>, Error<E>> {
         match outcome {
-            Ok(answers) => Ok(StdArc::clone(&answers.values)),
+            // The caller's own key failed (a per-key batch function): its error, not a map
+            // without it.
+            Ok(answers) => match answers.failure(key) {
+                Some(e) => Err(e),
+                None => Ok(StdArc::clone(&answers.values)),
+            },
             Err(e) => Err(e.clone()),
         }
     }
@@ -249,6 +254,9 @@ where
                             seat.read(index, |held, key| {
                                 #[cfg(feature = "tracing")]
                                 crate::observe::tracing::served(&self.span, &held.trace().span);
+                                if held.refused(index) {
+                                    return Err(Error::Panicked);
+                                }
                                 R::read(held.outcome(), key)
                             })
                         }
@@ -274,12 +282,19 @@ where
                     self.stage = Stage::Boarding(key);
                 }
                 Stage::Alone(solo) => {
-                    let (outcome, batch) = ready!(solo.run.as_mut().poll(cx));
+                    // In the batcher's runtime context, as the driver runs its batches: a batch
+                    // function that uses tokio's timers or I/O works from any caller.
+                    let polled = {
+                        let _entered = shared.runtime.enter();
+                        solo.run.as_mut().poll(cx)
+                    };
+                    let (outcome, batch) = ready!(polled);
                     let answer = std::panic::catch_unwind(AssertUnwindSafe(|| R::read(&outcome, &solo.key)))
                         .unwrap_or(Err(Error::Panicked));
                     drop_quietly(batch);
                     drop(Held::new(outcome));
-                    self.stage = Stage::Done;
+                    // The key's `Drop` is user code: it must not panic out of this poll.
+                    drop_quietly(std::mem::replace(&mut self.stage, Stage::Done));
                     return Poll::Ready(answer);
                 }
                 Stage::Done => panic!("`Load` polled after completion"),
@@ -367,13 +382,20 @@ where
         let admitted = Admitted(&shared.signals);
         StatsCells::bump(&shared.stats.ran_alone);
         shared.observer.ran_alone();
-        let call = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.batch_fn)(vec![key.clone()])));
+        let call = {
+            // The batcher's runtime context, as for the polls (`poll_stage`).
+            let _entered = shared.runtime.enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| (shared.batch_fn)(vec![key.clone()])))
+        };
         match call {
             Ok(batch) => {
                 let run = await_batch(batch, shared.batch_timeout, &shared.runtime).boxed();
                 Stage::Alone(Box::new(Solo { key, run, _admitted: admitted }))
             }
-            Err(_) => Stage::Refused(Error::Panicked),
+            Err(_) => {
+                drop_quietly(key);
+                Stage::Refused(Error::Panicked)
+            }
         }
     }
 }
@@ -403,14 +425,22 @@ impl<K, V, E, R> Ticket<'_, K, V, E, R> {
 
 impl<K, V, E, R> Drop for Ticket<'_, K, V, E, R> {
     fn drop(&mut self) {
-        if let Stage::Seated { slot, index } = self.stage {
-            // Gave up while seated: tell the driver to leave the key out (if it has not
-            // collected it yet), then drop our reference.
-            self.shared.ring.slot(slot).cancel(index);
-            StatsCells::bump(&self.shared.stats.cancelled);
-            self.shared.observer.cancelled();
-            // SAFETY: our seat's reference, held since the claim; the ticket is going away.
-            unsafe { self.shared.release(slot, 1) };
+        match self.stage {
+            Stage::Seated { slot, index } => {
+                // Gave up while seated: tell the driver to leave the key out (if it has not
+                // collected it yet), then drop our reference.
+                self.shared.ring.slot(slot).cancel(index);
+                StatsCells::bump(&self.shared.stats.cancelled);
+                self.shared.observer.cancelled();
+                // SAFETY: our seat's reference, held since the claim; the ticket is going away.
+                unsafe { self.shared.release(slot, 1) };
+            }
+            Stage::Done => {}
+            // The key (and a solo run's batch future) hold user code in their `Drop`: a panic
+            // there must not unwind into the caller that gives up.
+            _ => {
+                drop_quietly(std::mem::replace(&mut self.stage, Stage::Done));
+            }
         }
     }
 }

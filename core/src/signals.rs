@@ -377,7 +377,7 @@ pub fn board<K, R>(
 /// carries no enum of the key (which the compiler would build in memory, and the next claim's
 /// locked add would wait for those stores).
 #[inline(always)]
-pub fn board_then<K, R, T>(
+pub(crate) fn board_then<K, R, T>(
     ring: &Ring<K, R>,
     signals: &Signals,
     key: K,
@@ -474,7 +474,7 @@ pub fn admit<K, R>(
     reason = "the inputs of one step and its two ways on; `Load::board` is its caller"
 )]
 #[inline(always)]
-pub fn admit_then<K, R, T>(
+pub(crate) fn admit_then<K, R, T>(
     ring: &Ring<K, R>,
     signals: &Signals,
     overflow: Overflow,

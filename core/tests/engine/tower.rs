@@ -93,30 +93,43 @@ async fn under_reject_the_service_stays_ready_and_its_call_is_refused_at_capacit
             tokio::spawn(async move { b.load(k).await })
         })
         .collect();
-    // At capacity once a load is refused.
-    let mut refused = false;
-    for _ in 0..100_000 {
-        // Polled once: a load that boards would wait for the held backend; it gives up.
+    // Probes, each polled once and kept if it boarded (it waits for the held backend; one
+    // given up could free its bus). After each refusal (the batcher at capacity, or about to
+    // be), readiness is polled once: it must be `Ready` every time, where under `Wait` it is
+    // `Pending` once the driver has flagged the stall.
+    let mut svc = b.clone();
+    let (mut refusals, mut probes) = (0, Vec::new());
+    let mut attempts = 0;
+    while refusals < 50 {
+        attempts += 1;
+        assert!(attempts < 1_000_000, "the batcher never reached capacity");
         let mut load = Box::pin(b.load(7));
-        let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(load.as_mut().poll(cx))).await;
-        if matches!(polled, std::task::Poll::Ready(Err(Error::Overloaded))) {
-            refused = true;
-            break;
+        match std::future::poll_fn(|cx| std::task::Poll::Ready(load.as_mut().poll(cx))).await {
+            std::task::Poll::Ready(Err(Error::Overloaded)) => {
+                refusals += 1;
+                let ready = std::future::poll_fn(|cx| std::task::Poll::Ready(svc.poll_ready(cx))).await;
+                assert!(matches!(ready, std::task::Poll::Ready(Ok(()))), "readiness at capacity under Reject: {ready:?}");
+            }
+            std::task::Poll::Pending => probes.push(load),
+            std::task::Poll::Ready(other) => panic!("a probe answered {other:?} with the backend held"),
         }
-        drop(load);
         tokio::task::yield_now().await;
     }
-    assert!(refused, "the batcher never reached capacity");
-    let mut svc = b.clone();
-    let ready = tokio::time::timeout(Duration::from_secs(10), svc.ready()).await;
-    assert!(matches!(ready, Ok(Ok(_))), "ready at capacity under Reject");
-    assert!(matches!(svc.call(3).await, Err(Error::Overloaded)));
+    // Ready, so called: refused at once, or (if a bus opened since) seated.
+    let call = tokio::spawn(async move { svc.call(3).await });
     gate.add_permits(100);
+    // The probes first: an answered batch keeps its slot until its callers read it, and a bus
+    // seated after them leaves only once a slot is free.
+    for probe in probes {
+        assert_eq!(probe.await.unwrap(), Some(8));
+    }
     for load in held {
-        // Either boarded (and answered now) or refused itself, racing the probe's loads.
+        // Either boarded (and answered now) or refused itself, racing the probes.
         let answer = load.await.unwrap();
         assert!(matches!(answer, Ok(Some(_)) | Err(Error::Overloaded)), "{answer:?}");
     }
+    let answer = call.await.unwrap();
+    assert!(matches!(answer, Ok(Some(4)) | Err(Error::Overloaded)), "{answer:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
