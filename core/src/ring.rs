@@ -302,7 +302,17 @@ impl<K, R> Ring<K, R> {
         if index < self.seats {
             let slot = slot_of(word);
             // The same word means the same slot and seat: the place computed above is this one.
-            let place = if word == seen { expected } else { self.slots[slot].place(index) };
+            #[cfg(busline_loom)]
+            let guessed = if crate::sync::broken(Bug::Place) {
+                // BROKEN ON PURPOSE (loom-tests): the count alone decides, so a claim in the
+                // slot opened by a seal since the look writes into the sealed slot's seat.
+                index == count_of(seen)
+            } else {
+                word == seen
+            };
+            #[cfg(not(busline_loom))]
+            let guessed = word == seen;
+            let place = if guessed { expected } else { self.slots[slot].place(index) };
             Placed::Seat { slot, index, place }
         } else {
             Placed::Full { boarding: word & !COUNT_MASK }

@@ -282,7 +282,10 @@ pub enum Boarded {
     Closed(Key),
 }
 
-/// Claims a seat and, if seated, writes the key (`Ticket::board`).
+/// Claims a seat and, if seated, writes the key (`Ticket::board`'s steps). It locates the seat
+/// after the claim (`Slot::write`); the engine's path, which locates it before the claim
+/// (`Ring::claim_placed`, `Slot::write_placed`), is `busline::model::board`, modelled in
+/// `ring_place.rs` and the `driver_*.rs` models.
 pub fn board(ring: &TestRing, key: Key) -> Boarded {
     match ring.claim() {
         Claim::Seat { slot, index } => {
