@@ -14,6 +14,11 @@ use tower05::{Service, ServiceBuilder, ServiceExt};
 /// A batcher at capacity after two loads: one seat per bus, one batch in flight, and batch
 /// calls that wait for a permit.
 fn gated() -> (Batcher<u32, u32, std::io::Error>, Arc<Semaphore>) {
+    gated_with(busline::Overflow::Wait)
+}
+
+/// As [`gated`], under `overflow`.
+fn gated_with(overflow: busline::Overflow) -> (Batcher<u32, u32, std::io::Error>, Arc<Semaphore>) {
     let gate = Arc::new(Semaphore::new(0));
     let permits = gate.clone();
     let b = Batcher::builder(move |keys: Vec<u32>| {
@@ -25,6 +30,7 @@ fn gated() -> (Batcher<u32, u32, std::io::Error>, Arc<Semaphore>) {
     })
     .max_batch_size(1)
     .max_in_flight(1)
+    .overflow(overflow)
     .build()
     .unwrap();
     (b, gate)
@@ -72,20 +78,7 @@ async fn readiness_is_pending_at_capacity_and_returns_when_the_bus_leaves() {
 async fn under_reject_the_service_stays_ready_and_its_call_is_refused_at_capacity() {
     // `Reject` never makes a caller wait, through tower either: ready at capacity, and the call
     // answers `Overloaded` at once.
-    let gate = Arc::new(Semaphore::new(0));
-    let permits = gate.clone();
-    let b = Batcher::builder(move |keys: Vec<u32>| {
-        let permits = permits.clone();
-        async move {
-            permits.acquire().await.unwrap().forget();
-            Ok::<_, std::io::Error>(keys.into_iter().map(|k| (k, k + 1)).collect::<HashMap<_, _>>())
-        }
-    })
-    .max_batch_size(1)
-    .max_in_flight(1)
-    .overflow(busline::Overflow::Reject)
-    .build()
-    .unwrap();
+    let (b, gate) = gated_with(busline::Overflow::Reject);
     let held: Vec<_> = [1, 2]
         .into_iter()
         .map(|k| {
