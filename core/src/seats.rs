@@ -322,7 +322,7 @@ impl<T> Seats<T> {
     /// # Safety
     ///
     /// The caller claimed seat `index` in the slot's current epoch.
-    #[cfg_attr(not(test), allow(dead_code, reason = "the engine goes through `place`"))]
+    #[cfg_attr(any(not(test), busline_loom), allow(dead_code, reason = "the engine goes through `place`; only the unit tests call it"))]
     #[inline(always)]
     pub(crate) unsafe fn get_or_install(&self, index: usize) -> &T {
         // SAFETY: forwarded from the caller.
