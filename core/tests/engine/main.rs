@@ -6,6 +6,7 @@
 mod api;
 mod failures;
 mod faults;
+mod newcomer;
 mod paused;
 mod per_key;
 mod stress;

@@ -4,7 +4,7 @@
 //! cancellation storms, keys that break the `Hash`/`Eq` contract, misuse of the builder.
 //!
 //! A test marked `#[ignore = "defect: ..."]` shows a defect that is not fixed yet: it fails
-//! when run (`cargo test -p busline --features tower --test newcomer -- --ignored`; its
+//! when run (`cargo test -p busline --features tower --test engine newcomer -- --ignored`; its
 //! comment says what is observed, what is expected and where the cause is).
 //!
 //! No test asserts a timing: a bound of tens of seconds only turns a hang into a failure.
