@@ -382,14 +382,13 @@ where
         let admitted = Admitted(&shared.signals);
         StatsCells::bump(&shared.stats.ran_alone);
         shared.observer.ran_alone();
-        let call = {
-            // The batcher's runtime context, as for the polls (`poll_stage`).
-            let _entered = shared.runtime.enter();
-            std::panic::catch_unwind(AssertUnwindSafe(|| (shared.batch_fn)(vec![key.clone()])))
-        };
+        // The batcher's runtime context, as for the polls (`poll_stage`): the call, and the
+        // batch timeout's timer.
+        let _entered = shared.runtime.enter();
+        let call = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.batch_fn)(vec![key.clone()])));
         match call {
             Ok(batch) => {
-                let run = await_batch(batch, shared.batch_timeout, &shared.runtime).boxed();
+                let run = await_batch(batch, shared.batch_timeout).boxed();
                 Stage::Alone(Box::new(Solo { key, run, _admitted: admitted }))
             }
             Err(_) => {

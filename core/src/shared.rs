@@ -224,18 +224,14 @@ impl<K, V, E> Shared<K, V, E> {
 }
 
 /// Polls `batch` to completion (a panic is caught) or until `timeout`; hands the future back
-/// so that the caller decides when to drop it. The timeout's timer is made here, on `runtime`
-/// (a caller running alone may poll from another runtime or a plain thread, where tokio's
-/// timer cannot be made), and counts from now.
+/// so that the caller decides when to drop it. The timeout's timer is made here and counts from
+/// now: called in the batcher's runtime context (the driver's task, or a solo run's entered
+/// scope in `load.rs`).
 pub(crate) fn await_batch<K, V, E>(
     mut batch: BatchFuture<K, V, E>,
     timeout: Option<Duration>,
-    runtime: &tokio::runtime::Handle,
 ) -> impl Future<Output = (Outcome<K, V, E>, BatchFuture<K, V, E>)> + use<K, V, E> {
-    let deadline = timeout.map(|timeout| {
-        let _entered = runtime.enter();
-        Box::pin(tokio::time::sleep(timeout))
-    });
+    let deadline = timeout.map(|timeout| Box::pin(tokio::time::sleep(timeout)));
     async move {
         let finished = {
             let polled = std::pin::pin!(AssertUnwindSafe(batch.as_mut()).catch_unwind());

@@ -171,7 +171,7 @@ pub(super) fn run<K, V, E>(
     let call = std::panic::catch_unwind(AssertUnwindSafe(|| (publisher.shared.batch_fn)(keys)));
     match call {
         Ok(batch) => {
-            let awaited = await_batch(batch, timeout, runtime);
+            let awaited = await_batch(batch, timeout);
             runtime.spawn(async move {
                 let (outcome, batch) = awaited.await;
                 // Wake the callers a step at a time, letting the first ones run (and board the
