@@ -23,9 +23,9 @@ async fn answered<F: Future>(fut: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(20), fut).await.expect("a caller hung")
 }
 
-/// Which of a key's traits panics for `BAD`.
+/// Which of a key's traits panics for `BAD` (also `newcomer.rs`'s keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
+pub(super) enum Fault {
     Hash,
     Eq,
     Clone,

@@ -6,6 +6,9 @@
 mod api;
 mod failures;
 mod faults;
+#[path = "../common/groups.rs"]
+#[allow(dead_code, reason = "the groups this binary's tests use, among others'")]
+mod groups;
 mod newcomer;
 mod paused;
 mod per_key;

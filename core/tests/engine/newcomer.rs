@@ -19,6 +19,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use busline::{Batcher, Error, Overflow, Policy};
+
+use super::faults::Fault;
+use super::groups::Nan;
 use tokio::sync::Semaphore;
 
 /// Turns a hang into a failure (never a timing assertion: a healthy call takes microseconds).
@@ -150,13 +153,6 @@ async fn a_value_whose_drop_panics_in_the_result_map_costs_nobody_an_answer() {
 #[derive(Debug)]
 struct Touchy(u32, Fault);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    Hash,
-    Eq,
-    Clone,
-    Drop,
-}
 
 const BAD: u32 = 13;
 
@@ -1091,21 +1087,6 @@ impl Hash for Fickle {
     }
 }
 
-/// A key unequal to everything, itself included (a NaN).
-#[derive(Debug, Clone)]
-struct Nan(u32);
-
-impl PartialEq for Nan {
-    fn eq(&self, _: &Self) -> bool {
-        false
-    }
-}
-impl Eq for Nan {}
-impl Hash for Nan {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_that_break_hash_and_eq_get_answers_and_the_batcher_keeps_serving() {
@@ -1124,7 +1105,7 @@ async fn keys_that_break_hash_and_eq_get_answers_and_the_batcher_keeps_serving()
     .window(Duration::from_millis(1))
     .build()
     .unwrap();
-    let answers = answered("NaN keys", futures_util::future::join_all((0..200).map(|i| nan.load(Nan(i % 10))))).await;
+    let answers = answered("NaN keys", futures_util::future::join_all((0..200u64).map(|i| nan.load(Nan(i % 10))))).await;
     assert!(answers.iter().all(|a| matches!(a, Ok(None))), "a NaN key is never found: {answers:?}");
     assert!(matches!(answered("NaN after", nan.load(Nan(1))).await, Ok(None)));
     until("NaN: slots released", || nan.live_slots() == 0).await;
