@@ -285,3 +285,24 @@ async fn a_groups_panicking_drop_reaches_no_caller() {
         assert_eq!(out.ok(), Some(Some(Some(42))), "group {id}: answered, no panic in the caller's task");
     }
 }
+
+#[test]
+fn a_grouped_batcher_checks_its_runtime_at_build() {
+    // Before, `build` checked the settings only: on a runtime without the time driver, a
+    // `batch_timeout` (or a window with `spin(false)`) was accepted, and every load then
+    // failed to start its group's batcher and was answered `Closed`.
+    let no_timer = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let grouped = || {
+        Grouped::builder(|_: u32, keys: Vec<u32>| async move {
+            Ok::<_, String>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+        })
+        .runtime(no_timer.handle().clone())
+    };
+    let err = grouped().batch_timeout(Duration::from_secs(1)).build().unwrap_err();
+    assert_eq!(err.setting(), "runtime", "{err}");
+    let err = grouped().window(Duration::from_millis(1)).spin(false).build().unwrap_err();
+    assert_eq!(err.setting(), "runtime", "{err}");
+    // What needs no tokio timer is served there.
+    let g = grouped().window(Duration::from_millis(1)).name("tenants").build().unwrap();
+    assert_eq!(no_timer.block_on(g.load(1, 7)).unwrap(), Some(7));
+}
