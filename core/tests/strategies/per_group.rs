@@ -864,3 +864,40 @@ fn a_group_whose_eq_contradicts_itself_fails_its_caller_instead_of_looping() {
     second.join().unwrap();
     assert_eq!(runtime.block_on(first).unwrap().ok(), Some(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_groups_hung_departure_times_out_and_frees_its_place() {
+    // The per-group `Coalescer` had no `batch_timeout`: a group's `run` that never finished
+    // held the group's only in-flight place, so that group answered nothing again.
+    let c = Coalescer::per_group(|| 0u64, |n: &mut u64, x: u64| *n += x, |g: u64, n: u64| async move {
+        if n == 13 {
+            std::future::pending::<()>().await;
+        }
+        Ok::<_, ()>((g, n))
+    })
+    .max_in_flight(1)
+    .batch_timeout(Duration::from_secs(30))
+    .build()
+    .unwrap();
+    let hung = tokio::time::timeout(Duration::from_secs(3600), c.coalesce(1, 13)).await.expect("never answered");
+    assert!(matches!(hung, Err(Error::Timeout)), "{hung:?}");
+    let next = tokio::time::timeout(Duration::from_secs(3600), c.coalesce(1, 2)).await.expect("the place stayed taken");
+    assert_eq!(*next.unwrap(), (1, 2));
+}
+
+#[test]
+fn a_per_group_coalescer_checks_its_runtime_at_build() {
+    // Before, `build` checked the settings only: on a runtime without the time driver, a
+    // `batch_timeout` was accepted and every group's first call then failed to start its
+    // engine, answering `Closed`. Now `build` refuses it, as the `Batcher`'s does; and a
+    // runtime given is used from outside any runtime.
+    let no_timer = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let sum = || Coalescer::per_group(|| 0u64, |n: &mut u64, x: u64| *n += x, |g: u64, n: u64| async move { Ok::<_, ()>((g, n)) });
+    let err = sum().batch_timeout(Duration::from_secs(1)).runtime(no_timer.handle().clone()).build().unwrap_err();
+    assert_eq!(err.setting(), "runtime", "{err}");
+    let err = no_timer.block_on(async { sum().batch_timeout(Duration::from_secs(1)).build().unwrap_err() });
+    assert_eq!(err.setting(), "runtime", "{err}");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let c = sum().spin(false).window(Duration::from_millis(1)).name("views").runtime(rt.handle().clone()).build().unwrap();
+    assert_eq!(*no_timer.block_on(c.coalesce(4, 5)).unwrap(), (4, 5));
+}
