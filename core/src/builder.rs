@@ -171,7 +171,8 @@ where
     /// callers get [`Error::Timeout`](crate::Error::Timeout), and its in-flight place is freed,
     /// so a hung backend cannot wedge the batcher. Also bounds a solo run under
     /// [`Overflow::RunAlone`]. Measured on tokio's clock; needs the runtime's time driver
-    /// (`enable_time`). Default: none. Zero is a [`ConfigError`].
+    /// (`enable_time`), which [`build`](Builder::build) checks. Default: none. Zero is a
+    /// [`ConfigError`].
     pub fn batch_timeout(mut self, timeout: Duration) -> Self {
         self.settings.batch_timeout = Some(timeout);
         self
@@ -185,7 +186,8 @@ where
     /// what a batch without one does: for batchers that mostly idle at light load with windows
     /// of a few milliseconds or more. core/README.md has the figures. (Under a paused tokio
     /// clock deadlines always go to tokio's timer; see the crate docs.) Off needs the runtime's
-    /// time driver (`enable_time`) for a timed policy: `build` says so otherwise.
+    /// time driver (`enable_time`) for a timed policy: `build` says so otherwise (except under
+    /// `panic = "abort"`; see [`build`](Builder::build)).
     pub fn spin(mut self, spin: bool) -> Self {
         self.settings.spin = spin;
         self
