@@ -123,9 +123,16 @@ where
             });
             inner.template.with_batch_fn(per_group).build().map_err(|_| Error::Closed)
         });
-        // The caller's group, dropped here where its `Drop` cannot unwind into the caller.
+        // The caller's group, dropped here where its `Drop` cannot unwind into the caller; and
+        // its key, if the group refused it.
         drop_quietly(group);
-        batcher?.load(key).await
+        match batcher {
+            Ok(batcher) => batcher.load(key).await,
+            Err(refused) => {
+                drop_quietly(key);
+                Err(refused)
+            }
+        }
     }
 }
 

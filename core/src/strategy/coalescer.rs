@@ -512,6 +512,7 @@ where
         let coalescer = self.enter(&group);
         // The caller's group, dropped here where its `Drop` cannot unwind into the caller.
         drop_quietly(group);
-        coalescer?.coalesce(input).await
+        let (coalescer, input) = super::user::admitted(coalescer, input)?;
+        coalescer.coalesce(input).await
     }
 }

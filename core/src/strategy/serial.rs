@@ -180,6 +180,7 @@ where
     pub async fn call(&self, group: G, input: In) -> Result<Out, Error<E>> {
         let serial = self.enter(&group);
         drop_quietly(group);
-        serial?.call(input).await
+        let (serial, input) = super::user::admitted(serial, input)?;
+        serial.call(input).await
     }
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 use busline::{Coalescer, Debounce, Error, PerGroup, Serial, UseLast};
 use crate::groups::Touchy;
 use crate::support::{
-    Came, Live, assert_send, chaos, eventually, exclusive, poll_at_most, poll_once, quiet_injected_panics, value_of,
+    Came, DropBomb, Live, assert_send, chaos, eventually, exclusive, poll_at_most, poll_once, quiet_injected_panics,
+    value_of, without_panic,
 };
 use tokio::sync::Notify;
 
@@ -900,4 +901,70 @@ fn a_per_group_coalescer_checks_its_runtime_at_build() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let c = sum().spin(false).window(Duration::from_millis(1)).name("views").runtime(rt.handle().clone()).build().unwrap();
     assert_eq!(*no_timer.block_on(c.coalesce(4, 5)).unwrap(), (4, 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_refused_with_its_group_is_dropped_quietly() {
+    // A call whose group cannot be entered (here: past `max_groups`) drops the caller's input
+    // itself. Its `Drop` is user code: it unwound into the caller's task, where an admitted
+    // input's drop is caught (found by a cold review).
+    quiet_injected_panics();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = |gate: &Arc<tokio::sync::Semaphore>| {
+        let gate = gate.clone();
+        move |g: u64, _input: DropBomb| {
+            let gate = gate.clone();
+            async move {
+                drop(gate.acquire().await.unwrap());
+                Ok::<_, ()>(g)
+            }
+        }
+    };
+    let s = Serial::per_group(held(&gate)).max_groups(1).build().unwrap();
+    let u = UseLast::per_group(held(&gate)).max_groups(1).build().unwrap();
+    let d = Debounce::per_group(held(&gate)).quiet(Duration::from_millis(1)).max_groups(1).build().unwrap();
+    let c = Coalescer::per_group(|| 0, |n: &mut u64, _input: DropBomb| *n += 1, {
+        let gate = gate.clone();
+        move |g: u64, _n: u64| {
+            let gate = gate.clone();
+            async move {
+                drop(gate.acquire().await.unwrap());
+                Ok::<_, ()>(g)
+            }
+        }
+    })
+    .max_groups(1)
+    .build()
+    .unwrap();
+    // Group 1 is live in each (its call waits for the gate); the clones are unarmed.
+    let waiting = tokio::spawn({
+        let (s, u, d, c) = (s.clone(), u.clone(), d.clone(), c.clone());
+        let quiet = || {
+            let armed = DropBomb::new();
+            let clone = armed.clone();
+            std::mem::forget(armed);
+            clone
+        };
+        async move {
+            let (a, b, cc, dd) = tokio::join!(s.call(1, quiet()), u.call(1, quiet()), d.call(1, quiet()), c.coalesce(1, quiet()));
+            (a.unwrap(), b.unwrap(), cc.unwrap(), *dd.unwrap())
+        }
+    });
+    eventually(10, "group 1 live in each", || [s.live_groups(), u.live_groups(), d.live_groups(), c.live_groups()] == [1; 4]).await;
+    let refused = without_panic({
+        let (s, u, d, c) = (s.clone(), u.clone(), d.clone(), c.clone());
+        async move {
+            let s = s.call(2, DropBomb::new()).await;
+            let u = u.call(2, DropBomb::new()).await;
+            let d = d.call(2, DropBomb::new()).await;
+            let c = c.coalesce(2, DropBomb::new()).await.map(|g| *g);
+            [s, u, d, c]
+        }
+    })
+    .await
+    // (Not the task's message: it names the injected panic, which the hook silences.)
+    .unwrap_or_else(|_| panic!("the refused input's Drop unwound into the caller's task"));
+    assert!(refused.iter().all(|r| matches!(r, Err(Error::Overloaded))), "{refused:?}");
+    gate.add_permits(1_000);
+    assert_eq!(waiting.await.unwrap(), (1, 1, 1, 1));
 }
