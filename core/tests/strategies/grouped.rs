@@ -378,3 +378,22 @@ async fn a_key_refused_with_its_group_is_dropped_quietly() {
     gate.add_permits(10);
     assert_eq!(waiting.await.unwrap().unwrap(), Some(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_groups_hung_batch_times_out_frees_its_place_and_leaves_the_group() {
+    let g = Grouped::builder(|group: u32, keys: Vec<u32>| async move {
+        if keys.contains(&13) {
+            std::future::pending::<()>().await;
+        }
+        Ok::<_, String>(keys.into_iter().map(|k| (k, group * 100 + k)).collect::<HashMap<_, _>>())
+    })
+    .max_in_flight(1)
+    .batch_timeout(Duration::from_secs(30))
+    .build()
+    .unwrap();
+    let within_an_hour = |load| async move { tokio::time::timeout(Duration::from_secs(3600), load).await.expect("never answered") };
+    assert!(matches!(within_an_hour(g.load(1, 13)).await, Err(Error::Timeout)));
+    assert_eq!(within_an_hour(g.load(1, 2)).await.unwrap(), Some(102), "the group's place was freed");
+    // The timed-out call was dropped, and with it its hold on the group.
+    crate::support::eventually(10, "the group reclaimed", || g.live_groups() == 0).await;
+}
