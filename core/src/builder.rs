@@ -31,6 +31,9 @@ pub struct Builder<K, V, E> {
     settings: Settings,
     runtime: Option<tokio::runtime::Handle>,
     name: StdArc<str>,
+    /// The precise timer thread, once a template is [`pinned`](Builder::pinned) with settings
+    /// that need it: the batchers built from it use it rather than start it again.
+    timer: Option<crate::timer::Handle>,
 }
 
 /// The name a batcher reports itself under when none is given (see [`Builder::name`]).
@@ -109,7 +112,7 @@ where
 
 impl<K, V, E> Builder<K, V, E> {
     fn with(batch_fn: BatchFn<K, V, E>) -> Self {
-        Builder { batch_fn, settings: Settings::default(), runtime: None, name: DEFAULT_NAME.into() }
+        Builder { batch_fn, settings: Settings::default(), runtime: None, name: DEFAULT_NAME.into(), timer: None }
     }
 }
 
@@ -215,7 +218,11 @@ where
     /// A [`ConfigError`] naming the setting if one is out of range; `runtime` if no runtime
     /// was given and `build` is called outside one, or if the runtime has no time driver and
     /// `batch_timeout` is set, or a timed policy runs with `spin(false)` (tokio's timer then
-    /// closes the windows).
+    /// closes the windows); `spin` if a timed policy spins and busline's timer thread (one per
+    /// process, started by the first such `build`) cannot be spawned: the process is out of
+    /// threads or memory. That is an error rather than a quiet fall-back to tokio's timer,
+    /// whose 1 ms resolution is `spin(false)`'s trade, for the user to choose; a later `build`
+    /// tries the spawn again.
     ///
     /// tokio offers no way to ask a runtime whether it has its time driver, only a timer that
     /// panics without one: `build` makes one and catches the panic, which the panic hook still
@@ -233,11 +240,10 @@ where
             None => current_runtime()?,
         };
         check_timers(&validated, timed, &runtime)?;
-        if timed && validated.spin {
-            // Spawn the precise timer thread now rather than on the first deadline, which would
-            // make the first load pay for it.
-            crate::timer::start();
-        }
+        let precise = match self.timer {
+            Some(timer) => Some(timer),
+            None => precise_timer(&validated, timed)?,
+        };
         let clock = {
             let _entered = runtime.enter();
             Clock::start()
@@ -256,7 +262,7 @@ where
             clock,
             runtime: runtime.clone(),
         });
-        let driver = Driver::new(StdArc::clone(&shared), validated.scheduler, runtime.clone(), validated.spin);
+        let driver = Driver::new(StdArc::clone(&shared), validated.scheduler, runtime.clone(), precise);
         runtime.spawn(driver.run());
         Ok(Batcher::from_shared(shared))
     }
@@ -276,6 +282,9 @@ impl<K, V, E> Builder<K, V, E> {
             None => current_runtime()?,
         };
         check_timers(&validated, timed, &runtime)?;
+        // Started for the template: its batchers are built inside their first loads, which
+        // must not be where a failed spawn is met.
+        self.timer = precise_timer(&validated, timed)?;
         self.runtime = Some(runtime);
         Ok(self)
     }
@@ -283,7 +292,13 @@ impl<K, V, E> Builder<K, V, E> {
     /// The same settings (and runtime) around another batch function: the partitions'
     /// per-group batchers.
     pub(crate) fn with_batch_fn(&self, batch_fn: BatchFn<K, V, E>) -> Builder<K, V, E> {
-        Builder { batch_fn, settings: self.settings.clone(), runtime: self.runtime.clone(), name: StdArc::clone(&self.name) }
+        Builder {
+            batch_fn,
+            settings: self.settings.clone(),
+            runtime: self.runtime.clone(),
+            name: StdArc::clone(&self.name),
+            timer: self.timer,
+        }
     }
 }
 
@@ -291,6 +306,26 @@ impl<K, V, E> Builder<K, V, E> {
 fn current_runtime() -> Result<tokio::runtime::Handle, ConfigError> {
     tokio::runtime::Handle::try_current()
         .map_err(|_| ConfigError::new("runtime", "build() must be called within a tokio runtime"))
+}
+
+/// Starts the precise timer thread for a timed policy with spinning on (now rather than at the
+/// first deadline, which would make the first load pay for it), or says why it cannot be: the
+/// driver is handed the running thread, so it never spawns it (nor fails to) later.
+///
+/// A failed spawn is an error, not a quiet fall-back to tokio's timer: that timer closes a
+/// window up to ~1 ms late, which is `spin(false)`'s trade and the user's to choose, and a
+/// runtime chosen for a spinning batcher need not have the time driver it needs. The spawn
+/// fails only when the process is out of threads or memory; a later `build` tries again.
+fn precise_timer(validated: &Validated, timed: bool) -> Result<Option<crate::timer::Handle>, ConfigError> {
+    if !(timed && validated.spin) {
+        return Ok(None);
+    }
+    crate::timer::start().map(Some).map_err(|e| {
+        ConfigError::new(
+            "spin",
+            format!("the timer thread that spinning needs could not be started ({e}); spin(false) uses tokio's timer instead"),
+        )
+    })
 }
 
 /// Refuses settings that need tokio's timer on a runtime without its time driver (the driver
@@ -331,4 +366,54 @@ fn lacks_time_driver(runtime: &tokio::runtime::Handle) -> bool {
 #[cfg(not(panic = "unwind"))]
 fn lacks_time_driver(_runtime: &tokio::runtime::Handle) -> bool {
     false
+}
+
+#[cfg(all(test, not(busline_loom)))]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use crate::timer::tests::refusing_spawn;
+    use crate::{Batcher, Grouped};
+
+    fn echo() -> super::Builder<u32, u32, ()> {
+        Batcher::builder(|keys: Vec<u32>| async move { Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>()) })
+    }
+
+    #[tokio::test]
+    async fn a_timer_thread_that_cannot_be_spawned_fails_build_with_a_config_error() {
+        let err = refusing_spawn(|| echo().window(Duration::from_millis(1)).build()).unwrap_err();
+        assert_eq!(err.setting(), "spin");
+        assert!(err.reason().contains("spawn refused by the test"), "{err}");
+        assert!(err.reason().contains("spin(false)"), "the error names the way out: {err}");
+
+        // What needs no timer thread still builds, and serves.
+        let untimed = refusing_spawn(|| echo().build()).unwrap();
+        let unspun = refusing_spawn(|| echo().window(Duration::from_millis(1)).spin(false).build()).unwrap();
+        assert_eq!(untimed.load(1).await.unwrap(), Some(1));
+        assert_eq!(unspun.load(2).await.unwrap(), Some(2));
+
+        // Once the thread can be spawned, the same settings build.
+        let spun = echo().window(Duration::from_millis(1)).build().unwrap();
+        assert_eq!(spun.load(3).await.unwrap(), Some(3));
+    }
+
+    /// A partition builds each group's batcher inside that group's first load: the template's
+    /// `build` must be the one that meets a failed spawn, not a caller's poll.
+    #[tokio::test]
+    async fn a_partition_meets_a_failed_timer_spawn_at_build_not_in_a_load() {
+        let grouped = || {
+            Grouped::builder(|_group: u8, keys: Vec<u32>| async move {
+                Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+            })
+            .window(Duration::from_millis(1))
+        };
+        let err = refusing_spawn(|| grouped().build()).unwrap_err();
+        assert_eq!(err.setting(), "spin");
+        let built = grouped().build().unwrap();
+        // A group made while a spawn would fail gets the thread its template started.
+        let _refused = crate::timer::tests::refuse_spawn();
+        assert_eq!(built.load(0, 4).await.unwrap(), Some(4));
+        assert_eq!(built.load(1, 5).await.unwrap(), Some(5));
+    }
 }

@@ -82,42 +82,69 @@ struct Timer {
     changed: Condvar,
 }
 
-fn timer() -> &'static Timer {
-    static TIMER: OnceLock<&'static Timer> = OnceLock::new();
-    TIMER.get_or_init(|| {
-        let timer: &'static Timer = Box::leak(Box::new(Timer {
-            queue: Mutex::new(Queue::default()),
-            changed: Condvar::new(),
-        }));
-        std::thread::Builder::new()
-            .name("busline-timer".into())
-            .spawn(move || timer.run())
-            .expect("spawning the busline timer thread");
-        timer
-    })
+/// The running timer thread, once started. `Arc`, not a leaked box: a start whose spawn fails
+/// leaves nothing behind.
+static TIMER: OnceLock<Arc<Timer>> = OnceLock::new();
+
+/// Held while the thread is spawned: one spawn at a time, and a failed spawn is tried again by
+/// the next `start` (a thread limit or memory shortage may pass).
+static SPAWNING: Mutex<()> = Mutex::new(());
+
+/// The timer thread, running: what a driver keeps to register its deadlines. Only [`start`]
+/// makes one, so holding one means the thread exists and registering cannot fail.
+#[derive(Clone, Copy)]
+pub(crate) struct Handle(&'static Timer);
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("timer::Handle")
+    }
 }
 
-/// Starts the timer thread now, if it is not running yet, so that the first deadline does not
-/// pay for spawning it.
-pub(crate) fn start() {
-    timer();
+/// Starts the timer thread if it is not running yet (at `build`, so that the first deadline
+/// does not pay for spawning it), and returns its handle.
+///
+/// # Errors
+///
+/// The operating system's error if the thread cannot be spawned (a thread or memory limit);
+/// a later call tries again.
+pub(crate) fn start() -> std::io::Result<Handle> {
+    #[cfg(test)]
+    if tests::REFUSE_SPAWN.with(std::cell::Cell::get) {
+        return Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, "spawn refused by the test"));
+    }
+    if let Some(timer) = TIMER.get() {
+        return Ok(Handle(timer));
+    }
+    let _spawning = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(timer) = TIMER.get() {
+        return Ok(Handle(timer));
+    }
+    let timer = Arc::new(Timer { queue: Mutex::new(Queue::default()), changed: Condvar::new() });
+    let runs = Arc::clone(&timer);
+    std::thread::Builder::new().name("busline-timer".into()).spawn(move || runs.run())?;
+    // Under `SPAWNING`, after a `get` that found it empty: nobody else sets it.
+    let _ = TIMER.set(timer);
+    Ok(Handle(TIMER.get().expect("set just above")))
 }
 
-/// Wakes `waker` at `deadline` (or just after: within a microsecond or two with a spin, by the
-/// thread's wake-up latency, 10–60 µs on a 2-vCPU VM, when `skip_spin` says to skip it). Each
-/// call registers one wake-up.
-pub(crate) fn wake_at(deadline: Instant, skip_spin: &SkipSpin, waker: &Waker) {
-    let timer = timer();
-    let start = deadline.checked_sub(SPIN_BEFORE).unwrap_or(deadline);
-    let skip_spin = Arc::clone(skip_spin);
-    let mut q = timer.queue.lock().unwrap_or_else(|e| e.into_inner());
-    q.seq += 1;
-    let seq = q.seq;
-    let earliest = q.heap.peek().is_none_or(|Reverse(e)| start < e.start);
-    q.heap.push(Reverse(Entry { start, deadline, seq, skip_spin, waker: waker.clone() }));
-    drop(q);
-    if earliest {
-        timer.changed.notify_one();
+impl Handle {
+    /// Wakes `waker` at `deadline` (or just after: within a microsecond or two with a spin, by
+    /// the thread's wake-up latency, 10–60 µs on a 2-vCPU VM, when `skip_spin` says to skip
+    /// it). Each call registers one wake-up.
+    pub(crate) fn wake_at(self, deadline: Instant, skip_spin: &SkipSpin, waker: &Waker) {
+        let timer = self.0;
+        let start = deadline.checked_sub(SPIN_BEFORE).unwrap_or(deadline);
+        let skip_spin = Arc::clone(skip_spin);
+        let mut q = timer.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.seq += 1;
+        let seq = q.seq;
+        let earliest = q.heap.peek().is_none_or(|Reverse(e)| start < e.start);
+        q.heap.push(Reverse(Entry { start, deadline, seq, skip_spin, waker: waker.clone() }));
+        drop(q);
+        if earliest {
+            timer.changed.notify_one();
+        }
     }
 }
 
@@ -195,9 +222,34 @@ fn set_fine_timer_slack() {
 fn set_fine_timer_slack() {}
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::cell::Cell;
     use std::task::Wake;
+
+    thread_local! {
+        /// Set by a test: `start` on this thread fails as a refused spawn would, whether or not
+        /// another test started the thread already (the process shares one).
+        pub(crate) static REFUSE_SPAWN: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Makes `start` fail on this thread until the guard is dropped.
+    pub(crate) fn refuse_spawn() -> impl Drop {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                REFUSE_SPAWN.with(|refuse| refuse.set(false));
+            }
+        }
+        REFUSE_SPAWN.with(|refuse| refuse.set(true));
+        Reset
+    }
+
+    /// Runs `f` with `start` failing on this thread.
+    pub(crate) fn refusing_spawn<T>(f: impl FnOnce() -> T) -> T {
+        let _refused = refuse_spawn();
+        f()
+    }
 
     struct Record(usize, Arc<Mutex<Vec<usize>>>);
     impl Wake for Record {
@@ -211,13 +263,14 @@ mod tests {
         let fired = Arc::new(Mutex::new(Vec::new()));
         let spin: SkipSpin = Arc::new(|| false);
         let skip: SkipSpin = Arc::new(|| true);
+        let timer = super::start().expect("spawning the timer thread");
         let start = Instant::now();
         // Deadlines 0.5 ms apart, spins of 0.1 ms: a skipped spin's entry must not hold up a
         // spinning one that starts before its deadline, nor the other way round.
         let plan = [(4, &skip), (1, &spin), (2, &skip), (3, &spin), (0, &skip)];
         for (i, &(half_ms, skip_spin)) in plan.iter().enumerate() {
             let waker = Waker::from(Arc::new(Record(i, Arc::clone(&fired))));
-            wake_at(start + Duration::from_micros(1000 + 500 * half_ms), skip_spin, &waker);
+            timer.wake_at(start + Duration::from_micros(1000 + 500 * half_ms), skip_spin, &waker);
         }
         while fired.lock().unwrap().len() < plan.len() {
             std::thread::sleep(Duration::from_millis(1));

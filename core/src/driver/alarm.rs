@@ -41,7 +41,9 @@ pub(super) const BUSY_PASSENGERS: usize = 16;
 
 /// The driver's alarm for its next deadline.
 pub(super) struct Alarm {
-    spin: bool,
+    /// The precise timer thread, when spinning is on (started by `build`, which fails if it
+    /// cannot be; so the driver never spawns it, and never fails on it).
+    precise: Option<timer::Handle>,
     /// The wake-up the timer thread holds, if any.
     armed: Option<Instant>,
     /// tokio's timer, once the clock is found paused.
@@ -52,13 +54,13 @@ pub(super) struct Alarm {
 
 impl std::fmt::Debug for Alarm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Alarm").field("spin", &self.spin).field("armed", &self.armed).finish_non_exhaustive()
+        f.debug_struct("Alarm").field("precise", &self.precise.is_some()).field("armed", &self.armed).finish_non_exhaustive()
     }
 }
 
 impl Alarm {
-    pub(super) fn new(spin: bool, skip_spin: timer::SkipSpin) -> Alarm {
-        Alarm { spin, armed: None, sleep: None, skip_spin }
+    pub(super) fn new(precise: Option<timer::Handle>, skip_spin: timer::SkipSpin) -> Alarm {
+        Alarm { precise, armed: None, sleep: None, skip_spin }
     }
 
     /// Makes sure the driver's task (`cx`) is woken at `deadline`, now being `now`. `paused`:
@@ -74,10 +76,10 @@ impl Alarm {
         passengers: usize,
         cx: &mut Context<'_>,
     ) -> bool {
-        if paused || !self.spin {
+        let Some(precise) = self.precise.filter(|_| !paused) else {
             self.sleep_until(clock, deadline, cx);
             return false;
-        }
+        };
         let busy = passengers >= BUSY_PASSENGERS;
         let stay_runnable = if busy { THREAD_WAKE_LATENCY } else { WORKER_WAKE_LATENCY };
         if deadline - now <= stay_runnable {
@@ -97,7 +99,7 @@ impl Alarm {
             // Unless a wake-up at or before it is still pending with the timer thread.
             if self.armed.is_none_or(|armed| wake < armed || armed <= now) {
                 self.armed = Some(wake);
-                timer::wake_at(clock.to_std(wake), &self.skip_spin, cx.waker());
+                precise.wake_at(clock.to_std(wake), &self.skip_spin, cx.waker());
             }
             false
         }

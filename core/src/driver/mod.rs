@@ -85,7 +85,7 @@ where
         shared: StdArc<Shared<K, V, E>>,
         scheduler: Scheduler,
         runtime: tokio::runtime::Handle,
-        spin: bool,
+        precise: Option<crate::timer::Handle>,
     ) -> Driver<K, V, E> {
         let weak = StdArc::downgrade(&shared);
         let skip_spin: crate::timer::SkipSpin = StdArc::new(move || {
@@ -93,7 +93,7 @@ where
         });
         Driver {
             pause: PauseDetector::new(),
-            alarm: Alarm::new(spin, skip_spin),
+            alarm: Alarm::new(precise, skip_spin),
             shared,
             scheduler,
             runtime,
