@@ -14,6 +14,7 @@ use futures_util::FutureExt;
 use tokio::sync::futures::Notified;
 
 use crate::Error;
+use crate::observe::Ending;
 use crate::shared::{AwaitedBatch, Held, Outcome, Shared, Slot, await_batch, drop_quietly};
 use crate::signals::{self, Admission, Signals};
 use crate::stats::StatsCells;
@@ -188,6 +189,8 @@ struct Solo<'a, K, V, E> {
     key: K,
     /// The batch function's future, polled to completion under the batch timeout.
     run: AwaitedBatch<K, V, E>,
+    /// When the call was made, for the observers.
+    started: std::time::Instant,
     /// Ends the run for shutdown's count when the run is answered or dropped.
     _admitted: Admitted<'a>,
 }
@@ -289,6 +292,9 @@ where
                         solo.run.as_mut().poll(cx)
                     };
                     let (outcome, batch) = ready!(polled);
+                    let ending = Ending::of(&outcome);
+                    shared.stats.count_ending(ending);
+                    shared.observer.finished_alone(ending, solo.started.elapsed());
                     let answer = std::panic::catch_unwind(AssertUnwindSafe(|| R::read(&outcome, &solo.key)))
                         .unwrap_or(Err(Error::Panicked));
                     drop_quietly(batch);
@@ -385,13 +391,16 @@ where
         // The batcher's runtime context, as for the polls (`poll_stage`): the call, and the
         // batch timeout's timer.
         let _entered = shared.runtime.enter();
+        let started = std::time::Instant::now();
         let call = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.batch_fn)(vec![key.clone()])));
         match call {
             Ok(batch) => {
                 let run = await_batch(batch, shared.batch_timeout).boxed();
-                Stage::Alone(Box::new(Solo { key, run, _admitted: admitted }))
+                Stage::Alone(Box::new(Solo { key, run, started, _admitted: admitted }))
             }
             Err(_) => {
+                shared.stats.count_ending(Ending::Panicked);
+                shared.observer.finished_alone(Ending::Panicked, started.elapsed());
                 drop_quietly(key);
                 Stage::Refused(Error::Panicked)
             }

@@ -6,6 +6,7 @@
 
 use crossbeam_utils::CachePadded;
 
+use crate::observe::Ending;
 use crate::sync::{AtomicU64, Ordering};
 
 /// A snapshot of a batcher's counters, from [`Batcher::stats`](crate::Batcher::stats).
@@ -14,7 +15,8 @@ use crate::sync::{AtomicU64, Ordering};
 pub struct Stats {
     /// Requests that boarded a batch (each `load` counts once, duplicates included).
     pub requests: u64,
-    /// Batch function calls made.
+    /// Batch function calls made for batches (a solo run under
+    /// [`Overflow::RunAlone`](crate::Overflow::RunAlone) is counted in `ran_alone` instead).
     pub batches: u64,
     /// Keys sent to the batch function (distinct within each batch).
     pub keys_sent: u64,
@@ -24,11 +26,15 @@ pub struct Stats {
     pub rejected: u64,
     /// Requests run alone by the [`Overflow::RunAlone`](crate::Overflow::RunAlone) policy.
     pub ran_alone: u64,
-    /// Batches whose function returned an error.
+    /// Batch function calls, solo runs included, that returned an error. (A batch cut short
+    /// by its runtime's shutdown, its callers answered `Closed`, is counted in none of the
+    /// three.)
     pub failed_batches: u64,
-    /// Batches whose function panicked (or whose keys' `Hash`, `Eq` or `Clone` did).
+    /// Batch function calls, solo runs included, that panicked (their call or their future),
+    /// and batches whose keys' `Hash`, `Eq` or `Clone` panicked.
     pub panicked_batches: u64,
-    /// Batches dropped for running longer than `batch_timeout`.
+    /// Batch function calls, solo runs included, dropped for running longer than
+    /// `batch_timeout`.
     pub timed_out_batches: u64,
     /// Distinct keys per batch call.
     pub batch_size: Summary,
@@ -179,6 +185,17 @@ impl StatsCells {
     /// Adds 1 to a counter with many writers.
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts how a batch call (a batch's or a solo run's) ended, in the counter of its kind
+    /// of failure, if any. Many writers: batch tasks and solo callers.
+    pub(crate) fn count_ending(&self, ending: Ending) {
+        match ending {
+            Ending::Ok | Ending::Closed => {}
+            Ending::Failed => StatsCells::bump(&self.failed_batches),
+            Ending::Panicked => StatsCells::bump(&self.panicked_batches),
+            Ending::TimedOut => StatsCells::bump(&self.timed_out_batches),
+        }
     }
 
     pub(crate) fn snapshot(&self) -> Stats {

@@ -158,6 +158,66 @@ fn every_series_counts_what_happened() {
         assert_eq!(tenants.load(2, 8).await.unwrap(), Some(8));
         assert_eq!(counter(&snapshot(&snapshotter, "tenants"), "busline_requests_total", None), 2);
     });
+
+    // Solo runs under `RunAlone` are batch calls too: their endings reach `batches_total` and
+    // `timeouts_total` (before, only `ran_alone_total` saw them). On tokio's paused clock, so
+    // that the hung solo run's timeout comes long after the filling batches have ended.
+    let paused = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    paused.block_on(async {
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let permits = gate.clone();
+        let alone: Batcher<u32, u32, ()> = Batcher::builder(move |keys: Vec<u32>| {
+            let permits = permits.clone();
+            async move {
+                if keys.contains(&0) {
+                    permits.acquire().await.unwrap().forget();
+                }
+                if keys.contains(&100) {
+                    std::future::pending::<()>().await;
+                }
+                if keys.contains(&101) {
+                    return Err(());
+                }
+                Ok(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+            }
+        })
+        .name("alone")
+        .max_batch_size(1)
+        .max_in_flight(1)
+        .overflow(Overflow::RunAlone)
+        .batch_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+        // One batch in flight (held by the gate), one full bus that cannot leave; key 2 finds
+        // the bus full and runs alone.
+        let mut held = Vec::new();
+        for k in 0..3 {
+            let alone = alone.clone();
+            held.push(tokio::spawn(async move { alone.load(k).await }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(matches!(alone.load(101).await, Err(Error::Batch(_))));
+        let hung = {
+            let alone = alone.clone();
+            tokio::spawn(async move { alone.load(100).await })
+        };
+        while alone.stats().ran_alone < 3 {
+            tokio::task::yield_now().await;
+        }
+        gate.add_permits(10);
+        for load in held {
+            assert!(load.await.unwrap().is_ok());
+        }
+        assert!(matches!(hung.await.unwrap(), Err(Error::Timeout)));
+        let stats = alone.stats();
+        let snap = snapshot(&snapshotter, "alone");
+        assert_eq!(counter(&snap, "busline_ran_alone_total", None), 3, "{snap:#?}");
+        assert_eq!(counter(&snap, "busline_timeouts_total", None), 1);
+        assert_eq!(counter(&snap, "busline_batches_total", Some("timeout")), 1);
+        assert_eq!(counter(&snap, "busline_batches_total", Some("error")), 1);
+        assert_eq!(counter(&snap, "busline_batches_total", Some("ok")), stats.batches + 1, "two batches and key 2's solo run");
+        assert_eq!((stats.timed_out_batches, stats.failed_batches), (1, 1), "{stats:?}");
+    });
 }
 
 #[test]

@@ -18,7 +18,6 @@ use crate::slot::Gathered;
 use super::distinct::Distinct;
 use crate::shared::{Held, Outcome, Shared, await_batch, drop_quietly};
 use crate::signals::{self, Fanout};
-use crate::stats::StatsCells;
 
 /// The keys of the boarding bus gathered ahead of its departure, de-duplicated into the
 /// driver's set (see `Slot::gather`): the driver gathers while it waits out a window, so that
@@ -259,17 +258,12 @@ impl<K, V, E> Publisher<K, V, E> {
             return None;
         }
         self.published = true;
-        let stats = &self.shared.stats;
-        match &outcome {
-            Err(Error::Panicked) => StatsCells::bump(&stats.panicked_batches),
-            Err(Error::Timeout) => StatsCells::bump(&stats.timed_out_batches),
-            Err(_) => StatsCells::bump(&stats.failed_batches),
-            Ok(_) => {}
-        }
         let shared = &*self.shared;
+        let ending = Ending::of(&outcome);
+        shared.stats.count_ending(ending);
         let held = match self.trace.take() {
             Some((trace, started)) => {
-                shared.observer.finished(&trace, Ending::of(&outcome), started.elapsed());
+                shared.observer.finished(&trace, ending, started.elapsed());
                 Held::traced(outcome, trace)
             }
             None => Held::new(outcome),
@@ -324,6 +318,7 @@ mod tests {
     use crate::ring::Ring;
     use crate::settings::Overflow;
     use crate::signals::{Boarded, Signals, board};
+    use crate::stats::StatsCells;
 
     // These tests run on one thread, the ring's one sealer, and release only references they
     // took (a seat they claimed, the batch's at its seal).

@@ -9,17 +9,17 @@
 //! | name | kind | labels | what |
 //! |---|---|---|---|
 //! | `busline_requests_total` | counter | `batcher` | requests that boarded a batch (duplicates included), counted per batch |
-//! | `busline_batches_total` | counter | `batcher`, `outcome` | batch calls ended, by outcome: `ok`, `error`, `panicked` (the batch function, its future, or a key's `Hash`/`Eq`/`Clone` panicked), `timeout`, `closed` |
+//! | `busline_batches_total` | counter | `batcher`, `outcome` | batch calls ended (solo runs under `Overflow::RunAlone` included), by outcome: `ok`, `error`, `panicked` (the batch function, its future, or a key's `Hash`/`Eq`/`Clone` panicked), `timeout`, `closed` |
 //! | `busline_batch_keys` | histogram | `batcher` | distinct keys per batch call |
 //! | `busline_batch_requests` | histogram | `batcher` | requests per batch call (coalescing: requests ÷ calls) |
 //! | `busline_queue_wait_seconds` | histogram | `batcher` | how long each batch's first request waited before departure |
-//! | `busline_batch_duration_seconds` | histogram | `batcher` | how long each batch call ran |
+//! | `busline_batch_duration_seconds` | histogram | `batcher` | how long each batch call ran (solo runs included) |
 //! | `busline_in_flight_batches` | gauge | `batcher` | batch calls running now |
 //! | `busline_window_seconds` | gauge | `batcher` | the window the policy applied to the latest batch (`natural`, `gated` and `adaptive` move it with the load) |
 //! | `busline_rejected_total` | counter | `batcher` | requests refused with `Error::Overloaded` |
 //! | `busline_ran_alone_total` | counter | `batcher` | requests run alone at capacity (`Overflow::RunAlone`) |
 //! | `busline_cancelled_total` | counter | `batcher` | requests whose caller gave up before the answer |
-//! | `busline_timeouts_total` | counter | `batcher` | batch calls dropped at `batch_timeout` |
+//! | `busline_timeouts_total` | counter | `batcher` | batch calls dropped at `batch_timeout` (solo runs included) |
 
 use std::time::Duration;
 
@@ -99,13 +99,22 @@ impl Handles {
 
     pub(crate) fn finished(&self, ending: Ending, took: Duration) {
         let running = self.running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) - 1;
+        self.ended(ending, took);
+        self.in_flight.set(running.max(0) as f64);
+    }
+
+    /// A solo run ended: a batch call, though never in flight as a batch.
+    pub(crate) fn finished_alone(&self, ending: Ending, took: Duration) {
+        self.ended(ending, took);
+    }
+
+    fn ended(&self, ending: Ending, took: Duration) {
         let index = ENDINGS.iter().position(|&e| e == ending).unwrap_or(0);
         self.batches[index].increment(1);
         if ending == Ending::TimedOut {
             self.timeouts.increment(1);
         }
         self.batch_duration.record(took.as_secs_f64());
-        self.in_flight.set(running.max(0) as f64);
     }
 }
 

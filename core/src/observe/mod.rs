@@ -142,6 +142,14 @@ impl Observer {
         quietly(|| tracing::finished(&trace.span, ending, took));
     }
 
+    /// A solo run (a request run alone at capacity) ended after `took`.
+    #[inline]
+    pub(crate) fn finished_alone(&self, ending: Ending, took: Duration) {
+        let _ = (ending, took);
+        #[cfg(feature = "metrics")]
+        quietly(|| self.metrics.finished_alone(ending, took));
+    }
+
     /// A request was refused at capacity.
     #[inline]
     pub(crate) fn rejected(&self) {

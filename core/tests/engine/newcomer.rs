@@ -440,6 +440,30 @@ fn a_key_whose_drop_panics_while_the_runtime_shuts_down_is_answered_closed() {
     assert!(matches!(block_on_plain_thread(b.load(Touchy(BAD, Fault::Drop))), Err(Error::Closed)));
 }
 
+#[test]
+fn a_batch_cut_short_by_its_runtimes_shutdown_is_answered_closed_and_not_counted_failed() {
+    // Before: its `Closed` ending was counted in `failed_batches` ("batches whose function
+    // returned an error"), though the batch function returned nothing; metrics already said
+    // `closed`, not `error`.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let b = Batcher::builder(|_keys: Vec<u32>| std::future::pending::<Result<HashMap<u32, u32>, ()>>())
+        .runtime(rt.handle().clone())
+        .build()
+        .unwrap();
+    let mut load = Box::pin(b.load(1));
+    assert!(poll_once(&mut load).is_pending());
+    rt.block_on(async {
+        while b.stats().batches < 1 {
+            tokio::task::yield_now().await;
+        }
+    });
+    drop(rt);
+    let answer = block_on_plain_thread(load);
+    assert!(matches!(answer, Err(Error::Closed)), "{answer:?}");
+    let s = b.stats();
+    assert_eq!((s.batches, s.failed_batches, s.panicked_batches, s.timed_out_batches), (1, 0, 0, 0), "{s:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Timeouts and hung backends.
 

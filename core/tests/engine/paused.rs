@@ -156,3 +156,69 @@ async fn a_clock_paused_after_the_batcher_ran_on_a_running_one_is_followed_at_on
     assert!(paused_at.elapsed() <= Duration::from_millis(52), "{:?}", paused_at.elapsed());
     assert_eq!(calls.lock().unwrap().len(), 2);
 }
+
+/// A batcher at capacity under `RunAlone` whose batch function hangs for `HANGS`, fails for
+/// `FAILS`, panics in its future for `PANICS` and in its call for `PANICS_AT_CALL`; the batch
+/// of key 0 waits for the returned gate.
+fn solo_faults() -> (Batcher<u32, u32, ()>, Arc<tokio::sync::Semaphore>) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let b = Batcher::builder(move |keys: Vec<u32>| {
+        assert!(!keys.contains(&PANICS_AT_CALL), "the batch function panics when called");
+        let g = g.clone();
+        async move {
+            if keys.contains(&0) {
+                g.acquire().await.unwrap().forget();
+            }
+            if keys.contains(&HANGS) {
+                std::future::pending::<()>().await;
+            }
+            assert!(!keys.contains(&PANICS), "the batch function's future panics");
+            if keys.contains(&FAILS) {
+                return Err(());
+            }
+            Ok(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+        }
+    })
+    .max_batch_size(2)
+    .max_in_flight(1)
+    .overflow(busline::Overflow::RunAlone)
+    .batch_timeout(Duration::from_secs(30))
+    .build()
+    .unwrap();
+    (b, gate)
+}
+
+const HANGS: u32 = 1 << 20;
+const FAILS: u32 = HANGS + 1;
+const PANICS: u32 = HANGS + 2;
+const PANICS_AT_CALL: u32 = HANGS + 3;
+
+#[tokio::test(start_paused = true)]
+async fn a_solo_runs_timeout_failure_and_panic_are_counted_as_a_batchs_are() {
+    // Before: `timed_out_batches`, `failed_batches` and `panicked_batches` counted only the
+    // batches the driver sent; a solo run that timed out, failed or panicked was only in
+    // `ran_alone`, so a hung backend met by solo runs showed no timeout at all.
+    let (b, gate) = solo_faults();
+    let held = super::support::fill(&b).await;
+    assert!(matches!(b.load(FAILS).await, Err(Error::Batch(_))));
+    assert!(matches!(b.load(PANICS).await, Err(Error::Panicked)));
+    assert!(matches!(b.load(PANICS_AT_CALL).await, Err(Error::Panicked)));
+    let hung = {
+        let b = b.clone();
+        tokio::spawn(async move { b.load(HANGS).await })
+    };
+    while b.stats().ran_alone < 4 {
+        tokio::task::yield_now().await;
+    }
+    // The filling batches end well before the hung solo run's timeout.
+    gate.add_permits(10);
+    for load in held {
+        assert!(within_an_hour(load).await.unwrap().is_ok());
+    }
+    assert!(matches!(within_an_hour(hung).await.unwrap(), Err(Error::Timeout)));
+    let s = b.stats();
+    assert_eq!(s.ran_alone, 4, "{s:?}");
+    assert_eq!((s.timed_out_batches, s.failed_batches, s.panicked_batches), (1, 1, 2), "{s:?}");
+    assert_eq!(s.batches, 2, "solo runs are not batches sent: {s:?}");
+}
