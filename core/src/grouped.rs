@@ -88,11 +88,46 @@ where
         let batch_fn: GroupFn<G, K, V, E> = Arc::new(move |group, keys| {
             Box::pin(batch_fn(group, keys).map(|answer| answer.map(crate::answers::Answered::plain)))
         });
-        GroupedBuilder {
-            batch_fn,
-            template: Batcher::builder(|_keys: Vec<K>| async { unreachable!("the template's batch function is replaced per group") }),
-            max_groups: DEFAULT_MAX_GROUPS,
-        }
+        GroupedBuilder::around(batch_fn)
+    }
+
+    /// Like [`builder`](Grouped::builder), for a batch function that answers each key on its
+    /// own, as [`Batcher::builder_per_key`]'s does: `Ok(map)` where each key maps to
+    /// `Ok(value)` or to its own `Err(e)`, which reaches only that key's callers in that group
+    /// as [`Error::Key`]; a key missing from the map is `Ok(None)`; the outer `Err` fails the
+    /// whole batch of that group.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // One tenant's corrupt row fails that row's callers, not the tenant's batch.
+    /// let rows = busline::Grouped::builder_per_key(|tenant: &'static str, ids: Vec<u32>| async move {
+    ///     let answers: HashMap<u32, Result<String, String>> = ids
+    ///         .into_iter()
+    ///         .map(|id| (id, if id == 13 { Err(format!("{tenant}/{id} is corrupt")) } else { Ok(format!("{tenant}/{id}")) }))
+    ///         .collect();
+    ///     Ok::<_, String>(answers)
+    /// })
+    /// .build()?;
+    ///
+    /// let (a, b) = tokio::join!(rows.load("acme", 1), rows.load("acme", 13));
+    /// assert_eq!(a.unwrap(), Some("acme/1".to_string()));
+    /// assert_eq!(b.unwrap_err().key_error().map(String::as_str), Some("acme/13 is corrupt"));
+    /// # Ok(()) }
+    /// ```
+    pub fn builder_per_key<F, Fut>(batch_fn: F) -> GroupedBuilder<G, K, V, E>
+    where
+        F: Fn(G, Vec<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<std::collections::HashMap<K, Result<V, E>>, E>> + Send + 'static,
+    {
+        let batch_fn: GroupFn<G, K, V, E> = Arc::new(move |group, keys| {
+            Box::pin(batch_fn(group, keys).map(|answer| answer.map(crate::answers::Answered::per_key)))
+        });
+        GroupedBuilder::around(batch_fn)
     }
 
     /// Loads `key` through the next batch of `group`.
@@ -164,7 +199,7 @@ impl<G, K, V, E> fmt::Debug for Grouped<G, K, V, E> {
 /// most; past this a new group is refused, never merged into another.
 pub const DEFAULT_MAX_GROUPS: usize = 1 << 20;
 
-/// Builds a [`Grouped`]; see [`Grouped::builder`]. Every setting of [`Builder`] applies to each
+/// Builds a [`Grouped`]; see [`Grouped::builder`] and [`Grouped::builder_per_key`]. Every setting of [`Builder`] applies to each
 /// group's batcher.
 pub struct GroupedBuilder<G, K, V, E> {
     batch_fn: GroupFn<G, K, V, E>,
@@ -188,6 +223,14 @@ where
     V: Clone + Send + Sync + 'static,
     E: Send + Sync + 'static,
 {
+    fn around(batch_fn: GroupFn<G, K, V, E>) -> Self {
+        GroupedBuilder {
+            batch_fn,
+            template: Batcher::builder(|_keys: Vec<K>| async { unreachable!("the template's batch function is replaced per group") }),
+            max_groups: DEFAULT_MAX_GROUPS,
+        }
+    }
+
     /// See [`Builder::window`].
     pub fn window(mut self, window: std::time::Duration) -> Self {
         self.template = self.template.window(window);

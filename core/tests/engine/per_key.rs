@@ -92,3 +92,51 @@ async fn load_many_reports_a_key_error() {
     assert_eq!(err.key_error().map(String::as_str), Some("key 7 failed"));
     assert_eq!(b.load_many([1, 2, 1234]).await.unwrap(), HashMap::from([(1, 10), (2, 20)]));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_grouped_per_key_batch_function_fails_a_key_in_its_group_only() {
+    // `Grouped` had no per-key form: a tenant's one bad row failed the tenant's whole batch
+    // (or had to pass for "not found").
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let rows = busline::Grouped::builder_per_key(move |tenant: u8, mut keys: Vec<u32>| {
+        keys.sort_unstable();
+        seen.lock().unwrap().push((tenant, keys.clone()));
+        async move {
+            if keys.contains(&666) {
+                return Err(format!("tenant {tenant} is down"));
+            }
+            Ok(keys
+                .into_iter()
+                .filter(|&k| k < 1000)
+                .map(|k| (k, if k == 13 { Err(format!("{tenant}/{k} is corrupt")) } else { Ok(u32::from(tenant) * 100 + k) }))
+                .collect::<HashMap<_, _>>())
+        }
+    })
+    .window(Duration::from_millis(5))
+    .build()
+    .unwrap();
+    let (a, bad, dup, missing, other_group, down, down_too) = tokio::join!(
+        rows.load(1, 2),
+        rows.load(1, 13),
+        rows.load(1, 13),
+        rows.load(1, 1234),
+        rows.load(2, 13),
+        rows.load(3, 666),
+        rows.load(3, 4),
+    );
+    assert_eq!(a.unwrap(), Some(102));
+    let (bad, dup) = (bad.unwrap_err(), dup.unwrap_err());
+    assert_eq!(bad.key_error().map(String::as_str), Some("1/13 is corrupt"));
+    match (&bad, &dup) {
+        (Error::Key(x), Error::Key(y)) => assert!(Arc::ptr_eq(x, y), "duplicate callers share one Arc"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(missing.unwrap(), None, "not found is not failed");
+    assert_eq!(other_group.unwrap_err().key_error().map(String::as_str), Some("2/13 is corrupt"));
+    assert_eq!(down.unwrap_err().batch_error().map(String::as_str), Some("tenant 3 is down"));
+    assert_eq!(down_too.unwrap_err().batch_error().map(String::as_str), Some("tenant 3 is down"));
+    let mut calls = calls.lock().unwrap().clone();
+    calls.sort();
+    assert_eq!(calls, vec![(1, vec![2, 13, 1234]), (2, vec![13]), (3, vec![4, 666])], "one batch per group");
+}
