@@ -444,8 +444,14 @@ impl<K, V, E, R> Drop for Ticket<'_, K, V, E, R> {
                 unsafe { self.shared.release(slot, 1) };
             }
             Stage::Done => {}
-            // The key (and a solo run's batch future) hold user code in their `Drop`: a panic
-            // there must not unwind into the caller that gives up.
+            Stage::Alone(_) => {
+                // Gave up while running alone: as much a cancelled request as a seated one.
+                StatsCells::bump(&self.shared.stats.cancelled);
+                self.shared.observer.cancelled();
+                drop_quietly(std::mem::replace(&mut self.stage, Stage::Done));
+            }
+            // The key (and a solo run's batch future, above) hold user code in their `Drop`: a
+            // panic there must not unwind into the caller that gives up.
             _ => {
                 drop_quietly(std::mem::replace(&mut self.stage, Stage::Done));
             }

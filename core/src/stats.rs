@@ -20,7 +20,9 @@ pub struct Stats {
     pub batches: u64,
     /// Keys sent to the batch function (distinct within each batch).
     pub keys_sent: u64,
-    /// Requests whose caller dropped its future before the answer.
+    /// Requests whose caller dropped its future before the answer: seated on a bus, or running
+    /// alone under [`Overflow::RunAlone`](crate::Overflow::RunAlone) (not one still waiting
+    /// for room, which was never admitted).
     pub cancelled: u64,
     /// Requests refused with [`Error::Overloaded`](crate::Error::Overloaded).
     pub rejected: u64,

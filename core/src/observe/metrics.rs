@@ -18,7 +18,7 @@
 //! | `busline_window_seconds` | gauge | `batcher` | the window the policy applied to the latest batch (`natural`, `gated` and `adaptive` move it with the load) |
 //! | `busline_rejected_total` | counter | `batcher` | requests refused with `Error::Overloaded` |
 //! | `busline_ran_alone_total` | counter | `batcher` | requests run alone at capacity (`Overflow::RunAlone`) |
-//! | `busline_cancelled_total` | counter | `batcher` | requests whose caller gave up before the answer |
+//! | `busline_cancelled_total` | counter | `batcher` | requests whose caller gave up before the answer (seated, or running alone) |
 //! | `busline_timeouts_total` | counter | `batcher` | batch calls dropped at `batch_timeout` (solo runs included) |
 
 use std::time::Duration;

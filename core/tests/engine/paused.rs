@@ -222,3 +222,18 @@ async fn a_solo_runs_timeout_failure_and_panic_are_counted_as_a_batchs_are() {
     assert_eq!((s.timed_out_batches, s.failed_batches, s.panicked_batches), (1, 1, 2), "{s:?}");
     assert_eq!(s.batches, 2, "solo runs are not batches sent: {s:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_solo_run_given_up_is_counted_cancelled() {
+    // Before: only a seated caller that gave up was counted; one running alone was not,
+    // though `cancelled` promised "requests whose caller dropped its future before the answer".
+    let (b, gate) = solo_faults();
+    let held = super::support::fill(&b).await;
+    assert!(tokio::time::timeout(Duration::from_secs(1), b.load(HANGS)).await.is_err());
+    let s = b.stats();
+    assert_eq!((s.ran_alone, s.cancelled, s.timed_out_batches), (1, 1, 0), "{s:?}");
+    gate.add_permits(10);
+    for load in held {
+        assert!(within_an_hour(load).await.unwrap().is_ok());
+    }
+}
