@@ -86,6 +86,25 @@ impl Handles {
         }
     }
 
+    /// Handles that record nothing: for a batcher whose registration panicked.
+    pub(crate) fn noop() -> Handles {
+        Handles {
+            requests: Counter::noop(),
+            batches: ENDINGS.map(|_| Counter::noop()),
+            batch_keys: Histogram::noop(),
+            batch_requests: Histogram::noop(),
+            queue_wait: Histogram::noop(),
+            batch_duration: Histogram::noop(),
+            in_flight: Gauge::noop(),
+            window: Gauge::noop(),
+            running: std::sync::atomic::AtomicI64::new(0),
+            rejected: Counter::noop(),
+            ran_alone: Counter::noop(),
+            cancelled: Counter::noop(),
+            timeouts: Counter::noop(),
+        }
+    }
+
     pub(crate) fn departed(&self, d: &Departure) {
         self.requests.increment(d.requests as u64);
         self.batch_keys.record(d.keys as f64);
@@ -119,20 +138,26 @@ impl Handles {
 }
 
 /// Describes every series once per process (units and help text for exporters that use them).
+/// The recorder is user code: a panic in it is caught inside the `Once`, which a panic would
+/// poison, making every later batcher's build panic.
 fn describe() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        describe_counter!("busline_requests_total", Unit::Count, "Requests that boarded a batch, duplicates included.");
-        describe_counter!("busline_batches_total", Unit::Count, "Batch calls ended, by outcome.");
-        describe_histogram!("busline_batch_keys", Unit::Count, "Distinct keys per batch call.");
-        describe_histogram!("busline_batch_requests", Unit::Count, "Requests per batch call.");
-        describe_histogram!("busline_queue_wait_seconds", Unit::Seconds, "Wait of each batch's first request before departure.");
-        describe_histogram!("busline_batch_duration_seconds", Unit::Seconds, "Duration of each batch call.");
-        describe_gauge!("busline_in_flight_batches", Unit::Count, "Batch calls running.");
-        describe_gauge!("busline_window_seconds", Unit::Seconds, "Window the policy applied to the latest batch.");
-        describe_counter!("busline_rejected_total", Unit::Count, "Requests refused at capacity.");
-        describe_counter!("busline_ran_alone_total", Unit::Count, "Requests run alone at capacity.");
-        describe_counter!("busline_cancelled_total", Unit::Count, "Requests given up by their caller.");
-        describe_counter!("busline_timeouts_total", Unit::Count, "Batch calls dropped at batch_timeout.");
+        super::quietly(describe_each);
     });
+}
+
+fn describe_each() {
+    describe_counter!("busline_requests_total", Unit::Count, "Requests that boarded a batch, duplicates included.");
+    describe_counter!("busline_batches_total", Unit::Count, "Batch calls ended, by outcome.");
+    describe_histogram!("busline_batch_keys", Unit::Count, "Distinct keys per batch call.");
+    describe_histogram!("busline_batch_requests", Unit::Count, "Requests per batch call.");
+    describe_histogram!("busline_queue_wait_seconds", Unit::Seconds, "Wait of each batch's first request before departure.");
+    describe_histogram!("busline_batch_duration_seconds", Unit::Seconds, "Duration of each batch call.");
+    describe_gauge!("busline_in_flight_batches", Unit::Count, "Batch calls running.");
+    describe_gauge!("busline_window_seconds", Unit::Seconds, "Window the policy applied to the latest batch.");
+    describe_counter!("busline_rejected_total", Unit::Count, "Requests refused at capacity.");
+    describe_counter!("busline_ran_alone_total", Unit::Count, "Requests run alone at capacity.");
+    describe_counter!("busline_cancelled_total", Unit::Count, "Requests given up by their caller.");
+    describe_counter!("busline_timeouts_total", Unit::Count, "Batch calls dropped at batch_timeout.");
 }

@@ -111,8 +111,10 @@ impl Observer {
     pub(crate) fn new(name: &std::sync::Arc<str>, policy: &'static str) -> Observer {
         let _ = (name, policy);
         Observer {
+            // Registering runs the installed recorder (user code): if it panics, this batcher
+            // reports nothing, and builds and serves all the same.
             #[cfg(feature = "metrics")]
-            metrics: metrics::Handles::new(name),
+            metrics: quietly(|| metrics::Handles::new(name)).unwrap_or_else(metrics::Handles::noop),
             #[cfg(feature = "tracing")]
             name: std::sync::Arc::clone(name),
             #[cfg(feature = "tracing")]
