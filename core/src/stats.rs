@@ -33,7 +33,8 @@ pub struct Stats {
     /// three.)
     pub failed_batches: u64,
     /// Batch function calls, solo runs included, that panicked (their call or their future),
-    /// and batches whose keys' `Hash`, `Eq` or `Clone` panicked.
+    /// and batches never sent because every key aboard panicked in its `Hash`, `Eq` or
+    /// `Clone` (a key that panics among others fails its own callers, not its batch).
     pub panicked_batches: u64,
     /// Batch function calls, solo runs included, dropped for running longer than
     /// `batch_timeout`.

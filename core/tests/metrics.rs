@@ -91,7 +91,9 @@ fn every_series_counts_what_happened() {
         users.shutdown().await;
 
         let snap = snapshot(&snapshotter, "users");
-        assert_eq!(counter(&snap, "busline_requests_total", None), 12, "{snap:#?}");
+        // Ten, 13, 99 and the one given up (its bus counted though nobody was left on it).
+        assert_eq!(counter(&snap, "busline_requests_total", None), 13, "{snap:#?}");
+        assert_eq!(counter(&snap, "busline_requests_total", None), users.stats().requests);
         assert_eq!(counter(&snap, "busline_batches_total", Some("ok")), 1);
         assert_eq!(counter(&snap, "busline_batches_total", Some("error")), 1);
         assert_eq!(counter(&snap, "busline_batches_total", Some("panicked")), 1);
@@ -157,6 +159,24 @@ fn every_series_counts_what_happened() {
         assert_eq!(tenants.load(1, 7).await.unwrap(), Some(7));
         assert_eq!(tenants.load(2, 8).await.unwrap(), Some(8));
         assert_eq!(counter(&snapshot(&snapshotter, "tenants"), "busline_requests_total", None), 2);
+
+        // A bus whose every key panicked in its `Hash` is never sent, but its batch ended
+        // `panicked` and its requests boarded: the metrics say so, as the stats do. (Before,
+        // the stats counted both and the metrics neither.)
+        let touchy: Batcher<Touchy, u32, ()> = Batcher::builder(|keys: Vec<Touchy>| async move {
+            Ok(keys.into_iter().map(|k| (k.clone(), k.0)).collect::<HashMap<_, _>>())
+        })
+        .name("touchy")
+        .build()
+        .unwrap();
+        assert!(matches!(touchy.load(Touchy(13)).await, Err(Error::Panicked)));
+        assert_eq!(touchy.load(Touchy(1)).await.unwrap(), Some(1));
+        let stats = touchy.stats();
+        let snap = snapshot(&snapshotter, "touchy");
+        assert_eq!((stats.requests, stats.panicked_batches), (2, 1), "{stats:?}");
+        assert_eq!(counter(&snap, "busline_requests_total", None), stats.requests, "{snap:#?}");
+        assert_eq!(counter(&snap, "busline_batches_total", Some("panicked")), stats.panicked_batches);
+        assert_eq!(counter(&snap, "busline_batches_total", Some("ok")), 1);
     });
 
     // Solo runs under `RunAlone` are batch calls too: their endings reach `batches_total` and
@@ -218,6 +238,17 @@ fn every_series_counts_what_happened() {
         assert_eq!(counter(&snap, "busline_batches_total", Some("ok")), stats.batches + 1, "two batches and key 2's solo run");
         assert_eq!((stats.timed_out_batches, stats.failed_batches), (1, 1), "{stats:?}");
     });
+}
+
+/// A key whose `Hash` panics for 13.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Touchy(u32);
+
+impl std::hash::Hash for Touchy {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        assert_ne!(self.0, 13, "Hash panics");
+        self.0.hash(state);
+    }
 }
 
 #[test]

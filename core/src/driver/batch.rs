@@ -266,7 +266,12 @@ impl<K, V, E> Publisher<K, V, E> {
                 shared.observer.finished(&trace, ending, started.elapsed());
                 Held::traced(outcome, trace)
             }
-            None => Held::new(outcome),
+            None => {
+                // Never sent (every key still aboard panicked in the collect): counted as a
+                // batch that ended so, as the stats count it.
+                shared.observer.ended_unsent(ending);
+                Held::new(outcome)
+            }
         };
         Some(held.refusing(self.refused.take()))
     }

@@ -275,6 +275,7 @@ where
         let shared = &*self.shared;
         let stats = &shared.stats;
         StatsCells::bump_single_writer(&stats.requests, sealed.count as u64);
+        shared.observer.boarded(sealed.count);
         let opened = shared.ring.slot(sealed.slot).opened_at_ns();
         let queue_wait = opened.map(|opened| now.saturating_duration_since(Instant::from_nanos(opened)));
         if let Some(waited) = queue_wait {

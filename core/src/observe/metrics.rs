@@ -8,7 +8,7 @@
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
-//! | `busline_requests_total` | counter | `batcher` | requests that boarded a batch (duplicates included), counted per batch |
+//! | `busline_requests_total` | counter | `batcher` | requests that boarded a batch (duplicates included), counted per batch; as `Stats::requests`, also a bus whose callers all gave up before it left |
 //! | `busline_batches_total` | counter | `batcher`, `outcome` | batch calls ended (solo runs under `Overflow::RunAlone` included), by outcome: `ok`, `error`, `panicked` (the batch function, its future, or a key's `Hash`/`Eq`/`Clone` panicked), `timeout`, `closed` |
 //! | `busline_batch_keys` | histogram | `batcher` | distinct keys per batch call |
 //! | `busline_batch_requests` | histogram | `batcher` | requests per batch call (coalescing: requests ÷ calls) |
@@ -46,7 +46,7 @@ pub const NAMES: [&str; 12] = [
 /// A batcher's registered handles: one registry lookup at build, none per event.
 #[derive(Debug)]
 pub(crate) struct Handles {
-    requests: Counter,
+    pub(crate) requests: Counter,
     /// Indexed by `Ending as usize`.
     batches: [Counter; 5],
     batch_keys: Histogram,
@@ -106,7 +106,6 @@ impl Handles {
     }
 
     pub(crate) fn departed(&self, d: &Departure) {
-        self.requests.increment(d.requests as u64);
         self.batch_keys.record(d.keys as f64);
         self.batch_requests.record(d.requests as f64);
         self.queue_wait.record(d.queue_wait.as_secs_f64());
@@ -120,6 +119,12 @@ impl Handles {
         let running = self.running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) - 1;
         self.ended(ending, took);
         self.in_flight.set(running.max(0) as f64);
+    }
+
+    /// A batch never sent (every key aboard panicked) ended: counted by outcome only.
+    pub(crate) fn ended_unsent(&self, ending: Ending) {
+        let index = ENDINGS.iter().position(|&e| e == ending).unwrap_or(0);
+        self.batches[index].increment(1);
     }
 
     /// A solo run ended: a batch call, though never in flight as a batch.

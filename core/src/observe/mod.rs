@@ -122,6 +122,22 @@ impl Observer {
         }
     }
 
+    /// A bus was sealed with `requests` aboard (counted whether or not its batch is then sent).
+    #[inline]
+    pub(crate) fn boarded(&self, requests: usize) {
+        let _ = requests;
+        #[cfg(feature = "metrics")]
+        quietly(|| self.metrics.requests.increment(requests as u64));
+    }
+
+    /// A batch that was never sent ended so (every key aboard panicked before the call).
+    #[inline]
+    pub(crate) fn ended_unsent(&self, ending: Ending) {
+        let _ = ending;
+        #[cfg(feature = "metrics")]
+        quietly(|| self.metrics.ended_unsent(ending));
+    }
+
     /// A batch departs.
     #[inline]
     pub(crate) fn departed(&self, departure: &Departure) -> BatchTrace {
