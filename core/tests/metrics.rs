@@ -160,6 +160,42 @@ fn every_series_counts_what_happened() {
         assert_eq!(tenants.load(2, 8).await.unwrap(), Some(8));
         assert_eq!(counter(&snapshot(&snapshotter, "tenants"), "busline_requests_total", None), 2);
 
+        // Every group of a `Grouped` reports under its one name: the in-flight gauge is their
+        // sum. (Before, each group's batcher set it to its own count: 1 with two running.)
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let fleet = {
+            let (gate, started) = (gate.clone(), started.clone());
+            busline::Grouped::builder(move |_: u32, keys: Vec<u32>| {
+                let (gate, started) = (gate.clone(), started.clone());
+                async move {
+                    started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    gate.acquire().await.unwrap().forget();
+                    Ok::<_, std::io::Error>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+                }
+            })
+            .name("fleet")
+            .build()
+            .unwrap()
+        };
+        let loads: Vec<_> = [1, 2]
+            .map(|group| {
+                let fleet = fleet.clone();
+                tokio::spawn(async move { fleet.load(group, 7).await })
+            })
+            .into();
+        while started.load(std::sync::atomic::Ordering::Relaxed) < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(gauge(&snapshot(&snapshotter, "fleet"), "busline_in_flight_batches"), Some(2.0));
+        gate.add_permits(2);
+        for load in loads {
+            assert_eq!(load.await.unwrap().unwrap(), Some(7));
+        }
+        // (The debugging recorder's snapshot takes each value and leaves 0: what follows the
+        // snapshot above is the change since, two batches ended.)
+        assert_eq!(gauge(&snapshot(&snapshotter, "fleet"), "busline_in_flight_batches"), Some(-2.0));
+
         // A bus whose every key panicked in its `Hash` is never sent, but its batch ended
         // `panicked` and its requests boarded: the metrics say so, as the stats do. (Before,
         // the stats counted both and the metrics neither.)

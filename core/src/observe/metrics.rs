@@ -14,7 +14,7 @@
 //! | `busline_batch_requests` | histogram | `batcher` | requests per batch call (coalescing: requests ÷ calls) |
 //! | `busline_queue_wait_seconds` | histogram | `batcher` | how long each batch's first request waited before departure |
 //! | `busline_batch_duration_seconds` | histogram | `batcher` | how long each batch call ran (solo runs included) |
-//! | `busline_in_flight_batches` | gauge | `batcher` | batch calls running now |
+//! | `busline_in_flight_batches` | gauge | `batcher` | batch calls running now (the sum over every batcher of that name: a `Grouped`'s groups, say) |
 //! | `busline_window_seconds` | gauge | `batcher` | the window the policy applied to the latest batch (`natural`, `gated` and `adaptive` move it with the load) |
 //! | `busline_rejected_total` | counter | `batcher` | requests refused with `Error::Overloaded` |
 //! | `busline_ran_alone_total` | counter | `batcher` | requests run alone at capacity (`Overflow::RunAlone`) |
@@ -55,8 +55,6 @@ pub(crate) struct Handles {
     batch_duration: Histogram,
     in_flight: Gauge,
     window: Gauge,
-    /// Batch calls running, for the gauge (departures and endings come from different tasks).
-    running: std::sync::atomic::AtomicI64,
     pub(crate) rejected: Counter,
     pub(crate) ran_alone: Counter,
     pub(crate) cancelled: Counter,
@@ -78,7 +76,6 @@ impl Handles {
             batch_duration: histogram!("busline_batch_duration_seconds", "batcher" => batcher.clone()),
             in_flight: gauge!("busline_in_flight_batches", "batcher" => batcher.clone()),
             window: gauge!("busline_window_seconds", "batcher" => batcher.clone()),
-            running: std::sync::atomic::AtomicI64::new(0),
             rejected: counter!("busline_rejected_total", "batcher" => batcher.clone()),
             ran_alone: counter!("busline_ran_alone_total", "batcher" => batcher.clone()),
             cancelled: counter!("busline_cancelled_total", "batcher" => batcher.clone()),
@@ -97,7 +94,6 @@ impl Handles {
             batch_duration: Histogram::noop(),
             in_flight: Gauge::noop(),
             window: Gauge::noop(),
-            running: std::sync::atomic::AtomicI64::new(0),
             rejected: Counter::noop(),
             ran_alone: Counter::noop(),
             cancelled: Counter::noop(),
@@ -106,19 +102,19 @@ impl Handles {
     }
 
     pub(crate) fn departed(&self, d: &Departure) {
+        // Added to, not set: every batcher of one name (a `Grouped`'s groups, a per-group
+        // strategy's) shares the series, each with its own batches running. First here and in
+        // `finished`, so that a recorder panicking in another series skips neither half.
+        self.in_flight.increment(1.0);
         self.batch_keys.record(d.keys as f64);
         self.batch_requests.record(d.requests as f64);
         self.queue_wait.record(d.queue_wait.as_secs_f64());
         self.window.set(d.window.as_secs_f64());
-        // Relaxed: a gauge, not a hand-off.
-        let running = self.running.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        self.in_flight.set(running as f64);
     }
 
     pub(crate) fn finished(&self, ending: Ending, took: Duration) {
-        let running = self.running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) - 1;
+        self.in_flight.decrement(1.0);
         self.ended(ending, took);
-        self.in_flight.set(running.max(0) as f64);
     }
 
     /// A batch never sent (every key aboard panicked) ended: counted by outcome only.
