@@ -88,7 +88,10 @@ where
     /// # Errors
     ///
     /// [`Error::Batch`] if the batch function failed for this request's batch,
-    /// [`Error::Panicked`] if it panicked, [`Error::Closed`] after shutdown,
+    /// [`Error::Key`] if a per-key batch function failed this key alone,
+    /// [`Error::Panicked`] if it (or this key's `Hash`, `Eq` or `Clone`) panicked,
+    /// [`Error::Timeout`] if the call ran past [`batch_timeout`](crate::Builder::batch_timeout),
+    /// [`Error::Closed`] after shutdown,
     /// [`Error::Overloaded`] at capacity under [`Overflow::Reject`](crate::Overflow::Reject).
     ///
     /// # Cancel safety

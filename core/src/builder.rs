@@ -190,7 +190,8 @@ where
     /// of a few milliseconds or more. core/README.md has the figures. (Under a paused tokio
     /// clock deadlines always go to tokio's timer; see the crate docs.) Off needs the runtime's
     /// time driver (`enable_time`) for a timed policy: `build` says so otherwise (except under
-    /// `panic = "abort"`; see [`build`](Builder::build)).
+    /// `panic = "abort"`; see [`build`](Builder::build)). On, a timed policy needs busline's
+    /// timer thread (one per process): `build` fails naming `spin` if it cannot be spawned.
     pub fn spin(mut self, spin: bool) -> Self {
         self.settings.spin = spin;
         self

@@ -23,11 +23,13 @@ pub enum Error<E> {
     /// be neither found nor created.
     Panicked,
     /// The batcher was shut down (or every handle to it dropped) before this request was
-    /// accepted, or its runtime went away before the batch could run.
+    /// accepted, or its runtime went away before this request's batch had its answer (not yet
+    /// sent, or still running).
     Closed,
     /// The batcher is full and its [`Overflow`](crate::Overflow) policy is `Reject`.
     Overloaded,
-    /// The batch call ran longer than the batcher's
+    /// The batch call (or this request's solo run under
+    /// [`Overflow::RunAlone`](crate::Overflow::RunAlone)) ran longer than the batcher's
     /// [`batch_timeout`](crate::Builder::batch_timeout) and was dropped.
     Timeout,
 }

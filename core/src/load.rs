@@ -80,7 +80,7 @@ impl<K: Eq + Hash, V, E> Reader<K, V, E> for WholeMap {
 /// seat in it has been read or given up. A future set aside after a first poll (say, `select!`
 /// on `&mut load`, then other work for a long while) therefore holds a slot after its answer
 /// has come; with every slot so held, new loads are at capacity: they wait for room, get
-/// `Overloaded` or run alone, as [`Overflow`] says. Futures that are awaited, or dropped when
+/// `Overloaded` or run alone, as [`Overflow`](crate::Overflow) says. Futures that are awaited, or dropped when
 /// abandoned (as `tokio::time::timeout` does), never hold one.
 #[must_use = "a `Load` does nothing unless awaited (or polled)"]
 pub struct Load<'a, K, V, E>(Ticket<'a, K, V, E, ByKey>);
