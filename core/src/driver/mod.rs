@@ -314,6 +314,12 @@ impl<K, V, E> Drop for Driver<K, V, E> {
         // Dropped before finishing: its runtime is shutting down. Close, and answer whoever
         // boarded with `Closed`, so no caller waits for a driver that is gone.
         let shared = &*self.shared;
+        // Refuse every later request first, under every overflow policy, as a shutdown does:
+        // the closed ring alone refuses only a claim, and a stall flag left set would send a
+        // `RunAlone` load to run on the runtime that is gone and keep a `tower` caller's
+        // readiness waiting for a seal that no driver will make. (After a normal shutdown the
+        // flag is set already.)
+        shared.signals.request_shutdown();
         // SAFETY: the driver is the ring's one sealer, and it is going away.
         unsafe { signals::abandon(&shared.ring, &shared.signals, Held::new(Err(Error::Closed))) };
         // Keys gathered ahead for a bus that never left: their `Drop` is user code.

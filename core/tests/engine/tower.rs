@@ -183,3 +183,74 @@ async fn grouped_serves_group_key_pairs() {
     let answer = svc.ready().await.unwrap().call(("acme".to_string(), 3)).await.unwrap();
     assert_eq!(answer, Some("acme:3".to_string()));
 }
+
+/// As [`gated_with`], its driver on `runtime`; keys from 100 on are answered without waiting.
+fn gated_on(overflow: busline::Overflow, runtime: &tokio::runtime::Runtime) -> (Batcher<u32, u32, std::io::Error>, Arc<Semaphore>) {
+    let gate = Arc::new(Semaphore::new(0));
+    let permits = gate.clone();
+    let b = Batcher::builder(move |keys: Vec<u32>| {
+        let permits = permits.clone();
+        async move {
+            if keys.iter().any(|&k| k < 100) {
+                permits.acquire().await.unwrap().forget();
+            }
+            Ok(keys.into_iter().map(|k| (k, k + 1)).collect::<HashMap<_, _>>())
+        }
+    })
+    .max_batch_size(1)
+    .max_in_flight(1)
+    .overflow(overflow)
+    .runtime(runtime.handle().clone())
+    .build()
+    .unwrap();
+    (b, gate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_at_capacity_when_the_drivers_runtime_goes_away_is_closed_not_a_hang() {
+    // Before: the driver's drop closed the ring but left the stall flag set, so readiness kept
+    // waiting for a seal that no driver would make (a `ready()` that never returned).
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (b, _gate) = gated_on(busline::Overflow::Wait, &runtime);
+    let loads = fill(&b).await;
+    runtime.shutdown_background();
+    for load in loads {
+        assert!(matches!(load.await.unwrap(), Err(Error::Closed)));
+    }
+    let mut svc = b.clone();
+    let ready = tokio::time::timeout(Duration::from_secs(10), svc.ready()).await.expect("readiness hung");
+    assert!(matches!(ready, Err(Error::Closed)), "{:?}", ready.map(|_| ()));
+    assert!(b.is_closed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_capacity_under_run_alone_a_load_after_the_drivers_runtime_went_away_is_closed() {
+    // Before: the stall flag, left set by the driver's drop, sent the load to run alone on a
+    // runtime that was gone (and answered it `Ok`), where every other load got `Closed`.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (b, _gate) = gated_on(busline::Overflow::RunAlone, &runtime);
+    let one = {
+        let caller = b.clone();
+        tokio::spawn(async move { caller.load(1).await })
+    };
+    while b.stats().batches < 1 {
+        tokio::task::yield_now().await;
+    }
+    // Key 2 boards the next bus (polled once: seated, or, had the bus been full, run alone),
+    // which is full and cannot leave.
+    let mut two = Box::pin(b.load(2));
+    assert!(std::future::poll_fn(|cx| std::task::Poll::Ready(two.as_mut().poll(cx))).await.is_pending());
+    assert_eq!(b.stats().ran_alone, 0, "key 2 boarded");
+    // At capacity: loads run alone. Meanwhile the driver flags the stall (no way to see it
+    // from here but to give it time).
+    for k in 100..200 {
+        assert_eq!(b.load(k).await.unwrap(), Some(k + 1));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(b.stats().ran_alone >= 100);
+    runtime.shutdown_background();
+    assert!(matches!(one.await.unwrap(), Err(Error::Closed)));
+    assert!(matches!(two.await, Err(Error::Closed)));
+    let answer = b.load(300).await;
+    assert!(matches!(answer, Err(Error::Closed)), "{answer:?}");
+}
