@@ -404,27 +404,36 @@ where
         };
         let shared = self.shared;
         let stamp = |seat: &Slot<K, V, E>| seat.stamp_opened(shared.clock.now().as_nanos());
-        let seat = signals::admit_then(
+        // The seat goes into the stage before the claim (the seat the claim will most likely
+        // get; corrected after it if another producer came first): the claim's locked add
+        // drains that store with the others, and nothing reads the future back right after the
+        // claim from a store still in flight (a caller moving the future would stall on it).
+        // The stage holds `Done` or a seat, neither of which has anything to drop: replaced
+        // without a drop call on the hot path (an assignment would call `drop_in_place`).
+        let mark = |seat: Option<(usize, usize)>| {
+            let next = match seat {
+                Some((slot, index)) => Stage::Seated(Seat::new(slot, index)),
+                None => Stage::Done,
+            };
+            std::mem::forget(std::mem::replace(&mut self.stage, next));
+        };
+        let refused = signals::admit_then(
             &shared.ring,
             &shared.signals,
             shared.overflow,
             key,
             waker,
             stamp,
-            |slot, index| Some((slot, index)),
-            |admission| {
-                // By value, not through `self`: see `poll`.
-                let next = Self::not_seated(shared, admission);
-                std::mem::forget(std::mem::replace(&mut self.stage, next));
-                None
-            },
+            mark,
+            |_, _| None,
+            Some,
         );
-        let Some((slot, index)) = seat else { return false };
-        // The stage is the `Done` left above: nothing to drop, so no drop call on the hot path
-        // (an assignment would call `drop_in_place` out of line).
-        debug_assert!(matches!(self.stage, Stage::Done));
-        std::mem::forget(std::mem::replace(&mut self.stage, Stage::Seated(Seat::new(slot, index))));
-        true
+        let Some(admission) = refused else { return true };
+        // By value, not through `self`: see `poll`. The stage is `Done` (`mark` was told that
+        // the claim got no seat, or not called).
+        let next = Self::not_seated(shared, admission);
+        std::mem::forget(std::mem::replace(&mut self.stage, next));
+        false
     }
 
     /// The boarding's other outcomes: wait for room, or the overflow policy's answer, as the

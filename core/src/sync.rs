@@ -155,6 +155,9 @@ mod broken {
         /// claimed seat's index is the count it saw, without comparing the slot (a seal between
         /// the look and the claim opens another slot whose count may match).
         Place,
+        /// `signals::board_then` does not correct the caller's mark when another producer
+        /// claimed the expected seat first, so the caller records a seat not its own.
+        Mark,
     }
 
     thread_local! {
