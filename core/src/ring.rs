@@ -286,7 +286,7 @@ impl<K, R> Ring<K, R> {
     /// full) one `fetch_add`.
     #[cfg_attr(
         not(any(test, busline_loom)),
-        allow(dead_code, reason = "the engine claims with `claim_placed`; tests and loom models with `claim`")
+        allow(dead_code, reason = "the engine claims with `look` and `claim_looked`; tests and loom models with `claim`")
     )]
     #[inline(always)]
     pub fn claim(&self) -> Claim {

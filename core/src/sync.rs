@@ -151,7 +151,7 @@ mod broken {
         Unstall,
         /// `signals::admit` reads the shutdown flag only for `Reject` and `RunAlone`.
         ShutdownGate,
-        /// `Ring::claim_placed` trusts the seat's place located before the claim whenever the
+        /// `Ring::claim_looked` trusts the seat's place located before the claim whenever the
         /// claimed seat's index is the count it saw, without comparing the slot (a seal between
         /// the look and the claim opens another slot whose count may match).
         Place,

@@ -1,10 +1,10 @@
-//! The engine's claim as `Load`'s first poll makes it: the real `signals::board`, whose
-//! `Ring::claim_placed` locates the seat it expects from the head word seen before the
-//! `fetch_add` and keeps that place only if the claim got that very seat (`word == seen`),
-//! then writes with `Slot::write_placed`. The other ring models board through the harness's
-//! `board` (`Ring::claim`, then `Slot::write`, which locates the seat again after the claim),
-//! so they never use a place located before the claim; this one does, against the seal that
-//! opens another slot between a producer's look and its claim.
+//! The engine's claim as `Load`'s first poll makes it: the real `signals::board_then` (through
+//! `board_marked`), whose `Ring::look` and `Ring::claim_looked` locate the seat it expects from
+//! the head word seen before the `fetch_add` and keep that place only if the claim got that
+//! very seat (`word == seen`), then writes with `Slot::write_placed`. The other ring models
+//! board through the harness's `board` (`Ring::claim`, then `Slot::write`, which locates the
+//! seat again after the claim), so they never use a place located before the claim; this one
+//! does, against the seal that opens another slot between a producer's look and its claim.
 //!
 //! Each producer also records its seat as the `Load` future does (`signals::board_marked`'s
 //! mark: the seat expected before the claim, corrected after it if another producer came
