@@ -46,13 +46,16 @@ async fn fill(b: &Batcher<u32, u32, std::io::Error>) -> Vec<tokio::task::JoinHan
             tokio::task::yield_now().await;
         }
     }
-    // Wait until the driver has seen the full bus stuck behind the running batch.
+    // Wait until the driver has seen the full bus stuck behind the running batch. A sleep, not
+    // a yield, between looks: while readiness answers at once, 10,000 yields pass in a fraction
+    // of a second, too soon for a driver on a busy machine (the engine binary runs ~150 tests
+    // on 2 cores); 10,000 sleeps take at least 10 s.
     let mut svc = b.clone();
     for _ in 0..10_000 {
         if tokio::time::timeout(Duration::from_millis(1), svc.ready()).await.is_err() {
             return loads;
         }
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     panic!("the batcher never reached capacity");
 }
