@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 use tokio::sync::futures::Notified;
 
 use crate::Error;
-use crate::observe::Ending;
+use crate::observe::{BatchTrace, Ending};
 use crate::ring::{MAX_SEATS, MAX_SLOTS};
 use crate::shared::{AwaitedBatch, Held, Outcome, Shared, Slot, await_batch, drop_quietly};
 use crate::signals::{self, Admission, Signals};
@@ -251,8 +251,10 @@ struct Solo<'a, K, V, E> {
     key: K,
     /// The batch function's future, polled to completion under the batch timeout.
     run: AwaitedBatch<K, V, E>,
-    /// When the call was made, for the observers.
+    /// When the call was made, and its trace (a batch span of one, under `tracing`), for the
+    /// observers.
     started: std::time::Instant,
+    trace: BatchTrace,
     /// Ends the run for shutdown's count when the run is answered or dropped.
     _admitted: Admitted<'a>,
 }
@@ -373,7 +375,9 @@ where
                     let (outcome, batch) = ready!(polled);
                     let ending = Ending::of(&outcome);
                     shared.stats.count_ending(ending);
-                    shared.observer.finished_alone(ending, solo.started.elapsed());
+                    shared.observer.finished_alone(&solo.trace, ending, solo.started.elapsed());
+                    #[cfg(feature = "tracing")]
+                    shared.observer.served_alone(&self.span, &solo.trace);
                     let answer = std::panic::catch_unwind(AssertUnwindSafe(|| R::read(&outcome, &solo.key)))
                         .unwrap_or(Err(Error::Panicked));
                     drop_quietly(batch);
@@ -480,15 +484,16 @@ where
         // batch timeout's timer.
         let _entered = shared.runtime.enter();
         let started = std::time::Instant::now();
+        let trace = shared.observer.started_alone();
         let call = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.batch_fn)(vec![key.clone()])));
         match call {
             Ok(batch) => {
                 let run = await_batch(batch, shared.batch_timeout).boxed();
-                Stage::Alone(Box::new(Solo { key, run, started, _admitted: admitted }))
+                Stage::Alone(Box::new(Solo { key, run, started, trace, _admitted: admitted }))
             }
             Err(_) => {
                 shared.stats.count_ending(Ending::Panicked);
-                shared.observer.finished_alone(Ending::Panicked, started.elapsed());
+                shared.observer.finished_alone(&trace, Ending::Panicked, started.elapsed());
                 drop_quietly(key);
                 Stage::Refused(Refusal::Panicked)
             }

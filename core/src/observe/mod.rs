@@ -146,7 +146,20 @@ impl Observer {
         quietly(|| self.metrics.departed(departure));
         BatchTrace {
             #[cfg(feature = "tracing")]
-            span: quietly(|| tracing::batch_span(&self.name, self.policy, departure)).unwrap_or_else(::tracing::Span::none),
+            span: quietly(|| tracing::batch_span(&self.name, self.policy, departure, false)).unwrap_or_else(::tracing::Span::none),
+        }
+    }
+
+    /// A solo run (a request run alone at capacity) starts: its trace, a batch of one.
+    #[inline]
+    pub(crate) fn started_alone(&self) -> BatchTrace {
+        BatchTrace {
+            #[cfg(feature = "tracing")]
+            span: quietly(|| {
+                let alone = Departure { requests: 1, keys: 1, queue_wait: Duration::ZERO, window: Duration::ZERO };
+                tracing::batch_span(&self.name, self.policy, &alone, true)
+            })
+            .unwrap_or_else(::tracing::Span::none),
         }
     }
 
@@ -160,12 +173,21 @@ impl Observer {
         quietly(|| tracing::finished(&trace.span, ending, took));
     }
 
-    /// A solo run (a request run alone at capacity) ended after `took`.
+    /// A solo run (a request run alone at capacity) traced by `trace` ended after `took`.
     #[inline]
-    pub(crate) fn finished_alone(&self, ending: Ending, took: Duration) {
-        let _ = (ending, took);
+    pub(crate) fn finished_alone(&self, trace: &BatchTrace, ending: Ending, took: Duration) {
+        let _ = (trace, ending, took);
         #[cfg(feature = "metrics")]
         quietly(|| self.metrics.finished_alone(ending, took));
+        #[cfg(feature = "tracing")]
+        quietly(|| tracing::finished(&trace.span, ending, took));
+    }
+
+    /// The caller traced by `load` was served by the solo run traced by `trace`: link them.
+    #[cfg(feature = "tracing")]
+    #[inline]
+    pub(crate) fn served_alone(&self, load: &::tracing::Span, trace: &BatchTrace) {
+        quietly(|| tracing::served(load, &trace.span));
     }
 
     /// A request was refused at capacity.

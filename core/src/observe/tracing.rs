@@ -8,7 +8,8 @@
 //! answer the batch span `follows_from` that span and the load span records `batch.id`, so a trace
 //! viewer can go from any request to the query that served it and back (OpenTelemetry maps
 //! `follows_from` to span links). The batch span stays open until the last of its callers has
-//! read its answer, so every link lands on a live span.
+//! read its answer, so every link lands on a live span. A solo run (`Overflow::RunAlone`) is a
+//! batch call too: it has a `busline.batch` span of one request, with `batch.alone = true`.
 
 use std::time::Duration;
 
@@ -16,8 +17,9 @@ use tracing::{Span, field};
 
 use super::{Departure, Ending};
 
-/// The span of a departing batch.
-pub(crate) fn batch_span(name: &str, policy: &'static str, d: &Departure) -> Span {
+/// The span of a departing batch, or of a solo run (`alone`: one request run alone at
+/// capacity, under `Overflow::RunAlone`).
+pub(crate) fn batch_span(name: &str, policy: &'static str, d: &Departure, alone: bool) -> Span {
     tracing::info_span!(
         target: "busline",
         parent: None,
@@ -28,6 +30,7 @@ pub(crate) fn batch_span(name: &str, policy: &'static str, d: &Departure) -> Spa
         batch.policy = policy,
         batch.window_us = d.window.as_micros() as u64,
         batch.queue_wait_us = d.queue_wait.as_micros() as u64,
+        batch.alone = alone,
         batch.outcome = field::Empty,
         batch.duration_us = field::Empty,
     )
