@@ -13,7 +13,7 @@ use busline_demo::replay::{Contender, ContenderSpec, contenders, replay};
 use busline_demo::report::{self, Provenance, Run};
 use busline_demo::rounds::{self, Contended, Replayed};
 use busline_demo::segments;
-use busline_demo::simcheck::{NO_CPU, NO_DRIVER, QUEUED_CPU, REACTION_ONLY, SENSITIVITY, predict, predict_with};
+use busline_demo::simcheck::{COST_SENSITIVITY, NO_CPU, NO_DRIVER, QUEUED_CPU, REACTION_ONLY, SENSITIVITY, predict, predict_with};
 use busline_demo::trace::{self, TraceSpec};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -252,6 +252,17 @@ async fn run_cli(cli: Cli) -> Result<()> {
                         }
                         _ => None,
                     };
+                    // Direct calls' prediction with the queries' cost 5 % either way: how much a
+                    // queue on the edge of saturation turns on it.
+                    let cost_sensitivity = match c.contender {
+                        Contender::Direct => {
+                            let at = |f: f64| [format!("db.base_ms={}", model.base_ms * f), format!("db.per_key_ms={}", model.per_key_ms * f)];
+                            let (cheaper, dearer) = (at(1.0 - COST_SENSITIVITY), at(1.0 + COST_SENSITIVITY));
+                            let (cheaper, dearer) = ([cheaper[0].as_str(), cheaper[1].as_str()], [dearer[0].as_str(), dearer[1].as_str()]);
+                            Some([predict_with(&scenario, &path, c, &cheaper)?, predict_with(&scenario, &path, c, &dearer)?])
+                        }
+                        Contender::Batched(_) => None,
+                    };
                     let parts = segments::split(&spec, &arrivals, &m, &scenario, &path, c)?;
                     let tail = segments::tail(&spec, &arrivals, &m);
                     rounds.push(Replayed {
@@ -263,6 +274,7 @@ async fn run_cli(cli: Cli) -> Result<()> {
                         no_cpu,
                         queued_cpu,
                         window_sensitivity,
+                        cost_sensitivity,
                         parts,
                         tail,
                     });

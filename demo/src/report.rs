@@ -785,7 +785,7 @@ fn turnover_section(s: &mut String, run: &Run) {
     else {
         return;
     };
-    let closed = run.model.points.iter().find(|p| p.concurrency == run.model.pool_size && p.keys == 1).map(|p| p.mean_ms * 1e3);
+    let closed = run.model.points.iter().find(|p| p.concurrency == run.model.pool_size && p.keys == 1);
     let _ = writeln!(
         s,
         "**Direct calls: the pool's turnover under a queue** (`demo/src/turnover.rs`). Where direct calls queue for \
@@ -794,23 +794,34 @@ fn turnover_section(s: &mut String, run: &Run) {
          those calls (holding the connection to `fetch_users` returning); the rest of the cycle is the hand-back (sqlx \
          returns a released connection from a task it spawns, which pings it first: a round trip to the connection's \
          worker thread) and the next caller's pickup (its task, woken, polled by one of the runtime's {} workers beside \
-         the spike's newly spawned ones). The closed loop's cell with {pool} clients and one id is such a cycle too, \
-         hand-backs included but no queue of tasks: {}; the simulator's cycle is its service time of a single-id query \
-         with {} running: {:.1} µs (a place is free the instant its query ends).\n",
+         the spike's newly spawned ones). The closed loop's cell with {pool} clients and one id is such a cycle too \
+         (each client's call, its wait for a connection being the hand-back), with no queue of tasks; the \
+         simulator's cycle is its service time of a single-id query with {} running (a place is free the instant its \
+         query ends, the wake-up and `[cpu]` aside).\n",
         crate::turnover::WAITED_NS / 1000,
         crate::turnover::SPELL_MIN,
         crate::RUNTIME_WORKERS,
-        closed.map_or_else(|| "not measured".into(), |c| format!("{c:.1} µs")),
         run.model.pool_size.min(run.model.servers),
-        simulated_cycle_us(&run.model)
     );
-    let _ = writeln!(s, "| round | spells | their length | connections handed out | cycle | query | hand-back and pickup | latency mean / p99 |");
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| where | spells | their length | connections handed out | cycle | query | hand-back and pickup | latency mean / p99 |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    if let Some(p) = closed {
+        let _ = writeln!(
+            s,
+            "| closed loop, {pool} clients, 1 id | – | – | {} | {:.1} µs | {:.1} µs | {:.1} µs | – |",
+            p.samples,
+            p.mean_ms * 1e3,
+            (p.mean_ms - p.pool_wait_ms) * 1e3,
+            p.pool_wait_ms * 1e3
+        );
+    }
+    let cycle = simulated_cycle_us(&run.model);
+    let _ = writeln!(s, "| simulator | – | – | – | {cycle:.1} µs | {cycle:.1} µs | 0 | – |");
     for (i, r) in direct.rounds.iter().enumerate() {
         if let Some(t) = crate::turnover::of(&r.measured, pool) {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.2} ms | {} | {:.1} µs | {:.1} µs | {:.1} µs | {:.3} / {:.3} ms |",
+                "| replay, round {} | {} | {:.2} ms | {} | {:.1} µs | {:.1} µs | {:.1} µs | {:.3} / {:.3} ms |",
                 i + 1,
                 t.spells,
                 t.busy_ms,
@@ -854,6 +865,7 @@ fn why_misses(s: &mut String, run: &Run) {
     }
     let gated_sensitivity = gated_sensitivity(run);
     let turnover_summary = turnover_summary(run);
+    let cost_sensitivity = cost_sensitivity(run);
     let _ = writeln!(
         s,
         "What the model lacks (`sim/README.md`, \"What it does not model\"), and which way each moves a prediction:\n\n\
@@ -900,7 +912,7 @@ fn why_misses(s: &mut String, run: &Run) {
          3 ms, one every 15 µs) single-id queries arrive about as fast as the pool turns its connections over, so \
          the queue that builds, and with it direct calls' mean and p99, moves several percent for every percent of \
          the cycle, and the real figures swing between rounds (the brackets above). The turnover table above \
-         measures the cycle under the spikes: {turnover_summary}. The simulator frees a place the instant its query \
+         measures the cycle under the spikes: {turnover_summary}.{cost_sensitivity} The simulator frees a place the instant its query \
          ends; the real pool holds the connection through sqlx's hand-back (a spawned task that pings it) and gives \
          it to the next caller only when that caller's task is polled, beside the spike's newly spawned tasks on the \
          runtime's workers. The closed loop's cycle has the hand-backs but no queue of tasks, so the calibration \
@@ -936,6 +948,34 @@ fn gated_sensitivity(run: &Run) -> String {
     )
 }
 
+/// Direct calls' predicted mean and p99 with the queries' cost either way, in words (medians
+/// of the rounds).
+fn cost_sensitivity(run: &Run) -> String {
+    let Some(c) = run.contenders.iter().find(|c| c.rounds.iter().all(|r| r.cost_sensitivity.is_some())) else {
+        return String::new();
+    };
+    let of = |i: usize, f: fn(&crate::simcheck::Prediction) -> f64| {
+        Spread::of(c.rounds.iter().filter_map(|r| r.cost_sensitivity.map(|w| f(&w[i])))).median
+    };
+    let (mean, p99) = (c.predicted(|p| p.mean_ms).median, c.predicted(|p| p.p99_ms).median);
+    let change = |x: f64, at: f64| pct(x / at - 1.0);
+    format!(
+        " With the queries {p:.0} % cheaper, as fitted and {p:.0} % dearer the simulator predicts a mean of {:.3}, {mean:.3} \
+         and {:.3} ms ({} and {}) and a p99 of {:.3}, {p99:.3} and {:.3} ms ({} and {}; medians of the rounds): a cycle \
+         off by a few percent (the calibration's own noise) moves the prediction that much, one off by the hand-back's \
+         excess far more.",
+        of(0, |p| p.mean_ms),
+        of(1, |p| p.mean_ms),
+        change(of(0, |p| p.mean_ms), mean),
+        change(of(1, |p| p.mean_ms), mean),
+        of(0, |p| p.p99_ms),
+        of(1, |p| p.p99_ms),
+        change(of(0, |p| p.p99_ms), p99),
+        change(of(1, |p| p.p99_ms), p99),
+        p = crate::simcheck::COST_SENSITIVITY * 100.0
+    )
+}
+
 /// The direct calls' turnover under the spikes, in words (medians of the rounds).
 fn turnover_summary(run: &Run) -> String {
     let pool = run.model.pool_size as usize;
@@ -946,13 +986,18 @@ fn turnover_summary(run: &Run) -> String {
     }
     let cycle = Spread::of(turnovers.iter().map(|t| t.cycle_us));
     let query = Spread::of(turnovers.iter().map(|t| t.query_us)).median;
-    let closed = run.model.points.iter().find(|p| p.concurrency == run.model.pool_size && p.keys == 1).map(|p| p.mean_ms * 1e3);
+    let closed = run.model.points.iter().find(|p| p.concurrency == run.model.pool_size && p.keys == 1);
     format!(
         "a connection passed from one caller to the next every {} µs (the rounds' median and range; the query {:.1} µs of \
-         it), against {} in the closed loop the model is fitted on and {:.1} µs in the simulator",
+         it, the hand-back and pickup {:.1} µs), against {} in the closed loop the model is fitted on and {:.1} µs in the \
+         simulator",
         range(&cycle, 1),
         query,
-        closed.map_or_else(|| "an unmeasured cycle".into(), |c| format!("{c:.1} µs")),
+        cycle.median - query,
+        closed.map_or_else(
+            || "an unmeasured cycle".into(),
+            |p| format!("{:.1} µs (the hand-back {:.1} µs of it)", p.mean_ms * 1e3, p.pool_wait_ms * 1e3)
+        ),
         simulated_cycle_us(&run.model)
     )
 }

@@ -42,6 +42,10 @@ pub struct Replayed {
     /// A gated contender's prediction with its window 10 % shorter and 10 % longer (the
     /// sensitivity of its count to the gate's timing; `None` for other policies).
     pub window_sensitivity: Option<[Prediction; 2]>,
+    /// Direct calls' prediction with every query 5 % cheaper and 5 % dearer (`base_ms` and
+    /// `per_key_ms`; the sensitivity of a queue on the edge of saturation to the queries' cost;
+    /// `None` for batchers).
+    pub cost_sensitivity: Option<[Prediction; 2]>,
     /// The requests split by the part of the trace they arrived in, measured and predicted.
     pub parts: Vec<crate::segments::Part>,
     /// The slowest 1 % of the measured requests.
@@ -292,6 +296,7 @@ mod tests {
             no_cpu: p,
             queued_cpu: p,
             window_sensitivity: None,
+            cost_sensitivity: None,
             parts: Vec::new(),
             tail: crate::segments::Tail {
                 latency: busline_sim::stats::Histogram::new(),

@@ -29,6 +29,10 @@ pub const GOAL_P99: f64 = 0.25;
 /// sensitivity of the gated count to the gate's timing.
 pub const SENSITIVITY: f64 = 0.1;
 
+/// The relative change of the queries' cost (`base_ms`, `per_key_ms`) the report simulates
+/// direct calls with either way (5 %): the sensitivity of their queue under the spike.
+pub const COST_SENSITIVITY: f64 = 0.05;
+
 /// The simulator's prediction for one contender.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Prediction {
