@@ -634,6 +634,29 @@ impl CostModel {
             .map_or((self.servers, self.contention), |f| (f.servers, f.one_factor.0))
     }
 
+    /// The best fit with another `servers` than the chosen one: the closed loop often fits two
+    /// or three `servers` almost equally well with very different contentions (on a 2-core
+    /// machine running an in-process database, `servers` 2 with almost no contention and 4 with
+    /// a third), and the predictions of the contenders whose queries overlap turn on which.
+    pub fn runner_up(&self) -> Option<&ServerFit> {
+        self.server_fits
+            .iter()
+            .filter(|f| f.servers != self.servers)
+            .min_by(|a, b| a.mean_abs_log_error.total_cmp(&b.mean_abs_log_error))
+    }
+
+    /// The `--set` overrides that put [`CostModel::runner_up`]'s fit into the scenario (none
+    /// when there is no other fit).
+    pub fn runner_up_overrides(&self) -> Vec<String> {
+        self.runner_up().map_or_else(Vec::new, |f| {
+            vec![
+                format!("db.servers={}", f.servers),
+                format!("db.contention={}", f.contention),
+                format!("db.per_key_contention={}", f.per_key_contention),
+            ]
+        })
+    }
+
     /// The `--set` overrides that put [`one_factor`](CostModel::one_factor) into this model's
     /// scenario.
     pub fn one_factor_overrides(&self) -> Vec<String> {
@@ -860,6 +883,13 @@ mod tests {
         let m = fit("sqlite", 4, pts).unwrap();
         assert_eq!(m.servers, 2, "{:?}", m.server_fits);
         assert!((m.contention - 0.1).abs() < 0.05, "{}", m.contention);
+        // The runner-up is the best of the other `servers`, and its overrides put it in.
+        let r = m.runner_up().expect("four candidates");
+        assert_ne!(r.servers, m.servers);
+        let chosen = m.server_fits.iter().find(|f| f.servers == m.servers).unwrap();
+        assert!(m.server_fits.iter().filter(|f| f.servers != m.servers).all(|f| f.mean_abs_log_error >= r.mean_abs_log_error));
+        assert!(r.mean_abs_log_error >= chosen.mean_abs_log_error);
+        assert_eq!(m.runner_up_overrides()[0], format!("db.servers={}", r.servers));
     }
 
     #[test]

@@ -241,6 +241,11 @@ async fn run_cli(cli: Cli) -> Result<()> {
                     let no_cpu = predict_with(&scenario, &path, c, &NO_CPU)?;
                     // And with it queued ahead of the queries (the model before processor sharing).
                     let queued_cpu = predict_with(&scenario, &path, c, &QUEUED_CPU)?;
+                    // And with the calibration's runner-up fit of `servers` and the contention.
+                    let runner_up_sets = model.runner_up_overrides();
+                    let runner_up_sets: Vec<&str> = runner_up_sets.iter().map(String::as_str).collect();
+                    let runner_up =
+                        if runner_up_sets.is_empty() { None } else { Some(predict_with(&scenario, &path, c, &runner_up_sets)?) };
                     // A gated contender's count with its window 10 % either way: how much of
                     // timing its gate turns on (a knife's edge where the background sits on the
                     // gate's threshold).
@@ -273,6 +278,7 @@ async fn run_cli(cli: Cli) -> Result<()> {
                         one_factor,
                         no_cpu,
                         queued_cpu,
+                        runner_up,
                         window_sensitivity,
                         cost_sensitivity,
                         parts,

@@ -480,6 +480,26 @@ fn section(run: &Run) -> String {
         );
         errors_before_after(&mut s, run, |c| c.queued_cpu_errors());
     }
+    if let Some(f) = run.model.runner_up() {
+        let chosen = run.model.server_fits.iter().find(|f| f.servers == run.model.servers);
+        let _ = writeln!(
+            s,
+            "The same predictions with the calibration's runner-up fit (`servers` = {}, `contention` = {:.3}, \
+             `per_key_contention` = {:.3}: mean abs. log error {:.3} against the chosen fit's {}) → with the chosen fit. \
+             The closed loop often fits two or three `servers` almost equally well with very different contentions, \
+             and the contention is also how much the application's shared CPU (`[cpu]`) slows the queries: where \
+             the two columns differ, the prediction turns on a choice the calibration's cells hardly make. Median \
+             errors of queries / mean / p99.\n",
+            f.servers,
+            f.contention,
+            f.per_key_contention,
+            f.mean_abs_log_error,
+            chosen.map_or_else(|| "?".into(), |c| format!("{:.3}", c.mean_abs_log_error))
+        );
+        if run.contenders.iter().all(|c| c.runner_up_errors().is_some()) {
+            errors_before_after(&mut s, run, |c| c.runner_up_errors().expect("checked: every contender has them"));
+        }
+    }
     parts_section(&mut s, run);
     turnover_section(&mut s, run);
     why_misses(&mut s, run);
@@ -866,6 +886,7 @@ fn why_misses(s: &mut String, run: &Run) {
     let gated_sensitivity = gated_sensitivity(run);
     let turnover_summary = turnover_summary(run);
     let cost_sensitivity = cost_sensitivity(run);
+    let fit_ambiguity = fit_ambiguity(run);
     let _ = writeln!(
         s,
         "What the model lacks (`sim/README.md`, \"What it does not model\"), and which way each moves a prediction:\n\n\
@@ -918,6 +939,7 @@ fn why_misses(s: &mut String, run: &Run) {
          runtime's workers. The closed loop's cycle has the hand-backs but no queue of tasks, so the calibration \
          does not see the difference, and the simulator has no hold of a connection after its query \
          (`sim/README.md`). The part table shows it: direct calls' misses are in the spikes.\n\
+         - **`servers` and the contention, barely told apart by the closed loop.** {fit_ambiguity}\n\
          - **Contention between queries of different sizes.** A query's contention depends on its own size (the \
          calibration's closed loops run equal queries), not on its neighbours': a single-id query beside a \
          1,000-id one slows as beside another single-id one. The table comparing one factor with the contention by \
@@ -929,6 +951,40 @@ fn why_misses(s: &mut String, run: &Run) {
         std::thread::available_parallelism().map_or(0, usize::from),
         std::thread::available_parallelism().map_or(0, usize::from)
     );
+}
+
+/// How close the calibration's runner-up fit came, and what it changes, in words.
+fn fit_ambiguity(run: &Run) -> String {
+    let m = &run.model;
+    let (Some(f), Some(chosen)) = (m.runner_up(), m.server_fits.iter().find(|f| f.servers == m.servers)) else {
+        return "This run's calibration had one candidate only.".into();
+    };
+    let moved: Vec<String> = run
+        .contenders
+        .iter()
+        .filter_map(|c| {
+            let (e, r) = (c.errors().median(), c.runner_up_errors()?.median());
+            ((e.mean - r.mean).abs() > GOAL_MEAN / 3.0 || (e.p99 - r.p99).abs() > GOAL_P99 / 3.0)
+                .then(|| format!("{} {} / {} → {} / {}", c.label, pct(r.mean), pct(r.p99), pct(e.mean), pct(e.p99)))
+        })
+        .collect();
+    format!(
+        "The calibration chose `servers` = {} with contentions {:.3} (base) and {:.3} (per key), mean abs. log error \
+         {:.3}; the runner-up, `servers` = {} with {:.3} and {:.3}, erred {:.3}. The base contention is also how much \
+         the requests' shared CPU (`[cpu]`) slows the queries, so the predictions of the contenders whose queries and \
+         requests overlap turn on a choice the closed loop's cells hardly make. Mean / p99 errors with the runner-up → \
+         with the chosen fit, where they differ by more than a third of a goal: {}. `demo/README.md` gives the \
+         chosen fits of several runs.",
+        m.servers,
+        m.contention,
+        m.per_key_contention,
+        chosen.mean_abs_log_error,
+        f.servers,
+        f.contention,
+        f.per_key_contention,
+        f.mean_abs_log_error,
+        if moved.is_empty() { "none".to_string() } else { moved.join("; ") }
+    )
 }
 
 /// The gated count's sensitivity to its window, in words (medians of the rounds).

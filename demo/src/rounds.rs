@@ -39,6 +39,9 @@ pub struct Replayed {
     /// The same with `[cpu]`'s work queued with the queries, first come first served (the
     /// model before processor sharing).
     pub queued_cpu: Prediction,
+    /// The same with the calibration's runner-up fit of `servers` and the contention
+    /// ([`crate::calibrate::CostModel::runner_up`]; `None` when there is none).
+    pub runner_up: Option<Prediction>,
     /// A gated contender's prediction with its window 10 % shorter and 10 % longer (the
     /// sensitivity of its count to the gate's timing; `None` for other policies).
     pub window_sensitivity: Option<[Prediction; 2]>,
@@ -180,6 +183,13 @@ impl Contended {
         spread_of(&self.rounds, |r| &r.queued_cpu)
     }
 
+    /// The errors of every round with the runner-up fit (`None` if a round has none).
+    pub fn runner_up_errors(&self) -> Option<ErrorSpread> {
+        self.rounds.iter().all(|r| r.runner_up.is_some()).then(|| {
+            spread_of(&self.rounds, |r| r.runner_up.as_ref().expect("every round has a runner-up prediction"))
+        })
+    }
+
     /// A measured figure over the rounds.
     pub fn measured(&self, figure: impl Fn(&Measured) -> f64) -> Spread {
         Spread::of(self.rounds.iter().map(|r| figure(&r.measured)))
@@ -295,6 +305,7 @@ mod tests {
             one_factor: p,
             no_cpu: p,
             queued_cpu: p,
+            runner_up: None,
             window_sensitivity: None,
             cost_sensitivity: None,
             parts: Vec::new(),
