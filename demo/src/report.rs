@@ -434,7 +434,7 @@ fn section(run: &Run) -> String {
         s,
         "The same predictions, against the same measurements, as the simulator made them before: without `[driver]` \
          (a bus leaves the instant the policy releases it), then with the driver's reaction and launch only (no way \
-         back, no wake-up), then with everything above. Median errors of queries / mean / p99.\n"
+         back, no wake-up), then with everything above. Errors of queries / mean / p99 (the median prediction against the median measurement).\n"
     );
     let _ = writeln!(s, "| contender | queries error | mean error | p99 error |");
     let _ = writeln!(s, "|---|---:|---:|---:|");
@@ -461,14 +461,14 @@ fn section(run: &Run) -> String {
         s,
         "The same predictions with one contention for every query size (the model before: `servers` = {servers}, \
          `contention` = {c:.3} for the whole query, the best single factor in the calibration's table) → with the \
-         contention by size above. Median errors of queries / mean / p99.\n"
+         contention by size above. Errors of queries / mean / p99 (the median prediction against the median measurement).\n"
     );
     errors_before_after(&mut s, run, |c| c.one_factor_errors());
     if run.model.app_cpu.is_some() && run.backend == "sqlite" {
         let _ = writeln!(
             s,
             "The same predictions without the application's CPU (`[cpu]` left out: the model before) → with it. \
-             Median errors of queries / mean / p99.\n"
+             Errors of queries / mean / p99 (the median prediction against the median measurement).\n"
         );
         errors_before_after(&mut s, run, |c| c.no_cpu_errors());
         let _ = writeln!(
@@ -476,7 +476,7 @@ fn section(run: &Run) -> String {
             "The same predictions with the application's CPU queued with the queries, first come first served, each \
              job holding a server, and no driver's CPU before a deadline (`[cpu] sharing = \"queue\"`, no \
              `timer_us`: the model before) → shared with them as the kernel time-slices threads (`sharing = \
-             \"processor\"`), with the driver's timer (`timer_us`). Median errors of queries / mean / p99.\n"
+             \"processor\"`), with the driver's timer (`timer_us`). Errors of queries / mean / p99 (the median prediction against the median measurement).\n"
         );
         errors_before_after(&mut s, run, |c| c.queued_cpu_errors());
     }
@@ -488,8 +488,8 @@ fn section(run: &Run) -> String {
              `per_key_contention` = {:.3}: mean abs. log error {:.3} against the chosen fit's {}) → with the chosen fit. \
              The closed loop often fits two or three `servers` almost equally well with very different contentions, \
              and the contention is also how much the application's shared CPU (`[cpu]`) slows the queries: where \
-             the two columns differ, the prediction turns on a choice the calibration's cells hardly make. Median \
-             errors of queries / mean / p99.\n",
+             the two columns differ, the prediction turns on a choice the calibration's cells hardly make. Errors \
+             of queries / mean / p99 (the median prediction against the median measurement).\n",
             f.servers,
             f.contention,
             f.per_key_contention,
@@ -508,7 +508,7 @@ fn section(run: &Run) -> String {
 
 /// Where in the trace the latency goes: per part, measured against predicted, and the
 /// measured stages.
-/// A table of each contender's median errors (queries / mean / p99) under an older model
+/// A table of each contender's errors (queries / mean / p99; median against median) under an older model
 /// (`before`) → under the current one.
 fn errors_before_after(s: &mut String, run: &Run, before: impl Fn(&Contended) -> ErrorSpread) {
     let _ = writeln!(s, "| contender | queries error | mean error | p99 error |");
