@@ -206,8 +206,8 @@ pub mod model {
     pub use crate::seats::{POOL_SEATS, live_segments};
     pub use crate::settings::Overflow;
     pub use crate::signals::{
-        Admission, Boarded, Fanout, Gate, Look, Signals, abandon, admit, board, publish, publish_in_steps, release,
-        room_or_unstalled, update_stall,
+        Admission, Boarded, Fanout, Gate, Look, Signals, abandon, admit, board, board_marked, publish, publish_in_steps,
+        release, room_or_unstalled, update_stall,
     };
     pub use crate::slot::{Gathered, Slot};
     pub use crate::sync::{Bug, break_on_purpose};
