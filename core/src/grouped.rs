@@ -135,7 +135,9 @@ where
     /// # Errors
     ///
     /// As for [`Batcher::load`], and [`Error::Overloaded`] if `group` is new and
-    /// [`max_groups`](GroupedBuilder::max_groups) groups are live; [`Error::Panicked`] if the
+    /// [`max_groups`](GroupedBuilder::max_groups) groups are live (or, at the bound, after about
+    /// a second waiting for its own group's creation, if that group's `Clone` hangs);
+    /// [`Error::Panicked`] if the
     /// group's `Hash` or `Eq` panicked.
     ///
     /// # Cancel safety
