@@ -415,9 +415,10 @@ where
         let shared = self.shared;
         let stamp = |seat: &Slot<K, V, E>| seat.stamp_opened(shared.clock.now().as_nanos());
         // The seat goes into the stage before the claim (the seat the claim will most likely
-        // get; corrected after it if another producer came first): the claim's locked add
-        // drains that store with the others, and nothing reads the future back right after the
-        // claim from a store still in flight (a caller moving the future would stall on it).
+        // get; corrected after it if another producer came first, cleared if the claim got
+        // none): the claim's locked add drains that store with the others, and nothing reads
+        // the future back right after the claim from a store still in flight (a caller moving
+        // the future would stall on it).
         // The stage holds `Done` or a seat, neither of which has anything to drop: replaced
         // without a drop call on the hot path (an assignment would call `drop_in_place`).
         let mark = |seat: Option<(usize, usize)>| {
@@ -440,7 +441,9 @@ where
         );
         let Some(admission) = refused else { return true };
         // By value, not through `self`: see `poll`. The stage is `Done` (`mark` was told that
-        // the claim got no seat, or not called).
+        // the claim got no seat, or not called): a seat left here would be cancelled and
+        // released as ours by a drop.
+        debug_assert!(matches!(self.stage, Stage::Done), "a refused boarding left a mark");
         let next = Self::not_seated(shared, admission);
         std::mem::forget(std::mem::replace(&mut self.stage, next));
         false

@@ -400,9 +400,11 @@ pub fn board_marked<K, R>(
 /// `mark` is told, before the claim, the seat the claim gets unless another producer claims
 /// first (`Some`); after the claim, the seat it got instead, or `None` if it got none. So a
 /// caller that records its seat (the `Load` future) stores it before the claim, whose locked
-/// add drains those stores anyway, and after it only when another producer came first. No
-/// user code runs between the claim and `mark`, so a panic never finds the mark wrong. With
-/// the bus seen full or the ring closed, `mark` is not called.
+/// add drains those stores anyway, and after it only when another producer came first (or to
+/// clear it). From the first `mark` to the claim's answer nothing runs that can unwind (no
+/// user code: the waker is cloned before; the rest is arithmetic on the head word and the
+/// claim), so a panic never finds the mark naming a seat that is not the caller's. With the bus
+/// seen full or the ring closed, `mark` is not called.
 #[expect(clippy::too_many_arguments, reason = "the inputs of one step and its three ways on; `admit_then` is its caller")]
 #[inline(always)]
 pub(crate) fn board_then<K, R, T>(
@@ -431,7 +433,11 @@ pub(crate) fn board_then<K, R, T>(
             (slot, index, place)
         }
         Placed::Full { boarding } => {
-            mark(None);
+            // BROKEN ON PURPOSE (loom-tests) under `Bug::Unmark`: the mark is left on the seat
+            // expected, which another producer took before this claim found the bus full.
+            if !broken(Bug::Unmark) {
+                mark(None);
+            }
             return other(Boarded::Full { boarding, key });
         }
         Placed::Closed => {
@@ -633,6 +639,7 @@ enum Bug {
     Unstall,
     ShutdownGate,
     Mark,
+    Unmark,
 }
 
 #[cfg(not(busline_loom))]

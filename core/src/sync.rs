@@ -158,6 +158,10 @@ mod broken {
         /// `signals::board_then` does not correct the caller's mark when another producer
         /// claimed the expected seat first, so the caller records a seat not its own.
         Mark,
+        /// `signals::board_then` does not clear the caller's mark when its claim, after a look
+        /// that saw room, lands past the seats (`Full`), so the caller records a seat not its
+        /// own (the seat it expected, which another producer took).
+        Unmark,
     }
 
     thread_local! {

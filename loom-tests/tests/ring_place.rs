@@ -8,7 +8,9 @@
 //!
 //! Each producer also records its seat as the `Load` future does (`signals::board_marked`'s
 //! mark: the seat expected before the claim, corrected after it if another producer came
-//! first), and the model checks that the record ends on the seat it got.
+//! first, cleared if the claim got none), and the model checks that the record ends on the
+//! seat it got: with 2 seats a slot, against the other producer and the seal; with 1, also
+//! when the claim, after a look that saw room, lands past the seats.
 #![cfg(busline_loom)]
 
 use std::sync::Arc;
@@ -26,12 +28,16 @@ use busline_loom_tests::harness::{
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 static TOGETHER: AtomicUsize = AtomicUsize::new(0);
 static CORRECTED: AtomicUsize = AtomicUsize::new(0);
+/// Executions of the one-seat model in which a producer looked at room, marked the seat it
+/// expected, and then claimed past the seats (the other producer took that seat first).
+static UNMARKED: AtomicUsize = AtomicUsize::new(0);
 
-/// 2 slots of 2 seats. Two producers board through the engine's `board` while the driver seals
-/// the boarding slot, dispatches it, closes the ring and dispatches what boarded after the
-/// seal; each seated caller then reads its own batch's outcome.
-fn placed_claim_vs_seal() {
-    let ring: Arc<TestRing> = Arc::new(Ring::new(2, 2));
+/// 2 slots of `per_slot` seats (2, or 1 for the claim past the seats). Two producers board
+/// through the engine's `board_then` while the driver seals the boarding slot, dispatches it,
+/// closes the ring and dispatches what boarded after the seal; each seated caller then reads
+/// its own batch's outcome.
+fn placed_claim_vs_seal(per_slot: usize) {
+    let ring: Arc<TestRing> = Arc::new(Ring::new(2, per_slot));
     let signals = Arc::new(Signals::new());
     let ledger = Ledger::new(2);
     let producers: Vec<_> = (0..2)
@@ -43,12 +49,15 @@ fn placed_claim_vs_seal() {
                     marked = seat;
                     marks += 1;
                 };
-                let seat = match board_marked(&ring, &signals, ledger.key(id), std::task::Waker::noop(), |_| {}, mark) {
-                    Boarded::Seat { slot, index } => Some((slot, index)),
-                    Boarded::Closed(_) => None,
-                    Boarded::Full { .. } => panic!("two producers cannot fill two seats"),
+                let (seat, full) = match board_marked(&ring, &signals, ledger.key(id), std::task::Waker::noop(), |_| {}, mark) {
+                    Boarded::Seat { slot, index } => (Some((slot, index)), false),
+                    Boarded::Closed(_) => (None, false),
+                    Boarded::Full { .. } => {
+                        assert_eq!(per_slot, 1, "two producers cannot fill two seats");
+                        (None, true)
+                    }
                 };
-                (seat, marked, marks)
+                (seat, full, marked, marks)
             })
         })
         .collect();
@@ -60,13 +69,16 @@ fn placed_claim_vs_seal() {
         .into_iter()
         .enumerate()
         .map(|(id, p)| {
-            let (seat, marked, marks) = p.join().unwrap();
+            let (seat, full, marked, marks) = p.join().unwrap();
             // What the caller recorded is its seat (or none), whichever producer claimed first
             // and whether the seal came between the look and the claim. (Checked here, after
             // the dispatches: a wrong place fails them first, see `broken_place_is_caught`.)
             assert_eq!(marked, seat, "request {id}: the mark names another seat than the one claimed");
-            if marks == 2 && seat.is_some() {
+            if per_slot == 2 && marks == 2 && seat.is_some() {
                 CORRECTED.fetch_add(1, SeqCst);
+            }
+            if per_slot == 1 && marks == 2 && full {
+                UNMARKED.fetch_add(1, SeqCst);
             }
             seat
         })
@@ -80,11 +92,11 @@ fn placed_claim_vs_seal() {
         let (slot, _) = seats[id].unwrap();
         let batch = if first.ids().contains(&id) { &first } else { &last };
         assert_eq!(batch.sealed.slot, slot, "request {id} ran in the batch of another slot");
-        if slot == last.sealed.slot {
+        if per_slot == 2 && slot == last.sealed.slot {
             NEXT_SLOT.fetch_add(1, SeqCst);
         }
     }
-    if first.ids().len() == 2 || last.ids().len() == 2 {
+    if per_slot == 2 && (first.ids().len() == 2 || last.ids().len() == 2) {
         TOGETHER.fetch_add(1, SeqCst);
     }
     let wakers = Wakers::new();
@@ -104,7 +116,7 @@ fn placed_claim_vs_seal() {
 /// seats in the slot the seal opened and two requests in one batch are both reached.
 #[test]
 fn a_placed_claim_writes_the_seat_it_got() {
-    model("placed_claim_vs_seal", placed_claim_vs_seal);
+    model("placed_claim_vs_seal", || placed_claim_vs_seal(2));
     assert_reached(&NEXT_SLOT, "a request was seated in the slot the seal opened");
     assert_reached(&TOGETHER, "both requests rode one batch");
     assert_reached(&CORRECTED, "a producer's mark was corrected after its claim");
@@ -114,7 +126,7 @@ fn a_placed_claim_writes_the_seat_it_got() {
 #[test]
 #[ignore = "run by broken_mark_is_caught in a child process"]
 fn broken_mark_model() {
-    model_broken("broken_mark", Bug::Mark, placed_claim_vs_seal);
+    model_broken("broken_mark", Bug::Mark, || placed_claim_vs_seal(2));
 }
 
 /// Proves the model checks the mark: with the mark left as expected when another producer
@@ -131,11 +143,41 @@ fn broken_mark_is_caught() {
     );
 }
 
+/// Proves: a producer whose look saw room and whose claim then landed past the seats (the
+/// other producer took the one seat it expected) ends with no mark, so its `Load` goes on to
+/// wait for room, or be refused, naming no seat; reached.
+#[test]
+fn a_claim_past_the_seats_clears_the_mark() {
+    model("full_after_look", || placed_claim_vs_seal(1));
+    assert_reached(&UNMARKED, "a producer marked the seat it expected, then found the bus full");
+}
+
+/// The model of [`broken_unmark_is_caught`], run in a child process (its failure aborts).
+#[test]
+#[ignore = "run by broken_unmark_is_caught in a child process"]
+fn broken_unmark_model() {
+    model_broken("broken_unmark", Bug::Unmark, || placed_claim_vs_seal(1));
+}
+
+/// Proves the one-seat model checks the mark on the full path: with the mark left on the seat
+/// expected when the claim lands past the seats (`Bug::Unmark`), the producer records the
+/// other producer's seat, which its `Load` would cancel and release as its own if anything
+/// before the next stage's write unwound. (In a child process, as `broken_mark_is_caught`.)
+#[test]
+fn broken_unmark_is_caught() {
+    let (passed, stderr) = busline_loom_tests::harness::run_in_child_process("broken_unmark_model");
+    assert!(!passed, "the model passed with the mark left after a full claim:\n{stderr}");
+    assert!(
+        stderr.contains("the mark names another seat than the one claimed"),
+        "the model failed, but not on the mark:\n{stderr}"
+    );
+}
+
 /// The model of [`broken_place_is_caught`], run in a child process (its failure aborts).
 #[test]
 #[ignore = "run by broken_place_is_caught in a child process"]
 fn broken_place_model() {
-    model_broken("broken_place", Bug::Place, placed_claim_vs_seal);
+    model_broken("broken_place", Bug::Place, || placed_claim_vs_seal(2));
 }
 
 /// Proves the model can fail: with the place trusted whenever the claimed index is the count
