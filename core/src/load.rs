@@ -574,4 +574,18 @@ mod tests {
         assert_eq!(size_of::<Load<'static, u64, u64, std::io::Error>>(), 24 + extra);
         assert_eq!(size_of::<LoadShared<'static, u32, String, String>>(), 24 + extra);
     }
+
+    #[test]
+    fn a_seat_unpacks_to_its_slot_and_index_at_the_ring_bounds() {
+        // The largest slot and seat the ring can hand out (`slot_of` masks 6 bits, a claim's
+        // index is below the seats, at most `MAX_SEATS`), and their neighbours.
+        let slots = [0, 1, MAX_SLOTS / 2 - 1, MAX_SLOTS / 2, MAX_SLOTS - 1];
+        let indices = [0, 1, 31, 32, MAX_SEATS / 2, MAX_SEATS - 1];
+        for slot in slots {
+            for index in indices {
+                let seat = Seat::new(slot, index);
+                assert_eq!((seat.slot(), seat.index()), (slot, index), "seat {index} of slot {slot}");
+            }
+        }
+    }
 }
