@@ -421,6 +421,10 @@ impl Db {
     /// connection is free, else waits its turn.
     /// `first_request` keys the query's service time (see [`ServiceSampler`]).
     pub fn submit(&mut self, now: u64, query: u32, distinct_keys: u32, first_request: u64, out: &mut Vec<DbEvent>) {
+        if self.holding_servers() < self.servers && self.waiting.is_empty() {
+            self.start(now, query, distinct_keys, first_request, out); // the queue's next
+            return;
+        }
         self.waiting.push_back((query, distinct_keys, first_request));
         if self.holding_servers() < self.servers {
             self.start_next(now, out);

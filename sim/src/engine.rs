@@ -706,7 +706,7 @@ impl Engine {
 
     /// After an input to instance `i` (`by_timer`: its deadline): its dispatches, or with
     /// `[driver]` a `Depart` a reaction later; then its timer.
-    #[inline]
+    #[inline(always)]
     fn serve(&mut self, i: u32, by_timer: bool) -> Result<()> {
         if self.driver.is_none() {
             self.dispatch(i)?;
