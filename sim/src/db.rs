@@ -159,7 +159,7 @@ impl ServiceSampler {
     }
 
     /// One draw from `service` with mean `mean_ns`.
-    #[inline]
+    #[inline(always)]
     fn draw(&self, rng: &mut SmallRng, mean_ns: f64) -> f64 {
         match self.kind {
             ServiceKind::Const => mean_ns,
@@ -434,6 +434,7 @@ impl Db {
     /// Delivers a `Due` event. Returns `false` (and does nothing) if it is stale: the query was
     /// rescheduled since. Otherwise the query is done, its connection serves the next waiting
     /// query, and the rest are rescheduled under contention.
+    #[inline]
     pub fn complete(&mut self, now: u64, query: u32, version: u32, out: &mut Vec<DbEvent>) -> bool {
         // Under contention only the query first to finish holds a live event; the versions
         // tell its latest event from those it had before being rescheduled.
