@@ -1,6 +1,6 @@
 //! The handle services hold: [`Batcher`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc as StdArc;
@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 
 use crate::Error;
 use crate::load::{Load, LoadShared};
-use crate::shared::Shared;
+use crate::shared::{Quiet, Shared, drop_quietly};
 use crate::stats::Stats;
 
 /// Coalesces concurrent loads of keys into batched calls of one batch function.
@@ -22,7 +22,7 @@ use crate::stats::Stats;
 /// # Examples
 ///
 /// ```
-/// use std::collections::HashMap;
+/// use std::collections::{HashMap, HashSet};
 /// use std::time::Duration;
 ///
 /// # #[derive(Clone, Debug, PartialEq)] struct User { id: u32 }
@@ -119,38 +119,63 @@ where
     /// Dropping the future gives up every key it still waits for.
     pub async fn load_many(&self, keys: impl IntoIterator<Item = K>) -> Result<HashMap<K, V>, Error<E>> {
         // The keys' `Hash`, `Eq` and `Clone` are user code: a panic there fails this call.
+        // Their `Drop` is too, and this call drops the caller's keys it does not hand back (a
+        // duplicate, one not found or failed) and its own copies: each quietly, as `load`
+        // drops its key, so that a panic there neither fails the call nor unwinds into the
+        // caller (a panic while another unwinds is beyond catching).
         let caught = |f: &mut dyn FnMut()| std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|_| Error::Panicked);
         let mut keys = Some(keys);
-        let mut distinct = Vec::new();
-        caught(&mut || {
-            let mut seen = std::collections::HashSet::new();
-            let keys = keys.take().into_iter().flatten();
-            distinct = keys.filter(|k| seen.insert(k.clone())).map(|k| (k.clone(), k)).collect();
-        })?;
+        let mut distinct: Vec<(Quiet<K>, Quiet<K>)> = Vec::new();
+        let deduplicated = caught(&mut || {
+            let mut seen = HashSet::new();
+            for key in keys.take().into_iter().flatten() {
+                if seen.contains(&key) {
+                    drop_quietly(key);
+                } else {
+                    seen.insert(key.clone());
+                    distinct.push((Quiet::new(key.clone()), Quiet::new(key)));
+                }
+            }
+            drop_quietly(seen);
+        });
+        if let Err(panicked) = deduplicated {
+            drop_quietly(distinct);
+            return Err(panicked);
+        }
         let loads = distinct.into_iter().map(|(load_key, key)| {
-            let load = self.load(load_key);
-            async move { load.await.map(|value| (key, value)) }
+            let load = self.load(load_key.into_inner());
+            // `key` drops quietly unless handed back, also if this future is dropped.
+            async move { load.await.map(|value| value.map(|value| (key.into_inner(), value))) }
         });
         let mut answers = futures_util::future::join_all(loads).await;
         let mut found = HashMap::new();
         let mut first_error = None;
-        caught(&mut || {
+        let gathered = caught(&mut || {
             for answer in answers.drain(..) {
                 match answer {
-                    Ok((key, Some(value))) => {
-                        found.insert(key, value);
+                    Ok(Some((key, value))) => {
+                        drop_quietly(found.insert(key, value));
                     }
-                    Ok((_, None)) => {}
+                    Ok(None) => {}
+                    Err(e) if first_error.is_none() => first_error = Some(e),
+                    // Maybe the last holder of its error, whose `Drop` is user code.
                     Err(e) => {
-                        first_error.get_or_insert(e);
+                        drop_quietly(e);
                     }
                 }
             }
-        })?;
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(found),
-        }
+        });
+        let failed = match (gathered, first_error) {
+            (Ok(()), None) => return Ok(found),
+            (Ok(()), Some(e)) => e,
+            (Err(panicked), first_error) => {
+                drop_quietly(first_error);
+                panicked
+            }
+        };
+        drop_quietly(found);
+        drop_quietly(answers);
+        Err(failed)
     }
 
     /// Sends what is queued, waits until every accepted request has its answer, and refuses new

@@ -19,7 +19,7 @@ use crate::observe::Observer;
 use crate::driver::Driver;
 use crate::policy::Policy;
 use crate::ring::Ring;
-use crate::settings::{Overflow, Settings};
+use crate::settings::{Overflow, Settings, Validated};
 use crate::shared::{BatchFn, BatchFuture, Shared};
 use crate::signals::Signals;
 use crate::stats::StatsCells;
@@ -171,7 +171,8 @@ where
     /// callers get [`Error::Timeout`](crate::Error::Timeout), and its in-flight place is freed,
     /// so a hung backend cannot wedge the batcher. Also bounds a solo run under
     /// [`Overflow::RunAlone`]. Measured on tokio's clock; needs the runtime's time driver
-    /// (`enable_time`). Default: none. Zero is a [`ConfigError`].
+    /// (`enable_time`), which [`build`](Builder::build) checks. Default: none. Zero is a
+    /// [`ConfigError`].
     pub fn batch_timeout(mut self, timeout: Duration) -> Self {
         self.settings.batch_timeout = Some(timeout);
         self
@@ -185,7 +186,8 @@ where
     /// what a batch without one does: for batchers that mostly idle at light load with windows
     /// of a few milliseconds or more. core/README.md has the figures. (Under a paused tokio
     /// clock deadlines always go to tokio's timer; see the crate docs.) Off needs the runtime's
-    /// time driver (`enable_time`) for a timed policy: `build` says so otherwise.
+    /// time driver (`enable_time`) for a timed policy: `build` says so otherwise (except under
+    /// `panic = "abort"`; see [`build`](Builder::build)).
     pub fn spin(mut self, spin: bool) -> Self {
         self.settings.spin = spin;
         self
@@ -214,21 +216,23 @@ where
     /// was given and `build` is called outside one, or if the runtime has no time driver and
     /// `batch_timeout` is set, or a timed policy runs with `spin(false)` (tokio's timer then
     /// closes the windows).
+    ///
+    /// tokio offers no way to ask a runtime whether it has its time driver, only a timer that
+    /// panics without one: `build` makes one and catches the panic, which the panic hook still
+    /// prints to stderr before `build` returns the error. Under `panic = "abort"` that check
+    /// would abort the process, so it is skipped: the runtime is trusted to have its time
+    /// driver (`#[tokio::main]`, `Runtime::new` and `enable_all` do), and one without it aborts
+    /// the process at the first tokio timer the batcher makes, with tokio's message naming
+    /// `enable_time`.
     pub fn build(self) -> Result<Batcher<K, V, E>, ConfigError> {
         let timed = self.settings.is_timed();
         let policy = self.settings.policy.name();
         let validated = self.settings.validate()?;
         let runtime = match self.runtime {
             Some(runtime) => runtime,
-            None => tokio::runtime::Handle::try_current()
-                .map_err(|_| ConfigError::new("runtime", "build() must be called within a tokio runtime"))?,
+            None => current_runtime()?,
         };
-        if validated.batch_timeout.is_some() && !has_time_driver(&runtime) {
-            return Err(ConfigError::new("runtime", "batch_timeout needs the runtime's time driver (enable_time)"));
-        }
-        if timed && !validated.spin && !has_time_driver(&runtime) {
-            return Err(ConfigError::new("runtime", "a window with spin(false) needs the runtime's time driver (enable_time)"));
-        }
+        check_timers(&validated, timed, &runtime)?;
         if timed && validated.spin {
             // Spawn the precise timer thread now rather than on the first deadline, which would
             // make the first load pay for it.
@@ -259,9 +263,21 @@ where
 }
 
 impl<K, V, E> Builder<K, V, E> {
-    /// Checks the settings without starting anything.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        self.settings.clone().validate().map(drop)
+    /// Checks the settings, pins the builder to its runtime (the one given, or the current
+    /// one) and checks that runtime as `build` would: for builders kept as templates and
+    /// built later, wherever a first call happens (the partitions' per-group batchers), so
+    /// that a setting the runtime cannot serve is refused by the template's own `build`, not
+    /// met by every group's first load.
+    pub(crate) fn pinned(mut self) -> Result<Self, ConfigError> {
+        let timed = self.settings.is_timed();
+        let validated = self.settings.clone().validate()?;
+        let runtime = match self.runtime.take() {
+            Some(runtime) => runtime,
+            None => current_runtime()?,
+        };
+        check_timers(&validated, timed, &runtime)?;
+        self.runtime = Some(runtime);
+        Ok(self)
     }
 
     /// The same settings (and runtime) around another batch function: the partitions'
@@ -271,9 +287,48 @@ impl<K, V, E> Builder<K, V, E> {
     }
 }
 
-/// Whether `runtime` was built with its time driver: tokio panics when a timer is created
-/// without one, and has no other way to tell.
-fn has_time_driver(runtime: &tokio::runtime::Handle) -> bool {
+/// The runtime `build` is called in.
+fn current_runtime() -> Result<tokio::runtime::Handle, ConfigError> {
+    tokio::runtime::Handle::try_current()
+        .map_err(|_| ConfigError::new("runtime", "build() must be called within a tokio runtime"))
+}
+
+/// Refuses settings that need tokio's timer on a runtime without its time driver (the driver
+/// would panic at its first deadline or batch, and every load would be `Closed` from then on).
+fn check_timers(validated: &Validated, timed: bool, runtime: &tokio::runtime::Handle) -> Result<(), ConfigError> {
+    let needs_timers = validated.batch_timeout.is_some() || (timed && !validated.spin);
+    if !needs_timers || !lacks_time_driver(runtime) {
+        return Ok(());
+    }
+    Err(if validated.batch_timeout.is_some() {
+        ConfigError::new("runtime", "batch_timeout needs the runtime's time driver (enable_time)")
+    } else {
+        ConfigError::new("runtime", "a window with spin(false) needs the runtime's time driver (enable_time)")
+    })
+}
+
+/// Whether `runtime` is known to lack its time driver. tokio has no way to ask (the request,
+/// tokio-rs/tokio#8361, is open; `Handle`'s `Debug` shows nothing): making a timer is the one
+/// test, and it panics without the driver. So the test catches that panic, which the
+/// process's panic hook still reports on stderr (once per `build` refused this way);
+/// replacing the hook around it would be process-wide and race other threads' panics.
+#[cfg(panic = "unwind")]
+fn lacks_time_driver(runtime: &tokio::runtime::Handle) -> bool {
     let _entered = runtime.enter();
-    std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_ok()
+    match std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))) {
+        Ok(()) => false,
+        Err(payload) => {
+            crate::shared::forget_payload(payload);
+            true
+        }
+    }
+}
+
+/// Under `panic = "abort"` the test above would abort the process, so nothing is checked:
+/// the runtime is trusted to have its time driver, and one without it aborts the process at
+/// the first tokio timer the batcher makes, with tokio's message naming `enable_time` (as any
+/// tokio timer does there).
+#[cfg(not(panic = "unwind"))]
+fn lacks_time_driver(_runtime: &tokio::runtime::Handle) -> bool {
+    false
 }

@@ -92,7 +92,6 @@ where
             batch_fn,
             template: Batcher::builder(|_keys: Vec<K>| async { unreachable!("the template's batch function is replaced per group") }),
             max_groups: DEFAULT_MAX_GROUPS,
-            runtime: None,
         }
     }
 
@@ -124,9 +123,16 @@ where
             });
             inner.template.with_batch_fn(per_group).build().map_err(|_| Error::Closed)
         });
-        // The caller's group, dropped here where its `Drop` cannot unwind into the caller.
+        // The caller's group, dropped here where its `Drop` cannot unwind into the caller; and
+        // its key, if the group refused it.
         drop_quietly(group);
-        batcher?.load(key).await
+        match batcher {
+            Ok(batcher) => batcher.load(key).await,
+            Err(refused) => {
+                drop_quietly(key);
+                Err(refused)
+            }
+        }
     }
 }
 
@@ -164,7 +170,6 @@ pub struct GroupedBuilder<G, K, V, E> {
     batch_fn: GroupFn<G, K, V, E>,
     template: Builder<K, V, E>,
     max_groups: usize,
-    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl<G, K, V, E> fmt::Debug for GroupedBuilder<G, K, V, E> {
@@ -233,7 +238,13 @@ where
 
     /// The runtime every group's driver runs on. Default: the runtime `build` is called in.
     pub fn runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
-        self.runtime = Some(runtime);
+        self.template = self.template.runtime(runtime);
+        self
+    }
+
+    /// See [`Builder::name`]: every group's batcher reports under this one name.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.template = self.template.name(name);
         self
     }
 
@@ -249,20 +260,16 @@ where
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the setting if one is out of range, or `runtime` if called
-    /// outside a tokio runtime.
+    /// As [`Builder::build`]: a [`ConfigError`] naming the setting if one is out of range, or
+    /// `runtime` if called outside a tokio runtime, or if the runtime lacks the time driver a
+    /// setting needs.
     pub fn build(self) -> Result<Grouped<G, K, V, E>, ConfigError> {
         if self.max_groups == 0 {
             return Err(ConfigError::new("max_groups", "must be at least 1"));
         }
-        self.template.validate()?;
-        // Groups are created inside loads, wherever those are polled: pin them to one runtime.
-        let runtime = match self.runtime {
-            Some(runtime) => runtime,
-            None => tokio::runtime::Handle::try_current()
-                .map_err(|_| ConfigError::new("runtime", "build() must be called within a tokio runtime"))?,
-        };
-        let template = self.template.runtime(runtime);
+        // Groups are created inside loads, wherever those are polled: pin them to one runtime,
+        // checked here as a batcher's `build` checks it.
+        let template = self.template.pinned()?;
         Ok(Grouped {
             inner: Arc::new(Inner {
                 groups: Arc::new(Partition::new(self.max_groups)),

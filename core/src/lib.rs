@@ -114,14 +114,17 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 // Layers, each importing only from those below it:
-//   strategy                   the other strategies: Coalescer on the Batcher, the rest on tokio
+//   strategy, grouped          the other strategies and the partitions, on the Batcher
+//   partition                  one live instance per group
 //   builder                    configures and starts: puts the others together
 //   batcher                    the handle
 //   driver, load               the driver task; the callers' futures
 //   shared                     the state all of the above share
 //   signals, clock, timer      lock-free signals between them; time
-//   ring, slot, sync           the ingestion ring and its slots; the loom facade
-//   settings, policy, stats, error
+//   settings                   the settings, validated into the ring's shape (its limits)
+//   ring, slot, seats, seat_waker  the ingestion ring, its slots, their seats and wakers
+//   policy, stats, answers, observe
+//   error, sync                the errors; the loom facade
 mod answers;
 mod batcher;
 mod builder;
@@ -203,8 +206,8 @@ pub mod model {
     pub use crate::seats::{POOL_SEATS, live_segments};
     pub use crate::settings::Overflow;
     pub use crate::signals::{
-        Admission, Boarded, Fanout, Gate, Look, Signals, abandon, admit, board, publish, publish_in_steps, release,
-        room_or_unstalled, update_stall,
+        Admission, Boarded, Fanout, Gate, Look, Signals, abandon, admit, board, board_marked, publish, publish_in_steps,
+        release, room_or_unstalled, update_stall,
     };
     pub use crate::slot::{Gathered, Slot};
     pub use crate::sync::{Bug, break_on_purpose};

@@ -14,6 +14,7 @@ use futures_util::FutureExt;
 use tokio::sync::futures::Notified;
 
 use crate::Error;
+use crate::ring::{MAX_SEATS, MAX_SLOTS};
 use crate::shared::{AwaitedBatch, Held, Outcome, Shared, Slot, await_batch, drop_quietly};
 use crate::signals::{self, Admission, Signals};
 use crate::stats::StatsCells;
@@ -167,20 +168,81 @@ struct Ticket<'a, K, V, E, R> {
     span: tracing::Span,
 }
 
+/// Every variant holds at most one word beside the key, so that the future is the key, the
+/// tag and the `shared` reference (24 bytes for a `u64` key, `Load`'s size test): a task moves
+/// and polls its futures whole, and the first poll (boarding) writes the stage it ends in.
+/// The rare stages keep their parts in a box.
 enum Stage<'a, K, V, E> {
     /// Not yet boarded.
     Boarding(K),
     /// Seated; waiting for the outcome.
-    Seated { slot: usize, index: usize },
+    Seated(Seat),
     /// The bus was full: waiting for the next one.
-    WaitingForRoom { key: K, boarding: u64, notified: Pin<Box<Notified<'a>>> },
+    WaitingForRoom(Box<Waiting<'a, K>>),
     /// At capacity under `Overflow::RunAlone`: the batch function runs for this key alone.
     Alone(Box<Solo<'a, K, V, E>>),
-    /// Refused at boarding (`Overloaded`, `Closed`, or a solo run whose call panicked): the
-    /// same poll answers it.
-    Refused(Error<E>),
+    /// Refused at boarding: the same poll answers it.
+    Refused(Refusal),
     /// Answered (or refused).
     Done,
+}
+
+/// A seat claimed in the ring: its slot and index packed in one word (a slot index takes
+/// `SLOT_BITS` bits, a seat index fewer than the other 58).
+#[derive(Clone, Copy)]
+struct Seat(u64);
+
+impl Seat {
+    const SLOT_BITS: u32 = MAX_SLOTS.trailing_zeros();
+
+    #[inline(always)]
+    fn new(slot: usize, index: usize) -> Seat {
+        debug_assert!(slot < MAX_SLOTS && index <= MAX_SEATS);
+        Seat(((index as u64) << Self::SLOT_BITS) | slot as u64)
+    }
+
+    #[inline(always)]
+    fn slot(self) -> usize {
+        (self.0 & ((1 << Self::SLOT_BITS) - 1)) as usize
+    }
+
+    #[inline(always)]
+    fn index(self) -> usize {
+        (self.0 >> Self::SLOT_BITS) as usize
+    }
+}
+
+const _: () = assert!(MAX_SLOTS.is_power_of_two() && (MAX_SEATS as u64) < 1 << (64 - Seat::SLOT_BITS), "a seat fits one word");
+
+/// A caller waiting for room (`Overflow::Wait` and the bus was full).
+struct Waiting<'a, K> {
+    key: K,
+    /// The `{ epoch, slot }` of the bus that was full.
+    boarding: u64,
+    /// Created before the announcement (see `Ring::want_room`); pinned, it is boxed apart so
+    /// that the key can be taken back out.
+    notified: Pin<Box<Notified<'a>>>,
+}
+
+/// Why a boarding was refused: the errors that carry no data, so the stage stays one word.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// `Overflow::Reject` at capacity.
+    Overloaded,
+    /// Shut down.
+    Closed,
+    /// A solo run's call panicked.
+    Panicked,
+}
+
+impl Refusal {
+    fn error<E>(self) -> Error<E> {
+        match self {
+            Refusal::Overloaded => Error::Overloaded,
+            Refusal::Closed => Error::Closed,
+            Refusal::Panicked => Error::Panicked,
+        }
+    }
 }
 
 /// A solo run under `Overflow::RunAlone`.
@@ -224,7 +286,27 @@ where
             // published before our seat was written, and its publication wakes us.
             return Poll::Pending;
         }
-        self.poll_stage(cx)
+        // The rest runs out of line on a ticket moved out of `self`, not on `self`: so the
+        // future's own address is never handed to a call, and a caller holding it in registers
+        // (polling a future it has just built, before moving it) keeps it there. A panic below
+        // drops the moved ticket, which gives up its seat as dropping `self` would.
+        let mut ticket = std::mem::replace(self, Ticket::finished(self.shared));
+        let polled = ticket.poll_stage(cx);
+        // `self` holds the finished ticket left above: nothing to drop.
+        std::mem::forget(std::mem::replace(self, ticket));
+        polled
+    }
+
+    /// A ticket with nothing left to do, to stand in for one being polled.
+    #[inline(always)]
+    fn finished(shared: &'a Shared<K, V, E>) -> Self {
+        Ticket {
+            shared,
+            stage: Stage::Done,
+            reader: PhantomData,
+            #[cfg(feature = "tracing")]
+            span: tracing::Span::none(),
+        }
     }
 
     #[inline(never)]
@@ -237,14 +319,12 @@ where
                         return Poll::Pending;
                     }
                 }
-                Stage::Refused(_) => {
-                    let Stage::Refused(error) = std::mem::replace(&mut self.stage, Stage::Done) else {
-                        unreachable!()
-                    };
-                    return Poll::Ready(Err(error));
+                &mut Stage::Refused(refusal) => {
+                    self.stage = Stage::Done;
+                    return Poll::Ready(Err(refusal.error()));
                 }
-                Stage::Seated { slot, index } => {
-                    let (slot, index) = (*slot, *index);
+                &mut Stage::Seated(seat) => {
+                    let (slot, index) = (seat.slot(), seat.index());
                     let seat = shared.ring.slot(slot);
                     ready!(seat.poll_done(index, cx));
                     // The reader runs user code (the key's `Hash` and `Eq`, the value's `Clone`).
@@ -268,18 +348,17 @@ where
                     unsafe { shared.release(slot, 1) };
                     return Poll::Ready(answer);
                 }
-                Stage::WaitingForRoom { boarding, notified, .. } => {
+                Stage::WaitingForRoom(waiting) => {
                     // Register, announce ourselves, then check (the driver seals, then checks
                     // the announcement; see `Ring::want_room`).
-                    notified.as_mut().enable();
-                    if !shared.ring.want_room(*boarding) {
-                        ready!(notified.as_mut().poll(cx));
+                    waiting.notified.as_mut().enable();
+                    if !shared.ring.want_room(waiting.boarding) {
+                        ready!(waiting.notified.as_mut().poll(cx));
                     }
-                    let Stage::WaitingForRoom { key, .. } = std::mem::replace(&mut self.stage, Stage::Done)
-                    else {
+                    let Stage::WaitingForRoom(waiting) = std::mem::replace(&mut self.stage, Stage::Done) else {
                         unreachable!()
                     };
-                    self.stage = Stage::Boarding(key);
+                    self.stage = Stage::Boarding(waiting.key);
                 }
                 Stage::Alone(solo) => {
                     // In the batcher's runtime context, as the driver runs its batches: a batch
@@ -325,38 +404,48 @@ where
         };
         let shared = self.shared;
         let stamp = |seat: &Slot<K, V, E>| seat.stamp_opened(shared.clock.now().as_nanos());
-        let seat = signals::admit_then(
+        // The seat goes into the stage before the claim (the seat the claim will most likely
+        // get; corrected after it if another producer came first): the claim's locked add
+        // drains that store with the others, and nothing reads the future back right after the
+        // claim from a store still in flight (a caller moving the future would stall on it).
+        // The stage holds `Done` or a seat, neither of which has anything to drop: replaced
+        // without a drop call on the hot path (an assignment would call `drop_in_place`).
+        let mark = |seat: Option<(usize, usize)>| {
+            let next = match seat {
+                Some((slot, index)) => Stage::Seated(Seat::new(slot, index)),
+                None => Stage::Done,
+            };
+            std::mem::forget(std::mem::replace(&mut self.stage, next));
+        };
+        let refused = signals::admit_then(
             &shared.ring,
             &shared.signals,
             shared.overflow,
             key,
             waker,
             stamp,
-            |slot, index| Some((slot, index)),
-            |admission| {
-                self.not_seated(admission);
-                None
-            },
+            mark,
+            |_, _| None,
+            Some,
         );
-        let Some((slot, index)) = seat else { return false };
-        // The stage is the `Done` left above: nothing to drop, so no drop call on the hot path
-        // (an assignment would call `drop_in_place` out of line).
-        debug_assert!(matches!(self.stage, Stage::Done));
-        std::mem::forget(std::mem::replace(&mut self.stage, Stage::Seated { slot, index }));
-        true
+        let Some(admission) = refused else { return true };
+        // By value, not through `self`: see `poll`. The stage is `Done` (`mark` was told that
+        // the claim got no seat, or not called).
+        let next = Self::not_seated(shared, admission);
+        std::mem::forget(std::mem::replace(&mut self.stage, next));
+        false
     }
 
     /// The boarding's other outcomes: wait for room, or the overflow policy's answer, as the
     /// next stage.
     #[cold]
     #[inline(never)]
-    fn not_seated(&mut self, admission: Admission<K>) {
-        let shared = self.shared;
-        self.stage = match admission {
+    fn not_seated(shared: &'a Shared<K, V, E>, admission: Admission<K>) -> Stage<'a, K, V, E> {
+        match admission {
             Admission::Seated { .. } => unreachable!("a seat goes to `admit_then`'s `seated`"),
             Admission::WaitForRoom { boarding, key } => {
                 let notified = Box::pin(shared.room.notified());
-                Stage::WaitingForRoom { key, boarding, notified }
+                Stage::WaitingForRoom(Box::new(Waiting { key, boarding, notified }))
             }
             Admission::Overloaded(key) => {
                 // The caller's own key, handed back: its `Drop` (user code) must not panic
@@ -364,20 +453,19 @@ where
                 drop_quietly(key);
                 StatsCells::bump(&shared.stats.rejected);
                 shared.observer.rejected();
-                Stage::Refused(Error::Overloaded)
+                Stage::Refused(Refusal::Overloaded)
             }
-            Admission::RunAlone(key) => self.run_alone(key),
+            Admission::RunAlone(key) => Self::run_alone(shared, key),
             Admission::Closed(key) => {
                 drop_quietly(key);
-                Stage::Refused(Error::Closed)
+                Stage::Refused(Refusal::Closed)
             }
-        };
+        }
     }
 
     /// Starts the batch function for this key alone (the run is admitted): the `Alone` stage,
     /// or `Refused` if the call panicked.
-    fn run_alone(&self, key: K) -> Stage<'a, K, V, E> {
-        let shared = self.shared;
+    fn run_alone(shared: &'a Shared<K, V, E>, key: K) -> Stage<'a, K, V, E> {
         // Ends the run (for shutdown's count) however it ends.
         let admitted = Admitted(&shared.signals);
         StatsCells::bump(&shared.stats.ran_alone);
@@ -393,7 +481,7 @@ where
             }
             Err(_) => {
                 drop_quietly(key);
-                Stage::Refused(Error::Panicked)
+                Stage::Refused(Refusal::Panicked)
             }
         }
     }
@@ -413,8 +501,8 @@ impl<K, V, E, R> Ticket<'_, K, V, E, R> {
     fn stage_name(&self) -> &'static str {
         match self.stage {
             Stage::Boarding(_) => "boarding",
-            Stage::Seated { .. } => "seated",
-            Stage::WaitingForRoom { .. } => "waiting for room",
+            Stage::Seated(_) => "seated",
+            Stage::WaitingForRoom(_) => "waiting for room",
             Stage::Alone { .. } => "running alone",
             Stage::Refused(_) => "refused",
             Stage::Done => "done",
@@ -425,7 +513,8 @@ impl<K, V, E, R> Ticket<'_, K, V, E, R> {
 impl<K, V, E, R> Drop for Ticket<'_, K, V, E, R> {
     fn drop(&mut self) {
         match self.stage {
-            Stage::Seated { slot, index } => {
+            Stage::Seated(seat) => {
+                let (slot, index) = (seat.slot(), seat.index());
                 // Gave up while seated: tell the driver to leave the key out (if it has not
                 // collected it yet), then drop our reference.
                 self.shared.ring.slot(slot).cancel(index);
@@ -441,5 +530,25 @@ impl<K, V, E, R> Drop for Ticket<'_, K, V, E, R> {
                 drop_quietly(std::mem::replace(&mut self.stage, Stage::Done));
             }
         }
+    }
+}
+
+#[cfg(all(test, not(busline_loom)))]
+mod tests {
+    use std::convert::Infallible;
+    use std::mem::size_of;
+
+    use super::*;
+
+    #[test]
+    fn the_future_is_the_key_a_tag_and_a_reference() {
+        // Without the tracing feature's span: the key, the stage's tag and `shared`.
+        #[cfg(feature = "tracing")]
+        let extra = size_of::<tracing::Span>();
+        #[cfg(not(feature = "tracing"))]
+        let extra = 0;
+        assert_eq!(size_of::<Load<'static, u64, u64, Infallible>>(), 24 + extra);
+        assert_eq!(size_of::<Load<'static, u64, u64, std::io::Error>>(), 24 + extra);
+        assert_eq!(size_of::<LoadShared<'static, u32, String, String>>(), 24 + extra);
     }
 }

@@ -67,7 +67,21 @@ pub struct Ring<K, R> {
 // first load) before claiming, and after the claim only compares the word it got with the word
 // it saw: equal, it is that seat; otherwise (another producer claimed in between) it locates
 // the seat it got. Locating is arithmetic on the slot's segment table, which never moves, so a
-// guess that turns out wrong costs only the second computation.
+// guess that turns out wrong costs only the second computation. (The claim comes in two
+// halves, `look` and `claim_looked`, so that the caller can record the expected seat before
+// the claim too: see `signals::board_then`.)
+//
+// The segment's pointer, though, is loaded after the claim, not guessed with the place. The
+// place is the same in every opening of the slot; the table's content is not: the reset hands
+// the segments back to the pool, which frees or passes them to other slots. `word == seen`
+// tells the same slot and seat, not the same opening: the 17-bit epoch wraps, and a producer
+// preempted between its look and its claim while 2^17 seals go by, which then claims when the
+// head word is again exactly what it saw, would write through a pointer read two openings ago
+// into a segment freed or reused since. (Without the wrap the guess would be sound: the look,
+// with Acquire, would order the last reset before the pointer's load, and a pointer installed
+// in a later opening happens after the seal that opened it, so the claim would read a later
+// word.) Only a table whose entries never change once set (segments kept by their slot, not
+// pooled) would make the early load sound; the pool is what lets memory follow the load down.
 //
 // # Sealing an epoch
 //
@@ -166,7 +180,7 @@ fn pack(epoch: u64, slot: usize) -> u64 {
 /// What a producer's claim got.
 #[cfg_attr(
     not(any(test, busline_loom)),
-    allow(dead_code, reason = "the engine claims with `claim_placed`; tests and loom models with `claim`")
+    allow(dead_code, reason = "the engine's `look` answers `Full` or `Closed`; a `Seat` comes from `claim`, for tests and loom models")
 )]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -189,12 +203,34 @@ pub enum Claim {
 /// What a producer's [`Ring::claim_placed`] got: a [`Claim`], with where the seat lives.
 #[derive(Debug)]
 pub(crate) enum Placed<'a, K> {
-    /// Seat `index` of slot `slot` is this producer's; it lives at `place`.
-    Seat { slot: usize, index: usize, place: SeatPlace<'a, K> },
+    /// Seat `index` of slot `slot` is this producer's; it lives at `place`. `guessed`: it is
+    /// the seat its [`Seen`] expected.
+    Seat { slot: usize, index: usize, place: SeatPlace<'a, K>, guessed: bool },
     /// As [`Claim::Full`].
     Full { boarding: u64 },
     /// As [`Claim::Closed`].
     Closed,
+}
+
+/// The head word a producer saw before its claim ([`Ring::look`]): names the seat the claim
+/// gets unless another producer claims first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seen {
+    word: u64,
+}
+
+impl Seen {
+    /// The slot of the expected seat.
+    #[inline(always)]
+    pub(crate) fn slot(&self) -> usize {
+        slot_of(self.word)
+    }
+
+    /// The expected seat.
+    #[inline(always)]
+    pub(crate) fn index(&self) -> usize {
+        count_of(self.word)
+    }
 }
 
 /// A slot the driver has just sealed.
@@ -250,7 +286,7 @@ impl<K, R> Ring<K, R> {
     /// full) one `fetch_add`.
     #[cfg_attr(
         not(any(test, busline_loom)),
-        allow(dead_code, reason = "the engine claims with `claim_placed`; tests and loom models with `claim`")
+        allow(dead_code, reason = "the engine claims with `look` and `claim_looked`; tests and loom models with `claim`")
     )]
     #[inline(always)]
     pub fn claim(&self) -> Claim {
@@ -264,6 +300,18 @@ impl<K, R> Ring<K, R> {
     /// [`claim`](Ring::claim), with where the seat lives.
     #[inline(always)]
     pub(crate) fn claim_placed(&self) -> Placed<'_, K> {
+        match self.look() {
+            Ok(seen) => self.claim_looked(seen),
+            Err(Claim::Full { boarding }) => Placed::Full { boarding },
+            Err(_) => Placed::Closed,
+        }
+    }
+
+    /// The first half of [`claim_placed`](Ring::claim_placed): looks at the head word. A bus
+    /// seen full or a closed ring is the answer (`Err`, [`Claim::Full`] or [`Claim::Closed`]);
+    /// otherwise the seat to expect, for [`claim_looked`](Ring::claim_looked).
+    #[inline(always)]
+    pub(crate) fn look(&self) -> Result<Seen, Claim> {
         // Look before claiming: a producer that sees the bus full (or the ring closed) does not
         // add to `count`, which bounds the count past the seats (see the essay). Relaxed: the
         // value only decides whether to claim; a stale full bus sends the producer to its
@@ -273,11 +321,19 @@ impl<K, R> Ring<K, R> {
         // BROKEN ON PURPOSE (loom-tests): claim without looking, so a full bus counts on.
         let seen = if crate::sync::broken(Bug::Bound) { seen & !COUNT_MASK & !CLOSED } else { seen };
         if is_closed(seen) {
-            return Placed::Closed;
+            return Err(Claim::Closed);
         }
         if count_of(seen) >= self.seats {
-            return Placed::Full { boarding: seen & !COUNT_MASK };
+            return Err(Claim::Full { boarding: seen & !COUNT_MASK });
         }
+        Ok(Seen { word: seen })
+    }
+
+    /// The second half of [`claim_placed`](Ring::claim_placed): claims, after a
+    /// [`look`](Ring::look) that saw `seen`.
+    #[inline(always)]
+    pub(crate) fn claim_looked(&self, seen: Seen) -> Placed<'_, K> {
+        let seen = seen.word;
         // The seat this claim gets if no other producer claims first, located before the claim:
         // the locked add waits for every earlier store, so whatever stands between it and this
         // seat's stores is paid by every submit in series (see the essay).
@@ -313,7 +369,7 @@ impl<K, R> Ring<K, R> {
             #[cfg(not(busline_loom))]
             let guessed = word == seen;
             let place = if guessed { expected } else { self.slots[slot].place(index) };
-            Placed::Seat { slot, index, place }
+            Placed::Seat { slot, index, place, guessed }
         } else {
             Placed::Full { boarding: word & !COUNT_MASK }
         }

@@ -124,6 +124,11 @@ impl<T> Quiet<T> {
     pub(crate) fn empty() -> Quiet<T> {
         Quiet(None)
     }
+
+    /// The value, handed on: whoever takes it drops it.
+    pub(crate) fn into_inner(mut self) -> T {
+        self.0.take().expect("a Quiet is taken only while it holds its value")
+    }
 }
 
 impl<T> std::ops::Deref for Quiet<T> {

@@ -14,7 +14,7 @@ use std::task::Waker;
 
 use crossbeam_utils::CachePadded;
 
-use crate::ring::{Placed, Ring, Sealed};
+use crate::ring::{Claim, Placed, Ring, Sealed};
 use crate::settings::Overflow;
 use crate::slot::Slot;
 use crate::sync::{AtomicU8, AtomicU64, Ordering, WakerCell};
@@ -368,14 +368,42 @@ pub fn board<K, R>(
 ) -> Boarded<K> {
     // Cloned before the claim: the clone is the caller's executor's code, and a panic in it
     // after the claim would leave a claimed seat unwritten, which the driver waits for.
+    board_marked(ring, signals, key, waker, stamp, |_| {})
+}
+
+/// [`board`], telling `mark` the seat expected before the claim and the seat got after it, as
+/// [`board_then`] does.
+#[cfg_attr(
+    not(any(test, busline_loom)),
+    allow(dead_code, reason = "the engine boards with `admit_then`; tests and loom models with `board_marked`")
+)]
+#[inline(always)]
+pub fn board_marked<K, R>(
+    ring: &Ring<K, R>,
+    signals: &Signals,
+    key: K,
+    waker: &Waker,
+    stamp: impl FnOnce(&Slot<K, R>),
+    mark: impl FnMut(Option<(usize, usize)>),
+) -> Boarded<K> {
+    // Cloned before the claim, as in `board`.
     let waker = waker.clone();
-    board_then(ring, signals, key, waker, stamp, |slot, index| Boarded::Seat { slot, index }, |boarded| boarded)
+    let seated = |slot, index| Boarded::Seat { slot, index };
+    board_then(ring, signals, key, waker, stamp, mark, seated, |boarded| boarded)
 }
 
 /// [`board`] with the caller's waker already cloned (before the claim, as there), handing a
 /// seat to `seated` and any other outcome to `other`: the seated path, every load's, then
 /// carries no enum of the key (which the compiler would build in memory, and the next claim's
 /// locked add would wait for those stores).
+///
+/// `mark` is told, before the claim, the seat the claim gets unless another producer claims
+/// first (`Some`); after the claim, the seat it got instead, or `None` if it got none. So a
+/// caller that records its seat (the `Load` future) stores it before the claim, whose locked
+/// add drains those stores anyway, and after it only when another producer came first. No
+/// user code runs between the claim and `mark`, so a panic never finds the mark wrong. With
+/// the bus seen full or the ring closed, `mark` is not called.
+#[expect(clippy::too_many_arguments, reason = "the inputs of one step and its three ways on; `admit_then` is its caller")]
 #[inline(always)]
 pub(crate) fn board_then<K, R, T>(
     ring: &Ring<K, R>,
@@ -383,13 +411,33 @@ pub(crate) fn board_then<K, R, T>(
     key: K,
     waker: Waker,
     stamp: impl FnOnce(&Slot<K, R>),
+    mut mark: impl FnMut(Option<(usize, usize)>),
     seated: impl FnOnce(usize, usize) -> T,
     other: impl FnOnce(Boarded<K>) -> T,
 ) -> T {
-    let (slot, index, place) = match ring.claim_placed() {
-        Placed::Seat { slot, index, place } => (slot, index, place),
-        Placed::Full { boarding } => return other(Boarded::Full { boarding, key }),
-        Placed::Closed => return other(Boarded::Closed(key)),
+    let seen = match ring.look() {
+        Ok(seen) => seen,
+        Err(Claim::Full { boarding }) => return other(Boarded::Full { boarding, key }),
+        Err(_) => return other(Boarded::Closed(key)),
+    };
+    mark(Some((seen.slot(), seen.index())));
+    let (slot, index, place) = match ring.claim_looked(seen) {
+        Placed::Seat { slot, index, place, guessed } => {
+            // BROKEN ON PURPOSE (loom-tests) under `Bug::Mark`: the mark is not corrected, so
+            // a caller that another producer beat to the expected seat records that seat.
+            if !guessed && !broken(Bug::Mark) {
+                mark(Some((slot, index)));
+            }
+            (slot, index, place)
+        }
+        Placed::Full { boarding } => {
+            mark(None);
+            return other(Boarded::Full { boarding, key });
+        }
+        Placed::Closed => {
+            mark(None);
+            return other(Boarded::Closed(key));
+        }
     };
     let seat = ring.slot(slot);
     // SAFETY: the claim gave us seat `index` of `slot`, which lives at `place`; we write it
@@ -464,14 +512,15 @@ pub fn admit<K, R>(
     // Cloned before the claim, as in `board`.
     let waker = waker.clone();
     let seated = |slot, index| Admission::Seated { slot, index };
-    admit_then(ring, signals, overflow, key, waker, stamp, seated, |admission| admission)
+    admit_then(ring, signals, overflow, key, waker, stamp, |_| {}, seated, |admission| admission)
 }
 
-/// [`admit`] with the caller's waker already cloned (before the claim, as in `board`): a seat
-/// goes to `seated` (slot, seat), every other answer to `other` (see [`board_then`]).
+/// [`admit`] with the caller's waker already cloned (before the claim, as in `board`): the
+/// seat expected and got goes to `mark`, a seat to `seated` (slot, seat), every other answer to
+/// `other` (see [`board_then`]).
 #[expect(
     clippy::too_many_arguments,
-    reason = "the inputs of one step and its two ways on; `Load::board` is its caller"
+    reason = "the inputs of one step and its three ways on; `Load::board` is its caller"
 )]
 #[inline(always)]
 pub(crate) fn admit_then<K, R, T>(
@@ -481,6 +530,7 @@ pub(crate) fn admit_then<K, R, T>(
     key: K,
     waker: Waker,
     stamp: impl FnOnce(&Slot<K, R>),
+    mark: impl FnMut(Option<(usize, usize)>),
     seated: impl FnOnce(usize, usize) -> T,
     other: impl FnOnce(Admission<K>) -> T,
 ) -> T {
@@ -498,7 +548,7 @@ pub(crate) fn admit_then<K, R, T>(
         Gate::Stalled if overflow != Overflow::Wait => return other(at_capacity(signals, overflow, key)),
         Gate::Stalled => {}
     }
-    board_then(ring, signals, key, waker, stamp, seated, |boarded| {
+    board_then(ring, signals, key, waker, stamp, mark, seated, |boarded| {
         other(match boarded {
             Boarded::Seat { .. } => unreachable!("a seat goes to `seated`"),
             Boarded::Full { boarding, key } if overflow == Overflow::Wait => Admission::WaitForRoom { boarding, key },
@@ -582,6 +632,7 @@ enum Bug {
     Abandon,
     Unstall,
     ShutdownGate,
+    Mark,
 }
 
 #[cfg(not(busline_loom))]

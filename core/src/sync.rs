@@ -151,10 +151,13 @@ mod broken {
         Unstall,
         /// `signals::admit` reads the shutdown flag only for `Reject` and `RunAlone`.
         ShutdownGate,
-        /// `Ring::claim_placed` trusts the seat's place located before the claim whenever the
+        /// `Ring::claim_looked` trusts the seat's place located before the claim whenever the
         /// claimed seat's index is the count it saw, without comparing the slot (a seal between
         /// the look and the claim opens another slot whose count may match).
         Place,
+        /// `signals::board_then` does not correct the caller's mark when another producer
+        /// claimed the expected seat first, so the caller records a seat not its own.
+        Mark,
     }
 
     thread_local! {

@@ -136,6 +136,27 @@ fn every_series_counts_what_happened() {
         assert!(refused > 0);
         let snap = snapshot(&snapshotter, "strict");
         assert_eq!(counter(&snap, "busline_rejected_total", None), refused);
+
+        // A `Coalescer` and a `Grouped` report under their own names too (their builders had
+        // no `name`: every coalescer and every group reported as "busline").
+        let views = busline::Coalescer::builder(|| 0u64, |n: &mut u64, x: u64| *n += x, |n: u64| async move {
+            Ok::<_, std::io::Error>(n)
+        })
+        .name("views")
+        .build()
+        .unwrap();
+        assert_eq!(*views.coalesce(3).await.unwrap(), 3);
+        views.shutdown().await;
+        assert_eq!(counter(&snapshot(&snapshotter, "views"), "busline_requests_total", None), 1);
+        let tenants = busline::Grouped::builder(|_: u32, keys: Vec<u32>| async move {
+            Ok::<_, std::io::Error>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+        })
+        .name("tenants")
+        .build()
+        .unwrap();
+        assert_eq!(tenants.load(1, 7).await.unwrap(), Some(7));
+        assert_eq!(tenants.load(2, 8).await.unwrap(), Some(8));
+        assert_eq!(counter(&snapshot(&snapshotter, "tenants"), "busline_requests_total", None), 2);
     });
 }
 

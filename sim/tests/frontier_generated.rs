@@ -20,25 +20,16 @@ use busline_sim::report::generated;
 const SCENARIOS: u64 = 50;
 const REQUESTS: u64 = 20_000;
 
-/// (policy, scenarios of the 50 where a fixed window beats it), as measured at this commit.
-// Session 7, single runs: natural 4, gated 9, adaptive 3 (5 paired replications, `--reps 5`:
-// 1, 4, 0; on the unseen seeds 50..100: 3, 6, 3 and 1, 2, 1; on 100..150: 3, 6, 2 and 1, 2,
-// 0). Natural holds every bus for the time that minimises a predicted p99 of hold plus queue
-// for a place (`natural.rs`), and since session 7 lets a hold it no longer needs decay over
-// 1024 departures instead of dropping it with the load: before, it mixed long holds in the
-// bursts with short ones between them, and was beaten in 7, 2, 4 single runs (3, 1, 2
-// replicated) on the three ranges. Its remaining replicated losses (33, 80, 121) are all a
-// constant service on two places, where the M/M/c model predicts twice the real queue
-// (Kingman's `(Ca² + Cs²) / 2`) and a window of 0.05 to 0.2 ms wins; single runs add floods
-// past saturation on one or two places (46) and run-to-run noise. Gated still mixes cars and full windows near
-// its threshold (a mix a window in between beats); a band derived from the estimate's noise
-// (open above, close below the threshold by two standard deviations, over 32 or 128
-// arrivals) was tried in session 7 and lost more scenarios than it won (10, 11, 6 and 10,
-// 12, 6 single runs against 9, 6, 6). Adaptive is unchanged: it keeps its budget where a
-// longer window would win (see `adaptive.rs`). Where each is beaten and by which window: this
-// test's output (`-- --nocapture`), and `cargo run --release -p busline-sim --example
-// frontier_cases -- gen 50 20000 0 --reps 5`. The ceiling records where the unmet goal
-// stands; it is not the goal.
+/// (policy, scenarios of the 50 where a fixed window beats it), as measured when the ceiling was
+/// last lowered. Single runs of 20,000 requests: part of each count is run-to-run noise (with
+/// five paired replications, `frontier_cases -- gen 50 20000 0 --reps 5`, the counts are about
+/// a third as large). What is left: natural, on a constant service time with two places, holds
+/// for the queue the M/M/c model predicts, about twice the real one (Kingman's
+/// `(Ca² + Cs²) / 2`, and the scheduler cannot measure Cs²: a completion does not name its
+/// batch); gated mixes cars and full windows near its threshold, a mix that a window in
+/// between beats; adaptive keeps its budget B where only a window longer than B would win
+/// (`adaptive.rs`). Which window beats which policy: this test's output (`-- --nocapture`).
+/// The ceiling records where the unmet goal stands; it is not the goal.
 const BEATEN_AT_MOST: [(&str, usize); 3] = [("natural", 4), ("gated", 9), ("adaptive", 3)];
 
 #[test]

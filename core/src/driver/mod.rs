@@ -122,7 +122,17 @@ where
     /// One look at everything, and the decisions it leads to. `Pending` parks the driver until
     /// one of its wakers fires.
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
-        // Register before looking, so anything that happens after the look wakes us.
+        // Register before looking, so anything that happens after the look wakes us. Whoever
+        // wakes this waker has just written a seat, published or freed a slot: a wake that
+        // panicked would unwind through them after that write, leaving the seat uncollected and
+        // its caller unanswered. It cannot happen: the waker is always a tokio task's (the
+        // driver is spawned only by `Builder::build`, onto a runtime that is a tokio `Handle`,
+        // never polled by a user's executor), and tokio's wakers run no user code and do not
+        // panic, even on a runtime that has shut down. (One exception, outside our reach: built
+        // with `--cfg tokio_unstable` and tokio's `tracing` feature, a wake first emits an event
+        // to the process's `tracing` subscriber, before it schedules the task; a subscriber that
+        // panics there breaks every tokio wake in the process, and catching it here would still
+        // leave the driver unscheduled.)
         let look = self.shared.signals.look(&self.shared.ring, cx.waker());
         let (reading, paused) = self.pause.read(&self.shared.clock);
         let now = reading.max(self.last_now);

@@ -28,7 +28,8 @@ use crate::{Batcher, Builder, ConfigError, Error, Overflow, Stats};
 ///   ([`policy`](CoalescerBuilder::policy), [`window`](CoalescerBuilder::window),
 ///   [`max_batch_size`](CoalescerBuilder::max_batch_size) inputs per departure,
 ///   [`max_in_flight`](CoalescerBuilder::max_in_flight) departures running at once,
-///   [`capacity`](CoalescerBuilder::capacity), [`overflow`](CoalescerBuilder::overflow)):
+///   [`capacity`](CoalescerBuilder::capacity), [`overflow`](CoalescerBuilder::overflow),
+///   [`batch_timeout`](CoalescerBuilder::batch_timeout) for a `run` that hangs):
 ///   when the road is empty an input leaves alone at once, under load a bus fills.
 /// - Every caller of one departure gets the same `Arc`; each caller gets its own departure's
 ///   result, never a later one's. Inputs that arrive while a departure runs go to the next one,
@@ -230,7 +231,8 @@ where
     /// # Errors
     ///
     /// [`Error::Batch`] with `run`'s error for this departure, [`Error::Panicked`] if `seed`,
-    /// `fold` or `run` panicked for it, [`Error::Closed`] after shutdown,
+    /// `fold` or `run` panicked for it, [`Error::Timeout`] if it ran past the
+    /// [`batch_timeout`](CoalescerBuilder::batch_timeout), [`Error::Closed`] after shutdown,
     /// [`Error::Overloaded`] at capacity under [`Overflow::Reject`].
     ///
     /// # Cancel safety
@@ -303,12 +305,34 @@ where
         CoalescerBuilder { builder: self.builder.overflow(overflow) }
     }
 
-    /// Starts the coalescer's engine on the current tokio runtime.
+    /// The longest a departure's `run` may take; see [`Builder::batch_timeout`]. A departure
+    /// still running after `timeout` is dropped (its `run` future with it), its callers get
+    /// [`Error::Timeout`], and its in-flight place is freed.
+    pub fn batch_timeout(self, timeout: Duration) -> Self {
+        CoalescerBuilder { builder: self.builder.batch_timeout(timeout) }
+    }
+
+    /// Whether windows may spend CPU to close on time; see [`Builder::spin`].
+    pub fn spin(self, spin: bool) -> Self {
+        CoalescerBuilder { builder: self.builder.spin(spin) }
+    }
+
+    /// The runtime the engine's driver and every departure run on; see [`Builder::runtime`].
+    pub fn runtime(self, runtime: tokio::runtime::Handle) -> Self {
+        CoalescerBuilder { builder: self.builder.runtime(runtime) }
+    }
+
+    /// The name the coalescer's metrics and spans report; see [`Builder::name`].
+    pub fn name(self, name: impl Into<Arc<str>>) -> Self {
+        CoalescerBuilder { builder: self.builder.name(name) }
+    }
+
+    /// Starts the coalescer's engine on its runtime (by default, the current one).
     ///
     /// # Errors
     ///
     /// As [`Builder::build`]: a [`ConfigError`] naming the setting out of range, or `runtime`
-    /// outside a tokio runtime.
+    /// outside a tokio runtime or on one without the time driver a setting needs.
     pub fn build(self) -> Result<Coalescer<In, Out, E>, ConfigError> {
         Ok(Coalescer { batcher: self.builder.build()? })
     }
@@ -356,12 +380,9 @@ where
     type Recipe = CoalescerRecipe<G, In, Out, E>;
 
     fn prepare(recipe: Self::Recipe) -> Result<Self::Recipe, ConfigError> {
-        recipe.template.validate()?;
-        // Groups are created inside calls, wherever those are polled: pin their engines to the
-        // runtime `build` is called in, as `Grouped` does.
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| ConfigError::new("runtime", "build() must be called within a tokio runtime"))?;
-        Ok(CoalescerRecipe { depart: recipe.depart, template: recipe.template.runtime(runtime) })
+        // Groups are created inside calls, wherever those are polled: pin their engines to one
+        // runtime (the one given, or the one `build` is called in), checked as `Grouped` does.
+        Ok(CoalescerRecipe { depart: recipe.depart, template: recipe.template.pinned()? })
     }
 
     fn make(recipe: &Self::Recipe, group: &G) -> Result<Self, ConfigError> {
@@ -443,6 +464,30 @@ where
         self.recipe.template = self.recipe.template.overflow(overflow);
         self
     }
+
+    /// The longest one departure of a group may run; see [`CoalescerBuilder::batch_timeout`].
+    pub fn batch_timeout(mut self, timeout: Duration) -> Self {
+        self.recipe.template = self.recipe.template.batch_timeout(timeout);
+        self
+    }
+
+    /// Whether each group's windows may spend CPU to close on time; see [`Builder::spin`].
+    pub fn spin(mut self, spin: bool) -> Self {
+        self.recipe.template = self.recipe.template.spin(spin);
+        self
+    }
+
+    /// The runtime every group's engine runs on. Default: the runtime `build` is called in.
+    pub fn runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.recipe.template = self.recipe.template.runtime(runtime);
+        self
+    }
+
+    /// The name every group's engine reports under; see [`Builder::name`].
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.recipe.template = self.recipe.template.name(name);
+        self
+    }
 }
 
 impl<G, In, Out, E> PerGroup<G, Coalescer<In, Out, E>>
@@ -467,6 +512,7 @@ where
         let coalescer = self.enter(&group);
         // The caller's group, dropped here where its `Drop` cannot unwind into the caller.
         drop_quietly(group);
-        coalescer?.coalesce(input).await
+        let (coalescer, input) = super::user::admitted(coalescer, input)?;
+        coalescer.coalesce(input).await
     }
 }

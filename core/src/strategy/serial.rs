@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use super::pending::Pending;
 use super::per_group::{PerGroup, PerGroupBuilder, Partitioned};
-use super::user::{BoxFn, GroupFn, bind, box_fn, call_boxed, drop_quietly, group_fn};
+use super::user::{BoxFn, GroupFn, Quiet, bind, box_fn, call_boxed, drop_quietly, group_fn};
 use crate::{ConfigError, Error};
 
 /// Runs calls of one function one at a time, in the order they arrive; each caller gets its own
@@ -118,9 +118,12 @@ where
     pub async fn call(&self, input: In) -> Result<Out, Error<E>> {
         let inner = &*self.inner;
         let _counted = inner.pending.enter();
+        // Held through the wait for the turn: a caller that gives up drops it with this future,
+        // quietly (its `Drop` is user code).
+        let input = Quiet::new(input);
         // Never closed: the semaphore lives as long as this handle.
         let Ok(_turn) = inner.turn.acquire().await else { return Err(Error::Closed) };
-        call_boxed(&inner.f, input).await
+        call_boxed(&inner.f, input.into_inner()).await
     }
 
     /// Calls queued or running. Zero when every call has ended: nothing stays behind.
@@ -180,6 +183,7 @@ where
     pub async fn call(&self, group: G, input: In) -> Result<Out, Error<E>> {
         let serial = self.enter(&group);
         drop_quietly(group);
-        serial?.call(input).await
+        let (serial, input) = super::user::admitted(serial, input)?;
+        serial.call(input).await
     }
 }

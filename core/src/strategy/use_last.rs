@@ -305,7 +305,7 @@ where
     pub async fn call(&self, group: G, input: In) -> Result<Out, Error<E>> {
         let entered = self.enter(&group);
         drop_quietly(group);
-        let entered = entered?;
+        let (entered, input) = super::user::admitted(entered, input)?;
         entered.call_holding(input, || entered.hold(self.partition())).await
     }
 }

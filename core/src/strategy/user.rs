@@ -55,6 +55,19 @@ where
     Box::new(move |input| f(group.clone(), input))
 }
 
+/// A per-group call's entry into its group, with the caller's input: if the group refused the
+/// call, the input is dropped here, quietly (its `Drop` is user code, and the caller's task
+/// gets the refusal, not a panic).
+pub(crate) fn admitted<T, In, E>(entered: Result<T, Error<E>>, input: In) -> Result<(T, In), Error<E>> {
+    match entered {
+        Ok(entered) => Ok((entered, input)),
+        Err(refused) => {
+            drop_quietly(input);
+            Err(refused)
+        }
+    }
+}
+
 /// Calls a boxed function; a panic in it is [`Error::Panicked`].
 pub(crate) async fn call_boxed<In, Out, E>(f: &BoxFn<In, Out, E>, input: In) -> Result<Out, Error<E>> {
     match guarded(|| f(input)) {

@@ -156,6 +156,24 @@ async fn load_many_with_a_key_whose_clone_panics_is_panicked() {
     assert_eq!(answered(b.load(Key::new(2, Fault::Clone))).await.unwrap(), Some(20));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_many_drops_the_keys_it_keeps_from_the_caller_quietly() {
+    // `load_many` itself drops the caller's keys it does not hand back: a duplicate, a key
+    // whose load failed. Their `Drop` is user code: a duplicate's panic failed the whole call
+    // (`Panicked`), and a failed load's unwound out of the caller's poll, where `load` drops
+    // its key quietly (found by a cold review).
+    let b = keyed();
+    let keys = [Key::new(1, Fault::Drop), Key::new(BAD, Fault::Drop), Key::new(BAD, Fault::Drop)];
+    let many = answered(b.load_many(keys)).await.expect("a duplicate's Drop does not fail the call");
+    // The map holds the caller's first `BAD` key, armed: kept out of this test's drops.
+    let mut values: Vec<u32> = many.into_iter().map(|(key, value)| { std::mem::forget(key); value }).collect();
+    values.sort_unstable();
+    assert_eq!(values, [10, BAD * 10]);
+    b.shutdown().await;
+    let closed = answered(b.load_many([Key::new(BAD, Fault::Drop), Key::new(2, Fault::Drop)])).await;
+    assert!(matches!(closed, Err(Error::Closed)), "{closed:?}");
+}
+
 /// A value whose `Clone` panics for `BAD`, and whose `Drop` panics for the batch function's
 /// own copy of `BAD + 1` (dropped with the result map, after every caller has read it).
 #[derive(Debug, PartialEq)]

@@ -241,3 +241,48 @@ async fn chaos_a_million_inputs() {
         stats.keys_sent as f64 / stats.batches as f64
     );
 }
+
+/// A departure whose inputs include `HANG` runs until `gate` opens; the others answer their sum.
+const HANG: u64 = 13;
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_departure_times_out_and_frees_its_place() {
+    // `CoalescerBuilder` had no `batch_timeout` (the `Batcher`'s did): a `run` that never
+    // finished held the only in-flight place and every later input waited for ever.
+    let c = Coalescer::builder(
+        || 0u64,
+        |n: &mut u64, x: u64| *n += x,
+        |n: u64| async move {
+            if n == HANG {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, ()>(n)
+        },
+    )
+    .max_in_flight(1)
+    .batch_timeout(Duration::from_secs(30))
+    .build()
+    .unwrap();
+    let start = tokio::time::Instant::now();
+    let hung = tokio::time::timeout(Duration::from_secs(3600), c.coalesce(HANG)).await.expect("never answered");
+    assert!(matches!(hung, Err(Error::Timeout)), "{hung:?}");
+    // Instants on tokio's paused clock, not wall-clock timings.
+    assert!(start.elapsed() >= Duration::from_secs(30), "answered before the timeout: {:?}", start.elapsed());
+    let next = tokio::time::timeout(Duration::from_secs(3600), c.coalesce(2)).await.expect("the place stayed taken");
+    assert_eq!(*next.unwrap(), 2);
+    assert_eq!(c.stats().timed_out_batches, 1);
+}
+
+#[test]
+fn a_coalescer_runs_on_the_runtime_it_is_given_and_refuses_one_without_its_timer() {
+    // Built outside any runtime, with the runtime given (`CoalescerBuilder` had no `runtime`:
+    // it could only start on the runtime `build` ran in).
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let sum = || Coalescer::builder(|| 0u64, |n: &mut u64, x: u64| *n += x, |n: u64| async move { Ok::<_, ()>(n) });
+    let c = sum().window(Duration::from_millis(1)).spin(false).name("views").runtime(rt.handle().clone()).build().unwrap();
+    let other = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert_eq!(*other.block_on(c.coalesce(5)).unwrap(), 5);
+    // A runtime without the time driver cannot keep a batch timeout: `build` says so.
+    let err = sum().batch_timeout(Duration::from_secs(1)).runtime(other.handle().clone()).build().unwrap_err();
+    assert_eq!(err.setting(), "runtime", "{err}");
+}

@@ -285,3 +285,115 @@ async fn a_groups_panicking_drop_reaches_no_caller() {
         assert_eq!(out.ok(), Some(Some(Some(42))), "group {id}: answered, no panic in the caller's task");
     }
 }
+
+#[test]
+fn a_grouped_batcher_checks_its_runtime_at_build() {
+    // Before, `build` checked the settings only: on a runtime without the time driver, a
+    // `batch_timeout` (or a window with `spin(false)`) was accepted, and every load then
+    // failed to start its group's batcher and was answered `Closed`.
+    let no_timer = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let grouped = || {
+        Grouped::builder(|_: u32, keys: Vec<u32>| async move {
+            Ok::<_, String>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+        })
+        .runtime(no_timer.handle().clone())
+    };
+    let err = grouped().batch_timeout(Duration::from_secs(1)).build().unwrap_err();
+    assert_eq!(err.setting(), "runtime", "{err}");
+    let err = grouped().window(Duration::from_millis(1)).spin(false).build().unwrap_err();
+    assert_eq!(err.setting(), "runtime", "{err}");
+    // What needs no tokio timer is served there.
+    let g = grouped().window(Duration::from_millis(1)).name("tenants").build().unwrap();
+    assert_eq!(no_timer.block_on(g.load(1, 7)).unwrap(), Some(7));
+}
+
+/// A key whose original panics when dropped; its clones do not.
+#[derive(Debug)]
+struct Armed {
+    id: u32,
+    armed: bool,
+}
+
+impl Clone for Armed {
+    fn clone(&self) -> Self {
+        Armed { id: self.id, armed: false }
+    }
+}
+
+impl PartialEq for Armed {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Armed {}
+
+impl Hash for Armed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        if self.armed && !std::thread::panicking() {
+            panic!("injected: the key's drop");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_refused_with_its_group_is_dropped_quietly() {
+    // A load whose group cannot be entered (here: past `max_groups`) drops the caller's key
+    // itself. Its `Drop` is user code: it unwound into the caller's task, where a batcher's
+    // refused key is dropped quietly (found by a cold review).
+    crate::support::quiet_injected_panics();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = {
+        let gate = gate.clone();
+        Grouped::builder(move |_: u32, keys: Vec<Armed>| {
+            let gate = gate.clone();
+            async move {
+                drop(gate.acquire().await.unwrap());
+                Ok::<_, String>(keys.into_iter().map(|k| { let id = k.id; (k, id) }).collect::<HashMap<_, _>>())
+            }
+        })
+        .max_groups(1)
+        .build()
+        .unwrap()
+    };
+    let waiting = tokio::spawn({
+        let g = g.clone();
+        async move { g.load(1, Armed { id: 1, armed: false }).await }
+    });
+    crate::support::eventually(10, "group 1 live", || g.live_groups() == 1).await;
+    let refused = crate::support::without_panic({
+        let g = g.clone();
+        async move { g.load(2, Armed { id: 2, armed: true }).await }
+    })
+    .await
+    // (Not the task's message: it names the injected panic, which the hook silences.)
+    .unwrap_or_else(|_| panic!("the refused key's Drop unwound into the caller's task"));
+    assert!(matches!(refused, Err(Error::Overloaded)), "{refused:?}");
+    gate.add_permits(10);
+    assert_eq!(waiting.await.unwrap().unwrap(), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_groups_hung_batch_times_out_frees_its_place_and_leaves_the_group() {
+    let g = Grouped::builder(|group: u32, keys: Vec<u32>| async move {
+        if keys.contains(&13) {
+            std::future::pending::<()>().await;
+        }
+        Ok::<_, String>(keys.into_iter().map(|k| (k, group * 100 + k)).collect::<HashMap<_, _>>())
+    })
+    .max_in_flight(1)
+    .batch_timeout(Duration::from_secs(30))
+    .build()
+    .unwrap();
+    let within_an_hour = |load| async move { tokio::time::timeout(Duration::from_secs(3600), load).await.expect("never answered") };
+    assert!(matches!(within_an_hour(g.load(1, 13)).await, Err(Error::Timeout)));
+    assert_eq!(within_an_hour(g.load(1, 2)).await.unwrap(), Some(102), "the group's place was freed");
+    // The timed-out call was dropped, and with it its hold on the group.
+    crate::support::eventually(10, "the group reclaimed", || g.live_groups() == 0).await;
+}

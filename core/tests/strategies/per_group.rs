@@ -13,7 +13,8 @@ use std::time::Duration;
 use busline::{Coalescer, Debounce, Error, PerGroup, Serial, UseLast};
 use crate::groups::Touchy;
 use crate::support::{
-    Came, Live, assert_send, chaos, eventually, exclusive, poll_at_most, poll_once, quiet_injected_panics, value_of,
+    Came, DropBomb, Live, assert_send, chaos, eventually, exclusive, poll_at_most, poll_once, quiet_injected_panics,
+    value_of, without_panic,
 };
 use tokio::sync::Notify;
 
@@ -863,4 +864,107 @@ fn a_group_whose_eq_contradicts_itself_fails_its_caller_instead_of_looping() {
     assert!(matches!(answer, Ok(Err(Error::Panicked))), "{answer:?}");
     second.join().unwrap();
     assert_eq!(runtime.block_on(first).unwrap().ok(), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_groups_hung_departure_times_out_and_frees_its_place() {
+    // The per-group `Coalescer` had no `batch_timeout`: a group's `run` that never finished
+    // held the group's only in-flight place, so that group answered nothing again.
+    let c = Coalescer::per_group(|| 0u64, |n: &mut u64, x: u64| *n += x, |g: u64, n: u64| async move {
+        if n == 13 {
+            std::future::pending::<()>().await;
+        }
+        Ok::<_, ()>((g, n))
+    })
+    .max_in_flight(1)
+    .batch_timeout(Duration::from_secs(30))
+    .build()
+    .unwrap();
+    let hung = tokio::time::timeout(Duration::from_secs(3600), c.coalesce(1, 13)).await.expect("never answered");
+    assert!(matches!(hung, Err(Error::Timeout)), "{hung:?}");
+    let next = tokio::time::timeout(Duration::from_secs(3600), c.coalesce(1, 2)).await.expect("the place stayed taken");
+    assert_eq!(*next.unwrap(), (1, 2));
+}
+
+#[test]
+fn a_per_group_coalescer_checks_its_runtime_at_build() {
+    // Before, `build` checked the settings only: on a runtime without the time driver, a
+    // `batch_timeout` was accepted and every group's first call then failed to start its
+    // engine, answering `Closed`. Now `build` refuses it, as the `Batcher`'s does; and a
+    // runtime given is used from outside any runtime.
+    let no_timer = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let sum = || Coalescer::per_group(|| 0u64, |n: &mut u64, x: u64| *n += x, |g: u64, n: u64| async move { Ok::<_, ()>((g, n)) });
+    let err = sum().batch_timeout(Duration::from_secs(1)).runtime(no_timer.handle().clone()).build().unwrap_err();
+    assert_eq!(err.setting(), "runtime", "{err}");
+    let err = no_timer.block_on(async { sum().batch_timeout(Duration::from_secs(1)).build().unwrap_err() });
+    assert_eq!(err.setting(), "runtime", "{err}");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let c = sum().spin(false).window(Duration::from_millis(1)).name("views").runtime(rt.handle().clone()).build().unwrap();
+    assert_eq!(*no_timer.block_on(c.coalesce(4, 5)).unwrap(), (4, 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_refused_with_its_group_is_dropped_quietly() {
+    // A call whose group cannot be entered (here: past `max_groups`) drops the caller's input
+    // itself. Its `Drop` is user code: it unwound into the caller's task, where an admitted
+    // input's drop is caught (found by a cold review).
+    quiet_injected_panics();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = |gate: &Arc<tokio::sync::Semaphore>| {
+        let gate = gate.clone();
+        move |g: u64, _input: DropBomb| {
+            let gate = gate.clone();
+            async move {
+                drop(gate.acquire().await.unwrap());
+                Ok::<_, ()>(g)
+            }
+        }
+    };
+    let s = Serial::per_group(held(&gate)).max_groups(1).build().unwrap();
+    let u = UseLast::per_group(held(&gate)).max_groups(1).build().unwrap();
+    let d = Debounce::per_group(held(&gate)).quiet(Duration::from_millis(1)).max_groups(1).build().unwrap();
+    let c = Coalescer::per_group(|| 0, |n: &mut u64, _input: DropBomb| *n += 1, {
+        let gate = gate.clone();
+        move |g: u64, _n: u64| {
+            let gate = gate.clone();
+            async move {
+                drop(gate.acquire().await.unwrap());
+                Ok::<_, ()>(g)
+            }
+        }
+    })
+    .max_groups(1)
+    .build()
+    .unwrap();
+    // Group 1 is live in each (its call waits for the gate); the clones are unarmed.
+    let waiting = tokio::spawn({
+        let (s, u, d, c) = (s.clone(), u.clone(), d.clone(), c.clone());
+        let quiet = || {
+            let armed = DropBomb::new();
+            let clone = armed.clone();
+            std::mem::forget(armed);
+            clone
+        };
+        async move {
+            let (a, b, cc, dd) = tokio::join!(s.call(1, quiet()), u.call(1, quiet()), d.call(1, quiet()), c.coalesce(1, quiet()));
+            (a.unwrap(), b.unwrap(), cc.unwrap(), *dd.unwrap())
+        }
+    });
+    eventually(10, "group 1 live in each", || [s.live_groups(), u.live_groups(), d.live_groups(), c.live_groups()] == [1; 4]).await;
+    let refused = without_panic({
+        let (s, u, d, c) = (s.clone(), u.clone(), d.clone(), c.clone());
+        async move {
+            let s = s.call(2, DropBomb::new()).await;
+            let u = u.call(2, DropBomb::new()).await;
+            let d = d.call(2, DropBomb::new()).await;
+            let c = c.coalesce(2, DropBomb::new()).await.map(|g| *g);
+            [s, u, d, c]
+        }
+    })
+    .await
+    // (Not the task's message: it names the injected panic, which the hook silences.)
+    .unwrap_or_else(|_| panic!("the refused input's Drop unwound into the caller's task"));
+    assert!(refused.iter().all(|r| matches!(r, Err(Error::Overloaded))), "{refused:?}");
+    gate.add_permits(1_000);
+    assert_eq!(waiting.await.unwrap(), (1, 1, 1, 1));
 }

@@ -198,3 +198,46 @@ async fn per_group_a_callers_group_whose_drop_panics_is_answered() {
     let answer = without_panic(async move { s.call(Touchy::callers(1), 2).await.ok() }).await;
     assert_eq!(answer, Ok(Some(1002)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_given_up_before_its_turn_is_dropped_quietly() {
+    // A call waits for its turn holding the caller's input; a caller that gives up then drops
+    // it with the call's future. Its `Drop` is user code: it unwound into whoever dropped the
+    // future, where the other strategies (and a `Batcher`'s `load`) drop it quietly (found by
+    // a cold review).
+    quiet_injected_panics();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let s = {
+        let gate = gate.clone();
+        Serial::new(move |_: crate::support::DropBomb| {
+            let gate = gate.clone();
+            async move {
+                drop(gate.acquire().await.unwrap());
+                Ok::<_, ()>(1)
+            }
+        })
+    };
+    let unarmed = || {
+        let armed = crate::support::DropBomb::new();
+        let clone = armed.clone();
+        std::mem::forget(armed);
+        clone
+    };
+    // The first call takes the turn and waits for the gate.
+    let mut first = Box::pin(s.call(unarmed()));
+    assert!(poll_once(&mut first).await.is_none());
+    let gave_up = without_panic({
+        let s = s.clone();
+        async move {
+            let mut second = Box::pin(s.call(crate::support::DropBomb::new()));
+            assert!(poll_once(&mut second).await.is_none(), "waits for its turn");
+            drop(second);
+        }
+    })
+    .await;
+    // (Not the task's message: it names the injected panic, which the hook silences.)
+    assert!(gave_up.is_ok(), "the given-up input's Drop unwound into the caller's task");
+    gate.add_permits(1);
+    assert_eq!(first.await.unwrap(), 1);
+    assert_eq!(s.pending(), 0);
+}
