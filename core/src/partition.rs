@@ -72,10 +72,14 @@
 //!
 //! `live` counts *places*: one per member in the map and not retired, one per creator's
 //! reservation. A call is refused with [`Error::Overloaded`] only if, at one instant, its group
-//! has no live member and no creation under way, and `max_groups` other groups are live; past
-//! the bound a new group is refused, never merged into another. Two things would otherwise
-//! refuse calls of a group that exists (with `max_groups(1)`, more than half the calls of the
-//! only group):
+//! has no member and no place (none in a creator's hands, none being given back), and all
+//! `max_groups` places are taken by other groups: by their members, or by calls creating them;
+//! when the partition settles within the call's careful look (below), by members only. Past the
+//! bound a new group is refused, never merged into another. The one exception is a creation of
+//! the caller's own group that hangs (its `Clone` or the factory does not return): after
+//! waiting [`OWN_CREATION_FOR`] (about a second) for it, the caller is refused too. Two things
+//! would otherwise refuse calls of a group that exists (with `max_groups(1)`, more than half
+//! the calls of the only group):
 //!
 //! - *A retired member's place.* Each member carries a `place` flag, taken by one swap: by its
 //!   retirer, right after the retiring CAS and before the removal, which gives the place back;
@@ -85,16 +89,31 @@
 //! - *A place in a creator's hands* (reserved or inherited, the member not yet inserted), and
 //!   a creator of the same group racing it. A reservation takes a place only below the bound
 //!   (a CAS loop, so a failed attempt never inflates the count). When one fails, the call does
-//!   not refuse at once: it looks again, carefully. `creating` counts the places in creators'
-//!   hands (from before the place is taken until the member is inserted or the place given
-//!   back); `changes` is bumped after every insertion and every place given back. The careful
-//!   round reads `changes` (`seen`) before its lookup; if the lookup finds no member and the
-//!   reservation fails, it refuses only if then `creating` is 0, `live` still at the bound and
-//!   `changes` still `seen`; otherwise it yields (a creator runs no await between taking a place
-//!   and inserting) and looks again. A retirer giving its place back also counts in
-//!   `creating` while it does (the swap, the decrement, the bump).
+//!   not refuse at once: it looks again, carefully.
 //!
-//! Why that is exact (all these operations are `SeqCst`; a group counts as live until its
+//! `creating` counts the places in creators' hands (from before the place is taken until the
+//! member is inserted or the place given back); `changes` is bumped after every insertion and
+//! every place given back, before the creator leaves `creating`. A retirer giving its place
+//! back also counts in `creating` while it does (the swap, the decrement, the bump). Both are
+//! kept twice: in total, and in one of [`STRIPES`] stripes by the group's hash, so that a call
+//! can tell its own group's creations from others'. A careful round reads `changes` (`seen`)
+//! and its stripe's (`seen_own`) before its lookup; if the lookup finds no member and the
+//! reservation fails, then:
+//!
+//! 1. it refuses if `creating` is 0, `live` still at the bound and `changes` still `seen` (the
+//!    partition settled: every place is a member's);
+//! 2. otherwise, if its stripe was *quiet* over the round (the stripe's `creating` is 0, and
+//!    its `changes` still `seen_own`), it refuses once it has looked for `CAREFUL_ROUNDS`
+//!    (1,024) rounds and `CAREFUL_FOR` (10 ms): other groups' creators, preempted, hung or in a
+//!    churn that never pauses, have had their time, and the call is not kept waiting on them;
+//! 3. if its stripe is not quiet, a creation or a give-back of its own group (or of one sharing
+//!    its stripe) is under way: it waits for it, up to `OWN_CREATION_FOR`, then is refused.
+//!
+//! Between rounds it yields (a creator runs no await between taking a place and inserting);
+//! past `CAREFUL_ROUNDS` it naps instead, 10 µs doubling to 1 ms, so that a long wait does not
+//! burn a core (it still holds its thread: the wait is synchronous).
+//!
+//! Why the first is exact (all these operations are `SeqCst`; a group counts as live until its
 //! member's place is given back): take the instant `t` at which `creating` reads 0. No place
 //! was given back between the failed reservation's read of `live` and `t`: a return happens in
 //! a window counted in `creating`, which must then have closed before `t`, and it bumps
@@ -105,14 +124,29 @@
 //! insertion after it bumps `changes` before its creator leaves `creating`. So at `t` the
 //! group is new and `max_groups` other groups are live: the refusal is right at `t`.
 //!
-//! Under a churn of groups at the bound that never pauses, `changes` may never stand still:
-//! after `CAREFUL_ROUNDS` (1,024) careful rounds, each retrying the reservation, and
-//! `CAREFUL_FOR` (10 ms), the call is refused anyway, rather than spin on; the bound itself is
-//! never exceeded.
+//! Why the second never refuses a call whose own group has a member or a place (its group's
+//! creators and retirers count in its stripe): take the interval from the lookup to the read
+//! of the stripe's `creating` (`t`). At the lookup the group had no member in the map (a live
+//! one is entered, a dead one's place taken over or waited out). A member of the group
+//! inserted, or a place of it given back or lapsed, after `seen_own` was read bumps the
+//! stripe's `changes` inside a window counted in the stripe's `creating`: that window is open
+//! at `t` (the count is not 0) or closed before it (the later read of `changes` differs from
+//! `seen_own`). A place of the group in a creator's or a retirer's hands at the lookup ends
+//! the same way, with a bump (a bump before `seen_own` means the member was in the map at the
+//! lookup, or the place already back). So throughout the interval the group had no member and
+//! no place, and within it the failed reservation read `live` at the bound: at that instant
+//! all `max_groups` places were other groups', their members' or their creators'. (Two calls
+//! racing to create one other group each hold a place until one of them inserts: then fewer
+//! than `max_groups` groups hold the places for a moment; the first check, which waits for
+//! creators, never refuses on that.) A stripe shared with another group only makes its calls
+//! wait. The second needs no quiet partition, only a quiet stripe, so a churn of other groups
+//! cannot make it refuse the only group of a `max_groups(1)` partition while that group's own
+//! creator is preempted, which waiting a fixed time did on a loaded machine.
 //!
-//! The careful round costs a failed reservation only; the path of a call that finds its group
-//! touches none of these counters; a creation and a retirement each add two increments of
-//! `creating` and one of `changes`.
+//! The careful round costs a failed reservation (the stripe's `creating` counted in and out)
+//! and, past `CAREFUL_ROUNDS`, a nap; the path of a call that finds its group touches none of
+//! these counters; a creation and a retirement each add four increments of `creating` (two in
+//! total, two in the stripe) and two of `changes`.
 //!
 //! # Memory
 //!
@@ -127,7 +161,11 @@
 //! User code runs here: the group's `Hash` (once per call, before the map), `Eq` (in the map,
 //! guarded), `Clone` (once per new member) and `Drop` (quietly), and the factory itself. A
 //! panic in it reaches the one caller that ran it, as [`Error::Panicked`], and leaves the map
-//! consistent (nothing is half-inserted: the reservation lapses).
+//! consistent (nothing is half-inserted: the reservation lapses). A `Clone` or factory that
+//! hangs holds its caller's thread and its group's place: calls of groups found live are not
+//! touched, a new group at the bound is refused after the careful look, and a caller of the
+//! hung group itself, at the bound, waits up to `OWN_CREATION_FOR` (napping, not spinning) and
+//! is refused with [`Error::Overloaded`].
 
 use std::cell::Cell;
 use std::fmt;
@@ -142,15 +180,40 @@ use crate::Error;
 use crate::shared::{Quiet, drop_quietly};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
-/// How long, and how many rounds, a call at the bound looks carefully before it is refused
-/// anyway: both must have passed. A creator holds a place for a few microseconds (it builds
-/// the instance, no await), so only a churn of groups that never pauses keeps the check from
-/// settling, and there the call is refused rather than spinning on. Either bound alone refused
-/// calls of the only group of a `max_groups(1)` partition churned by two tasks: 64 or 1,024
-/// rounds (about a microsecond each on an idle machine: the churning task won every round), and
-/// 10 ms (in CI, where parallel tests made each yield a time slice: a few rounds).
+/// How long, and how many rounds, a call of a new group at the bound looks carefully while
+/// other groups' creators hold places before it is refused anyway: both must have passed. A
+/// creator holds a place for a few microseconds (it builds the instance, no await), so only a
+/// churn of groups that never pauses, or a creator preempted or hung, keeps the check from
+/// settling; the call is then refused rather than waiting on other groups. (Before the
+/// per-stripe check, either bound alone refused calls of the only group of a `max_groups(1)`
+/// partition churned by two tasks: 64 or 1,024 rounds, about a microsecond each on an idle
+/// machine, and 10 ms in CI, where parallel tests made each yield a time slice.) The first
+/// `CAREFUL_ROUNDS` rounds yield; later ones sleep (from [`NAP_FIRST`] doubling to
+/// [`NAP_MOST`]), so that a long wait does not burn a core.
 const CAREFUL_FOR: std::time::Duration = std::time::Duration::from_millis(10);
 const CAREFUL_ROUNDS: u32 = 1024;
+
+/// How long a call waits for a creation or a give-back of its own group (or of a group sharing
+/// its stripe) before it is refused as if the group were new: counted in naps slept (see
+/// [`Careful::wait`]), not read from a clock, so that a process stopped and resumed does not
+/// find the wait over before the creator, stopped with it, has run again. A creator runs no
+/// await and microseconds of work, so only a preempted thread or hung user code (the group's
+/// `Clone`, the factory) holds the place longer; a preempted thread runs again within a
+/// scheduler period (CFS's is 24 ms by default on 8 or more cores, stretched by the load), and
+/// a second is forty of those while bounding what a hung creation costs each caller of its
+/// group.
+const OWN_CREATION_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The first and the longest sleep of a careful round past `CAREFUL_ROUNDS`: a creator preempted
+/// for a time slice is waited for with a few naps, a hung one at a millisecond per round.
+const NAP_FIRST: std::time::Duration = std::time::Duration::from_micros(10);
+const NAP_MOST: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The stripes of the creation counters: a group's creators and retirers count in the stripe of
+/// its hash as well as in the partition's totals, so a careful call tells its own group's
+/// creations from other groups'. 64 makes a collision (which only makes a call wait) unlikely
+/// for the few creations ever in flight at once, at 1 KB a partition.
+const STRIPES: usize = 64;
 
 /// Inserts a call may lose before its group's `Eq` is taken to contradict itself. A lost insert
 /// means another member of the group is in the map, which the next lookup finds, unless that
@@ -335,7 +398,24 @@ pub(crate) struct Partition<G, T> {
     /// Bumped after every insertion and every place given back: a refusal is decided only over
     /// an interval in which it did not move.
     changes: AtomicU64,
+    /// `creating` and `changes` again, per stripe of the groups' hashes (see [`STRIPES`]).
+    stripes: Box<[Stripe]>,
     max_groups: usize,
+}
+
+/// A stripe's share of `creating` and `changes`: the creations and give-backs of the groups
+/// whose hash falls in it.
+struct Stripe {
+    creating: AtomicU64,
+    changes: AtomicU64,
+}
+
+impl Stripe {
+    /// Whether no creation or give-back of the stripe's groups is under way now, and none ended
+    /// since `seen` was read (see the essay).
+    fn quiet_since(&self, seen: u64) -> bool {
+        self.creating.load(Ordering::SeqCst) == 0 && self.changes.load(Ordering::SeqCst) == seen
+    }
 }
 
 impl<G, T> Partition<G, T>
@@ -357,6 +437,7 @@ where
             live: AtomicU64::new(0),
             creating: AtomicU64::new(0),
             changes: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| Stripe { creating: AtomicU64::new(0), changes: AtomicU64::new(0) }).collect(),
             max_groups,
         }
     }
@@ -367,7 +448,9 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::Overloaded`] if the group is new and `max_groups` groups are live;
+    /// [`Error::Overloaded`] if the group is new and `max_groups` places are taken by other
+    /// groups, or if the group's own creation, holding the last place, has not ended within
+    /// [`OWN_CREATION_FOR`] (about a second: its `Clone` or `make` hangs);
     /// [`Error::Panicked`] if the group's `Hash`, `Eq` or `Clone`, or `make`, panicked; what
     /// `make` returns.
     pub(crate) fn enter<E>(
@@ -399,12 +482,13 @@ where
         let query = Query { hash: self.hasher.hash_one(group), group };
         let members = self.members.pin();
         // Set once a reservation failed: the next rounds decide a refusal carefully.
-        let mut careful = false;
-        let mut careful_since = None;
-        let mut careful_rounds = 0u32;
+        let mut careful: Option<Careful> = None;
         let mut lost_inserts = 0;
         loop {
-            let seen = if careful { self.changes.load(Ordering::SeqCst) } else { 0 };
+            // Read before the lookup: what moved since is seen by the refusal's check.
+            let seen = careful
+                .as_ref()
+                .map(|_| (self.changes.load(Ordering::SeqCst), self.stripe(query.hash).changes.load(Ordering::SeqCst)));
             let place = match members.get(&query) {
                 Some(member) if member.activity.enter() => return Ok(Arc::clone(member)),
                 Some(member) => {
@@ -421,27 +505,23 @@ where
                 // The group's `Eq` panicked in the lookup: its member may be there, hidden;
                 // creating another beside it would give the group two.
                 None if EQ_PANICKED.with(Cell::get) => return Err(Error::Panicked),
-                None => match Reservation::take(self) {
+                None => match Reservation::take(self, query.hash) {
                     Some(place) => place,
-                    None if careful
-                        && (self.refusal_holds(seen)
-                            || (careful_rounds >= CAREFUL_ROUNDS
-                                && careful_since.is_some_and(|since: std::time::Instant| since.elapsed() >= CAREFUL_FOR))) =>
-                    {
-                        return Err(Error::Overloaded);
-                    }
-                    None => {
-                        if careful {
+                    None => match (careful.as_mut(), seen) {
+                        (Some(careful), Some((seen, seen_own))) => {
+                            if self.refusal_holds(seen) || careful.gives_up(self.stripe(query.hash).quiet_since(seen_own)) {
+                                return Err(Error::Overloaded);
+                            }
                             // A place is in a creator's hands, or the partition moved: let it
                             // settle (creators run no awaits between reserving and inserting).
-                            careful_rounds += 1;
-                            std::thread::yield_now();
-                        } else {
-                            careful_since = Some(std::time::Instant::now());
+                            careful.wait();
+                            continue;
                         }
-                        careful = true;
-                        continue;
-                    }
+                        _ => {
+                            careful = Some(Careful::new());
+                            continue;
+                        }
+                    },
                 },
             };
             let member = self.build(group, query.hash, &mut make)?;
@@ -503,11 +583,15 @@ where
         }
         // The place first (unless a caller of the group found the member dead and inherited
         // it), so that the group's next member never waits for this removal.
+        let stripe = self.stripe(member.key.hash);
         self.creating.fetch_add(1, Ordering::SeqCst);
+        stripe.creating.fetch_add(1, Ordering::SeqCst);
         if member.place.swap(false, Ordering::SeqCst) {
             self.live.fetch_sub(1, Ordering::SeqCst);
             self.changes.fetch_add(1, Ordering::SeqCst);
+            stripe.changes.fetch_add(1, Ordering::SeqCst);
         }
+        stripe.creating.fetch_sub(1, Ordering::SeqCst);
         self.creating.fetch_sub(1, Ordering::SeqCst);
         // By identity: no user code runs, and drops in here are quiet; the catch is for the
         // map's own failures (an allocation), which must not unwind out of a drop.
@@ -519,6 +603,12 @@ where
 }
 
 impl<G, T> Partition<G, T> {
+    /// The stripe of the groups of this hash.
+    fn stripe(&self, hash: u64) -> &Stripe {
+        // `RandomState` mixes every bit of the hash: its low ones spread the groups evenly.
+        &self.stripes[(hash % STRIPES as u64) as usize]
+    }
+
     /// Groups now live: with an occupant, or not yet reclaimed.
     pub(crate) fn live_groups(&self) -> usize {
         self.live.load(Ordering::Relaxed) as usize
@@ -545,15 +635,31 @@ struct Reservation<'a> {
     live: &'a AtomicU64,
     creating: &'a AtomicU64,
     changes: &'a AtomicU64,
+    /// The stripe of the group the place is for.
+    stripe: &'a Stripe,
     kept: bool,
 }
 
 impl<'a> Reservation<'a> {
-    /// A free place, if there is one.
-    fn take<G, T>(partition: &'a Partition<G, T>) -> Option<Reservation<'a>> {
-        // In hand from before the place is taken until it is kept or given back.
+    /// Counts a creator of a group of this hash in `creating`, in the partition's total and in
+    /// its stripe: in hand from before the place is taken until it is kept or given back.
+    fn count_in<G, T>(partition: &'a Partition<G, T>, hash: u64) -> Reservation<'a> {
+        let stripe = partition.stripe(hash);
         partition.creating.fetch_add(1, Ordering::SeqCst);
-        let reservation = Reservation { live: &partition.live, creating: &partition.creating, changes: &partition.changes, kept: false };
+        stripe.creating.fetch_add(1, Ordering::SeqCst);
+        Reservation { live: &partition.live, creating: &partition.creating, changes: &partition.changes, stripe, kept: false }
+    }
+
+    /// Counts out a creator that got no place (nothing moved: `changes` stays).
+    fn count_out(self) {
+        self.stripe.creating.fetch_sub(1, Ordering::SeqCst);
+        self.creating.fetch_sub(1, Ordering::SeqCst);
+        std::mem::forget(self);
+    }
+
+    /// A free place for a group of this hash, if there is one.
+    fn take<G, T>(partition: &'a Partition<G, T>, hash: u64) -> Option<Reservation<'a>> {
+        let reservation = Reservation::count_in(partition, hash);
         let mut live = partition.live.load(Ordering::SeqCst);
         while live < partition.max_groups as u64 {
             match partition.live.compare_exchange_weak(live, live + 1, Ordering::SeqCst, Ordering::SeqCst) {
@@ -561,18 +667,17 @@ impl<'a> Reservation<'a> {
                 Err(now) => live = now,
             }
         }
-        partition.creating.fetch_sub(1, Ordering::SeqCst);
-        std::mem::forget(reservation);
+        reservation.count_out();
         None
     }
 
     /// The place of a retired `dead` member, unless its retirer gave it back first.
     fn inherit<G, T>(partition: &'a Partition<G, T>, dead: &Member<G, T>) -> Option<Reservation<'a>> {
-        partition.creating.fetch_add(1, Ordering::SeqCst);
+        let reservation = Reservation::count_in(partition, dead.key.hash);
         if dead.place.swap(false, Ordering::SeqCst) {
-            return Some(Reservation { live: &partition.live, creating: &partition.creating, changes: &partition.changes, kept: false });
+            return Some(reservation);
         }
-        partition.creating.fetch_sub(1, Ordering::SeqCst);
+        reservation.count_out();
         None
     }
 
@@ -586,9 +691,49 @@ impl Drop for Reservation<'_> {
         if !self.kept {
             self.live.fetch_sub(1, Ordering::SeqCst);
         }
-        // An insertion or a place given back: either moves the partition.
+        // An insertion or a place given back: either moves the partition, and the stripe.
         self.changes.fetch_add(1, Ordering::SeqCst);
+        self.stripe.changes.fetch_add(1, Ordering::SeqCst);
+        self.stripe.creating.fetch_sub(1, Ordering::SeqCst);
         self.creating.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A call's careful look at the bound (see the essay): since when, how many rounds, and its
+/// wait between rounds.
+struct Careful {
+    since: std::time::Instant,
+    rounds: u32,
+    /// The next nap, and the naps slept so far.
+    nap: std::time::Duration,
+    napped: std::time::Duration,
+}
+
+impl Careful {
+    fn new() -> Careful {
+        Careful { since: std::time::Instant::now(), rounds: 0, nap: NAP_FIRST, napped: std::time::Duration::ZERO }
+    }
+
+    /// Whether the call is refused anyway, the exact check not having settled. `own_quiet`:
+    /// no creation or give-back of the call's stripe was under way or ended during this round.
+    /// With it, the call's own group had no member and no place throughout the round: refused
+    /// once other groups' creators have been waited for long enough. Without it, the call
+    /// waits for its own group's creation, up to [`OWN_CREATION_FOR`].
+    fn gives_up(&self, own_quiet: bool) -> bool {
+        if own_quiet { self.rounds >= CAREFUL_ROUNDS && self.since.elapsed() >= CAREFUL_FOR } else { self.napped >= OWN_CREATION_FOR }
+    }
+
+    /// Lets the partition settle before the next round: a yield for the first rounds, then
+    /// naps growing to `NAP_MOST`, so that a long wait does not burn the core.
+    fn wait(&mut self) {
+        self.rounds = self.rounds.saturating_add(1);
+        if self.rounds <= CAREFUL_ROUNDS {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(self.nap);
+            self.napped += self.nap;
+            self.nap = (self.nap * 2).min(NAP_MOST);
+        }
     }
 }
 

@@ -85,6 +85,9 @@ pub struct CostPoint {
     /// The process's CPU per query, µs (median over the rounds; `None` where the scheduler's
     /// statistics cannot be read): what the query costs the cores, as against its time.
     pub cpu_us: Option<f64>,
+    /// Mean wait for a pooled connection per query, ms (median over the rounds): with as many
+    /// clients as connections, each client waits for its next connection's hand-back.
+    pub pool_wait_ms: f64,
 }
 
 /// `base + per_key × keys` fitted at one concurrency.
@@ -294,6 +297,7 @@ struct Round {
     cv: f64,
     log_spread: f64,
     cpu_us: Option<f64>,
+    pool_wait_ms: f64,
 }
 
 /// Measures `plan` on `db`; `progress` advances by one per cell and round.
@@ -387,6 +391,7 @@ impl Calibration {
                 cv: median(rs.iter().map(|r| r.cv).collect()),
                 log_spread: median(rs.iter().map(|r| r.log_spread).collect()),
                 cpu_us: rs.iter().map(|r| r.cpu_us).collect::<Option<Vec<f64>>>().map(median),
+                pool_wait_ms: median(rs.iter().map(|r| r.pool_wait_ms).collect()),
             })
             .collect();
         let mut model = fit(backend, pool_size, points)?;
@@ -416,9 +421,9 @@ async fn measure(db: &Database, n: u32, k: u32, round: u32, plan: &Plan) -> Resu
                 for i in 0.. {
                     let ids: Vec<i64> = sample(&mut rng, users as usize, k as usize).iter().map(|i| i as i64 + 1).collect();
                     let t = Instant::now();
-                    db.fetch_users(&ids).await?;
+                    let fetched = db.fetch_users(&ids).await?;
                     if i >= 2 {
-                        times.push(t.elapsed().as_secs_f64() * 1e3);
+                        times.push((t.elapsed().as_secs_f64() * 1e3, fetched.pool_wait.as_secs_f64() * 1e3));
                     }
                     if Instant::now() >= deadline && times.len() >= 3 {
                         return Ok::<_, sqlx::Error>(times);
@@ -429,8 +434,11 @@ async fn measure(db: &Database, n: u32, k: u32, round: u32, plan: &Plan) -> Resu
         })
         .collect();
     let mut all = Vec::new();
+    let mut waits = Vec::new();
     for c in clients {
-        all.extend(c.await.context("calibration client panicked")??);
+        let (times, waited): (Vec<f64>, Vec<f64>) = c.await.context("calibration client panicked")??.into_iter().unzip();
+        all.extend(times);
+        waits.extend(waited);
     }
     // Every query the clients sent, the two unmeasured ones each included.
     let sent = all.len() as f64 + 2.0 * f64::from(n);
@@ -440,7 +448,7 @@ async fn measure(db: &Database, n: u32, k: u32, round: u32, plan: &Plan) -> Resu
     all.sort_unstable_by(f64::total_cmp);
     let q = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize];
     let log_spread = (q(0.8413).ln() - q(0.1587).ln()) / 2.0;
-    Ok(Round { samples: all.len() as u64, mean_ms: m, cv: sd / m, log_spread, cpu_us })
+    Ok(Round { samples: all.len() as u64, mean_ms: m, cv: sd / m, log_spread, cpu_us, pool_wait_ms: mean(&waits) })
 }
 
 fn mean(x: &[f64]) -> f64 {
@@ -626,6 +634,29 @@ impl CostModel {
             .map_or((self.servers, self.contention), |f| (f.servers, f.one_factor.0))
     }
 
+    /// The best fit with another `servers` than the chosen one: the closed loop often fits two
+    /// or three `servers` almost equally well with very different contentions (on a 2-core
+    /// machine running an in-process database, `servers` 2 with almost no contention and 4 with
+    /// a third), and the predictions of the contenders whose queries overlap turn on which.
+    pub fn runner_up(&self) -> Option<&ServerFit> {
+        self.server_fits
+            .iter()
+            .filter(|f| f.servers != self.servers)
+            .min_by(|a, b| a.mean_abs_log_error.total_cmp(&b.mean_abs_log_error))
+    }
+
+    /// The `--set` overrides that put [`CostModel::runner_up`]'s fit into the scenario (none
+    /// when there is no other fit).
+    pub fn runner_up_overrides(&self) -> Vec<String> {
+        self.runner_up().map_or_else(Vec::new, |f| {
+            vec![
+                format!("db.servers={}", f.servers),
+                format!("db.contention={}", f.contention),
+                format!("db.per_key_contention={}", f.per_key_contention),
+            ]
+        })
+    }
+
     /// The `--set` overrides that put [`one_factor`](CostModel::one_factor) into this model's
     /// scenario.
     pub fn one_factor_overrides(&self) -> Vec<String> {
@@ -737,7 +768,17 @@ mod tests {
     use super::*;
 
     fn point(concurrency: u32, keys: u32, mean_ms: f64) -> CostPoint {
-        CostPoint { concurrency, keys, samples: 100, mean_ms, round_means_ms: vec![mean_ms], cv: 0.2, log_spread: 0.3, cpu_us: None }
+        CostPoint {
+            concurrency,
+            keys,
+            samples: 100,
+            mean_ms,
+            round_means_ms: vec![mean_ms],
+            cv: 0.2,
+            log_spread: 0.3,
+            cpu_us: None,
+            pool_wait_ms: 0.0,
+        }
     }
 
     #[test]
@@ -842,6 +883,13 @@ mod tests {
         let m = fit("sqlite", 4, pts).unwrap();
         assert_eq!(m.servers, 2, "{:?}", m.server_fits);
         assert!((m.contention - 0.1).abs() < 0.05, "{}", m.contention);
+        // The runner-up is the best of the other `servers`, and its overrides put it in.
+        let r = m.runner_up().expect("four candidates");
+        assert_ne!(r.servers, m.servers);
+        let chosen = m.server_fits.iter().find(|f| f.servers == m.servers).unwrap();
+        assert!(m.server_fits.iter().filter(|f| f.servers != m.servers).all(|f| f.mean_abs_log_error >= r.mean_abs_log_error));
+        assert!(r.mean_abs_log_error >= chosen.mean_abs_log_error);
+        assert_eq!(m.runner_up_overrides()[0], format!("db.servers={}", r.servers));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - [`sched`]: the CPU a replay used and its wait for a core.
 //! - [`segments`]: the requests split by the part of the trace they arrived in.
 //! - [`rounds`]: each contender replayed a few times, interleaved; medians and spreads.
+//! - [`turnover`]: how fast the pool hands its connections on while direct calls queue.
 //! - [`report`]: `reports/db/` (README, CSV, plot).
 #![deny(unsafe_code)]
 
@@ -35,3 +36,4 @@ pub mod segments;
 pub mod simcheck;
 pub mod sqlite_trace;
 pub mod trace;
+pub mod turnover;

@@ -9,11 +9,11 @@ use anyhow::{Context, Result};
 use busline_demo::calibrate::{Calibration, CostModel, Plan, calibrate};
 use busline_demo::db::{Database, redact};
 use busline_demo::reaction::{self, DriverModel};
-use busline_demo::replay::{ContenderSpec, contenders, replay};
+use busline_demo::replay::{Contender, ContenderSpec, contenders, replay};
 use busline_demo::report::{self, Provenance, Run};
 use busline_demo::rounds::{self, Contended, Replayed};
 use busline_demo::segments;
-use busline_demo::simcheck::{NO_CPU, NO_DRIVER, QUEUED_CPU, REACTION_ONLY, predict, predict_with};
+use busline_demo::simcheck::{COST_SENSITIVITY, NO_CPU, NO_DRIVER, QUEUED_CPU, REACTION_ONLY, SENSITIVITY, predict, predict_with};
 use busline_demo::trace::{self, TraceSpec};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -241,9 +241,49 @@ async fn run_cli(cli: Cli) -> Result<()> {
                     let no_cpu = predict_with(&scenario, &path, c, &NO_CPU)?;
                     // And with it queued ahead of the queries (the model before processor sharing).
                     let queued_cpu = predict_with(&scenario, &path, c, &QUEUED_CPU)?;
+                    // And with the calibration's runner-up fit of `servers` and the contention.
+                    let runner_up_sets = model.runner_up_overrides();
+                    let runner_up_sets: Vec<&str> = runner_up_sets.iter().map(String::as_str).collect();
+                    let runner_up =
+                        if runner_up_sets.is_empty() { None } else { Some(predict_with(&scenario, &path, c, &runner_up_sets)?) };
+                    // A gated contender's count with its window 10 % either way: how much of
+                    // timing its gate turns on (a knife's edge where the background sits on the
+                    // gate's threshold).
+                    let window_sensitivity = match c.contender {
+                        Contender::Batched(busline::Policy::Gated { window, .. }) => {
+                            let at = |f: f64| format!("policy.window_ms={}", window.as_secs_f64() * 1e3 * f);
+                            let (short, long) = (at(1.0 - SENSITIVITY), at(1.0 + SENSITIVITY));
+                            Some([predict_with(&scenario, &path, c, &[&short])?, predict_with(&scenario, &path, c, &[&long])?])
+                        }
+                        _ => None,
+                    };
+                    // Direct calls' prediction with the queries' cost 5 % either way: how much a
+                    // queue on the edge of saturation turns on it.
+                    let cost_sensitivity = match c.contender {
+                        Contender::Direct => {
+                            let at = |f: f64| [format!("db.base_ms={}", model.base_ms * f), format!("db.per_key_ms={}", model.per_key_ms * f)];
+                            let (cheaper, dearer) = (at(1.0 - COST_SENSITIVITY), at(1.0 + COST_SENSITIVITY));
+                            let (cheaper, dearer) = ([cheaper[0].as_str(), cheaper[1].as_str()], [dearer[0].as_str(), dearer[1].as_str()]);
+                            Some([predict_with(&scenario, &path, c, &cheaper)?, predict_with(&scenario, &path, c, &dearer)?])
+                        }
+                        Contender::Batched(_) => None,
+                    };
                     let parts = segments::split(&spec, &arrivals, &m, &scenario, &path, c)?;
                     let tail = segments::tail(&spec, &arrivals, &m);
-                    rounds.push(Replayed { measured: m, predicted, instant, reaction_only, one_factor, no_cpu, queued_cpu, parts, tail });
+                    rounds.push(Replayed {
+                        measured: m,
+                        predicted,
+                        instant,
+                        reaction_only,
+                        one_factor,
+                        no_cpu,
+                        queued_cpu,
+                        runner_up,
+                        window_sensitivity,
+                        cost_sensitivity,
+                        parts,
+                        tail,
+                    });
                 }
                 contended.push(Contended { label: c.label.clone(), rounds });
             }

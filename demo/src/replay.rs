@@ -197,6 +197,28 @@ struct Logged {
 type BusLog = Arc<Mutex<Vec<Logged>>>;
 
 impl Measured {
+    /// A replay of `rows` alone (every other figure empty), for unit tests of what is computed
+    /// from the rows.
+    #[cfg(test)]
+    pub(crate) fn for_test(rows: Vec<RequestRow>) -> Measured {
+        Measured {
+            label: "test".into(),
+            requests: rows.len() as u64,
+            correct: rows.len() as u64,
+            db: Counted::default(),
+            sent: 0,
+            latency: Histogram::new(),
+            pool_wait: Histogram::new(),
+            lag: Histogram::new(),
+            span_ns: 0,
+            arrivals: Vec::new(),
+            driver: None,
+            stages: Stages::default(),
+            rows,
+            usage: None,
+        }
+    }
+
     /// Requests answered per second over the replay.
     pub fn throughput_per_s(&self) -> f64 {
         self.requests as f64 / (self.span_ns.max(1) as f64 / 1e9)

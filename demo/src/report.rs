@@ -98,6 +98,19 @@ fn spread_pct(x: &Spread) -> String {
     format!("{:+.1} % [{:+.0}, {:+.0}]", x.median * 100.0, x.min * 100.0, x.max * 100.0)
 }
 
+/// `median [min–max]` with `decimals`.
+fn range(x: &Spread, decimals: usize) -> String {
+    if x.min == x.max {
+        format!("{:.*}", decimals, x.median)
+    } else {
+        format!("{:.*} [{:.*}–{:.*}]", decimals, x.median, decimals, x.min, decimals, x.max)
+    }
+}
+
+fn yes_no(ok: bool) -> &'static str {
+    if ok { "yes" } else { "no" }
+}
+
 fn mark(ok: bool) -> &'static str {
     if ok { "yes" } else { "**no**" }
 }
@@ -362,10 +375,14 @@ fn section(run: &Run) -> String {
         s,
         "`busline-sim` with that scenario replays each replay's actual arrivals (the first round's are in \
          `traces/{}-*.csv`) under the same policy (direct calls as `car`, with no driver between the caller and the pool) \
-         and the batcher driver's measured delays (`[driver]`), mean of {} seeds. Each figure is the median of the {} \
-         rounds, each error the median of the rounds' errors (each round's prediction against that round's \
-         measurement) with the lowest and highest in brackets. Goals, judged on the median error: queries within {:.0} %, \
-         mean latency within {:.0} %, p99 within {:.0} %.\n",
+         and the batcher driver's measured delays (`[driver]`), mean of {} seeds. Each measured figure is the median of \
+         the {} rounds with the lowest and highest round in brackets: the real system's own spread from one replay of \
+         the same trace to the next. Each predicted figure is the median of the rounds' predictions (each on its \
+         round's arrivals), its lowest and highest likewise. The error sets the median prediction against the median \
+         measurement (in brackets, the lowest and highest of the rounds' own errors, each round's prediction against \
+         that round's measurement). Goals, judged on that error: queries within {:.0} %, mean latency within {:.0} %, \
+         p99 within {:.0} %. *In the spread*: the median prediction lies between the lowest and highest round \
+         measured, so a miss there is no larger than the real system's own from one replay to the next.\n",
         run.backend,
         crate::simcheck::SEEDS,
         run.rounds,
@@ -375,30 +392,33 @@ fn section(run: &Run) -> String {
     );
     let _ = writeln!(
         s,
-        "| contender | queries measured / predicted | error | mean measured / predicted | error | p99 measured / predicted | error | goals met (q / mean / p99) | waited for a core, each round |"
+        "| contender | queries measured | predicted | error | mean measured (ms) | predicted | error | p99 measured (ms) | predicted | error | goals met (q / mean / p99) | in the spread (q / mean / p99) | waited for a core, each round |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|");
     for c in &run.contenders {
         let e = c.errors();
-        let (q, me, p9) = e.median().met();
+        let [q, me, p9] = c.verdicts();
         let waited: Vec<String> =
             c.rounds.iter().map(|r| r.measured.usage.map_or_else(|| "?".into(), |u| format!("{:.0}", u.waiting_ms))).collect();
         let _ = writeln!(
             s,
-            "| {} | {:.0} / {:.0} | {} | {:.3} / {:.3} ms | {} | {:.3} / {:.3} ms | {} | {} / {} / {} | {} ms |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} / {} | {} ms |",
             c.label,
-            c.measured(|m| m.db.queries as f64).median,
-            c.predicted(|p| p.queries).median,
+            range(&q.measured, 0),
+            range(&q.predicted, 0),
             spread_pct(&e.queries),
-            c.measured(|m| m.latency.mean() / 1e6).median,
-            c.predicted(|p| p.mean_ms).median,
+            range(&me.measured, 3),
+            range(&me.predicted, 3),
             spread_pct(&e.mean),
-            c.measured(|m| ms(m.latency.quantile(0.99))).median,
-            c.predicted(|p| p.p99_ms).median,
+            range(&p9.measured, 3),
+            range(&p9.predicted, 3),
             spread_pct(&e.p99),
-            mark(q),
-            mark(me),
-            mark(p9),
+            mark(q.met),
+            mark(me.met),
+            mark(p9.met),
+            yes_no(q.within_spread),
+            yes_no(me.within_spread),
+            yes_no(p9.within_spread),
             waited.join(", ")
         );
     }
@@ -414,7 +434,7 @@ fn section(run: &Run) -> String {
         s,
         "The same predictions, against the same measurements, as the simulator made them before: without `[driver]` \
          (a bus leaves the instant the policy releases it), then with the driver's reaction and launch only (no way \
-         back, no wake-up), then with everything above. Median errors of queries / mean / p99.\n"
+         back, no wake-up), then with everything above. Errors of queries / mean / p99 (the median prediction against the median measurement).\n"
     );
     let _ = writeln!(s, "| contender | queries error | mean error | p99 error |");
     let _ = writeln!(s, "|---|---:|---:|---:|");
@@ -441,14 +461,14 @@ fn section(run: &Run) -> String {
         s,
         "The same predictions with one contention for every query size (the model before: `servers` = {servers}, \
          `contention` = {c:.3} for the whole query, the best single factor in the calibration's table) → with the \
-         contention by size above. Median errors of queries / mean / p99.\n"
+         contention by size above. Errors of queries / mean / p99 (the median prediction against the median measurement).\n"
     );
     errors_before_after(&mut s, run, |c| c.one_factor_errors());
     if run.model.app_cpu.is_some() && run.backend == "sqlite" {
         let _ = writeln!(
             s,
             "The same predictions without the application's CPU (`[cpu]` left out: the model before) → with it. \
-             Median errors of queries / mean / p99.\n"
+             Errors of queries / mean / p99 (the median prediction against the median measurement).\n"
         );
         errors_before_after(&mut s, run, |c| c.no_cpu_errors());
         let _ = writeln!(
@@ -456,18 +476,39 @@ fn section(run: &Run) -> String {
             "The same predictions with the application's CPU queued with the queries, first come first served, each \
              job holding a server, and no driver's CPU before a deadline (`[cpu] sharing = \"queue\"`, no \
              `timer_us`: the model before) → shared with them as the kernel time-slices threads (`sharing = \
-             \"processor\"`), with the driver's timer (`timer_us`). Median errors of queries / mean / p99.\n"
+             \"processor\"`), with the driver's timer (`timer_us`). Errors of queries / mean / p99 (the median prediction against the median measurement).\n"
         );
         errors_before_after(&mut s, run, |c| c.queued_cpu_errors());
     }
+    if let Some(f) = run.model.runner_up() {
+        let chosen = run.model.server_fits.iter().find(|f| f.servers == run.model.servers);
+        let _ = writeln!(
+            s,
+            "The same predictions with the calibration's runner-up fit (`servers` = {}, `contention` = {:.3}, \
+             `per_key_contention` = {:.3}: mean abs. log error {:.3} against the chosen fit's {}) → with the chosen fit. \
+             The closed loop often fits two or three `servers` almost equally well with very different contentions, \
+             and the contention is also how much the application's shared CPU (`[cpu]`) slows the queries: where \
+             the two columns differ, the prediction turns on a choice the calibration's cells hardly make. Errors \
+             of queries / mean / p99 (the median prediction against the median measurement).\n",
+            f.servers,
+            f.contention,
+            f.per_key_contention,
+            f.mean_abs_log_error,
+            chosen.map_or_else(|| "?".into(), |c| format!("{:.3}", c.mean_abs_log_error))
+        );
+        if run.contenders.iter().all(|c| c.runner_up_errors().is_some()) {
+            errors_before_after(&mut s, run, |c| c.runner_up_errors().expect("checked: every contender has them"));
+        }
+    }
     parts_section(&mut s, run);
+    turnover_section(&mut s, run);
     why_misses(&mut s, run);
     s
 }
 
 /// Where in the trace the latency goes: per part, measured against predicted, and the
 /// measured stages.
-/// A table of each contender's median errors (queries / mean / p99) under an older model
+/// A table of each contender's errors (queries / mean / p99; median against median) under an older model
 /// (`before`) → under the current one.
 fn errors_before_after(s: &mut String, run: &Run, before: impl Fn(&Contended) -> ErrorSpread) {
     let _ = writeln!(s, "| contender | queries error | mean error | p99 error |");
@@ -748,26 +789,104 @@ fn driver_section(s: &mut String, run: &Run) {
 }
 
 /// The figures that missed their goals in this run, and what the model lacks that moves each.
+/// The simulator's cycle of a connection under a queue of single-id queries: its service time
+/// with `min(pool, servers)` running (the wake-up and `[cpu]` aside), times `pool / m`, µs.
+fn simulated_cycle_us(m: &CostModel) -> f64 {
+    let running = m.pool_size.min(m.servers).max(1);
+    let c = crate::calibrate::sized_contention(m.contention, m.per_key_contention, m.base_ms, m.per_key_ms, 1);
+    (m.base_ms + m.per_key_ms) * 1e3 * (1.0 + c * f64::from(running - 1)) * f64::from(m.pool_size) / f64::from(running)
+}
+
+/// Direct calls under the spikes: how fast the pool handed its connections on, measured against
+/// the closed loop the model is fitted on and the simulator's service (`src/turnover.rs`).
+fn turnover_section(s: &mut String, run: &Run) {
+    let pool = run.model.pool_size as usize;
+    let Some(direct) = run.contenders.iter().find(|c| c.rounds.iter().any(|r| crate::turnover::of(&r.measured, pool).is_some()))
+    else {
+        return;
+    };
+    let closed = run.model.points.iter().find(|p| p.concurrency == run.model.pool_size && p.keys == 1);
+    let _ = writeln!(
+        s,
+        "**Direct calls: the pool's turnover under a queue** (`demo/src/turnover.rs`). Where direct calls queue for \
+         a connection (spells of waits of at least {} µs handing out at least {} connections: the spikes), the pool's \
+         *cycle* is {pool} × the spells' length / the connections handed out in them, set against the *query* stage of \
+         those calls (holding the connection to `fetch_users` returning); the rest of the cycle is the hand-back (sqlx \
+         returns a released connection from a task it spawns, which pings it first: a round trip to the connection's \
+         worker thread) and the next caller's pickup (its task, woken, polled by one of the runtime's {} workers beside \
+         the spike's newly spawned ones). The closed loop's cell with {pool} clients and one id is such a cycle too \
+         (each client's call, its wait for a connection being the hand-back), with no queue of tasks; the \
+         simulator's cycle is its service time of a single-id query with {} running (a place is free the instant its \
+         query ends, the wake-up and `[cpu]` aside).\n",
+        crate::turnover::WAITED_NS / 1000,
+        crate::turnover::SPELL_MIN,
+        crate::RUNTIME_WORKERS,
+        run.model.pool_size.min(run.model.servers),
+    );
+    let _ = writeln!(s, "| where | spells | their length | connections handed out | cycle | query | hand-back and pickup | latency mean / p99 |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    if let Some(p) = closed {
+        let _ = writeln!(
+            s,
+            "| closed loop, {pool} clients, 1 id | – | – | {} | {:.1} µs | {:.1} µs | {:.1} µs | – |",
+            p.samples,
+            p.mean_ms * 1e3,
+            (p.mean_ms - p.pool_wait_ms) * 1e3,
+            p.pool_wait_ms * 1e3
+        );
+    }
+    let cycle = simulated_cycle_us(&run.model);
+    let _ = writeln!(s, "| simulator | – | – | – | {cycle:.1} µs | {cycle:.1} µs | 0 | – |");
+    for (i, r) in direct.rounds.iter().enumerate() {
+        if let Some(t) = crate::turnover::of(&r.measured, pool) {
+            let _ = writeln!(
+                s,
+                "| replay, round {} | {} | {:.2} ms | {} | {:.1} µs | {:.1} µs | {:.1} µs | {:.3} / {:.3} ms |",
+                i + 1,
+                t.spells,
+                t.busy_ms,
+                t.handed_out,
+                t.cycle_us,
+                t.query_us,
+                t.gap_us(),
+                crate::rounds::mean_ms(&r.measured),
+                crate::rounds::p99_ms(&r.measured)
+            );
+        }
+    }
+    s.push('\n');
+}
+
 fn why_misses(s: &mut String, run: &Run) {
     let mut missed = Vec::new();
     for c in &run.contenders {
-        let e = c.errors().median();
-        let (q, me, p9) = e.met();
-        for (ok, what, err) in [(q, "queries", e.queries), (me, "mean", e.mean), (p9, "p99", e.p99)] {
-            if !ok {
-                missed.push(format!("{} {what} ({})", c.label, pct(err)));
+        for (v, what, decimals, unit) in c.verdicts().iter().zip([("queries", 0, ""), ("mean", 3, " ms"), ("p99", 3, " ms")]).map(|(v, (w, d, u))| (v, w, d, u)) {
+            if !v.met {
+                missed.push(format!(
+                    "{} {what} ({}; measured {}{unit}, predicted {}{unit}: {})",
+                    c.label,
+                    pct(v.error),
+                    range(&v.measured, decimals),
+                    range(&v.predicted, decimals),
+                    if v.within_spread { "within the real system's own spread" } else { "outside the real system's spread" }
+                ));
             }
         }
     }
-    let _ = writeln!(s, "### Where the simulator misses, and why
-");
+    let _ = writeln!(s, "### Where the simulator misses, and why\n");
     if missed.is_empty() {
-        let _ = writeln!(s, "Every figure met its goal in this run.
-");
+        let _ = writeln!(s, "Every figure met its goal in this run.\n");
     } else {
-        let _ = writeln!(s, "Missed in this run: {}.
-", missed.join(", "));
+        let _ = writeln!(s, "Missed in this run (median prediction against median measurement; the rounds' range in brackets):\n");
+        for m in &missed {
+            let _ = writeln!(s, "- {m}");
+        }
+        s.push('\n');
     }
+    let gated_sensitivity = gated_sensitivity(run);
+    let turnover_summary = turnover_summary(run);
+    let cost_sensitivity = cost_sensitivity(run);
+    let fit_ambiguity = fit_ambiguity(run);
     let _ = writeln!(
         s,
         "What the model lacks (`sim/README.md`, \"What it does not model\"), and which way each moves a prediction:\n\n\
@@ -806,23 +925,25 @@ fn why_misses(s: &mut String, run: &Run) {
          over-predicts every contender there).\n\
          - **Gated on the edge of its band.** The gate closes when the estimated rate times the window falls below \
          half the threshold: here 1,000/s × 1 ms = 1 = 2 / 2, the background's own rate. So in the background each \
-         bus's wait turns on the estimate's noise, and the query count on a few percent of timing: the simulator \
-         on the same arrivals sends about 9 % more queries with a 0.9 ms window and 9 % fewer with 1.1 ms. The \
+         bus's wait turns on the estimate's noise, and the query count on a few percent of timing: {gated_sensitivity}. The \
          simulator runs the same policy code on the same arrivals; where the real driver's readings of the gate \
          differ (it hears passengers after the first of a bus only when it next wakes, and reads the gate at \
          each of its wake-ups) the count moves, and the part table shows the excess in the background.\n\
-         - **Direct calls on a knife's edge.** Under the article's spike (200 requests within 3 ms, one every 15 µs) \
-         single-id queries on the pool's connections arrive about as fast as the database completes them, so the \
-         queue that builds, and with it direct calls' mean and p99, moves several percent for every percent of the \
-         queries' cost: a direct call's own CPU beyond its query (`direct_request_us`, a few µs at most, often within \
-         the noise of the query's own CPU) or any cost the closed loop does not see under a spike shows there. The \
-         part table above shows it: direct calls' misses are in the spikes.\n\
+         - **Direct calls: the pool's hand-back under a queue.** Under the article's spike (200 requests within \
+         3 ms, one every 15 µs) single-id queries arrive about as fast as the pool turns its connections over, so \
+         the queue that builds, and with it direct calls' mean and p99, moves several percent for every percent of \
+         the cycle, and the real figures swing between rounds (the brackets above). The turnover table above \
+         measures the cycle under the spikes: {turnover_summary}.{cost_sensitivity} The simulator frees a place the instant its query \
+         ends; the real pool holds the connection through sqlx's hand-back (a spawned task that pings it) and gives \
+         it to the next caller only when that caller's task is polled, beside the spike's newly spawned tasks on the \
+         runtime's workers. The closed loop's cycle has the hand-backs but no queue of tasks, so the calibration \
+         does not see the difference, and the simulator has no hold of a connection after its query \
+         (`sim/README.md`). The part table shows it: direct calls' misses are in the spikes.\n\
+         - **`servers` and the contention, barely told apart by the closed loop.** {fit_ambiguity}\n\
          - **Contention between queries of different sizes.** A query's contention depends on its own size (the \
          calibration's closed loops run equal queries), not on its neighbours': a single-id query beside a \
          1,000-id one slows as beside another single-id one. The table comparing one factor with the contention by \
          size shows what the sizes change here.\n\
-         - **The pool's hand-back.** sqlx returns a connection from a spawned task, so a query sent as another \
-         completes may wait for it; in the simulator a place is free the instant its query completes.\n\
          - **Statement preparation.** Each IN-list length is its own statement; a length not yet in a connection's \
          cache costs a prepare, which the linear `base + per_key × k` does not carry. The fewer and larger the batches, \
          the more distinct lengths per query.\n",
@@ -830,6 +951,111 @@ fn why_misses(s: &mut String, run: &Run) {
         std::thread::available_parallelism().map_or(0, usize::from),
         std::thread::available_parallelism().map_or(0, usize::from)
     );
+}
+
+/// How close the calibration's runner-up fit came, and what it changes, in words.
+fn fit_ambiguity(run: &Run) -> String {
+    let m = &run.model;
+    let (Some(f), Some(chosen)) = (m.runner_up(), m.server_fits.iter().find(|f| f.servers == m.servers)) else {
+        return "This run's calibration had one candidate only.".into();
+    };
+    let moved: Vec<String> = run
+        .contenders
+        .iter()
+        .filter_map(|c| {
+            let (e, r) = (c.errors().median(), c.runner_up_errors()?.median());
+            ((e.mean - r.mean).abs() > GOAL_MEAN / 3.0 || (e.p99 - r.p99).abs() > GOAL_P99 / 3.0)
+                .then(|| format!("{} {} / {} → {} / {}", c.label, pct(r.mean), pct(r.p99), pct(e.mean), pct(e.p99)))
+        })
+        .collect();
+    format!(
+        "The calibration chose `servers` = {} with contentions {:.3} (base) and {:.3} (per key), mean abs. log error \
+         {:.3}; the runner-up, `servers` = {} with {:.3} and {:.3}, erred {:.3}. The base contention is also how much \
+         the requests' shared CPU (`[cpu]`) slows the queries, so the predictions of the contenders whose queries and \
+         requests overlap turn on a choice the closed loop's cells hardly make. Mean / p99 errors with the runner-up → \
+         with the chosen fit, where they differ by more than a third of a goal: {}. `demo/README.md` gives the \
+         chosen fits of several runs.",
+        m.servers,
+        m.contention,
+        m.per_key_contention,
+        chosen.mean_abs_log_error,
+        f.servers,
+        f.contention,
+        f.per_key_contention,
+        f.mean_abs_log_error,
+        if moved.is_empty() { "none".to_string() } else { moved.join("; ") }
+    )
+}
+
+/// The gated count's sensitivity to its window, in words (medians of the rounds).
+fn gated_sensitivity(run: &Run) -> String {
+    let Some(c) = run.contenders.iter().find(|c| c.rounds.iter().all(|r| r.window_sensitivity.is_some())) else {
+        return "no gated contender ran".into();
+    };
+    let of = |i: usize| Spread::of(c.rounds.iter().filter_map(|r| r.window_sensitivity.map(|w| w[i].queries))).median;
+    let (short, long, set) = (of(0), of(1), c.predicted(|p| p.queries).median);
+    format!(
+        "on the same arrivals the simulator sends {short:.0}, {set:.0} and {long:.0} queries with its window {p:.0} % \
+         shorter, as set and {p:.0} % longer ({:+.1} % and {:+.1} %; medians of the rounds; measured {})",
+        (short / set - 1.0) * 100.0,
+        (long / set - 1.0) * 100.0,
+        range(&c.measured(|m| m.db.queries as f64), 0),
+        p = crate::simcheck::SENSITIVITY * 100.0
+    )
+}
+
+/// Direct calls' predicted mean and p99 with the queries' cost either way, in words (medians
+/// of the rounds).
+fn cost_sensitivity(run: &Run) -> String {
+    let Some(c) = run.contenders.iter().find(|c| c.rounds.iter().all(|r| r.cost_sensitivity.is_some())) else {
+        return String::new();
+    };
+    let of = |i: usize, f: fn(&crate::simcheck::Prediction) -> f64| {
+        Spread::of(c.rounds.iter().filter_map(|r| r.cost_sensitivity.map(|w| f(&w[i])))).median
+    };
+    let (mean, p99) = (c.predicted(|p| p.mean_ms).median, c.predicted(|p| p.p99_ms).median);
+    let change = |x: f64, at: f64| pct(x / at - 1.0);
+    format!(
+        " With the queries {p:.0} % cheaper, as fitted and {p:.0} % dearer the simulator predicts a mean of {:.3}, {mean:.3} \
+         and {:.3} ms ({} and {}) and a p99 of {:.3}, {p99:.3} and {:.3} ms ({} and {}; medians of the rounds): a cycle \
+         off by a few percent (the calibration's own noise) moves the prediction that much, one off by the hand-back's \
+         excess far more.",
+        of(0, |p| p.mean_ms),
+        of(1, |p| p.mean_ms),
+        change(of(0, |p| p.mean_ms), mean),
+        change(of(1, |p| p.mean_ms), mean),
+        of(0, |p| p.p99_ms),
+        of(1, |p| p.p99_ms),
+        change(of(0, |p| p.p99_ms), p99),
+        change(of(1, |p| p.p99_ms), p99),
+        p = crate::simcheck::COST_SENSITIVITY * 100.0
+    )
+}
+
+/// The direct calls' turnover under the spikes, in words (medians of the rounds).
+fn turnover_summary(run: &Run) -> String {
+    let pool = run.model.pool_size as usize;
+    let turnovers: Vec<crate::turnover::Turnover> =
+        run.contenders.iter().flat_map(|c| &c.rounds).filter_map(|r| crate::turnover::of(&r.measured, pool)).collect();
+    if turnovers.is_empty() {
+        return "no queue formed in this run".into();
+    }
+    let cycle = Spread::of(turnovers.iter().map(|t| t.cycle_us));
+    let query = Spread::of(turnovers.iter().map(|t| t.query_us)).median;
+    let closed = run.model.points.iter().find(|p| p.concurrency == run.model.pool_size && p.keys == 1);
+    format!(
+        "a connection passed from one caller to the next every {} µs (the rounds' median and range; the query {:.1} µs of \
+         it, the hand-back and pickup {:.1} µs), against {} in the closed loop the model is fitted on and {:.1} µs in the \
+         simulator",
+        range(&cycle, 1),
+        query,
+        cycle.median - query,
+        closed.map_or_else(
+            || "an unmeasured cycle".into(),
+            |p| format!("{:.1} µs (the hand-back {:.1} µs of it)", p.mean_ms * 1e3, p.pool_wait_ms * 1e3)
+        ),
+        simulated_cycle_us(&run.model)
+    )
 }
 
 /// Assembles `README.md` from the backend sections in `dir` (SQLite first).

@@ -25,6 +25,14 @@ pub const GOAL_MEAN: f64 = 0.15;
 /// See [`GOAL_QUERIES`].
 pub const GOAL_P99: f64 = 0.25;
 
+/// The relative change of a gated window the report simulates either way (10 %): the
+/// sensitivity of the gated count to the gate's timing.
+pub const SENSITIVITY: f64 = 0.1;
+
+/// The relative change of the queries' cost (`base_ms`, `per_key_ms`) the report simulates
+/// direct calls with either way (5 %): the sensitivity of their queue under the spike.
+pub const COST_SENSITIVITY: f64 = 0.05;
+
 /// The simulator's prediction for one contender.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Prediction {

@@ -73,8 +73,9 @@ pub trait Partitioned<G>: Sized + Send + Sync + 'static {
 /// A per-group call (`call(group, input)`, `coalesce(group, input)`) behaves as the strategy's
 /// own call within the group, and besides:
 ///
-/// - fails with [`Error::Overloaded`] if `group` is new and `max_groups` groups are live, and
-///   with [`Error::Panicked`] if the group's `Hash`, `Eq` or `Clone` panicked (for this caller
+/// - fails with [`Error::Overloaded`] if `group` is new and `max_groups` groups are live (or,
+///   at the bound, after about a second waiting for its own group's creation, if that group's
+///   `Clone` or factory hangs), and with [`Error::Panicked`] if the group's `Hash`, `Eq` or `Clone` panicked (for this caller
 ///   only; the partition stays consistent);
 /// - fails with [`Error::Closed`] if a new group's `Coalescer` engine cannot start (its runtime
 ///   has shut down);

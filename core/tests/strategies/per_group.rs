@@ -722,6 +722,116 @@ async fn max_groups_one_serves_its_only_group() {
     assert_eq!(first.await.unwrap().ok(), Some((1, 1)));
 }
 
+/// A group whose `Clone` stalls once its [`Stall`] is armed (the stall is not part of the
+/// group's identity; one per test). The partition clones a group once per new member, inside
+/// its creator's window (the place taken, the member not yet in the map).
+#[derive(Debug)]
+struct Stalling(u64, &'static Stall);
+
+/// One stall of a [`Stalling`] group's next `Clone` after `armed` is set: it says so in
+/// `stalled`, then returns once `released` is set or after `at_most`.
+#[derive(Debug)]
+struct Stall {
+    armed: std::sync::atomic::AtomicBool,
+    stalled: std::sync::atomic::AtomicBool,
+    released: std::sync::atomic::AtomicBool,
+    at_most: Duration,
+}
+
+impl Stall {
+    const fn new(at_most: Duration) -> Stall {
+        use std::sync::atomic::AtomicBool;
+        Stall { armed: AtomicBool::new(false), stalled: AtomicBool::new(false), released: AtomicBool::new(false), at_most }
+    }
+}
+
+impl Clone for Stalling {
+    fn clone(&self) -> Self {
+        if self.1.armed.swap(false, Ordering::SeqCst) {
+            self.1.stalled.store(true, Ordering::SeqCst);
+            let start = std::time::Instant::now();
+            while !self.1.released.load(Ordering::SeqCst) && start.elapsed() < self.1.at_most {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Stalling(self.0, self.1)
+    }
+}
+
+impl PartialEq for Stalling {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Stalling {}
+
+impl Hash for Stalling {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+type StallingSerial = PerGroup<Stalling, Serial<u64, Tagged, ()>>;
+
+/// A `max_groups(1)` partition whose group 1 is being created by a call stalled in the group's
+/// `Clone` (the only place in its hands), and that call.
+async fn stalled_creation(stall: &'static Stall) -> (StallingSerial, tokio::task::JoinHandle<Result<Tagged, Error<()>>>) {
+    let s = Serial::per_group(|g: Stalling, x: u64| async move { Ok::<_, ()>((g.0, x)) }).max_groups(1).build().unwrap();
+    stall.armed.store(true, Ordering::SeqCst);
+    let creator = tokio::spawn({
+        let s = s.clone();
+        async move { s.call(Stalling(1, stall), 1).await }
+    });
+    eventually(10, "the creator is in the group's Clone", || stall.stalled.load(Ordering::SeqCst)).await;
+    (s, creator)
+}
+
+/// A call arriving while another call of its group is creating the group's member, the only
+/// place of a `max_groups(1)` partition in that creator's hands (its thread preempted, or here
+/// stalled 200 ms in the group's `Clone`, far longer than a call's careful look at the bound
+/// lasted), is served: its own group's creation is under way. (The churn of
+/// `max_groups_one_serves_its_only_group` refused such a call now and then on a loaded machine.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waits_for_its_own_groups_creation_instead_of_being_refused() {
+    static STALL: Stall = Stall::new(Duration::from_millis(200));
+    let (s, creator) = stalled_creation(&STALL).await;
+    let second = tokio::spawn({
+        let s = s.clone();
+        async move { s.call(Stalling(1, &STALL), 2).await }
+    });
+    let second = second.await.unwrap();
+    assert!(matches!(second, Ok((1, 2))), "served, not refused, while its group's creation is under way: {second:?}");
+    assert_eq!(creator.await.unwrap().ok(), Some((1, 1)));
+    assert_eq!(s.live_groups(), 0);
+}
+
+/// A creation that hangs (the group's `Clone` does not return until the test says so) holds
+/// its place: a call of another group at the bound is refused without waiting for it, and a
+/// call of the hung group itself is refused after its bounded wait (rather than waiting, or
+/// spinning, for ever). Once the creation ends, the group is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_creation_makes_no_caller_wait_for_ever() {
+    static STALL: Stall = Stall::new(Duration::from_secs(60));
+    let (s, creator) = stalled_creation(&STALL).await;
+    let other = tokio::spawn({
+        let s = s.clone();
+        async move { s.call(Stalling(2, &STALL), 2).await }
+    });
+    assert!(matches!(other.await.unwrap(), Err(Error::Overloaded)), "another group, at the bound");
+    assert!(!creator.is_finished(), "refused while the creation still hangs");
+    let same = tokio::spawn({
+        let s = s.clone();
+        async move { s.call(Stalling(1, &STALL), 3).await }
+    });
+    assert!(matches!(same.await.unwrap(), Err(Error::Overloaded)), "the hung group's own caller, after its wait");
+    assert!(!creator.is_finished(), "refused while the creation still hangs");
+    STALL.released.store(true, Ordering::SeqCst);
+    assert_eq!(creator.await.unwrap().ok(), Some((1, 1)));
+    assert_eq!(s.call(Stalling(1, &STALL), 4).await.ok(), Some((1, 4)));
+    assert_eq!(s.live_groups(), 0);
+}
+
 /// A departure still running keeps its group (a `Coalescer`'s `max_in_flight` holds when every
 /// caller of the departure has given up), so callers with a timeout against a stuck backend
 /// start no second departure.
