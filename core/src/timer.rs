@@ -234,6 +234,7 @@ pub(crate) mod tests {
     }
 
     /// Makes `start` fail on this thread until the guard is dropped.
+    #[cfg(not(busline_loom))]
     pub(crate) fn refuse_spawn() -> impl Drop {
         struct Reset;
         impl Drop for Reset {
@@ -246,6 +247,7 @@ pub(crate) mod tests {
     }
 
     /// Runs `f` with `start` failing on this thread.
+    #[cfg(not(busline_loom))]
     pub(crate) fn refusing_spawn<T>(f: impl FnOnce() -> T) -> T {
         let _refused = refuse_spawn();
         f()

@@ -87,7 +87,14 @@ pub struct ServiceSampler {
     base_ns: f64,
     per_key_ns: f64,
     per_key_cv: f64,
+    /// The per-key work's distribution by number of keys, built on first use (`None`: the
+    /// mean is taken as is). Building a `Gamma` costs divisions (and a square root above
+    /// shape 1) that every query of the same size would repeat; the draws are the same.
+    per_key: Vec<Option<Gamma<f64>>>,
 }
+
+/// Query sizes (distinct keys) whose per-key distribution [`ServiceSampler`] keeps.
+const KEPT_SIZES: usize = 4096;
 
 impl ServiceSampler {
     /// The sampler of `scenario`'s `[db]`.
@@ -101,7 +108,25 @@ impl ServiceSampler {
             base_ns: c.base_ms * 1e6,
             per_key_ns: c.per_key_ms * 1e6,
             per_key_cv: c.per_key_cv,
+            per_key: Vec::new(),
         }
+    }
+
+    /// The distribution of the per-key work of a query of `keys` keys (mean `> 0`,
+    /// `per_key_cv > 0`): a gamma of shape `keys / cv²` and scale `per_key_ms × cv²`.
+    #[inline]
+    fn per_key(&mut self, keys: u32) -> Option<Gamma<f64>> {
+        let cv2 = self.per_key_cv * self.per_key_cv;
+        let scale = self.per_key_ns * cv2;
+        let of = |k: u32| Gamma::new(f64::from(k) / cv2, scale).ok();
+        let i = keys as usize;
+        if i >= KEPT_SIZES {
+            return of(keys);
+        }
+        if i >= self.per_key.len() {
+            self.per_key.extend((self.per_key.len()..=i).map(|k| of(k as u32)));
+        }
+        self.per_key[i]
     }
 
     /// The work, in ns at rate 1, of a query of `distinct_keys` keys whose first request is
@@ -117,9 +142,8 @@ impl ServiceSampler {
                 let per_key = if mean <= 0.0 || self.per_key_cv == 0.0 {
                     mean
                 } else {
-                    let cv2 = self.per_key_cv * self.per_key_cv;
                     // Shape and scale are finite and > 0 here, so `new` cannot fail.
-                    Gamma::new(keys / cv2, self.per_key_ns * cv2).map_or(mean, |g| g.sample(&mut rng))
+                    self.per_key(distinct_keys).map_or(mean, |g| g.sample(&mut rng))
                 };
                 round_ns(base + per_key)
             }
@@ -135,7 +159,7 @@ impl ServiceSampler {
     }
 
     /// One draw from `service` with mean `mean_ns`.
-    #[inline]
+    #[inline(always)]
     fn draw(&self, rng: &mut SmallRng, mean_ns: f64) -> f64 {
         match self.kind {
             ServiceKind::Const => mean_ns,
@@ -238,6 +262,11 @@ pub struct Db {
     v: f64,
     /// Under contention: the running query whose completion event is live, if any.
     due: Option<u32>,
+    /// [`Db::one_due`], fixed by the scenario (asked several times per event).
+    one_due: bool,
+    /// Under contention: a completion left the running queries without a live event, to be
+    /// given by [`settle`](Db::settle) unless a start reschedules first.
+    owed: bool,
     last_update: u64,
     busy_ns: u128,
     next_version: u32,
@@ -274,6 +303,8 @@ impl Db {
             waiting: VecDeque::new(),
             v: 0.0,
             due: None,
+            one_due: c.contention > 0.0 || by_size.is_some(),
+            owed: false,
             last_update: 0,
             busy_ns: 0,
             next_version: 0,
@@ -311,8 +342,9 @@ impl Db {
     /// Whether at most one completion event is live at a time (under contention): each
     /// [`DbEvent::Due`] then supersedes the earlier ones, which [`complete`](Db::complete)
     /// would ignore, so the engine may keep only the latest.
+    #[inline]
     pub fn one_due(&self) -> bool {
-        self.contention > 0.0 || self.by_size.is_some()
+        self.one_due
     }
 
     /// Queries running or waiting, the application's work left out.
@@ -389,6 +421,10 @@ impl Db {
     /// connection is free, else waits its turn.
     /// `first_request` keys the query's service time (see [`ServiceSampler`]).
     pub fn submit(&mut self, now: u64, query: u32, distinct_keys: u32, first_request: u64, out: &mut Vec<DbEvent>) {
+        if self.holding_servers() < self.servers && self.waiting.is_empty() {
+            self.start(now, query, distinct_keys, first_request, out); // the queue's next
+            return;
+        }
         self.waiting.push_back((query, distinct_keys, first_request));
         if self.holding_servers() < self.servers {
             self.start_next(now, out);
@@ -398,6 +434,7 @@ impl Db {
     /// Delivers a `Due` event. Returns `false` (and does nothing) if it is stale: the query was
     /// rescheduled since. Otherwise the query is done, its connection serves the next waiting
     /// query, and the rest are rescheduled under contention.
+    #[inline]
     pub fn complete(&mut self, now: u64, query: u32, version: u32, out: &mut Vec<DbEvent>) -> bool {
         // Under contention only the query first to finish holds a live event; the versions
         // tell its latest event from those it had before being rescheduled.
@@ -425,11 +462,33 @@ impl Db {
         self.due = None;
         // Without `work_shares` every completion frees a server; with it, work's frees none.
         if self.waiting.is_empty() || self.holding_servers() >= self.servers {
-            self.reschedule(now, out);
+            if self.one_due && !self.running.is_empty() {
+                // Owed: the engine often starts a query at this instant (the next of a car's
+                // callers), whose start reschedules; an event given now would be replaced.
+                self.owed = true;
+            } else {
+                self.reschedule(now, out);
+            }
         } else {
             self.start_next(now, out);
         }
         true
+    }
+
+    /// Whether a completion owes the running queries their next completion event
+    /// ([`settle`](Db::settle) gives it).
+    #[inline]
+    pub fn owes_due(&self) -> bool {
+        self.owed
+    }
+
+    /// The completion event a [`complete`](Db::complete) at `now` left owed, if no query has
+    /// started since (a start gives its own): the same event the completion would have given,
+    /// nothing having changed since. Call it before time moves on.
+    pub fn settle(&mut self, now: u64, out: &mut Vec<DbEvent>) {
+        if self.owed {
+            self.reschedule(now, out);
+        }
     }
 
     fn start_next(&mut self, now: u64, out: &mut Vec<DbEvent>) {
@@ -463,6 +522,10 @@ impl Db {
 
     /// Brings virtual time and busy time up to `now` at the current rate.
     fn advance(&mut self, now: u64) {
+        if now == self.last_update {
+            // Nothing to add (a start at the instant of a completion); the sums gain +0.0.
+            return;
+        }
         let dt = now.saturating_sub(self.last_update);
         self.busy_ns += u128::from(dt) * self.running.len() as u128;
         let (start, end) = self.window;
@@ -500,6 +563,7 @@ impl Db {
         if !self.one_due() {
             return;
         }
+        self.owed = false;
         if self.running.is_empty() {
             self.due = None;
             return;
@@ -602,6 +666,8 @@ mod tests {
         assert!(!d.complete(at1_old, 1, v1_old, &mut Vec::new()), "stale event ignored");
         out.clear();
         assert!(d.complete(at1, 1, v1, &mut out));
+        assert!(d.owes_due(), "no query started: query 2's event is owed");
+        d.settle(at1, &mut out);
         // Query 2 did 0.5 ms of work at half speed in [0.5, 1.5]; 0.5 ms left alone: 2.0 ms.
         assert_eq!(due(&out, 2).1, 2_000_000);
     }
@@ -621,6 +687,7 @@ mod tests {
         assert_eq!(at1, 3_000_000);
         out.clear();
         assert!(d.complete(at1, 1, v1, &mut out));
+        d.settle(at1, &mut out);
         assert_eq!(due(&out, 2).1, 3_000_000 + (4_000_000.0 - 3_000_000.0 / 1.75_f64).ceil() as u64);
         // The capacity is that of the queries contending least (the base alone: none).
         assert_eq!(d.capacity(), 2.0);
@@ -672,6 +739,7 @@ mod tests {
         assert_eq!(at, 1_250_000, "the work, at half speed beside query 1");
         out.clear();
         assert!(d.complete(at, work, v, &mut out));
+        d.settle(at, &mut out);
         assert_eq!((d.running(), d.waiting()), (1, 1), "the work's end frees no server: {out:?}");
         let (v1, at1) = due(&out, 1);
         assert_eq!(at1, 1_500_000);
@@ -696,6 +764,7 @@ mod tests {
                 if !d.complete(at, q, v, &mut out) {
                     break;
                 }
+                d.settle(at, &mut out);
             }
             out
         };

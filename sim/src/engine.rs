@@ -274,6 +274,9 @@ struct Engine {
     /// Under contention, the database's one live completion event (its queue key, query and
     /// version), held beside the heap like the next arrival.
     db_due: Option<(u128, u32, u32)>,
+    /// The sequence number of the completion event the database owes ([`Db::owes_due`]),
+    /// taken when the completion that owes it happened, as the event itself would have.
+    owed_seq: u64,
     /// When the database last finished its last running query (`[driver]`'s wake-up).
     db_idle_since: u64,
     distinct: DistinctCounter,
@@ -363,6 +366,7 @@ impl Engine {
             trace_keys: trace_keys.is_some(),
             next_arrival: None,
             db_due: None,
+            owed_seq: 0,
             db_idle_since: 0,
             distinct: DistinctCounter::new(key_space),
             db: Db::new(scenario),
@@ -494,7 +498,9 @@ impl Engine {
         } else {
             self.schedule_arrival();
         }
-        while let Some(ev) = self.next_event() {
+        loop {
+            self.settle_db();
+            let Some(ev) = self.next_event() else { break };
             self.events += 1;
             debug_assert!(ev.time >= self.now, "event in the past");
             let dt = ev.time - self.now;
@@ -562,6 +568,10 @@ impl Engine {
                 Kind::Done { query, version } => {
                     if !self.db.complete(ev.time, query, version, &mut self.db_out) {
                         continue; // rescheduled under contention
+                    }
+                    if self.db.owes_due() {
+                        self.seq += 1;
+                        self.owed_seq = self.seq;
                     }
                     if Db::is_work(query) {
                         // `[cpu]`'s work answers nobody: its server takes the next in line.
@@ -696,7 +706,7 @@ impl Engine {
 
     /// After an input to instance `i` (`by_timer`: its deadline): its dispatches, or with
     /// `[driver]` a `Depart` a reaction later; then its timer.
-    #[inline]
+    #[inline(always)]
     fn serve(&mut self, i: u32, by_timer: bool) -> Result<()> {
         if self.driver.is_none() {
             self.dispatch(i)?;
@@ -888,6 +898,20 @@ impl Engine {
         }
         self.db_out.clear();
         Ok(())
+    }
+
+    /// The completion event the database still owes, if no query started since the completion
+    /// that owes it (under car, the next caller's query usually did: its start rescheduled).
+    fn settle_db(&mut self) {
+        if !self.db.owes_due() {
+            return;
+        }
+        self.db.settle(self.now, &mut self.db_out);
+        for e in self.db_out.drain(..) {
+            if let DbEvent::Due { query, version, at } = e {
+                self.db_due = Some((queue::key(at, self.owed_seq), query, version));
+            }
+        }
     }
 
     /// Answers query `q`'s requests; returns its instance.

@@ -56,8 +56,10 @@ pub fn round_ns(x: f64) -> u64 {
 /// `x.ceil() as u64` for `x` in [0, 2^53), without a libm call.
 #[inline]
 pub fn ceil_ns(x: f64) -> u64 {
-    let i = x as u64;
-    i + u64::from((i as f64) < x)
+    debug_assert!((0.0..9.007_199_254_740_992e15).contains(&x), "{x} out of range");
+    // Through i64, which x fits: one instruction each way on x86-64, a u64's several.
+    let i = x as i64;
+    (i + i64::from((i as f64) < x)) as u64
 }
 
 #[cfg(test)]

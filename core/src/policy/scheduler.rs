@@ -195,6 +195,7 @@ impl Scheduler {
     }
 
     /// `n` requests arrived at `now`.
+    #[inline]
     pub fn on_arrival(&mut self, now: Instant, n: usize) {
         self.advance(now);
         if n == 0 {
@@ -220,6 +221,7 @@ impl Scheduler {
     }
 
     /// One dispatched batch completed at `now`.
+    #[inline]
     pub fn on_complete(&mut self, now: Instant) {
         self.advance(now);
         debug_assert!(self.in_flight > 0, "on_complete without a batch in flight");
@@ -230,6 +232,7 @@ impl Scheduler {
 
     /// The clock reached `now` (a deadline from [`poll_timeout`](Scheduler::poll_timeout), or
     /// any other moment: an early or spurious call changes nothing).
+    #[inline]
     pub fn on_timeout(&mut self, now: Instant) {
         self.advance(now);
         self.latch();
@@ -250,6 +253,7 @@ impl Scheduler {
     }
 
     /// Would [`poll_action`](Scheduler::poll_action) return an action now?
+    #[inline]
     pub fn has_action(&self) -> bool {
         self.queued > 0 && self.in_flight < self.limits.max_in_flight && self.ready_since.is_some()
     }
@@ -263,6 +267,7 @@ impl Scheduler {
     }
 
     /// The next thing to do, if any.
+    #[inline]
     pub fn poll_action(&mut self) -> Option<Action> {
         if !self.has_action() {
             return None;
@@ -308,6 +313,7 @@ impl Scheduler {
 
     /// When [`on_timeout`](Scheduler::on_timeout) should be called next, if nothing else
     /// happens first.
+    #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.queued == 0 || self.in_flight >= self.limits.max_in_flight || self.ready_since.is_some() {
             // Nothing waits, only a completion can let it go, or it goes now: no timer.
