@@ -189,7 +189,7 @@ where
     /// what a batch without one does: for batchers that mostly idle at light load with windows
     /// of a few milliseconds or more. core/README.md has the figures. (Under a paused tokio
     /// clock deadlines always go to tokio's timer; see the crate docs.) Off needs the runtime's
-    /// time driver (`enable_time`) for a timed policy: `build` says so otherwise (except under
+    /// time driver (`enable_time`) for every policy but `Car`: `build` says so otherwise (except under
     /// `panic = "abort"`; see [`build`](Builder::build)). On, every policy needs busline's timer
     /// thread (one per process; natural's holds use it too): `build` fails naming `spin` if it
     /// cannot be spawned.
@@ -219,7 +219,7 @@ where
     ///
     /// A [`ConfigError`] naming the setting if one is out of range; `runtime` if no runtime
     /// was given and `build` is called outside one, or if the runtime has no time driver and
-    /// `batch_timeout` is set, or a timed policy runs with `spin(false)` (tokio's timer then
+    /// `batch_timeout` is set, or a policy other than `Car` runs with `spin(false)` (tokio's timer then
     /// closes the windows); `spin` if spinning is on and busline's timer thread (one per
     /// process, started by the first such `build`) cannot be spawned: the process is out of
     /// threads or memory. That is an error rather than a quiet fall-back to tokio's timer,
@@ -234,14 +234,14 @@ where
     /// the process at the first tokio timer the batcher makes, with tokio's message naming
     /// `enable_time`.
     pub fn build(self) -> Result<Batcher<K, V, E>, ConfigError> {
-        let timed = self.settings.is_timed();
+        let alarms = self.settings.sets_alarms();
         let policy = self.settings.policy.name();
         let validated = self.settings.validate()?;
         let runtime = match self.runtime {
             Some(runtime) => runtime,
             None => current_runtime()?,
         };
-        check_timers(&validated, timed, &runtime)?;
+        check_timers(&validated, alarms, &runtime)?;
         let precise = match self.timer {
             Some(timer) => Some(timer),
             None => precise_timer(&validated)?,
@@ -277,13 +277,13 @@ impl<K, V, E> Builder<K, V, E> {
     /// that a setting the runtime cannot serve is refused by the template's own `build`, not
     /// met by every group's first load.
     pub(crate) fn pinned(mut self) -> Result<Self, ConfigError> {
-        let timed = self.settings.is_timed();
+        let alarms = self.settings.sets_alarms();
         let validated = self.settings.clone().validate()?;
         let runtime = match self.runtime.take() {
             Some(runtime) => runtime,
             None => current_runtime()?,
         };
-        check_timers(&validated, timed, &runtime)?;
+        check_timers(&validated, alarms, &runtime)?;
         // Started for the template: its batchers are built inside their first loads, which
         // must not be where a failed spawn is met.
         self.timer = precise_timer(&validated)?;
@@ -335,15 +335,15 @@ fn precise_timer(validated: &Validated) -> Result<Option<crate::timer::Handle>, 
 
 /// Refuses settings that need tokio's timer on a runtime without its time driver (the driver
 /// would panic at its first deadline or batch, and every load would be `Closed` from then on).
-fn check_timers(validated: &Validated, timed: bool, runtime: &tokio::runtime::Handle) -> Result<(), ConfigError> {
-    let needs_timers = validated.batch_timeout.is_some() || (timed && !validated.spin);
+fn check_timers(validated: &Validated, alarms: bool, runtime: &tokio::runtime::Handle) -> Result<(), ConfigError> {
+    let needs_timers = validated.batch_timeout.is_some() || (alarms && !validated.spin);
     if !needs_timers || !lacks_time_driver(runtime) {
         return Ok(());
     }
     Err(if validated.batch_timeout.is_some() {
         ConfigError::new("runtime", "batch_timeout needs the runtime's time driver (enable_time)")
     } else {
-        ConfigError::new("runtime", "a window with spin(false) needs the runtime's time driver (enable_time)")
+        ConfigError::new("runtime", "a policy other than Car with spin(false) needs the runtime's time driver (enable_time)")
     })
 }
 

@@ -78,13 +78,11 @@ pub(crate) struct Validated {
 }
 
 impl Settings {
-    /// Whether the policy ever sets a deadline (a window, gated or adaptive).
-    pub(crate) fn is_timed(&self) -> bool {
-        match self.policy {
-            Policy::Car | Policy::Natural => false,
-            Policy::Window { window } => !window.is_zero(),
-            _ => true,
-        }
+    /// Whether the driver may set an alarm under this policy: every policy but `Car` (a
+    /// window's, gated's or adaptive's deadline, natural's holds, and a deadline that passed
+    /// while every in-flight place was busy).
+    pub(crate) fn sets_alarms(&self) -> bool {
+        !matches!(self.policy, Policy::Car)
     }
 
     /// Checks every setting and derives the ring's shape.

@@ -288,7 +288,11 @@ fn spin_off_with_a_window_needs_the_time_driver_and_build_says_so() {
     let refused = builder().window(Duration::from_millis(2)).spin(false).runtime(rt.handle().clone()).build();
     let err = refused.expect_err("refused");
     assert_eq!(err.setting(), "runtime", "{err}");
-    // Spinning (the timer thread), or no window at all, needs no time driver.
+    // Natural sets alarms too (its holds; a deadline passed while every place was busy): with
+    // spin(false) they would go to tokio's timer, so it is refused as well (it was built).
+    let natural = builder().policy(Policy::Natural).spin(false).runtime(rt.handle().clone()).build();
+    assert_eq!(natural.expect_err("natural refused").setting(), "runtime");
+    // Spinning (the timer thread), or `Car` (no alarm at all), needs no time driver.
     let spinning = builder().window(Duration::from_millis(2)).runtime(rt.handle().clone()).build().unwrap();
     assert_eq!(rt.block_on(spinning.load(3)).unwrap(), Some(3));
     let car = builder().policy(Policy::Car).spin(false).runtime(rt.handle().clone()).build().unwrap();
