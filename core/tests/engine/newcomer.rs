@@ -104,6 +104,17 @@ impl Gated {
             }
         })
     }
+
+    /// Loads key 0 on a task of its own and waits until its batch has started: the gate then
+    /// holds that batch (and its in-flight place) until the test opens it.
+    async fn hold(&self, b: &Batcher<u32, u32, ()>) -> tokio::task::JoinHandle<Result<Option<u32>, Error<()>>> {
+        let held = {
+            let b = b.clone();
+            tokio::spawn(async move { b.load(0).await })
+        };
+        until("the held batch started", || self.calls.load(Ordering::SeqCst) == 1).await;
+        held
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -474,11 +485,7 @@ async fn a_hung_batch_without_a_timeout_keeps_its_callers_but_shutdown_still_ref
     // says (core/README.md: "sends what is queued").
     let backend = Gated::new();
     let b = backend.builder().max_in_flight(1).build().unwrap();
-    let hung = {
-        let b = b.clone();
-        tokio::spawn(async move { b.load(0).await })
-    };
-    until("the hung batch started", || backend.calls.load(Ordering::SeqCst) == 1).await;
+    let hung = backend.hold(&b).await;
     // Seated on the next bus before the shutdown.
     let mut queued = Box::pin(b.load(1));
     assert!(poll_once(&mut queued).is_pending());
@@ -665,11 +672,7 @@ async fn shutdown_waits_for_a_solo_run_then_no_call_starts() {
 async fn at_capacity_with_default_sizes(overflow: Overflow) -> (Gated, Batcher<u32, u32, ()>, Vec<tokio::task::JoinHandle<Result<Option<u32>, Error<()>>>>) {
     let backend = Gated::new();
     let b = backend.builder().max_in_flight(1).overflow(overflow).build().unwrap();
-    let mut held = vec![{
-        let b = b.clone();
-        tokio::spawn(async move { b.load(0).await })
-    }];
-    until("the held batch started", || backend.calls.load(Ordering::SeqCst) == 1).await;
+    let mut held = vec![backend.hold(&b).await];
     // Fill the next bus: `DEFAULT_MAX_BATCH_SIZE` seats.
     for k in 1..=busline::DEFAULT_MAX_BATCH_SIZE as u32 {
         let b = b.clone();
@@ -1550,11 +1553,7 @@ mod tower_readiness {
     async fn readiness_waiting_at_capacity_is_answered_by_shutdown() {
         let backend = Gated::new();
         let b = backend.builder().max_batch_size(1).max_in_flight(1).build().unwrap();
-        let mut held = vec![{
-            let b = b.clone();
-            tokio::spawn(async move { b.load(0).await })
-        }];
-        until("the held batch started", || backend.calls.load(Ordering::SeqCst) == 1).await;
+        let mut held = vec![backend.hold(&b).await];
         // The next bus (one seat) full.
         let mut seated = Box::pin(b.load(1));
         assert!(poll_once(&mut seated).is_pending());
@@ -1880,11 +1879,7 @@ async fn run_alone_service_is_ready_at_capacity() {
     use tower05::ServiceExt;
     let backend = Gated::new();
     let b = backend.builder().max_batch_size(1).max_in_flight(1).overflow(Overflow::RunAlone).build().unwrap();
-    let held = {
-        let b = b.clone();
-        tokio::spawn(async move { b.load(0).await })
-    };
-    until("the held batch started", || backend.calls.load(Ordering::SeqCst) == 1).await;
+    let held = backend.hold(&b).await;
     let mut seated = Box::pin(b.load(1));
     assert!(poll_once(&mut seated).is_pending());
     // Let the driver (woken by the bus's last seat) see the full bus stuck and raise its stall
